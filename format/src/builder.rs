@@ -1,0 +1,163 @@
+//! A small builder for recordings in tests: stacks by name, counters per snapshot, valid bytes out.
+use crate::{
+    AllocKind, End, EndReason, Frame, Header, HostInfo, Losses, Module, Probe, ProbeSide,
+    ProcMemory, Record, RecordConfig, Snapshot, SnapshotCost, Stack, StackStats, Target,
+    TargetMode, Writer,
+};
+
+/// Builds a recording in memory.
+#[derive(Debug)]
+pub struct RecordingBuilder {
+    header: Header,
+    records: Vec<Record>,
+    pending_modules: Vec<Module>,
+    pending_stacks: Vec<Stack>,
+    seq: u32,
+    interval_ns: u64,
+}
+
+impl Default for RecordingBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl RecordingBuilder {
+    /// A recording of a fictitious command, 5 s interval.
+    pub fn new() -> Self {
+        let interval_ns = 5_000_000_000;
+        RecordingBuilder {
+            header: Header {
+                tool: "leak-format builder".into(),
+                host: HostInfo {
+                    hostname: "builder".into(),
+                    kernel_release: "6.0.0".into(),
+                    kernel_version: "#1".into(),
+                    arch: "x86_64".into(),
+                    page_size: 4096,
+                    mem_total_bytes: 16 << 30,
+                },
+                target: Target {
+                    mode: TargetMode::Command,
+                    pid: 4242,
+                    command_line: vec!["/usr/bin/svc".into()],
+                    exe: "/usr/bin/svc".into(),
+                },
+                start_wall_ns: 1_700_000_000_000_000_000,
+                start_mono_ns: 1_000_000_000,
+                interval_ns,
+                config: RecordConfig {
+                    max_allocs: 1 << 20,
+                    max_stacks: 1 << 14,
+                    max_stack_depth: 64,
+                    min_size: None,
+                    max_size: None,
+                    mmap: false,
+                },
+                probes: vec![Probe {
+                    function: "malloc".into(),
+                    module: "/usr/lib/libc.so.6".into(),
+                    offset: 0x1000,
+                    side: ProbeSide::Entry,
+                }],
+            },
+            records: Vec::new(),
+            pending_modules: Vec::new(),
+            pending_stacks: Vec::new(),
+            seq: 0,
+            interval_ns,
+        }
+    }
+
+    /// Mutable access to the header.
+    pub fn header_mut(&mut self) -> &mut Header {
+        &mut self.header
+    }
+
+    /// Declares a module (emitted with the next snapshot).
+    pub fn module(&mut self, id: u32, path: &str, build_id: Option<Vec<u8>>) -> &mut Self {
+        self.pending_modules.push(Module {
+            id,
+            path: path.into(),
+            build_id,
+            file_size: 0,
+        });
+        self
+    }
+
+    /// Declares a stack of (module, file offset) frames (emitted with the next snapshot).
+    pub fn stack(&mut self, id: u32, frames: &[(u32, u64)]) -> &mut Self {
+        self.pending_stacks.push(Stack {
+            id,
+            frames: frames
+                .iter()
+                .map(|&(module, offset)| Frame {
+                    addr: 0x5500_0000_0000 + offset,
+                    module: Some(module),
+                    offset,
+                })
+                .collect(),
+            truncated: false,
+            lost: None,
+        });
+        self
+    }
+
+    /// Appends a snapshot whose changed heap stacks have these
+    /// (stack, outstanding bytes, outstanding count) values.
+    pub fn snapshot(&mut self, outstanding: &[(u32, u64, u64)]) -> &mut Self {
+        let stats = outstanding
+            .iter()
+            .map(|&(stack, bytes, count)| StackStats {
+                stack,
+                kind: AllocKind::Heap,
+                alloc_bytes: bytes,
+                alloc_count: count,
+                free_bytes: 0,
+                free_count: 0,
+            })
+            .collect();
+        self.snapshot_with(stats, Losses::default())
+    }
+
+    /// Appends a snapshot with full counters and losses.
+    pub fn snapshot_with(&mut self, stats: Vec<StackStats>, losses: Losses) -> &mut Self {
+        let mono_ns = self.header.start_mono_ns + u64::from(self.seq + 1) * self.interval_ns;
+        let wall_ns = self.header.start_wall_ns + u64::from(self.seq + 1) * self.interval_ns;
+        self.records.push(Record::Snapshot(Snapshot {
+            seq: self.seq,
+            wall_ns,
+            mono_ns,
+            new_modules: std::mem::take(&mut self.pending_modules),
+            new_stacks: std::mem::take(&mut self.pending_stacks),
+            stats,
+            maps: None,
+            memory: Some(ProcMemory::default()),
+            losses,
+            cost: SnapshotCost::default(),
+        }));
+        self.seq += 1;
+        self
+    }
+
+    /// Appends the end record.
+    pub fn end(&mut self, reason: EndReason) -> &mut Self {
+        let mono_ns = self.header.start_mono_ns + u64::from(self.seq) * self.interval_ns;
+        self.records.push(Record::End(End {
+            wall_ns: self.header.start_wall_ns + u64::from(self.seq) * self.interval_ns,
+            mono_ns,
+            reason,
+            snapshots: self.seq,
+        }));
+        self
+    }
+
+    /// The recording's bytes.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut w = Writer::new(Vec::new(), &self.header).expect("in-memory write cannot fail");
+        for r in &self.records {
+            w.write(r).expect("in-memory write cannot fail");
+        }
+        w.into_inner()
+    }
+}

@@ -1,0 +1,33 @@
+//! The leak-record recording format, shared by the recorder and the analyzer.
+//!
+//! A recording is a zstd skippable frame holding the magic and format version, followed by one
+//! independent, checksummed zstd frame per [`Record`], each a postcard-encoded value. The first
+//! record is a [`Record::Header`]; snapshots follow; a clean recording ends with [`Record::End`].
+//! A crash can only damage the last frame: [`Reader`] returns every complete record and reports a
+//! truncated or corrupt tail as an error item instead of failing. `docs/format.md` is the normative
+//! specification.
+#![forbid(unsafe_code)]
+
+mod builder;
+mod error;
+mod reader;
+mod records;
+mod state;
+mod writer;
+
+pub use builder::RecordingBuilder;
+pub use error::{Error, TailProblem};
+pub use reader::{Reader, MAX_RECORD_SIZE};
+pub use records::*;
+pub use state::{RecordingState, StackTotals};
+pub use writer::Writer;
+
+/// The 8 bytes at the start of the preamble frame's payload.
+pub const MAGIC: [u8; 8] = *b"LEAKREC\0";
+/// Major format version: a reader refuses any other major version.
+pub const FORMAT_VERSION_MAJOR: u16 = 1;
+/// Minor format version: additions that old readers may ignore (new record variants).
+pub const FORMAT_VERSION_MINOR: u16 = 0;
+/// The zstd skippable-frame magic used for the preamble (any of 0x184D2A50..=0x184D2A5F is
+/// skippable; this one is ours).
+pub const PREAMBLE_FRAME_MAGIC: u32 = 0x184D_2A5C;

@@ -1,0 +1,233 @@
+//! Streaming reader: returns every complete record, then reports a damaged or truncated tail as a
+//! final error item instead of failing the whole file. Memory is bounded by [`MAX_RECORD_SIZE`].
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Read};
+use std::path::Path;
+
+use crate::{Error, Record, TailProblem};
+use crate::{FORMAT_VERSION_MAJOR, MAGIC, PREAMBLE_FRAME_MAGIC};
+
+/// The largest decompressed record a reader accepts (and a writer writes), bytes. Bounds the
+/// memory a hostile file can make the reader allocate.
+pub const MAX_RECORD_SIZE: usize = 64 << 20;
+
+/// Number of `Record` variants this reader knows; higher tags are skipped.
+const KNOWN_RECORD_VARIANTS: u64 = 4;
+
+/// Counts bytes pulled from the file so record offsets can be reported.
+#[derive(Debug)]
+struct Counting<R> {
+    inner: R,
+    count: u64,
+}
+
+impl<R: Read> Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.count += n as u64;
+        Ok(n)
+    }
+}
+
+/// Reads a recording record by record.
+#[derive(Debug)]
+pub struct Reader<R: Read> {
+    inner: BufReader<Counting<R>>,
+    version: (u16, u16),
+    done: bool,
+    skipped_unknown: u64,
+    records: u64,
+}
+
+impl Reader<File> {
+    /// Opens a recording file and checks its preamble.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, Error> {
+        Reader::new(File::open(path)?)
+    }
+}
+
+impl<R: Read> Reader<R> {
+    /// Wraps a byte stream and checks its preamble (magic and major version).
+    pub fn new(inner: R) -> Result<Self, Error> {
+        let mut inner = BufReader::with_capacity(256 << 10, Counting { inner, count: 0 });
+        let mut head = [0u8; 8];
+        let got = read_up_to(&mut inner, &mut head)?;
+        if got < 8
+            || u32::from_le_bytes([head[0], head[1], head[2], head[3]]) != PREAMBLE_FRAME_MAGIC
+        {
+            return Err(Error::NotARecording {
+                found: describe_start(&head[..got]),
+            });
+        }
+        let len = u32::from_le_bytes([head[4], head[5], head[6], head[7]]) as usize;
+        if !(12..=4096).contains(&len) {
+            return Err(Error::NotARecording {
+                found: format!("preamble of {len} bytes"),
+            });
+        }
+        let mut payload = vec![0u8; len];
+        if read_up_to(&mut inner, &mut payload)? < len || payload[..8] != MAGIC {
+            return Err(Error::NotARecording {
+                found: "a zstd skippable frame without the leak-record magic".into(),
+            });
+        }
+        let major = u16::from_le_bytes([payload[8], payload[9]]);
+        let minor = u16::from_le_bytes([payload[10], payload[11]]);
+        if major != FORMAT_VERSION_MAJOR {
+            return Err(Error::UnsupportedVersion { major, minor });
+        }
+        Ok(Reader {
+            inner,
+            version: (major, minor),
+            done: false,
+            skipped_unknown: 0,
+            records: 0,
+        })
+    }
+
+    /// Format version (major, minor) of the file.
+    pub fn version(&self) -> (u16, u16) {
+        self.version
+    }
+
+    /// Records of unknown (newer) kinds that were skipped.
+    pub fn skipped_unknown(&self) -> u64 {
+        self.skipped_unknown
+    }
+
+    /// Byte offset of the next unread record.
+    pub fn offset(&self) -> u64 {
+        self.inner.get_ref().count - self.inner.buffer().len() as u64
+    }
+
+    /// The next record; `None` at a clean end of file. After an error item, always `None`.
+    pub fn next_record(&mut self) -> Option<Result<Record, Error>> {
+        if self.done {
+            return None;
+        }
+        loop {
+            let result = self.read_one();
+            match result {
+                Ok(Some(Some(record))) => {
+                    self.records += 1;
+                    return Some(Ok(record));
+                }
+                Ok(Some(None)) => continue, // skipped frame or unknown record kind
+                Ok(None) => {
+                    self.done = true;
+                    return None;
+                }
+                Err(e) => {
+                    self.done = true;
+                    return Some(Err(e));
+                }
+            }
+        }
+    }
+
+    /// Ok(None): end of file. Ok(Some(None)): something skipped. Ok(Some(Some(r))): a record.
+    fn read_one(&mut self) -> Result<Option<Option<Record>>, Error> {
+        let offset = self.offset();
+        let tail = |problem| Error::Tail { offset, problem };
+        let mut magic = [0u8; 4];
+        let got = read_up_to(&mut self.inner, &mut magic)?;
+        if got == 0 {
+            return Ok(None);
+        }
+        if got < 4 {
+            return Err(tail(TailProblem::Truncated));
+        }
+        let m = u32::from_le_bytes(magic);
+        if m & 0xFFFF_FFF0 == 0x184D_2A50 {
+            // A skippable frame: reserved for future use; skip it.
+            let mut len = [0u8; 4];
+            if read_up_to(&mut self.inner, &mut len)? < 4 {
+                return Err(tail(TailProblem::Truncated));
+            }
+            let len = u64::from(u32::from_le_bytes(len));
+            let skipped = io::copy(&mut (&mut self.inner).take(len), &mut io::sink())?;
+            if skipped < len {
+                return Err(tail(TailProblem::Truncated));
+            }
+            return Ok(Some(None));
+        }
+        let mut raw = Vec::new();
+        {
+            let source = (&magic[..]).chain(&mut self.inner);
+            let decoder = zstd::stream::read::Decoder::with_buffer(source)
+                .map_err(|e| tail(TailProblem::Corrupt(e.to_string())))?;
+            let mut decoder = decoder.single_frame();
+            let limit = MAX_RECORD_SIZE as u64 + 1;
+            match (&mut decoder).take(limit).read_to_end(&mut raw) {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                    return Err(tail(TailProblem::Truncated))
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => return Err(e.into()),
+                Err(e) => return Err(tail(TailProblem::Corrupt(e.to_string()))),
+            }
+            if raw.len() > MAX_RECORD_SIZE {
+                return Err(tail(TailProblem::TooLarge));
+            }
+        }
+        match postcard::from_bytes::<Record>(&raw) {
+            Ok(record) => Ok(Some(Some(record))),
+            Err(e) => {
+                if leading_varint(&raw).is_some_and(|tag| tag >= KNOWN_RECORD_VARIANTS) {
+                    self.skipped_unknown += 1;
+                    Ok(Some(None))
+                } else {
+                    Err(tail(TailProblem::Undecodable(e.to_string())))
+                }
+            }
+        }
+    }
+}
+
+impl<R: Read> Iterator for Reader<R> {
+    type Item = Result<Record, Error>;
+    fn next(&mut self) -> Option<Self::Item> {
+        self.next_record()
+    }
+}
+
+/// Reads until `buf` is full or EOF; returns the bytes read.
+fn read_up_to(r: &mut impl BufRead, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+fn leading_varint(raw: &[u8]) -> Option<u64> {
+    let mut v = 0u64;
+    for (i, b) in raw.iter().take(10).enumerate() {
+        v |= u64::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            return Some(v);
+        }
+    }
+    None
+}
+
+fn describe_start(head: &[u8]) -> String {
+    if head.is_empty() {
+        return "the file is empty".into();
+    }
+    if head.len() >= 4 && head[..4] == [0x28, 0xb5, 0x2f, 0xfd] {
+        return "a plain zstd file without the leak-record preamble".into();
+    }
+    let text = head
+        .iter()
+        .all(|b| b.is_ascii_graphic() || b.is_ascii_whitespace());
+    if text {
+        return "it starts with text; memleak text logs are read by leak-report".into();
+    }
+    format!("it starts with bytes {head:02x?}")
+}

@@ -1,0 +1,371 @@
+//! The records of a recording. Field order is the wire order (postcard stores no names): a change
+//! to any struct here is a new major format version; new `Record` variants are appended only.
+use serde::{Deserialize, Serialize};
+
+/// One record of the stream. Variants are only ever appended; a reader skips variants it does not
+/// know (their tag is beyond the last one it knows) with a warning.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Record {
+    /// Always the first record: who recorded what, where, how.
+    Header(Header),
+    /// The state at one point in time (only what changed since the previous snapshot).
+    Snapshot(Snapshot),
+    /// A piece of an embedded module (`--bundle-symbols`).
+    Bundle(BundleChunk),
+    /// The last record of a recording that ended cleanly.
+    End(End),
+}
+
+/// Facts about the recording as a whole.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Header {
+    /// Name and version of the recorder, e.g. `leak-record 0.1.0`.
+    pub tool: String,
+    /// The host the recording was taken on.
+    pub host: HostInfo,
+    /// The traced process.
+    pub target: Target,
+    /// Wall-clock time at the start, nanoseconds since the Unix epoch.
+    pub start_wall_ns: u64,
+    /// CLOCK_MONOTONIC at the start, nanoseconds. Snapshot times use the same clock.
+    pub start_mono_ns: u64,
+    /// Requested snapshot interval, nanoseconds.
+    pub interval_ns: u64,
+    /// Recorder limits and filters in force.
+    pub config: RecordConfig,
+    /// Every probe attached: which function, in which file, at which offset.
+    pub probes: Vec<Probe>,
+}
+
+/// The machine the recording was taken on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostInfo {
+    /// `uname -n`.
+    pub hostname: String,
+    /// `uname -r`.
+    pub kernel_release: String,
+    /// `uname -v`.
+    pub kernel_version: String,
+    /// `uname -m`, e.g. `x86_64`.
+    pub arch: String,
+    /// Page size in bytes.
+    pub page_size: u64,
+    /// MemTotal from /proc/meminfo, bytes.
+    pub mem_total_bytes: u64,
+}
+
+/// How the target was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TargetMode {
+    /// `-p PID`: attached to a running process.
+    Attach,
+    /// `-- CMD ARGS`: started by the recorder, held before exec until probes were attached.
+    Command,
+}
+
+/// The traced process.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Target {
+    /// How it was found.
+    pub mode: TargetMode,
+    /// Process id (tgid).
+    pub pid: u32,
+    /// Its command line (argv).
+    pub command_line: Vec<String>,
+    /// Path of its executable, as the target sees it.
+    pub exe: String,
+}
+
+/// Recorder limits and filters.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordConfig {
+    /// Capacity of the live-allocation table.
+    pub max_allocs: u64,
+    /// Capacity of the stack table.
+    pub max_stacks: u64,
+    /// Deepest user stack recorded, frames.
+    pub max_stack_depth: u32,
+    /// Allocations smaller than this were not traced.
+    pub min_size: Option<u64>,
+    /// Allocations larger than this were not traced.
+    pub max_size: Option<u64>,
+    /// Anonymous mmap/munmap outside the allocator were traced (as [`AllocKind::Mmap`]).
+    pub mmap: bool,
+}
+
+/// Which side of a call a probe fires on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ProbeSide {
+    /// At the function's entry (uprobe).
+    Entry,
+    /// At the function's return (uretprobe).
+    Return,
+}
+
+/// One attached probe.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Probe {
+    /// Symbol name, e.g. `malloc` or `je_malloc`.
+    pub function: String,
+    /// The ELF file it was attached in, as the target sees it.
+    pub module: String,
+    /// File offset of the probed instruction.
+    pub offset: u64,
+    /// Entry or return.
+    pub side: ProbeSide,
+}
+
+/// What kind of memory a stack's counters describe.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+)]
+pub enum AllocKind {
+    /// malloc and friends, C++ operator new, jemalloc's extended API.
+    #[default]
+    Heap,
+    /// Anonymous mmap made outside any allocator call (`--mmap`).
+    Mmap,
+}
+
+/// The state at one point in time. Only stacks whose counters changed since the previous snapshot
+/// are listed; a stack not listed keeps its previous values.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// 0, 1, 2, ... in file order.
+    pub seq: u32,
+    /// Wall clock, nanoseconds since the Unix epoch.
+    pub wall_ns: u64,
+    /// CLOCK_MONOTONIC, nanoseconds (compare with [`Header::start_mono_ns`]).
+    pub mono_ns: u64,
+    /// Modules referenced for the first time by this snapshot's new stacks.
+    pub new_modules: Vec<Module>,
+    /// Stacks seen for the first time.
+    pub new_stacks: Vec<Stack>,
+    /// Counters of every stack that changed since the previous snapshot (absolute values).
+    pub stats: Vec<StackStats>,
+    /// The target's memory map, when it changed since the previous snapshot (always in the first).
+    pub maps: Option<Vec<MapEntry>>,
+    /// The target's memory use from /proc/PID/status (None once the target has exited).
+    pub memory: Option<ProcMemory>,
+    /// Cumulative loss counters since the start.
+    pub losses: Losses,
+    /// What taking this snapshot cost the recorder.
+    pub cost: SnapshotCost,
+}
+
+/// An ELF file that frames point into.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Module {
+    /// Recording-local id, referenced by [`Frame::module`].
+    pub id: u32,
+    /// Path as the target sees it (inside its mount namespace).
+    pub path: String,
+    /// GNU build ID, if the file has one.
+    pub build_id: Option<Vec<u8>>,
+    /// File size in bytes when it was read.
+    pub file_size: u64,
+}
+
+/// Why a stack's frames are not known. Allocations are still counted, on a stack that says why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum StackLoss {
+    /// The stack table was full.
+    TableFull,
+    /// The kernel could not walk the stack.
+    WalkFailed,
+    /// The per-stack counter table was full.
+    CountersFull,
+    /// The walk returned no frames.
+    Empty,
+}
+
+/// A call stack.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stack {
+    /// Recording-local id, unique within the recording.
+    pub id: u32,
+    /// Frames, innermost first. For user stacks taken at an allocator's return every frame is a
+    /// return address (look up `offset - 1` for the call's line).
+    pub frames: Vec<Frame>,
+    /// The stack reached [`RecordConfig::max_stack_depth`]: outer frames are missing.
+    pub truncated: bool,
+    /// Set on the placeholder stacks that collect allocations whose stack is unknown.
+    pub lost: Option<StackLoss>,
+}
+
+/// One frame of a stack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Frame {
+    /// Virtual address in the target.
+    pub addr: u64,
+    /// The module it falls in, if any mapping covered it.
+    pub module: Option<u32>,
+    /// File offset within that module (0 when `module` is None).
+    pub offset: u64,
+}
+
+/// Cumulative counters of one stack and kind. Outstanding = allocated - freed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct StackStats {
+    /// The stack's id.
+    pub stack: u32,
+    /// Which kind of memory.
+    pub kind: AllocKind,
+    /// Bytes allocated from this stack since the start.
+    pub alloc_bytes: u64,
+    /// Allocations from this stack since the start.
+    pub alloc_count: u64,
+    /// Bytes of those allocations freed since the start.
+    pub free_bytes: u64,
+    /// Those allocations freed since the start.
+    pub free_count: u64,
+}
+
+impl StackStats {
+    /// Bytes still allocated.
+    pub fn outstanding_bytes(&self) -> u64 {
+        self.alloc_bytes.saturating_sub(self.free_bytes)
+    }
+    /// Allocations still live.
+    pub fn outstanding_count(&self) -> u64 {
+        self.alloc_count.saturating_sub(self.free_count)
+    }
+}
+
+/// One line of /proc/PID/maps.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MapEntry {
+    /// Start address.
+    pub start: u64,
+    /// End address (exclusive).
+    pub end: u64,
+    /// `rwxp`-style permissions.
+    pub perms: String,
+    /// File offset of `start`.
+    pub offset: u64,
+    /// Device, `major:minor`.
+    pub dev: String,
+    /// Inode number.
+    pub inode: u64,
+    /// Path or pseudo-name (`[heap]`), empty for anonymous mappings.
+    pub path: String,
+}
+
+/// Memory use of the target (from /proc/PID/status), bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ProcMemory {
+    /// VmRSS.
+    pub rss: u64,
+    /// RssAnon.
+    pub rss_anon: u64,
+    /// RssFile.
+    pub rss_file: u64,
+    /// VmSwap.
+    pub swap: u64,
+}
+
+/// Everything the recorder could not count, cumulative since the start. None of these is ever
+/// dropped without being counted here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Losses {
+    /// Allocations not tracked because the live-allocation table was full.
+    pub allocs_full: u64,
+    /// Bytes of those allocations.
+    pub allocs_full_bytes: u64,
+    /// Allocations counted on a placeholder stack because the stack table was full.
+    pub stack_table_full: u64,
+    /// Allocations counted on a placeholder stack because the stack walk failed.
+    pub stack_walk_failed: u64,
+    /// Allocations counted on a placeholder stack because the per-stack counter table was full.
+    pub counters_full: u64,
+    /// Allocator calls not tracked because the per-thread call table was full.
+    pub pending_full: u64,
+    /// Allocator returns seen without their entry.
+    pub return_without_entry: u64,
+    /// Frees of addresses not tracked (allocated before attach, or untracked above).
+    pub unknown_free: u64,
+    /// Allocations at an address that was still tracked: its free was missed (counted as freed).
+    pub missed_free: u64,
+    /// Allocator calls nested inside another traced allocator call (counted once, at the outer call).
+    pub nested_calls: u64,
+}
+
+impl Losses {
+    /// Sum of the counters that mean data was lost or misattributed (not `nested_calls` or
+    /// `unknown_free`, which are expected in normal operation).
+    pub fn total_drops(&self) -> u64 {
+        self.allocs_full
+            + self.stack_table_full
+            + self.stack_walk_failed
+            + self.counters_full
+            + self.pending_full
+            + self.return_without_entry
+            + self.missed_free
+    }
+}
+
+/// What a snapshot cost the recorder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct SnapshotCost {
+    /// Wall time to take it, nanoseconds.
+    pub wall_ns: u64,
+    /// Recorder thread CPU time spent, nanoseconds.
+    pub cpu_ns: u64,
+    /// Live stacks read from the kernel.
+    pub stacks_read: u32,
+}
+
+/// A piece of an embedded module file (`--bundle-symbols`). Chunks of one module arrive in order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BundleChunk {
+    /// The module this belongs to.
+    pub module: u32,
+    /// What is embedded.
+    pub content: BundleContent,
+    /// Total length of the embedded content.
+    pub total_len: u64,
+    /// Offset of this chunk in it.
+    pub offset: u64,
+    /// The bytes.
+    pub data: Vec<u8>,
+}
+
+/// What a bundle holds for a module.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BundleContent {
+    /// The whole ELF file.
+    ElfFile,
+    /// A Breakpad text symbol file made from the ELF symbol tables (files above the size cap).
+    BreakpadSymbols,
+}
+
+/// Why the recording ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EndReason {
+    /// `--duration` elapsed.
+    Duration,
+    /// The recorder received this signal (SIGINT, SIGTERM).
+    Signal(i32),
+    /// The target exited: exit code, or the signal that killed it.
+    TargetExited {
+        /// Exit status, if it exited normally (or not known for `-p` targets).
+        code: Option<i32>,
+        /// Terminating signal, if any.
+        signal: Option<i32>,
+    },
+    /// The recorder stopped on an error.
+    Error(String),
+}
+
+/// The last record of a cleanly ended recording.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct End {
+    /// Wall clock, nanoseconds since the Unix epoch.
+    pub wall_ns: u64,
+    /// CLOCK_MONOTONIC, nanoseconds.
+    pub mono_ns: u64,
+    /// Why it ended.
+    pub reason: EndReason,
+    /// Number of snapshots written.
+    pub snapshots: u32,
+}

@@ -1,0 +1,144 @@
+//! Format round trips, tail tolerance and bad input, through the public reader and writer.
+use leak_format::*;
+
+fn demo() -> RecordingBuilder {
+    let mut b = RecordingBuilder::new();
+    b.module(1, "/usr/bin/svc", Some(vec![0xab; 20]))
+        .stack(16, &[(1, 0x1234), (1, 0x2000)])
+        .snapshot(&[(16, 100, 1)])
+        .snapshot(&[(16, 200, 2)])
+        .snapshot(&[(16, 300, 3)])
+        .end(EndReason::Duration);
+    b
+}
+
+fn read_all(bytes: &[u8]) -> (Vec<Record>, Option<Error>) {
+    let reader = Reader::new(bytes).expect("preamble");
+    let mut out = Vec::new();
+    for item in reader {
+        match item {
+            Ok(r) => out.push(r),
+            Err(e) => return (out, Some(e)),
+        }
+    }
+    (out, None)
+}
+
+#[test]
+fn round_trip_returns_every_record() {
+    let bytes = demo().to_bytes();
+    let (records, err) = read_all(&bytes);
+    assert!(err.is_none(), "{err:?}");
+    assert_eq!(records.len(), 5); // header, 3 snapshots, end
+    assert!(matches!(records[0], Record::Header(_)));
+    assert!(matches!(records[4], Record::End(_)));
+    let (state, tail) = RecordingState::read(Reader::new(&bytes[..]).unwrap()).unwrap();
+    assert!(tail.is_none());
+    assert_eq!(state.snapshots, 3);
+    let t = state.totals[&(16, AllocKind::Heap)];
+    assert_eq!((t.outstanding_bytes(), t.outstanding_count()), (300, 3));
+    assert_eq!(state.modules[&1].build_id.as_deref(), Some(&[0xab; 20][..]));
+}
+
+#[test]
+fn every_truncation_keeps_the_complete_records() {
+    let bytes = demo().to_bytes();
+    // Frame boundaries: offsets at which a record ends.
+    let full = read_all(&bytes).0.len();
+    for cut in 0..bytes.len() {
+        match Reader::new(&bytes[..cut]) {
+            Err(Error::NotARecording { .. }) => assert!(cut < 20, "preamble rejected at {cut}"),
+            Err(e) => panic!("unexpected error at cut {cut}: {e}"),
+            Ok(reader) => {
+                let mut n = 0;
+                let mut tail = None;
+                for item in reader {
+                    match item {
+                        Ok(_) => n += 1,
+                        Err(e) => tail = Some(e),
+                    }
+                }
+                assert!(n < full);
+                if let Some(e) = tail {
+                    assert!(
+                        matches!(
+                            e,
+                            Error::Tail {
+                                problem: TailProblem::Truncated,
+                                ..
+                            }
+                        ),
+                        "cut {cut}: {e}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn truncated_tail_is_reported_with_its_offset() {
+    let bytes = demo().to_bytes();
+    let cut = bytes.len() - 3;
+    let (records, err) = read_all(&bytes[..cut]);
+    assert_eq!(records.len(), 4, "header and three snapshots survive");
+    match err {
+        Some(Error::Tail {
+            offset,
+            problem: TailProblem::Truncated,
+        }) => assert!(offset > 0 && (offset as usize) < cut),
+        other => panic!("expected truncation, got {other:?}"),
+    }
+}
+
+#[test]
+fn flipped_byte_in_last_record_is_corrupt_not_a_panic() {
+    let bytes = demo().to_bytes();
+    for back in 1..12 {
+        let mut b = bytes.clone();
+        let i = b.len() - back;
+        b[i] ^= 0x5a;
+        let (records, err) = read_all(&b);
+        assert!(
+            records.len() >= 4,
+            "complete snapshots survive a damaged end record"
+        );
+        assert!(
+            err.is_some() || records.len() == 5,
+            "damage at -{back} went unnoticed"
+        );
+    }
+}
+
+#[test]
+fn wrong_magic_and_version_are_clear_errors() {
+    let e = Reader::new(&b"hello world, this is text"[..]).unwrap_err();
+    assert!(e.to_string().contains("not a leak-record recording"), "{e}");
+    let e = Reader::new(&b""[..]).unwrap_err();
+    assert!(e.to_string().contains("empty"), "{e}");
+    let mut bytes = demo().to_bytes();
+    bytes[16] = 9; // major version low byte (8 frame header + 8 magic)
+    match Reader::new(&bytes[..]) {
+        Err(Error::UnsupportedVersion { major: 9, .. }) => {}
+        other => panic!("expected version error, got {other:?}"),
+    }
+}
+
+#[test]
+fn unknown_record_kinds_are_skipped_and_counted() {
+    let mut bytes = demo().to_bytes();
+    // A record with tag 7 (a future kind) appended as a valid zstd frame.
+    bytes.extend(zstd::bulk::compress(&[7, 1, 2, 3], 3).unwrap());
+    let mut reader = Reader::new(&bytes[..]).unwrap();
+    let n = (&mut reader).filter(|r| r.is_ok()).count();
+    assert_eq!(n, 5);
+    assert_eq!(reader.skipped_unknown(), 1);
+}
+
+#[test]
+fn plain_zstd_tools_can_decompress_a_recording() {
+    // The preamble is a skippable frame, so `zstd -dc` sees only postcard payloads.
+    let bytes = demo().to_bytes();
+    let out = zstd::stream::decode_all(&bytes[..]).unwrap();
+    assert!(!out.is_empty());
+}
