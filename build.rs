@@ -18,7 +18,15 @@ mod linux {
         let vmlinux = format!("bpf/vmlinux/{arch}");
         if let Err(e) = libbpf_cargo::SkeletonBuilder::new()
             .source("bpf/leak.bpf.c")
-            .clang_args(["-I", vmlinux.as_str(), "-I", "bpf", "-Wall", "-Werror"])
+            .clang_args([
+                "-I",
+                vmlinux.as_str(),
+                "-I",
+                "bpf",
+                "-Wall",
+                "-Werror",
+                "-mcpu=v3",
+            ])
             .build_and_generate(out.join("leak.skel.rs"))
         {
             // The whole chain says what is missing (usually clang); cargo shows it.

@@ -288,6 +288,8 @@ pub struct Losses {
     pub missed_free: u64,
     /// Allocator calls nested inside another traced allocator call (counted once, at the outer call).
     pub nested_calls: u64,
+    /// Allocator calls that never returned (left by an exception or longjmp).
+    pub abandoned_calls: u64,
 }
 
 impl Losses {

@@ -1,1 +1,57 @@
-fn main() {}
+//! leak-record: parse the command line, record, map the outcome to an exit status.
+use std::process::ExitCode;
+
+use clap::Parser;
+
+#[cfg(target_os = "linux")]
+mod bpf;
+mod cli;
+#[cfg(target_os = "linux")]
+mod discover;
+#[cfg(target_os = "linux")]
+mod modules;
+#[cfg(target_os = "linux")]
+mod output;
+#[cfg(target_os = "linux")]
+mod procfs;
+#[cfg(target_os = "linux")]
+mod record;
+#[cfg(target_os = "linux")]
+mod target;
+
+/// An error in what the user asked for (exit status 2), as opposed to a runtime failure (1).
+#[derive(Debug)]
+pub struct UsageError(pub String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    #[cfg(target_os = "linux")]
+    let result = record::run(cli).map(|_| ());
+    #[cfg(not(target_os = "linux"))]
+    let result: anyhow::Result<()> = {
+        let _ = cli;
+        Err(
+            UsageError("leak-record needs Linux (eBPF uprobes); leak-report runs anywhere".into())
+                .into(),
+        )
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("leak-record: {e:#}");
+            if e.chain().any(|c| c.downcast_ref::<UsageError>().is_some()) {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+    }
+}

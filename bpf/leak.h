@@ -1,0 +1,89 @@
+/* SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause */
+/*
+ * The only definition of what crosses the kernel/user boundary. Rust sees these through the
+ * generated skeleton's `types` module (recorder/src/bpf.rs), never through hand-written mirrors.
+ */
+#ifndef LEAK_H
+#define LEAK_H
+
+/* Deepest user stack kept; also the size of the stack table's key. */
+#define MAX_STACK_DEPTH 64
+
+/* Every way an event can be lost or misattributed. Index into the `counters` map. */
+enum leak_counter {
+	C_ALLOCS_FULL = 0,	 /* live-allocation table full: allocation not tracked */
+	C_ALLOCS_FULL_BYTES = 1, /* bytes of those allocations */
+	C_STACK_TABLE_FULL = 2,	 /* stack table full: counted on a placeholder stack */
+	C_STACK_WALK_FAILED = 3, /* stack walk failed or empty: counted on a placeholder */
+	C_COUNTERS_FULL = 4,	 /* per-stack counter table full: counted on a placeholder */
+	C_PENDING_FULL = 5,	 /* per-thread call table full: call not tracked */
+	C_RET_WITHOUT_ENTRY = 6, /* allocator return without its entry */
+	C_UNKNOWN_FREE = 7,	 /* free of an address not tracked */
+	C_MISSED_FREE = 8,	 /* allocation at a still-tracked address (implied free) */
+	C_NESTED = 9,		 /* allocator call inside another traced allocator call */
+	C_ABANDONED = 10,	 /* allocator call that never returned (exception, longjmp) */
+	C_READ_FAILED = 11,	 /* posix_memalign result could not be read */
+	NR_COUNTERS = 12,
+};
+
+/* What memory a stack's counters describe. */
+enum alloc_kind {
+	KIND_HEAP = 0,
+	KIND_MMAP = 1,
+};
+
+/* Placeholder stack ids: allocations whose stack is unknown are still counted, here. */
+enum lost_stack {
+	STACK_LOST_TABLE_FULL = 1,
+	STACK_LOST_WALK_FAILED = 2,
+	STACK_LOST_COUNTERS_FULL = 3,
+	STACK_LOST_EMPTY = 4,
+	FIRST_STACK_ID = 16,
+};
+
+/* How an allocator call's arguments and result are read. */
+enum call_type {
+	CALL_PLAIN = 0,	  /* returns the new block: malloc, calloc, memalign, new, mallocx */
+	CALL_REALLOC = 1, /* realloc-like: old block in old_ptr */
+	CALL_MEMPTR = 2,  /* posix_memalign: status returned, block stored at memptr */
+	CALL_MMAP = 3,	  /* anonymous mmap outside the allocator */
+	CALL_IGNORE = 4,  /* an mmap we do not account (file-backed, stacks, reservations) */
+};
+
+/* The stack table's key: return addresses, innermost first, zero-filled. */
+struct stack_trace {
+	__u64 ips[MAX_STACK_DEPTH];
+};
+
+struct stats_key {
+	__u32 stack_id;
+	__u32 kind;
+};
+
+/* Cumulative per-stack counters; outstanding = alloc - free. */
+struct stack_stats {
+	__u64 alloc_bytes;
+	__u64 alloc_count;
+	__u64 free_bytes;
+	__u64 free_count;
+};
+
+/* One live allocation. */
+struct alloc_info {
+	__u64 size;
+	__u64 ts; /* bpf_ktime_get_ns() at allocation: identifies this record */
+	struct stats_key key;
+};
+
+/* An allocator call in flight on one thread. */
+struct pending_call {
+	__u64 size;
+	__u64 old_ptr; /* realloc: the block being resized */
+	__u64 old_ts;  /* realloc: its record's ts at entry, 0 if it was not tracked */
+	__u64 memptr;  /* posix_memalign: where the result is stored */
+	__u64 sp;      /* stack pointer at entry: detects calls that never returned */
+	__u32 type;    /* enum call_type */
+	__u32 depth;   /* traced allocator calls open on this thread */
+};
+
+#endif /* LEAK_H */

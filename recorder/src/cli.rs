@@ -1,0 +1,218 @@
+//! Command line of leak-record (clap derive); `///` comments are the help text.
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+const EXAMPLES: &str = "\
+EXAMPLES:
+    # Attach to a running service for 10 minutes, snapshot every 5 s (the default)
+    sudo leak-record -p $(pidof svc) -d 10m -o svc.zst
+
+    # Start a command under the recorder; it is held until every probe is attached
+    sudo leak-record -o test.zst -- ./my-test --iterations 1000
+
+    # Embed the binaries' symbols so the recording can be analyzed on another machine
+    sudo leak-record -p 4242 --bundle-symbols -o run.zst
+
+    # Probe a statically linked allocator with prefixed names
+    sudo leak-record -p 4242 --obj /opt/svc/bin/svc --symbol-prefix je_
+
+    # Then, anywhere (no root): leak-report run.zst
+
+EXIT STATUS:
+    0 recording complete, 1 runtime failure (e.g. BPF unavailable, disk full; what was
+    recorded is kept), 2 bad usage or input (no such process, command not found, output exists).";
+
+/// Record outstanding allocations per call stack of a live process, with eBPF.
+///
+/// Attaches uprobes to the allocator that really serves the target (glibc, jemalloc, tcmalloc,
+/// mimalloc, a static binary's own) and appends a snapshot of outstanding bytes and counts per
+/// call stack to a crash-safe, compressed recording every interval. Needs root, or CAP_BPF and
+/// CAP_PERFMON (plus CAP_SYS_PTRACE for another user's process).
+#[derive(Debug, Parser)]
+#[command(name = "leak-record", version, after_help = EXAMPLES)]
+pub struct Cli {
+    /// Attach to this running process (all its threads).
+    #[arg(short, long, value_name = "PID", conflicts_with = "command")]
+    pub pid: Option<u32>,
+
+    /// Output file [default: leak-record-<UTC date>-<time>.zst].
+    #[arg(short, long, value_name = "PATH")]
+    pub output: Option<PathBuf>,
+
+    /// Overwrite the output file if it exists.
+    #[arg(long)]
+    pub force: bool,
+
+    /// Time between snapshots (e.g. 500ms, 5s, 1m).
+    #[arg(short, long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+    pub interval: Duration,
+
+    /// Stop after this long (e.g. 30s, 10m, 2h) [default: until the target exits or a signal].
+    #[arg(short, long, value_name = "DURATION", value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+
+    /// Capacity of the live-allocation table (e.g. 1M); more live blocks are counted as dropped.
+    #[arg(long, value_name = "N", default_value = "1M", value_parser = parse_count)]
+    pub max_allocs: u64,
+
+    /// Capacity of the stack table (e.g. 16K); more distinct stacks are counted as dropped.
+    #[arg(long, value_name = "N", default_value = "16K", value_parser = parse_count)]
+    pub max_stacks: u64,
+
+    /// Ignore allocations smaller than this (e.g. 64, 4K).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub min_size: Option<u64>,
+
+    /// Ignore allocations larger than this (e.g. 1M).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub max_size: Option<u64>,
+
+    /// Probe the allocator in this file only, instead of discovering it.
+    #[arg(long, value_name = "PATH")]
+    pub obj: Option<PathBuf>,
+
+    /// Allocator functions carry this prefix (e.g. je_ for jemalloc built with a prefix).
+    #[arg(long, value_name = "PREFIX")]
+    pub symbol_prefix: Option<String>,
+
+    /// Also account anonymous mmap/munmap made outside the allocator, separately.
+    #[arg(long)]
+    pub mmap: bool,
+
+    /// Embed the referenced binaries (or their symbol tables above --bundle-max) in the recording.
+    #[arg(long)]
+    pub bundle_symbols: bool,
+
+    /// Largest file embedded whole by --bundle-symbols; larger ones get a symbol table.
+    #[arg(long, value_name = "SIZE", default_value = "64M", value_parser = parse_size)]
+    pub bundle_max: u64,
+
+    /// No status line per snapshot.
+    #[arg(short, long)]
+    pub quiet: bool,
+
+    /// The command to start and trace (after `--`), searched in PATH.
+    #[arg(last = true, value_name = "CMD")]
+    pub command: Vec<String>,
+}
+
+/// Parses `500ms`, `5s`, `10m`, `2h`, `1d`; a bare number is seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let value: f64 = num
+        .parse()
+        .map_err(|_| format!("'{s}' is not a duration; use e.g. 500ms, 30s, 10m, 2h"))?;
+    let scale = match unit.trim() {
+        "ms" => 1e-3,
+        "" | "s" | "sec" => 1.0,
+        "m" | "min" => 60.0,
+        "h" => 3600.0,
+        "d" => 86400.0,
+        other => {
+            return Err(format!(
+                "unknown duration unit '{other}' in '{s}'; use ms, s, m, h or d"
+            ))
+        }
+    };
+    let secs = value * scale;
+    if !secs.is_finite() || secs <= 0.0 || secs > 1e9 {
+        return Err(format!("duration '{s}' must be positive"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// Parses `4096`, `16K`, `16KiB`, `1M`, `2G` (binary units); a bare number is bytes.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let value: u64 = num
+        .parse()
+        .map_err(|_| format!("'{s}' is not a size; use e.g. 4096, 16K, 1M, 2G"))?;
+    let shift = match unit.trim().to_ascii_uppercase().as_str() {
+        "" | "B" => 0,
+        "K" | "KB" | "KIB" => 10,
+        "M" | "MB" | "MIB" => 20,
+        "G" | "GB" | "GIB" => 30,
+        "T" | "TB" | "TIB" => 40,
+        other => {
+            return Err(format!(
+                "unknown size unit '{other}' in '{s}'; use K, M, G or T"
+            ))
+        }
+    };
+    value
+        .checked_mul(1u64 << shift)
+        .ok_or_else(|| format!("size '{s}' is too large"))
+}
+
+/// A count with the same suffixes as sizes (`16K` = 16384), at least 1.
+pub fn parse_count(s: &str) -> Result<u64, String> {
+    match parse_size(s) {
+        Ok(0) => Err(format!("'{s}' must be at least 1")),
+        Ok(n) if n > u64::from(u32::MAX) => Err(format!("'{s}' is too large (at most 4G)")),
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("30"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("10m"), Ok(Duration::from_secs(600)));
+        assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("5x")
+            .unwrap_err()
+            .contains("unknown duration unit"));
+        assert!(parse_duration("abc").is_err());
+    }
+
+    #[test]
+    fn sizes_and_counts() {
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("16K"), Ok(16384));
+        assert_eq!(parse_size("16KiB"), Ok(16384));
+        assert_eq!(parse_size("1M"), Ok(1 << 20));
+        assert_eq!(parse_size("2g"), Ok(2 << 30));
+        assert!(parse_size("1Q").is_err());
+        assert!(parse_size("99999999999T").is_err());
+        assert_eq!(parse_count("16K"), Ok(16384));
+        assert!(parse_count("0").is_err());
+    }
+
+    #[test]
+    fn defaults_are_the_documented_ones() {
+        Cli::command().debug_assert();
+        let cli = Cli::try_parse_from(["leak-record", "-p", "1"]).unwrap();
+        assert_eq!(cli.interval, Duration::from_secs(5));
+        assert_eq!(cli.duration, None);
+        assert_eq!(cli.max_allocs, 1 << 20);
+        assert_eq!(cli.max_stacks, 16384);
+        assert_eq!(cli.bundle_max, 64 << 20);
+        assert_eq!((cli.min_size, cli.max_size), (None, None));
+        assert!(!cli.mmap && !cli.quiet && !cli.force && !cli.bundle_symbols);
+    }
+
+    #[test]
+    fn command_arguments_pass_through() {
+        let cli = Cli::try_parse_from(["leak-record", "-o", "x.zst", "--", "prog", "-p", "--flag"])
+            .unwrap();
+        assert_eq!(cli.command, ["prog", "-p", "--flag"]);
+        assert_eq!(cli.pid, None);
+        assert!(Cli::try_parse_from(["leak-record", "-p", "1", "--", "prog"]).is_err());
+    }
+}

@@ -1,0 +1,572 @@
+//! Finds the allocator functions that really serve the target: each function is probed in the
+//! first object that defines it in the dynamic linker's lookup order (executable, LD_PRELOAD,
+//! DT_NEEDED breadth-first, then dlopened objects), so jemalloc, tcmalloc, mimalloc or a static
+//! binary's own malloc are found without flags.
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+use object::elf;
+use object::read::elf::{Dyn, ElfFile64, ProgramHeader};
+use object::{Endianness, Object, ObjectSection, ObjectSymbol, ReadCache, SymbolKind};
+
+use crate::procfs;
+
+/// Which BPF program handles a function's entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Entry {
+    Malloc,
+    Calloc,
+    Memalign,
+    Realloc,
+    Reallocarray,
+    PosixMemalign,
+    Free,
+    Mmap,
+    Munmap,
+}
+
+/// Which BPF program handles a function's return.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Return {
+    Alloc,
+    PosixMemalign,
+}
+
+type Family = &'static [(&'static str, Entry, Option<Return>)];
+
+/// The C allocator API and jemalloc's extended API (probed with prefixes too).
+const C_API: Family = &[
+    ("malloc", Entry::Malloc, Some(Return::Alloc)),
+    ("calloc", Entry::Calloc, Some(Return::Alloc)),
+    ("realloc", Entry::Realloc, Some(Return::Alloc)),
+    ("reallocarray", Entry::Reallocarray, Some(Return::Alloc)),
+    (
+        "posix_memalign",
+        Entry::PosixMemalign,
+        Some(Return::PosixMemalign),
+    ),
+    ("aligned_alloc", Entry::Memalign, Some(Return::Alloc)),
+    ("memalign", Entry::Memalign, Some(Return::Alloc)),
+    ("valloc", Entry::Malloc, Some(Return::Alloc)),
+    ("pvalloc", Entry::Malloc, Some(Return::Alloc)),
+    ("free", Entry::Free, None),
+    ("free_sized", Entry::Free, None),
+    ("free_aligned_sized", Entry::Free, None),
+    ("mallocx", Entry::Malloc, Some(Return::Alloc)),
+    ("rallocx", Entry::Realloc, Some(Return::Alloc)),
+    ("dallocx", Entry::Free, None),
+    ("sdallocx", Entry::Free, None),
+];
+
+/// C++ operator new (all take the size first). Probing them puts the caller of `new` on the
+/// stack even though libstdc++ has no frame pointers; the malloc inside is a nested call.
+const CXX_NEW: Family = &[
+    ("_Znwm", Entry::Malloc, Some(Return::Alloc)),
+    ("_Znam", Entry::Malloc, Some(Return::Alloc)),
+    ("_ZnwmRKSt9nothrow_t", Entry::Malloc, Some(Return::Alloc)),
+    ("_ZnamRKSt9nothrow_t", Entry::Malloc, Some(Return::Alloc)),
+    ("_ZnwmSt11align_val_t", Entry::Malloc, Some(Return::Alloc)),
+    ("_ZnamSt11align_val_t", Entry::Malloc, Some(Return::Alloc)),
+    (
+        "_ZnwmSt11align_val_tRKSt9nothrow_t",
+        Entry::Malloc,
+        Some(Return::Alloc),
+    ),
+    (
+        "_ZnamSt11align_val_tRKSt9nothrow_t",
+        Entry::Malloc,
+        Some(Return::Alloc),
+    ),
+];
+
+const MMAP_API: Family = &[
+    ("mmap", Entry::Mmap, Some(Return::Alloc)),
+    ("mmap64", Entry::Mmap, Some(Return::Alloc)),
+    ("munmap", Entry::Munmap, None),
+];
+
+/// Prefixes under which allocators export their API beside (or instead of) the plain names:
+/// jemalloc built with `--with-jemalloc-prefix=je_`, and Rust's tikv-jemallocator (`_rjem_`).
+const KNOWN_PREFIXES: &[&str] = &["je_", "_rjem_"];
+
+/// What the recorder needs to know about one ELF file.
+#[derive(Debug, Default)]
+pub struct ElfInfo {
+    pub build_id: Option<Vec<u8>>,
+    pub soname: Option<String>,
+    pub needed: Vec<String>,
+    pub interp: Option<String>,
+    pub is_go: bool,
+    /// Defined global function symbols of interest: name -> file offset.
+    pub functions: HashMap<String, u64>,
+}
+
+/// The names any allocator family could use, with every prefix.
+fn wanted_names(extra_prefix: Option<&str>) -> HashSet<String> {
+    let mut names = HashSet::new();
+    let prefixes = KNOWN_PREFIXES.iter().copied().chain(extra_prefix);
+    for p in [""].into_iter().chain(prefixes) {
+        for (n, ..) in C_API.iter().chain(MMAP_API) {
+            names.insert(format!("{p}{n}"));
+        }
+    }
+    for (n, ..) in CXX_NEW {
+        names.insert(n.to_string());
+    }
+    names
+}
+
+/// Reads the facts of an ELF file without loading it whole.
+pub fn read_elf(path: &Path, extra_prefix: Option<&str>) -> Result<ElfInfo> {
+    let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let cache = ReadCache::new(file);
+    let elf = ElfFile64::<Endianness, _>::parse(&cache)
+        .with_context(|| format!("{} is not a 64-bit ELF file", path.display()))?;
+    let endian = elf.endian();
+    let data = elf.data();
+    let mut info = ElfInfo {
+        build_id: elf.build_id().ok().flatten().map(<[u8]>::to_vec),
+        is_go: elf.section_by_name(".go.buildinfo").is_some()
+            || elf.section_by_name(".gopclntab").is_some(),
+        ..ElfInfo::default()
+    };
+    for ph in elf.elf_program_headers() {
+        if ph.p_type(endian) == elf::PT_INTERP {
+            if let Ok(Some(bytes)) = ph.interpreter(endian, data) {
+                info.interp = Some(String::from_utf8_lossy(bytes).into_owned());
+            }
+        }
+    }
+    let sections = elf.elf_section_table();
+    if let Ok(Some((dyns, link))) = sections.dynamic(endian, data) {
+        if let Ok(strings) = sections.strings(endian, data, link) {
+            for d in dyns {
+                let tag = d.tag(endian);
+                let value = || {
+                    d.string(endian, strings)
+                        .ok()
+                        .map(|s| String::from_utf8_lossy(s).into_owned())
+                };
+                match tag {
+                    elf::DT_NEEDED => info.needed.extend(value()),
+                    elf::DT_SONAME => info.soname = value(),
+                    _ => {}
+                }
+            }
+        }
+    }
+    let wanted = wanted_names(extra_prefix);
+    // Shared objects interpose through .dynsym; a static executable has only .symtab.
+    for sym in elf.dynamic_symbols().chain(elf.symbols()) {
+        if !sym.is_definition() || sym.kind() != SymbolKind::Text || sym.is_local() {
+            continue;
+        }
+        let Ok(name) = sym.name() else { continue };
+        if !wanted.contains(name) || info.functions.contains_key(name) {
+            continue;
+        }
+        let Some(index) = sym.section_index() else {
+            continue;
+        };
+        let Ok(section) = elf.section_by_index(index) else {
+            continue;
+        };
+        let Some((file_start, _)) = section.file_range() else {
+            continue;
+        };
+        let Some(delta) = sym.address().checked_sub(section.address()) else {
+            continue;
+        };
+        info.functions.insert(name.to_string(), file_start + delta);
+    }
+    Ok(info)
+}
+
+/// The GNU build ID of an ELF file, if it has one and can be read.
+pub fn build_id(path: &Path) -> Option<Vec<u8>> {
+    let file = File::open(path).ok()?;
+    let cache = ReadCache::new(file);
+    let elf = ElfFile64::<Endianness, _>::parse(&cache).ok()?;
+    elf.build_id().ok().flatten().map(<[u8]>::to_vec)
+}
+
+/// An object in the target's lookup order.
+#[derive(Debug)]
+pub struct Obj {
+    /// Path as the target sees it.
+    pub display: String,
+    /// Path the recorder opens and attaches to (through /proc/PID/root for `-p`).
+    pub open_path: PathBuf,
+    pub elf: ElfInfo,
+}
+
+/// One probe to attach.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlannedProbe {
+    pub function: String,
+    pub module: String,
+    pub open_path: PathBuf,
+    pub offset: u64,
+    pub entry: Entry,
+    pub ret: Option<Return>,
+}
+
+/// How to choose objects and names.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub obj: Option<PathBuf>,
+    pub symbol_prefix: Option<String>,
+    pub mmap: bool,
+}
+
+/// The objects of a running process, in lookup order.
+pub fn objects_of_process(pid: u32, prefix: Option<&str>) -> Result<Vec<Obj>> {
+    let text = procfs::maps_text(pid).with_context(|| format!("cannot read /proc/{pid}/maps"))?;
+    let mut mapped: Vec<String> = Vec::new();
+    for m in procfs::parse_maps(&text) {
+        if m.path.starts_with('/') && m.inode != 0 && !mapped.contains(&m.path) {
+            mapped.push(m.path);
+        }
+    }
+    let exe = procfs::exe(pid).with_context(|| format!("cannot read /proc/{pid}/exe"))?;
+    let mut objs: Vec<Obj> = mapped
+        .into_iter()
+        .filter_map(|display| {
+            let open_path = procfs::in_root(pid, &display);
+            let elf = read_elf(&open_path, prefix).ok()?;
+            Some(Obj {
+                display,
+                open_path,
+                elf,
+            })
+        })
+        .collect();
+    let preload = procfs::ld_preload(pid);
+    let order = lookup_order(&objs, &exe, &preload);
+    let mut slots: Vec<Option<Obj>> = objs.drain(..).map(Some).collect();
+    Ok(order.into_iter().filter_map(|i| slots[i].take()).collect())
+}
+
+/// Indices of `objs` in the dynamic linker's lookup order.
+fn lookup_order(objs: &[Obj], exe: &str, preload: &[String]) -> Vec<usize> {
+    let base = |p: &str| p.rsplit('/').next().unwrap_or(p).to_string();
+    let find = |name: &str| {
+        objs.iter().position(|o| {
+            o.display == name || o.elf.soname.as_deref() == Some(name) || base(&o.display) == name
+        })
+    };
+    let mut order = Vec::new();
+    let mut queue = VecDeque::new();
+    let push = |i: usize, order: &mut Vec<usize>, queue: &mut VecDeque<usize>| {
+        if !order.contains(&i) {
+            order.push(i);
+            queue.push_back(i);
+        }
+    };
+    if let Some(i) = find(exe) {
+        push(i, &mut order, &mut queue);
+    }
+    for p in preload {
+        if let Some(i) = find(p).or_else(|| find(&base(p))) {
+            push(i, &mut order, &mut queue);
+        }
+    }
+    while let Some(i) = queue.pop_front() {
+        for n in &objs[i].elf.needed {
+            if let Some(j) = find(n) {
+                push(j, &mut order, &mut queue);
+            }
+        }
+    }
+    for i in 0..objs.len() {
+        if !order.contains(&i) {
+            order.push(i); // dlopened, in map order
+        }
+    }
+    order
+}
+
+/// The objects a command will load, in lookup order, from its dynamic linker's `--list`.
+pub fn objects_of_command(exe: &Path, prefix: Option<&str>) -> Result<Vec<Obj>> {
+    let elf = read_elf(exe, prefix)?;
+    let mut objs = Vec::new();
+    let interp = elf.interp.clone();
+    objs.push(Obj {
+        display: exe.display().to_string(),
+        open_path: exe.to_path_buf(),
+        elf,
+    });
+    let Some(interp) = interp else {
+        return Ok(objs); // statically linked: the executable is the whole program
+    };
+    let out = Command::new(&interp)
+        .arg("--list")
+        .arg(exe)
+        .output()
+        .with_context(|| format!("cannot run the dynamic linker {interp} --list"))?;
+    if !out.status.success() {
+        bail!(
+            "the dynamic linker could not list the libraries of {}: {}",
+            exe.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    for path in parse_ld_list(&String::from_utf8_lossy(&out.stdout)) {
+        let open_path = PathBuf::from(&path);
+        match read_elf(&open_path, prefix) {
+            Ok(elf) => objs.push(Obj {
+                display: path,
+                open_path,
+                elf,
+            }),
+            Err(e) => eprintln!("leak-record: skipping {path}: {e:#}"),
+        }
+    }
+    Ok(objs)
+}
+
+/// Library paths from `ld.so --list` output, in order.
+fn parse_ld_list(text: &str) -> Vec<String> {
+    text.lines()
+        .filter_map(|line| {
+            let line = line.trim();
+            let path = match line.split_once("=>") {
+                Some((_, rest)) => rest.trim(),
+                None => line,
+            };
+            let path = path.split(" (").next()?.trim();
+            path.starts_with('/').then(|| path.to_string())
+        })
+        .collect()
+}
+
+/// An object given with `--obj`.
+pub fn single_object(path: &Path, pid: Option<u32>, prefix: Option<&str>) -> Result<Vec<Obj>> {
+    let display = path.display().to_string();
+    let open_path = match pid {
+        Some(pid) if path.is_absolute() => procfs::in_root(pid, &display),
+        _ => path.to_path_buf(),
+    };
+    let elf = read_elf(&open_path, prefix)?;
+    Ok(vec![Obj {
+        display,
+        open_path,
+        elf,
+    }])
+}
+
+/// Chooses the probes: for each function, the first object defining it.
+pub fn plan(objs: &[Obj], ov: &Overrides) -> Result<Vec<PlannedProbe>> {
+    let mut probes: Vec<PlannedProbe> = Vec::new();
+    let mut seen: HashSet<(String, u64)> = HashSet::new();
+    let mut add = |o: &Obj, name: &str, entry: Entry, ret: Option<Return>| {
+        let Some(&offset) = o.elf.functions.get(name) else {
+            return false;
+        };
+        // Aliases (memalign = aligned_alloc in some libcs) share an address: probe it once.
+        if seen.insert((o.display.clone(), offset)) {
+            probes.push(PlannedProbe {
+                function: name.to_string(),
+                module: o.display.clone(),
+                open_path: o.open_path.clone(),
+                offset,
+                entry,
+                ret,
+            });
+        }
+        true
+    };
+    let user_prefix = ov.symbol_prefix.as_deref().unwrap_or("");
+    let mut families: Vec<(Family, &str)> = vec![(C_API, user_prefix), (CXX_NEW, "")];
+    if ov.mmap {
+        families.push((MMAP_API, ""));
+    }
+    for (family, prefix) in families {
+        for &(name, entry, ret) in family {
+            let name = format!("{prefix}{name}");
+            for o in objs {
+                if add(o, &name, entry, ret) {
+                    break;
+                }
+            }
+        }
+    }
+    if ov.symbol_prefix.is_none() {
+        // Allocators exporting a prefixed API beside libc's (Rust's jemallocator, je_ builds).
+        for o in objs {
+            for p in KNOWN_PREFIXES {
+                for &(name, entry, ret) in C_API {
+                    add(o, &format!("{p}{name}"), entry, ret);
+                }
+            }
+        }
+    }
+    let allocates = probes
+        .iter()
+        .any(|p| p.ret.is_some() && p.entry != Entry::Mmap);
+    let frees = probes.iter().any(|p| p.entry == Entry::Free);
+    if !allocates || !frees {
+        let names: Vec<&str> = objs.iter().map(|o| o.display.as_str()).collect();
+        bail!(
+            "no allocator found: none of [{}] defines {user_prefix}malloc and {user_prefix}free; \
+             pass --obj PATH (and --symbol-prefix if the allocator's names are prefixed)",
+            names.join(", ")
+        );
+    }
+    Ok(probes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn obj(display: &str, soname: Option<&str>, needed: &[&str], funcs: &[(&str, u64)]) -> Obj {
+        Obj {
+            display: display.into(),
+            open_path: display.into(),
+            elf: ElfInfo {
+                soname: soname.map(Into::into),
+                needed: needed.iter().map(|s| s.to_string()).collect(),
+                functions: funcs.iter().map(|&(n, o)| (n.to_string(), o)).collect(),
+                ..ElfInfo::default()
+            },
+        }
+    }
+
+    #[test]
+    fn ld_list_output_parses() {
+        let text = "\tlinux-vdso.so.1 (0x00007ffd)\n\
+                    \tlibjemalloc.so.2 => /lib/x86_64-linux-gnu/libjemalloc.so.2 (0x7f1)\n\
+                    \tlibmissing.so => not found\n\
+                    \t/lib64/ld-linux-x86-64.so.2 (0x7f3)\n";
+        assert_eq!(
+            parse_ld_list(text),
+            [
+                "/lib/x86_64-linux-gnu/libjemalloc.so.2",
+                "/lib64/ld-linux-x86-64.so.2"
+            ]
+        );
+    }
+
+    #[test]
+    fn lookup_order_is_exe_preload_then_needed_breadth_first() {
+        // Mapped in address order, which is not the load order.
+        let objs = vec![
+            obj("/lib/libc.so.6", Some("libc.so.6"), &[], &[]),
+            obj("/lib/libdl.so", Some("libdl.so"), &["libc.so.6"], &[]),
+            obj(
+                "/usr/bin/svc",
+                None,
+                &["libjemalloc.so.2", "libc.so.6"],
+                &[],
+            ),
+            obj(
+                "/lib/libjemalloc.so.2",
+                Some("libjemalloc.so.2"),
+                &["libc.so.6"],
+                &[],
+            ),
+            obj("/opt/pre.so", None, &[], &[]),
+        ];
+        let order = lookup_order(&objs, "/usr/bin/svc", &["/opt/pre.so".into()]);
+        let names: Vec<&str> = order.iter().map(|&i| objs[i].display.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "/usr/bin/svc",
+                "/opt/pre.so",
+                "/lib/libjemalloc.so.2",
+                "/lib/libc.so.6",
+                "/lib/libdl.so"
+            ]
+        );
+    }
+
+    #[test]
+    fn first_definer_wins_and_aliases_are_probed_once() {
+        let objs = vec![
+            obj("/usr/bin/svc", None, &[], &[]),
+            obj(
+                "/lib/libjemalloc.so.2",
+                None,
+                &[],
+                &[("malloc", 0x10), ("free", 0x20)],
+            ),
+            obj(
+                "/lib/libc.so.6",
+                None,
+                &[],
+                &[
+                    ("malloc", 0x100),
+                    ("free", 0x200),
+                    ("memalign", 0x300),
+                    ("aligned_alloc", 0x300),
+                ],
+            ),
+        ];
+        let probes = plan(&objs, &Overrides::default()).unwrap();
+        let find = |f: &str| {
+            probes
+                .iter()
+                .find(|p| p.function == f)
+                .map(|p| (p.module.as_str(), p.offset))
+        };
+        assert_eq!(find("malloc"), Some(("/lib/libjemalloc.so.2", 0x10)));
+        assert_eq!(find("free"), Some(("/lib/libjemalloc.so.2", 0x20)));
+        assert_eq!(find("memalign"), Some(("/lib/libc.so.6", 0x300)));
+        assert_eq!(
+            find("aligned_alloc"),
+            None,
+            "alias at the same address is probed once"
+        );
+    }
+
+    #[test]
+    fn prefixed_allocators_are_found_beside_libc() {
+        let objs = vec![
+            obj(
+                "/usr/bin/rustsvc",
+                None,
+                &[],
+                &[("_rjem_malloc", 0x1), ("_rjem_sdallocx", 0x2)],
+            ),
+            obj(
+                "/lib/libc.so.6",
+                None,
+                &[],
+                &[("malloc", 0x100), ("free", 0x200)],
+            ),
+        ];
+        let probes = plan(&objs, &Overrides::default()).unwrap();
+        let names: Vec<&str> = probes.iter().map(|p| p.function.as_str()).collect();
+        assert!(
+            names.contains(&"malloc") && names.contains(&"_rjem_malloc"),
+            "{names:?}"
+        );
+        assert!(names.contains(&"_rjem_sdallocx"));
+    }
+
+    #[test]
+    fn no_allocator_is_a_clear_error() {
+        let objs = vec![obj("/usr/bin/x", None, &[], &[])];
+        let e = plan(&objs, &Overrides::default()).unwrap_err().to_string();
+        assert!(
+            e.contains("no allocator found") && e.contains("--obj"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn this_libc_defines_the_c_api() {
+        let exe = std::env::current_exe().unwrap();
+        let objs = objects_of_command(&exe, None).unwrap();
+        let probes = plan(&objs, &Overrides::default()).unwrap();
+        let libc = probes.iter().find(|p| p.function == "malloc").unwrap();
+        assert!(libc.module.contains("libc.so"), "{libc:?}");
+        assert!(probes.iter().any(|p| p.function == "free"));
+        assert!(probes.iter().any(|p| p.function == "posix_memalign"));
+    }
+}

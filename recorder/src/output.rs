@@ -1,0 +1,107 @@
+//! Creates the recording file safely: never over an existing file unless asked, never through
+//! a symlink, private to its owner, and handed to the invoking user under sudo.
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::{fchown, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Result};
+
+use crate::UsageError;
+
+/// `leak-record-YYYYMMDD-HHMMSS.zst` in UTC.
+pub fn default_name(unix_secs: u64) -> PathBuf {
+    let days = (unix_secs / 86400) as i64;
+    let secs = unix_secs % 86400;
+    let (y, m, d) = civil_from_days(days);
+    PathBuf::from(format!(
+        "leak-record-{y:04}{m:02}{d:02}-{:02}{:02}{:02}.zst",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    ))
+}
+
+/// Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's algorithm).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+/// Creates the output file (mode 0600, no symlink following).
+pub fn create(path: &Path, force: bool) -> Result<File> {
+    let mut opts = OpenOptions::new();
+    opts.write(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC);
+    if force {
+        opts.create(true).truncate(true);
+    } else {
+        opts.create_new(true);
+    }
+    let file = match opts.open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => bail!(UsageError(format!(
+            "output file {} exists; pass --force to overwrite it or choose another -o",
+            path.display()
+        ))),
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => bail!(UsageError(format!(
+            "output {} is a symbolic link; refusing to follow it, choose another -o",
+            path.display()
+        ))),
+        Err(e) => bail!(UsageError(format!("cannot create {}: {e}", path.display()))),
+    };
+    // Under sudo, give the recording to the user who asked for it so they can copy it away.
+    let id = |k: &str| std::env::var(k).ok().and_then(|v| v.parse::<u32>().ok());
+    if let (Some(uid), Some(gid)) = (id("SUDO_UID"), id("SUDO_GID")) {
+        let _ = fchown(&file, Some(uid), Some(gid));
+    }
+    Ok(file)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_names_are_utc_dates() {
+        assert_eq!(
+            default_name(0),
+            PathBuf::from("leak-record-19700101-000000.zst")
+        );
+        assert_eq!(
+            default_name(1_795_000_000),
+            PathBuf::from("leak-record-20261118-110640.zst")
+        );
+    }
+
+    #[test]
+    fn existing_files_and_symlinks_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("run.zst");
+        create(&p, false).unwrap();
+        let e = create(&p, false).unwrap_err();
+        assert!(e.to_string().contains("--force"), "{e}");
+        assert!(e.downcast_ref::<UsageError>().is_some());
+        create(&p, true).unwrap();
+        let link = dir.path().join("link.zst");
+        std::os::unix::fs::symlink(dir.path().join("elsewhere"), &link).unwrap();
+        assert!(create(&link, false).is_err());
+        let e = create(&link, true).unwrap_err();
+        assert!(e.to_string().contains("symbolic link"), "{e}");
+        assert!(!dir.path().join("elsewhere").exists());
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+    }
+}

@@ -1,0 +1,209 @@
+//! Reads what the recording needs from /proc and uname: maps, memory, command lines, host facts.
+use std::ffi::CStr;
+use std::fs;
+use std::io;
+use std::path::PathBuf;
+
+use leak_format::{HostInfo, MapEntry, ProcMemory};
+
+/// `/proc/PID/root` joined with a path as the target sees it: works for containerized targets.
+pub fn in_root(pid: u32, path: &str) -> PathBuf {
+    PathBuf::from(format!("/proc/{pid}/root{path}"))
+}
+
+/// Raw text of /proc/PID/maps.
+pub fn maps_text(pid: u32) -> io::Result<String> {
+    fs::read_to_string(format!("/proc/{pid}/maps"))
+}
+
+/// Parses /proc/PID/maps text; lines that do not parse are skipped.
+pub fn parse_maps(text: &str) -> Vec<MapEntry> {
+    text.lines().filter_map(parse_maps_line).collect()
+}
+
+fn parse_maps_line(line: &str) -> Option<MapEntry> {
+    let mut fields = line.splitn(6, ' ');
+    let range = fields.next()?;
+    let perms = fields.next()?;
+    let offset = fields.next()?;
+    let dev = fields.next()?;
+    let inode = fields.next()?;
+    let path = fields.next().unwrap_or("").trim_start();
+    let (start, end) = range.split_once('-')?;
+    Some(MapEntry {
+        start: u64::from_str_radix(start, 16).ok()?,
+        end: u64::from_str_radix(end, 16).ok()?,
+        perms: perms.to_string(),
+        offset: u64::from_str_radix(offset, 16).ok()?,
+        dev: dev.to_string(),
+        inode: inode.parse().ok()?,
+        path: path.to_string(),
+    })
+}
+
+/// VmRSS, RssAnon, RssFile and VmSwap of a process, or None if it is gone.
+pub fn memory(pid: u32) -> Option<ProcMemory> {
+    let text = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    parse_status(&text)
+}
+
+fn parse_status(text: &str) -> Option<ProcMemory> {
+    let mut m = ProcMemory::default();
+    let mut seen = false;
+    for line in text.lines() {
+        let Some((key, rest)) = line.split_once(':') else {
+            continue;
+        };
+        let field = match key {
+            "VmRSS" => &mut m.rss,
+            "RssAnon" => &mut m.rss_anon,
+            "RssFile" => &mut m.rss_file,
+            "VmSwap" => &mut m.swap,
+            _ => continue,
+        };
+        let kb: u64 = rest.trim().trim_end_matches("kB").trim().parse().ok()?;
+        *field = kb * 1024;
+        seen = true;
+    }
+    // Zombies and kernel threads have no Vm* lines.
+    seen.then_some(m)
+}
+
+/// argv of a process.
+pub fn cmdline(pid: u32) -> io::Result<Vec<String>> {
+    let raw = fs::read(format!("/proc/{pid}/cmdline"))?;
+    Ok(raw
+        .split(|&b| b == 0)
+        .filter(|s| !s.is_empty())
+        .map(|s| String::from_utf8_lossy(s).into_owned())
+        .collect())
+}
+
+/// The executable of a process, as the process sees it.
+pub fn exe(pid: u32) -> io::Result<String> {
+    let link = fs::read_link(format!("/proc/{pid}/exe"))?;
+    let s = link.to_string_lossy();
+    Ok(s.strip_suffix(" (deleted)").unwrap_or(&s).to_string())
+}
+
+/// Entries of LD_PRELOAD in a process's initial environment.
+pub fn ld_preload(pid: u32) -> Vec<String> {
+    let Ok(raw) = fs::read(format!("/proc/{pid}/environ")) else {
+        return Vec::new();
+    };
+    raw.split(|&b| b == 0)
+        .filter_map(|kv| kv.strip_prefix(b"LD_PRELOAD="))
+        .flat_map(|v| {
+            String::from_utf8_lossy(v)
+                .split([' ', ':'])
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// Host facts for the header.
+pub fn host_info() -> HostInfo {
+    // SAFETY: utsname is plain data; uname fills it and we read NUL-terminated fields only
+    // after it returned 0.
+    let uts = unsafe {
+        let mut uts: libc::utsname = std::mem::zeroed();
+        (libc::uname(&mut uts) == 0).then_some(uts)
+    };
+    let field = |f: &[libc::c_char]| -> String {
+        // SAFETY: uname NUL-terminates every field within its array.
+        unsafe { CStr::from_ptr(f.as_ptr()) }
+            .to_string_lossy()
+            .into_owned()
+    };
+    let (hostname, kernel_release, kernel_version, arch) = match &uts {
+        Some(u) => (
+            field(&u.nodename),
+            field(&u.release),
+            field(&u.version),
+            field(&u.machine),
+        ),
+        None => Default::default(),
+    };
+    // SAFETY: sysconf has no memory-safety preconditions.
+    let page_size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(0) as u64;
+    let mem_total_bytes = fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024);
+    HostInfo {
+        hostname,
+        kernel_release,
+        kernel_version,
+        arch,
+        page_size,
+        mem_total_bytes,
+    }
+}
+
+/// Nanoseconds of the given clock.
+pub fn clock_ns(clock: libc::clockid_t) -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: ts is a valid, writable timespec.
+    unsafe { libc::clock_gettime(clock, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Does this process exist (and is it not a zombie)?
+pub fn is_alive(pid: u32) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X"),
+        Err(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn maps_lines_parse() {
+        let text = "55d0c0a00000-55d0c0a01000 r--p 00000000 fe:01 1234 /usr/bin/x y\n\
+                    7f00-7f10 rw-p 00000000 00:00 0 \n\
+                    7ffd1000-7ffd2000 rw-p 00000000 00:00 0    [stack]\n\
+                    garbage\n";
+        let maps = parse_maps(text);
+        assert_eq!(maps.len(), 3);
+        assert_eq!(maps[0].start, 0x55d0c0a00000);
+        assert_eq!(maps[0].path, "/usr/bin/x y");
+        assert_eq!(maps[0].inode, 1234);
+        assert_eq!(maps[1].path, "");
+        assert_eq!(maps[2].path, "[stack]");
+    }
+
+    #[test]
+    fn status_memory_parses() {
+        let text = "Name:\tx\nVmRSS:\t    1000 kB\nRssAnon:\t     600 kB\nRssFile:\t 400 kB\nVmSwap:\t 0 kB\n";
+        let m = parse_status(text).unwrap();
+        assert_eq!(
+            (m.rss, m.rss_anon, m.rss_file, m.swap),
+            (1024000, 614400, 409600, 0)
+        );
+        assert!(parse_status("Name:\tkthread\n").is_none());
+    }
+
+    #[test]
+    fn this_process_is_visible() {
+        let me = std::process::id();
+        assert!(is_alive(me));
+        assert!(memory(me).unwrap().rss > 0);
+        assert!(!cmdline(me).unwrap().is_empty());
+        assert!(host_info().page_size >= 4096);
+    }
+}

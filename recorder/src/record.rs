@@ -1,0 +1,629 @@
+//! The recording session: set up the target and probes, then snapshot every interval until the
+//! duration ends, a signal arrives or the target exits; always a final snapshot and an end record.
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::io::Read;
+use std::mem::MaybeUninit;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use leak_format::{
+    AllocKind, BundleChunk, BundleContent, End, EndReason, Header, Losses, Record, RecordConfig,
+    Snapshot, SnapshotCost, Stack, StackStats, Target, TargetMode, Writer,
+};
+
+use crate::bpf::{self, RawStats, Tracer};
+use crate::cli::Cli;
+use crate::discover::{self, Overrides};
+use crate::modules::ModuleTable;
+use crate::target::{self, HeldChild};
+use crate::{output, procfs, UsageError};
+
+/// The signal that asked us to stop, 0 if none.
+static STOP_SIGNAL: AtomicI32 = AtomicI32::new(0);
+
+extern "C" fn on_stop_signal(sig: libc::c_int) {
+    STOP_SIGNAL.store(sig, Ordering::SeqCst);
+}
+
+extern "C" fn on_child_signal(_: libc::c_int) {}
+
+fn install_signal_handlers() {
+    let handlers: [(libc::c_int, extern "C" fn(libc::c_int)); 4] = [
+        (libc::SIGINT, on_stop_signal),
+        (libc::SIGTERM, on_stop_signal),
+        (libc::SIGHUP, on_stop_signal),
+        // Only to wake poll() when the started command stops or exits.
+        (libc::SIGCHLD, on_child_signal),
+    ];
+    for (sig, handler) in handlers {
+        // SAFETY: the handler only stores to an atomic (async-signal-safe); sa is zeroed and
+        // fully initialised before use. No SA_RESTART, so poll() returns early on a signal.
+        unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = handler as usize;
+            libc::sigemptyset(&mut sa.sa_mask);
+            libc::sigaction(sig, &sa, std::ptr::null_mut());
+        }
+    }
+}
+
+/// Largest piece of an embedded file per record.
+const BUNDLE_CHUNK: usize = 4 << 20;
+/// How long a started command gets to exit after SIGTERM when the recording stops first.
+const TERM_GRACE: Duration = Duration::from_secs(5);
+
+/// What `run` reports.
+#[derive(Debug)]
+pub struct Outcome {
+    pub path: PathBuf,
+    pub snapshots: u32,
+}
+
+/// Records according to the command line.
+pub fn run(cli: Cli) -> Result<Outcome> {
+    if cli.pid.is_none() && cli.command.is_empty() {
+        bail!(UsageError(
+            "nothing to trace: give -p PID or a command after --; see --help".into()
+        ));
+    }
+    if let (Some(lo), Some(hi)) = (cli.min_size, cli.max_size) {
+        if lo > hi {
+            bail!(UsageError(format!(
+                "--min-size {lo} is larger than --max-size {hi}"
+            )));
+        }
+    }
+    if cli.interval < Duration::from_millis(100) {
+        bail!(UsageError("--interval must be at least 100ms".into()));
+    }
+    let start_wall_ns = procfs::clock_ns(libc::CLOCK_REALTIME);
+    let path = cli
+        .output
+        .clone()
+        .unwrap_or_else(|| output::default_name(start_wall_ns / 1_000_000_000));
+
+    // The target: validate before creating anything.
+    let (mode, pid, mut held, exe, command_line) = match cli.pid {
+        Some(pid) => {
+            if !procfs::is_alive(pid) {
+                bail!(UsageError(format!(
+                    "no process with PID {pid}; check the PID (e.g. with pidof or ps)"
+                )));
+            }
+            let exe = procfs::exe(pid).with_context(|| {
+                format!("cannot read /proc/{pid}/exe (needs root or CAP_SYS_PTRACE)")
+            })?;
+            let argv = procfs::cmdline(pid).unwrap_or_default();
+            (TargetMode::Attach, pid, None, exe, argv)
+        }
+        None => {
+            let resolved = target::resolve_command(&cli.command[0])?;
+            let child = target::spawn_held(&resolved, &cli.command)?;
+            let pid = child.pid;
+            (
+                TargetMode::Command,
+                pid,
+                Some(child),
+                resolved.display().to_string(),
+                cli.command.clone(),
+            )
+        }
+    };
+    let result = setup_and_record(
+        &cli,
+        &path,
+        start_wall_ns,
+        mode,
+        pid,
+        held.as_mut(),
+        &exe,
+        command_line,
+    );
+    if result.is_err() {
+        if let Some(child) = held.as_mut() {
+            child.abandon();
+        }
+    }
+    result
+}
+
+#[allow(clippy::too_many_arguments)]
+fn setup_and_record(
+    cli: &Cli,
+    path: &std::path::Path,
+    start_wall_ns: u64,
+    mode: TargetMode,
+    pid: u32,
+    held: Option<&mut HeldChild>,
+    exe: &str,
+    command_line: Vec<String>,
+) -> Result<Outcome> {
+    let file = output::create(path, cli.force)?;
+    let created = scopeguard(path.to_path_buf());
+
+    let prefix = cli.symbol_prefix.as_deref();
+    let objs = match (&cli.obj, mode) {
+        (Some(obj), _) => discover::single_object(obj, Some(pid), prefix)?,
+        (None, TargetMode::Attach) => discover::objects_of_process(pid, prefix)?,
+        (None, TargetMode::Command) => discover::objects_of_command(exe.as_ref(), prefix)?,
+    };
+    if let Some(first) = objs.first() {
+        if first.elf.is_go && cli.obj.is_none() {
+            bail!(UsageError(format!(
+                "{} is a Go program: return probes corrupt Go stacks (bcc #1320), so leak-record \
+                 refuses to trace it; use Go's own heap profiler (pprof)",
+                first.display
+            )));
+        }
+    }
+    let plan = discover::plan(
+        &objs,
+        &Overrides {
+            obj: cli.obj.clone(),
+            symbol_prefix: cli.symbol_prefix.clone(),
+            mmap: cli.mmap,
+        },
+    )?;
+
+    let mut storage = MaybeUninit::uninit();
+    let load = bpf::LoadOptions {
+        tgid: pid,
+        max_allocs: cli.max_allocs as u32,
+        max_stacks: cli.max_stacks as u32,
+        min_size: cli.min_size.unwrap_or(0),
+        max_size: cli.max_size.unwrap_or(u64::MAX),
+    };
+    let mut tracer = bpf::load(&mut storage, &load)?;
+    tracer.attach(pid, &plan)?;
+    report_probes(&tracer, cli.quiet);
+
+    let header = Header {
+        tool: format!("leak-record {}", env!("CARGO_PKG_VERSION")),
+        host: procfs::host_info(),
+        target: Target {
+            mode,
+            pid,
+            command_line,
+            exe: exe.to_string(),
+        },
+        start_wall_ns,
+        start_mono_ns: procfs::clock_ns(libc::CLOCK_MONOTONIC),
+        interval_ns: cli.interval.as_nanos() as u64,
+        config: RecordConfig {
+            max_allocs: cli.max_allocs,
+            max_stacks: cli.max_stacks,
+            max_stack_depth: bpf::MAX_STACK_DEPTH as u32,
+            min_size: cli.min_size,
+            max_size: cli.max_size,
+            mmap: cli.mmap,
+        },
+        probes: tracer.probes().to_vec(),
+    };
+    let writer =
+        Writer::new(file, &header).with_context(|| format!("cannot write {}", path.display()))?;
+    created.defuse();
+    let pidfd = target::pidfd_open(pid).with_context(|| format!("cannot watch process {pid}"))?;
+    install_signal_handlers();
+    let mut exit_watch = None;
+    if let Some(child) = held {
+        // Hold the command at exit so its last memory map can be read (short-lived programs
+        // exit before the first snapshot).
+        match target::ExitWatch::seize(pid) {
+            Ok(w) => exit_watch = Some(w),
+            Err(e) => eprintln!(
+                "leak-record: warning: cannot hold PID {pid} at exit ({e}); frames of libraries \
+                 loaded after the last snapshot may stay unresolved"
+            ),
+        }
+        child.release(&exe_name(exe))?;
+    }
+    if !cli.quiet {
+        eprintln!(
+            "leak-record: recording PID {pid} to {} every {:?}{}",
+            path.display(),
+            cli.interval,
+            cli.duration
+                .map(|d| format!(" for {d:?}"))
+                .unwrap_or_default()
+        );
+    }
+    let mut session = Session {
+        cli,
+        pid,
+        mode,
+        writer,
+        path: path.to_path_buf(),
+        tracer,
+        prev: HashMap::new(),
+        known_stacks: HashSet::new(),
+        modules: ModuleTable::new(pid, cli.bundle_symbols),
+        maps_text: String::new(),
+        unsent_maps: None,
+        exit_watch,
+        seq: 0,
+        started: Instant::now(),
+        last_losses: Losses::default(),
+    };
+    session.record(pidfd)
+}
+
+fn exe_name(exe: &str) -> String {
+    exe.rsplit('/').next().unwrap_or(exe).to_string()
+}
+
+fn report_probes(tracer: &Tracer<'_>, quiet: bool) {
+    if quiet {
+        return;
+    }
+    let mut by_module: Vec<(String, Vec<String>)> = Vec::new();
+    for p in tracer
+        .probes()
+        .iter()
+        .filter(|p| p.side == leak_format::ProbeSide::Entry)
+    {
+        match by_module.iter_mut().find(|(m, _)| *m == p.module) {
+            Some((_, f)) => f.push(p.function.clone()),
+            None => by_module.push((p.module.clone(), vec![p.function.clone()])),
+        }
+    }
+    let n = tracer.probes().len();
+    eprintln!("leak-record: attached {n} probes");
+    for (module, funcs) in by_module {
+        eprintln!("leak-record:   {module}: {}", funcs.join(" "));
+    }
+}
+
+/// Removes the output file unless defused (setup failed before anything was recorded).
+struct Created(Option<PathBuf>);
+fn scopeguard(p: PathBuf) -> Created {
+    Created(Some(p))
+}
+impl Created {
+    fn defuse(mut self) {
+        self.0 = None;
+    }
+}
+impl Drop for Created {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+struct Session<'a, 'obj> {
+    cli: &'a Cli,
+    pid: u32,
+    mode: TargetMode,
+    writer: Writer<File>,
+    path: PathBuf,
+    tracer: Tracer<'obj>,
+    prev: HashMap<(u32, u32), RawStats>,
+    known_stacks: HashSet<u32>,
+    modules: ModuleTable,
+    maps_text: String,
+    unsent_maps: Option<Vec<leak_format::MapEntry>>,
+    exit_watch: Option<target::ExitWatch>,
+    seq: u32,
+    started: Instant,
+    last_losses: Losses,
+}
+
+impl Session<'_, '_> {
+    fn record(&mut self, pidfd: std::os::fd::OwnedFd) -> Result<Outcome> {
+        let interval = self.cli.interval;
+        let deadline = self.cli.duration.map(|d| self.started + d);
+        let mut next = self.started + interval;
+        let reason = loop {
+            let now = Instant::now();
+            let until = deadline.map_or(next, |d| d.min(next));
+            let wait_ms = until.saturating_duration_since(now).as_millis().min(1000) as i32;
+            let exited = target::poll_readable(&pidfd, wait_ms);
+            let sig = STOP_SIGNAL.load(Ordering::SeqCst);
+            if sig != 0 {
+                break EndReason::Signal(sig);
+            }
+            let mut status = None;
+            let mut gone = exited && self.exit_watch.is_none();
+            if let Some(watch) = self.exit_watch.as_mut() {
+                match watch.pump() {
+                    target::ChildEvent::Exiting => {
+                        self.refresh_maps();
+                        if let Some(watch) = self.exit_watch.as_mut() {
+                            watch.resume();
+                        }
+                    }
+                    target::ChildEvent::Exited(s) => {
+                        status = Some(s);
+                        gone = true;
+                    }
+                    target::ChildEvent::None => {}
+                }
+            }
+            if gone {
+                if status.is_none() && self.mode == TargetMode::Command {
+                    status = target::wait(self.pid, 0).ok().flatten();
+                }
+                break EndReason::TargetExited {
+                    code: status.and_then(|s| s.code),
+                    signal: status.and_then(|s| s.signal),
+                };
+            }
+            let now = Instant::now();
+            if deadline.is_some_and(|d| now >= d) {
+                break EndReason::Duration;
+            }
+            if now >= next {
+                self.snapshot(true)?;
+                while next <= now {
+                    next += interval;
+                }
+            }
+        };
+        let alive = !matches!(reason, EndReason::TargetExited { .. });
+        self.snapshot(alive)?;
+        if alive && self.mode == TargetMode::Command {
+            self.stop_child(&pidfd);
+        }
+        if self.cli.bundle_symbols {
+            self.bundle()?;
+        }
+        let end = End {
+            wall_ns: procfs::clock_ns(libc::CLOCK_REALTIME),
+            mono_ns: procfs::clock_ns(libc::CLOCK_MONOTONIC),
+            reason: reason.clone(),
+            snapshots: self.seq,
+        };
+        self.write(&Record::End(end))?;
+        if !self.cli.quiet {
+            eprintln!(
+                "leak-record: {} snapshots written to {} ({}); stopped: {}",
+                self.seq,
+                self.path.display(),
+                human_bytes(self.writer.bytes_written()),
+                describe(&reason)
+            );
+        }
+        Ok(Outcome {
+            path: self.path.clone(),
+            snapshots: self.seq,
+        })
+    }
+
+    /// The recording stopped before the command it started: ask it to end, then insist.
+    fn stop_child(&mut self, pidfd: &std::os::fd::OwnedFd) {
+        if let Some(watch) = self.exit_watch.as_mut() {
+            watch.detach();
+        }
+        if !target::kill(self.pid, libc::SIGTERM) {
+            return;
+        }
+        if !target::poll_readable(pidfd, TERM_GRACE.as_millis() as i32) {
+            eprintln!(
+                "leak-record: PID {} ignored SIGTERM for {TERM_GRACE:?}; killing it",
+                self.pid
+            );
+            target::kill(self.pid, libc::SIGKILL);
+        }
+        let _ = target::wait(self.pid, 0);
+    }
+
+    /// Appends one record; on failure cuts the file back to its last complete record.
+    fn write(&mut self, record: &Record) -> Result<()> {
+        let good = self.writer.bytes_written();
+        if let Err(e) = self.writer.write(record) {
+            let _ = self.writer.get_ref().set_len(good);
+            bail!(
+                "cannot write to {}: {e}; the recording up to the previous snapshot is kept",
+                self.path.display()
+            );
+        }
+        // Durable at every snapshot: a crash or power loss keeps everything written so far.
+        let _ = self.writer.get_ref().sync_data();
+        Ok(())
+    }
+
+    fn snapshot(&mut self, alive: bool) -> Result<()> {
+        let t0 = Instant::now();
+        let cpu0 = procfs::clock_ns(libc::CLOCK_THREAD_CPUTIME_ID);
+        let losses = self.tracer.losses()?;
+        let raw = self.tracer.stats()?;
+        if alive {
+            self.refresh_maps();
+        }
+        let maps = self.unsent_maps.take();
+        let mut stats = Vec::new();
+        let mut unknown = HashSet::new();
+        for r in &raw {
+            let key = (r.stack_id, r.kind);
+            if self.prev.get(&key) != Some(r) {
+                if !self.known_stacks.contains(&r.stack_id) {
+                    unknown.insert(r.stack_id);
+                }
+                stats.push(StackStats {
+                    stack: r.stack_id,
+                    kind: if r.kind == 1 {
+                        AllocKind::Mmap
+                    } else {
+                        AllocKind::Heap
+                    },
+                    alloc_bytes: r.alloc_bytes,
+                    alloc_count: r.alloc_count,
+                    free_bytes: r.free_bytes,
+                    free_count: r.free_count,
+                });
+            }
+        }
+        let mut new_stacks = Vec::new();
+        let placeholders: Vec<u32> = unknown
+            .iter()
+            .copied()
+            .filter(|&id| id < bpf::FIRST_STACK_ID)
+            .collect();
+        for id in placeholders {
+            unknown.remove(&id);
+            new_stacks.push(Stack {
+                id,
+                frames: Vec::new(),
+                truncated: false,
+                lost: bpf::lost_reason(id),
+            });
+            self.known_stacks.insert(id);
+        }
+        if !unknown.is_empty() {
+            let traces = self.tracer.stack_traces(&unknown)?;
+            for (id, ips) in traces {
+                new_stacks.push(Stack {
+                    id,
+                    truncated: ips.len() >= bpf::MAX_STACK_DEPTH,
+                    frames: self.modules.normalize(&ips),
+                    lost: None,
+                });
+                self.known_stacks.insert(id);
+            }
+        }
+        // A stack whose trace could not be read yet is retried next time: its counters stay
+        // unsent so that they are sent together with the stack.
+        stats.retain(|s| self.known_stacks.contains(&s.stack));
+        for s in &stats {
+            let kind = if s.kind == AllocKind::Mmap { 1 } else { 0 };
+            if let Some(r) = raw.iter().find(|r| r.stack_id == s.stack && r.kind == kind) {
+                self.prev.insert((s.stack, kind), *r);
+            }
+        }
+        new_stacks.sort_by_key(|s| s.id);
+        stats.sort_by_key(|s| (s.stack, s.kind));
+        let snapshot = Snapshot {
+            seq: self.seq,
+            wall_ns: procfs::clock_ns(libc::CLOCK_REALTIME),
+            mono_ns: procfs::clock_ns(libc::CLOCK_MONOTONIC),
+            new_modules: self.modules.take_new(),
+            new_stacks,
+            stats,
+            maps,
+            memory: if alive {
+                procfs::memory(self.pid)
+            } else {
+                None
+            },
+            losses,
+            cost: SnapshotCost {
+                wall_ns: t0.elapsed().as_nanos() as u64,
+                cpu_ns: procfs::clock_ns(libc::CLOCK_THREAD_CPUTIME_ID).saturating_sub(cpu0),
+                stacks_read: raw.len() as u32,
+            },
+        };
+        self.write(&Record::Snapshot(snapshot))?;
+        self.seq += 1;
+        if !self.cli.quiet {
+            self.status_line(&raw, &losses);
+        }
+        self.last_losses = losses;
+        Ok(())
+    }
+
+    /// Reads the target's memory map; when it changed, updates the module table and keeps it
+    /// for the next snapshot record.
+    fn refresh_maps(&mut self) {
+        if let Ok(text) = procfs::maps_text(self.pid) {
+            if text != self.maps_text && !text.is_empty() {
+                let parsed = procfs::parse_maps(&text);
+                self.modules.set_maps(parsed.clone());
+                self.unsent_maps = Some(parsed);
+                self.maps_text = text;
+            }
+        }
+    }
+
+    fn status_line(&self, raw: &[RawStats], losses: &Losses) {
+        let bytes: u64 = raw
+            .iter()
+            .map(|r| r.alloc_bytes.saturating_sub(r.free_bytes))
+            .sum();
+        let blocks: u64 = raw
+            .iter()
+            .map(|r| r.alloc_count.saturating_sub(r.free_count))
+            .sum();
+        let live = raw.iter().filter(|r| r.alloc_count > r.free_count).count();
+        let e = self.started.elapsed().as_secs();
+        let drops = losses.total_drops();
+        let new_drops = drops - self.last_losses.total_drops();
+        eprintln!(
+            "leak-record: {:02}:{:02}:{:02} snapshot {} | outstanding {} in {} blocks on {} stacks | drops {}{}",
+            e / 3600,
+            e / 60 % 60,
+            e % 60,
+            self.seq,
+            human_bytes(bytes),
+            blocks,
+            live,
+            drops,
+            if new_drops > 0 { format!(" (+{new_drops}: see leak-report)") } else { String::new() }
+        );
+    }
+
+    /// Embeds each referenced module file up to --bundle-max (read through the handle opened
+    /// while the target was alive).
+    fn bundle(&mut self) -> Result<()> {
+        for (module, mut file) in self.modules.files() {
+            let len = file.metadata().map_or(0, |m| m.len());
+            if len > self.cli.bundle_max {
+                eprintln!(
+                    "leak-record: not bundling {} ({}, above --bundle-max {})",
+                    module.path,
+                    human_bytes(len),
+                    human_bytes(self.cli.bundle_max)
+                );
+                continue;
+            }
+            let mut data = Vec::with_capacity(len as usize);
+            if let Err(e) = file.read_to_end(&mut data) {
+                eprintln!("leak-record: not bundling {}: {e}", module.path);
+                continue;
+            }
+            let total_len = data.len() as u64;
+            for (i, chunk) in data.chunks(BUNDLE_CHUNK).enumerate() {
+                self.write(&Record::Bundle(BundleChunk {
+                    module: module.id,
+                    content: BundleContent::ElfFile,
+                    total_len,
+                    offset: (i * BUNDLE_CHUNK) as u64,
+                    data: chunk.to_vec(),
+                }))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn describe(reason: &EndReason) -> String {
+    match reason {
+        EndReason::Duration => "duration elapsed".into(),
+        EndReason::Signal(s) => format!("signal {s}"),
+        EndReason::TargetExited { code: Some(c), .. } => format!("target exited with status {c}"),
+        EndReason::TargetExited {
+            signal: Some(s), ..
+        } => format!("target killed by signal {s}"),
+        EndReason::TargetExited { .. } => "target exited".into(),
+        EndReason::Error(e) => format!("error: {e}"),
+    }
+}
+
+/// 1536 -> "1.5 KiB".
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}

@@ -1,0 +1,351 @@
+//! The traced process: a running one (`-p`), or a command started here and held before exec
+//! until every probe is attached, so its first allocation is recorded and nothing of the
+//! recorder's own forked image is.
+use std::ffi::{CString, OsStr};
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+
+use crate::UsageError;
+
+/// Finds a command like execvp would: a name with a slash is a path, else search PATH.
+pub fn resolve_command(name: &str) -> Result<PathBuf> {
+    let is_exec = |p: &Path| {
+        let Ok(c) = CString::new(p.as_os_str().as_bytes()) else {
+            return false;
+        };
+        // SAFETY: c is a valid NUL-terminated string.
+        p.is_file() && unsafe { libc::access(c.as_ptr(), libc::X_OK) } == 0
+    };
+    if name.contains('/') {
+        let p = PathBuf::from(name);
+        if is_exec(&p) {
+            return Ok(p);
+        }
+        bail!(UsageError(format!(
+            "cannot execute {name}: no such executable file; check the path"
+        )));
+    }
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
+    for dir in std::env::split_paths(&path) {
+        let candidate = dir.join(name);
+        if is_exec(&candidate) {
+            return Ok(candidate);
+        }
+    }
+    bail!(UsageError(format!(
+        "command not found: {name} (searched PATH); give its path or fix PATH"
+    )))
+}
+
+/// A forked child blocked before exec until [`HeldChild::release`].
+#[derive(Debug)]
+pub struct HeldChild {
+    pub pid: u32,
+    go: Option<OwnedFd>,
+    exec_error: OwnedFd,
+}
+
+fn pipe_cloexec() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as RawFd; 2];
+    // SAFETY: fds is a valid array of two ints for pipe2 to fill.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: pipe2 returned two new descriptors that nothing else owns.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+fn cstring(s: &OsStr) -> Result<CString> {
+    CString::new(s.as_bytes())
+        .map_err(|_| UsageError("arguments must not contain NUL bytes".into()).into())
+}
+
+/// Forks a child that waits for the go signal, then execs `path` with `args` (argv[0] first)
+/// and the recorder's environment. Everything the child needs is prepared before the fork: it
+/// only calls read, execve, write and _exit, none of which allocate.
+pub fn spawn_held(path: &Path, args: &[String]) -> Result<HeldChild> {
+    let path_c = cstring(path.as_os_str())?;
+    let argv_c: Vec<CString> = args
+        .iter()
+        .map(|a| cstring(OsStr::new(a)))
+        .collect::<Result<_>>()?;
+    let env_c: Vec<CString> = std::env::vars_os()
+        .map(|(k, v)| {
+            let mut kv = k.as_bytes().to_vec();
+            kv.push(b'=');
+            kv.extend_from_slice(v.as_bytes());
+            CString::new(kv)
+        })
+        .filter_map(Result::ok)
+        .collect();
+    let mut argv: Vec<*const libc::c_char> = argv_c.iter().map(|a| a.as_ptr()).collect();
+    argv.push(std::ptr::null());
+    let mut envp: Vec<*const libc::c_char> = env_c.iter().map(|a| a.as_ptr()).collect();
+    envp.push(std::ptr::null());
+    let (go_read, go_write) = pipe_cloexec().context("cannot create a pipe")?;
+    let (err_read, err_write) = pipe_cloexec().context("cannot create a pipe")?;
+
+    // SAFETY: the recorder is single-threaded here (nothing has spawned threads yet), and the
+    // child below only calls async-signal-safe functions on memory prepared before the fork.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(io::Error::last_os_error()).context("cannot fork");
+    }
+    if pid == 0 {
+        // SAFETY: child side of fork: raw syscalls on descriptors and buffers that are valid in
+        // the child's copy of the address space; never returns.
+        unsafe {
+            libc::close(go_write.as_raw_fd());
+            let mut byte = 0u8;
+            let n = libc::read(go_read.as_raw_fd(), (&mut byte as *mut u8).cast(), 1);
+            if n == 1 {
+                libc::execve(path_c.as_ptr(), argv.as_ptr(), envp.as_ptr());
+                let errno = *libc::__errno_location();
+                libc::write(err_write.as_raw_fd(), (&errno as *const i32).cast(), 4);
+            }
+            libc::_exit(127);
+        }
+    }
+    drop(go_read);
+    drop(err_write);
+    Ok(HeldChild {
+        pid: pid as u32,
+        go: Some(go_write),
+        exec_error: err_read,
+    })
+}
+
+impl HeldChild {
+    /// Lets the child exec; fails if exec failed.
+    pub fn release(&mut self, name: &str) -> Result<()> {
+        let Some(go) = self.go.take() else {
+            return Ok(());
+        };
+        let byte = 1u8;
+        // SAFETY: go is an open pipe write end; byte is a valid 1-byte buffer.
+        let n = unsafe { libc::write(go.as_raw_fd(), (&byte as *const u8).cast(), 1) };
+        drop(go);
+        if n != 1 {
+            bail!("cannot start {name}: {}", io::Error::last_os_error());
+        }
+        let mut errno = 0i32;
+        // SAFETY: exec_error is an open pipe read end; errno is a valid 4-byte buffer. The
+        // write end closes on a successful exec (CLOEXEC), so read returns 0 then.
+        let n = unsafe {
+            libc::read(
+                self.exec_error.as_raw_fd(),
+                (&mut errno as *mut i32).cast(),
+                4,
+            )
+        };
+        if n == 4 {
+            let _ = wait(self.pid, 0);
+            bail!(UsageError(format!(
+                "cannot execute {name}: {}",
+                io::Error::from_raw_os_error(errno)
+            )));
+        }
+        Ok(())
+    }
+
+    /// Ends a child that was never released (setup failed).
+    pub fn abandon(&mut self) {
+        if self.go.take().is_some() {
+            let _ = wait(self.pid, 0); // it reads EOF and exits 127
+        }
+    }
+}
+
+/// How a child ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExitStatus {
+    pub code: Option<i32>,
+    pub signal: Option<i32>,
+}
+
+/// waitpid; `Ok(None)` if `WNOHANG` was given and the child is still running.
+pub fn wait(pid: u32, flags: i32) -> io::Result<Option<ExitStatus>> {
+    let mut status = 0;
+    loop {
+        // SAFETY: status is a valid int for waitpid to fill.
+        let r = unsafe { libc::waitpid(pid as i32, &mut status, flags) };
+        if r < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        if r == 0 {
+            return Ok(None);
+        }
+        let exit = if libc::WIFEXITED(status) {
+            ExitStatus {
+                code: Some(libc::WEXITSTATUS(status)),
+                signal: None,
+            }
+        } else {
+            ExitStatus {
+                code: None,
+                signal: Some(libc::WTERMSIG(status)),
+            }
+        };
+        return Ok(Some(exit));
+    }
+}
+
+/// A pidfd: becomes readable when the process exits (works for non-children too).
+pub fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the syscall returned a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// Waits until `fd` is readable or `timeout_ms` passes (or a signal arrives). True if readable.
+pub fn poll_readable(fd: &OwnedFd, timeout_ms: i32) -> bool {
+    let mut p = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: p is a valid pollfd array of length 1.
+    let r = unsafe { libc::poll(&mut p, 1, timeout_ms) };
+    r > 0 && p.revents != 0
+}
+
+/// Sends a signal; false if the process is gone.
+pub fn kill(pid: u32, sig: i32) -> bool {
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe { libc::kill(pid as i32, sig) == 0 }
+}
+
+/// What [`ExitWatch::pump`] saw.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChildEvent {
+    /// Nothing to report.
+    None,
+    /// The main thread is about to exit; its memory map is still readable until `resume`.
+    Exiting,
+    /// The child is gone.
+    Exited(ExitStatus),
+}
+
+/// Holds a started command at exit (ptrace PTRACE_O_TRACEEXIT on its main thread, no other
+/// stops) so its memory map can be read one last time. Signals sent to the child are passed on
+/// unchanged. If the recorder dies, the kernel detaches and the child runs on.
+#[derive(Debug)]
+pub struct ExitWatch {
+    pid: u32,
+    attached: bool,
+}
+
+impl ExitWatch {
+    /// Seizes the held (not yet released) child.
+    pub fn seize(pid: u32) -> io::Result<Self> {
+        // SAFETY: PTRACE_SEIZE on our own child; the data argument is the option mask.
+        let r = unsafe {
+            libc::ptrace(
+                libc::PTRACE_SEIZE,
+                pid as libc::pid_t,
+                0,
+                libc::PTRACE_O_TRACEEXIT as libc::c_long,
+            )
+        };
+        if r != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(ExitWatch {
+            pid,
+            attached: true,
+        })
+    }
+
+    fn ptrace(&self, req: libc::c_uint, data: libc::c_long) -> bool {
+        // SAFETY: requests on our own tracee that take no address argument.
+        unsafe { libc::ptrace(req, self.pid as libc::pid_t, 0, data) == 0 }
+    }
+
+    /// Handles pending stops without blocking; reports exit.
+    pub fn pump(&mut self) -> ChildEvent {
+        loop {
+            let mut status = 0;
+            // SAFETY: status is a valid int for waitpid to fill.
+            let r = unsafe {
+                libc::waitpid(self.pid as i32, &mut status, libc::WNOHANG | libc::__WALL)
+            };
+            if r <= 0 {
+                return ChildEvent::None;
+            }
+            if libc::WIFEXITED(status) || libc::WIFSIGNALED(status) {
+                self.attached = false;
+                let code = libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status));
+                let signal = libc::WIFSIGNALED(status).then(|| libc::WTERMSIG(status));
+                return ChildEvent::Exited(ExitStatus { code, signal });
+            }
+            if !libc::WIFSTOPPED(status) {
+                continue;
+            }
+            let sig = libc::WSTOPSIG(status);
+            let event = status >> 16;
+            if event == libc::PTRACE_EVENT_EXIT {
+                return ChildEvent::Exiting;
+            } else if event == libc::PTRACE_EVENT_STOP {
+                // Group stop (SIGSTOP and friends): stay stopped, let SIGCONT resume it.
+                self.ptrace(libc::PTRACE_LISTEN, 0);
+            } else {
+                // A signal for the child: deliver it unchanged.
+                self.ptrace(libc::PTRACE_CONT, libc::c_long::from(sig));
+            }
+        }
+    }
+
+    /// Lets the child continue from its exit stop.
+    pub fn resume(&mut self) {
+        self.ptrace(libc::PTRACE_CONT, 0);
+    }
+
+    /// Stops tracing (before signalling the child ourselves, so its stops need no handling).
+    pub fn detach(&mut self) {
+        if !self.attached {
+            return;
+        }
+        self.attached = false;
+        if !self.ptrace(libc::PTRACE_INTERRUPT, 0) {
+            return;
+        }
+        loop {
+            let mut status = 0;
+            // SAFETY: status is a valid int for waitpid to fill.
+            let r = unsafe { libc::waitpid(self.pid as i32, &mut status, libc::__WALL) };
+            if r <= 0 || libc::WIFEXITED(status) || libc::WIFSIGNALED(status) {
+                return;
+            }
+            if libc::WIFSTOPPED(status) {
+                let event = status >> 16;
+                let pass = if event == 0 {
+                    libc::WSTOPSIG(status)
+                } else {
+                    0
+                };
+                // SAFETY: detaching our own stopped tracee, passing on a pending signal.
+                unsafe {
+                    libc::ptrace(
+                        libc::PTRACE_DETACH,
+                        self.pid as libc::pid_t,
+                        0,
+                        pass as libc::c_long,
+                    )
+                };
+                return;
+            }
+        }
+    }
+}
