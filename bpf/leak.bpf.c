@@ -149,7 +149,8 @@ static __always_inline void release(__u64 ptr, __u64 expect_ts)
 	bpf_map_delete_elem(&allocs, &ptr);
 }
 
-/* The id of the current user stack; a placeholder id when it cannot be had (counted). */
+/* The id of the current user stack; a placeholder id when it cannot be had (counted by the
+ * caller once the allocation is recorded on it). */
 static __always_inline __u32 current_stack_id(struct pt_regs *ctx)
 {
 	__u32 zero = 0, id;
@@ -161,10 +162,8 @@ static __always_inline __u32 current_stack_id(struct pt_regs *ctx)
 		return STACK_LOST_WALK_FAILED;
 	/* Zero-fills the rest of the buffer, so the whole trace is a stable key. */
 	n = bpf_get_stack(ctx, trace->ips, sizeof(trace->ips), BPF_F_USER_STACK);
-	if (n <= 0) {
-		count(C_STACK_WALK_FAILED, 1);
+	if (n <= 0)
 		return n < 0 ? STACK_LOST_WALK_FAILED : STACK_LOST_EMPTY;
-	}
 	known = bpf_map_lookup_elem(&stack_ids, trace);
 	if (known)
 		return *known;
@@ -176,11 +175,7 @@ static __always_inline __u32 current_stack_id(struct pt_regs *ctx)
 		if (known)
 			return *known;
 	}
-	if (err) {
-		count(C_STACK_TABLE_FULL, 1);
-		return STACK_LOST_TABLE_FULL;
-	}
-	return id;
+	return err ? STACK_LOST_TABLE_FULL : id;
 }
 
 /* Records a new block on the current stack. */
@@ -199,7 +194,6 @@ static __always_inline void record(struct pt_regs *ctx, __u64 ptr, __u64 size, _
 		bpf_map_update_elem(&stats, &key, &zero, BPF_NOEXIST);
 		s = bpf_map_lookup_elem(&stats, &key);
 		if (!s) {
-			count(C_COUNTERS_FULL, 1);
 			/* Placeholders are created by the recorder before attaching. */
 			key.stack_id = STACK_LOST_COUNTERS_FULL;
 			s = bpf_map_lookup_elem(&stats, &key);
@@ -225,6 +219,18 @@ static __always_inline void record(struct pt_regs *ctx, __u64 ptr, __u64 size, _
 	}
 	__sync_fetch_and_add(&s->alloc_bytes, size);
 	__sync_fetch_and_add(&s->alloc_count, 1);
+	switch (key.stack_id) {
+	case STACK_LOST_TABLE_FULL:
+		count(C_STACK_TABLE_FULL, 1);
+		break;
+	case STACK_LOST_WALK_FAILED:
+	case STACK_LOST_EMPTY:
+		count(C_STACK_WALK_FAILED, 1);
+		break;
+	case STACK_LOST_COUNTERS_FULL:
+		count(C_COUNTERS_FULL, 1);
+		break;
+	}
 }
 
 /* The outermost allocator call on this thread returned `ret`. */

@@ -13,9 +13,10 @@
 enum leak_counter {
 	C_ALLOCS_FULL = 0,	 /* live-allocation table full: allocation not tracked */
 	C_ALLOCS_FULL_BYTES = 1, /* bytes of those allocations */
-	C_STACK_TABLE_FULL = 2,	 /* stack table full: counted on a placeholder stack */
-	C_STACK_WALK_FAILED = 3, /* stack walk failed or empty: counted on a placeholder */
-	C_COUNTERS_FULL = 4,	 /* per-stack counter table full: counted on a placeholder */
+	/* Allocations recorded on a placeholder stack, by reason (one count per allocation). */
+	C_STACK_TABLE_FULL = 2,	 /* stack table full */
+	C_STACK_WALK_FAILED = 3, /* stack walk failed or came back empty */
+	C_COUNTERS_FULL = 4,	 /* per-stack counter table full */
 	C_PENDING_FULL = 5,	 /* per-thread call table full: call not tracked */
 	C_RET_WITHOUT_ENTRY = 6, /* allocator return without its entry */
 	C_UNKNOWN_FREE = 7,	 /* free of an address not tracked */

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use leak_format::{AllocKind, Reader, RecordingState};
+use leak_format::{AllocKind, Reader, Record, RecordingState};
 
 /// Summarize a leak-record recording.
 #[derive(Debug, Parser)]
@@ -33,10 +33,24 @@ fn main() -> ExitCode {
 fn run(cli: &Cli) -> Result<()> {
     let reader = Reader::open(&cli.recording)
         .with_context(|| format!("cannot read {}", cli.recording.display()))?;
-    let (state, tail) = RecordingState::read(reader)
-        .with_context(|| format!("cannot read {}", cli.recording.display()))?;
-    if let Some(t) = &tail {
-        eprintln!("leak-report: warning: {t}; analyzing the complete snapshots before it");
+    let mut state = RecordingState::default();
+    let mut costs = Vec::new();
+    for item in reader {
+        match item {
+            Ok(record) => {
+                if let Record::Snapshot(s) = &record {
+                    costs.push((s.cost.wall_ns, s.cost.stacks_read));
+                }
+                state.apply(record);
+            }
+            Err(e) if e.is_tail() => {
+                eprintln!("leak-report: warning: {e}; analyzing the complete snapshots before it");
+                break;
+            }
+            Err(e) => {
+                return Err(e).with_context(|| format!("cannot read {}", cli.recording.display()))
+            }
+        }
     }
     let header = state
         .header
@@ -53,6 +67,16 @@ fn run(cli: &Cli) -> Result<()> {
         }
     );
     println!("losses: {:?}", state.losses);
+    if !costs.is_empty() {
+        let mut walls: Vec<u64> = costs.iter().map(|c| c.0).collect();
+        walls.sort_unstable();
+        let max_stacks = costs.iter().map(|c| c.1).max().unwrap_or(0);
+        println!(
+            "snapshot cost: median {:.3} ms, max {:.3} ms, up to {max_stacks} stacks read",
+            walls[walls.len() / 2] as f64 / 1e6,
+            walls[walls.len() - 1] as f64 / 1e6
+        );
+    }
     let mut totals: Vec<_> = state
         .totals
         .values()

@@ -231,30 +231,15 @@ impl Tracer<'_> {
             free_bytes: u64_at(v, offset_of!(types::stack_stats, free_bytes)),
             free_count: u64_at(v, offset_of!(types::stack_stats, free_count)),
         };
-        let batch = map.max_entries().min(8192);
-        if let Ok(iter) = map.lookup_batch(batch, MapFlags::ANY, MapFlags::ANY) {
-            let out: Vec<RawStats> = iter.map(|(k, v)| parse(&k, &v)).collect();
-            // The batch iterator stops silently on errors; cross-check its count cheaply by
-            // falling back to key iteration when it returned nothing at all.
-            if !out.is_empty() {
-                return Ok(out);
-            }
-        }
-        let mut out = Vec::new();
-        for k in map.keys() {
-            if let Some(v) = map.lookup(&k, MapFlags::ANY)? {
-                out.push(parse(&k, &v));
-            }
-        }
-        Ok(out)
+        Ok(read_all(map)?.iter().map(|(k, v)| parse(k, v)).collect())
     }
 
     /// The traces (return addresses, innermost first) of the wanted stack ids.
     pub fn stack_traces(&self, wanted: &HashSet<u32>) -> Result<HashMap<u32, Vec<u64>>> {
         let map = &self.skel.maps.stack_ids;
         let mut out = HashMap::new();
-        let take = |out: &mut HashMap<u32, Vec<u64>>, k: &[u8], v: &[u8]| {
-            let id = u32_at(v, 0);
+        for (k, v) in read_all(map)? {
+            let id = u32_at(&v, 0);
             if wanted.contains(&id) {
                 let ips: Vec<u64> = k
                     .chunks_exact(8)
@@ -263,21 +248,71 @@ impl Tracer<'_> {
                     .collect();
                 out.insert(id, ips);
             }
-        };
-        let batch = map.max_entries().min(1024);
-        if let Ok(iter) = map.lookup_batch(batch, MapFlags::ANY, MapFlags::ANY) {
-            for (k, v) in iter {
-                take(&mut out, &k, &v);
-            }
-        }
-        if out.len() < wanted.len() {
-            for k in map.keys() {
-                if let Some(v) = map.lookup(&k, MapFlags::ANY)? {
-                    take(&mut out, &k, &v);
-                }
-            }
         }
         Ok(out)
+    }
+}
+
+/// Every entry of a hash map, read in batches (a few syscalls for thousands of entries).
+/// Unlike libbpf-rs's batch iterator, which ends silently on any error, this fails loudly:
+/// a partial read would look like stacks that did not change.
+fn read_all(map: &libbpf_rs::MapMut<'_>) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    use std::os::fd::{AsFd, AsRawFd};
+    let (ks, vs) = (map.key_size() as usize, map.value_size() as usize);
+    let fd = map.as_fd().as_raw_fd();
+    let opts = libbpf_rs::libbpf_sys::bpf_map_batch_opts {
+        sz: size_of::<libbpf_rs::libbpf_sys::bpf_map_batch_opts>() as _,
+        elem_flags: 0,
+        flags: 0,
+    };
+    let mut batch: u32 = map.max_entries().clamp(1, 4096);
+    let mut out = Vec::new();
+    let (mut token_in, mut token_out) = ([0u8; 8], [0u8; 8]);
+    let mut first = true;
+    loop {
+        let mut keys = vec![0u8; ks * batch as usize];
+        let mut values = vec![0u8; vs * batch as usize];
+        let mut count = batch;
+        // SAFETY: keys/values hold `count` keys/values of the map's sizes; the batch tokens
+        // are 8 bytes (the kernel's hash-map cursor is 4); opts is initialised with its size.
+        let ret = unsafe {
+            libbpf_rs::libbpf_sys::bpf_map_lookup_batch(
+                fd,
+                if first {
+                    std::ptr::null_mut()
+                } else {
+                    token_in.as_mut_ptr().cast()
+                },
+                token_out.as_mut_ptr().cast(),
+                keys.as_mut_ptr().cast(),
+                values.as_mut_ptr().cast(),
+                &mut count,
+                &opts,
+            )
+        };
+        let err = (ret < 0).then(std::io::Error::last_os_error);
+        let n = count.min(batch) as usize;
+        for i in 0..n {
+            out.push((
+                keys[i * ks..][..ks].to_vec(),
+                values[i * vs..][..vs].to_vec(),
+            ));
+        }
+        match err.and_then(|e| e.raw_os_error()) {
+            None => {
+                token_in = token_out;
+                first = false;
+            }
+            Some(libc::ENOENT) => return Ok(out),
+            // A bucket holds more entries than fit: retry it with room for more.
+            Some(libc::ENOSPC) if n == 0 && batch < 1 << 20 => batch *= 2,
+            Some(libc::EINTR) | Some(libc::EAGAIN) if n == 0 => {}
+            Some(e) => {
+                return Err(std::io::Error::from_raw_os_error(e)).with_context(|| {
+                    format!("cannot read BPF map {}", map.name().to_string_lossy())
+                })
+            }
+        }
     }
 }
 

@@ -95,7 +95,6 @@ const KNOWN_PREFIXES: &[&str] = &["je_", "_rjem_"];
 /// What the recorder needs to know about one ELF file.
 #[derive(Debug, Default)]
 pub struct ElfInfo {
-    pub build_id: Option<Vec<u8>>,
     pub soname: Option<String>,
     pub needed: Vec<String>,
     pub interp: Option<String>,
@@ -128,7 +127,6 @@ pub fn read_elf(path: &Path, extra_prefix: Option<&str>) -> Result<ElfInfo> {
     let endian = elf.endian();
     let data = elf.data();
     let mut info = ElfInfo {
-        build_id: elf.build_id().ok().flatten().map(<[u8]>::to_vec),
         is_go: elf.section_by_name(".go.buildinfo").is_some()
             || elf.section_by_name(".gopclntab").is_some(),
         ..ElfInfo::default()
@@ -217,7 +215,6 @@ pub struct PlannedProbe {
 /// How to choose objects and names.
 #[derive(Debug, Default, Clone)]
 pub struct Overrides {
-    pub obj: Option<PathBuf>,
     pub symbol_prefix: Option<String>,
     pub mmap: bool,
 }

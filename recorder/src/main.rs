@@ -34,7 +34,7 @@ impl std::error::Error for UsageError {}
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     #[cfg(target_os = "linux")]
-    let result = record::run(cli).map(|_| ());
+    let result = record::run(cli);
     #[cfg(not(target_os = "linux"))]
     let result: anyhow::Result<()> = {
         let _ = cli;

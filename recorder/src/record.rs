@@ -55,15 +55,8 @@ const BUNDLE_CHUNK: usize = 4 << 20;
 /// How long a started command gets to exit after SIGTERM when the recording stops first.
 const TERM_GRACE: Duration = Duration::from_secs(5);
 
-/// What `run` reports.
-#[derive(Debug)]
-pub struct Outcome {
-    pub path: PathBuf,
-    pub snapshots: u32,
-}
-
 /// Records according to the command line.
-pub fn run(cli: Cli) -> Result<Outcome> {
+pub fn run(cli: Cli) -> Result<()> {
     if cli.pid.is_none() && cli.command.is_empty() {
         bail!(UsageError(
             "nothing to trace: give -p PID or a command after --; see --help".into()
@@ -140,7 +133,7 @@ fn setup_and_record(
     held: Option<&mut HeldChild>,
     exe: &str,
     command_line: Vec<String>,
-) -> Result<Outcome> {
+) -> Result<()> {
     let file = output::create(path, cli.force)?;
     let created = scopeguard(path.to_path_buf());
 
@@ -162,7 +155,6 @@ fn setup_and_record(
     let plan = discover::plan(
         &objs,
         &Overrides {
-            obj: cli.obj.clone(),
             symbol_prefix: cli.symbol_prefix.clone(),
             mmap: cli.mmap,
         },
@@ -313,7 +305,7 @@ struct Session<'a, 'obj> {
 }
 
 impl Session<'_, '_> {
-    fn record(&mut self, pidfd: std::os::fd::OwnedFd) -> Result<Outcome> {
+    fn record(&mut self, pidfd: std::os::fd::OwnedFd) -> Result<()> {
         let interval = self.cli.interval;
         let deadline = self.cli.duration.map(|d| self.started + d);
         let mut next = self.started + interval;
@@ -387,10 +379,7 @@ impl Session<'_, '_> {
                 describe(&reason)
             );
         }
-        Ok(Outcome {
-            path: self.path.clone(),
-            snapshots: self.seq,
-        })
+        Ok(())
     }
 
     /// The recording stopped before the command it started: ask it to end, then insist.

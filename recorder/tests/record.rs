@@ -1,1 +1,641 @@
-//! placeholder
+//! End-to-end tests of leak-record: the real BPF program traces real fixture processes (built
+//! from fixtures/ with frame pointers), and the recordings must hold exact, known numbers.
+//! They need root and BPF. Outside CI they skip with a printed reason when that is missing; in
+//! CI (CI=true) a skip is a failure.
+use std::collections::HashMap;
+use std::fs;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use leak_format::{AllocKind, Error, Reader, Record, RecordingState, StackLoss};
+use object::{Object, ObjectSegment, ObjectSymbol, SymbolKind};
+
+const RECORDER: &str = env!("CARGO_BIN_EXE_leak-record");
+
+/// True when BPF tests can run; false (after saying why) when they may be skipped.
+fn bpf_ready() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let reason = if !root {
+        Some("not root")
+    } else if !Path::new("/sys/kernel/btf/vmlinux").exists() {
+        Some("the kernel has no BTF (/sys/kernel/btf/vmlinux)")
+    } else {
+        None
+    };
+    match reason {
+        None => true,
+        Some(why) if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") => {
+            panic!("BPF test cannot run in CI: {why}; CI must run these tests as root")
+        }
+        Some(why) => {
+            eprintln!("skipping BPF test: {why}");
+            false
+        }
+    }
+}
+
+/// The fixture binaries, built once per test run.
+fn fixtures() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("fixtures");
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let status = Command::new("bash")
+            .arg(root.join("fixtures/build.sh"))
+            .arg(&out)
+            .stdout(Stdio::null())
+            .status()
+            .expect("run fixtures/build.sh");
+        assert!(status.success(), "fixtures/build.sh failed");
+        out
+    })
+}
+
+fn fixture(name: &str) -> String {
+    fixtures().join(name).display().to_string()
+}
+
+/// A finished recording, read back.
+struct Recorded {
+    state: RecordingState,
+    tail: Option<Error>,
+    stdout: String,
+    stderr: String,
+    code: Option<i32>,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Totals {
+    bytes: u64,
+    count: u64,
+    allocs: u64,
+    frees: u64,
+    stacks: usize,
+}
+
+/// Symbol tables of the modules frames point into, by path.
+fn function_at(path: &str, file_offset: u64) -> Option<String> {
+    static CACHE: OnceLock<std::sync::Mutex<HashMap<String, Vec<(u64, u64, String)>>>> =
+        OnceLock::new();
+    let mut cache = CACHE.get_or_init(Default::default).lock().unwrap();
+    if !cache.contains_key(path) {
+        let data = fs::read(path).ok()?;
+        let file = object::File::parse(&*data).ok()?;
+        let mut syms = Vec::new();
+        let segs: Vec<(u64, u64, u64)> = file
+            .segments()
+            .map(|s| (s.file_range().0, s.file_range().1, s.address()))
+            .collect();
+        for s in file.symbols().chain(file.dynamic_symbols()) {
+            if s.kind() == SymbolKind::Text && s.size() > 0 {
+                // Store symbols by file offset: vaddr -> offset through the segment holding it.
+                if let Some(&(off, _, addr)) = segs
+                    .iter()
+                    .find(|(_, size, addr)| s.address() >= *addr && s.address() < addr + size)
+                {
+                    let start = s.address() - addr + off;
+                    syms.push((start, s.size(), s.name().unwrap_or("").to_string()));
+                }
+            }
+        }
+        cache.insert(path.to_string(), syms);
+    }
+    // Frames are return addresses: the call is at offset - 1.
+    let target = file_offset.checked_sub(1)?;
+    cache[path]
+        .iter()
+        .find(|(start, size, _)| target >= *start && target < start + size)
+        .map(|(_, _, name)| name.clone())
+}
+
+impl Recorded {
+    /// Name of the innermost frame's function of each stack.
+    fn innermost(&self, stack: u32) -> Option<String> {
+        let s = self.state.stacks.get(&stack)?;
+        let f = s.frames.first()?;
+        let m = self.state.modules.get(&f.module?)?;
+        function_at(&m.path, f.offset)
+    }
+
+    /// Sums the heap counters of every stack whose innermost function matches `name`.
+    fn by_function(&self, name: &str) -> Totals {
+        let mut t = Totals::default();
+        for ((stack, kind), s) in &self.state.totals {
+            if *kind != AllocKind::Heap {
+                continue;
+            }
+            let Some(f) = self.innermost(*stack) else {
+                continue;
+            };
+            if f == name || (name.contains("::") && f.contains(name.rsplit("::").next().unwrap())) {
+                t.bytes += s.outstanding_bytes();
+                t.count += s.outstanding_count();
+                t.allocs += s.alloc_count;
+                t.frees += s.free_count;
+                t.stacks += 1;
+            }
+        }
+        t
+    }
+
+    fn modules_of_probe(&self, function: &str) -> Vec<String> {
+        let h = self.state.header.as_ref().expect("header");
+        h.probes
+            .iter()
+            .filter(|p| p.function == function && p.side == leak_format::ProbeSide::Entry)
+            .map(|p| p.module.clone())
+            .collect()
+    }
+
+    fn assert_clean(&self) {
+        assert_eq!(self.code, Some(0), "leak-record failed:\n{}", self.stderr);
+        assert!(self.tail.is_none(), "recording tail: {:?}", self.tail);
+        assert!(self.state.end.is_some(), "no end record");
+        assert!(self.state.snapshots >= 1);
+    }
+}
+
+fn read_recording(path: &Path) -> (RecordingState, Option<Error>) {
+    let reader = Reader::open(path).expect("recording has a valid preamble");
+    RecordingState::read(reader).expect("recording reads")
+}
+
+/// Runs leak-record with `args`, then `-- cmd`, and reads the recording back.
+fn record(args: &[&str], cmd: &[&str]) -> Recorded {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run.zst");
+    let output = Command::new(RECORDER)
+        .args(["-o", out.to_str().unwrap()])
+        .args(args)
+        .arg("--")
+        .args(cmd)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run leak-record");
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(out.exists(), "no recording written:\n{stderr}");
+    let (state, tail) = read_recording(&out);
+    Recorded {
+        state,
+        tail,
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr,
+        code: output.status.code(),
+    }
+}
+
+#[test]
+fn leak_from_a_named_function_is_exact_and_churn_is_zero() {
+    if !bpf_ready() {
+        return;
+    }
+    let r = record(&["-i", "1s"], &[&fixture("leaky"), "basic", "1000", "100"]);
+    r.assert_clean();
+    let leak = r.by_function("leak_here");
+    assert_eq!((leak.bytes, leak.count), (100_000, 1000), "{}", r.stderr);
+    assert_eq!(leak.stacks, 1);
+    let churn = r.by_function("churn_balanced");
+    assert_eq!((churn.bytes, churn.count), (0, 0));
+    // main's very first allocation is a churn malloc: all 5000 are there.
+    assert_eq!((churn.allocs, churn.frees), (5000, 5000));
+    let l = r.state.losses;
+    assert_eq!(l.total_drops(), 0, "{l:?}");
+    assert_eq!(
+        l.unknown_free, 0,
+        "nothing from before exec may be seen: {l:?}"
+    );
+    // Nothing of the recorder's own forked image was recorded before exec.
+    let paths: Vec<&str> = r.state.modules.values().map(|m| m.path.as_str()).collect();
+    assert!(
+        paths.iter().all(|p| !p.contains("leak-record")),
+        "{paths:?}"
+    );
+    let h = r.state.header.as_ref().unwrap();
+    assert_eq!(h.target.command_line[1..], ["basic", "1000", "100"]);
+    assert!(r.modules_of_probe("malloc")[0].contains("libc.so"));
+    assert!(
+        r.stderr.contains("attached"),
+        "the recorder says what it attached: {}",
+        r.stderr
+    );
+}
+
+#[test]
+fn each_allocation_function_lands_on_its_own_stack_with_exact_sizes() {
+    if !bpf_ready() {
+        return;
+    }
+    let r = record(&["-i", "1s"], &[&fixture("leaky"), "paths", "10"]);
+    r.assert_clean();
+    for (function, size) in [
+        ("leak_calloc", 300),
+        ("leak_realloc", 5000),
+        ("leak_reallocarray", 700),
+        ("leak_posix_memalign", 1000),
+        ("leak_aligned_alloc", 2048),
+        ("leak_memalign", 3000),
+        ("leak_valloc", 4000),
+    ] {
+        let t = r.by_function(function);
+        assert_eq!((t.bytes, t.count), (10 * size, 10), "{function}: {t:?}");
+    }
+    // realloc moved (or resized) the seed blocks: freed on the seed's stack.
+    let seed = r.by_function("seed_for_realloc");
+    assert_eq!(
+        (seed.bytes, seed.allocs, seed.frees),
+        (0, 10, 10),
+        "{seed:?}"
+    );
+    // A failed posix_memalign records nothing.
+    assert_eq!(r.by_function("failed_posix_memalign"), Totals::default());
+    // A failed realloc keeps the old block, whose later free is seen.
+    let failed = r.by_function("failed_realloc");
+    assert_eq!(
+        (failed.bytes, failed.allocs, failed.frees),
+        (0, 1, 1),
+        "{failed:?}"
+    );
+    // realloc(p, 0) frees p.
+    let zero = r.by_function("realloc_to_zero");
+    assert_eq!((zero.bytes, zero.allocs, zero.frees), (0, 1, 1), "{zero:?}");
+    let l = r.state.losses;
+    assert_eq!(l.total_drops(), 0, "{l:?}");
+    // glibc's reallocarray tail-jumps into realloc: one call, counted once.
+    assert!(l.nested_calls >= 10, "{l:?}");
+}
+
+#[test]
+fn eight_threads_leaking_concurrently_lose_nothing() {
+    if !bpf_ready() {
+        return;
+    }
+    let r = record(
+        &["-i", "1s"],
+        &[&fixture("leaky"), "threads", "8", "5000", "64"],
+    );
+    r.assert_clean();
+    let t = r.by_function("thread_leak");
+    assert_eq!((t.bytes, t.count), (8 * 5000 * 64, 8 * 5000), "{t:?}");
+    assert_eq!(r.state.losses.total_drops(), 0, "{:?}", r.state.losses);
+}
+
+#[test]
+fn cxx_new_is_attributed_to_its_caller() {
+    if !bpf_ready() {
+        return;
+    }
+    let r = record(&["-i", "1s"], &[&fixture("leaky_cpp"), "1000"]);
+    r.assert_clean();
+    let new = r.by_function("_Z8leak_newm");
+    let arr = r.by_function("_Z14leak_new_arraym");
+    assert_eq!(
+        (new.bytes, new.count),
+        (48_000, 1000),
+        "{new:?}\n{}",
+        r.stderr
+    );
+    assert_eq!((arr.bytes, arr.count), (200_000, 1000), "{arr:?}");
+    assert!(r.modules_of_probe("_Znwm")[0].contains("libstdc++"));
+}
+
+#[test]
+fn rust_rc_cycles_and_box_leak_are_exact() {
+    if !bpf_ready() {
+        return;
+    }
+    let r = record(&["-i", "1s"], &[&fixture("leaky_rs"), "500"]);
+    r.assert_clean();
+    let expect: HashMap<&str, u64> = r
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("expect "))
+        .expect("the fixture prints its expected figures")
+        .split_whitespace()
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k, v.parse().unwrap()))
+        .collect();
+    let rc = r.by_function("leaky::leak_rc_cycle");
+    let bx = r.by_function("leaky::leak_box");
+    assert_eq!(
+        (rc.bytes, rc.count),
+        (expect["rc_bytes"], expect["rc_count"]),
+        "{rc:?}"
+    );
+    assert_eq!(
+        (bx.bytes, bx.count),
+        (expect["box_bytes"], expect["box_count"]),
+        "{bx:?}"
+    );
+}
+
+#[test]
+fn jemalloc_linked_process_is_found_without_flags() {
+    if !bpf_ready() {
+        return;
+    }
+    let r = record(
+        &["-i", "1s"],
+        &[&fixture("leaky_jemalloc"), "basic", "1000", "100"],
+    );
+    r.assert_clean();
+    let malloc = r.modules_of_probe("malloc");
+    assert!(malloc[0].contains("libjemalloc"), "{malloc:?}");
+    let t = r.by_function("leak_here");
+    assert_eq!((t.bytes, t.count), (100_000, 1000), "{t:?}\n{}", r.stderr);
+    let churn = r.by_function("churn_balanced");
+    assert_eq!((churn.bytes, churn.allocs), (0, 5000));
+}
+
+#[test]
+fn statically_linked_binary_is_probed_in_the_executable() {
+    if !bpf_ready() {
+        return;
+    }
+    let exe = fixture("leaky_static");
+    let r = record(&["-i", "1s"], &[&exe, "basic", "1000", "100"]);
+    r.assert_clean();
+    assert_eq!(r.modules_of_probe("malloc"), [exe.clone()]);
+    let t = r.by_function("leak_here");
+    assert_eq!((t.bytes, t.count), (100_000, 1000), "{t:?}\n{}", r.stderr);
+}
+
+/// Reads lines from `r` until one contains `needle`, or panics after `limit`.
+fn wait_for_line(r: &mut impl BufRead, needle: &str, limit: Duration, what: &str) -> String {
+    let start = Instant::now();
+    let mut seen = String::new();
+    loop {
+        let mut line = String::new();
+        let n = r.read_line(&mut line).unwrap_or(0);
+        if n == 0 || start.elapsed() > limit {
+            panic!("{what}: no line containing {needle:?}; got:\n{seen}");
+        }
+        seen.push_str(&line);
+        if line.contains(needle) {
+            return seen;
+        }
+    }
+}
+
+#[test]
+fn attach_to_a_running_process() {
+    if !bpf_ready() {
+        return;
+    }
+    let mut target = Command::new(fixture("leaky"))
+        .args(["--wait-start", "--wait-end", "basic", "1000", "100"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut t_out = BufReader::new(target.stdout.take().unwrap());
+    wait_for_line(&mut t_out, "ready", Duration::from_secs(10), "fixture");
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("attach.zst");
+    let mut rec = Command::new(RECORDER)
+        .args([
+            "-p",
+            &target.id().to_string(),
+            "-i",
+            "500ms",
+            "-o",
+            out.to_str().unwrap(),
+        ])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut r_err = BufReader::new(rec.stderr.take().unwrap());
+    wait_for_line(
+        &mut r_err,
+        "recording PID",
+        Duration::from_secs(30),
+        "recorder",
+    );
+    let mut t_in = target.stdin.take().unwrap();
+    t_in.write_all(b"go\n").unwrap();
+    wait_for_line(&mut t_out, "done", Duration::from_secs(10), "fixture");
+    // Let one snapshot see the live process, then let it exit.
+    wait_for_line(&mut r_err, "snapshot", Duration::from_secs(10), "recorder");
+    drop(t_in);
+    assert!(target.wait().unwrap().success());
+    let status = rec.wait().unwrap();
+    let mut rest = String::new();
+    let _ = std::io::Read::read_to_string(&mut r_err, &mut rest);
+    assert!(status.success(), "{rest}");
+    let (state, tail) = read_recording(&out);
+    assert!(tail.is_none());
+    let r = Recorded {
+        state,
+        tail,
+        stdout: String::new(),
+        stderr: rest,
+        code: status.code(),
+    };
+    r.assert_clean();
+    let t = r.by_function("leak_here");
+    assert_eq!((t.bytes, t.count), (100_000, 1000), "{t:?}");
+    let churn = r.by_function("churn_balanced");
+    assert_eq!((churn.bytes, churn.allocs, churn.frees), (0, 5000, 5000));
+    assert_eq!(
+        r.state.header.as_ref().unwrap().target.mode,
+        leak_format::TargetMode::Attach
+    );
+}
+
+#[test]
+fn sigkill_mid_run_leaves_every_complete_snapshot_readable() {
+    if !bpf_ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("killed.zst");
+    let mut rec = Command::new(RECORDER)
+        .args(["-q", "-i", "100ms", "-o", out.to_str().unwrap(), "--"])
+        .args([&fixture("leaky"), "slow", "100000", "100", "5"])
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    rec.kill().unwrap(); // SIGKILL
+    rec.wait().unwrap();
+    let (state, tail) = read_recording(&out);
+    // The fixture runs on (the kernel detached the recorder); end it.
+    let _ = Command::new("pkill")
+        .args(["-f", "leaky slow 100000 100 5"])
+        .status();
+    assert!(
+        state.end.is_none(),
+        "a killed recorder writes no end record"
+    );
+    assert!(state.snapshots >= 5, "only {} snapshots", state.snapshots);
+    if let Some(e) = tail {
+        assert!(e.is_tail(), "{e}");
+    }
+    // Every snapshot that was read is complete and consistent: the leak only grows.
+    let mut last = 0;
+    for record in Reader::open(&out).unwrap().flatten() {
+        if let Record::Snapshot(s) = record {
+            for st in &s.stats {
+                assert!(st.alloc_bytes >= last || st.alloc_bytes < 100, "{st:?}");
+            }
+            last = last.max(s.stats.iter().map(|x| x.alloc_bytes).max().unwrap_or(0));
+        }
+    }
+}
+
+#[test]
+fn tiny_tables_produce_drop_counters_never_silence() {
+    if !bpf_ready() {
+        return;
+    }
+    let n = 2000u64;
+    let r = record(
+        &["-i", "1s", "--max-stacks", "64", "--max-allocs", "500"],
+        &[&fixture("leaky"), "many_stacks", &n.to_string()],
+    );
+    r.assert_clean();
+    let l = r.state.losses;
+    assert!(l.stack_table_full > 0, "{l:?}");
+    assert!(l.allocs_full > 0, "{l:?}");
+    assert_eq!(l.allocs_full_bytes, 16 * l.allocs_full, "{l:?}");
+    // Exact accounting: every allocation is either tracked (on its stack or a placeholder) or
+    // counted as dropped.
+    let tracked: u64 = r.state.totals.values().map(|t| t.alloc_count).sum();
+    assert_eq!(tracked + l.allocs_full, n, "{l:?}");
+    // Allocations whose stack did not fit are on the placeholder that says so.
+    let placeholder = r
+        .state
+        .stacks
+        .values()
+        .find(|s| s.lost == Some(StackLoss::TableFull))
+        .expect("a table-full placeholder stack");
+    let on_placeholder = r.state.totals[&(placeholder.id, AllocKind::Heap)].alloc_count;
+    assert_eq!(on_placeholder, l.stack_table_full);
+}
+
+#[test]
+fn mmap_made_by_malloc_is_not_counted_twice() {
+    if !bpf_ready() {
+        return;
+    }
+    // 1 MiB blocks: glibc serves them with mmap inside malloc.
+    let r = record(
+        &["-i", "1s", "--mmap"],
+        &[&fixture("leaky"), "basic", "20", "1048576"],
+    );
+    r.assert_clean();
+    let t = r.by_function("leak_here");
+    assert_eq!((t.bytes, t.count), (20 << 20, 20));
+    let mmap_bytes = r.state.outstanding_bytes(AllocKind::Mmap);
+    assert!(
+        mmap_bytes < 1 << 20,
+        "malloc's own mmaps were counted: {mmap_bytes}"
+    );
+    assert!(r
+        .state
+        .header
+        .as_ref()
+        .unwrap()
+        .probes
+        .iter()
+        .any(|p| p.function == "mmap"));
+}
+
+#[test]
+fn bundle_symbols_embeds_the_referenced_binaries() {
+    if !bpf_ready() {
+        return;
+    }
+    let exe = fixture("leaky");
+    let r = record(
+        &["-i", "1s", "--bundle-symbols"],
+        &[&exe, "basic", "10", "100"],
+    );
+    r.assert_clean();
+    let m = r
+        .state
+        .modules
+        .values()
+        .find(|m| m.path == exe)
+        .expect("fixture module");
+    assert_eq!(
+        r.state.bundled_bytes.get(&m.id),
+        Some(&fs::metadata(&exe).unwrap().len())
+    );
+    assert!(m.build_id.as_ref().is_some_and(|b| b.len() == 20), "{m:?}");
+}
+
+// Bad input: one clear line, exit status 2, nothing written or lost. No BPF needed.
+
+fn run_recorder(args: &[&str]) -> (Option<i32>, String) {
+    let out = Command::new(RECORDER)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn bad_input_is_a_one_line_error_with_status_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("x.zst");
+    let o = out.to_str().unwrap();
+    for (args, needle) in [
+        (
+            vec!["-o", o, "-p", "999999999"],
+            "no process with PID 999999999",
+        ),
+        (
+            vec!["-o", o, "--", "/nonexistent/prog"],
+            "cannot execute /nonexistent/prog",
+        ),
+        (
+            vec!["-o", o, "--", "no-such-command-xyz"],
+            "command not found: no-such-command-xyz",
+        ),
+        (vec!["-o", o], "nothing to trace"),
+        (
+            vec!["-o", o, "-i", "5x", "-p", "1"],
+            "unknown duration unit",
+        ),
+        (vec!["-o", o, "--max-stacks", "0", "-p", "1"], "at least 1"),
+    ] {
+        let (code, err) = run_recorder(&args);
+        assert_eq!(code, Some(2), "{args:?}: {err}");
+        assert!(err.contains(needle), "{args:?}: {err}");
+        assert!(!out.exists(), "{args:?} left a file behind");
+    }
+    // An existing recording is never overwritten without --force.
+    fs::write(&out, b"precious").unwrap();
+    let (code, err) = run_recorder(&["-o", o, "--", "true"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("exists") && err.contains("--force"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert_eq!(fs::read(&out).unwrap(), b"precious");
+}
+
+#[test]
+fn ten_thousand_stacks_are_all_read() {
+    if !bpf_ready() {
+        return;
+    }
+    // More stacks than one batch read of the kernel maps returns.
+    let r = record(
+        &["-q", "-i", "1s"],
+        &[&fixture("leaky"), "many_stacks", "10000"],
+    );
+    r.assert_clean();
+    let t = r.by_function("leak_many");
+    assert_eq!(
+        (t.stacks, t.count, t.bytes),
+        (10_000, 10_000, 160_000),
+        "{t:?}"
+    );
+    assert_eq!(r.state.losses.total_drops(), 0);
+}
