@@ -29,7 +29,8 @@ pub struct Header {
     pub start_wall_ns: u64,
     /// CLOCK_MONOTONIC at the start, nanoseconds. Snapshot times use the same clock.
     pub start_mono_ns: u64,
-    /// Requested snapshot interval, nanoseconds.
+    /// Requested snapshot interval, nanoseconds. (Both start times are taken together, when
+    /// the probes are attached.)
     pub interval_ns: u64,
     /// Recorder limits and filters in force.
     pub config: RecordConfig,
@@ -187,7 +188,7 @@ pub struct Stack {
     /// Frames, innermost first. For user stacks taken at an allocator's return every frame is a
     /// return address (look up `offset - 1` for the call's line).
     pub frames: Vec<Frame>,
-    /// The stack reached [`RecordConfig::max_stack_depth`]: outer frames are missing.
+    /// The stack filled [`RecordConfig::max_stack_depth`] frames: outer frames may be missing.
     pub truncated: bool,
     /// Set on the placeholder stacks that collect allocations whose stack is unknown.
     pub lost: Option<StackLoss>,
@@ -280,7 +281,8 @@ pub struct Losses {
     pub counters_full: u64,
     /// Allocator calls not tracked because the per-thread call table was full.
     pub pending_full: u64,
-    /// Allocator returns seen without their entry.
+    /// Allocator returns seen without their entry, or whose result could not be read
+    /// (posix_memalign's output pointer).
     pub return_without_entry: u64,
     /// Frees of addresses not tracked (allocated before attach, or untracked above).
     pub unknown_free: u64,
@@ -293,8 +295,9 @@ pub struct Losses {
 }
 
 impl Losses {
-    /// Sum of the counters that mean data was lost or misattributed (not `nested_calls` or
-    /// `unknown_free`, which are expected in normal operation).
+    /// Sum of the counters that mean data was lost or misattributed. Not included:
+    /// `unknown_free` (expected after `-p` attach), `nested_calls` and `abandoned_calls`
+    /// (calls that allocated nothing of their own).
     pub fn total_drops(&self) -> u64 {
         self.allocs_full
             + self.stack_table_full
@@ -313,7 +316,7 @@ pub struct SnapshotCost {
     pub wall_ns: u64,
     /// Recorder thread CPU time spent, nanoseconds.
     pub cpu_ns: u64,
-    /// Live stacks read from the kernel.
+    /// Per-stack counter entries read from the kernel (including placeholders).
     pub stacks_read: u32,
 }
 
@@ -337,8 +340,6 @@ pub struct BundleChunk {
 pub enum BundleContent {
     /// The whole ELF file.
     ElfFile,
-    /// A Breakpad text symbol file made from the ELF symbol tables (files above the size cap).
-    BreakpadSymbols,
 }
 
 /// Why the recording ended.

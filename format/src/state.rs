@@ -23,7 +23,7 @@ pub struct RecordingState {
     pub totals: BTreeMap<(u32, AllocKind), StackTotals>,
     /// The latest memory map.
     pub maps: Vec<MapEntry>,
-    /// The latest memory figures of the target.
+    /// The latest memory figures of the target (None once it has exited).
     pub memory: Option<ProcMemory>,
     /// The latest loss counters.
     pub losses: Losses,
@@ -63,9 +63,7 @@ impl RecordingState {
         if let Some(maps) = s.maps {
             self.maps = maps;
         }
-        if s.memory.is_some() {
-            self.memory = s.memory;
-        }
+        self.memory = s.memory;
         self.losses = s.losses;
         self.snapshots += 1;
         self.last_mono_ns = s.mono_ns;

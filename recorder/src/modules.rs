@@ -96,7 +96,11 @@ impl ModuleTable {
         ];
         let mut module = Module {
             id,
-            path: m.path.clone(),
+            path: m
+                .path
+                .strip_suffix(" (deleted)")
+                .unwrap_or(&m.path)
+                .to_string(),
             build_id: None,
             file_size: 0,
         };

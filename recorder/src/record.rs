@@ -105,16 +105,7 @@ pub fn run(cli: Cli) -> Result<()> {
             )
         }
     };
-    let result = setup_and_record(
-        &cli,
-        &path,
-        start_wall_ns,
-        mode,
-        pid,
-        held.as_mut(),
-        &exe,
-        command_line,
-    );
+    let result = setup_and_record(&cli, &path, mode, pid, held.as_mut(), &exe, command_line);
     if result.is_err() {
         if let Some(child) = held.as_mut() {
             child.abandon();
@@ -127,7 +118,6 @@ pub fn run(cli: Cli) -> Result<()> {
 fn setup_and_record(
     cli: &Cli,
     path: &std::path::Path,
-    start_wall_ns: u64,
     mode: TargetMode,
     pid: u32,
     held: Option<&mut HeldChild>,
@@ -181,7 +171,7 @@ fn setup_and_record(
             command_line,
             exe: exe.to_string(),
         },
-        start_wall_ns,
+        start_wall_ns: procfs::clock_ns(libc::CLOCK_REALTIME),
         start_mono_ns: procfs::clock_ns(libc::CLOCK_MONOTONIC),
         interval_ns: cli.interval.as_nanos() as u64,
         config: RecordConfig {
@@ -305,7 +295,25 @@ struct Session<'a, 'obj> {
 }
 
 impl Session<'_, '_> {
+    /// Records until the end; if that fails, still tries to end the file with the reason.
     fn record(&mut self, pidfd: std::os::fd::OwnedFd) -> Result<()> {
+        let result = self.record_until_end(&pidfd);
+        if let Err(e) = &result {
+            let end = End {
+                wall_ns: procfs::clock_ns(libc::CLOCK_REALTIME),
+                mono_ns: procfs::clock_ns(libc::CLOCK_MONOTONIC),
+                reason: EndReason::Error(format!("{e:#}")),
+                snapshots: self.seq,
+            };
+            let _ = self.write(&Record::End(end));
+            if self.mode == TargetMode::Command {
+                self.stop_child(&pidfd);
+            }
+        }
+        result
+    }
+
+    fn record_until_end(&mut self, pidfd: &std::os::fd::OwnedFd) -> Result<()> {
         let interval = self.cli.interval;
         let deadline = self.cli.duration.map(|d| self.started + d);
         let mut next = self.started + interval;
@@ -313,7 +321,7 @@ impl Session<'_, '_> {
             let now = Instant::now();
             let until = deadline.map_or(next, |d| d.min(next));
             let wait_ms = until.saturating_duration_since(now).as_millis().min(1000) as i32;
-            let exited = target::poll_readable(&pidfd, wait_ms);
+            let exited = target::poll_readable(pidfd, wait_ms);
             let sig = STOP_SIGNAL.load(Ordering::SeqCst);
             if sig != 0 {
                 break EndReason::Signal(sig);
@@ -358,7 +366,7 @@ impl Session<'_, '_> {
         let alive = !matches!(reason, EndReason::TargetExited { .. });
         self.snapshot(alive)?;
         if alive && self.mode == TargetMode::Command {
-            self.stop_child(&pidfd);
+            self.stop_child(pidfd);
         }
         if self.cli.bundle_symbols {
             self.bundle()?;
@@ -428,7 +436,12 @@ impl Session<'_, '_> {
         let mut unknown = HashSet::new();
         for r in &raw {
             let key = (r.stack_id, r.kind);
-            if self.prev.get(&key) != Some(r) {
+            let unchanged = match self.prev.get(&key) {
+                Some(p) => p == r,
+                // A counter entry created but never used (placeholders, dropped blocks).
+                None => r.alloc_count == 0 && r.free_count == 0,
+            };
+            if !unchanged {
                 if !self.known_stacks.contains(&r.stack_id) {
                     unknown.insert(r.stack_id);
                 }

@@ -2,6 +2,7 @@
 //! from fixtures/ with frame pointers), and the recordings must hold exact, known numbers.
 //! They need root and BPF. Outside CI they skip with a printed reason when that is missing; in
 //! CI (CI=true) a skip is a failure.
+#![allow(clippy::unwrap_used)] // a test that cannot unwrap has failed
 use std::collections::HashMap;
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
@@ -77,10 +78,12 @@ struct Totals {
     stacks: usize,
 }
 
-/// Symbol tables of the modules frames point into, by path.
+/// (file offset, size, name) of each function symbol of a module.
+type SymbolTable = Vec<(u64, u64, String)>;
+
+/// The function containing the call before a return address in a module.
 fn function_at(path: &str, file_offset: u64) -> Option<String> {
-    static CACHE: OnceLock<std::sync::Mutex<HashMap<String, Vec<(u64, u64, String)>>>> =
-        OnceLock::new();
+    static CACHE: OnceLock<std::sync::Mutex<HashMap<String, SymbolTable>>> = OnceLock::new();
     let mut cache = CACHE.get_or_init(Default::default).lock().unwrap();
     if !cache.contains_key(path) {
         let data = fs::read(path).ok()?;
@@ -358,7 +361,7 @@ fn statically_linked_binary_is_probed_in_the_executable() {
     let exe = fixture("leaky_static");
     let r = record(&["-i", "1s"], &[&exe, "basic", "1000", "100"]);
     r.assert_clean();
-    assert_eq!(r.modules_of_probe("malloc"), [exe.clone()]);
+    assert_eq!(r.modules_of_probe("malloc"), std::slice::from_ref(&exe));
     let t = r.by_function("leak_here");
     assert_eq!((t.bytes, t.count), (100_000, 1000), "{t:?}\n{}", r.stderr);
 }

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Installs the Debian/Ubuntu packages the build and the fixtures need, when missing.
+# Sourced by scripts/test.sh and scripts/demo.sh.
+#   clang, libelf-dev, zlib1g-dev, pkg-config: the BPF program and libbpf
+#   gcc, g++, libc6-dev (static libc), libjemalloc-dev: the fixture programs
+deps_install() {
+    local packages=(clang libelf-dev zlib1g-dev pkg-config gcc g++ libc6-dev libjemalloc-dev "$@")
+    local missing=() p sudo=""
+    for p in "${packages[@]}"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+    done
+    if ((${#missing[@]})); then
+        echo "installing ${missing[*]}" >&2
+        [[ $(id -u) -eq 0 ]] || sudo="sudo"
+        $sudo apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+    fi
+}
