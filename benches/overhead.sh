@@ -112,7 +112,8 @@ churn_bench() {
     for v in "${VARIANTS[@]}"; do
         read -r m lo hi < <(stats "$WORK/t/$v.pp")
         CHURN_TABLE+="
-| $v | $m | $lo | $hi | $(calc %.1f "$m / $bare") | $(calc %.2f "$m / $floor") \
+| $v | $(calc %.1f "$m") | $(calc %.1f "$lo") | $(calc %.1f "$hi") | $(calc %.1f "$m / $bare") \
+| $(calc %.3f "$m / $floor") \
 | $(calc %.2f "$(median "$WORK/t/$v.n1")/1e9") | $(calc %.2f "$(median "$WORK/t/$v.n2")/1e9") |"
     done
     "$REPORT" "$WORK/churn.zst" >"$WORK/churn.report"
@@ -121,14 +122,14 @@ churn_bench() {
 
 # Per-invocation BPF run time of leak-record's programs, from kernel.bpf_stats.
 bpf_stats() {
-    local old lp rp before
+    local old lp rp ids
     old=$(sysctl -n kernel.bpf_stats_enabled)
     sysctl -qw kernel.bpf_stats_enabled=1
-    before=$(bpftool prog show -j | jq -c '[.[].id]')
     "$FX/leaky" churn 2000000000 & lp=$!
     trap 'sysctl -qw kernel.bpf_stats_enabled="$old"; kill "$lp" 2>/dev/null || true' EXIT
     "$LR" -q -p "$lp" -o "$WORK/stats.zst" --force -i 1s -d 6s 2>>"$WORK/record.stderr" & rp=$!
-    sleep 5
+    sleep 5 # then read the programs leak-record holds open (ids from its fdinfo)
+    ids=$({ cat /proc/"$rp"/fdinfo/* 2>/dev/null || true; } | awk '/^prog_id:/ {print $2}' | jq -sc .)
     bpftool prog show -j >"$WORK/progs.json"
     wait "$rp"
     kill "$lp"; wait "$lp" 2>/dev/null || true
@@ -136,12 +137,10 @@ bpf_stats() {
     trap - EXIT
     BPF_TABLE="| program | run_cnt | run_time_ns | ns/invocation |
 |---|---:|---:|---:|"
-    # programs loaded since $before, named like leak-record's, that ran
-    local mine='.[] | select((.id as $i | $before | index($i) | not)
-        and (.run_cnt // 0) > 0 and (.name | test("_(enter|exit)$")))'
+    local mine='.[] | select((.id as $i | $ids | index($i)) and (.run_cnt // 0) > 0)'
     local row='"| \(.name) | \(.run_cnt) | \(.run_time_ns) | \(.run_time_ns / .run_cnt | floor) |"'
-    BPF_TABLE+=$'\n'$(jq -r --argjson before "$before" "$mine | $row" "$WORK/progs.json")
-    BPF_PAIR=$(jq --argjson before "$before" "[$mine"' | select(.name == "malloc_enter"
+    BPF_TABLE+=$'\n'$(jq -r --argjson ids "$ids" "$mine | $row" "$WORK/progs.json")
+    BPF_PAIR=$(jq --argjson ids "$ids" "[$mine"' | select(.name == "malloc_enter"
         or .name == "alloc_exit" or .name == "free_enter") | .run_time_ns / .run_cnt]
         | add | floor' "$WORK/progs.json")
 }
@@ -155,7 +154,8 @@ snapshot_bench() {
         out="$WORK/snap$s.zst"
         sleep 6 | /usr/bin/time -v -o "$WORK/time$s" "$LR" -q -i 1s -o "$out" --force \
             -- "$FX/leaky" --wait-end many_stacks "$s" >>"$LOG" 2>>"$WORK/record.stderr"
-        line=$("$REPORT" "$out" | grep -m1 '^snapshot cost')
+        "$REPORT" "$out" >"$WORK/snap$s.report"
+        line=$(grep -m1 '^snapshot cost' "$WORK/snap$s.report")
         rss=$(awk -F': ' '/Maximum resident set size/ {print $2}' "$WORK/time$s")
         SNAP_TABLE+="
 | $s | $(sed -E 's/.*median ([0-9.]+) ms, max ([0-9.]+) ms, up to ([0-9]+).*/\1 | \2 | \3/' <<<"$line") \
@@ -166,9 +166,9 @@ snapshot_bench() {
 
 first_insn() { # first instruction of libc function $1
     local a
-    a=$(readelf --dyn-syms -W "$LIBC" | awk -v f="$1@@" 'index($8, f) == 1 {print $2; exit}')
+    a=$(readelf --dyn-syms -W "$LIBC" | awk -v f="$1@@" 'index($8, f) == 1 && !a {a = $2} END {print a}')
     objdump -d --no-show-raw-insn --start-address=0x$a --stop-address=$((0x$a + 8)) "$LIBC" \
-        | awk -F'\t' '/^ +[0-9a-f]+:/ {gsub(/ +/, " ", $2); print $2; exit}'
+        | awk -F'\t' '/^ +[0-9a-f]+:/ && !i {i = $2; gsub(/ +/, " ", i)} END {print i}'
 }
 
 interpretation() {
@@ -202,7 +202,8 @@ report() {
     cat <<EOF
 $HEADING
 
-- date: $(date -u '+%Y-%m-%d %H:%M UTC'); kernel: $(uname -r); CPU: $cpu ($(nproc) cores)
+- date: $(date -u '+%Y-%m-%d %H:%M UTC'); kernel: $(uname -r); CPU: $cpu ($(nproc) cores);
+  load average (1 min) before the run: $LOAD_BEFORE, after: $(cut -d' ' -f1 /proc/loadavg)
 - reproduce (root): \`bash benches/overhead.sh\` (RUNS=$RUNS N=$N; N2=$N2)
 - method: each variant runs \`leaky churn N\` and \`leaky churn 5N\` (malloc(64)/free
   pairs); per round, ns/pair = (wall(5N) - wall(N)) / 4N, which cancels fixed start-up
@@ -241,6 +242,7 @@ write_doc() { # replace our section of docs/performance.md, keep the rest
 }
 
 main() {
+    LOAD_BEFORE=$(cut -d' ' -f1 /proc/loadavg)
     setup
     log "churn benchmark: RUNS=$RUNS N=$N N2=$N2 variants: ${VARIANTS[*]}"
     churn_bench

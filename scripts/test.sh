@@ -20,3 +20,4 @@ cargo clippy --workspace --all-targets -- -D warnings
 # The analyzer and the format must build without clang, libelf or BPF: build them alone.
 cargo build -p leak-report -p leak-format
 cargo test --workspace
+bash scripts/check-static.sh

@@ -642,3 +642,158 @@ fn ten_thousand_stacks_are_all_read() {
     );
     assert_eq!(r.state.losses.total_drops(), 0);
 }
+
+#[test]
+fn duration_ends_the_recording_and_the_started_command() {
+    if !bpf_ready() {
+        return;
+    }
+    let start = Instant::now();
+    let r = record(
+        &["-i", "500ms", "-d", "2s"],
+        &[&fixture("leaky"), "slow", "100000", "64", "10"],
+    );
+    r.assert_clean();
+    assert!(start.elapsed() < Duration::from_secs(15));
+    assert_eq!(
+        r.state.end.as_ref().unwrap().reason,
+        leak_format::EndReason::Duration
+    );
+    assert!(
+        (4..=6).contains(&r.state.snapshots),
+        "{} snapshots",
+        r.state.snapshots
+    );
+    let pid = r.state.header.as_ref().unwrap().target.pid;
+    assert!(
+        !Path::new(&format!("/proc/{pid}")).exists(),
+        "the command was not ended"
+    );
+    let t = r.by_function("leak_slowly");
+    assert!(t.count > 50 && t.bytes == 64 * t.count, "{t:?}");
+}
+
+#[test]
+fn sigterm_stops_with_a_final_snapshot_and_an_end_record() {
+    if !bpf_ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("term.zst");
+    let mut rec = Command::new(RECORDER)
+        .args(["-i", "10s", "-o", out.to_str().unwrap(), "--"])
+        .args([&fixture("leaky"), "slow", "100000", "64", "10"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(rec.stderr.take().unwrap());
+    wait_for_line(
+        &mut err,
+        "recording PID",
+        Duration::from_secs(30),
+        "recorder",
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe { libc::kill(rec.id() as i32, libc::SIGTERM) };
+    assert!(rec.wait().unwrap().success());
+    let (state, tail) = read_recording(&out);
+    assert!(tail.is_none());
+    assert_eq!(
+        state.end.unwrap().reason,
+        leak_format::EndReason::Signal(libc::SIGTERM)
+    );
+    // The interval is 10 s: the only snapshot is the final one, taken at the signal.
+    assert_eq!(state.snapshots, 1);
+    assert!(state
+        .totals
+        .values()
+        .any(|t| t.outstanding_bytes() >= 64 * 20));
+}
+
+#[test]
+fn size_filters_keep_only_the_sizes_asked_for() {
+    if !bpf_ready() {
+        return;
+    }
+    let r = record(
+        &["-i", "1s", "--min-size", "700", "--max-size", "3000"],
+        &[&fixture("leaky"), "paths", "5"],
+    );
+    r.assert_clean();
+    for (function, size, kept) in [
+        ("leak_calloc", 300, false),
+        ("leak_reallocarray", 700, true),
+        ("leak_posix_memalign", 1000, true),
+        ("leak_aligned_alloc", 2048, true),
+        ("leak_memalign", 3000, true),
+        ("leak_valloc", 4000, false),
+        ("leak_realloc", 5000, false),
+    ] {
+        let t = r.by_function(function);
+        let want = if kept { (5 * size, 5) } else { (0, 0) };
+        assert_eq!((t.bytes, t.count), want, "{function}");
+    }
+    let cfg = &r.state.header.as_ref().unwrap().config;
+    assert_eq!((cfg.min_size, cfg.max_size), (Some(700), Some(3000)));
+}
+
+#[test]
+fn obj_override_probes_only_that_file() {
+    if !bpf_ready() {
+        return;
+    }
+    let out = Command::new("ldd")
+        .arg(fixture("leaky_jemalloc"))
+        .output()
+        .unwrap();
+    let libjemalloc = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find(|l| l.contains("libjemalloc"))
+        .and_then(|l| l.split("=>").nth(1))
+        .and_then(|p| p.split_whitespace().next())
+        .unwrap()
+        .to_string();
+    let r = record(
+        &["-i", "1s", "--obj", &libjemalloc],
+        &[&fixture("leaky_jemalloc"), "basic", "100", "100"],
+    );
+    r.assert_clean();
+    let h = r.state.header.as_ref().unwrap();
+    assert!(
+        h.probes.iter().all(|p| p.module == libjemalloc),
+        "{:?}",
+        h.probes
+    );
+    let t = r.by_function("leak_here");
+    assert_eq!((t.bytes, t.count), (10_000, 100));
+}
+
+#[test]
+fn go_programs_are_refused_clearly() {
+    // A fixture marked as a Go binary (Go's linker writes a .go.buildinfo section).
+    let dir = tempfile::tempdir().unwrap();
+    let go = dir.path().join("fake-go");
+    let status = Command::new("objcopy")
+        .args(["--add-section", ".go.buildinfo=/dev/null"])
+        .arg(fixture("leaky"))
+        .arg(&go)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = dir.path().join("go.zst");
+    let (code, err) = run_recorder(&[
+        "-o",
+        out.to_str().unwrap(),
+        "--",
+        go.to_str().unwrap(),
+        "churn",
+        "1",
+    ]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("is a Go program") && err.contains("pprof"),
+        "{err}"
+    );
+    assert!(!out.exists(), "a refused run leaves no file");
+}
