@@ -161,6 +161,7 @@ snapshot_bench() {
 | $s | $(sed -E 's/.*median ([0-9.]+) ms, max ([0-9.]+) ms, up to ([0-9]+).*/\1 | \2 | \3/' <<<"$line") \
 | $(stat -c %s "$out") | $(calc %.1f "$rss / 1024") |"
         printf -v "SNAP_$s" %s "$line"
+        printf -v "SNAP_MED_$s" %s "$(sed -E 's/.*median ([0-9.]+) ms.*/\1/' <<<"$line")"
     done
 }
 
@@ -172,28 +173,31 @@ first_insn() { # first instruction of libc function $1
 }
 
 interpretation() {
-    local bare floor rec gap
+    local bare floor rec gap share peers="" v
     bare=$(median "$WORK/t/bare.pp"); floor=$(median "$WORK/t/floor.pp")
     rec=$(median "$WORK/t/record.pp"); gap=$(calc %.0f "$rec - $floor")
-    echo "A bare malloc(64)/free pair costs $bare ns; the probe floor (three count-only" \
-        "uprobes, no stack work) costs $floor ns per pair, $(calc %.0f "$floor / $bare")x bare," \
-        "which is the price of the uprobe traps themselves: two int3 traps on entry, a return trap" \
-        "for the uretprobe, and free's first instruction here (\`$(first_insn free)\`) is not" \
-        "emulated by the kernel but single-stepped out of line, which costs on the order of 10 us" \
-        "and is paid by the floor as well as by leak-record (malloc starts with" \
-        "\`$(first_insn malloc)\`)."
-    echo "leak-record costs $rec ns per pair, $(calc %.2f "$rec / $floor")x the floor" \
-        "(a difference of $gap ns, to be read against the min-max spread above);" \
-        "by the kernel's own accounting its programs malloc_enter + alloc_exit + free_enter" \
-        "run $BPF_PAIR ns per pair, so leak-record's own BPF work is small next to the traps."
-    local peers="" v
+    share=$(calc %.0f "$gap > 0 ? 100 * $BPF_PAIR / $gap : 0")
+    echo "A bare malloc(64)/free pair costs $(calc %.1f "$bare") ns here. Count-only probes at" \
+        "the same places (the floor) cost $(calc %.0f "$floor") ns per pair," \
+        "$(calc %.0f "$floor / $bare")x bare: that is the uprobe mechanism itself (an int3 trap" \
+        "at each entry, a second trap on malloc's return), and free's first instruction in this" \
+        "libc, \`$(first_insn free)\`, is not emulated but single-stepped out of line by the" \
+        "kernel (reference figure: ~10 us), which the floor pays exactly like leak-record."
+    echo "leak-record costs $(calc %.0f "$rec") ns per pair, $(calc %.2f "$rec / $floor")x the" \
+        "floor, i.e. $gap ns above it (compare with the min-max spread of the rows); its" \
+        "programs malloc_enter + alloc_exit + free_enter run $BPF_PAIR ns per pair by the kernel's" \
+        "own accounting (alloc_exit, which walks the stack, is the dearest), which is" \
+        "$share% of that gap; the rest is not BPF run time and this benchmark does not break it down."
     for v in valgrind heaptrack; do
-        [[ -f "$WORK/t/$v.pp" ]] && peers+=" $v $(median "$WORK/t/$v.pp") ns,"
+        [[ -f "$WORK/t/$v.pp" ]] && peers+=" $v $(calc %.0f "$(median "$WORK/t/$v.pp")") ns,"
     done
-    [[ -n $peers ]] && echo "For comparison, in-process tools cost per pair:${peers%,}" \
-        "(they need the program started under them; leak-record can attach to a running one)."
-    echo "Snapshots stay cheap: ${SNAP_10000#snapshot cost: } with 10k live stacks" \
-        "(${SNAP_1000#snapshot cost: } with 1k), at one snapshot per second."
+    if [[ -n $peers ]]; then
+        echo "In-process peers are far cheaper per pair:${peers%,}; they must start the program" \
+            "under them, while the uprobe approach can attach to a running process."
+    fi
+    echo "Snapshot reads scale with live stacks: ${SNAP_1000#snapshot cost: } at 1k and" \
+        "${SNAP_10000#snapshot cost: } at 10k, i.e. about $(calc %.1f "$SNAP_MED_10000 / 10")% of" \
+        "one core at one snapshot per second with 10k stacks."
 }
 
 report() {

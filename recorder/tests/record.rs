@@ -456,11 +456,14 @@ fn sigkill_mid_run_leaves_every_complete_snapshot_readable() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("killed.zst");
     let mut rec = Command::new(RECORDER)
-        .args(["-q", "-i", "100ms", "-o", out.to_str().unwrap(), "--"])
+        .args(["-i", "100ms", "-o", out.to_str().unwrap(), "--"])
         .args([&fixture("leaky"), "slow", "100000", "100", "5"])
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(1500));
+    let mut err = BufReader::new(rec.stderr.take().unwrap());
+    wait_for_line(&mut err, "snapshot 5 ", Duration::from_secs(60), "recorder");
+    std::thread::sleep(Duration::from_millis(150)); // land anywhere, maybe mid-write
     rec.kill().unwrap(); // SIGKILL
     rec.wait().unwrap();
     let (state, tail) = read_recording(&out);
@@ -659,11 +662,9 @@ fn duration_ends_the_recording_and_the_started_command() {
         r.state.end.as_ref().unwrap().reason,
         leak_format::EndReason::Duration
     );
-    assert!(
-        (4..=6).contains(&r.state.snapshots),
-        "{} snapshots",
-        r.state.snapshots
-    );
+    // Ticks at 0.5, 1 and 1.5 s and the final snapshot; a tick missed under load is skipped.
+    let n = r.state.snapshots;
+    assert!((3..=5).contains(&n), "{n} snapshots");
     let pid = r.state.header.as_ref().unwrap().target.pid;
     assert!(
         !Path::new(&format!("/proc/{pid}")).exists(),
