@@ -176,7 +176,7 @@ interpretation() {
     local bare floor rec gap share peers="" v
     bare=$(median "$WORK/t/bare.pp"); floor=$(median "$WORK/t/floor.pp")
     rec=$(median "$WORK/t/record.pp"); gap=$(calc %.0f "$rec - $floor")
-    share=$(calc %.0f "$gap > 0 ? 100 * $BPF_PAIR / $gap : 0")
+    share=$(calc %.0f "($gap > 0 ? 100 * $BPF_PAIR / $gap : 0)")
     echo "A bare malloc(64)/free pair costs $(calc %.1f "$bare") ns here. Count-only probes at" \
         "the same places (the floor) cost $(calc %.0f "$floor") ns per pair," \
         "$(calc %.0f "$floor / $bare")x bare: that is the uprobe mechanism itself (an int3 trap" \
@@ -209,8 +209,8 @@ $HEADING
 - date: $(date -u '+%Y-%m-%d %H:%M UTC'); kernel: $(uname -r); CPU: $cpu ($(nproc) cores);
   load average (1 min) before the run: $LOAD_BEFORE, after: $(cut -d' ' -f1 /proc/loadavg)
 - reproduce (root): \`bash benches/overhead.sh\` (RUNS=$RUNS N=$N; N2=$N2)
-- method: each variant runs \`leaky churn N\` and \`leaky churn 5N\` (malloc(64)/free
-  pairs); per round, ns/pair = (wall(5N) - wall(N)) / 4N, which cancels fixed start-up
+- method: each variant runs \`leaky churn N\` and \`leaky churn N2\` (malloc(64)/free
+  pairs); per round, ns/pair = (wall(N2) - wall(N)) / (N2 - N), which cancels fixed start-up
   costs (bpftrace/leak-record BPF load and attach, exec, final snapshot). Variants are
   interleaved within each of the $RUNS rounds (order rotated per round); reported are the
   median, min and max over rounds, and ratios of medians. "floor" = bpftrace count-only
@@ -220,13 +220,17 @@ $HEADING
 
 $CHURN_TABLE
 
-leak-record churn recording: \`$LOSSES\`
+leak-record churn recording: \`$LOSSES\`; leak-record stderr (with -q) over all runs:
+$(if [[ -s $WORK/record.stderr ]]; then sed 's/^/    /' "$WORK/record.stderr"; else echo "empty"; fi)
 
 ### BPF run time per invocation (kernel.bpf_stats, leak-record on \`leaky churn\`)
 
 $BPF_TABLE
 
 ### Snapshots (\`leak-record -i 1s\` on \`leaky --wait-end many_stacks S\`, kept ~6 s)
+
+Snapshot figures are leak-report's \`snapshot cost\` line; peak RSS is \`/usr/bin/time -v\`
+of the leak-record process (its child leaky, much smaller, counts as a max, not a sum).
 
 $SNAP_TABLE
 
@@ -240,9 +244,9 @@ write_doc() { # replace our section of docs/performance.md, keep the rest
     mkdir -p "$(dirname "$DOC")"
     [[ -f $DOC ]] || printf '# Performance\n\n' >"$DOC"
     awk -v h="$HEADING" '$0 == h {skip = 1; next} skip && /^## / {skip = 0} !skip' \
-        "$DOC" >"$DOC.tmp"
-    cat "$WORK/report.md" >>"$DOC.tmp"
-    mv "$DOC.tmp" "$DOC"
+        "$DOC" >"$WORK/doc.md"
+    cat "$WORK/report.md" >>"$WORK/doc.md"
+    cp "$WORK/doc.md" "$DOC"
 }
 
 main() {
@@ -256,9 +260,6 @@ main() {
     snapshot_bench
     report >"$WORK/report.md"
     cat "$WORK/report.md"
-    if [[ -s "$WORK/record.stderr" ]]; then
-        echo; echo "leak-record stderr during the runs:"; cat "$WORK/record.stderr"
-    fi
     write_doc
     log "written $DOC; logs in $WORK"
 }

@@ -366,6 +366,33 @@ fn statically_linked_binary_is_probed_in_the_executable() {
     assert_eq!((t.bytes, t.count), (100_000, 1000), "{t:?}\n{}", r.stderr);
 }
 
+/// A recorder started in the background, its stderr readable line by line.
+struct Running {
+    child: std::process::Child,
+    stderr: BufReader<std::process::ChildStderr>,
+    out: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+/// Starts leak-record writing to a fresh file, with `args` (including any `-- CMD`).
+fn start_recorder(args: &[&str]) -> Running {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run.zst");
+    let mut child = Command::new(RECORDER)
+        .args(["-o", out.to_str().unwrap()])
+        .args(args)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    Running {
+        child,
+        stderr,
+        out,
+        _dir: dir,
+    }
+}
+
 /// Reads lines from `r` until one contains `needle`, or panics after `limit`.
 fn wait_for_line(r: &mut impl BufRead, needle: &str, limit: Duration, what: &str) -> String {
     let start = Instant::now();
@@ -396,39 +423,22 @@ fn attach_to_a_running_process() {
         .unwrap();
     let mut t_out = BufReader::new(target.stdout.take().unwrap());
     wait_for_line(&mut t_out, "ready", Duration::from_secs(10), "fixture");
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("attach.zst");
-    let mut rec = Command::new(RECORDER)
-        .args([
-            "-p",
-            &target.id().to_string(),
-            "-i",
-            "500ms",
-            "-o",
-            out.to_str().unwrap(),
-        ])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut r_err = BufReader::new(rec.stderr.take().unwrap());
-    wait_for_line(
-        &mut r_err,
-        "recording PID",
-        Duration::from_secs(30),
-        "recorder",
-    );
+    let pid = target.id().to_string();
+    let mut rec = start_recorder(&["-p", &pid, "-i", "500ms"]);
+    let r_err = &mut rec.stderr;
+    wait_for_line(r_err, "recording PID", Duration::from_secs(30), "recorder");
     let mut t_in = target.stdin.take().unwrap();
     t_in.write_all(b"go\n").unwrap();
     wait_for_line(&mut t_out, "done", Duration::from_secs(10), "fixture");
     // Let one snapshot see the live process, then let it exit.
-    wait_for_line(&mut r_err, "snapshot", Duration::from_secs(10), "recorder");
+    wait_for_line(r_err, "snapshot", Duration::from_secs(10), "recorder");
     drop(t_in);
     assert!(target.wait().unwrap().success());
-    let status = rec.wait().unwrap();
+    let status = rec.child.wait().unwrap();
     let mut rest = String::new();
-    let _ = std::io::Read::read_to_string(&mut r_err, &mut rest);
+    let _ = std::io::Read::read_to_string(r_err, &mut rest);
     assert!(status.success(), "{rest}");
-    let (state, tail) = read_recording(&out);
+    let (state, tail) = read_recording(&rec.out);
     assert!(tail.is_none());
     let r = Recorded {
         state,
@@ -453,19 +463,18 @@ fn sigkill_mid_run_leaves_every_complete_snapshot_readable() {
     if !bpf_ready() {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("killed.zst");
-    let mut rec = Command::new(RECORDER)
-        .args(["-i", "100ms", "-o", out.to_str().unwrap(), "--"])
-        .args([&fixture("leaky"), "slow", "100000", "100", "5"])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut err = BufReader::new(rec.stderr.take().unwrap());
-    wait_for_line(&mut err, "snapshot 5 ", Duration::from_secs(60), "recorder");
+    let leaky = fixture("leaky");
+    let mut rec = start_recorder(&["-i", "100ms", "--", &leaky, "slow", "100000", "100", "5"]);
+    wait_for_line(
+        &mut rec.stderr,
+        "snapshot 5 ",
+        Duration::from_secs(60),
+        "recorder",
+    );
     std::thread::sleep(Duration::from_millis(150)); // land anywhere, maybe mid-write
-    rec.kill().unwrap(); // SIGKILL
-    rec.wait().unwrap();
+    rec.child.kill().unwrap(); // SIGKILL
+    rec.child.wait().unwrap();
+    let out = rec.out.clone();
     let (state, tail) = read_recording(&out);
     // The fixture runs on (the kernel detached the recorder); end it.
     let _ = Command::new("pkill")
@@ -679,26 +688,19 @@ fn sigterm_stops_with_a_final_snapshot_and_an_end_record() {
     if !bpf_ready() {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("term.zst");
-    let mut rec = Command::new(RECORDER)
-        .args(["-i", "10s", "-o", out.to_str().unwrap(), "--"])
-        .args([&fixture("leaky"), "slow", "100000", "64", "10"])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut err = BufReader::new(rec.stderr.take().unwrap());
+    let leaky = fixture("leaky");
+    let mut rec = start_recorder(&["-i", "10s", "--", &leaky, "slow", "100000", "64", "10"]);
     wait_for_line(
-        &mut err,
+        &mut rec.stderr,
         "recording PID",
         Duration::from_secs(30),
         "recorder",
     );
     std::thread::sleep(Duration::from_millis(500));
     // SAFETY: kill has no memory-safety preconditions.
-    unsafe { libc::kill(rec.id() as i32, libc::SIGTERM) };
-    assert!(rec.wait().unwrap().success());
-    let (state, tail) = read_recording(&out);
+    unsafe { libc::kill(rec.child.id() as i32, libc::SIGTERM) };
+    assert!(rec.child.wait().unwrap().success());
+    let (state, tail) = read_recording(&rec.out);
     assert!(tail.is_none());
     assert_eq!(
         state.end.unwrap().reason,
