@@ -19,5 +19,12 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 # The analyzer and the format must build without clang, libelf or BPF: build them alone.
 cargo build -p leak-report -p leak-format
-cargo test --workspace
+if [[ $(id -u) -ne 0 ]]; then
+    echo "test.sh: not root: the BPF tests will skip (run with sudo to run them)" >&2
+fi
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+cargo test --workspace --all-targets 2>&1 | tee "$log"
 bash scripts/check-static.sh
+# One closing line with the totals of every test binary.
+awk '/^test result:/ { p += $4; f += $6 } END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
