@@ -340,6 +340,31 @@ pub struct BundleChunk {
 pub enum BundleContent {
     /// The whole ELF file.
     ElfFile,
+    /// The file's function symbols (files above the size cap): a postcard-encoded
+    /// `Vec<BundledSymbol>`, sorted by offset; decode with [`decode_symbol_table`].
+    SymbolTable,
+}
+
+/// A function symbol of a bundled module, in file-offset coordinates (the same as
+/// [`Frame::offset`]), so no program headers are needed to use it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BundledSymbol {
+    /// File offset of the function's first byte.
+    pub offset: u64,
+    /// Size in bytes.
+    pub size: u64,
+    /// Symbol name as in the ELF file (mangled).
+    pub name: String,
+}
+
+/// Encodes a symbol table for a [`BundleContent::SymbolTable`] bundle.
+pub fn encode_symbol_table(symbols: &[BundledSymbol]) -> Vec<u8> {
+    postcard::to_stdvec(symbols).unwrap_or_default()
+}
+
+/// Decodes the reassembled bytes of a [`BundleContent::SymbolTable`] bundle.
+pub fn decode_symbol_table(bytes: &[u8]) -> Result<Vec<BundledSymbol>, postcard::Error> {
+    postcard::from_bytes(bytes)
 }
 
 /// Why the recording ended.

@@ -166,19 +166,9 @@ pub fn read_elf(path: &Path, extra_prefix: Option<&str>) -> Result<ElfInfo> {
         if !wanted.contains(name) || info.functions.contains_key(name) {
             continue;
         }
-        let Some(index) = sym.section_index() else {
-            continue;
-        };
-        let Ok(section) = elf.section_by_index(index) else {
-            continue;
-        };
-        let Some((file_start, _)) = section.file_range() else {
-            continue;
-        };
-        let Some(delta) = sym.address().checked_sub(section.address()) else {
-            continue;
-        };
-        info.functions.insert(name.to_string(), file_start + delta);
+        if let Some(offset) = file_offset(&elf, &sym) {
+            info.functions.insert(name.to_string(), offset);
+        }
     }
     Ok(info)
 }
@@ -189,6 +179,53 @@ pub fn build_id(path: &Path) -> Option<Vec<u8>> {
     let cache = ReadCache::new(file);
     let file = object::File::parse(&cache).ok()?;
     file.build_id().ok().flatten().map(<[u8]>::to_vec)
+}
+
+/// The function symbols of an ELF file in file-offset coordinates (for `--bundle-symbols` of
+/// files too large to embed): `.symtab` when the file has one, else `.dynsym`.
+pub fn symbol_table(file: File) -> Result<Vec<leak_format::BundledSymbol>> {
+    let cache = ReadCache::new(file);
+    let obj = object::File::parse(&cache).context("not an ELF file")?;
+    let mut symbols = function_symbols(&obj, false);
+    if symbols.is_empty() {
+        symbols = function_symbols(&obj, true);
+    }
+    symbols.sort_by(|a, b| (a.offset, &a.name).cmp(&(b.offset, &b.name)));
+    symbols.dedup_by(|a, b| a.offset == b.offset && a.size == b.size);
+    Ok(symbols)
+}
+
+/// Where a symbol's first byte lies in its file (through the section that holds it).
+fn file_offset<'data, O: Object<'data>>(obj: &O, sym: &O::Symbol<'_>) -> Option<u64> {
+    let section = obj.section_by_index(sym.section_index()?).ok()?;
+    let (file_start, _) = section.file_range()?;
+    Some(file_start + sym.address().checked_sub(section.address())?)
+}
+
+fn function_symbols<'data, R: object::ReadRef<'data>>(
+    obj: &object::File<'data, R>,
+    dynamic: bool,
+) -> Vec<leak_format::BundledSymbol> {
+    let syms = if dynamic {
+        obj.dynamic_symbols()
+    } else {
+        obj.symbols()
+    };
+    let mut out = Vec::new();
+    for sym in syms {
+        if !sym.is_definition() || sym.kind() != SymbolKind::Text || sym.size() == 0 {
+            continue;
+        }
+        let (Ok(name), Some(offset)) = (sym.name(), file_offset(obj, &sym)) else {
+            continue;
+        };
+        out.push(leak_format::BundledSymbol {
+            offset,
+            size: sym.size(),
+            name: name.to_string(),
+        });
+    }
+    out
 }
 
 /// An object in the target's lookup order.

@@ -567,30 +567,48 @@ impl Session<'_, '_> {
         );
     }
 
-    /// Embeds each referenced module file up to --bundle-max (read through the handle opened
-    /// while the target was alive).
+    /// Embeds each referenced module file up to --bundle-max, and the symbol table of larger
+    /// ones (read through the handle opened while the target was alive, so a binary replaced on
+    /// disk since is still the one that ran).
     fn bundle(&mut self) -> Result<()> {
         for (module, mut file) in self.modules.files() {
             let len = file.metadata().map_or(0, |m| m.len());
-            if len > self.cli.bundle_max {
-                eprintln!(
-                    "leak-record: not bundling {} ({}, above --bundle-max {})",
-                    module.path,
-                    human_bytes(len),
-                    human_bytes(self.cli.bundle_max)
-                );
-                continue;
-            }
-            let mut data = Vec::with_capacity(len as usize);
-            if let Err(e) = file.read_to_end(&mut data) {
-                eprintln!("leak-record: not bundling {}: {e}", module.path);
-                continue;
-            }
+            let (content, data) = if len > self.cli.bundle_max {
+                match discover::symbol_table(file) {
+                    Ok(symbols) => {
+                        if !self.cli.quiet {
+                            eprintln!(
+                                "leak-record: {} is {} (above --bundle-max {}): bundling its {} \
+                                 function symbols instead",
+                                module.path,
+                                human_bytes(len),
+                                human_bytes(self.cli.bundle_max),
+                                symbols.len()
+                            );
+                        }
+                        (
+                            BundleContent::SymbolTable,
+                            leak_format::encode_symbol_table(&symbols),
+                        )
+                    }
+                    Err(e) => {
+                        eprintln!("leak-record: not bundling {}: {e:#}", module.path);
+                        continue;
+                    }
+                }
+            } else {
+                let mut data = Vec::with_capacity(len as usize);
+                if let Err(e) = file.read_to_end(&mut data) {
+                    eprintln!("leak-record: not bundling {}: {e}", module.path);
+                    continue;
+                }
+                (BundleContent::ElfFile, data)
+            };
             let total_len = data.len() as u64;
             for (i, chunk) in data.chunks(BUNDLE_CHUNK).enumerate() {
                 self.write(&Record::Bundle(BundleChunk {
                     module: module.id,
-                    content: BundleContent::ElfFile,
+                    content,
                     total_len,
                     offset: (i * BUNDLE_CHUNK) as u64,
                     data: chunk.to_vec(),

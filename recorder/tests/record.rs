@@ -582,6 +582,57 @@ fn bundle_symbols_embeds_the_referenced_binaries() {
     assert!(m.build_id.as_ref().is_some_and(|b| b.len() == 20), "{m:?}");
 }
 
+#[test]
+fn bundle_symbols_falls_back_to_the_symbol_table_above_the_cap() {
+    if !bpf_ready() {
+        return;
+    }
+    let exe = fixture("leaky");
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("symtab.zst");
+    let status = Command::new(RECORDER)
+        .args([
+            "-q",
+            "-i",
+            "1s",
+            "--bundle-symbols",
+            "--bundle-max",
+            "1K",
+            "-o",
+        ])
+        .arg(&out)
+        .args(["--", &exe, "basic", "10", "100"])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mut table = Vec::new();
+    let mut state = RecordingState::default();
+    for record in Reader::open(&out).unwrap() {
+        let record = record.unwrap();
+        if let Record::Bundle(b) = &record {
+            assert_eq!(b.content, leak_format::BundleContent::SymbolTable);
+            table.extend_from_slice(&b.data);
+        }
+        state.apply(record);
+    }
+    let symbols = leak_format::decode_symbol_table(&table).unwrap();
+    // The leak's innermost frame (a return address: look up offset - 1) is in leak_here.
+    let module = state.modules.values().find(|m| m.path == exe).unwrap();
+    let (&(stack, _), _) = state
+        .totals
+        .iter()
+        .find(|(_, t)| t.outstanding_bytes() == 1000)
+        .expect("the leak's stack");
+    let frame = state.stacks[&stack].frames[0];
+    assert_eq!(frame.module, Some(module.id));
+    let at = frame.offset - 1;
+    let sym = symbols
+        .iter()
+        .find(|s| s.offset <= at && at < s.offset + s.size)
+        .unwrap();
+    assert_eq!(sym.name, "leak_here");
+}
+
 // Bad input: one clear line, exit status 2, nothing written or lost. No BPF needed.
 
 fn run_recorder(args: &[&str]) -> (Option<i32>, String) {
