@@ -7,14 +7,15 @@
 #        BENCH_TARGET_DIR=/tmp/bench-target   cargo target dir (not the repo's)
 #        BENCH_WORK=/tmp/leak-bench           scratch dir (fixtures, logs, recordings)
 #        PEERS="valgrind heaptrack"           optional peers, run when installed
+#        SPLIT=1         also time each floor probe alone (0: skip)
 #
 # 1. installs bpftrace if missing, builds the fixtures and release binaries;
-# 2. churn: `leaky churn N` and `leaky churn N2` under each variant (bare, the
-#    probe floor = count-only bpftrace uprobes at malloc entry/return and free
-#    entry, leak-record, peers), variants interleaved within every round.
-#    Per round, ns per malloc/free pair = (wall(N2) - wall(N)) / (N2 - N):
-#    the fixed start-up costs (BPF load + attach, exec, final snapshot)
-#    cancel out.  Reported: median/min/max over rounds, ratios of medians;
+# 2. churn: `leaky churn N` and `leaky churn N2` under each variant (bare; the
+#    floor = count-only bpftrace uprobes at malloc entry/return and free entry;
+#    leak-record; peers; each floor probe alone), interleaved in every round.
+#    Per round, ns/pair = (wall(N2) - wall(N)) / (N2 - N): fixed start-up costs
+#    (BPF load + attach, exec, final snapshot) cancel out.  Reported:
+#    median/min/max over rounds, ratios of medians;
 # 3. per-invocation BPF run time of leak-record's programs (kernel.bpf_stats);
 # 4. snapshot cost, recording size and peak RSS at 1k and 10k live stacks.
 # Prints a markdown report and writes it into docs/performance.md.
@@ -28,6 +29,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 TARGET=${BENCH_TARGET_DIR:-/tmp/bench-target}
 WORK=${BENCH_WORK:-/tmp/leak-bench}
 PEERS=${PEERS:-valgrind heaptrack}
+SPLIT=${SPLIT:-1}
 LIBC=/lib/x86_64-linux-gnu/libc.so.6
 FX="$WORK/fx"
 LR="$TARGET/release/leak-record"
@@ -53,19 +55,24 @@ setup() {
     local v
     VARIANTS=(bare floor record)
     for v in $PEERS; do command -v "$v" >/dev/null && VARIANTS+=("$v"); done
-    cat >"$WORK/floor.bt" <<EOF
-uprobe:$LIBC:malloc /pid == cpid/ { @malloc = count(); }
-uretprobe:$LIBC:malloc /pid == cpid/ { @malloc_ret = count(); }
-uprobe:$LIBC:free /pid == cpid/ { @free = count(); }
-EOF
+    [[ $SPLIT == 1 ]] && VARIANTS+=(malloc_entry malloc_return free_entry)
+    bt_probe uprobe malloc >"$WORK/malloc_entry.bt"
+    bt_probe uretprobe malloc >"$WORK/malloc_return.bt"
+    bt_probe uprobe free >"$WORK/free_entry.bt"
+    cat "$WORK"/{malloc_entry,malloc_return,free_entry}.bt >"$WORK/floor.bt"
 }
+bt_probe() { echo "$1:$LIBC:$2 /pid == cpid/ { @$1_$2 = count(); }"; }
 
 # Variants: each runs `leaky churn $1` its way.
 v_bare() { "$FX/leaky" churn "$1"; }
-v_floor() { # bpftrace holds the command until attached; check it saw every call
-    bpftrace -q -c "$FX/leaky churn $1" "$WORK/floor.bt" >"$WORK/floor.out" 2>>"$LOG"
-    grep -q "^@free: $1$" "$WORK/floor.out" || { cat "$WORK/floor.out" >&2; return 1; }
+v_bpftrace() { # SCRIPT N: bpftrace holds the command until attached; every probe must count N
+    bpftrace -q -c "$FX/leaky churn $2" "$WORK/$1.bt" >"$WORK/bt.out" 2>>"$LOG"
+    [[ $(grep -c ": $2\$" "$WORK/bt.out") == $(wc -l <"$WORK/$1.bt") ]] || { cat "$WORK/bt.out"; return 1; }
 }
+v_floor() { v_bpftrace floor "$1"; }
+v_malloc_entry() { v_bpftrace malloc_entry "$1"; }
+v_malloc_return() { v_bpftrace malloc_return "$1"; }
+v_free_entry() { v_bpftrace free_entry "$1"; }
 v_record() { # anything on stderr despite -q (errors, drops) is kept for the report
     "$LR" -q -o "$WORK/churn.zst" --force -- "$FX/leaky" churn "$1" 2>>"$WORK/record.stderr"
 }
@@ -74,11 +81,9 @@ v_heaptrack() { heaptrack -o "$WORK/heaptrack" "$FX/leaky" churn "$1" >>"$LOG"; 
 
 # wall_ns CMD...: runs CMD, prints its wall time in ns.
 wall_ns() {
-    local s e
-    s=$(date +%s%N)
+    local s=$EPOCHREALTIME
     "$@" >>"$LOG" 2>&1 || { log "FAILED: $* (see $LOG)"; return 1; }
-    e=$(date +%s%N)
-    echo $((e - s))
+    calc %.0f "($EPOCHREALTIME - $s) * 1e9"
 }
 
 # stats FILE: "median min max" of the numbers in FILE.
@@ -98,16 +103,14 @@ churn_bench() {
             v=${VARIANTS[(i + r) % k]}
             t1=$(wall_ns "v_$v" "$N")
             t2=$(wall_ns "v_$v" "$N2")
-            echo "$t1" >>"$WORK/t/$v.n1"
-            echo "$t2" >>"$WORK/t/$v.n2"
+            echo "$t1" >>"$WORK/t/$v.n1"; echo "$t2" >>"$WORK/t/$v.n2"
             calc %.2f "($t2 - $t1) / ($N2 - $N)" >>"$WORK/t/$v.pp"
             log "round $((r + 1))/$RUNS $v: $(calc %.2f "$t1/1e9") s, $(calc %.2f "$t2/1e9") s"
         done
     done
-    local bare floor m lo hi
-    bare=$(median "$WORK/t/bare.pp")
-    floor=$(median "$WORK/t/floor.pp")
-    CHURN_TABLE="| variant | ns/pair median | min | max | x bare | x floor | wall N (median s) | wall 5N (median s) |
+    local m lo hi bare floor
+    bare=$(median "$WORK/t/bare.pp"); floor=$(median "$WORK/t/floor.pp")
+    CHURN_TABLE="| variant | ns/pair median | min | max | x bare | x floor | wall N (median s) | wall N2 (median s) |
 |---|---:|---:|---:|---:|---:|---:|---:|"
     for v in "${VARIANTS[@]}"; do
         read -r m lo hi < <(stats "$WORK/t/$v.pp")
@@ -168,36 +171,40 @@ snapshot_bench() {
 first_insn() { # first instruction of libc function $1
     local a
     a=$(readelf --dyn-syms -W "$LIBC" | awk -v f="$1@@" 'index($8, f) == 1 && !a {a = $2} END {print a}')
-    objdump -d --no-show-raw-insn --start-address=0x$a --stop-address=$((0x$a + 8)) "$LIBC" \
+    objdump -d --no-show-raw-insn --start-address="0x$a" --stop-address=$((0x$a + 8)) "$LIBC" \
         | awk -F'\t' '/^ +[0-9a-f]+:/ && !i {i = $2; gsub(/ +/, " ", i)} END {print i}'
 }
 
 interpretation() {
-    local bare floor rec gap share peers="" v
+    local bare floor rec gap peers="" v
     bare=$(median "$WORK/t/bare.pp"); floor=$(median "$WORK/t/floor.pp")
     rec=$(median "$WORK/t/record.pp"); gap=$(calc %.0f "$rec - $floor")
-    share=$(calc %.0f "($gap > 0 ? 100 * $BPF_PAIR / $gap : 0)")
-    echo "A bare malloc(64)/free pair costs $(calc %.1f "$bare") ns here. Count-only probes at" \
-        "the same places (the floor) cost $(calc %.0f "$floor") ns per pair," \
-        "$(calc %.0f "$floor / $bare")x bare: that is the uprobe mechanism itself (an int3 trap" \
-        "at each entry, a second trap on malloc's return), and free's first instruction in this" \
-        "libc, \`$(first_insn free)\`, is not emulated but single-stepped out of line by the" \
-        "kernel (reference figure: ~10 us), which the floor pays exactly like leak-record."
+    echo "A bare malloc(64)/free pair costs $(calc %.1f "$bare") ns here; count-only probes at" \
+        "the same three places (the floor) cost $(calc %.0f "$floor") ns per pair," \
+        "$(calc %.0f "$floor / $bare")x bare, which is the uprobe mechanism itself."
+    if [[ -f $WORK/t/free_entry.pp ]]; then
+        echo "Alone, the probe on free's entry costs $(calc %.0f "$(median "$WORK/t/free_entry.pp")")" \
+            "ns per pair against $(calc %.0f "$(median "$WORK/t/malloc_entry.pp")") ns for malloc's" \
+            "entry and $(calc %.0f "$(median "$WORK/t/malloc_return.pp")") ns for its return:" \
+            "free starts with \`$(first_insn free)\`, which the kernel single-steps out of line," \
+            "while malloc starts with \`$(first_insn malloc)\`, which x86 uprobes emulate;" \
+            "leak-record pays this exactly like the floor."
+    fi
     echo "leak-record costs $(calc %.0f "$rec") ns per pair, $(calc %.2f "$rec / $floor")x the" \
-        "floor, i.e. $gap ns above it (compare with the min-max spread of the rows); its" \
-        "programs malloc_enter + alloc_exit + free_enter run $BPF_PAIR ns per pair by the kernel's" \
-        "own accounting (alloc_exit, which walks the stack, is the dearest), which is" \
-        "$share% of that gap; the rest is not BPF run time and this benchmark does not break it down."
+        "floor, i.e. $gap ns more (compare with the min-max spread); by the kernel's accounting" \
+        "its malloc_enter + alloc_exit + free_enter programs run $BPF_PAIR ns per pair" \
+        "(alloc_exit, which records the stack, is the dearest), a figure from which the floor's" \
+        "own count-only BPF programs are not subtracted."
     for v in valgrind heaptrack; do
         [[ -f "$WORK/t/$v.pp" ]] && peers+=" $v $(calc %.0f "$(median "$WORK/t/$v.pp")") ns,"
     done
     if [[ -n $peers ]]; then
-        echo "In-process peers are far cheaper per pair:${peers%,}; they must start the program" \
-            "under them, while the uprobe approach can attach to a running process."
+        echo "In-process tools cost less per pair here:${peers%,}; but they must start the" \
+            "program under them, while leak-record can also attach to a running process."
     fi
-    echo "Snapshot reads scale with live stacks: ${SNAP_1000#snapshot cost: } at 1k and" \
-        "${SNAP_10000#snapshot cost: } at 10k, i.e. about $(calc %.1f "$SNAP_MED_10000 / 10")% of" \
-        "one core at one snapshot per second with 10k stacks."
+    echo "Snapshot reads grow with live stacks: ${SNAP_1000#snapshot cost: } at 1k," \
+        "${SNAP_10000#snapshot cost: } at 10k, i.e. about $(calc %.1f "$SNAP_MED_10000 / 10")%" \
+        "of one core at one snapshot per second with 10k stacks."
 }
 
 report() {
@@ -214,7 +221,8 @@ $HEADING
   costs (bpftrace/leak-record BPF load and attach, exec, final snapshot). Variants are
   interleaved within each of the $RUNS rounds (order rotated per round); reported are the
   median, min and max over rounds, and ratios of medians. "floor" = bpftrace count-only
-  uprobes at malloc entry, malloc return and free entry, filtered to the traced pid.
+  uprobes at malloc entry, malloc return and free entry, filtered to the traced pid;
+  malloc_entry, malloc_return and free_entry are each of those probes alone.
 
 ### Churn: cost per malloc/free pair
 
@@ -254,12 +262,9 @@ main() {
     setup
     log "churn benchmark: RUNS=$RUNS N=$N N2=$N2 variants: ${VARIANTS[*]}"
     churn_bench
-    log "bpf_stats"
-    bpf_stats
-    log "snapshots"
-    snapshot_bench
-    report >"$WORK/report.md"
-    cat "$WORK/report.md"
+    log "BPF run time (bpf_stats), then snapshots"
+    bpf_stats && snapshot_bench
+    report | tee "$WORK/report.md"
     write_doc
     log "written $DOC; logs in $WORK"
 }
