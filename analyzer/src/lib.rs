@@ -1,5 +1,13 @@
-//! leak-report's library: reading recordings into per-stack series, detecting continuous
-//! growth, symbolizing offline, and rendering the outputs. `main.rs` is only the command line.
+//! leak-report's library: reading recordings (and memleak logs) into per-stack series,
+//! detecting continuous growth, symbolizing offline, and rendering the outputs. `main.rs` is
+//! only the command line.
 #![forbid(unsafe_code)]
 
+pub mod analysis;
 pub mod detect;
+pub mod input;
+pub mod memleak;
+pub mod output;
+pub mod series;
+pub mod suppress;
+pub mod symbolize;

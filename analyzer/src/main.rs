@@ -1,113 +1,322 @@
-//! leak-report (early stage): reads a recording and prints what it holds — the target, the
-//! losses and the stacks with the most outstanding bytes at the end. Symbolization, growth
-//! verdicts and reports come with the analyzer proper.
-use std::path::PathBuf;
+//! leak-report: parse the command line, analyze, write the outputs, map the findings to an
+//! exit status a CI job can gate on.
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::Parser;
-use leak_format::{AllocKind, Reader, Record, RecordingState};
+use leak_report::analysis::{self, Analysis, Detector, Settings};
+use leak_report::detect::{self, Verdict};
+use leak_report::output::{self, FoldedWeight};
+use leak_report::suppress::Suppressions;
+use leak_report::symbolize::{Options, Resolver};
+use leak_report::{input, series};
 
-/// Summarize a leak-record recording.
+const EXAMPLES: &str = "\
+EXAMPLES:
+    # What is growing, and where (symbols from the recording, --sysroot or the original paths)
+    leak-report run.zst
+
+    # In CI: fail the build on any continuous leak not suppressed
+    leak-report test.zst --fail-on-leak --suppressions lsan.supp --json findings.json
+
+    # Only what got worse since the last release
+    leak-report new.zst --baseline old.zst --fail-on-leak
+
+    # A flame graph of what is outstanding at the end (or of growth: --folded-weight growth)
+    leak-report run.zst --folded out.folded && inferno-flamegraph out.folded > leaks.svg
+
+    # Logs of bcc memleak.py or libbpf-tools memleak work too
+    leak-report memleak.log
+
+EXIT STATUS:
+    0 no gate failed, 1 a gate failed (--fail-on-leak, --max-rate, --max-outstanding),
+    2 bad usage or unreadable input.";
+
+/// Find the call stacks whose memory keeps growing, in a leak-record recording (or a bcc /
+/// libbpf-tools memleak log), offline: symbols, verdicts, rates, and a CI gate.
 #[derive(Debug, Parser)]
-#[command(name = "leak-report", version)]
+#[command(name = "leak-report", version, after_help = EXAMPLES)]
 struct Cli {
-    /// The recording (.zst) written by leak-record.
+    /// The recording (leak-record's .zst) or memleak text log.
     recording: PathBuf,
-    /// How many stacks to list.
-    #[arg(long, default_value_t = 10)]
+
+    /// Write an HTML report here (not available yet: use --json or --folded).
+    #[arg(short, long, value_name = "FILE")]
+    output: Option<PathBuf>,
+
+    /// Write the findings as JSON (docs/json.md); `-` for stdout.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+
+    /// Write collapsed stacks for flame graphs; `-` for stdout.
+    #[arg(long, value_name = "FILE")]
+    folded: Option<PathBuf>,
+
+    /// Weight of the collapsed stacks.
+    #[arg(long, value_enum, default_value_t = FoldedWeight::Outstanding)]
+    folded_weight: FoldedWeight,
+
+    /// Stacks listed in the text summary.
+    #[arg(long, value_name = "N", default_value_t = 10)]
     top: usize,
+
+    /// Which rule decides the verdict (the other is reported too).
+    #[arg(long, value_enum, default_value_t = Detector::Robust)]
+    detector: Detector,
+
+    /// Growth slower than this is immaterial (bytes/s; e.g. 96, 1K).
+    #[arg(long, value_name = "RATE", default_value = "96", value_parser = parse_rate)]
+    min_rate: f64,
+
+    /// Share of the window ignored at the start (warm-up), 0 to 0.5.
+    #[arg(long, value_name = "FRACTION", default_value_t = 0.10)]
+    warmup: f64,
+
+    /// Significance level of the trend test per stack.
+    #[arg(long, value_name = "P", default_value_t = 0.01)]
+    alpha: f64,
+
+    /// Memory available to the process, for the time to exhaustion [default: the recorded host's memory].
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    memory_limit: Option<u64>,
+
+    /// Look for the recorded binaries under this directory first.
+    #[arg(long, value_name = "DIR")]
+    sysroot: Option<PathBuf>,
+
+    /// Look for debug files here (`.build-id/xx/yyyy.debug` and .gnu_debuglink); repeatable.
+    #[arg(long, value_name = "DIR")]
+    debug_dir: Vec<PathBuf>,
+
+    /// LeakSanitizer-style suppressions (`leak:PATTERN` lines).
+    #[arg(long, value_name = "FILE")]
+    suppressions: Option<PathBuf>,
+
+    /// An earlier recording: report only stacks not leaking there, or leaking faster now.
+    #[arg(long, value_name = "OLD_RECORDING")]
+    baseline: Option<PathBuf>,
+
+    /// Leave out stacks with fewer outstanding bytes at the end than this.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    min_outstanding: Option<u64>,
+
+    /// Exit 1 if any continuous leak remains after suppressions and baseline.
+    #[arg(long)]
+    fail_on_leak: bool,
+
+    /// Exit 1 if the continuous leaks grow faster than this in total (bytes/s).
+    #[arg(long, value_name = "RATE", value_parser = parse_rate)]
+    max_rate: Option<f64>,
+
+    /// Exit 1 if more than this is outstanding at the end over all stacks.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    max_outstanding: Option<u64>,
 }
+
+fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let v: u64 = num
+        .parse()
+        .map_err(|_| format!("'{s}' is not a size; use e.g. 4096, 64K, 2G"))?;
+    let shift = match unit.trim().to_ascii_uppercase().as_str() {
+        "" | "B" => 0,
+        "K" | "KB" | "KIB" => 10,
+        "M" | "MB" | "MIB" => 20,
+        "G" | "GB" | "GIB" => 30,
+        "T" | "TB" | "TIB" => 40,
+        u => {
+            return Err(format!(
+                "unknown size unit '{u}' in '{s}'; use K, M, G or T"
+            ))
+        }
+    };
+    v.checked_mul(1 << shift)
+        .ok_or_else(|| format!("size '{s}' is too large"))
+}
+
+/// Bytes per second: `96`, `1K` (= 1024 B/s), `8M/day`, `1M/h`, `10K/min`.
+fn parse_rate(s: &str) -> Result<f64, String> {
+    let (size, per) = match s.split_once('/') {
+        Some((a, b)) => (a, b.trim()),
+        None => (s, "s"),
+    };
+    let secs = match per {
+        "s" | "sec" => 1.0,
+        "min" | "m" => 60.0,
+        "h" | "hour" => 3600.0,
+        "d" | "day" => 86400.0,
+        u => {
+            return Err(format!(
+                "unknown rate unit '/{u}' in '{s}'; use /s, /min, /h or /day"
+            ))
+        }
+    };
+    Ok(parse_size(size)? as f64 / secs)
+}
+
+/// Why leak-report exits 2.
+#[derive(Debug)]
+struct UsageError(String);
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+impl std::error::Error for UsageError {}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(&cli) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(gate_failed) => ExitCode::from(u8::from(gate_failed)),
         Err(e) => {
+            // A closed pipe (`leak-report x | head`) is not an error.
+            if e.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            }) {
+                return ExitCode::SUCCESS;
+            }
             eprintln!("leak-report: {e:#}");
             ExitCode::from(2)
         }
     }
 }
 
-fn run(cli: &Cli) -> Result<()> {
-    let reader = Reader::open(&cli.recording)
-        .with_context(|| format!("cannot read {}", cli.recording.display()))?;
-    let mut state = RecordingState::default();
-    let mut costs = Vec::new();
-    for item in reader {
-        match item {
-            Ok(record) => {
-                if let Record::Snapshot(s) = &record {
-                    costs.push((s.cost.wall_ns, s.cost.stacks_read));
-                }
-                state.apply(record);
-            }
-            Err(e) if e.is_tail() => {
-                eprintln!("leak-report: warning: {e}; analyzing the complete snapshots before it");
-                break;
-            }
-            Err(e) => {
-                return Err(e).with_context(|| format!("cannot read {}", cli.recording.display()))
-            }
-        }
-    }
-    let header = state
-        .header
-        .as_ref()
-        .context("the recording has no header")?;
-    println!(
-        "target: PID {} {} ({} snapshots, {})",
-        header.target.pid,
-        header.target.command_line.join(" "),
-        state.snapshots,
-        match &state.end {
-            Some(e) => format!("ended: {:?}", e.reason),
-            None => "no end record: the recorder did not finish".into(),
-        }
+fn load(path: &Path, cli: &Cli) -> Result<(series::Recording, Analysis)> {
+    let rec = input::read(path, series::DEFAULT_CAP).map_err(UsageError)?;
+    let resolver = Resolver::new(
+        &rec.modules,
+        &rec.bundles,
+        &rec.maps,
+        &Options {
+            sysroot: cli.sysroot.clone(),
+            debug_dirs: cli.debug_dir.clone(),
+        },
     );
-    println!("losses: {:?}", state.losses);
-    if !costs.is_empty() {
-        let mut walls: Vec<u64> = costs.iter().map(|c| c.0).collect();
-        walls.sort_unstable();
-        let max_stacks = costs.iter().map(|c| c.1).max().unwrap_or(0);
-        println!(
-            "snapshot cost: median {:.3} ms, max {:.3} ms, up to {max_stacks} stacks read",
-            walls[walls.len() / 2] as f64 / 1e6,
-            walls[walls.len() - 1] as f64 / 1e6
-        );
+    let settings = Settings {
+        detector: cli.detector,
+        detect: detect::Config {
+            min_rate: cli.min_rate,
+            warmup: cli.warmup,
+            alpha: cli.alpha,
+            ..detect::Config::default()
+        },
+        memory_limit: cli.memory_limit,
+    };
+    let analysis = analysis::analyze(&rec, &resolver, &settings);
+    Ok((rec, analysis))
+}
+
+/// Ok(true) when a gate failed.
+fn run(cli: &Cli) -> Result<bool> {
+    if cli.output.is_some() {
+        bail!(UsageError(
+            "HTML reports (-o) are not available in this version yet; use --json FILE or --folded FILE".into()
+        ));
     }
-    let mut totals: Vec<_> = state
-        .totals
-        .values()
-        .filter(|t| t.outstanding_bytes() > 0)
+    let valid = (0.0..=0.5).contains(&cli.warmup) && cli.alpha > 0.0 && cli.alpha < 0.5;
+    if !valid {
+        bail!(UsageError(
+            "--warmup must be within 0..0.5 and --alpha within 0..0.5 (exclusive)".into()
+        ));
+    }
+    let suppressions = match &cli.suppressions {
+        Some(p) => Suppressions::load(p).map_err(UsageError)?,
+        None => Suppressions::default(),
+    };
+    let (rec, mut analysis) = load(&cli.recording, cli)?;
+    if let Some(old) = &cli.baseline {
+        let (_, base) = load(old, cli).with_context(|| format!("baseline {}", old.display()))?;
+        analysis::apply_baseline(&mut analysis, &base);
+    }
+    analysis::filter(&mut analysis, &suppressions, cli.min_outstanding);
+
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let mut wrote_stdout = false;
+    if let Some(p) = &cli.json {
+        write_to(
+            p,
+            &output::json(&rec, &analysis),
+            &mut out,
+            &mut wrote_stdout,
+        )?;
+    }
+    if let Some(p) = &cli.folded {
+        write_to(
+            p,
+            &output::folded(&analysis, cli.folded_weight),
+            &mut out,
+            &mut wrote_stdout,
+        )?;
+    }
+    if !wrote_stdout {
+        out.write_all(output::text(&rec, &analysis, cli.top).as_bytes())?;
+    }
+    out.flush()?;
+
+    let leaks: Vec<_> = analysis
+        .stacks
+        .iter()
+        .filter(|s| s.verdict == Verdict::ContinuousLeak)
         .collect();
-    totals.sort_by_key(|t| std::cmp::Reverse(t.outstanding_bytes()));
-    for t in totals.into_iter().take(cli.top) {
-        let kind = if t.kind == AllocKind::Mmap {
-            " (mmap)"
-        } else {
-            ""
-        };
-        println!(
-            "\n{} bytes in {} allocations from stack {}{kind}:",
-            t.outstanding_bytes(),
-            t.outstanding_count(),
-            t.stack
-        );
-        match state.stacks.get(&t.stack) {
-            Some(s) if s.lost.is_some() => println!("    [stack unavailable: {:?}]", s.lost),
-            Some(s) => {
-                for f in &s.frames {
-                    let module = f
-                        .module
-                        .and_then(|m| state.modules.get(&m))
-                        .map_or("?", |m| m.path.as_str());
-                    println!("    {module}+{:#x}", f.offset);
-                }
-            }
-            None => println!("    [stack not in the recording]"),
+    let mut failed = Vec::new();
+    if cli.fail_on_leak && !leaks.is_empty() {
+        failed.push(format!("{} continuous leak(s)", leaks.len()));
+    }
+    if let Some(max) = cli.max_rate {
+        if analysis.leak_rate > max {
+            failed.push(format!(
+                "leak rate {:.1} B/s above --max-rate {max:.1} B/s",
+                analysis.leak_rate
+            ));
         }
     }
-    Ok(())
+    if let Some(max) = cli.max_outstanding {
+        let total: u64 = analysis.stacks.iter().map(|s| s.outstanding_bytes).sum();
+        if total > max {
+            failed.push(format!(
+                "{total} bytes outstanding, above --max-outstanding {max}"
+            ));
+        }
+    }
+    if !failed.is_empty() {
+        eprintln!("leak-report: gate failed: {}", failed.join("; "));
+    }
+    Ok(!failed.is_empty())
+}
+
+/// Writes `text` to a file, or to stdout for `-`.
+fn write_to(
+    path: &Path,
+    text: &str,
+    stdout: &mut impl Write,
+    wrote_stdout: &mut bool,
+) -> Result<()> {
+    if path.as_os_str() == "-" {
+        stdout.write_all(text.as_bytes())?;
+        *wrote_stdout = true;
+        return Ok(());
+    }
+    std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_and_sizes() {
+        assert_eq!(parse_rate("96"), Ok(96.0));
+        assert_eq!(parse_rate("1K"), Ok(1024.0));
+        assert_eq!(parse_rate("8M/day"), Ok(8.0 * 1048576.0 / 86400.0));
+        assert_eq!(parse_rate("60/min"), Ok(1.0));
+        assert!(parse_rate("1/fortnight").is_err());
+        assert_eq!(parse_size("2G"), Ok(2 << 30));
+        assert!(parse_size("x").is_err());
+    }
 }

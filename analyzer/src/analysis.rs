@@ -1,0 +1,311 @@
+//! Turns a recording into findings: a verdict per stack (with the strict rule beside it), its
+//! symbolized frames, and recording-wide facts (drops, truncation, time to exhaustion).
+use leak_format::{AllocKind, StackLoss};
+use serde::Serialize;
+
+use crate::detect::{self, Detection, Verdict};
+use crate::series::Recording;
+use crate::suppress::Suppressions;
+use crate::symbolize::{Resolver, SymFrame};
+
+/// Which verdict decides (the other is always reported too).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Detector {
+    /// Mann-Kendall trend + Theil-Sen rate with gates for materiality, persistence,
+    /// deceleration and consistency (docs/detection.md).
+    Robust,
+    /// The seed rule: outstanding bytes grew at every consecutive snapshot.
+    Strict,
+}
+
+/// Analysis settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub detector: Detector,
+    pub detect: detect::Config,
+    /// Bytes; else the recorded host's memory.
+    pub memory_limit: Option<u64>,
+}
+
+/// One stack's findings.
+#[derive(Debug, Clone, Serialize)]
+pub struct StackReport {
+    pub id: u32,
+    pub kind: AllocKind,
+    /// The deciding verdict (robust, or strict with `--detector strict`).
+    pub verdict: Verdict,
+    pub strict_monotonic: bool,
+    pub outstanding_bytes: u64,
+    pub outstanding_count: u64,
+    /// Outstanding bytes at the end minus at the stack's first snapshot.
+    pub growth_bytes: i64,
+    pub detection: Detection,
+    pub frames: Vec<SymFrame>,
+    pub lost: Option<StackLoss>,
+    pub truncated: bool,
+}
+
+/// Everything found in one recording.
+#[derive(Debug, Clone, Serialize)]
+pub struct Analysis {
+    pub stacks: Vec<StackReport>,
+    /// Sum of the continuous leaks' rates, bytes/s.
+    pub leak_rate: f64,
+    /// Sum of their upper 95% bounds, bytes/s (the pessimistic rate).
+    pub leak_rate_high: f64,
+    /// Seconds until `memory_limit` at the pessimistic rate, from the end level.
+    pub time_to_exhaustion: Option<f64>,
+    pub memory_limit: Option<u64>,
+    pub warnings: Vec<String>,
+    /// Stacks left out by suppressions.
+    pub suppressed: usize,
+    /// Leaks left out because the baseline leaks there as fast.
+    pub in_baseline: usize,
+}
+
+/// Analyses every stack of a recording.
+pub fn analyze(rec: &Recording, resolver: &Resolver, s: &Settings) -> Analysis {
+    let keys: Vec<(u32, AllocKind)> = rec.series.keys().copied().collect();
+    let frames: Vec<&[leak_format::Frame]> = keys
+        .iter()
+        .map(|(id, _)| {
+            rec.stacks
+                .get(id)
+                .map_or(&[][..], |st| st.frames.as_slice())
+        })
+        .collect();
+    let mut symbolized = resolver.symbolize(&frames);
+    for (i, (id, _)) in keys.iter().enumerate() {
+        if let Some(pre) = rec.presymbolized.get(id) {
+            symbolized[i] = pre.clone();
+        }
+    }
+    let mut stacks: Vec<StackReport> = keys
+        .iter()
+        .zip(symbolized)
+        .filter_map(|(&(id, kind), frames)| {
+            let series = rec.series.get(&(id, kind))?;
+            if series.last.alloc_count == 0 {
+                return None;
+            }
+            let mut detection = detect::detect(series.points(), &s.detect);
+            // The strict rule over every raw snapshot (the series may be compacted).
+            detection.strict_monotonic = series.strictly_increasing && series.known >= 2;
+            let verdict = match s.detector {
+                Detector::Robust => detection.verdict,
+                Detector::Strict if detection.strict_monotonic => Verdict::ContinuousLeak,
+                // Growth that did not happen at every snapshot is not a leak by the seed rule.
+                Detector::Strict if detection.verdict == Verdict::ContinuousLeak => {
+                    Verdict::InconsistentGrowth
+                }
+                Detector::Strict => detection.verdict,
+            };
+            let stack = rec.stacks.get(&id);
+            Some(StackReport {
+                id,
+                kind,
+                verdict,
+                strict_monotonic: detection.strict_monotonic,
+                outstanding_bytes: series.last.outstanding_bytes(),
+                outstanding_count: series.last.outstanding_count(),
+                growth_bytes: series.last.outstanding_bytes() as i64 - series.first_bytes as i64,
+                detection,
+                frames,
+                lost: stack.and_then(|st| st.lost),
+                truncated: stack.is_some_and(|st| st.truncated),
+            })
+        })
+        .collect();
+    // Leaks first, fastest first; then by outstanding bytes; ids break ties (deterministic).
+    stacks.sort_by(|a, b| {
+        let leak = |r: &StackReport| r.verdict == Verdict::ContinuousLeak;
+        leak(b)
+            .cmp(&leak(a))
+            .then(
+                b.detection
+                    .rate
+                    .total_cmp(&a.detection.rate)
+                    .then(b.outstanding_bytes.cmp(&a.outstanding_bytes)),
+            )
+            .then(a.id.cmp(&b.id))
+            .then(a.kind.cmp(&b.kind))
+    });
+    let leaks = stacks
+        .iter()
+        .filter(|r| r.verdict == Verdict::ContinuousLeak);
+    let leak_rate: f64 = leaks.clone().map(|r| r.detection.rate).sum();
+    let leak_rate_high: f64 = leaks
+        .map(|r| r.detection.rate_ci.1.max(r.detection.rate))
+        .sum();
+    let memory_limit = s.memory_limit.or_else(|| {
+        rec.header
+            .as_ref()
+            .map(|h| h.host.mem_total_bytes)
+            .filter(|&m| m > 0)
+    });
+    let level = rec
+        .timeline
+        .iter()
+        .rev()
+        .find_map(|p| p.memory.map(|m| m.rss))
+        .or_else(|| rec.timeline.last().map(|p| p.outstanding));
+    let time_to_exhaustion = match (memory_limit, level) {
+        (Some(limit), Some(level)) if leak_rate_high > 0.0 => {
+            Some((limit.saturating_sub(level)) as f64 / leak_rate_high)
+        }
+        _ => None,
+    };
+    let mut warnings = resolver.warnings.clone();
+    let missing = if rec.presymbolized.is_empty() {
+        resolver
+            .missing_modules()
+            .into_iter()
+            .map(str::to_string)
+            .collect()
+    } else {
+        Vec::new()
+    };
+    warnings.extend(quality_warnings(rec, &stacks, missing));
+    Analysis {
+        stacks,
+        leak_rate,
+        leak_rate_high,
+        time_to_exhaustion,
+        memory_limit,
+        warnings,
+        suppressed: 0,
+        in_baseline: 0,
+    }
+}
+
+/// A stack's identity across recordings and builds: its symbolized frames (function and
+/// module file name), falling back to module+offset where no symbol is known.
+fn signature(frames: &[SymFrame]) -> Vec<String> {
+    frames
+        .iter()
+        .map(|f| match &f.function {
+            Some(name) => name.clone(),
+            None => format!(
+                "{}+{:#x}",
+                f.module.rsplit('/').next().unwrap_or(&f.module),
+                f.offset
+            ),
+        })
+        .collect()
+}
+
+/// Keeps only continuous leaks that are not leaking in `base`, or leak faster now (the lower
+/// end of the rate's CI above the upper end of the baseline's).
+pub fn apply_baseline(a: &mut Analysis, base: &Analysis) {
+    let old: std::collections::HashMap<Vec<String>, &StackReport> = base
+        .stacks
+        .iter()
+        .filter(|s| s.verdict == Verdict::ContinuousLeak)
+        .map(|s| (signature(&s.frames), s))
+        .collect();
+    let before = a.stacks.len();
+    a.stacks.retain(|s| {
+        if s.verdict != Verdict::ContinuousLeak {
+            return true;
+        }
+        match old.get(&signature(&s.frames)) {
+            Some(b) => s.detection.rate_ci.0 > b.detection.rate_ci.1,
+            None => true,
+        }
+    });
+    a.in_baseline += before - a.stacks.len();
+    recompute_totals(a);
+}
+
+/// Drops suppressed stacks and those below `min_outstanding` bytes at the end.
+pub fn filter(a: &mut Analysis, suppressions: &Suppressions, min_outstanding: Option<u64>) {
+    let before = a.stacks.len();
+    a.stacks
+        .retain(|s| suppressions.matching(&s.frames).is_none());
+    a.suppressed += before - a.stacks.len();
+    if let Some(min) = min_outstanding {
+        a.stacks.retain(|s| s.outstanding_bytes >= min);
+    }
+    recompute_totals(a);
+}
+
+fn recompute_totals(a: &mut Analysis) {
+    let leaks = a
+        .stacks
+        .iter()
+        .filter(|r| r.verdict == Verdict::ContinuousLeak);
+    let old_high = a.leak_rate_high;
+    a.leak_rate = leaks.clone().map(|r| r.detection.rate).sum();
+    a.leak_rate_high = leaks
+        .map(|r| r.detection.rate_ci.1.max(r.detection.rate))
+        .sum();
+    // The time to exhaustion scales with the rate (same limit and level).
+    a.time_to_exhaustion = match a.time_to_exhaustion {
+        Some(t) if a.leak_rate_high > 0.0 => Some(t * old_high / a.leak_rate_high),
+        _ => None,
+    };
+}
+
+/// What makes the data less trustworthy, one line each.
+fn quality_warnings(
+    rec: &Recording,
+    stacks: &[StackReport],
+    resolver_missing: Vec<String>,
+) -> Vec<String> {
+    let mut w = Vec::new();
+    if let Some(t) = &rec.tail {
+        w.push(format!(
+            "{t}; analyzed the {} complete snapshots before it",
+            rec.snapshots
+        ));
+    } else if rec.header.is_some() && rec.end.is_none() {
+        w.push(
+            "the recording has no end record: the recorder was killed or is still running".into(),
+        );
+    }
+    let l = &rec.losses;
+    if l.total_drops() > 0 {
+        w.push(format!(
+            "the recorder lost data: {} allocations untracked (table full), {} on unknown stacks \
+             (stack table full {}, walk failed {}, counters full {}), {} pending-call overflows, \
+             {} returns without entry, {} missed frees",
+            l.allocs_full,
+            l.stack_table_full + l.stack_walk_failed + l.counters_full,
+            l.stack_table_full,
+            l.stack_walk_failed,
+            l.counters_full,
+            l.pending_full,
+            l.return_without_entry,
+            l.missed_free
+        ));
+    }
+    let real: Vec<&StackReport> = stacks.iter().filter(|s| s.lost.is_none()).collect();
+    let shallow = real
+        .iter()
+        .filter(|s| s.frames.iter().filter(|f| !f.inlined).count() <= 2)
+        .count();
+    if !real.is_empty() && shallow * 2 > real.len() {
+        w.push(format!(
+            "{shallow} of {} stacks are at most 2 frames deep: the program probably lacks frame \
+             pointers; rebuild with -fno-omit-frame-pointer (Rust: -C force-frame-pointers=yes)",
+            real.len()
+        ));
+    }
+    let missing = resolver_missing;
+    if !missing.is_empty() {
+        w.push(format!(
+            "no usable file for {} module(s), their frames stay module+offset: {}; give --sysroot \
+             or --debug-dir, or record with --bundle-symbols",
+            missing.len(),
+            missing.join(", ")
+        ));
+    }
+    if rec.skipped_records > 0 {
+        w.push(format!(
+            "{} records of a newer format version were skipped; use a newer leak-report",
+            rec.skipped_records
+        ));
+    }
+    w
+}

@@ -1,0 +1,41 @@
+//! Opens the input, whichever it is: a leak-record recording, or a memleak text log.
+use std::fs::File;
+use std::io::Read;
+use std::path::Path;
+
+use leak_format::{Reader, PREAMBLE_FRAME_MAGIC};
+
+use crate::memleak;
+use crate::series::{self, Recording};
+
+/// Largest memleak text log read (they are read whole).
+const MAX_TEXT_LOG: u64 = 1 << 30;
+
+/// Reads `path`; the error is one line naming the problem and what to do.
+pub fn read(path: &Path, cap: usize) -> Result<Recording, String> {
+    let shown = path.display();
+    let mut file = File::open(path).map_err(|e| format!("cannot open {shown}: {e}"))?;
+    let mut head = [0u8; 4];
+    let n = file
+        .read(&mut head)
+        .map_err(|e| format!("cannot read {shown}: {e}"))?;
+    if n == 4 && u32::from_le_bytes(head) == PREAMBLE_FRAME_MAGIC {
+        let reader = Reader::open(path).map_err(|e| format!("{shown}: {e}"))?;
+        return series::read(reader, cap).map_err(|e| format!("{shown}: {e}"));
+    }
+    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    if len > MAX_TEXT_LOG {
+        return Err(format!(
+            "{shown} is not a leak-record recording, and too large for a memleak log"
+        ));
+    }
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {shown}: {e}"))?;
+    let text = String::from_utf8_lossy(&bytes);
+    if memleak::looks_like(&text) {
+        return memleak::parse(&text, cap).map_err(|e| format!("{shown}: {e}"));
+    }
+    Err(format!(
+        "{shown} is neither a leak-record recording nor a memleak log (no \"Top N stacks with \
+         outstanding allocations\" lines); record one with leak-record"
+    ))
+}

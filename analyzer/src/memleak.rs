@@ -1,0 +1,282 @@
+//! Reads the periodic text output of bcc's `memleak.py` and libbpf-tools' `memleak` ("Top N
+//! stacks with outstanding allocations"), both layouts, into the same series as a recording.
+//! A stack missing from an interval's top N is unknown there, not zero.
+use std::collections::BTreeMap;
+
+use leak_format::{AllocKind, StackStats};
+
+use crate::series::{Recording, Series, TimelinePoint};
+use crate::symbolize::SymFrame;
+
+/// Seconds between intervals when the log's timestamps cannot be read.
+const FALLBACK_INTERVAL: f64 = 5.0;
+
+/// Does this text look like a memleak log?
+pub fn looks_like(text: &str) -> bool {
+    text.lines()
+        .take(10_000)
+        .any(|l| l.contains("stacks with outstanding allocations"))
+}
+
+struct Interval {
+    clock: Option<f64>,
+    stacks: Vec<(u64, u64, Vec<String>)>,
+}
+
+/// `[11:16:33]`, `[1:2:3]` (libbpf-tools does not pad) or `[2024-01-02 11:16:33]`: seconds of day.
+fn parse_clock(line: &str) -> Option<f64> {
+    let inner = line.strip_prefix('[')?.split(']').next()?;
+    let time = inner.rsplit(' ').next()?;
+    let mut parts = time.split(':').map(|p| p.trim().parse::<f64>().ok());
+    let (h, m, s) = (parts.next()??, parts.next()??, parts.next()??);
+    Some(h * 3600.0 + m * 60.0 + s)
+}
+
+/// `80 bytes in 5 allocations from stack` (optionally `id(3)` after it, or a leading tab).
+fn parse_header(line: &str) -> Option<(u64, u64)> {
+    let t = line.trim();
+    let (bytes, rest) = t.split_once(" bytes in ")?;
+    let (count, rest) = rest.split_once(" allocations from stack")?;
+    if !(rest.is_empty() || rest.trim_start().starts_with("id(")) {
+        return None;
+    }
+    Some((bytes.trim().parse().ok()?, count.trim().parse().ok()?))
+}
+
+/// A frame line without the parts that vary between runs: libbpf-tools' `3 [<0000…>] ` index
+/// and address, bcc's optional `0x…\t` address.
+fn frame_text(line: &str) -> String {
+    let mut t = line.trim();
+    if let Some(rest) = t.split_once(" [<").and_then(|(idx, rest)| {
+        idx.trim().parse::<u32>().ok()?;
+        rest.split_once(">]").map(|(_, r)| r)
+    }) {
+        t = rest.trim();
+    }
+    if let Some(rest) = t.strip_prefix("0x") {
+        if let Some((addr, sym)) = rest.split_once(|c: char| c.is_whitespace()) {
+            if addr.chars().all(|c| c.is_ascii_hexdigit()) {
+                t = sym.trim();
+            }
+        }
+    }
+    t.to_string()
+}
+
+/// `func+0x1d [module]`, `func+0x1d /src/file.c:12`, `func+0x1d`, `[unknown]`, `<null sym>`.
+fn to_frame(text: &str) -> SymFrame {
+    let (sym, rest) = match text.split_once(' ') {
+        Some((s, r)) => (s, r.trim()),
+        None => (text, ""),
+    };
+    let unknown = sym.starts_with('[') || sym.starts_with('<');
+    let (function, offset) = match sym.rsplit_once("+0x") {
+        Some((f, off)) if !unknown => (
+            Some(f.to_string()),
+            u64::from_str_radix(off, 16).unwrap_or(0),
+        ),
+        _ if !unknown => (Some(sym.to_string()), 0),
+        _ => (None, 0),
+    };
+    let (module, file, line) =
+        if let Some(m) = rest.strip_prefix('[').and_then(|r| r.strip_suffix(']')) {
+            (m.to_string(), None, None)
+        } else if let Some((path, line)) = rest
+            .rsplit_once(':')
+            .filter(|(_, l)| l.parse::<u32>().is_ok())
+        {
+            (String::new(), Some(path.to_string()), line.parse().ok())
+        } else {
+            (
+                if unknown {
+                    text.to_string()
+                } else {
+                    String::new()
+                },
+                None,
+                None,
+            )
+        };
+    SymFrame {
+        function,
+        file,
+        line,
+        module,
+        offset,
+        inlined: false,
+    }
+}
+
+/// Parses a whole log into a recording (frames already symbolized).
+pub fn parse(text: &str, cap: usize) -> Result<Recording, String> {
+    let mut intervals: Vec<Interval> = Vec::new();
+    let mut current: Option<(u64, u64, Vec<String>)> = None;
+    let flush = |intervals: &mut Vec<Interval>, current: &mut Option<(u64, u64, Vec<String>)>| {
+        if let (Some(iv), Some(stack)) = (intervals.last_mut(), current.take()) {
+            iv.stacks.push(stack);
+        }
+    };
+    for line in text.lines() {
+        if line.contains("stacks with outstanding allocations") {
+            flush(&mut intervals, &mut current);
+            intervals.push(Interval {
+                clock: parse_clock(line.trim()),
+                stacks: Vec::new(),
+            });
+        } else if let Some((bytes, count)) = parse_header(line) {
+            flush(&mut intervals, &mut current);
+            current = Some((bytes, count, Vec::new()));
+        } else if let Some((_, _, frames)) = current.as_mut() {
+            let is_frame = line.starts_with('\t') || line.starts_with("  ");
+            if is_frame && !line.trim().is_empty() && !line.trim_start().starts_with("addr = ") {
+                frames.push(frame_text(line));
+            } else if !is_frame {
+                flush(&mut intervals, &mut current);
+            }
+        }
+    }
+    flush(&mut intervals, &mut current);
+    if intervals.is_empty() {
+        return Err("no \"Top N stacks with outstanding allocations\" interval found".into());
+    }
+    // Times: the bracketed clock, unwrapped over midnight; else one interval per 5 s.
+    let mut times = Vec::with_capacity(intervals.len());
+    let mut day = 0.0;
+    let mut prev: Option<f64> = None;
+    let all_clocks = intervals.iter().all(|i| i.clock.is_some());
+    for (i, iv) in intervals.iter().enumerate() {
+        let t = match (all_clocks, iv.clock) {
+            (true, Some(c)) => {
+                if prev.is_some_and(|p| c + day < p) {
+                    day += 86400.0;
+                }
+                c + day
+            }
+            _ => i as f64 * FALLBACK_INTERVAL,
+        };
+        prev = Some(t);
+        times.push(t);
+    }
+    let t0 = times[0];
+    let mut ids: BTreeMap<Vec<String>, u32> = BTreeMap::new();
+    let mut rec = Recording::default();
+    let mut first_seen: BTreeMap<u32, usize> = BTreeMap::new();
+    for (i, iv) in intervals.iter().enumerate() {
+        let mut listed: BTreeMap<u32, StackStats> = BTreeMap::new();
+        for (bytes, count, frames) in &iv.stacks {
+            let next = 16 + ids.len() as u32;
+            let id = *ids.entry(frames.clone()).or_insert(next);
+            first_seen.entry(id).or_insert(i);
+            let st = listed.entry(id).or_insert(StackStats {
+                stack: id,
+                kind: AllocKind::Heap,
+                ..StackStats::default()
+            });
+            // The same stack printed twice in one interval (a log of several processes): sum.
+            st.alloc_bytes += bytes;
+            st.alloc_count += count;
+        }
+        let t = times[i] - t0;
+        for (&id, &first) in &first_seen {
+            if first > i {
+                continue;
+            }
+            rec.series
+                .entry((id, AllocKind::Heap))
+                .or_insert_with(Series::new)
+                .push(t, listed.get(&id), cap);
+        }
+        rec.timeline.push(TimelinePoint {
+            t,
+            outstanding: listed.values().map(|s| s.alloc_bytes).sum(),
+            memory: None,
+        });
+        rec.duration = t;
+    }
+    rec.snapshots = intervals.len() as u32;
+    for (frames, id) in ids {
+        rec.presymbolized
+            .insert(id, frames.iter().map(|f| to_frame(f)).collect());
+    }
+    Ok(rec)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BCC: &str = "Attaching to pid 5193, Ctrl+C to quit.\n\
+[11:16:33] Top 2 stacks with outstanding allocations:\n\
+\t80 bytes in 5 allocations from stack\n\
+\t\t0x0000559b4b6e31a9\tmain+0x6d [a.out]\n\
+\t\t__libc_start_main+0xf0 [libc-2.23.so]\n\
+\t400 bytes in 4 allocations from stack\n\
+\t\tleak_here+0x1d [a.out]\n\
+\t\tmain+0x5d [a.out]\n\
+[11:16:38] Top 1 stacks with outstanding allocations:\n\
+\t800 bytes in 8 allocations from stack\n\
+\t\tleak_here+0x1d [a.out]\n\
+\t\tmain+0x5d [a.out]\n";
+
+    const LIBBPF: &str = "[23:59:58] Top 2 stacks with outstanding allocations:\n\
+400 bytes in 4 allocations from stack\n\
+\t0 [<0000559b4b6e31a9>] leak_here+0x1d [a.out]\n\
+\t1 [<0000559b4b6e3111>] main+0x5d [a.out]\n\
+80 bytes in 5 allocations from stack\n\
+\t0 [<000055aaaaaaaaaa>] main+0x6d /src/a.c:12\n\
+[0:0:3] Top 1 stacks with outstanding allocations:\n\
+800 bytes in 8 allocations from stack\n\
+\t0 [<0000559b4b6e31a9>] leak_here+0x1d [a.out]\n\
+\t1 [<0000559b4b6e3111>] main+0x5d [a.out]\n";
+
+    fn values(rec: &Recording, id: u32) -> Vec<Option<f64>> {
+        rec.series[&(id, AllocKind::Heap)]
+            .points()
+            .iter()
+            .map(|p| p.bytes)
+            .collect()
+    }
+
+    #[test]
+    fn bcc_layout() {
+        let rec = parse(BCC, 64).unwrap();
+        assert_eq!(rec.snapshots, 2);
+        assert!((rec.duration - 5.0).abs() < 1e-9);
+        // Ids follow first appearance: main-only stack 16, leak_here stack 17.
+        assert_eq!(
+            values(&rec, 16),
+            [Some(80.0), None],
+            "missing from the top N = unknown"
+        );
+        assert_eq!(values(&rec, 17), [Some(400.0), Some(800.0)]);
+        let f = &rec.presymbolized[&17][0];
+        assert_eq!(
+            (f.function.as_deref(), f.module.as_str(), f.offset),
+            (Some("leak_here"), "a.out", 0x1d)
+        );
+        let f = &rec.presymbolized[&16][0];
+        assert_eq!(
+            f.function.as_deref(),
+            Some("main"),
+            "the address prefix is dropped"
+        );
+    }
+
+    #[test]
+    fn libbpf_tools_layout_across_midnight() {
+        let rec = parse(LIBBPF, 64).unwrap();
+        assert_eq!(rec.snapshots, 2);
+        assert!((rec.duration - 5.0).abs() < 1e-9, "{}", rec.duration);
+        assert_eq!(values(&rec, 16), [Some(400.0), Some(800.0)]);
+        assert_eq!(values(&rec, 17), [Some(80.0), None]);
+        let f = &rec.presymbolized[&17][0];
+        assert_eq!((f.file.as_deref(), f.line), (Some("/src/a.c"), Some(12)));
+    }
+
+    #[test]
+    fn garbage_is_an_error() {
+        assert!(parse("hello\nworld\n", 8).is_err());
+        assert!(!looks_like("hello"));
+        assert!(looks_like(BCC) && looks_like(LIBBPF));
+    }
+}

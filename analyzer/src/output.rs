@@ -1,0 +1,368 @@
+//! The text summary (stdout) and the JSON document (docs/json.md).
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use crate::analysis::{Analysis, StackReport};
+use crate::detect::Verdict;
+use crate::series::Recording;
+
+/// Version of the JSON document; bumped on any incompatible change.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// `1536` → `1.5 KiB`.
+pub fn human_bytes(n: f64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n.abs();
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    let sign = if n < 0.0 { "-" } else { "" };
+    if u == 0 {
+        format!("{sign}{v:.0} B")
+    } else {
+        format!("{sign}{v:.1} {}", UNITS[u])
+    }
+}
+
+fn human_duration(secs: f64) -> String {
+    if !secs.is_finite() {
+        return "never".into();
+    }
+    let s = secs.max(0.0);
+    if s < 120.0 {
+        format!("{s:.0} s")
+    } else if s < 7200.0 {
+        format!("{:.0} min", s / 60.0)
+    } else if s < 172_800.0 {
+        format!("{:.1} h", s / 3600.0)
+    } else {
+        format!("{:.1} days", s / 86400.0)
+    }
+}
+
+fn verdict_name(v: Verdict) -> &'static str {
+    match v {
+        Verdict::ContinuousLeak => "continuous leak",
+        Verdict::BoundedGrowth => "bounded growth",
+        Verdict::DeceleratingGrowth => "decelerating growth",
+        Verdict::InconsistentGrowth => "inconsistent growth",
+        Verdict::ImmaterialGrowth => "immaterial growth",
+        Verdict::Stable => "stable",
+        Verdict::Shrinking => "shrinking",
+        Verdict::Freed => "freed",
+        Verdict::InsufficientData => "insufficient data",
+    }
+}
+
+/// The memleak-like text summary.
+pub fn text(rec: &Recording, a: &Analysis, top: usize) -> String {
+    let mut out = String::new();
+    if let Some(h) = &rec.header {
+        let _ = writeln!(
+            out,
+            "Recording of PID {} ({}) on {}: {} snapshots over {}, every {}",
+            h.target.pid,
+            h.target.command_line.join(" "),
+            h.host.hostname,
+            rec.snapshots,
+            human_duration(rec.duration),
+            human_duration(h.interval_ns as f64 / 1e9)
+        );
+    }
+    for w in &a.warnings {
+        let _ = writeln!(out, "warning: {w}");
+    }
+    let leaks: Vec<&StackReport> = a
+        .stacks
+        .iter()
+        .filter(|s| s.verdict == Verdict::ContinuousLeak)
+        .collect();
+    if leaks.is_empty() {
+        let _ = writeln!(out, "\nNo continuous growth found.");
+    } else {
+        let _ = writeln!(
+            out,
+            "\n{} continuous leak{} growing {}/s in total ({} MiB/day){}",
+            leaks.len(),
+            if leaks.len() == 1 { "" } else { "s" },
+            human_bytes(a.leak_rate),
+            format_args!("{:.1}", a.leak_rate * 86400.0 / 1048576.0),
+            match (a.time_to_exhaustion, a.memory_limit) {
+                (Some(t), Some(limit)) => format!(
+                    "; {} to reach {} at the pessimistic rate",
+                    human_duration(t),
+                    human_bytes(limit as f64)
+                ),
+                _ => String::new(),
+            }
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\nTop {} stacks (leaks first, then by outstanding bytes):",
+        top.min(a.stacks.len())
+    );
+    for s in a.stacks.iter().take(top) {
+        let d = &s.detection;
+        let _ = writeln!(
+            out,
+            "\n{} in {} allocations from stack {}{}: {}{}, {}/s [{} .. {}]{}",
+            human_bytes(s.outstanding_bytes as f64),
+            s.outstanding_count,
+            s.id,
+            if s.kind == leak_format::AllocKind::Mmap {
+                " (mmap)"
+            } else {
+                ""
+            },
+            verdict_name(s.verdict),
+            if d.suspected { " (suspected)" } else { "" },
+            human_bytes(d.rate),
+            human_bytes(d.rate_ci.0),
+            human_bytes(d.rate_ci.1),
+            if s.strict_monotonic {
+                "; grew at every snapshot"
+            } else {
+                ""
+            }
+        );
+        if let Some(lost) = s.lost {
+            let _ = writeln!(out, "        [stack unavailable: {lost:?}]");
+        }
+        for f in &s.frames {
+            let _ = writeln!(
+                out,
+                "        {}{}",
+                if f.inlined { "(inlined) " } else { "" },
+                f.display()
+            );
+        }
+    }
+    out
+}
+
+#[derive(Serialize)]
+struct JsonDoc<'a> {
+    schema_version: u32,
+    tool: String,
+    recording: JsonRecording<'a>,
+    summary: JsonSummary,
+    stacks: Vec<JsonStack<'a>>,
+    warnings: &'a [String],
+}
+
+#[derive(Serialize)]
+struct JsonRecording<'a> {
+    target: Option<JsonTarget<'a>>,
+    host: Option<&'a leak_format::HostInfo>,
+    snapshots: u32,
+    duration_seconds: f64,
+    interval_seconds: Option<f64>,
+    truncated: bool,
+    tail_problem: Option<String>,
+    ended: Option<JsonEnd>,
+    drops: &'a leak_format::Losses,
+    total_drops: u64,
+}
+
+#[derive(Serialize)]
+struct JsonTarget<'a> {
+    mode: &'static str,
+    pid: u32,
+    command_line: &'a [String],
+    exe: &'a str,
+}
+
+#[derive(Serialize)]
+struct JsonEnd {
+    reason: &'static str,
+    exit_code: Option<i32>,
+    signal: Option<i32>,
+    message: Option<String>,
+}
+
+fn json_end(reason: &leak_format::EndReason) -> JsonEnd {
+    use leak_format::EndReason as E;
+    let (reason, exit_code, signal, message) = match reason {
+        E::Duration => ("duration", None, None, None),
+        E::Signal(s) => ("signal", None, Some(*s), None),
+        E::TargetExited { code, signal } => ("target_exited", *code, *signal, None),
+        E::Error(m) => ("error", None, None, Some(m.clone())),
+    };
+    JsonEnd {
+        reason,
+        exit_code,
+        signal,
+        message,
+    }
+}
+
+#[derive(Serialize)]
+struct JsonSummary {
+    continuous_leaks: usize,
+    leak_rate_bytes_per_sec: f64,
+    leak_rate_high_bytes_per_sec: f64,
+    time_to_exhaustion_seconds: Option<f64>,
+    memory_limit_bytes: Option<u64>,
+    suppressed_stacks: usize,
+    baseline_stacks: usize,
+}
+
+#[derive(Serialize)]
+struct JsonStack<'a> {
+    id: u32,
+    kind: &'static str,
+    verdict: Verdict,
+    suspected: bool,
+    strict_monotonic: bool,
+    outstanding_bytes: u64,
+    outstanding_count: u64,
+    growth_bytes: i64,
+    rate_bytes_per_sec: f64,
+    rate_ci: [f64; 2],
+    count_rate_per_sec: Option<f64>,
+    mean_object_size: Option<f64>,
+    kendall_tau: f64,
+    p_value: f64,
+    active_at_end: bool,
+    lost: Option<String>,
+    truncated: bool,
+    gates: &'a [crate::detect::Gate],
+    frames: &'a [crate::symbolize::SymFrame],
+}
+
+fn json_stack(s: &StackReport) -> JsonStack<'_> {
+    let d = &s.detection;
+    JsonStack {
+        id: s.id,
+        kind: match s.kind {
+            leak_format::AllocKind::Heap => "heap",
+            leak_format::AllocKind::Mmap => "mmap",
+        },
+        verdict: s.verdict,
+        suspected: d.suspected,
+        strict_monotonic: s.strict_monotonic,
+        outstanding_bytes: s.outstanding_bytes,
+        outstanding_count: s.outstanding_count,
+        growth_bytes: s.growth_bytes,
+        rate_bytes_per_sec: d.rate,
+        rate_ci: [d.rate_ci.0, d.rate_ci.1],
+        count_rate_per_sec: d.count_rate,
+        mean_object_size: d.mean_object_size,
+        kendall_tau: d.tau,
+        p_value: d.p_value,
+        active_at_end: d.active_at_end,
+        lost: s.lost.map(|l| {
+            match l {
+                leak_format::StackLoss::TableFull => "table_full",
+                leak_format::StackLoss::WalkFailed => "walk_failed",
+                leak_format::StackLoss::CountersFull => "counters_full",
+                leak_format::StackLoss::Empty => "empty",
+            }
+            .to_string()
+        }),
+        truncated: s.truncated,
+        gates: &d.gates,
+        frames: &s.frames,
+    }
+}
+
+/// The JSON document (pretty-printed, stable key order; docs/json.md).
+pub fn json(rec: &Recording, a: &Analysis) -> String {
+    let doc = JsonDoc {
+        schema_version: SCHEMA_VERSION,
+        tool: format!("leak-report {}", env!("CARGO_PKG_VERSION")),
+        recording: JsonRecording {
+            target: rec.header.as_ref().map(|h| JsonTarget {
+                mode: match h.target.mode {
+                    leak_format::TargetMode::Attach => "attach",
+                    leak_format::TargetMode::Command => "command",
+                },
+                pid: h.target.pid,
+                command_line: &h.target.command_line,
+                exe: &h.target.exe,
+            }),
+            host: rec.header.as_ref().map(|h| &h.host),
+            snapshots: rec.snapshots,
+            duration_seconds: rec.duration,
+            interval_seconds: rec.header.as_ref().map(|h| h.interval_ns as f64 / 1e9),
+            truncated: rec.tail.is_some(),
+            tail_problem: rec.tail.as_ref().map(ToString::to_string),
+            ended: rec.end.as_ref().map(|e| json_end(&e.reason)),
+            drops: &rec.losses,
+            total_drops: rec.losses.total_drops(),
+        },
+        summary: JsonSummary {
+            continuous_leaks: a
+                .stacks
+                .iter()
+                .filter(|s| s.verdict == Verdict::ContinuousLeak)
+                .count(),
+            leak_rate_bytes_per_sec: a.leak_rate,
+            leak_rate_high_bytes_per_sec: a.leak_rate_high,
+            time_to_exhaustion_seconds: a.time_to_exhaustion,
+            memory_limit_bytes: a.memory_limit,
+            suppressed_stacks: a.suppressed,
+            baseline_stacks: a.in_baseline,
+        },
+        stacks: a.stacks.iter().map(json_stack).collect(),
+        warnings: &a.warnings,
+    };
+    serde_json::to_string_pretty(&doc).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+}
+
+/// What the folded stacks are weighted by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum FoldedWeight {
+    /// Outstanding bytes at the last snapshot.
+    Outstanding,
+    /// Growth of outstanding bytes over the window (stacks that shrank are left out).
+    Growth,
+}
+
+/// Brendan Gregg's collapsed stacks (root first, `;`-separated, then a space and the weight),
+/// one line per stack, for flamegraph.pl / inferno.
+pub fn folded(a: &Analysis, weight: FoldedWeight) -> String {
+    let mut lines: Vec<String> = a
+        .stacks
+        .iter()
+        .filter_map(|s| {
+            let w = match weight {
+                FoldedWeight::Outstanding => s.outstanding_bytes as i64,
+                FoldedWeight::Growth => s.growth_bytes,
+            };
+            if w <= 0 {
+                return None;
+            }
+            let mut names: Vec<String> = s
+                .frames
+                .iter()
+                .rev()
+                .map(|f| {
+                    let name = f
+                        .function
+                        .clone()
+                        .unwrap_or_else(|| format!("{}+{:#x}", f.module, f.offset));
+                    // `;` separates frames and the last space separates the weight.
+                    name.replace(';', ":").replace(['\n', '\r'], " ")
+                })
+                .collect();
+            if let Some(lost) = s.lost {
+                names.push(format!("[stack unavailable: {lost:?}]"));
+            }
+            if names.is_empty() {
+                names.push(format!("[stack {}]", s.id));
+            }
+            Some(format!("{} {w}", names.join(";")))
+        })
+        .collect();
+    lines.sort();
+    let mut out = lines.join("\n");
+    if !out.is_empty() {
+        out.push('\n');
+    }
+    out
+}

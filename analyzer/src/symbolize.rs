@@ -1,0 +1,431 @@
+//! Offline symbolization: (module path, build ID, file offset) → function, file:line and inlined
+//! frames, with blazesym. Each module's file is looked for, in order, in the recording's bundle,
+//! under `--sysroot`, at its original path, and in `--debug-dir` by build ID; a file whose build
+//! ID differs from the recorded one is never used (the frame stays `module+0xoffset`, with a
+//! warning). Each module is parsed once; nothing is dropped: an unresolved frame is still shown.
+use std::collections::{BTreeMap, HashMap};
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use blazesym::symbolize::source::{Elf, Source};
+use blazesym::symbolize::{Input, Symbolized, Symbolizer};
+use leak_format::{BundleContent, BundledSymbol, Frame, Module};
+use serde::Serialize;
+
+/// Where to look for binaries and debug files.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// A copy of the recorded host's file system (paths are looked up under it).
+    pub sysroot: Option<PathBuf>,
+    /// Debug file directories (`.build-id/xx/yyyy.debug` layout and `.gnu_debuglink`).
+    pub debug_dirs: Vec<PathBuf>,
+}
+
+/// One logical frame (a physical frame expands into its inlined calls, innermost first).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SymFrame {
+    pub function: Option<String>,
+    pub file: Option<String>,
+    pub line: Option<u32>,
+    pub module: String,
+    pub offset: u64,
+    /// True for a call inlined into the next frame.
+    pub inlined: bool,
+}
+
+impl SymFrame {
+    /// `function (file:line)` or `module+0xoffset`.
+    pub fn display(&self) -> String {
+        match (&self.function, &self.file, self.line) {
+            (Some(f), Some(file), Some(line)) => format!("{f} ({file}:{line})"),
+            (Some(f), _, _) => format!("{f} ({}+{:#x})", short(&self.module), self.offset),
+            (None, ..) => format!("{}+{:#x}", self.module, self.offset),
+        }
+    }
+}
+
+fn short(path: &str) -> &str {
+    path.rsplit('/').next().unwrap_or(path)
+}
+
+enum ModuleSource {
+    Elf(PathBuf),
+    /// A separate debug file (`objcopy --only-keep-debug`): its segments keep their virtual
+    /// addresses but not their file offsets, so frames are placed by address, through the
+    /// recorded memory map: (file, virtual address of each executable segment's page start).
+    DebugOnly(PathBuf, Vec<u64>),
+    Table(Vec<BundledSymbol>),
+    Missing,
+}
+
+/// Symbolizes the frames of one recording.
+pub struct Resolver {
+    inner: Symbolizer,
+    sources: HashMap<u32, ModuleSource>,
+    modules: BTreeMap<u32, Module>,
+    maps: Vec<leak_format::MapEntry>,
+    /// What could not be used, and why (one line each).
+    pub warnings: Vec<String>,
+    _scratch: Option<tempfile::TempDir>,
+}
+
+impl std::fmt::Debug for Resolver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Resolver")
+            .field("warnings", &self.warnings)
+            .finish_non_exhaustive()
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// For a debug-only file (executable segments without file contents): the page-aligned
+/// virtual address of each executable segment.
+fn debug_only_segments(path: &Path) -> Option<Vec<u64>> {
+    use object::read::elf::{ElfFile64, ProgramHeader};
+    use object::Endianness;
+    let data = fs::read(path).ok()?;
+    let elf = ElfFile64::<Endianness, &[u8]>::parse(&*data).ok()?;
+    let e = elf.endian();
+    let exec: Vec<_> = elf
+        .elf_program_headers()
+        .iter()
+        .filter(|ph| {
+            ph.p_type(e) == object::elf::PT_LOAD && ph.p_flags(e).0 & object::elf::PF_X.0 != 0
+        })
+        .collect();
+    if exec.is_empty() || exec.iter().any(|ph| ph.p_filesz(e) > 0) {
+        return None;
+    }
+    Some(
+        exec.iter()
+            .map(|ph| ph.p_vaddr(e) & !(ph.p_align(e).max(1) - 1))
+            .collect(),
+    )
+}
+
+/// The GNU build ID of an ELF file.
+pub fn build_id(path: &Path) -> Option<Vec<u8>> {
+    use object::Object;
+    let data = fs::read(path).ok()?;
+    let file = object::File::parse(&*data).ok()?;
+    file.build_id().ok().flatten().map(<[u8]>::to_vec)
+}
+
+impl Resolver {
+    /// Chooses a source for every module of the recording.
+    pub fn new(
+        modules: &BTreeMap<u32, Module>,
+        bundles: &BTreeMap<u32, (BundleContent, Vec<u8>)>,
+        maps: &[leak_format::MapEntry],
+        opts: &Options,
+    ) -> Self {
+        let mut dirs: Vec<PathBuf> = opts.debug_dirs.clone();
+        dirs.push(PathBuf::from("/usr/lib/debug"));
+        let inner = Symbolizer::builder().set_debug_dirs(Some(&dirs)).build();
+        let mut r = Resolver {
+            inner,
+            sources: HashMap::new(),
+            modules: modules.clone(),
+            maps: maps.to_vec(),
+            warnings: Vec::new(),
+            _scratch: None,
+        };
+        for (id, m) in modules {
+            let source = r.choose(*id, m, bundles.get(id), opts);
+            r.sources.insert(*id, source);
+        }
+        r
+    }
+
+    fn choose(
+        &mut self,
+        id: u32,
+        m: &Module,
+        bundle: Option<&(BundleContent, Vec<u8>)>,
+        opts: &Options,
+    ) -> ModuleSource {
+        match bundle {
+            Some((BundleContent::SymbolTable, bytes)) => {
+                match leak_format::decode_symbol_table(bytes) {
+                    Ok(t) => return ModuleSource::Table(t),
+                    Err(e) => self
+                        .warnings
+                        .push(format!("bundled symbols of {} are damaged: {e}", m.path)),
+                }
+            }
+            Some((BundleContent::ElfFile, bytes)) => {
+                // Bundled files are written under names the analysis chooses, never the
+                // recorded path, so a hostile recording cannot write outside the scratch folder.
+                if let Some(path) = self.scratch_file(id, bytes) {
+                    if let Some(source) = self.accept(m, &path, "bundled copy") {
+                        return source;
+                    }
+                }
+            }
+            _ => {}
+        }
+        let mut candidates: Vec<(PathBuf, &str)> = Vec::new();
+        if let Some(root) = &opts.sysroot {
+            candidates.push((root.join(m.path.trim_start_matches('/')), "sysroot copy"));
+        }
+        candidates.push((PathBuf::from(&m.path), "file"));
+        if let Some(b) = m.build_id.as_deref().filter(|b| b.len() > 1) {
+            let h = hex(b);
+            for d in &opts.debug_dirs {
+                candidates.push((
+                    d.join(".build-id")
+                        .join(&h[..2])
+                        .join(format!("{}.debug", &h[2..])),
+                    "debug file",
+                ));
+            }
+        }
+        for (path, what) in candidates {
+            if path.is_file() {
+                if let Some(source) = self.accept(m, &path, what) {
+                    return source;
+                }
+            }
+        }
+        ModuleSource::Missing
+    }
+
+    fn scratch_file(&mut self, id: u32, bytes: &[u8]) -> Option<PathBuf> {
+        if self._scratch.is_none() {
+            self._scratch = tempfile::Builder::new()
+                .prefix("leak-report-")
+                .tempdir()
+                .ok();
+        }
+        let path = self
+            ._scratch
+            .as_ref()?
+            .path()
+            .join(format!("module-{id}.elf"));
+        fs::write(&path, bytes).ok()?;
+        Some(path)
+    }
+
+    /// Uses `path` for `m` only if its build ID is the recorded one.
+    fn accept(&mut self, m: &Module, path: &Path, what: &str) -> Option<ModuleSource> {
+        let found = build_id(path);
+        match (&m.build_id, &found) {
+            (Some(want), Some(got)) if want != got => {
+                self.warnings.push(format!(
+                    "{what} {} has build ID {}, the recording needs {}: not used",
+                    path.display(),
+                    hex(got),
+                    hex(want)
+                ));
+                None
+            }
+            (Some(want), None) => {
+                self.warnings.push(format!(
+                    "{what} {} has no build ID, the recording needs {}: not used",
+                    path.display(),
+                    hex(want)
+                ));
+                None
+            }
+            _ => Some(match debug_only_segments(path) {
+                Some(segments) => ModuleSource::DebugOnly(path.to_path_buf(), segments),
+                None => ModuleSource::Elf(path.to_path_buf()),
+            }),
+        }
+    }
+
+    /// Modules for which no usable file was found.
+    pub fn missing_modules(&self) -> Vec<&str> {
+        self.modules
+            .iter()
+            .filter(|(id, _)| matches!(self.sources.get(id), Some(ModuleSource::Missing) | None))
+            .map(|(_, m)| m.path.as_str())
+            .collect()
+    }
+
+    /// Symbolizes the physical frames of many stacks at once (one batch per module).
+    /// Frames are return addresses: each is looked up at `offset - 1`.
+    pub fn symbolize(&self, stacks: &[&[Frame]]) -> Vec<Vec<SymFrame>> {
+        let mut by_module: BTreeMap<u32, Vec<(u64, u64)>> = BTreeMap::new();
+        for frames in stacks {
+            for f in frames.iter() {
+                if let Some(m) = f.module {
+                    by_module.entry(m).or_default().push((f.offset, f.addr));
+                }
+            }
+        }
+        let mut resolved: HashMap<(u32, u64), Vec<SymFrame>> = HashMap::new();
+        for (module, mut frames) in by_module {
+            frames.sort_unstable();
+            frames.dedup_by_key(|f| f.0);
+            let path = self
+                .modules
+                .get(&module)
+                .map_or_else(|| "?".to_string(), |m| m.path.clone());
+            let symbolized = self.resolve_module(module, &path, &frames);
+            for ((off, _), f) in frames.into_iter().zip(symbolized) {
+                resolved.insert((module, off), f);
+            }
+        }
+        stacks
+            .iter()
+            .map(|frames| {
+                frames
+                    .iter()
+                    .flat_map(
+                        |f| match f.module.and_then(|m| resolved.get(&(m, f.offset))) {
+                            Some(list) => list.clone(),
+                            None => vec![SymFrame {
+                                function: None,
+                                file: None,
+                                line: None,
+                                module: "[unknown]".into(),
+                                offset: f.addr,
+                                inlined: false,
+                            }],
+                        },
+                    )
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// The ELF virtual address of a runtime address, through the recorded executable mapping
+    /// that holds it and the debug file's executable segment in the same position.
+    fn virtual_address(&self, path: &str, addr: u64, segments: &[u64]) -> Option<u64> {
+        let exec = |m: &&leak_format::MapEntry| m.path == path && m.perms.contains('x');
+        let m = self
+            .maps
+            .iter()
+            .filter(exec)
+            .find(|m| m.start <= addr && addr < m.end)?;
+        let index = self
+            .maps
+            .iter()
+            .filter(exec)
+            .filter(|x| x.start < m.start)
+            .count();
+        Some(addr - m.start + *segments.get(index)?)
+    }
+
+    fn resolve_module(&self, module: u32, path: &str, frames: &[(u64, u64)]) -> Vec<Vec<SymFrame>> {
+        let offsets: Vec<u64> = frames.iter().map(|f| f.0).collect();
+        let bare = |off: u64| {
+            vec![SymFrame {
+                function: None,
+                file: None,
+                line: None,
+                module: path.to_string(),
+                offset: off,
+                inlined: false,
+            }]
+        };
+        match self.sources.get(&module) {
+            Some(ModuleSource::Elf(file)) => {
+                let lookup: Vec<u64> = offsets.iter().map(|o| o.saturating_sub(1)).collect();
+                let src = Source::Elf(Elf::new(file));
+                match self.inner.symbolize(&src, Input::FileOffset(&lookup)) {
+                    Ok(syms) => syms
+                        .iter()
+                        .zip(offsets.iter())
+                        .map(|(s, &off)| match s {
+                            Symbolized::Sym(sym) => expand(sym, path, off),
+                            Symbolized::Unknown(_) => bare(off),
+                        })
+                        .collect(),
+                    Err(_) => offsets.iter().map(|&o| bare(o)).collect(),
+                }
+            }
+            Some(ModuleSource::DebugOnly(file, segments)) => {
+                let src = Source::Elf(Elf::new(file));
+                frames
+                    .iter()
+                    .map(|&(off, addr)| {
+                        let Some(vaddr) = self.virtual_address(path, addr, segments) else {
+                            return bare(off);
+                        };
+                        let input = Input::VirtOffset(vaddr.saturating_sub(1));
+                        match self.inner.symbolize_single(&src, input) {
+                            Ok(Symbolized::Sym(sym)) => expand(&sym, path, off),
+                            _ => bare(off),
+                        }
+                    })
+                    .collect()
+            }
+            Some(ModuleSource::Table(table)) => offsets
+                .iter()
+                .map(|&off| {
+                    let at = off.saturating_sub(1);
+                    let i = table.partition_point(|s| s.offset <= at);
+                    match i.checked_sub(1).map(|i| &table[i]) {
+                        Some(s) if at < s.offset + s.size => vec![SymFrame {
+                            function: Some(demangle(&s.name)),
+                            file: None,
+                            line: None,
+                            module: path.to_string(),
+                            offset: off,
+                            inlined: false,
+                        }],
+                        _ => bare(off),
+                    }
+                })
+                .collect(),
+            _ => offsets.iter().map(|&o| bare(o)).collect(),
+        }
+    }
+}
+
+/// A physical frame as logical frames: the innermost inlined call first, the containing
+/// function last (the order `addr2line -f -i` prints).
+fn expand(sym: &blazesym::symbolize::Sym<'_>, module: &str, offset: u64) -> Vec<SymFrame> {
+    let loc = |ci: Option<&blazesym::symbolize::CodeInfo<'_>>| match ci {
+        Some(ci) => (Some(ci.to_path().display().to_string()), ci.line),
+        None => (None, None),
+    };
+    let mut out = Vec::with_capacity(1 + sym.inlined.len());
+    // blazesym reports f, g, h for f calling inlined g calling inlined h; the code info of the
+    // innermost entry is the instruction's location, each outer one the call site it contains.
+    let mut names: Vec<(String, Option<&blazesym::symbolize::CodeInfo<'_>>)> =
+        vec![(sym.name.to_string(), sym.code_info.as_deref())];
+    names.extend(
+        sym.inlined
+            .iter()
+            .map(|i| (i.name.to_string(), i.code_info.as_ref())),
+    );
+    let n = names.len();
+    for (depth, (name, ci)) in names.into_iter().enumerate().rev() {
+        let (file, line) = loc(ci);
+        out.push(SymFrame {
+            function: Some(name),
+            file,
+            line,
+            module: module.to_string(),
+            offset,
+            inlined: depth + 1 < n,
+        });
+    }
+    // The outermost function (`f`) is the physical frame; everything before it was inlined.
+    if let Some(last) = out.last_mut() {
+        last.inlined = false;
+    }
+    for f in out.iter_mut().take(n.saturating_sub(1)) {
+        f.inlined = true;
+    }
+    out
+}
+
+fn demangle(name: &str) -> String {
+    // Rust (legacy and v0) and C++ (Itanium) manglings.
+    if let Ok(d) = rustc_demangle::try_demangle(name) {
+        return format!("{d:#}");
+    }
+    if let Ok(sym) = cpp_demangle::Symbol::new(name) {
+        if let Ok(s) = sym.demangle() {
+            return s;
+        }
+    }
+    name.to_string()
+}

@@ -1,0 +1,283 @@
+//! The built leak-report binary on committed recordings: outputs, gates, exit codes, and the
+//! JSON document against docs/json.md. No root, no BPF.
+#![allow(clippy::unwrap_used)] // a test that cannot unwrap has failed
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const BIN: &str = env!("CARGO_BIN_EXE_leak-report");
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn demo() -> String {
+    root()
+        .join("fixtures/recordings/demo.zst")
+        .display()
+        .to_string()
+}
+
+fn run(args: &[&str]) -> Output {
+    Command::new(BIN).args(args).output().unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn json(args: &[&str]) -> serde_json::Value {
+    let mut all = vec![demo(), "--json".into(), "-".into()];
+    all.extend(args.iter().map(|s| s.to_string()));
+    let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+    let o = run(&refs);
+    assert!(o.status.code().is_some_and(|c| c <= 1), "{}", stderr(&o));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+#[test]
+fn the_demo_names_its_leak_with_verdict_and_rate() {
+    let o = run(&[&demo()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let text = stdout(&o);
+    assert!(text.contains("1 continuous leak growing"), "{text}");
+    assert!(
+        text.contains("leak_per_request (/work/main/fixtures/src/leaky.c:388)"),
+        "{text}"
+    );
+    let doc = json(&[]);
+    let first = &doc["stacks"][0];
+    assert_eq!(first["verdict"], "continuous_leak");
+    assert_eq!(first["frames"][0]["function"], "leak_per_request");
+    // The fixture leaks 512 bytes 20 times a second: 10,240 B/s, allowing for the 50 ms sleep's
+    // overshoot (requests take slightly longer than 50 ms).
+    let rate = first["rate_bytes_per_sec"].as_f64().unwrap();
+    let ci = &first["rate_ci"];
+    assert!(rate > 9_500.0 && rate < 10_300.0, "{rate}");
+    assert!(ci[0].as_f64().unwrap() <= rate && rate <= ci[1].as_f64().unwrap());
+    assert_eq!(first["mean_object_size"].as_f64(), Some(512.0));
+    assert_eq!(first["outstanding_bytes"].as_u64().unwrap() % 512, 0);
+    assert_eq!(doc["summary"]["continuous_leaks"], 1);
+    // Balanced churn is never a leak.
+    let churn = doc["stacks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["frames"][0]["function"] == "handle_request")
+        .unwrap();
+    assert_eq!(churn["outstanding_bytes"], 0);
+    assert_ne!(churn["verdict"], "continuous_leak");
+}
+
+fn paths(v: &serde_json::Value, prefix: &str, out: &mut BTreeSet<String>) {
+    match v {
+        serde_json::Value::Object(m) => {
+            for (k, v) in m {
+                let p = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                paths(v, &p, out);
+            }
+        }
+        serde_json::Value::Array(a) => {
+            let p = format!("{prefix}[]");
+            out.insert(p.clone());
+            for v in a {
+                if v.is_object() || v.is_array() {
+                    paths(v, &p, out);
+                }
+            }
+        }
+        _ => {
+            out.insert(prefix.to_string());
+        }
+    }
+}
+
+#[test]
+fn json_matches_its_documentation_both_ways() {
+    let doc_text = std::fs::read_to_string(root().join("docs/json.md")).unwrap();
+    let documented: BTreeSet<String> = doc_text
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `"))
+        .filter_map(|l| l.split('`').next())
+        .map(str::to_string)
+        .collect();
+    let mut actual = BTreeSet::new();
+    paths(&json(&[]), "", &mut actual);
+    // `recording.ended` is null for killed recorders; the demo ended cleanly, so all are present.
+    let undocumented: Vec<_> = actual.difference(&documented).collect();
+    let missing: Vec<_> = documented.difference(&actual).collect();
+    assert!(
+        undocumented.is_empty(),
+        "fields missing from docs/json.md: {undocumented:?}"
+    );
+    assert!(
+        missing.is_empty(),
+        "documented fields not in the output: {missing:?}"
+    );
+    assert_eq!(json(&[])["schema_version"], 1);
+}
+
+#[test]
+fn gates_set_the_exit_status() {
+    let d = demo();
+    assert_eq!(run(&[&d, "--fail-on-leak"]).status.code(), Some(1));
+    let o = run(&[&d, "--fail-on-leak", "--json", "/dev/null"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("gate failed: 1 continuous leak"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(run(&[&d, "--max-rate", "1K"]).status.code(), Some(1));
+    assert_eq!(run(&[&d, "--max-rate", "1M"]).status.code(), Some(0));
+    assert_eq!(run(&[&d, "--max-outstanding", "1M"]).status.code(), Some(1));
+    assert_eq!(run(&[&d, "--max-outstanding", "1G"]).status.code(), Some(0));
+    assert_eq!(run(&[&d]).status.code(), Some(0), "no gate asked: 0");
+}
+
+#[test]
+fn suppressions_and_baseline_remove_known_leaks() {
+    let dir = tempfile::tempdir().unwrap();
+    let supp = dir.path().join("lsan.supp");
+    std::fs::write(&supp, "# known\nleak:leak_per_*\n").unwrap();
+    let d = demo();
+    let s = supp.to_str().unwrap();
+    assert_eq!(
+        run(&[&d, "--fail-on-leak", "--suppressions", s])
+            .status
+            .code(),
+        Some(0)
+    );
+    let doc = json(&["--suppressions", s]);
+    assert_eq!(doc["summary"]["suppressed_stacks"], 1);
+    assert_eq!(doc["summary"]["continuous_leaks"], 0);
+    // The same leak at the same rate in the baseline: nothing new.
+    assert_eq!(
+        run(&[&d, "--fail-on-leak", "--baseline", &d]).status.code(),
+        Some(0)
+    );
+    assert_eq!(json(&["--baseline", &d])["summary"]["baseline_stacks"], 1);
+    std::fs::write(&supp, "race:foo\n").unwrap();
+    let o = run(&[&d, "--suppressions", s]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("line 1: expected `leak:PATTERN`"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn strict_detector_is_selectable_and_always_reported() {
+    let doc = json(&["--detector", "strict"]);
+    let first = &doc["stacks"][0];
+    assert_eq!(first["strict_monotonic"], true);
+    assert_eq!(first["verdict"], "continuous_leak");
+    for s in doc["stacks"].as_array().unwrap() {
+        assert!(s["strict_monotonic"].is_boolean());
+    }
+}
+
+#[test]
+fn folded_stacks_weigh_outstanding_bytes_or_growth() {
+    let o = run(&[&demo(), "--folded", "-"]);
+    assert_eq!(o.status.code(), Some(0));
+    let text = stdout(&o);
+    let total: u64 = text
+        .lines()
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+        .sum();
+    let doc = json(&[]);
+    let expected: u64 = doc["stacks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["outstanding_bytes"].as_u64().unwrap())
+        .sum();
+    assert_eq!(total, expected);
+    let leak = text
+        .lines()
+        .find(|l| l.contains("leak_per_request"))
+        .unwrap();
+    assert!(
+        leak.starts_with("[unknown]") || leak.contains(";main;mode_service;leak_per_request "),
+        "{leak}"
+    );
+    let growth = stdout(&run(&[
+        &demo(),
+        "--folded",
+        "-",
+        "--folded-weight",
+        "growth",
+    ]));
+    assert!(growth.lines().count() >= 1);
+}
+
+#[test]
+fn a_truncated_recording_is_analyzed_up_to_its_last_complete_snapshot() {
+    let bytes = std::fs::read(demo()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cut = dir.path().join("cut.zst");
+    // Cut inside the bundles and the end record: every snapshot survives.
+    std::fs::write(&cut, &bytes[..bytes.len() - 1000]).unwrap();
+    let o = run(&[cut.to_str().unwrap(), "--json", "-"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(doc["recording"]["truncated"], true);
+    assert!(doc["recording"]["tail_problem"]
+        .as_str()
+        .unwrap()
+        .contains("truncated at byte"));
+    assert!(doc["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|w| w.as_str().unwrap().contains("truncated")));
+}
+
+#[test]
+fn bad_input_is_one_line_and_status_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = dir.path().join("notes.txt");
+    std::fs::write(&text, "just some text\n").unwrap();
+    let empty = dir.path().join("empty.zst");
+    std::fs::write(&empty, "").unwrap();
+    for (args, needle) in [
+        (vec!["/nonexistent.zst"], "cannot open /nonexistent.zst"),
+        (
+            vec![text.to_str().unwrap()],
+            "neither a leak-record recording nor a memleak log",
+        ),
+        (
+            vec![empty.to_str().unwrap()],
+            "neither a leak-record recording nor a memleak log",
+        ),
+        (
+            vec![&demo(), "-o", "report.html"],
+            "not available in this version yet",
+        ),
+        (
+            vec![&demo(), "--min-rate", "5/fortnight"],
+            "unknown rate unit",
+        ),
+        (vec![&demo(), "--warmup", "0.9"], "--warmup must be within"),
+    ] {
+        let o = run(&args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+        let err = stderr(&o);
+        // The problem and its fix on the first line (clap adds a "try --help" hint below).
+        assert!(
+            err.lines().next().unwrap().contains(needle),
+            "{args:?}: {err}"
+        );
+    }
+}

@@ -1,0 +1,194 @@
+//! Record real fixture processes, then symbolize offline as leak-report does, after the
+//! binaries are gone: bundled symbols must give what `addr2line -f -i` gives on the original
+//! file; a stripped binary's debug file is found through --debug-dir by build ID; a rebuilt
+//! binary with another build ID is refused. Root and BPF required (see record.rs).
+#![allow(clippy::unwrap_used)] // a test that cannot unwrap has failed
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use leak_format::AllocKind;
+use leak_report::symbolize::{Options, Resolver, SymFrame};
+use leak_report::{input, series};
+use object::{Object, ObjectSegment};
+
+const RECORDER: &str = env!("CARGO_BIN_EXE_leak-record");
+
+fn bpf_ready() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        return true;
+    }
+    if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
+        panic!("BPF test cannot run in CI: not root");
+    }
+    eprintln!("skipping BPF test: not root");
+    false
+}
+
+/// A private copy of the fixture `leaky` (built by fixtures/build.sh) at `dir/name`.
+fn copy_fixture(dir: &Path, name: &str) -> PathBuf {
+    let built = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("fixtures-symbols");
+    let status = Command::new("bash")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/build.sh"))
+        .arg(&built)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let dst = dir.join(name);
+    std::fs::copy(built.join("leaky"), &dst).unwrap();
+    dst
+}
+
+fn record(dir: &Path, exe: &Path, extra: &[&str]) -> series::Recording {
+    let out = dir.join("run.zst");
+    let status = Command::new(RECORDER)
+        .args(["-q", "-i", "1s", "--force", "-o"])
+        .arg(&out)
+        .args(extra)
+        .arg("--")
+        .arg(exe)
+        .args(["basic", "100", "100"])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    input::read(&out, series::DEFAULT_CAP).unwrap()
+}
+
+/// The symbolized frames of the stack holding the 100 x 100-byte leak.
+fn leak_frames(rec: &series::Recording, opts: &Options) -> (Vec<SymFrame>, Vec<String>) {
+    let resolver = Resolver::new(&rec.modules, &rec.bundles, &rec.maps, opts);
+    let (&(id, _), _) = rec
+        .series
+        .iter()
+        .find(|((_, kind), s)| *kind == AllocKind::Heap && s.last.outstanding_bytes() == 10_000)
+        .expect("the leak's stack");
+    let frames = &rec.stacks[&id].frames;
+    let out = resolver.symbolize(&[frames.as_slice()]).remove(0);
+    (out, resolver.warnings.clone())
+}
+
+/// `addr2line -f -i` for a file offset (return address - 1), innermost first.
+fn addr2line(elf: &Path, file_offset: u64) -> Vec<(String, String)> {
+    let data = std::fs::read(elf).unwrap();
+    let obj = object::File::parse(&*data).unwrap();
+    let at = file_offset - 1;
+    let vaddr = obj
+        .segments()
+        .find_map(|s| {
+            let (off, size) = s.file_range();
+            (at >= off && at < off + size).then(|| s.address() + (at - off))
+        })
+        .unwrap();
+    let out = Command::new("addr2line")
+        .args(["-f", "-i", "-e"])
+        .arg(elf)
+        .arg(format!("{vaddr:#x}"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let lines: Vec<&str> = text.lines().collect();
+    lines.chunks(2).map(|c| (c[0].to_string(), c.get(1).unwrap_or(&"").to_string())).collect()
+}
+
+#[test]
+fn bundled_symbols_match_addr2line_after_the_binary_is_gone() {
+    if !bpf_ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let exe = copy_fixture(dir.path(), "app");
+    let rec = record(dir.path(), &exe, &["--bundle-symbols"]);
+    let moved = dir.path().join("app.moved");
+    std::fs::rename(&exe, &moved).unwrap();
+    let (frames, warnings) = leak_frames(&rec, &Options::default());
+    assert!(warnings.is_empty(), "{warnings:?}");
+    assert_eq!(frames[0].function.as_deref(), Some("leak_here"));
+    // Every frame in the fixture, physical frame by physical frame, as addr2line says.
+    let exe_path = exe.display().to_string();
+    let mut checked = 0;
+    let mut i = 0;
+    while i < frames.len() {
+        let f = &frames[i];
+        if f.module != exe_path {
+            i += 1;
+            continue;
+        }
+        let want = addr2line(&moved, f.offset);
+        let got: Vec<(String, String)> = frames[i..i + want.len()]
+            .iter()
+            .map(|g| {
+                let loc = format!("{}:{}", g.file.clone().unwrap_or_default(), g.line.unwrap_or(0));
+                (g.function.clone().unwrap_or_default(), loc)
+            })
+            .collect();
+        let want: Vec<(String, String)> = want
+            .into_iter()
+            // addr2line may append " (discriminator N)".
+            .map(|(f, l)| (f, l.split(' ').next().unwrap_or("").to_string()))
+            .collect();
+        assert_eq!(got, want, "frame at offset {:#x}", f.offset);
+        checked += want.len();
+        i += want.len();
+    }
+    assert!(checked >= 3, "leak_here, mode_basic, main: {frames:?}");
+}
+
+#[test]
+fn stripped_binary_is_symbolized_from_its_debug_file_by_build_id() {
+    if !bpf_ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let exe = copy_fixture(dir.path(), "app");
+    let debug_root = dir.path().join("debug");
+    let build_id = leak_report::symbolize::build_id(&exe).unwrap();
+    let hex: String = build_id.iter().map(|b| format!("{b:02x}")).collect();
+    let debug_file = debug_root.join(".build-id").join(&hex[..2]).join(format!("{}.debug", &hex[2..]));
+    std::fs::create_dir_all(debug_file.parent().unwrap()).unwrap();
+    let ok = |c: &mut Command| assert!(c.status().unwrap().success());
+    ok(Command::new("objcopy").arg("--only-keep-debug").arg(&exe).arg(&debug_file));
+    ok(Command::new("strip").arg("--strip-all").arg(&exe));
+    let rec = record(dir.path(), &exe, &[]);
+    std::fs::remove_file(&exe).unwrap();
+    // Without the debug directory nothing serves the stripped module.
+    let (frames, _) = leak_frames(&rec, &Options::default());
+    assert_eq!(frames[0].function, None, "{frames:?}");
+    let opts = Options {
+        debug_dirs: vec![debug_root],
+        ..Options::default()
+    };
+    let (frames, warnings) = leak_frames(&rec, &opts);
+    assert!(warnings.is_empty(), "{warnings:?}");
+    assert_eq!(frames[0].function.as_deref(), Some("leak_here"), "{frames:?}");
+    assert!(frames[0].file.as_deref().is_some_and(|f| f.ends_with("leaky.c")), "{frames:?}");
+    assert!(frames[0].line.is_some());
+}
+
+#[test]
+fn a_rebuilt_binary_with_another_build_id_is_refused() {
+    if !bpf_ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let exe = copy_fixture(dir.path(), "app");
+    let rec = record(dir.path(), &exe, &[]);
+    // Same code, another build ID: it must not be trusted for the recording's addresses.
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/src/leaky.c");
+    let status = Command::new("gcc")
+        .args(["-O2", "-g", "-fno-omit-frame-pointer", "-pthread", "-Wl,--build-id=0x0123456789abcdef"])
+        .arg(&src)
+        .arg("-o")
+        .arg(&exe)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let (frames, warnings) = leak_frames(&rec, &Options::default());
+    assert_eq!(frames[0].function, None, "the rebuilt file was used: {frames:?}");
+    assert_eq!(frames[0].module, exe.display().to_string());
+    assert!(
+        warnings.iter().any(|w| w.contains("0123456789abcdef") && w.contains("not used")),
+        "{warnings:?}"
+    );
+}
