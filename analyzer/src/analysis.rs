@@ -91,7 +91,7 @@ pub fn analyze(rec: &Recording, resolver: &Resolver, s: &Settings) -> Analysis {
             }
             let mut detection = detect::detect(series.points(), &s.detect);
             // The strict rule over every raw snapshot (the series may be compacted).
-            detection.strict_monotonic = series.strictly_increasing && series.known >= 2;
+            detection.strict_monotonic = series.strictly_increasing && series.strict_points >= 2;
             let verdict = match s.detector {
                 Detector::Robust => detection.verdict,
                 Detector::Strict if detection.strict_monotonic => Verdict::ContinuousLeak,

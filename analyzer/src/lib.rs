@@ -5,6 +5,7 @@
 
 pub mod analysis;
 pub mod detect;
+pub mod html;
 pub mod input;
 pub mod memleak;
 pub mod output;

@@ -11,7 +11,7 @@ use leak_report::detect::{self, Verdict};
 use leak_report::output::{self, FoldedWeight};
 use leak_report::suppress::Suppressions;
 use leak_report::symbolize::{Options, Resolver};
-use leak_report::{input, series};
+use leak_report::{html, input, series};
 
 const EXAMPLES: &str = "\
 EXAMPLES:
@@ -42,9 +42,17 @@ struct Cli {
     /// The recording (leak-record's .zst) or memleak text log.
     recording: PathBuf,
 
-    /// Write an HTML report here (not available yet: use --json or --folded).
+    /// Write a self-contained HTML report here (charts, sortable stack table, flame graphs).
     #[arg(short, long, value_name = "FILE")]
     output: Option<PathBuf>,
+
+    /// Stacks detailed in the HTML report besides the continuous leaks (the rest are summed).
+    #[arg(long, value_name = "N", default_value_t = 50)]
+    report_top: usize,
+
+    /// Print the generation time in the HTML report (it is otherwise byte-for-byte reproducible).
+    #[arg(long)]
+    timestamp: bool,
 
     /// Write the findings as JSON (docs/json.md); `-` for stdout.
     #[arg(long, value_name = "FILE")]
@@ -213,11 +221,6 @@ fn load(path: &Path, cli: &Cli) -> Result<(series::Recording, Analysis)> {
 
 /// Ok(true) when a gate failed.
 fn run(cli: &Cli) -> Result<bool> {
-    if cli.output.is_some() {
-        bail!(UsageError(
-            "HTML reports (-o) are not available in this version yet; use --json FILE or --folded FILE".into()
-        ));
-    }
     let valid = (0.0..=0.5).contains(&cli.warmup) && cli.alpha > 0.0 && cli.alpha < 0.5;
     if !valid {
         bail!(UsageError(
@@ -254,6 +257,14 @@ fn run(cli: &Cli) -> Result<bool> {
             &mut wrote_stdout,
         )?;
     }
+    if let Some(p) = &cli.output {
+        let opts = html::HtmlOptions {
+            top: cli.report_top,
+            timestamp: cli.timestamp.then(now_utc),
+        };
+        let page = html::render(&rec, &analysis, &opts).map_err(|e| anyhow::anyhow!(e))?;
+        write_to(p, &page, &mut out, &mut wrote_stdout)?;
+    }
     if !wrote_stdout {
         out.write_all(output::text(&rec, &analysis, cli.top).as_bytes())?;
     }
@@ -288,6 +299,14 @@ fn run(cli: &Cli) -> Result<bool> {
         eprintln!("leak-report: gate failed: {}", failed.join("; "));
     }
     Ok(!failed.is_empty())
+}
+
+/// The current time, for `--timestamp`.
+fn now_utc() -> String {
+    let ns = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    html::utc(ns)
 }
 
 /// Writes `text` to a file, or to stdout for `-`.

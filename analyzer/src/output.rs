@@ -27,7 +27,8 @@ pub fn human_bytes(n: f64) -> String {
     }
 }
 
-fn human_duration(secs: f64) -> String {
+/// `90` → `90 s`, `7200` → `2.0 h`.
+pub fn human_duration(secs: f64) -> String {
     if !secs.is_finite() {
         return "never".into();
     }
@@ -43,7 +44,8 @@ fn human_duration(secs: f64) -> String {
     }
 }
 
-fn verdict_name(v: Verdict) -> &'static str {
+/// The verdict in words.
+pub fn verdict_name(v: Verdict) -> &'static str {
     match v {
         Verdict::ContinuousLeak => "continuous leak",
         Verdict::BoundedGrowth => "bounded growth",
@@ -54,6 +56,21 @@ fn verdict_name(v: Verdict) -> &'static str {
         Verdict::Shrinking => "shrinking",
         Verdict::Freed => "freed",
         Verdict::InsufficientData => "insufficient data",
+    }
+}
+
+/// The verdict's stable identifier (as in the JSON document).
+pub fn verdict_id(v: Verdict) -> &'static str {
+    match v {
+        Verdict::ContinuousLeak => "continuous_leak",
+        Verdict::BoundedGrowth => "bounded_growth",
+        Verdict::DeceleratingGrowth => "decelerating_growth",
+        Verdict::InconsistentGrowth => "inconsistent_growth",
+        Verdict::ImmaterialGrowth => "immaterial_growth",
+        Verdict::Stable => "stable",
+        Verdict::Shrinking => "shrinking",
+        Verdict::Freed => "freed",
+        Verdict::InsufficientData => "insufficient_data",
     }
 }
 

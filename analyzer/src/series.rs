@@ -27,6 +27,8 @@ pub struct Series {
     pub known: u64,
     /// The seed rule so far: bytes grew at every consecutive known snapshot.
     pub strictly_increasing: bool,
+    /// Known snapshots since the first appearance (the seed rule needs two).
+    pub strict_points: u64,
     last_bytes: Option<f64>,
     /// Exact counters at the last snapshot that knew them.
     pub last: StackStats,
@@ -55,12 +57,18 @@ impl Series {
                 if self.known == 1 {
                     self.first_bytes = s.outstanding_bytes();
                 }
+                // The seed rule counts from the first appearance: the first value above zero
+                // (as `detect::strict_monotonic` does).
                 if let Some(prev) = self.last_bytes {
                     if b <= prev {
                         self.strictly_increasing = false;
                     }
+                    self.strict_points += 1;
+                    self.last_bytes = Some(b);
+                } else if b > 0.0 {
+                    self.strict_points = 1;
+                    self.last_bytes = Some(b);
                 }
-                self.last_bytes = Some(b);
                 self.last = *s;
                 (Some(b), Some(s.outstanding_count() as f64))
             }

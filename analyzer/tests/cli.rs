@@ -262,8 +262,8 @@ fn bad_input_is_one_line_and_status_2() {
             "neither a leak-record recording nor a memleak log",
         ),
         (
-            vec![&demo(), "-o", "report.html"],
-            "not available in this version yet",
+            vec![&demo(), "-o", "/nonexistent-dir/report.html"],
+            "cannot write /nonexistent-dir/report.html",
         ),
         (
             vec![&demo(), "--min-rate", "5/fortnight"],

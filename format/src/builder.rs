@@ -1,8 +1,8 @@
 //! A small builder for recordings in tests: stacks by name, counters per snapshot, valid bytes out.
 use crate::{
-    AllocKind, End, EndReason, Frame, Header, HostInfo, Losses, Module, Probe, ProbeSide,
-    ProcMemory, Record, RecordConfig, Snapshot, SnapshotCost, Stack, StackStats, Target,
-    TargetMode, Writer,
+    AllocKind, BundleChunk, BundleContent, End, EndReason, Frame, Header, HostInfo, Losses, Module,
+    Probe, ProbeSide, ProcMemory, Record, RecordConfig, Snapshot, SnapshotCost, Stack, StackStats,
+    Target, TargetMode, Writer,
 };
 
 /// Builds a recording in memory.
@@ -137,6 +137,18 @@ impl RecordingBuilder {
             cost: SnapshotCost::default(),
         }));
         self.seq += 1;
+        self
+    }
+
+    /// Appends a bundle of `bytes` for a module, in one chunk.
+    pub fn bundle(&mut self, module: u32, content: BundleContent, bytes: Vec<u8>) -> &mut Self {
+        self.records.push(Record::Bundle(BundleChunk {
+            module,
+            content,
+            total_len: bytes.len() as u64,
+            offset: 0,
+            data: bytes,
+        }));
         self
     }
 

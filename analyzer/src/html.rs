@@ -1,0 +1,620 @@
+//! The HTML report: one self-contained file (inline CSS and one inline script allowed by its
+//! hash in the Content-Security-Policy, SVG charts, flame graphs), escaped throughout (askama),
+//! bounded in size (details for the top stacks only, series downsampled for drawing) and
+//! deterministic (the same input gives the same bytes; no timestamp unless asked).
+use askama::Template;
+use base64::Engine as _;
+use plotters::prelude::*;
+use sha2::Digest as _;
+
+use crate::analysis::{Analysis, StackReport};
+use crate::detect::{Point, Verdict};
+use crate::output::{self, human_bytes, FoldedWeight};
+use crate::series::Recording;
+
+const CSS: &str = include_str!("../../templates/report.css");
+const JS: &str = include_str!("../../templates/report.js");
+/// Points drawn per chart at most.
+const DRAW_POINTS: usize = 300;
+
+/// Report settings.
+#[derive(Debug, Clone)]
+pub struct HtmlOptions {
+    /// Stacks listed with details besides the continuous leaks.
+    pub top: usize,
+    /// A generation time to print (None keeps the output deterministic).
+    pub timestamp: Option<String>,
+}
+
+struct Fact {
+    name: &'static str,
+    value: String,
+}
+
+struct FrameRow {
+    function: String,
+    location: String,
+    module: String,
+    inlined: bool,
+}
+
+struct GateRow {
+    name: &'static str,
+    passed: bool,
+    detail: String,
+}
+
+struct Row {
+    id: u32,
+    kind_mmap: bool,
+    verdict: &'static str,
+    verdict_label: &'static str,
+    suspected: bool,
+    strict: bool,
+    rate: f64,
+    rate_text: String,
+    ci_text: String,
+    outstanding: u64,
+    outstanding_text: String,
+    count: u64,
+    growth: i64,
+    growth_text: String,
+    sparkline: String,
+    leaf: String,
+    frames: Vec<FrameRow>,
+    chart: String,
+    gates: Vec<GateRow>,
+}
+
+#[derive(Template)]
+#[template(path = "report.html")]
+struct Page<'a> {
+    csp: String,
+    title: String,
+    css: &'static str,
+    js: &'static str,
+    facts: Vec<Fact>,
+    banner_class: &'static str,
+    banner_title: String,
+    banner_lines: Vec<String>,
+    warnings: &'a [String],
+    timeline_svg: String,
+    stacked_svg: String,
+    verdict_names: Vec<&'static str>,
+    rows: Vec<Row>,
+    aggregated_stacks: usize,
+    aggregated_bytes: String,
+    flame_outstanding: String,
+    flame_growth: String,
+    footer: String,
+}
+
+/// Renders the report.
+pub fn render(rec: &Recording, a: &Analysis, opts: &HtmlOptions) -> Result<String, String> {
+    let hash = sha2::Sha256::digest(JS.as_bytes());
+    let csp = format!(
+        "default-src 'none'; script-src 'sha256-{}'; style-src 'unsafe-inline'; img-src data:; \
+         base-uri 'none'; form-action 'none'",
+        base64::engine::general_purpose::STANDARD.encode(hash)
+    );
+    let title = rec
+        .header
+        .as_ref()
+        .map(|h| h.target.command_line.join(" "))
+        .unwrap_or_else(|| "memleak log".to_string());
+    let leaks: Vec<&StackReport> = a
+        .stacks
+        .iter()
+        .filter(|s| s.verdict == Verdict::ContinuousLeak)
+        .collect();
+    let (banner_class, banner_title) = if leaks.is_empty() {
+        ("ok", "No continuous growth found".to_string())
+    } else {
+        (
+            "leak",
+            format!(
+                "{} continuous leak{} found",
+                leaks.len(),
+                if leaks.len() == 1 { "" } else { "s" }
+            ),
+        )
+    };
+    let mut banner_lines = Vec::new();
+    if !leaks.is_empty() {
+        banner_lines.push(format!(
+            "Growing {}/s in total ({:.1} MiB/day; up to {}/s at the 95% bound).",
+            human_bytes(a.leak_rate),
+            a.leak_rate * 86400.0 / 1048576.0,
+            human_bytes(a.leak_rate_high)
+        ));
+        if let (Some(t), Some(limit)) = (a.time_to_exhaustion, a.memory_limit) {
+            banner_lines.push(format!(
+                "At that pessimistic rate the process reaches {} in {}.",
+                human_bytes(limit as f64),
+                output::human_duration(t)
+            ));
+        }
+    }
+    if a.suppressed > 0 || a.in_baseline > 0 {
+        banner_lines.push(format!(
+            "{} stack(s) suppressed, {} leak(s) already in the baseline (not shown).",
+            a.suppressed, a.in_baseline
+        ));
+    }
+    // Rows: every continuous leak, then the top stacks by outstanding bytes; the rest aggregated.
+    let mut listed: Vec<&StackReport> = leaks.clone();
+    listed.extend(
+        a.stacks
+            .iter()
+            .filter(|s| s.verdict != Verdict::ContinuousLeak)
+            .take(opts.top),
+    );
+    let rest: Vec<&StackReport> = a
+        .stacks
+        .iter()
+        .filter(|s| s.verdict != Verdict::ContinuousLeak)
+        .skip(opts.top)
+        .collect();
+    let rows = listed.iter().map(|s| row(rec, s)).collect();
+    let page = Page {
+        csp,
+        title,
+        css: CSS,
+        js: JS,
+        facts: facts(rec),
+        banner_class,
+        banner_title,
+        banner_lines,
+        warnings: &a.warnings,
+        timeline_svg: timeline(rec)?,
+        stacked_svg: stacked(rec, a)?,
+        verdict_names: ALL_VERDICTS
+            .iter()
+            .map(|v| output::verdict_id(*v))
+            .collect(),
+        rows,
+        aggregated_stacks: rest.len(),
+        aggregated_bytes: human_bytes(rest.iter().map(|s| s.outstanding_bytes as f64).sum()),
+        flame_outstanding: flame(a, FoldedWeight::Outstanding, "Outstanding bytes at the end")?,
+        flame_growth: flame(
+            a,
+            FoldedWeight::Growth,
+            "Growth of outstanding bytes over the window",
+        )?,
+        footer: match &opts.timestamp {
+            Some(t) => format!("leak-report {}, generated {t}", env!("CARGO_PKG_VERSION")),
+            None => format!("leak-report {}", env!("CARGO_PKG_VERSION")),
+        },
+    };
+    page.render()
+        .map_err(|e| format!("cannot render the report: {e}"))
+}
+
+const ALL_VERDICTS: [Verdict; 9] = [
+    Verdict::ContinuousLeak,
+    Verdict::BoundedGrowth,
+    Verdict::DeceleratingGrowth,
+    Verdict::InconsistentGrowth,
+    Verdict::ImmaterialGrowth,
+    Verdict::Stable,
+    Verdict::Shrinking,
+    Verdict::Freed,
+    Verdict::InsufficientData,
+];
+
+fn facts(rec: &Recording) -> Vec<Fact> {
+    let mut f = Vec::new();
+    let mut add = |name, value: String| f.push(Fact { name, value });
+    if let Some(h) = &rec.header {
+        add("PID", h.target.pid.to_string());
+        add("host", h.host.hostname.clone());
+        add(
+            "kernel",
+            format!("{} ({})", h.host.kernel_release, h.host.arch),
+        );
+        add("started", utc(h.start_wall_ns));
+        if let Some(e) = &rec.end {
+            add("ended", utc(e.wall_ns));
+        }
+        add(
+            "interval",
+            output::human_duration(h.interval_ns as f64 / 1e9),
+        );
+        add("recorder", h.tool.clone());
+    }
+    add("snapshots", rec.snapshots.to_string());
+    add("duration", output::human_duration(rec.duration));
+    add(
+        "analyzer",
+        format!("leak-report {}", env!("CARGO_PKG_VERSION")),
+    );
+    f
+}
+
+/// `2026-11-21 20:38:07 UTC` from nanoseconds since the epoch.
+pub fn utc(ns: u64) -> String {
+    let secs = ns / 1_000_000_000;
+    let days = (secs / 86400) as i64;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    let s = secs % 86400;
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
+        s / 3600,
+        s / 60 % 60,
+        s % 60
+    )
+}
+
+fn row(rec: &Recording, s: &StackReport) -> Row {
+    let d = &s.detection;
+    let frames: Vec<FrameRow> = s
+        .frames
+        .iter()
+        .map(|f| FrameRow {
+            function: f
+                .function
+                .clone()
+                .unwrap_or_else(|| format!("{:#x}", f.offset)),
+            location: match (&f.file, f.line) {
+                (Some(file), Some(line)) => format!("{file}:{line}"),
+                (Some(file), None) => file.clone(),
+                _ => String::new(),
+            },
+            module: f.module.rsplit('/').next().unwrap_or(&f.module).to_string(),
+            inlined: f.inlined,
+        })
+        .collect();
+    let leaf = match s.lost {
+        Some(l) => format!("[stack unavailable: {l:?}]"),
+        None => frames
+            .first()
+            .map_or_else(|| "[no frames]".to_string(), |f| f.function.clone()),
+    };
+    let points = rec
+        .series
+        .get(&(s.id, s.kind))
+        .map(|x| x.points())
+        .unwrap_or(&[]);
+    Row {
+        id: s.id,
+        kind_mmap: s.kind == leak_format::AllocKind::Mmap,
+        verdict: output::verdict_id(s.verdict),
+        verdict_label: output::verdict_name(s.verdict),
+        suspected: d.suspected,
+        strict: s.strict_monotonic,
+        rate: d.rate,
+        rate_text: format!("{}/s", human_bytes(d.rate)),
+        ci_text: format!(
+            "[{} .. {}]",
+            human_bytes(d.rate_ci.0),
+            human_bytes(d.rate_ci.1)
+        ),
+        outstanding: s.outstanding_bytes,
+        outstanding_text: human_bytes(s.outstanding_bytes as f64),
+        count: s.outstanding_count,
+        growth: s.growth_bytes,
+        growth_text: human_bytes(s.growth_bytes as f64),
+        sparkline: sparkline(points),
+        leaf,
+        frames,
+        chart: stack_chart(s, points).unwrap_or_default(),
+        gates: d
+            .gates
+            .iter()
+            .map(|g| GateRow {
+                name: g.name,
+                passed: g.passed,
+                detail: g.detail.clone(),
+            })
+            .collect(),
+    }
+}
+
+/// Known (t, bytes) pairs, at most `DRAW_POINTS`, evenly picked.
+fn drawable(points: &[Point]) -> Vec<(f64, f64)> {
+    let known: Vec<(f64, f64)> = points
+        .iter()
+        .filter_map(|p| p.bytes.map(|b| (p.t, b)))
+        .collect();
+    let step = known.len().div_ceil(DRAW_POINTS).max(1);
+    known.into_iter().step_by(step).collect()
+}
+
+/// A 120x28 polyline; no text, nothing from the data but numbers.
+fn sparkline(points: &[Point]) -> String {
+    let pts = drawable(points);
+    if pts.len() < 2 {
+        return String::new();
+    }
+    let (t0, t1) = (pts[0].0, pts[pts.len() - 1].0);
+    let (lo, hi) = pts
+        .iter()
+        .fold((f64::MAX, f64::MIN), |(l, h), p| (l.min(p.1), h.max(p.1)));
+    let sx = |t: f64| {
+        if t1 > t0 {
+            (t - t0) / (t1 - t0) * 118.0 + 1.0
+        } else {
+            1.0
+        }
+    };
+    let sy = |y: f64| {
+        if hi > lo {
+            27.0 - (y - lo) / (hi - lo) * 26.0
+        } else {
+            14.0
+        }
+    };
+    let path: Vec<String> = pts
+        .iter()
+        .map(|&(t, y)| format!("{:.1},{:.1}", sx(t), sy(y)))
+        .collect();
+    format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 120 28\" role=\"img\"><polyline \
+         fill=\"none\" stroke=\"#0969da\" stroke-width=\"1.5\" points=\"{}\"/></svg>",
+        path.join(" ")
+    )
+}
+
+fn axis_scale(max_bytes: f64) -> (f64, &'static str) {
+    match max_bytes {
+        m if m >= 1e9 => (1024.0 * 1024.0 * 1024.0, "GiB"),
+        m if m >= 1e6 => (1024.0 * 1024.0, "MiB"),
+        m if m >= 1e3 => (1024.0, "KiB"),
+        _ => (1.0, "B"),
+    }
+}
+
+fn draw_err<E: std::fmt::Debug>(e: E) -> String {
+    format!("cannot draw a chart: {e:?}")
+}
+
+/// Outstanding bytes over all stacks and RSS over time.
+fn timeline(rec: &Recording) -> Result<String, String> {
+    let step = rec.timeline.len().div_ceil(DRAW_POINTS).max(1);
+    let pts: Vec<_> = rec.timeline.iter().step_by(step).collect();
+    if pts.len() < 2 {
+        return Ok(String::new());
+    }
+    let t_max = pts.iter().map(|p| p.t).fold(0.0, f64::max).max(1.0);
+    let y_max = pts
+        .iter()
+        .map(|p| (p.outstanding as f64).max(p.memory.map_or(0.0, |m| m.rss as f64)))
+        .fold(0.0, f64::max)
+        .max(1.0);
+    let (scale, unit) = axis_scale(y_max);
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (1000, 280)).into_drawing_area();
+        root.fill(&WHITE).map_err(draw_err)?;
+        let mut chart = ChartBuilder::on(&root)
+            .margin(10)
+            .x_label_area_size(40)
+            .y_label_area_size(60)
+            .build_cartesian_2d(0.0..t_max, 0.0..y_max / scale * 1.05)
+            .map_err(draw_err)?;
+        chart
+            .configure_mesh()
+            .x_desc("seconds since start")
+            .y_desc(unit)
+            .light_line_style(WHITE.mix(0.0))
+            .draw()
+            .map_err(draw_err)?;
+        let traced = RGBColor(9, 105, 218);
+        chart
+            .draw_series(LineSeries::new(
+                pts.iter().map(|p| (p.t, p.outstanding as f64 / scale)),
+                traced.stroke_width(2),
+            ))
+            .map_err(draw_err)?
+            .label("outstanding (traced)")
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 16, y)], traced.stroke_width(2))
+            });
+        if pts.iter().any(|p| p.memory.is_some()) {
+            let rss = RGBColor(154, 103, 0);
+            chart
+                .draw_series(LineSeries::new(
+                    pts.iter()
+                        .filter_map(|p| p.memory.map(|m| (p.t, m.rss as f64 / scale))),
+                    rss.stroke_width(2),
+                ))
+                .map_err(draw_err)?
+                .label("RSS")
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 16, y)], rss.stroke_width(2))
+                });
+        }
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.9))
+            .border_style(BLACK.mix(0.3))
+            .position(SeriesLabelPosition::UpperLeft)
+            .draw()
+            .map_err(draw_err)?;
+        root.present().map_err(draw_err)?;
+    }
+    Ok(svg)
+}
+
+/// The value of a step series at time `t` (the last known value at or before it).
+fn value_at(pts: &[(f64, f64)], t: f64) -> f64 {
+    let i = pts.partition_point(|p| p.0 <= t);
+    if i == 0 {
+        0.0
+    } else {
+        pts[i - 1].1
+    }
+}
+
+/// The five fastest-growing stacks, stacked.
+fn stacked(rec: &Recording, a: &Analysis) -> Result<String, String> {
+    let mut growing: Vec<&StackReport> = a.stacks.iter().filter(|s| s.growth_bytes > 0).collect();
+    growing.sort_by(|x, y| {
+        y.detection
+            .rate
+            .total_cmp(&x.detection.rate)
+            .then(x.id.cmp(&y.id))
+    });
+    growing.truncate(5);
+    if growing.is_empty() || rec.timeline.len() < 2 {
+        return Ok(String::new());
+    }
+    let step = rec.timeline.len().div_ceil(DRAW_POINTS).max(1);
+    let grid: Vec<f64> = rec.timeline.iter().step_by(step).map(|p| p.t).collect();
+    let layers: Vec<Vec<f64>> = growing
+        .iter()
+        .map(|s| {
+            let pts = rec
+                .series
+                .get(&(s.id, s.kind))
+                .map(|x| drawable(x.points()))
+                .unwrap_or_default();
+            grid.iter().map(|&t| value_at(&pts, t)).collect()
+        })
+        .collect();
+    let mut cumulative = vec![vec![0.0; grid.len()]; layers.len() + 1];
+    for (i, layer) in layers.iter().enumerate() {
+        for j in 0..grid.len() {
+            cumulative[i + 1][j] = cumulative[i][j] + layer[j];
+        }
+    }
+    let y_max = cumulative[layers.len()]
+        .iter()
+        .copied()
+        .fold(0.0, f64::max)
+        .max(1.0);
+    let (scale, unit) = axis_scale(y_max);
+    let t_max = grid.last().copied().unwrap_or(1.0).max(1.0);
+    let palette = [
+        RGBColor(207, 34, 46),
+        RGBColor(9, 105, 218),
+        RGBColor(154, 103, 0),
+        RGBColor(26, 127, 55),
+        RGBColor(130, 80, 223),
+    ];
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (1000, 280)).into_drawing_area();
+        root.fill(&WHITE).map_err(draw_err)?;
+        let mut chart = ChartBuilder::on(&root)
+            .margin(10)
+            .x_label_area_size(40)
+            .y_label_area_size(60)
+            .build_cartesian_2d(0.0..t_max, 0.0..y_max / scale * 1.05)
+            .map_err(draw_err)?;
+        chart
+            .configure_mesh()
+            .x_desc("seconds since start")
+            .y_desc(unit)
+            .light_line_style(WHITE.mix(0.0))
+            .draw()
+            .map_err(draw_err)?;
+        // Draw the tallest band first so the lower ones paint over it.
+        for i in (0..layers.len()).rev() {
+            let color = palette[i % palette.len()];
+            let top: Vec<(f64, f64)> = grid
+                .iter()
+                .zip(&cumulative[i + 1])
+                .map(|(&t, &y)| (t, y / scale))
+                .collect();
+            chart
+                .draw_series(AreaSeries::new(top, 0.0, color.mix(0.55)).border_style(color))
+                .map_err(draw_err)?
+                .label(format!("stack {}", growing[i].id))
+                .legend(move |(x, y)| {
+                    Rectangle::new([(x, y - 5), (x + 12, y + 5)], color.mix(0.55).filled())
+                });
+        }
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.9))
+            .border_style(BLACK.mix(0.3))
+            .position(SeriesLabelPosition::UpperLeft)
+            .draw()
+            .map_err(draw_err)?;
+        root.present().map_err(draw_err)?;
+    }
+    Ok(svg)
+}
+
+/// One stack's outstanding bytes (dots) and its Theil-Sen line.
+fn stack_chart(s: &StackReport, points: &[Point]) -> Result<String, String> {
+    let pts = drawable(points);
+    if pts.len() < 2 {
+        return Ok(String::new());
+    }
+    let t_max = pts.iter().map(|p| p.0).fold(0.0, f64::max).max(1.0);
+    let y_max = pts.iter().map(|p| p.1).fold(0.0, f64::max).max(1.0);
+    let (scale, unit) = axis_scale(y_max);
+    // Intercept: the median of y - rate * t (Theil-Sen's companion).
+    let rate = s.detection.rate;
+    let mut residual: Vec<f64> = pts.iter().map(|&(t, y)| y - rate * t).collect();
+    residual.sort_by(f64::total_cmp);
+    let intercept = residual[residual.len() / 2];
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (640, 220)).into_drawing_area();
+        root.fill(&WHITE).map_err(draw_err)?;
+        let mut chart = ChartBuilder::on(&root)
+            .margin(8)
+            .x_label_area_size(26)
+            .y_label_area_size(56)
+            .build_cartesian_2d(0.0..t_max, 0.0..y_max / scale * 1.1)
+            .map_err(draw_err)?;
+        chart
+            .configure_mesh()
+            .x_desc("seconds")
+            .y_desc(unit)
+            .light_line_style(WHITE.mix(0.0))
+            .draw()
+            .map_err(draw_err)?;
+        let blue = RGBColor(9, 105, 218);
+        chart
+            .draw_series(
+                pts.iter()
+                    .map(|&(t, y)| Circle::new((t, y / scale), 2, blue.filled())),
+            )
+            .map_err(draw_err)?;
+        if rate.is_finite() && rate != 0.0 {
+            let t0 = pts[0].0;
+            let line = [
+                (t0, (intercept + rate * t0) / scale),
+                (t_max, (intercept + rate * t_max) / scale),
+            ];
+            chart
+                .draw_series(LineSeries::new(line, RGBColor(207, 34, 46).stroke_width(2)))
+                .map_err(draw_err)?;
+        }
+        root.present().map_err(draw_err)?;
+    }
+    Ok(svg)
+}
+
+/// An inferno flame graph without JavaScript, ready to inline (no XML prolog).
+fn flame(a: &Analysis, weight: FoldedWeight, title: &str) -> Result<String, String> {
+    let folded = output::folded(a, weight);
+    if folded.trim().is_empty() {
+        return Ok("<p class=\"aggregated\">Nothing to draw.</p>".to_string());
+    }
+    let mut opts = inferno::flamegraph::Options::default();
+    opts.title = title.to_string();
+    opts.count_name = "bytes".to_string();
+    opts.deterministic = true;
+    opts.no_javascript = true;
+    let mut out = Vec::new();
+    inferno::flamegraph::from_lines(&mut opts, folded.lines(), &mut out)
+        .map_err(|e| format!("cannot draw a flame graph: {e}"))?;
+    let svg = String::from_utf8_lossy(&out).into_owned();
+    Ok(match svg.find("<svg") {
+        Some(i) => svg[i..].to_string(),
+        None => svg,
+    })
+}

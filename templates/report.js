@@ -1,0 +1,59 @@
+// Sorting and filtering of the stack table. No data is turned into code: rows carry their
+// values in data-* attributes, read with dataset.
+(function () {
+  "use strict";
+  var table = document.getElementById("stack-table");
+  if (!table) { return; }
+  var body = table.tBodies[0];
+  var filter = document.getElementById("filter");
+  var verdict = document.getElementById("verdict-filter");
+  var shown = document.getElementById("shown");
+
+  function value(row, key, type) {
+    var v = row.dataset[key] || "";
+    return type === "num" ? parseFloat(v) || 0 : v.toLowerCase();
+  }
+
+  var headers = Array.prototype.slice.call(table.tHead.rows[0].cells);
+
+  function sortBy(th, desc) {
+    var key = th.dataset.key;
+    headers.forEach(function (c) { c.classList.remove("asc", "desc"); });
+    th.classList.add(desc ? "desc" : "asc");
+    var rows = Array.prototype.slice.call(body.rows);
+    rows.sort(function (a, b) {
+      var x = value(a, key, th.dataset.type), y = value(b, key, th.dataset.type);
+      var c = x < y ? -1 : x > y ? 1 : 0;
+      if (c === 0) { c = value(a, "id", "num") - value(b, "id", "num"); }
+      return desc ? -c : c;
+    });
+    rows.forEach(function (r) { body.appendChild(r); });
+  }
+
+  headers.forEach(function (th) {
+    if (!th.dataset.key) { return; }
+    th.addEventListener("click", function () { sortBy(th, !th.classList.contains("desc")); });
+  });
+
+  // A shareable view: report.html#sort=outstanding (descending) or #sort=rate-asc.
+  var m = /^#sort=([a-z]+)(-asc)?$/.exec(window.location.hash);
+  if (m) {
+    headers.forEach(function (th) { if (th.dataset.key === m[1]) { sortBy(th, !m[2]); } });
+  }
+
+  function apply() {
+    var text = (filter.value || "").toLowerCase();
+    var v = verdict.value;
+    var n = 0;
+    Array.prototype.forEach.call(body.rows, function (row) {
+      var ok = (!v || row.dataset.verdict === v) &&
+               (!text || row.textContent.toLowerCase().indexOf(text) !== -1);
+      row.hidden = !ok;
+      if (ok) { n += 1; }
+    });
+    shown.textContent = n + " of " + body.rows.length + " stacks shown";
+  }
+  filter.addEventListener("input", apply);
+  verdict.addEventListener("change", apply);
+  apply();
+})();
