@@ -3,6 +3,7 @@
 # Sourced by scripts/test.sh and scripts/demo.sh.
 #   clang, libelf-dev, zlib1g-dev, pkg-config: the BPF program and libbpf
 #   gcc, g++, libc6-dev (static libc), libjemalloc-dev: the fixture programs
+#   (callers add more, e.g. chromium for the browser tests)
 deps_install() {
     local packages=(clang libelf-dev zlib1g-dev pkg-config gcc g++ libc6-dev libjemalloc-dev "$@")
     local missing=() p sudo=""

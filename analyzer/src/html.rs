@@ -66,6 +66,15 @@ struct Row {
     gates: Vec<GateRow>,
 }
 
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn flame_graphs_carry_no_script() {
+        let svg = "<svg onload=\"init(evt)\" x=\"1\"><!--see http://x--><script type=\"text/ecmascript\"><![CDATA[var a;]]></script><g>f</g><script>b</script></svg>";
+        assert_eq!(super::without_scripts(svg), "<svg x=\"1\"><g>f</g></svg>");
+    }
+}
+
 #[derive(Template)]
 #[template(path = "report.html")]
 struct Page<'a> {
@@ -613,8 +622,37 @@ fn flame(a: &Analysis, weight: FoldedWeight, title: &str) -> Result<String, Stri
     inferno::flamegraph::from_lines(&mut opts, folded.lines(), &mut out)
         .map_err(|e| format!("cannot draw a flame graph: {e}"))?;
     let svg = String::from_utf8_lossy(&out).into_owned();
-    Ok(match svg.find("<svg") {
-        Some(i) => svg[i..].to_string(),
-        None => svg,
-    })
+    let svg = match svg.find("<svg") {
+        Some(i) => &svg[i..],
+        None => &svg[..],
+    };
+    Ok(without_scripts(svg))
+}
+
+/// inferno writes a `<script>` block (settings for its JavaScript) and `onload="init(evt)"`
+/// even without its JavaScript: the report has no script but its own, so both go, and its
+/// comments with them.
+fn without_scripts(svg: &str) -> String {
+    let mut out = String::with_capacity(svg.len());
+    let mut rest = svg;
+    while let Some(start) = rest.find("<script") {
+        out.push_str(&rest[..start]);
+        rest = match rest[start..].find("</script>") {
+            Some(end) => &rest[start + end + "</script>".len()..],
+            None => "",
+        };
+    }
+    out.push_str(rest);
+    // Its comments (credits with links) too: inert, but bytes in every report.
+    let mut clean = String::with_capacity(out.len());
+    let mut rest = out.as_str();
+    while let Some(start) = rest.find("<!--") {
+        clean.push_str(&rest[..start]);
+        rest = match rest[start..].find("-->") {
+            Some(end) => &rest[start + end + 3..],
+            None => "",
+        };
+    }
+    clean.push_str(rest);
+    clean.replace(" onload=\"init(evt)\"", "")
 }
