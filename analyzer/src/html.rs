@@ -16,6 +16,8 @@ const CSS: &str = include_str!("../../templates/report.css");
 const JS: &str = include_str!("../../templates/report.js");
 /// Points drawn per chart at most.
 const DRAW_POINTS: usize = 300;
+/// Continuous leaks listed at least (more when `--report-top` asks).
+const MAX_LEAK_ROWS: usize = 200;
 
 /// Report settings.
 #[derive(Debug, Clone)]
@@ -92,6 +94,7 @@ struct Page<'a> {
     verdict_names: Vec<&'static str>,
     rows: Vec<Row>,
     aggregated_stacks: usize,
+    aggregated_leaks: usize,
     aggregated_bytes: String,
     flame_outstanding: String,
     flame_growth: String,
@@ -150,21 +153,28 @@ pub fn render(rec: &Recording, a: &Analysis, opts: &HtmlOptions) -> Result<Strin
             a.suppressed, a.in_baseline
         ));
     }
-    // Rows: every continuous leak, then the top stacks by outstanding bytes; the rest aggregated.
-    let mut listed: Vec<&StackReport> = leaks.clone();
-    listed.extend(
+    // Rows: the continuous leaks (at most max(top, 200)), then the top stacks by outstanding
+    // bytes; charts for the first `top` rows only; the rest summed. This bounds the size of the
+    // report whatever the recording.
+    let leak_rows = opts.top.max(MAX_LEAK_ROWS);
+    let others = || {
         a.stacks
             .iter()
             .filter(|s| s.verdict != Verdict::ContinuousLeak)
-            .take(opts.top),
-    );
-    let rest: Vec<&StackReport> = a
-        .stacks
+    };
+    let mut listed: Vec<&StackReport> = leaks.iter().take(leak_rows).copied().collect();
+    listed.extend(others().take(opts.top));
+    let rest: Vec<&StackReport> = leaks
         .iter()
-        .filter(|s| s.verdict != Verdict::ContinuousLeak)
-        .skip(opts.top)
+        .skip(leak_rows)
+        .copied()
+        .chain(others().skip(opts.top))
         .collect();
-    let rows = listed.iter().map(|s| row(rec, s)).collect();
+    let rows = listed
+        .iter()
+        .enumerate()
+        .map(|(i, s)| row(rec, s, i < opts.top))
+        .collect();
     let page = Page {
         csp,
         title,
@@ -183,6 +193,10 @@ pub fn render(rec: &Recording, a: &Analysis, opts: &HtmlOptions) -> Result<Strin
             .collect(),
         rows,
         aggregated_stacks: rest.len(),
+        aggregated_leaks: rest
+            .iter()
+            .filter(|s| s.verdict == Verdict::ContinuousLeak)
+            .count(),
         aggregated_bytes: human_bytes(rest.iter().map(|s| s.outstanding_bytes as f64).sum()),
         flame_outstanding: flame(a, FoldedWeight::Outstanding, "Outstanding bytes at the end")?,
         flame_growth: flame(
@@ -262,7 +276,7 @@ pub fn utc(ns: u64) -> String {
     )
 }
 
-fn row(rec: &Recording, s: &StackReport) -> Row {
+fn row(rec: &Recording, s: &StackReport, with_chart: bool) -> Row {
     let d = &s.detection;
     let frames: Vec<FrameRow> = s
         .frames
@@ -314,7 +328,11 @@ fn row(rec: &Recording, s: &StackReport) -> Row {
         sparkline: sparkline(points),
         leaf,
         frames,
-        chart: stack_chart(s, points).unwrap_or_default(),
+        chart: if with_chart {
+            stack_chart(s, points).unwrap_or_default()
+        } else {
+            String::new()
+        },
         gates: d
             .gates
             .iter()

@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod analysis;
+pub mod corpus;
 pub mod detect;
 pub mod html;
 pub mod input;

@@ -281,3 +281,41 @@ fn bad_input_is_one_line_and_status_2() {
         );
     }
 }
+
+#[test]
+fn the_html_report_stays_bounded_with_many_stacks() {
+    // 260 leaking stacks and 100 stable ones over 60 snapshots.
+    let mut b = leak_format::RecordingBuilder::new();
+    b.module(1, "/usr/bin/svc", None);
+    for id in 0..360u32 {
+        b.stack(16 + id, &[(1, 0x1000 + u64::from(id) * 16)]);
+    }
+    for s in 1..=60u64 {
+        let rows: Vec<(u32, u64, u64)> = (0..360u32)
+            .map(|id| {
+                if id < 260 {
+                    (16 + id, 1000 * s, s)
+                } else {
+                    (16 + id, 4096, 1)
+                }
+            })
+            .collect();
+        b.snapshot(&rows);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let rec = dir.path().join("many.zst");
+    std::fs::write(&rec, b.to_bytes()).unwrap();
+    let html = dir.path().join("many.html");
+    let o = run(&[rec.to_str().unwrap(), "-o", html.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let page = std::fs::read_to_string(&html).unwrap();
+    // 200 leak rows (the floor for leaks) + the 50 top others; 60 leaks and 50 others summed.
+    assert_eq!(page.matches("<tr class=\"v-").count(), 250);
+    assert!(
+        page.contains("110 more stacks (60 of them continuous leaks)"),
+        "aggregate line"
+    );
+    // Charts only for the first 50 rows.
+    assert_eq!(page.matches("<figure class=\"chart\">").count(), 50);
+    assert!(page.len() < 3_000_000, "{} bytes", page.len());
+}
