@@ -89,7 +89,7 @@ pub fn analyze(rec: &Recording, resolver: &Resolver, s: &Settings) -> Analysis {
             if series.last.alloc_count == 0 {
                 return None;
             }
-            let mut detection = detect::detect(series.points(), &s.detect);
+            let mut detection = detect::detect(&series.points(), &s.detect);
             // The strict rule over every raw snapshot (the series may be compacted).
             detection.strict_monotonic = series.strictly_increasing && series.strict_points >= 2;
             let verdict = match s.detector {

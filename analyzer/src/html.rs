@@ -305,7 +305,7 @@ fn row(rec: &Recording, s: &StackReport, with_chart: bool) -> Row {
         .series
         .get(&(s.id, s.kind))
         .map(|x| x.points())
-        .unwrap_or(&[]);
+        .unwrap_or_default();
     Row {
         id: s.id,
         kind_mmap: s.kind == leak_format::AllocKind::Mmap,
@@ -325,11 +325,11 @@ fn row(rec: &Recording, s: &StackReport, with_chart: bool) -> Row {
         count: s.outstanding_count,
         growth: s.growth_bytes,
         growth_text: human_bytes(s.growth_bytes as f64),
-        sparkline: sparkline(points),
+        sparkline: sparkline(&points),
         leaf,
         frames,
         chart: if with_chart {
-            stack_chart(s, points).unwrap_or_default()
+            stack_chart(s, &points).unwrap_or_default()
         } else {
             String::new()
         },
@@ -502,7 +502,7 @@ fn stacked(rec: &Recording, a: &Analysis) -> Result<String, String> {
             let pts = rec
                 .series
                 .get(&(s.id, s.kind))
-                .map(|x| drawable(x.points()))
+                .map(|x| drawable(&x.points()))
                 .unwrap_or_default();
             grid.iter().map(|&t| value_at(&pts, t)).collect()
         })

@@ -12,16 +12,38 @@ use leak_format::{
 use crate::detect::Point;
 
 /// Default number of samples kept per series (the detector uses at most a few hundred).
-pub const DEFAULT_CAP: usize = 1024;
+pub const DEFAULT_CAP: usize = 512;
 
-/// A compacted series of one stack.
+/// One sample: the sums over the raw snapshots it stands for.
+#[derive(Debug, Clone, Copy, Default)]
+struct Acc {
+    t_sum: f64,
+    bytes_sum: f64,
+    count_sum: f64,
+    /// Raw snapshots in the sample.
+    n: u32,
+    /// Of those, the ones with a known value.
+    known: u32,
+}
+
+impl Acc {
+    fn merge(&mut self, o: &Acc) {
+        self.t_sum += o.t_sum;
+        self.bytes_sum += o.bytes_sum;
+        self.count_sum += o.count_sum;
+        self.n += o.n;
+        self.known += o.known;
+    }
+}
+
+/// A compacted series of one stack: at most `cap` samples, each the mean of a run of raw
+/// snapshots; when full, neighbouring samples merge and each then stands for twice as many.
+/// A stretch of snapshots with the same value is added in one step per sample it spans.
 #[derive(Debug, Clone, Default)]
 pub struct Series {
-    samples: Vec<Point>,
-    /// How many raw snapshots each sample currently stands for.
-    per_sample: usize,
-    /// Raw snapshots folded into the last, partial sample.
-    pending: usize,
+    samples: Vec<Acc>,
+    /// Raw snapshots each sample stands for (the last one may hold fewer).
+    per_sample: u32,
     /// Raw snapshots since the stack first appeared, and how many of them knew its value.
     pub seen: u64,
     pub known: u64,
@@ -34,6 +56,8 @@ pub struct Series {
     pub last: StackStats,
     /// Outstanding bytes at the first known snapshot.
     pub first_bytes: u64,
+    /// Raw snapshots added so far (native recordings: the index of the next snapshot).
+    filled_to: usize,
 }
 
 impl Series {
@@ -46,94 +70,122 @@ impl Series {
         }
     }
 
-    /// Adds the value at one snapshot (None = unknown at that time), keeping at most `cap`
-    /// samples.
+    /// Adds the value at one snapshot at time `t` (None = unknown at that time), keeping at
+    /// most `cap` samples.
     pub fn push(&mut self, t: f64, stats: Option<&StackStats>, cap: usize) {
-        self.seen += 1;
-        let (bytes, count) = match stats {
-            Some(s) => {
-                self.known += 1;
-                let b = s.outstanding_bytes() as f64;
-                if self.known == 1 {
-                    self.first_bytes = s.outstanding_bytes();
-                }
-                // The seed rule counts from the first appearance: the first value above zero
-                // (as `detect::strict_monotonic` does).
-                if let Some(prev) = self.last_bytes {
-                    if b <= prev {
+        self.add_run(1, |_, _| t, stats, cap);
+    }
+
+    /// Adds `n` consecutive snapshots with the same value; `t_sum(i, k)` is the sum of the
+    /// times of the `k` snapshots starting `i` snapshots into the run.
+    fn add_run(
+        &mut self,
+        n: usize,
+        t_sum: impl Fn(usize, usize) -> f64,
+        stats: Option<&StackStats>,
+        cap: usize,
+    ) {
+        if n == 0 {
+            return;
+        }
+        self.seen += n as u64;
+        let value = stats.map(|s| (s.outstanding_bytes() as f64, s.outstanding_count() as f64));
+        if let (Some(s), Some((b, _))) = (stats, value) {
+            self.known += n as u64;
+            if self.known == n as u64 {
+                self.first_bytes = s.outstanding_bytes();
+            }
+            // The seed rule counts from the first appearance, the first value above zero (as
+            // `detect::strict_monotonic` does); a repeated value is not growth.
+            let repeats = n as u64 - 1;
+            match self.last_bytes {
+                Some(prev) => {
+                    if b <= prev || repeats > 0 {
                         self.strictly_increasing = false;
                     }
-                    self.strict_points += 1;
-                    self.last_bytes = Some(b);
-                } else if b > 0.0 {
-                    self.strict_points = 1;
+                    self.strict_points += n as u64;
                     self.last_bytes = Some(b);
                 }
-                self.last = *s;
-                (Some(b), Some(s.outstanding_count() as f64))
+                None if b > 0.0 => {
+                    if repeats > 0 {
+                        self.strictly_increasing = false;
+                    }
+                    self.strict_points = n as u64;
+                    self.last_bytes = Some(b);
+                }
+                None => {}
             }
-            None => (None, None),
-        };
-        let p = Point { t, bytes, count };
-        if self.pending > 0 && self.pending < self.per_sample {
-            if let Some(last) = self.samples.last_mut() {
-                *last = merge(last, &p, self.pending as f64, 1.0);
-            }
-            self.pending += 1;
-        } else {
-            self.samples.push(p);
-            self.pending = 1;
+            self.last = *s;
         }
-        if self.samples.len() > cap {
-            self.halve();
+        let mut done = 0;
+        while done < n {
+            let room = match self.samples.last() {
+                Some(last) if last.n < self.per_sample => self.per_sample - last.n,
+                _ => {
+                    self.samples.push(Acc::default());
+                    self.per_sample
+                }
+            };
+            let k = (room as usize).min(n - done);
+            if let Some(last) = self.samples.last_mut() {
+                last.t_sum += t_sum(done, k);
+                last.n += k as u32;
+                if let Some((b, c)) = value {
+                    last.bytes_sum += b * k as f64;
+                    last.count_sum += c * k as f64;
+                    last.known += k as u32;
+                }
+            }
+            done += k;
+            if self.samples.len() > cap {
+                self.halve();
+            }
         }
     }
 
     fn halve(&mut self) {
-        let merged: Vec<Point> = self
+        let merged: Vec<Acc> = self
             .samples
             .chunks(2)
-            .map(|c| match c {
-                [a, b] => merge(a, b, 1.0, 1.0),
-                [a] => *a,
-                _ => unreachable_point(),
+            .map(|c| {
+                let mut a = c[0];
+                if let Some(b) = c.get(1) {
+                    a.merge(b);
+                }
+                a
             })
             .collect();
-        // The last sample may have been partial; it now stands for a share of a double sample.
-        self.pending = if self.samples.len() % 2 == 1 {
-            self.pending
-        } else {
-            self.per_sample + self.pending
-        };
         self.samples = merged;
         self.per_sample *= 2;
     }
 
-    /// The samples for the detector.
-    pub fn points(&self) -> &[Point] {
-        &self.samples
+    /// The samples for the detector: the mean time and value of each run.
+    pub fn points(&self) -> Vec<Point> {
+        self.samples
+            .iter()
+            .filter(|a| a.n > 0)
+            .map(|a| Point {
+                t: a.t_sum / f64::from(a.n),
+                bytes: (a.known > 0).then(|| a.bytes_sum / f64::from(a.known)),
+                count: (a.known > 0).then(|| a.count_sum / f64::from(a.known)),
+            })
+            .collect()
     }
-}
 
-fn unreachable_point() -> Point {
-    Point {
-        t: 0.0,
-        bytes: None,
-        count: None,
-    }
-}
-
-/// Weighted mean of two samples; an unknown value does not count.
-fn merge(a: &Point, b: &Point, wa: f64, wb: f64) -> Point {
-    let mix = |x: Option<f64>, y: Option<f64>| match (x, y) {
-        (Some(x), Some(y)) => Some((x * wa + y * wb) / (wa + wb)),
-        (x, None) => x,
-        (None, y) => y,
-    };
-    Point {
-        t: (a.t * wa + b.t * wb) / (wa + wb),
-        bytes: mix(a.bytes, b.bytes),
-        count: mix(a.count, b.count),
+    /// Brings a native series up to snapshot `upto` (exclusive): the snapshots since its last
+    /// change all had its last value.
+    fn fill(&mut self, prefix: &[f64], upto: usize, cap: usize) {
+        let from = self.filled_to;
+        if upto > from {
+            let last = self.last;
+            self.add_run(
+                upto - from,
+                |i, k| prefix[from + i + k] - prefix[from + i],
+                Some(&last),
+                cap,
+            );
+            self.filled_to = upto;
+        }
     }
 }
 
@@ -178,7 +230,10 @@ pub struct Recording {
 /// Reads a whole recording, keeping at most `cap` samples per series.
 pub fn read<R: Read>(mut reader: Reader<R>, cap: usize) -> Result<Recording, Error> {
     let mut rec = Recording::default();
-    let mut current: BTreeMap<(u32, AllocKind), StackStats> = BTreeMap::new();
+    // Every snapshot's time, and their running sums (for the mean time of any run).
+    let mut times: Vec<f64> = Vec::new();
+    let mut prefix: Vec<f64> = vec![0.0];
+    let mut heap_outstanding: i128 = 0;
     let mut partial: BTreeMap<u32, (leak_format::BundleContent, u64, Vec<u8>)> = BTreeMap::new();
     let mut start_mono = None;
     loop {
@@ -199,37 +254,46 @@ pub fn read<R: Read>(mut reader: Reader<R>, cap: usize) -> Result<Recording, Err
             Record::Snapshot(s) => {
                 let origin = *start_mono.get_or_insert(s.mono_ns);
                 let t = s.mono_ns.saturating_sub(origin) as f64 / 1e9;
+                let k = times.len();
+                times.push(t);
+                prefix.push(prefix[k] + t);
                 for m in s.new_modules {
                     rec.modules.insert(m.id, m);
                 }
                 for st in s.new_stacks {
                     rec.stacks.insert(st.id, st);
                 }
+                // Only what changed costs anything; unchanged stacks are filled in later.
                 for st in s.stats {
-                    current.insert((st.stack, st.kind), st);
+                    let series = rec
+                        .series
+                        .entry((st.stack, st.kind))
+                        .or_insert_with(|| Series {
+                            filled_to: k,
+                            ..Series::new()
+                        });
+                    if st.kind == AllocKind::Heap {
+                        heap_outstanding += st.outstanding_bytes() as i128
+                            - if series.seen > 0 {
+                                series.last.outstanding_bytes() as i128
+                            } else {
+                                0
+                            };
+                    }
+                    series.fill(&prefix, k, cap);
+                    series.push(t, Some(&st), cap);
+                    series.filled_to = k + 1;
                 }
                 for m in s.maps.into_iter().flatten() {
                     if m.perms.contains('x') && !rec.maps.contains(&m) {
                         rec.maps.push(m);
                     }
                 }
-                // Every stack seen so far has a known value at this snapshot (absent = unchanged).
-                for (key, st) in &current {
-                    rec.series
-                        .entry(*key)
-                        .or_insert_with(Series::new)
-                        .push(t, Some(st), cap);
-                }
-                let outstanding = current
-                    .values()
-                    .filter(|s| s.kind == AllocKind::Heap)
-                    .map(StackStats::outstanding_bytes)
-                    .sum();
                 push_timeline(
                     &mut rec.timeline,
                     TimelinePoint {
                         t,
-                        outstanding,
+                        outstanding: heap_outstanding.max(0) as u64,
                         memory: s.memory,
                     },
                     cap,
@@ -257,6 +321,9 @@ pub fn read<R: Read>(mut reader: Reader<R>, cap: usize) -> Result<Recording, Err
         }
     }
     rec.skipped_records = reader.skipped_unknown();
+    for series in rec.series.values_mut() {
+        series.fill(&prefix, times.len(), cap);
+    }
     for (module, (content, total, bytes)) in partial {
         if bytes.len() as u64 == total {
             rec.bundles.insert(module, (content, bytes));

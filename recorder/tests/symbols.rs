@@ -89,7 +89,10 @@ fn addr2line(elf: &Path, file_offset: u64) -> Vec<(String, String)> {
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let lines: Vec<&str> = text.lines().collect();
-    lines.chunks(2).map(|c| (c[0].to_string(), c.get(1).unwrap_or(&"").to_string())).collect()
+    lines
+        .chunks(2)
+        .map(|c| (c[0].to_string(), c.get(1).unwrap_or(&"").to_string()))
+        .collect()
 }
 
 #[test]
@@ -119,7 +122,11 @@ fn bundled_symbols_match_addr2line_after_the_binary_is_gone() {
         let got: Vec<(String, String)> = frames[i..i + want.len()]
             .iter()
             .map(|g| {
-                let loc = format!("{}:{}", g.file.clone().unwrap_or_default(), g.line.unwrap_or(0));
+                let loc = format!(
+                    "{}:{}",
+                    g.file.clone().unwrap_or_default(),
+                    g.line.unwrap_or(0)
+                );
                 (g.function.clone().unwrap_or_default(), loc)
             })
             .collect();
@@ -145,10 +152,16 @@ fn stripped_binary_is_symbolized_from_its_debug_file_by_build_id() {
     let debug_root = dir.path().join("debug");
     let build_id = leak_report::symbolize::build_id(&exe).unwrap();
     let hex: String = build_id.iter().map(|b| format!("{b:02x}")).collect();
-    let debug_file = debug_root.join(".build-id").join(&hex[..2]).join(format!("{}.debug", &hex[2..]));
+    let debug_file = debug_root
+        .join(".build-id")
+        .join(&hex[..2])
+        .join(format!("{}.debug", &hex[2..]));
     std::fs::create_dir_all(debug_file.parent().unwrap()).unwrap();
     let ok = |c: &mut Command| assert!(c.status().unwrap().success());
-    ok(Command::new("objcopy").arg("--only-keep-debug").arg(&exe).arg(&debug_file));
+    ok(Command::new("objcopy")
+        .arg("--only-keep-debug")
+        .arg(&exe)
+        .arg(&debug_file));
     ok(Command::new("strip").arg("--strip-all").arg(&exe));
     let rec = record(dir.path(), &exe, &[]);
     std::fs::remove_file(&exe).unwrap();
@@ -161,8 +174,18 @@ fn stripped_binary_is_symbolized_from_its_debug_file_by_build_id() {
     };
     let (frames, warnings) = leak_frames(&rec, &opts);
     assert!(warnings.is_empty(), "{warnings:?}");
-    assert_eq!(frames[0].function.as_deref(), Some("leak_here"), "{frames:?}");
-    assert!(frames[0].file.as_deref().is_some_and(|f| f.ends_with("leaky.c")), "{frames:?}");
+    assert_eq!(
+        frames[0].function.as_deref(),
+        Some("leak_here"),
+        "{frames:?}"
+    );
+    assert!(
+        frames[0]
+            .file
+            .as_deref()
+            .is_some_and(|f| f.ends_with("leaky.c")),
+        "{frames:?}"
+    );
     assert!(frames[0].line.is_some());
 }
 
@@ -177,7 +200,13 @@ fn a_rebuilt_binary_with_another_build_id_is_refused() {
     // Same code, another build ID: it must not be trusted for the recording's addresses.
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/src/leaky.c");
     let status = Command::new("gcc")
-        .args(["-O2", "-g", "-fno-omit-frame-pointer", "-pthread", "-Wl,--build-id=0x0123456789abcdef"])
+        .args([
+            "-O2",
+            "-g",
+            "-fno-omit-frame-pointer",
+            "-pthread",
+            "-Wl,--build-id=0x0123456789abcdef",
+        ])
         .arg(&src)
         .arg("-o")
         .arg(&exe)
@@ -185,10 +214,15 @@ fn a_rebuilt_binary_with_another_build_id_is_refused() {
         .unwrap();
     assert!(status.success());
     let (frames, warnings) = leak_frames(&rec, &Options::default());
-    assert_eq!(frames[0].function, None, "the rebuilt file was used: {frames:?}");
+    assert_eq!(
+        frames[0].function, None,
+        "the rebuilt file was used: {frames:?}"
+    );
     assert_eq!(frames[0].module, exe.display().to_string());
     assert!(
-        warnings.iter().any(|w| w.contains("0123456789abcdef") && w.contains("not used")),
+        warnings
+            .iter()
+            .any(|w| w.contains("0123456789abcdef") && w.contains("not used")),
         "{warnings:?}"
     );
 }
