@@ -1648,7 +1648,7 @@ pub fn judge_points(points: &[Point], cfg: &Config) -> Outcome {
 /// Judges a series read from a recording as leak-report does (the seed rule over every raw
 /// snapshot, the series possibly compacted).
 pub fn judge_series(s: &Series, cfg: &Config) -> Outcome {
-    let d = detect::detect(s.points(), cfg);
+    let d = detect::detect(&s.points(), cfg);
     outcome(&d, s.strictly_increasing && s.strict_points >= 2)
 }
 
