@@ -4,6 +4,7 @@
 //! deterministic (the same input gives the same bytes; no timestamp unless asked).
 use askama::Template;
 use base64::Engine as _;
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 use sha2::Digest as _;
 
@@ -256,24 +257,8 @@ fn facts(rec: &Recording) -> Vec<Fact> {
 
 /// `2026-11-21 20:38:07 UTC` from nanoseconds since the epoch.
 pub fn utc(ns: u64) -> String {
-    let secs = ns / 1_000_000_000;
-    let days = (secs / 86400) as i64;
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    let s = secs % 86400;
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
-        s / 3600,
-        s / 60 % 60,
-        s % 60
-    )
+    let (y, m, d, hh, mm, ss) = leak_format::units::utc_fields(ns / 1_000_000_000);
+    format!("{y:04}-{m:02}-{d:02} {hh:02}:{mm:02}:{ss:02} UTC")
 }
 
 fn row(rec: &Recording, s: &StackReport, with_chart: bool) -> Row {
@@ -403,6 +388,49 @@ fn draw_err<E: std::fmt::Debug>(e: E) -> String {
     format!("cannot draw a chart: {e:?}")
 }
 
+type Chart<'a, 'b> = ChartContext<'a, SVGBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+
+/// An SVG chart of `size` on white, x in seconds from 0 to `t_max`, y from 0 to `y_top` in
+/// `unit`, with its axes drawn; `draw` adds the series; `legend` draws the series labels.
+fn svg_chart(
+    size: (u32, u32),
+    (t_max, y_top): (f64, f64),
+    (x_desc, unit): (&str, &str),
+    legend: bool,
+    draw: impl FnOnce(&mut Chart<'_, '_>) -> Result<(), String>,
+) -> Result<String, String> {
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, size).into_drawing_area();
+        root.fill(&WHITE).map_err(draw_err)?;
+        let mut chart = ChartBuilder::on(&root)
+            .margin(10)
+            .x_label_area_size(40)
+            .y_label_area_size(60)
+            .build_cartesian_2d(0.0..t_max, 0.0..y_top)
+            .map_err(draw_err)?;
+        chart
+            .configure_mesh()
+            .x_desc(x_desc)
+            .y_desc(unit)
+            .light_line_style(WHITE.mix(0.0))
+            .draw()
+            .map_err(draw_err)?;
+        draw(&mut chart)?;
+        if legend {
+            chart
+                .configure_series_labels()
+                .background_style(WHITE.mix(0.9))
+                .border_style(BLACK.mix(0.3))
+                .position(SeriesLabelPosition::UpperLeft)
+                .draw()
+                .map_err(draw_err)?;
+        }
+        root.present().map_err(draw_err)?;
+    }
+    Ok(svg)
+}
+
 /// Outstanding bytes over all stacks and RSS over time.
 fn timeline(rec: &Recording) -> Result<String, String> {
     let step = rec.timeline.len().div_ceil(DRAW_POINTS).max(1);
@@ -417,58 +445,41 @@ fn timeline(rec: &Recording) -> Result<String, String> {
         .fold(0.0, f64::max)
         .max(1.0);
     let (scale, unit) = axis_scale(y_max);
-    let mut svg = String::new();
-    {
-        let root = SVGBackend::with_string(&mut svg, (1000, 280)).into_drawing_area();
-        root.fill(&WHITE).map_err(draw_err)?;
-        let mut chart = ChartBuilder::on(&root)
-            .margin(10)
-            .x_label_area_size(40)
-            .y_label_area_size(60)
-            .build_cartesian_2d(0.0..t_max, 0.0..y_max / scale * 1.05)
-            .map_err(draw_err)?;
-        chart
-            .configure_mesh()
-            .x_desc("seconds since start")
-            .y_desc(unit)
-            .light_line_style(WHITE.mix(0.0))
-            .draw()
-            .map_err(draw_err)?;
-        let traced = RGBColor(9, 105, 218);
-        chart
-            .draw_series(LineSeries::new(
-                pts.iter().map(|p| (p.t, p.outstanding as f64 / scale)),
-                traced.stroke_width(2),
-            ))
-            .map_err(draw_err)?
-            .label("outstanding (traced)")
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 16, y)], traced.stroke_width(2))
-            });
-        if pts.iter().any(|p| p.memory.is_some()) {
-            let rss = RGBColor(154, 103, 0);
+    let y_top = y_max / scale * 1.05;
+    svg_chart(
+        (1000, 280),
+        (t_max, y_top),
+        ("seconds since start", unit),
+        true,
+        |chart| {
+            let traced = RGBColor(9, 105, 218);
             chart
                 .draw_series(LineSeries::new(
-                    pts.iter()
-                        .filter_map(|p| p.memory.map(|m| (p.t, m.rss as f64 / scale))),
-                    rss.stroke_width(2),
+                    pts.iter().map(|p| (p.t, p.outstanding as f64 / scale)),
+                    traced.stroke_width(2),
                 ))
                 .map_err(draw_err)?
-                .label("RSS")
+                .label("outstanding (traced)")
                 .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 16, y)], rss.stroke_width(2))
+                    PathElement::new(vec![(x, y), (x + 16, y)], traced.stroke_width(2))
                 });
-        }
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.9))
-            .border_style(BLACK.mix(0.3))
-            .position(SeriesLabelPosition::UpperLeft)
-            .draw()
-            .map_err(draw_err)?;
-        root.present().map_err(draw_err)?;
-    }
-    Ok(svg)
+            if pts.iter().any(|p| p.memory.is_some()) {
+                let rss = RGBColor(154, 103, 0);
+                chart
+                    .draw_series(LineSeries::new(
+                        pts.iter()
+                            .filter_map(|p| p.memory.map(|m| (p.t, m.rss as f64 / scale))),
+                        rss.stroke_width(2),
+                    ))
+                    .map_err(draw_err)?
+                    .label("RSS")
+                    .legend(move |(x, y)| {
+                        PathElement::new(vec![(x, y), (x + 16, y)], rss.stroke_width(2))
+                    });
+            }
+            Ok(())
+        },
+    )
 }
 
 /// The value of a step series at time `t` (the last known value at or before it).
@@ -527,49 +538,32 @@ fn stacked(rec: &Recording, a: &Analysis) -> Result<String, String> {
         RGBColor(26, 127, 55),
         RGBColor(130, 80, 223),
     ];
-    let mut svg = String::new();
-    {
-        let root = SVGBackend::with_string(&mut svg, (1000, 280)).into_drawing_area();
-        root.fill(&WHITE).map_err(draw_err)?;
-        let mut chart = ChartBuilder::on(&root)
-            .margin(10)
-            .x_label_area_size(40)
-            .y_label_area_size(60)
-            .build_cartesian_2d(0.0..t_max, 0.0..y_max / scale * 1.05)
-            .map_err(draw_err)?;
-        chart
-            .configure_mesh()
-            .x_desc("seconds since start")
-            .y_desc(unit)
-            .light_line_style(WHITE.mix(0.0))
-            .draw()
-            .map_err(draw_err)?;
-        // Draw the tallest band first so the lower ones paint over it.
-        for i in (0..layers.len()).rev() {
-            let color = palette[i % palette.len()];
-            let top: Vec<(f64, f64)> = grid
-                .iter()
-                .zip(&cumulative[i + 1])
-                .map(|(&t, &y)| (t, y / scale))
-                .collect();
-            chart
-                .draw_series(AreaSeries::new(top, 0.0, color.mix(0.55)).border_style(color))
-                .map_err(draw_err)?
-                .label(format!("stack {}", growing[i].id))
-                .legend(move |(x, y)| {
-                    Rectangle::new([(x, y - 5), (x + 12, y + 5)], color.mix(0.55).filled())
-                });
-        }
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.9))
-            .border_style(BLACK.mix(0.3))
-            .position(SeriesLabelPosition::UpperLeft)
-            .draw()
-            .map_err(draw_err)?;
-        root.present().map_err(draw_err)?;
-    }
-    Ok(svg)
+    let y_top = y_max / scale * 1.05;
+    svg_chart(
+        (1000, 280),
+        (t_max, y_top),
+        ("seconds since start", unit),
+        true,
+        |chart| {
+            // Draw the tallest band first so the lower ones paint over it.
+            for i in (0..layers.len()).rev() {
+                let color = palette[i % palette.len()];
+                let top: Vec<(f64, f64)> = grid
+                    .iter()
+                    .zip(&cumulative[i + 1])
+                    .map(|(&t, &y)| (t, y / scale))
+                    .collect();
+                chart
+                    .draw_series(AreaSeries::new(top, 0.0, color.mix(0.55)).border_style(color))
+                    .map_err(draw_err)?
+                    .label(format!("stack {}", growing[i].id))
+                    .legend(move |(x, y)| {
+                        Rectangle::new([(x, y - 5), (x + 12, y + 5)], color.mix(0.55).filled())
+                    });
+            }
+            Ok(())
+        },
+    )
 }
 
 /// One stack's outstanding bytes (dots) and its Theil-Sen line.
@@ -586,43 +580,33 @@ fn stack_chart(s: &StackReport, points: &[Point]) -> Result<String, String> {
     let mut residual: Vec<f64> = pts.iter().map(|&(t, y)| y - rate * t).collect();
     residual.sort_by(f64::total_cmp);
     let intercept = residual[residual.len() / 2];
-    let mut svg = String::new();
-    {
-        let root = SVGBackend::with_string(&mut svg, (640, 220)).into_drawing_area();
-        root.fill(&WHITE).map_err(draw_err)?;
-        let mut chart = ChartBuilder::on(&root)
-            .margin(8)
-            .x_label_area_size(26)
-            .y_label_area_size(56)
-            .build_cartesian_2d(0.0..t_max, 0.0..y_max / scale * 1.1)
-            .map_err(draw_err)?;
-        chart
-            .configure_mesh()
-            .x_desc("seconds")
-            .y_desc(unit)
-            .light_line_style(WHITE.mix(0.0))
-            .draw()
-            .map_err(draw_err)?;
-        let blue = RGBColor(9, 105, 218);
-        chart
-            .draw_series(
-                pts.iter()
-                    .map(|&(t, y)| Circle::new((t, y / scale), 2, blue.filled())),
-            )
-            .map_err(draw_err)?;
-        if rate.is_finite() && rate != 0.0 {
-            let t0 = pts[0].0;
-            let line = [
-                (t0, (intercept + rate * t0) / scale),
-                (t_max, (intercept + rate * t_max) / scale),
-            ];
+    let y_top = y_max / scale * 1.1;
+    svg_chart(
+        (640, 220),
+        (t_max, y_top),
+        ("seconds", unit),
+        false,
+        |chart| {
+            let blue = RGBColor(9, 105, 218);
             chart
-                .draw_series(LineSeries::new(line, RGBColor(207, 34, 46).stroke_width(2)))
+                .draw_series(
+                    pts.iter()
+                        .map(|&(t, y)| Circle::new((t, y / scale), 2, blue.filled())),
+                )
                 .map_err(draw_err)?;
-        }
-        root.present().map_err(draw_err)?;
-    }
-    Ok(svg)
+            if rate.is_finite() && rate != 0.0 {
+                let t0 = pts[0].0;
+                let line = [
+                    (t0, (intercept + rate * t0) / scale),
+                    (t_max, (intercept + rate * t_max) / scale),
+                ];
+                chart
+                    .draw_series(LineSeries::new(line, RGBColor(207, 34, 46).stroke_width(2)))
+                    .map_err(draw_err)?;
+            }
+            Ok(())
+        },
+    )
 }
 
 /// An inferno flame graph without JavaScript, ready to inline (no XML prolog).

@@ -124,26 +124,7 @@ struct Cli {
 }
 
 fn parse_size(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let v: u64 = num
-        .parse()
-        .map_err(|_| format!("'{s}' is not a size; use e.g. 4096, 64K, 2G"))?;
-    let shift = match unit.trim().to_ascii_uppercase().as_str() {
-        "" | "B" => 0,
-        "K" | "KB" | "KIB" => 10,
-        "M" | "MB" | "MIB" => 20,
-        "G" | "GB" | "GIB" => 30,
-        "T" | "TB" | "TIB" => 40,
-        u => {
-            return Err(format!(
-                "unknown size unit '{u}' in '{s}'; use K, M, G or T"
-            ))
-        }
-    };
-    v.checked_mul(1 << shift)
-        .ok_or_else(|| format!("size '{s}' is too large"))
+    leak_format::units::parse_size(s)
 }
 
 /// Bytes per second: `96`, `1K` (= 1024 B/s), `8M/day`, `1M/h`, `10K/min`.

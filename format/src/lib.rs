@@ -13,6 +13,7 @@ mod error;
 mod reader;
 mod records;
 mod state;
+pub mod units;
 mod writer;
 
 pub use builder::RecordingBuilder;

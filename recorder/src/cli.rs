@@ -129,27 +129,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 
 /// Parses `4096`, `16K`, `16KiB`, `1M`, `2G` (binary units); a bare number is bytes.
 pub fn parse_size(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let value: u64 = num
-        .parse()
-        .map_err(|_| format!("'{s}' is not a size; use e.g. 4096, 16K, 1M, 2G"))?;
-    let shift = match unit.trim().to_ascii_uppercase().as_str() {
-        "" | "B" => 0,
-        "K" | "KB" | "KIB" => 10,
-        "M" | "MB" | "MIB" => 20,
-        "G" | "GB" | "GIB" => 30,
-        "T" | "TB" | "TIB" => 40,
-        other => {
-            return Err(format!(
-                "unknown size unit '{other}' in '{s}'; use K, M, G or T"
-            ))
-        }
-    };
-    value
-        .checked_mul(1u64 << shift)
-        .ok_or_else(|| format!("size '{s}' is too large"))
+    leak_format::units::parse_size(s)
 }
 
 /// A count with the same suffixes as sizes (`16K` = 16384), at least 1.

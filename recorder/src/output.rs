@@ -11,29 +11,10 @@ use crate::UsageError;
 
 /// `leak-record-YYYYMMDD-HHMMSS.zst` in UTC.
 pub fn default_name(unix_secs: u64) -> PathBuf {
-    let days = (unix_secs / 86400) as i64;
-    let secs = unix_secs % 86400;
-    let (y, m, d) = civil_from_days(days);
+    let (y, m, d, hh, mm, ss) = leak_format::units::utc_fields(unix_secs);
     PathBuf::from(format!(
-        "leak-record-{y:04}{m:02}{d:02}-{:02}{:02}{:02}.zst",
-        secs / 3600,
-        secs / 60 % 60,
-        secs % 60
+        "leak-record-{y:04}{m:02}{d:02}-{hh:02}{mm:02}{ss:02}.zst"
     ))
-}
-
-/// Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
 }
 
 /// Creates the output file (mode 0600, no symlink following).
