@@ -716,7 +716,7 @@ fn p_slow(d: &Draw, rng: &mut Rng) -> Trace {
 /// Compound Poisson steps: per interval Poisson(lambda) allocations of one size, never freed.
 fn bursty(d: &Draw, rng: &mut Rng, sigma: f64) -> Trace {
     let r = d.rate;
-    let lambda = rng.log_range(0.05, 0.5);
+    let lambda = rng.log_range(0.1, 0.5);
     let size = r * INTERVAL / lambda;
     let mut level = 0.0;
     parametric(d, rng, Facts::leak(r, d), None, move |tau, rng| {
@@ -910,15 +910,6 @@ fn p_ramp(d: &Draw, rng: &mut Rng) -> Trace {
 
 // ---- the event-level simulation ----
 
-/// One change to the counters.
-#[derive(Debug, Clone, Copy)]
-struct Op {
-    t: f64,
-    bytes: u64,
-    count: u64,
-    alloc: bool,
-}
-
 /// Object sizes: a mean, and log-normal spread (0: every object the same size).
 #[derive(Debug, Clone, Copy)]
 struct Sizes {
@@ -951,14 +942,16 @@ impl Sizes {
     }
 }
 
-/// Allocations with lifetimes, swept into counters at every snapshot.
+/// Allocations with lifetimes, added to the counters of the first snapshot at or after their
+/// time (no sorting: every event is bucketed by snapshot, then the buckets are summed).
 #[derive(Debug)]
 struct Sim {
     horizon: f64,
     /// A sampling recorder's period, bytes: an object of size s is seen with probability
     /// 1 - exp(-s / period) and then counted as s / p bytes and 1 / p objects.
     sample: Option<f64>,
-    ops: Vec<Op>,
+    /// Per snapshot: what was allocated and freed since the previous one.
+    deltas: Vec<Counters>,
 }
 
 impl Sim {
@@ -966,7 +959,22 @@ impl Sim {
         Sim {
             horizon: d.horizon(),
             sample: None,
-            ops: Vec::new(),
+            deltas: vec![Counters::default(); d.snapshots],
+        }
+    }
+
+    /// The snapshot that first sees an event at `t` seconds (None: after the last one).
+    fn bucket(&mut self, t: f64) -> Option<&mut Counters> {
+        let k = ((t / INTERVAL).ceil() - 1.0).max(0.0);
+        // Truncation is exact: k is a whole number >= 0.
+        self.deltas.get_mut(k as usize)
+    }
+
+    /// A free of `bytes` in `count` objects at `t`.
+    fn free(&mut self, t: f64, bytes: u64, count: u64) {
+        if let Some(c) = self.bucket(t) {
+            c.free_bytes += bytes;
+            c.free_count += count;
         }
     }
 
@@ -983,19 +991,13 @@ impl Sim {
             count /= p;
         }
         let (bytes, count) = (bytes.round() as u64, (count.round() as u64).max(1));
-        self.ops.push(Op {
-            t,
-            bytes,
-            count,
-            alloc: true,
-        });
-        if let Some(death) = death.filter(|&d| d <= self.horizon) {
-            self.ops.push(Op {
-                t: death,
-                bytes,
-                count,
-                alloc: false,
-            });
+        let Some(c) = self.bucket(t) else {
+            return;
+        };
+        c.alloc_bytes += bytes;
+        c.alloc_count += count;
+        if let Some(death) = death {
+            self.free(death, bytes, count);
         }
     }
 
@@ -1057,37 +1059,35 @@ impl Sim {
         0.6 * per_batch * size
     }
 
-    fn counters(mut self, n: usize) -> Vec<Counters> {
-        self.ops.sort_by(|a, b| a.t.total_cmp(&b.t));
+    fn counters(self) -> Vec<Counters> {
         let mut c = Counters::default();
-        let mut out = Vec::with_capacity(n);
-        let mut ops = self.ops.iter().peekable();
-        for k in 0..n {
-            let t = (k + 1) as f64 * INTERVAL;
-            while let Some(op) = ops.next_if(|op| op.t <= t) {
-                if op.alloc {
-                    c.alloc_bytes += op.bytes;
-                    c.alloc_count += op.count;
-                } else {
-                    c.free_bytes += op.bytes;
-                    c.free_count += op.count;
-                }
-            }
-            out.push(c);
-        }
-        out
+        self.deltas
+            .iter()
+            .map(|d| {
+                c.alloc_bytes += d.alloc_bytes;
+                c.alloc_count += d.alloc_count;
+                c.free_bytes += d.free_bytes;
+                c.free_count += d.free_count;
+                c
+            })
+            .collect()
     }
 
     /// The trace, with the noise-free path `expected(t)` (t: seconds since the start).
     fn trace(self, d: &Draw, truth: Facts, expected: impl Fn(f64) -> f64) -> Trace {
         let n = d.snapshots;
-        let counters = self.counters(n);
+        let counters = self.counters();
         let path: Vec<f64> = (0..n)
             .map(|k| expected((k + 1) as f64 * INTERVAL))
             .collect();
         Trace::finish(counters, &path, truth)
     }
 }
+
+/// Mean lifetimes of churning objects, seconds (log-uniform): from one snapshot interval,
+/// below which the noise is white at the snapshots anyway, to a minute (a lag-one
+/// autocorrelation up to exp(-5 / 60) = 0.92, the range of the AR(1) family).
+const LIFETIMES: (f64, f64) = (5.0, 60.0);
 
 /// Churn parameters: stationary live objects, lifetimes, sizes.
 #[derive(Debug, Clone, Copy)]
@@ -1102,17 +1102,12 @@ struct Churn {
 }
 
 impl Churn {
-    /// Churn whose outstanding bytes have standard deviation `sigma`: `live` objects in
-    /// `live_range`, lifetimes a share of the window in `life_range`.
-    fn with_noise(
-        rng: &mut Rng,
-        d: &Draw,
-        sigma: f64,
-        live_range: (f64, f64),
-        life_range: (f64, f64),
-    ) -> Self {
+    /// Churn whose outstanding bytes have standard deviation `sigma`: `live` objects on average
+    /// (log-uniform in `live_range`), living `LIFETIMES`, half the stacks with one size and half
+    /// with log-normal sizes.
+    fn new(rng: &mut Rng, sigma: f64, live_range: (f64, f64)) -> Self {
         let live = rng.log_range(live_range.0, live_range.1);
-        let life = rng.log_range(life_range.0, life_range.1) * d.span;
+        let life = rng.log_range(LIFETIMES.0, LIFETIMES.1);
         let log_sigma = Sizes::draw_spread(rng);
         // Var = live * E[size^2] = live * mean^2 * kappa.
         let mean = sigma / (live * Sizes::kappa(log_sigma)).sqrt();
@@ -1124,9 +1119,9 @@ impl Churn {
         }
     }
 
-    /// The default churn of a stack: 30 to 300 live objects living 0.5% to 5% of the window.
-    fn default_for(rng: &mut Rng, d: &Draw, sigma: f64) -> Self {
-        Self::with_noise(rng, d, sigma, (30.0, 300.0), (0.005, 0.05))
+    /// The default churn of a stack: 10 to 100 live objects.
+    fn default_for(rng: &mut Rng, sigma: f64) -> Self {
+        Self::new(rng, sigma, (10.0, 100.0))
     }
 
     fn level(&self) -> f64 {
@@ -1135,17 +1130,10 @@ impl Churn {
 }
 
 /// A stack that allocates at a steady rate and never frees a share of it: churn of
-/// `live_range` objects and a leak of `rate`, with as many leaked objects as the target SNR
-/// needs (about snr * sqrt(live * kappa)).
-fn churn_and_leak(
-    d: &Draw,
-    rng: &mut Rng,
-    live_range: (f64, f64),
-    life_range: (f64, f64),
-) -> (Sim, Churn, f64, Sizes) {
-    let mut churn = Churn::default_for(rng, d, d.sigma);
-    churn.live = rng.log_range(live_range.0, live_range.1);
-    churn.life = rng.log_range(life_range.0, life_range.1) * d.span;
+/// `live_range` objects and a leak at the cell's rate, with as many leaked objects as the
+/// target SNR needs (about snr * sqrt(live * kappa)), all of one size distribution.
+fn churn_and_leak(d: &Draw, rng: &mut Rng, live_range: (f64, f64)) -> (Sim, Churn, f64, Sizes) {
+    let mut churn = Churn::new(rng, d.sigma, live_range);
     let kappa = Sizes::kappa(churn.sizes.log_sigma);
     // Leaked objects over the window, and the object size that makes the cell's rate.
     let leaked = (d.snr * (churn.live * kappa).sqrt()).max(1.0);
@@ -1155,7 +1143,7 @@ fn churn_and_leak(
 }
 
 fn e_churn_leak(d: &Draw, rng: &mut Rng) -> Trace {
-    let (mut sim, churn, leak_rate, sizes) = churn_and_leak(d, rng, (100.0, 500.0), (0.005, 0.02));
+    let (mut sim, churn, leak_rate, sizes) = churn_and_leak(d, rng, (100.0, 500.0));
     sim.churn(rng, &churn, |_| 1.0);
     sim.leak(rng, leak_rate, sizes, 0.0, d.horizon());
     let (level, r) = (churn.level(), d.rate);
@@ -1163,7 +1151,7 @@ fn e_churn_leak(d: &Draw, rng: &mut Rng) -> Trace {
 }
 
 fn e_bursty(d: &Draw, rng: &mut Rng) -> Trace {
-    let per_interval = rng.log_range(0.05, 0.5);
+    let per_interval = rng.log_range(0.1, 0.5);
     let log_sigma = Sizes::draw_spread(rng);
     let sizes = Sizes {
         mean: d.rate * INTERVAL / per_interval,
@@ -1199,8 +1187,7 @@ fn e_batch_leak(d: &Draw, rng: &mut Rng) -> Trace {
 
 fn e_load_leak(d: &Draw, rng: &mut Rng) -> Trace {
     // Requests arrive only while the load is on; a share of them leaks, the rest churns.
-    let (mut sim, mut churn, leak_rate, sizes) =
-        churn_and_leak(d, rng, (30.0, 300.0), (0.005, 0.05));
+    let (mut sim, mut churn, leak_rate, sizes) = churn_and_leak(d, rng, (10.0, 100.0));
     let (duty, _, is_on) = on_off(rng);
     churn.mean_load = duty;
     let load = |t: f64| if is_on(t - INTERVAL) { 1.0 } else { 0.0 };
@@ -1215,8 +1202,10 @@ fn e_load_leak(d: &Draw, rng: &mut Rng) -> Trace {
 }
 
 fn e_sampled(d: &Draw, rng: &mut Rng) -> Trace {
-    let (mut sim, churn, leak_rate, sizes) = churn_and_leak(d, rng, (30.0, 300.0), (0.005, 0.05));
-    sim.sample = Some(sizes.mean * rng.log_range(4.0, 64.0));
+    let (mut sim, churn, leak_rate, sizes) = churn_and_leak(d, rng, (10.0, 100.0));
+    // One sample (a step of `period` bytes) per 2 to 20 intervals of leak on average, as the
+    // parametric staircase.
+    sim.sample = Some(d.rate * INTERVAL * rng.log_range(2.0, 20.0));
     sim.churn(rng, &churn, |_| 1.0);
     sim.leak(rng, leak_rate, sizes, 0.0, d.horizon());
     let (level, r) = (churn.level(), d.rate);
@@ -1233,7 +1222,7 @@ fn e_realloc(d: &Draw, rng: &mut Rng) -> Trace {
     let initial: f64 = sizes.iter().sum();
     let per_interval = rng.log_range(0.5, 5.0);
     let append = d.rate * INTERVAL / per_interval;
-    let churn = Churn::default_for(rng, d, d.sigma);
+    let churn = Churn::default_for(rng, d.sigma);
     let mut sim = Sim::new(d);
     for &s in &sizes {
         sim.object(rng, 0.0, s, None);
@@ -1243,12 +1232,7 @@ fn e_realloc(d: &Draw, rng: &mut Rng) -> Trace {
         let i = rng.int(0, buffers as u64 - 1) as usize;
         let old = sizes[i];
         sizes[i] += append * rng.exponential(1.0);
-        sim.ops.push(Op {
-            t,
-            bytes: old.max(1.0).round() as u64,
-            count: 1,
-            alloc: false,
-        });
+        sim.free(t, old.max(1.0).round() as u64, 1);
         sim.object(rng, t, sizes[i], None);
     }
     sim.churn(rng, &churn, |_| 1.0);
@@ -1257,7 +1241,7 @@ fn e_realloc(d: &Draw, rng: &mut Rng) -> Trace {
 }
 
 fn e_churn(d: &Draw, rng: &mut Rng) -> Trace {
-    let churn = Churn::default_for(rng, d, d.sigma);
+    let churn = Churn::default_for(rng, d.sigma);
     let mut sim = Sim::new(d);
     sim.churn(rng, &churn, |_| 1.0);
     let level = churn.level();
@@ -1273,7 +1257,7 @@ fn e_cache(d: &Draw, rng: &mut Rng) -> Trace {
         mean: d.growth / keys as f64,
         log_sigma: Sizes::draw_spread(rng),
     };
-    let churn = Churn::default_for(rng, d, d.sigma);
+    let churn = Churn::default_for(rng, d.sigma);
     let mut sim = Sim::new(d);
     let mut cached = vec![false; keys];
     for t in Sim::arrivals(rng, keys as f64 / theta, 0.0, d.horizon()) {
@@ -1298,7 +1282,7 @@ fn e_plateau(d: &Draw, rng: &mut Rng, stop: f64) -> Trace {
         mean: d.rate * INTERVAL / per_interval,
         log_sigma: Sizes::draw_spread(rng),
     };
-    let churn = Churn::default_for(rng, d, d.sigma);
+    let churn = Churn::default_for(rng, d.sigma);
     let mut sim = Sim::new(d);
     sim.leak(rng, per_interval / INTERVAL, sizes, 0.0, stop);
     sim.churn(rng, &churn, |_| 1.0);
@@ -1321,7 +1305,7 @@ fn e_stopped(d: &Draw, rng: &mut Rng) -> Trace {
 fn e_burst(d: &Draw, rng: &mut Rng, from: f64, over: f64) -> Trace {
     let objects = rng.log_range(10.0, 1000.0).round();
     let size = d.growth / objects;
-    let churn = Churn::default_for(rng, d, d.sigma);
+    let churn = Churn::default_for(rng, d.sigma);
     let mut sim = Sim::new(d);
     for _ in 0..objects as u64 {
         let t = from + rng.uniform() * over;
@@ -1346,7 +1330,7 @@ fn e_step(d: &Draw, rng: &mut Rng) -> Trace {
 
 fn e_batches(d: &Draw, rng: &mut Rng) -> Trace {
     let (period, per_batch, size) = batch_params(rng, d.sigma);
-    let churn = Churn::default_for(rng, d, 0.1 * d.sigma);
+    let churn = Churn::default_for(rng, 0.1 * d.sigma);
     let mut sim = Sim::new(d);
     let level = sim.batches(rng, period, per_batch, size) + churn.level();
     sim.churn(rng, &churn, |_| 1.0);
@@ -1362,7 +1346,7 @@ fn e_log(d: &Draw, rng: &mut Rng) -> Trace {
         mean: d.growth / total,
         log_sigma: Sizes::draw_spread(rng),
     };
-    let churn = Churn::default_for(rng, d, d.sigma);
+    let churn = Churn::default_for(rng, d.sigma);
     let mut sim = Sim::new(d);
     // Unit-rate arrivals e in "cumulative intensity" time: t = theta * (exp(e / a) - 1).
     let mut e = rng.exponential(1.0);
@@ -1394,7 +1378,7 @@ fn e_64(d: &Draw, rng: &mut Rng) -> Trace {
 fn e_ramp(d: &Draw, rng: &mut Rng) -> Trace {
     // Churn whose arrival rate rises linearly by a factor 1 + g: the working set follows.
     let g = rng.range(1.0, 3.0);
-    let mut churn = Churn::default_for(rng, d, d.sigma);
+    let mut churn = Churn::default_for(rng, d.sigma);
     churn.sizes.mean = d.growth / (g * churn.live);
     let h = d.horizon();
     churn.mean_load = 1.0 / (1.0 + g);
@@ -1505,14 +1489,22 @@ pub fn write_recording<W: Write>(out: W, traces: &[Trace]) -> Result<W, Error> {
             (0..traces.len() as u32)
                 .map(|i| Stack {
                     id: FIRST_STACK + i,
-                    frames: [0x1000 + 0x40 * u64::from(i), 0x800]
-                        .iter()
-                        .map(|&offset| Frame {
-                            addr: base + offset,
-                            module: Some(1),
-                            offset,
-                        })
-                        .collect(),
+                    // Six frames: a leaf per stack, callers shared by groups of stacks.
+                    frames: [
+                        0x1_0000 + 0x40 * u64::from(i),
+                        0x2000 + 0x40 * u64::from(i % 64),
+                        0x3000 + 0x40 * u64::from(i % 8),
+                        0x4000,
+                        0x5000,
+                        0x800,
+                    ]
+                    .iter()
+                    .map(|&offset| Frame {
+                        addr: base + offset,
+                        module: Some(1),
+                        offset,
+                    })
+                    .collect(),
                     truncated: false,
                     lost: None,
                 })
@@ -1897,8 +1889,8 @@ pub struct ProcessRun {
 }
 
 /// A process of `stacks` event-level stacks over `snapshots`: `leaks` of them leak (SNR 3 to
-/// 50, 2 to 64x the minimum rate), the others follow `PROCESS_MIX` with SNR 0.5 to 100 and
-/// scales from 0.01 to 16x the minimum rate, so that many are immaterial, as in a real process.
+/// 50, 2 to 64x the minimum rate), the others follow `PROCESS_MIX`, with the sizes of
+/// examples/gen_recording.rs (most are small, and immaterial, as in a real process).
 pub fn process_run(snapshots: usize, stacks: usize, leaks: usize, seed: u64) -> ProcessRun {
     let mut rng = Rng::new(seed);
     let total: f64 = PROCESS_MIX.iter().map(|m| m.1).sum();
@@ -1929,11 +1921,19 @@ pub fn process_run(snapshots: usize, stacks: usize, leaks: usize, seed: u64) -> 
                 }
                 pick -= w;
             }
-            (
-                name,
-                rng.log_range(0.5, 100.0),
-                min_rate() * rng.log_range(0.01, 16.0),
-            )
+            // As in examples/gen_recording.rs: one object size of 16 B to 8 KiB, 1 to 2,000
+            // live objects, churning with Poisson noise (sd = size * sqrt(live)); a cache, a
+            // pool, a burst or a stopped leak grows by 0.2 to 2 times that level.
+            let size = rng.log_range(16.0, 8192.0);
+            let live = rng.log_range(1.0, 2000.0);
+            let noise = size * live.sqrt();
+            let growth = if name == "churn" {
+                size * live
+            } else {
+                size * live * rng.log_range(0.2, 2.0)
+            };
+            let span = (snapshots.max(2) - 1) as f64 * INTERVAL;
+            (name, growth / noise, growth / span)
         };
         let index = pattern_index(name).unwrap_or(0);
         traces.push(PATTERNS[index].generate_with_rate(snapshots, snr, rate, stack_seed));
