@@ -16,8 +16,11 @@ pub const STRICT_ALPHA_DIVISOR: f64 = 10.0;
 pub const END_SHARE: f64 = 0.4;
 /// Persistence: the tail's slope must be at least this share of the overall slope...
 pub const PERSISTENCE_RATIO: f64 = 0.3;
-/// ...and the tail's own one-sided Mann-Kendall p below this.
+/// ...and the tail's own one-sided Mann-Kendall p below this...
 pub const PERSISTENCE_ALPHA: f64 = 0.10;
+/// Deceleration also: in a continuous two-piece line fitted to the whole window (bending where
+/// the tail starts), the slope after the bend is below this share of the overall slope.
+pub const HINGE_RATIO: f64 = 0.5;
 /// A plateau counts as bounded growth only if its level rose this many median absolute
 /// deviations (of the plateau) above the start.
 pub const PLATEAU_RISE_MADS: f64 = 5.0;
@@ -354,10 +357,12 @@ fn classify(d: &mut Detection, a: &Analysis, small: bool, cfg: &Config) {
     }
 
     let h = &a.head;
-    let decelerating = is_decelerating(h, t);
+    let slowed = a.after_bend < HINGE_RATIO * o.slope;
+    let decelerating = is_decelerating(h, t) || slowed;
     let detail = format!(
         "head slope {:.1} B/s [{:.1}, {:.1}], tail {:.1} B/s [{:.1}, {:.1}]: tail/head = {:.2} \
-         (decelerating when the CIs are disjoint and < {:.2})",
+         (decelerating when the CIs are disjoint and < {:.2}); two-piece line: {:.1} B/s after \
+         the bend = {:.2}x overall (decelerating when < {HINGE_RATIO})",
         h.slope,
         h.ci.0,
         h.ci.1,
@@ -369,7 +374,9 @@ fn classify(d: &mut Detection, a: &Analysis, small: bool, cfg: &Config) {
         } else {
             f64::INFINITY
         },
-        DECELERATION_RATIO
+        DECELERATION_RATIO,
+        a.after_bend,
+        a.after_bend / o.slope,
     );
     if !d.gate("deceleration", !decelerating, detail) {
         d.verdict = Verdict::DeceleratingGrowth;
@@ -384,6 +391,20 @@ fn classify(d: &mut Detection, a: &Analysis, small: bool, cfg: &Config) {
     );
     if !d.gate("consistency", positive >= MIN_POSITIVE_QUARTERS, detail) {
         d.verdict = Verdict::InconsistentGrowth;
+        return;
+    }
+
+    let linear = a.line_rss < a.step_rss;
+    let detail = format!(
+        "residual sum of squares: straight line {:.3e} {} one step {:.3e}",
+        a.line_rss,
+        if linear { "<" } else { ">=" },
+        a.step_rss
+    );
+    if !d.gate("shape", linear, detail) {
+        // A single jump between two levels explains the series at least as well as steady
+        // growth: a one-time allocation burst, not a leak.
+        d.verdict = Verdict::BoundedGrowth;
         return;
     }
 
@@ -512,6 +533,12 @@ struct Analysis {
     rise: f64,
     /// Median absolute deviation of the tail around its median: its noise.
     tail_mad: f64,
+    /// The slope after the start of the tail in a continuous two-piece line fitted to the whole
+    /// window.
+    after_bend: f64,
+    /// Residual sum of squares of the least-squares line, and of the best single mean shift.
+    line_rss: f64,
+    step_rss: f64,
 }
 
 impl Analysis {
@@ -542,6 +569,8 @@ impl Analysis {
             .collect();
         let rise = tail_median - start;
         let tail_mad = median(&deviations);
+        let after_bend = slope_after_bend(t, y, t[n - end_len]);
+        let (line_rss, step_rss) = line_and_step_rss(t, y);
         Self {
             overall,
             head,
@@ -551,8 +580,89 @@ impl Analysis {
             end_level,
             rise,
             tail_mad,
+            after_bend,
+            line_rss,
+            step_rss,
         }
     }
+}
+
+/// The residual sums of squares of the least-squares line through `(t, y)` and of the best
+/// two-level step (one mean before a change point, another after).
+fn line_and_step_rss(t: &[f64], y: &[f64]) -> (f64, f64) {
+    let n = t.len() as f64;
+    let (mt, my) = (t.iter().sum::<f64>() / n, y.iter().sum::<f64>() / n);
+    let (mut sxx, mut sxy, mut syy) = (0.0, 0.0, 0.0);
+    for (&ti, &yi) in t.iter().zip(y) {
+        sxx += (ti - mt) * (ti - mt);
+        sxy += (ti - mt) * (yi - my);
+        syy += (yi - my) * (yi - my);
+    }
+    let line = if sxx > 0.0 {
+        syy - sxy * sxy / sxx
+    } else {
+        syy
+    };
+    // Two means: RSS = syy - (gain of splitting), computed from prefix sums.
+    let total: f64 = y.iter().map(|v| v - my).sum();
+    let mut best = syy;
+    let mut left = 0.0;
+    for (k, v) in y.iter().enumerate().take(y.len().saturating_sub(1)) {
+        left += v - my;
+        let nl = (k + 1) as f64;
+        let nr = n - nl;
+        let right = total - left;
+        let rss = syy - left * left / nl - right * right / nr;
+        best = best.min(rss);
+    }
+    (line.max(0.0), best.max(0.0))
+}
+
+/// The slope after `knot` of the least-squares fit of `y = a + b t + c max(0, t - knot)`, a
+/// line that may bend at `knot` but not jump (`b + c`; 0 when the fit is degenerate). Unlike a
+/// line fitted to the tail alone, it is anchored by everything before the knot.
+fn slope_after_bend(t: &[f64], y: &[f64], knot: f64) -> f64 {
+    let n = t.len() as f64;
+    let mean_t = t.iter().sum::<f64>() / n;
+    // Design columns: 1, t - mean_t, max(0, t - knot).
+    let mut xtx = [[0.0; 3]; 3];
+    let mut xty = [0.0; 3];
+    for (&ti, &yi) in t.iter().zip(y) {
+        let x = [1.0, ti - mean_t, (ti - knot).max(0.0)];
+        for r in 0..3 {
+            for c in 0..3 {
+                xtx[r][c] += x[r] * x[c];
+            }
+            xty[r] += x[r] * yi;
+        }
+    }
+    let Some(inv) = invert3(&xtx) else {
+        return 0.0;
+    };
+    let coef = |r: usize| -> f64 { (0..3).map(|c| inv[r][c] * xty[c]).sum() };
+    coef(1) + coef(2)
+}
+
+/// The inverse of a symmetric 3x3 matrix, if it is not singular.
+fn invert3(m: &[[f64; 3]; 3]) -> Option<[[f64; 3]; 3]> {
+    let c =
+        |r0: usize, r1: usize, c0: usize, c1: usize| m[r0][c0] * m[r1][c1] - m[r0][c1] * m[r1][c0];
+    let cof = [
+        [c(1, 2, 1, 2), -c(1, 2, 0, 2), c(1, 2, 0, 1)],
+        [-c(0, 2, 1, 2), c(0, 2, 0, 2), -c(0, 2, 0, 1)],
+        [c(0, 1, 1, 2), -c(0, 1, 0, 2), c(0, 1, 0, 1)],
+    ];
+    let det = m[0][0] * cof[0][0] + m[0][1] * cof[0][1] + m[0][2] * cof[0][2];
+    if !det.is_finite() || det.abs() < f64::MIN_POSITIVE {
+        return None;
+    }
+    let mut inv = [[0.0; 3]; 3];
+    for r in 0..3 {
+        for col in 0..3 {
+            inv[r][col] = cof[col][r] / det;
+        }
+    }
+    Some(inv)
 }
 
 /// Theil-Sen slope, its 95% CI and the Mann-Kendall test of one (sub-)series.
@@ -1025,7 +1135,7 @@ mod tests {
         }
     }
 
-    const ALL_GATES: [&str; 9] = [
+    const ALL_GATES: [&str; 10] = [
         "eligibility",
         "not_freed",
         "points",
@@ -1035,6 +1145,7 @@ mod tests {
         "persistence",
         "deceleration",
         "consistency",
+        "shape",
     ];
 
     // ---- statistics ----
@@ -1457,6 +1568,80 @@ mod tests {
         assert_eq!(failed_gate(&d), "slope_ci");
         assert_eq!(d.rate_ci.0, 0.0);
         assert!(d.p_value < 0.01);
+    }
+
+    #[test]
+    fn two_piece_line_and_step_fits_are_exact_on_exact_data() {
+        let t: Vec<f64> = (0..100).map(f64::from).collect();
+        let bent: Vec<f64> = t
+            .iter()
+            .map(|&x| {
+                if x < 60.0 {
+                    2.0 * x
+                } else {
+                    120.0 + 0.5 * (x - 60.0)
+                }
+            })
+            .collect();
+        assert!((slope_after_bend(&t, &bent, 60.0) - 0.5).abs() < 1e-9);
+        let line: Vec<f64> = t.iter().map(|&x| 7.0 + 3.0 * x).collect();
+        assert!((slope_after_bend(&t, &line, 60.0) - 3.0).abs() < 1e-9);
+        let (line_rss, step_rss) = line_and_step_rss(&t, &line);
+        assert!(
+            line_rss < 1e-6 && step_rss > 1000.0,
+            "{line_rss} {step_rss}"
+        );
+        let step: Vec<f64> = t
+            .iter()
+            .map(|&x| if x < 70.0 { 5.0 } else { 9.0 })
+            .collect();
+        let (line_rss, step_rss) = line_and_step_rss(&t, &step);
+        assert!(step_rss < 1e-9 && line_rss > 10.0, "{line_rss} {step_rss}");
+        // Degenerate input: a knot after every point leaves the bend unidentified.
+        assert_eq!(slope_after_bend(&t[..3], &line[..3], 1000.0), 0.0);
+    }
+
+    #[test]
+    fn one_time_steps_fail_the_shape_gate_not_as_leaks() {
+        // The corpus's one-time steps and bursts (tuning seeds), 120 to 2,880 snapshots, every
+        // SNR: those that get past every other gate are stopped by the shape gate.
+        use crate::corpus::{pattern_index, Case, SeedSet};
+        let steps = ["one-time step mid-run", "one-time burst mid-run"].map(|name| {
+            pattern_index(name).unwrap_or_else(|| panic!("{name} is not in the corpus"))
+        });
+        let (mut leaks, mut by_shape) = (0, 0);
+        for case in Case::grid(&steps, &[120, 360, 720, 1440, 2880], &[0, 1, 2, 3, 4], 4) {
+            let d = detect(&case.trace(SeedSet::Tune).points(), &Config::default());
+            leaks += usize::from(d.verdict == Verdict::ContinuousLeak);
+            if failed_gate(&d) == "shape" {
+                by_shape += 1;
+                assert_eq!(d.verdict, Verdict::BoundedGrowth);
+            }
+        }
+        assert_eq!(leaks, 0, "of 180");
+        assert!(
+            by_shape >= 3,
+            "only {by_shape} of 180 reached the shape gate"
+        );
+    }
+
+    #[test]
+    fn a_leak_that_slows_to_a_crawl_is_decelerating() {
+        // 2 kB/s for 75% of the window, then 200 B/s: the tail still grows significantly, but
+        // the two-piece line's slope after the bend is far below the overall slope.
+        let sigma = 20_000.0;
+        let end = 0.75 * 720.0 * STEP;
+        for seed in 0..20 {
+            let mut rng = Rng(seed);
+            let d = detect(
+                &series(720, |t| {
+                    let grown = 2000.0 * t.min(end) + 200.0 * (t - end).max(0.0);
+                    BASE + grown + sigma * rng.normal()
+                }),
+                &Config::default(),
+            );
+            assert_ne!(d.verdict, Verdict::ContinuousLeak, "seed {seed}");
+        }
     }
 
     #[test]

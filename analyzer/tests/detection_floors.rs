@@ -115,21 +115,15 @@ fn at_120_snapshots_precision_is_at_least_0_95_and_recall_0_85_through_a_recordi
 }
 
 /// The share of its series a non-leak pattern may have flagged, from 120 snapshots on and at
-/// every SNR: `target` is the floor of the evaluation issue, `held` what CI holds today. They
-/// differ for six "grew, then stopped" patterns: under noise, their tail passes the
-/// persistence gate's p < 0.10 by chance in 2-6% of these series, and no setting of the
-/// detector's constants brings that to 1% without losing the recall floors
-/// (docs/detection.md, "Evaluation" and "Known limits").
+/// every SNR: `target` is the floor of the evaluation issue, `held` what CI holds. They differ
+/// for one pattern, the event-level cache of distinct keys: 4 of these 210 series (1.9%) are
+/// flagged, against 0.4% of the 1,800 on the tuning seeds and the rate in docs/detection.md on
+/// the reporting seeds ("Evaluation").
 fn ceiling(p: &Pattern) -> (f64, f64) {
     match p.name {
         // A single walk often rises steadily (docs/detection.md, "Known limits").
         "zero-drift random walk" => (0.10, 0.10),
-        "cache warm-up (saturating)"
-        | "one-time step mid-run"
-        | "leak stops mid-run"
-        | "cache of distinct keys"
-        | "one-time burst mid-run"
-        | "leak stops mid-run (events)" => (0.01, 0.08),
+        "cache of distinct keys" => (0.01, 0.025),
         _ => (0.01, 0.01),
     }
 }
@@ -173,7 +167,7 @@ fn non_leak_patterns_are_rarely_flagged() {
 }
 
 #[test]
-#[ignore = "target not met: 6 grew-then-stopped patterns are flagged 2-6% (docs/detection.md)"]
+#[ignore = "target not met on this sample: the cache of distinct keys, 1.9% of 210 (docs/detection.md)"]
 fn target_every_non_leak_pattern_is_flagged_at_most_1_percent() {
     let over = non_leaks_over(true);
     assert!(over.is_empty(), "flagged too often: {}", over.join("; "));
@@ -215,26 +209,21 @@ fn false_stacks_per_clean_run(runs: u64, stacks: usize, snapshots: usize) -> f64
 }
 
 #[test]
-fn clean_process_runs_have_few_false_stacks() {
-    // Held: at most 1.5 per clean run of 1,000 stacks x 360 snapshots (today about 0.6; the
-    // target, 0.1 per run of 2,000 x 720, is the ignored test below).
-    let per_run = false_stacks_per_clean_run(6, 1_000, 360);
-    assert!(per_run <= 1.5, "{per_run:.2} false stacks per clean run");
-    // Runs with three leaks: most are found, and they do not add false stacks.
+fn clean_process_runs_have_at_most_0_1_false_stacks() {
+    // 20 clean runs of 2,000 stacks x 720 snapshots, each written as a recording and read back.
+    let per_run = false_stacks_per_clean_run(20, 2_000, 720);
+    assert!(per_run <= 0.1, "{per_run:.2} false stacks per clean run");
+}
+
+#[test]
+fn leaks_in_process_runs_are_found_without_false_stacks() {
     let cfg = Config::default();
     let mut found = 0;
     for run in 0..2 {
         let seed = SEEDS.seed(&[0x6c65616b, run]);
         let score = corpus::score_process(&corpus::process_run(360, 1_000, 3, seed), &cfg).unwrap();
-        assert!(score.false_stacks[0] <= 3, "{score:?}");
+        assert!(score.false_stacks[0] <= 1, "{score:?}");
         found += score.found[0];
     }
     assert!(found >= 4, "{found} of 6 leaks found");
-}
-
-#[test]
-#[ignore = "target not met: 0.25-0.45 false stacks per clean run (docs/detection.md)"]
-fn target_clean_process_runs_have_at_most_0_1_false_stacks() {
-    let per_run = false_stacks_per_clean_run(20, 2_000, 720);
-    assert!(per_run <= 0.1, "{per_run:.2} false stacks per clean run");
 }
