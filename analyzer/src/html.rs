@@ -49,7 +49,8 @@ struct GateRow {
 
 struct Row {
     id: u32,
-    kind_mmap: bool,
+    /// The kind, shown as a tag, for anything but heap stacks.
+    kind_tag: Option<&'static str>,
     verdict: &'static str,
     verdict_label: &'static str,
     suspected: bool,
@@ -293,7 +294,7 @@ fn row(rec: &Recording, s: &StackReport, with_chart: bool) -> Row {
         .unwrap_or_default();
     Row {
         id: s.id,
-        kind_mmap: s.kind == leak_format::AllocKind::Mmap,
+        kind_tag: (s.kind != leak_format::AllocKind::Heap).then(|| s.kind.name()),
         verdict: output::verdict_id(s.verdict),
         verdict_label: output::verdict_name(s.verdict),
         suspected: d.suspected,

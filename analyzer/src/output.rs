@@ -130,10 +130,9 @@ pub fn text(rec: &Recording, a: &Analysis, top: usize) -> String {
             human_bytes(s.outstanding_bytes as f64),
             s.outstanding_count,
             s.id,
-            if s.kind == leak_format::AllocKind::Mmap {
-                " (mmap)"
-            } else {
-                ""
+            match s.kind {
+                leak_format::AllocKind::Heap => String::new(),
+                k => format!(" ({})", k.name()),
             },
             verdict_name(s.verdict),
             if d.suspected { " (suspected)" } else { "" },
@@ -232,6 +231,7 @@ struct JsonSummary {
 struct JsonStack<'a> {
     id: u32,
     kind: &'static str,
+    kernel: bool,
     verdict: Verdict,
     suspected: bool,
     strict_monotonic: bool,
@@ -255,10 +255,8 @@ fn json_stack(s: &StackReport) -> JsonStack<'_> {
     let d = &s.detection;
     JsonStack {
         id: s.id,
-        kind: match s.kind {
-            leak_format::AllocKind::Heap => "heap",
-            leak_format::AllocKind::Mmap => "mmap",
-        },
+        kind: s.kind.name(),
+        kernel: s.kind.is_kernel(),
         verdict: s.verdict,
         suspected: d.suspected,
         strict_monotonic: s.strict_monotonic,
@@ -297,6 +295,7 @@ pub fn json(rec: &Recording, a: &Analysis) -> String {
                 mode: match h.target.mode {
                     leak_format::TargetMode::Attach => "attach",
                     leak_format::TargetMode::Command => "command",
+                    leak_format::TargetMode::Kernel => "kernel",
                 },
                 pid: h.target.pid,
                 command_line: &h.target.command_line,
