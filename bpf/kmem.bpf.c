@@ -265,26 +265,36 @@ int BPF_PROG(mm_page_free, struct page *page, unsigned int order)
 	return on_free((__u64)page, KIND_KERNEL_PAGE);
 }
 
+/* One subprogram per prototype, so that each reads its arguments at constant offsets (inlined,
+ * the compiler merges the branches' loads into one at a computed offset, which the verifier
+ * refuses). */
+static __noinline int percpu_alloc_6_3(__u64 *ctx)
+{
+	/* 6.3+: (call_site, reserved, is_atomic, size, align, base_addr, off, ptr, bytes_alloc,
+	 * gfp_flags). */
+	return on_alloc(ctx, ctx[7], ctx[8], KIND_KERNEL_PERCPU);
+}
+
+static __noinline int percpu_alloc_6_0(__u64 *ctx)
+{
+	/* (reserved, is_atomic, size, align, base_addr, off, ptr, bytes_alloc, gfp_flags). */
+	return on_alloc(ctx, ctx[6], ctx[7], KIND_KERNEL_PERCPU);
+}
+
+static __noinline int percpu_alloc_old(__u64 *ctx)
+{
+	/* (reserved, is_atomic, size, align, base_addr, off, ptr): the requested size. */
+	return on_alloc(ctx, ctx[6], ctx[2], KIND_KERNEL_PERCPU);
+}
+
 SEC("tp_btf/percpu_alloc_percpu")
 int BPF_PROG(percpu_alloc_percpu)
 {
-	__u64 ptr, size;
-
-	if (bpf_core_field_exists(struct trace_event_raw_percpu_alloc_percpu, call_site)) {
-		/* 6.3+: (call_site, reserved, is_atomic, size, align, base_addr, off, ptr,
-		 * bytes_alloc, gfp_flags). */
-		ptr = ctx[7];
-		size = ctx[8];
-	} else if (bpf_core_field_exists(struct trace_event_raw_percpu_alloc_percpu, bytes_alloc)) {
-		/* (reserved, is_atomic, size, align, base_addr, off, ptr, bytes_alloc, gfp_flags). */
-		ptr = ctx[6];
-		size = ctx[7];
-	} else {
-		/* (reserved, is_atomic, size, align, base_addr, off, ptr). */
-		ptr = ctx[6];
-		size = ctx[2];
-	}
-	return on_alloc(ctx, ptr, size, KIND_KERNEL_PERCPU);
+	if (bpf_core_field_exists(struct trace_event_raw_percpu_alloc_percpu, call_site))
+		return percpu_alloc_6_3(ctx);
+	if (bpf_core_field_exists(struct trace_event_raw_percpu_alloc_percpu, bytes_alloc))
+		return percpu_alloc_6_0(ctx);
+	return percpu_alloc_old(ctx);
 }
 
 SEC("tp_btf/percpu_free_percpu")

@@ -231,7 +231,18 @@ fn facts(rec: &Recording) -> Vec<Fact> {
     let mut f = Vec::new();
     let mut add = |name, value: String| f.push(Fact { name, value });
     if let Some(h) = &rec.header {
-        add("PID", h.target.pid.to_string());
+        if h.target.mode == leak_format::TargetMode::Kernel {
+            let filters = h.target.command_line.join(" ");
+            add(
+                "traced",
+                match filters.is_empty() {
+                    true => "kernel allocations of every task".to_string(),
+                    false => format!("kernel allocations ({filters})"),
+                },
+            );
+        } else {
+            add("PID", h.target.pid.to_string());
+        }
         add("host", h.host.hostname.clone());
         add(
             "kernel",

@@ -78,11 +78,21 @@ pub fn verdict_id(v: Verdict) -> &'static str {
 pub fn text(rec: &Recording, a: &Analysis, top: usize) -> String {
     let mut out = String::new();
     if let Some(h) = &rec.header {
+        let what = if h.target.mode == leak_format::TargetMode::Kernel {
+            match h.target.command_line.is_empty() {
+                true => "Kernel recording (every task)".to_string(),
+                false => format!("Kernel recording ({})", h.target.command_line.join(" ")),
+            }
+        } else {
+            format!(
+                "Recording of PID {} ({})",
+                h.target.pid,
+                h.target.command_line.join(" ")
+            )
+        };
         let _ = writeln!(
             out,
-            "Recording of PID {} ({}) on {}: {} snapshots over {}, every {}",
-            h.target.pid,
-            h.target.command_line.join(" "),
+            "{what} on {}: {} snapshots over {}, every {}",
             h.host.hostname,
             rec.snapshots,
             human_duration(rec.duration),

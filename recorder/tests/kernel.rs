@@ -231,6 +231,17 @@ fn allocated_by<'a>(doc: &'a Value, function: &str) -> Vec<&'a Value> {
         .collect()
 }
 
+/// The page stacks of pipe writes (`pipe_write`, `anon_pipe_write` since 6.16).
+fn pipe_pages(doc: &Value) -> Vec<&Value> {
+    doc["stacks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["kind"] == "kernel_page")
+        .filter(|s| functions(s).iter().any(|f| f.ends_with("pipe_write")))
+        .collect()
+}
+
 fn count(stacks: &[&Value]) -> u64 {
     stacks
         .iter()
@@ -290,6 +301,15 @@ fn files_left_open_are_a_continuous_kernel_leak_named_offline() {
     assert_eq!(count(&pipe_files), 2 * ROUNDS);
     let socket = stack_through(&doc, "alloc_empty_file", "__sys_socket");
     assert_eq!(socket["outstanding_count"], ROUNDS);
+    // One byte left in each pipe holds one page (pipe_write), accounted as PAGE_SIZE << 0.
+    let page = h.host.page_size;
+    let pages = pipe_pages(&doc);
+    assert_eq!(count(&pages), ROUNDS, "{pages:#?}");
+    let page_bytes: u64 = pages
+        .iter()
+        .map(|s| s["outstanding_bytes"].as_u64().unwrap())
+        .sum();
+    assert_eq!(page_bytes, ROUNDS * page);
     // Names came from the recording alone: every frame of these stacks is named, innermost is
     // the slab allocator, and the bytes are whole objects of one size.
     for s in &files {
@@ -330,6 +350,9 @@ fn files_closed_again_leave_nothing_outstanding() {
             run.state.totals[&(id, AllocKind::KernelSlab)].alloc_count
         })
         .sum();
+    let pages = pipe_pages(&doc);
+    assert!(!pages.is_empty(), "the pipe pages were seen");
+    assert_eq!(count(&pages), 0, "{pages:#?}");
     assert_eq!(
         allocated,
         4 * ROUNDS,
@@ -360,6 +383,69 @@ fn comm_filter_keeps_the_named_task_only() {
     let open = stack_through(&doc, "alloc_empty_file", "do_filp_open");
     assert_eq!(open["outstanding_count"], 20);
     assert_eq!(count(&allocated_by(&doc, "alloc_empty_file")), 80);
+}
+
+#[test]
+fn percpu_allocations_are_traced_with_percpu() {
+    if !bpf_ready() {
+        return;
+    }
+    // Each new mount namespace copies every mount, and each mount has per-CPU counters
+    // (alloc_vfsmnt): 3 namespaces allocate a multiple of 3 of them, freed when they go.
+    let dir = tempfile::tempdir().unwrap();
+    let exe = dir.path().join("unshare_pcpu");
+    std::fs::copy("/usr/bin/unshare", &exe).unwrap();
+    let out = dir.path().join("pcpu.zst");
+    let mut rec = Command::new(RECORDER)
+        .args([
+            "--kernel",
+            "--percpu",
+            "--comm",
+            "unshare_pcpu",
+            "-i",
+            "200ms",
+            "-o",
+        ])
+        .arg(&out)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut r_err = BufReader::new(rec.stderr.take().unwrap());
+    let mut log = wait_for_line(
+        &mut r_err,
+        "recording kernel allocations",
+        Duration::from_secs(60),
+        "recorder",
+    );
+    for _ in 0..3 {
+        let status = Command::new(&exe).args(["-m", "true"]).status().unwrap();
+        assert!(status.success());
+    }
+    for _ in 0..3 {
+        log += &wait_for_line(&mut r_err, "snapshot", Duration::from_secs(10), "recorder");
+    }
+    stop(&mut rec);
+    r_err.read_to_string(&mut log).unwrap();
+    assert!(rec.wait().unwrap().success(), "{log}");
+    let (state, _) = RecordingState::read(Reader::open(&out).unwrap()).unwrap();
+    let probes = &state.header.as_ref().unwrap().probes;
+    assert!(probes.iter().any(|p| p.function == "percpu_alloc_percpu"));
+    let doc = analyze_masked(&out);
+    let mounts: Vec<&Value> = stacks_through(&doc, "alloc_vfsmnt")
+        .into_iter()
+        .filter(|s| s["kind"] == "kernel_percpu")
+        .collect();
+    let allocated: u64 = mounts
+        .iter()
+        .map(|s| {
+            let id = s["id"].as_u64().unwrap() as u32;
+            state.totals[&(id, AllocKind::KernelPercpu)].alloc_count
+        })
+        .sum();
+    assert!(
+        allocated >= 3 && allocated.is_multiple_of(3),
+        "{allocated}: {mounts:#?}"
+    );
 }
 
 #[test]
