@@ -23,6 +23,8 @@ const volatile __u32 target_tgid = 0; /* 0: every task */
 const volatile bool filter_comm = false;
 const volatile char target_comm[COMM_LEN] = {};
 const volatile __u64 page_size = 4096;
+const volatile __u64 min_size = 0;
+const volatile __u64 max_size = ~0ULL;
 
 /* Never used: they make the shared enums part of the BTF, hence of the Rust skeleton's types. */
 enum leak_counter btf_leak_counter;
@@ -142,7 +144,7 @@ static __always_inline int on_alloc(void *ctx, __u64 addr, __u64 size, __u32 kin
 	struct alloc_info *stale;
 	struct stack_stats *s;
 
-	if (!addr || !wanted())
+	if (!addr || size < min_size || size > max_size || !wanted())
 		return 0;
 	key.stack_id = current_stack_id(ctx);
 	s = bpf_map_lookup_elem(&stats, &key);

@@ -21,7 +21,7 @@ use crate::kallsyms::{self, Kallsyms};
 use crate::record::{describe, human_bytes, install_signal_handlers, scopeguard, STOP_SIGNAL};
 use crate::{output, procfs, target, UsageError};
 
-/// Records kernel allocations according to the command line.
+/// Records kernel allocations according to the command line (checked by `record::run`).
 pub fn run(cli: Cli) -> Result<()> {
     if let Some(pid) = cli.pid {
         if !procfs::is_alive(pid) {
@@ -36,9 +36,6 @@ pub fn run(cli: Cli) -> Result<()> {
                 "--comm '{comm}' must be 1 to 15 bytes (the kernel keeps 15 bytes of a task's name)"
             )));
         }
-    }
-    if cli.interval < Duration::from_millis(100) {
-        bail!(UsageError("--interval must be at least 100ms".into()));
     }
     let start_wall_ns = procfs::clock_ns(libc::CLOCK_REALTIME);
     let path = cli
@@ -64,6 +61,8 @@ pub fn run(cli: Cli) -> Result<()> {
         max_allocs: cli.max_allocs as u32,
         max_stacks: cli.max_stacks as u32,
         page_size: host.page_size.max(1),
+        min_size: cli.min_size.unwrap_or(0),
+        max_size: cli.max_size.unwrap_or(u64::MAX),
         groups,
     };
     let mut tracer = kmem::load(&mut storage, &opts)?;
@@ -108,8 +107,8 @@ pub fn run(cli: Cli) -> Result<()> {
             max_allocs: cli.max_allocs,
             max_stacks: cli.max_stacks,
             max_stack_depth: bpf::MAX_STACK_DEPTH as u32,
-            min_size: None,
-            max_size: None,
+            min_size: cli.min_size,
+            max_size: cli.max_size,
             mmap: false,
         },
         probes: tracer.probes().to_vec(),

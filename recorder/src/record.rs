@@ -57,10 +57,7 @@ const TERM_GRACE: Duration = Duration::from_secs(5);
 
 /// Records according to the command line.
 pub fn run(cli: Cli) -> Result<()> {
-    if cli.kernel {
-        return crate::kernel::run(cli);
-    }
-    if cli.pid.is_none() && cli.command.is_empty() {
+    if cli.pid.is_none() && cli.command.is_empty() && !cli.kernel {
         bail!(UsageError(
             "nothing to trace: give -p PID or a command after --; see --help".into()
         ));
@@ -74,6 +71,9 @@ pub fn run(cli: Cli) -> Result<()> {
     }
     if cli.interval < Duration::from_millis(100) {
         bail!(UsageError("--interval must be at least 100ms".into()));
+    }
+    if cli.kernel {
+        return crate::kernel::run(cli);
     }
     let start_wall_ns = procfs::clock_ns(libc::CLOCK_REALTIME);
     let path = cli

@@ -449,6 +449,32 @@ fn percpu_allocations_are_traced_with_percpu() {
 }
 
 #[test]
+fn size_filters_keep_only_the_sizes_asked_for() {
+    if !bpf_ready() {
+        return;
+    }
+    let exe = fixtures().join("fileleak");
+    let run = record_fixture(
+        &exe,
+        &["leak", "20", "10"],
+        &["--pid", "{pid}", "--min-size", "1K"],
+    );
+    let h = run.state.header.as_ref().unwrap();
+    assert_eq!(h.config.min_size, Some(1024));
+    // The pipe pages (4 KiB) are kept; struct file objects (a few hundred bytes) are not.
+    let pages = &run.state.totals;
+    assert!(
+        pages
+            .iter()
+            .any(|((_, k), t)| *k == AllocKind::KernelPage && t.outstanding_count() >= 20),
+        "{pages:?}"
+    );
+    for t in run.state.totals.values() {
+        assert!(t.alloc_bytes >= 1024 * t.alloc_count, "{t:?}");
+    }
+}
+
+#[test]
 fn tiny_maps_make_drop_counters_nonzero() {
     if !bpf_ready() {
         return;

@@ -53,6 +53,8 @@ pub struct LoadOptions {
     pub max_allocs: u32,
     pub max_stacks: u32,
     pub page_size: u64,
+    pub min_size: u64,
+    pub max_size: u64,
     pub groups: Vec<Group>,
 }
 
@@ -117,6 +119,8 @@ pub fn load<'obj>(
         .context("the kernel-mode BPF object has no .rodata")?;
     rodata.target_tgid = opts.tgid;
     rodata.page_size = opts.page_size;
+    rodata.min_size = opts.min_size;
+    rodata.max_size = opts.max_size;
     if let Some(comm) = &opts.comm {
         rodata.filter_comm = true;
         for (dst, src) in rodata.target_comm.iter_mut().zip(comm.bytes()) {
