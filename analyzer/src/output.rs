@@ -373,7 +373,13 @@ pub fn folded(a: &Analysis, weight: FoldedWeight) -> String {
                         .clone()
                         .unwrap_or_else(|| format!("{}+{:#x}", f.module, f.offset));
                     // `;` separates frames and the last space separates the weight.
-                    name.replace(';', ":").replace(['\n', '\r'], " ")
+                    let name = name.replace(';', ":").replace(['\n', '\r'], " ");
+                    // Kernel frames carry the suffix stackcollapse-perf --kernel gives them.
+                    if s.kind.is_kernel() {
+                        format!("{name}_[k]")
+                    } else {
+                        name
+                    }
                 })
                 .collect();
             if let Some(lost) = s.lost {
