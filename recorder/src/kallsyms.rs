@@ -10,8 +10,8 @@ use leak_format::KernelSymbol;
 #[derive(Debug, Default)]
 pub struct Kallsyms {
     entries: Vec<KernelSymbol>,
-    /// Indices of entries already handed out by [`Kallsyms::take_covering`].
-    sent: BTreeSet<usize>,
+    /// Addresses of the entries already handed out by [`Kallsyms::take_covering`].
+    sent: BTreeSet<u64>,
 }
 
 impl Kallsyms {
@@ -27,6 +27,15 @@ impl Kallsyms {
             );
         }
         Ok(k)
+    }
+
+    /// Re-reads `/proc/kallsyms` (after a kernel module was loaded), keeping track of what was
+    /// handed out already.
+    pub fn reload(&mut self) -> Result<()> {
+        let sent = std::mem::take(&mut self.sent);
+        *self = Kallsyms::load()?;
+        self.sent = sent;
+        Ok(())
     }
 
     /// Parses kallsyms text (`ADDR TYPE NAME [\tMODULE]` lines); zero addresses are dropped.
@@ -93,7 +102,7 @@ impl Kallsyms {
             let i = self.entries.partition_point(|e| e.addr <= addr);
             // Entry i - 1 covers addr (if any); entry i bounds it (if any).
             for j in [i.checked_sub(1), Some(i)].into_iter().flatten() {
-                if j < self.entries.len() && self.sent.insert(j) {
+                if j < self.entries.len() && self.sent.insert(self.entries[j].addr) {
                     new.insert(j);
                 }
             }
@@ -189,6 +198,12 @@ ffffffffc0a01000 t ext4_fill_super\t[ext4]
         let names: Vec<&str> = got.iter().map(|e| e.name.as_str()).collect();
         assert_eq!(names, ["alloc_empty_file", "alloc_file"]);
         assert!(k.take_covering([0xffffffff816bb3c0]).is_empty());
+        // Entries are remembered by address: a new table (after a module load) does not send
+        // them again.
+        let mut reloaded = Kallsyms::parse(TEXT);
+        reloaded.sent = std::mem::take(&mut k.sent);
+        assert!(reloaded.take_covering([0xffffffff816bb3bd]).is_empty());
+        k.sent = reloaded.sent;
         // Beyond the last entry: only the last entry (nothing bounds it).
         let last = k.take_covering([0xffffffffc0a01010]);
         assert_eq!(last.len(), 1);

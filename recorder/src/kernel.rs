@@ -44,6 +44,7 @@ pub fn run(cli: Cli) -> Result<()> {
         .unwrap_or_else(|| output::default_name(start_wall_ns / 1_000_000_000));
     let file = output::create(&path, cli.force)?;
     let created = scopeguard(path.clone());
+    let modules_text = module_names();
     let kallsyms = Kallsyms::load()?;
     let host = procfs::host_info();
 
@@ -144,6 +145,7 @@ pub fn run(cli: Cli) -> Result<()> {
         path,
         tracer,
         kallsyms,
+        modules_text,
         release,
         prev: HashMap::new(),
         alias: HashMap::new(),
@@ -165,6 +167,15 @@ pub fn run(cli: Cli) -> Result<()> {
     result
 }
 
+/// The names of the loaded kernel modules (`/proc/modules`, without the changing use counts).
+fn module_names() -> String {
+    let text = std::fs::read_to_string("/proc/modules").unwrap_or_default();
+    text.lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// The kind a BPF-side kind number stands for.
 fn alloc_kind(kind: u32) -> AllocKind {
     match kind {
@@ -180,6 +191,8 @@ struct KernelSession<'a, 'obj> {
     path: PathBuf,
     tracer: KmemTracer<'obj>,
     kallsyms: Kallsyms,
+    /// The loaded kernel modules when kallsyms was last read.
+    modules_text: String,
     release: String,
     /// Latest counters sent, by (recorded stack, kind).
     prev: HashMap<(u32, u32), RawStats>,
@@ -294,6 +307,14 @@ impl KernelSession<'_, '_> {
             .filter(|&id| id >= bpf::FIRST_STACK_ID)
             .collect();
         if !traced.is_empty() {
+            // Frames in a kernel module loaded since kallsyms was read need its symbols.
+            let modules = module_names();
+            if modules != self.modules_text {
+                if let Err(e) = self.kallsyms.reload() {
+                    eprintln!("leak-record: warning: {e:#}; new module frames may stay unnamed");
+                }
+                self.modules_text = modules;
+            }
             let mut traces: Vec<(u32, Vec<u64>)> =
                 self.tracer.stack_traces(&traced)?.into_iter().collect();
             traces.sort_unstable();
