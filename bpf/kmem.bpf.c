@@ -22,6 +22,8 @@
 const volatile __u32 target_tgid = 0; /* 0: every task */
 const volatile bool filter_comm = false;
 const volatile char target_comm[COMM_LEN] = {};
+const volatile bool filter_cache = false; /* only kmem_cache_alloc from target_cache */
+const volatile char target_cache[CACHE_NAME_LEN] = {};
 const volatile __u64 page_size = 4096;
 const volatile __u64 min_size = 0;
 const volatile __u64 max_size = ~0ULL;
@@ -135,6 +137,22 @@ static __always_inline __u32 current_stack_id(void *ctx)
 	return err ? STACK_LOST_TABLE_FULL : id;
 }
 
+/* Whether a slab cache is the one `--cache` asked for. */
+static __always_inline bool cache_wanted(struct kmem_cache *s)
+{
+	char name[CACHE_NAME_LEN];
+
+	if (bpf_probe_read_kernel_str(name, sizeof(name), BPF_CORE_READ(s, name)) < 0)
+		return false;
+	for (int i = 0; i < CACHE_NAME_LEN; i++) {
+		if (name[i] != target_cache[i])
+			return false;
+		if (!name[i])
+			break;
+	}
+	return true;
+}
+
 /* Records a new kernel allocation on the current stack. */
 static __always_inline int on_alloc(void *ctx, __u64 addr, __u64 size, __u32 kind)
 {
@@ -221,6 +239,9 @@ SEC("tp_btf/kmalloc")
 int BPF_PROG(kmalloc, unsigned long call_site, const void *ptr, size_t bytes_req,
 	     size_t bytes_alloc)
 {
+	/* The tracepoint does not say which kmalloc cache served it. */
+	if (filter_cache)
+		return 0;
 	/* Same positions since kmalloc and kmalloc_node were merged (6.1) and before. */
 	return on_alloc(ctx, (__u64)ptr, bytes_alloc, KIND_KERNEL_SLAB);
 }
@@ -240,9 +261,13 @@ int BPF_PROG(kmem_cache_alloc)
 		/* 6.1+: (call_site, ptr, struct kmem_cache *s, gfp_flags, node). */
 		struct kmem_cache *s = (void *)ctx[2];
 
+		if (filter_cache && !cache_wanted(s))
+			return 0;
 		size = BPF_CORE_READ(s, size);
 	} else {
-		/* Before: (call_site, ptr, bytes_req, bytes_alloc, gfp_flags[, node]). */
+		/* Before: (call_site, ptr, bytes_req, bytes_alloc, gfp_flags[, node]); no cache. */
+		if (filter_cache)
+			return 0;
 		size = ctx[3];
 	}
 	return on_alloc(ctx, ptr, size, KIND_KERNEL_SLAB);

@@ -104,5 +104,7 @@ struct kalloc_key {
 
 /* Length of a task's comm, NUL included (the `--comm` filter). */
 #define COMM_LEN 16
+/* Longest slab cache name kept by the `--cache` filter, NUL included. */
+#define CACHE_NAME_LEN 32
 
 #endif /* LEAK_H */

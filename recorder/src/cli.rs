@@ -51,6 +51,16 @@ pub struct Cli {
     #[arg(long, value_name = "NAME", requires = "kernel")]
     pub comm: Option<String>,
 
+    /// With --kernel: keep only objects of this slab cache (kmem_cache_alloc, e.g. filp,
+    /// dentry, sock_inode_cache; see /proc/slabinfo). kmalloc caches and pages are not traced.
+    #[arg(
+        long,
+        value_name = "NAME",
+        requires = "kernel",
+        conflicts_with = "percpu"
+    )]
+    pub cache: Option<String>,
+
     /// With --kernel: also trace per-CPU allocations (percpu_alloc_percpu).
     #[arg(long, requires = "kernel")]
     pub percpu: bool,
@@ -214,6 +224,7 @@ mod tests {
         assert_eq!((cli.min_size, cli.max_size), (None, None));
         assert!(!cli.mmap && !cli.quiet && !cli.force && !cli.bundle_symbols);
         assert!(!cli.kernel && !cli.percpu && !cli.no_pages && cli.comm.is_none());
+        assert!(cli.cache.is_none());
     }
 
     #[test]
@@ -226,6 +237,10 @@ mod tests {
         assert!(Cli::try_parse_from(["leak-record", "--comm", "x", "-p", "1"]).is_err());
         assert!(Cli::try_parse_from(["leak-record", "--kernel", "--", "prog"]).is_err());
         assert!(Cli::try_parse_from(["leak-record", "--kernel", "--mmap"]).is_err());
+        assert!(Cli::try_parse_from(["leak-record", "--cache", "filp", "-p", "1"]).is_err());
+        assert!(
+            Cli::try_parse_from(["leak-record", "--kernel", "--cache", "x", "--percpu"]).is_err()
+        );
     }
 
     #[test]

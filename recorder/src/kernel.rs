@@ -37,6 +37,13 @@ pub fn run(cli: Cli) -> Result<()> {
             )));
         }
     }
+    if let Some(cache) = &cli.cache {
+        if cache.is_empty() || cache.len() >= 32 {
+            bail!(UsageError(format!(
+                "--cache '{cache}' must be 1 to 31 bytes (a name from /proc/slabinfo)"
+            )));
+        }
+    }
     let start_wall_ns = procfs::clock_ns(libc::CLOCK_REALTIME);
     let path = cli
         .output
@@ -49,7 +56,7 @@ pub fn run(cli: Cli) -> Result<()> {
     let host = procfs::host_info();
 
     let mut groups = vec![Group::Slab];
-    if !cli.no_pages {
+    if !cli.no_pages && cli.cache.is_none() {
         groups.push(Group::Page);
     }
     if cli.percpu {
@@ -59,6 +66,7 @@ pub fn run(cli: Cli) -> Result<()> {
     let opts = kmem::LoadOptions {
         tgid: cli.pid.unwrap_or(0),
         comm: cli.comm.clone(),
+        cache: cli.cache.clone(),
         max_allocs: cli.max_allocs as u32,
         max_stacks: cli.max_stacks as u32,
         page_size: host.page_size.max(1),
@@ -90,6 +98,9 @@ pub fn run(cli: Cli) -> Result<()> {
     }
     if let Some(comm) = &cli.comm {
         filters.extend(["--comm".to_string(), comm.clone()]);
+    }
+    if let Some(cache) = &cli.cache {
+        filters.extend(["--cache".to_string(), cache.clone()]);
     }
     let release = host.kernel_release.clone();
     let header = Header {

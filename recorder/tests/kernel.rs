@@ -449,6 +449,34 @@ fn percpu_allocations_are_traced_with_percpu() {
 }
 
 #[test]
+fn cache_filter_keeps_one_slab_cache() {
+    if !bpf_ready() {
+        return;
+    }
+    let exe = fixtures().join("fileleak");
+    let run = record_fixture(
+        &exe,
+        &["leak", "20", "10"],
+        &["--pid", "{pid}", "--cache", "filp"],
+    );
+    assert!(
+        run.state
+            .totals
+            .keys()
+            .all(|(_, k)| *k == AllocKind::KernelSlab),
+        "no pages with --cache"
+    );
+    let doc = analyze_masked(&run.out);
+    // struct file objects only: every stack is alloc_empty_file's, 4 per round.
+    let stacks = doc["stacks"].as_array().unwrap();
+    assert!(!stacks.is_empty());
+    for s in stacks {
+        assert_eq!(functions(s).get(1), Some(&"alloc_empty_file"), "{s:#}");
+    }
+    assert_eq!(count(&stacks.iter().collect::<Vec<_>>()), 80);
+}
+
+#[test]
 fn size_filters_keep_only_the_sizes_asked_for() {
     if !bpf_ready() {
         return;
@@ -534,9 +562,14 @@ fn a_missing_tracepoint_disables_its_probe_not_the_run() {
 
 #[test]
 fn bad_kernel_mode_input_is_a_one_line_error_with_status_2() {
-    let cases: [&[&str]; 3] = [
+    let cases: [&[&str]; 4] = [
         &["--kernel", "--pid", "999999999"],
         &["--kernel", "--comm", "a-name-longer-than-15"],
+        &[
+            "--kernel",
+            "--cache",
+            "a-slab-cache-name-longer-than-31-bytes",
+        ],
         &["--percpu", "-p", "1"],
     ];
     for args in cases {

@@ -50,6 +50,8 @@ pub struct LoadOptions {
     pub tgid: u32,
     /// Keep only allocations made by tasks with this comm.
     pub comm: Option<String>,
+    /// Keep only objects of this slab cache.
+    pub cache: Option<String>,
     pub max_allocs: u32,
     pub max_stacks: u32,
     pub page_size: u64,
@@ -121,6 +123,12 @@ pub fn load<'obj>(
     rodata.page_size = opts.page_size;
     rodata.min_size = opts.min_size;
     rodata.max_size = opts.max_size;
+    if let Some(cache) = &opts.cache {
+        rodata.filter_cache = true;
+        for (dst, src) in rodata.target_cache.iter_mut().zip(cache.bytes()) {
+            *dst = src as _;
+        }
+    }
     if let Some(comm) = &opts.comm {
         rodata.filter_comm = true;
         for (dst, src) in rodata.target_comm.iter_mut().zip(comm.bytes()) {
