@@ -1,4 +1,5 @@
-//! Compiles `bpf/leak.bpf.c` into a libbpf-rs skeleton in OUT_DIR (Linux only).
+//! Compiles `bpf/leak.bpf.c` (user mode) and `bpf/kmem.bpf.c` (kernel mode) into libbpf-rs
+//! skeletons in OUT_DIR (Linux only).
 fn main() {
     println!("cargo:rerun-if-changed=bpf");
     #[cfg(target_os = "linux")]
@@ -16,21 +17,23 @@ mod linux {
         }
         let arch = std::env::var("CARGO_CFG_TARGET_ARCH").expect("cargo sets the target arch");
         let vmlinux = format!("bpf/vmlinux/{arch}");
-        if let Err(e) = libbpf_cargo::SkeletonBuilder::new()
-            .source("bpf/leak.bpf.c")
-            .clang_args([
-                "-I",
-                vmlinux.as_str(),
-                "-I",
-                "bpf",
-                "-Wall",
-                "-Werror",
-                "-mcpu=v3",
-            ])
-            .build_and_generate(out.join("leak.skel.rs"))
-        {
-            // The whole chain says what is missing (usually clang); cargo shows it.
-            panic!("building the BPF program failed (is clang installed?): {e:#}");
+        for name in ["leak", "kmem"] {
+            if let Err(e) = libbpf_cargo::SkeletonBuilder::new()
+                .source(format!("bpf/{name}.bpf.c"))
+                .clang_args([
+                    "-I",
+                    vmlinux.as_str(),
+                    "-I",
+                    "bpf",
+                    "-Wall",
+                    "-Werror",
+                    "-mcpu=v3",
+                ])
+                .build_and_generate(out.join(format!("{name}.skel.rs")))
+            {
+                // The whole chain says what is missing (usually clang); cargo shows it.
+                panic!("building bpf/{name}.bpf.c failed (is clang installed?): {e:#}");
+            }
         }
     }
 }

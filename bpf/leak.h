@@ -31,6 +31,11 @@ enum leak_counter {
 enum alloc_kind {
 	KIND_HEAP = 0,
 	KIND_MMAP = 1,
+	/* Kernel mode (bpf/kmem.bpf.c). */
+	KIND_KERNEL_SLAB = 2,	/* kmalloc, kmem_cache_alloc */
+	KIND_KERNEL_PAGE = 3,	/* mm_page_alloc: PAGE_SIZE << order bytes */
+	KIND_KERNEL_PERCPU = 4, /* percpu_alloc_percpu */
+	NR_KINDS = 5,
 };
 
 /* Placeholder stack ids: allocations whose stack is unknown are still counted, here. */
@@ -86,5 +91,20 @@ struct pending_call {
 	__u32 type;    /* enum call_type */
 	__u32 depth;   /* traced allocator calls open on this thread */
 };
+
+/*
+ * Kernel mode (bpf/kmem.bpf.c). Slab objects, struct page pointers and per-CPU pointers live in
+ * different address spaces: a live kernel allocation is keyed by address and kind.
+ */
+struct kalloc_key {
+	__u64 addr;
+	__u32 kind; /* enum alloc_kind */
+	__u32 pad;
+};
+
+/* Length of a task's comm, NUL included (the `--comm` filter). */
+#define COMM_LEN 16
+/* Longest slab cache name kept by the `--cache` filter, NUL included. */
+#define CACHE_NAME_LEN 32
 
 #endif /* LEAK_H */

@@ -67,16 +67,27 @@ pub struct Analysis {
 /// Analyses every stack of a recording.
 pub fn analyze(rec: &Recording, resolver: &Resolver, s: &Settings) -> Analysis {
     let keys: Vec<(u32, AllocKind)> = rec.series.keys().copied().collect();
+    let frames_of = |id: &u32| {
+        rec.stacks
+            .get(id)
+            .map_or(&[][..], |st| st.frames.as_slice())
+    };
+    // Kernel stacks are named from the recording's kernel symbols, user stacks from modules.
     let frames: Vec<&[leak_format::Frame]> = keys
         .iter()
-        .map(|(id, _)| {
-            rec.stacks
-                .get(id)
-                .map_or(&[][..], |st| st.frames.as_slice())
+        .map(|(id, kind)| {
+            if kind.is_kernel() {
+                &[][..]
+            } else {
+                frames_of(id)
+            }
         })
         .collect();
     let mut symbolized = resolver.symbolize(&frames);
-    for (i, (id, _)) in keys.iter().enumerate() {
+    for (i, (id, kind)) in keys.iter().enumerate() {
+        if kind.is_kernel() {
+            symbolized[i] = resolver.symbolize_kernel(frames_of(id));
+        }
         if let Some(pre) = rec.presymbolized.get(id) {
             symbolized[i] = pre.clone();
         }

@@ -49,7 +49,8 @@ struct GateRow {
 
 struct Row {
     id: u32,
-    kind_mmap: bool,
+    /// The kind, shown as a tag, for anything but heap stacks.
+    kind_tag: Option<&'static str>,
     verdict: &'static str,
     verdict_label: &'static str,
     suspected: bool,
@@ -230,7 +231,18 @@ fn facts(rec: &Recording) -> Vec<Fact> {
     let mut f = Vec::new();
     let mut add = |name, value: String| f.push(Fact { name, value });
     if let Some(h) = &rec.header {
-        add("PID", h.target.pid.to_string());
+        if h.target.mode == leak_format::TargetMode::Kernel {
+            let filters = h.target.command_line.join(" ");
+            add(
+                "traced",
+                match filters.is_empty() {
+                    true => "kernel allocations of every task".to_string(),
+                    false => format!("kernel allocations ({filters})"),
+                },
+            );
+        } else {
+            add("PID", h.target.pid.to_string());
+        }
         add("host", h.host.hostname.clone());
         add(
             "kernel",
@@ -293,7 +305,7 @@ fn row(rec: &Recording, s: &StackReport, with_chart: bool) -> Row {
         .unwrap_or_default();
     Row {
         id: s.id,
-        kind_mmap: s.kind == leak_format::AllocKind::Mmap,
+        kind_tag: (s.kind != leak_format::AllocKind::Heap).then(|| s.kind.name()),
         verdict: output::verdict_id(s.verdict),
         verdict_label: output::verdict_name(s.verdict),
         suspected: d.suspected,

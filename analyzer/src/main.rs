@@ -185,7 +185,8 @@ fn load(path: &Path, cli: &Cli) -> Result<(series::Recording, Analysis)> {
             sysroot: cli.sysroot.clone(),
             debug_dirs: cli.debug_dir.clone(),
         },
-    );
+    )
+    .with_kernel_symbols(&rec.kernel_symbols);
     let settings = Settings {
         detector: cli.detector,
         detect: detect::Config {

@@ -78,11 +78,21 @@ pub fn verdict_id(v: Verdict) -> &'static str {
 pub fn text(rec: &Recording, a: &Analysis, top: usize) -> String {
     let mut out = String::new();
     if let Some(h) = &rec.header {
+        let what = if h.target.mode == leak_format::TargetMode::Kernel {
+            match h.target.command_line.is_empty() {
+                true => "Kernel recording (every task)".to_string(),
+                false => format!("Kernel recording ({})", h.target.command_line.join(" ")),
+            }
+        } else {
+            format!(
+                "Recording of PID {} ({})",
+                h.target.pid,
+                h.target.command_line.join(" ")
+            )
+        };
         let _ = writeln!(
             out,
-            "Recording of PID {} ({}) on {}: {} snapshots over {}, every {}",
-            h.target.pid,
-            h.target.command_line.join(" "),
+            "{what} on {}: {} snapshots over {}, every {}",
             h.host.hostname,
             rec.snapshots,
             human_duration(rec.duration),
@@ -130,10 +140,9 @@ pub fn text(rec: &Recording, a: &Analysis, top: usize) -> String {
             human_bytes(s.outstanding_bytes as f64),
             s.outstanding_count,
             s.id,
-            if s.kind == leak_format::AllocKind::Mmap {
-                " (mmap)"
-            } else {
-                ""
+            match s.kind {
+                leak_format::AllocKind::Heap => String::new(),
+                k => format!(" ({})", k.name()),
             },
             verdict_name(s.verdict),
             if d.suspected { " (suspected)" } else { "" },
@@ -232,6 +241,7 @@ struct JsonSummary {
 struct JsonStack<'a> {
     id: u32,
     kind: &'static str,
+    kernel: bool,
     verdict: Verdict,
     suspected: bool,
     strict_monotonic: bool,
@@ -255,10 +265,8 @@ fn json_stack(s: &StackReport) -> JsonStack<'_> {
     let d = &s.detection;
     JsonStack {
         id: s.id,
-        kind: match s.kind {
-            leak_format::AllocKind::Heap => "heap",
-            leak_format::AllocKind::Mmap => "mmap",
-        },
+        kind: s.kind.name(),
+        kernel: s.kind.is_kernel(),
         verdict: s.verdict,
         suspected: d.suspected,
         strict_monotonic: s.strict_monotonic,
@@ -297,6 +305,7 @@ pub fn json(rec: &Recording, a: &Analysis) -> String {
                 mode: match h.target.mode {
                     leak_format::TargetMode::Attach => "attach",
                     leak_format::TargetMode::Command => "command",
+                    leak_format::TargetMode::Kernel => "kernel",
                 },
                 pid: h.target.pid,
                 command_line: &h.target.command_line,
@@ -364,7 +373,13 @@ pub fn folded(a: &Analysis, weight: FoldedWeight) -> String {
                         .clone()
                         .unwrap_or_else(|| format!("{}+{:#x}", f.module, f.offset));
                     // `;` separates frames and the last space separates the weight.
-                    name.replace(';', ":").replace(['\n', '\r'], " ")
+                    let name = name.replace(';', ":").replace(['\n', '\r'], " ");
+                    // Kernel frames carry the suffix stackcollapse-perf --kernel gives them.
+                    if s.kind.is_kernel() {
+                        format!("{name}_[k]")
+                    } else {
+                        name
+                    }
                 })
                 .collect();
             if let Some(lost) = s.lost {

@@ -223,6 +223,10 @@ pub struct Recording {
     /// Every memory mapping the recording saw (for debug-only files, whose file offsets are
     /// not usable).
     pub maps: Vec<leak_format::MapEntry>,
+    /// Kernel symbols saved by a kernel-mode recording, by address.
+    pub kernel_symbols: BTreeMap<u64, leak_format::KernelSymbol>,
+    /// The kernel release they belong to.
+    pub kernel_release: Option<String>,
     /// Frames that come symbolized with the input (memleak text logs), by stack id.
     pub presymbolized: BTreeMap<u32, Vec<crate::symbolize::SymFrame>>,
 }
@@ -272,7 +276,8 @@ pub fn read<R: Read>(mut reader: Reader<R>, cap: usize) -> Result<Recording, Err
                             filled_to: k,
                             ..Series::new()
                         });
-                    if st.kind == AllocKind::Heap {
+                    // Kernel mode records no heap: its outstanding kernel memory is the level.
+                    if st.kind != AllocKind::Mmap {
                         heap_outstanding += st.outstanding_bytes() as i128
                             - if series.seen > 0 {
                                 series.last.outstanding_bytes() as i128
@@ -318,6 +323,12 @@ pub fn read<R: Read>(mut reader: Reader<R>, cap: usize) -> Result<Recording, Err
                 }
             }
             Record::End(e) => rec.end = Some(e),
+            Record::Kernel(k) => {
+                rec.kernel_release = Some(k.release);
+                for sym in k.symbols {
+                    rec.kernel_symbols.insert(sym.addr, sym);
+                }
+            }
         }
     }
     rec.skipped_records = reader.skipped_unknown();

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use blazesym::symbolize::source::{Elf, Source};
 use blazesym::symbolize::{Input, Symbolized, Symbolizer};
-use leak_format::{BundleContent, BundledSymbol, Frame, Module};
+use leak_format::{BundleContent, BundledSymbol, Frame, KernelSymbol, Module};
 use serde::Serialize;
 
 /// Where to look for binaries and debug files.
@@ -64,6 +64,8 @@ pub struct Resolver {
     sources: HashMap<u32, ModuleSource>,
     modules: BTreeMap<u32, Module>,
     maps: Vec<leak_format::MapEntry>,
+    /// Kernel symbols saved by a kernel-mode recording, by address.
+    kernel: BTreeMap<u64, KernelSymbol>,
     /// What could not be used, and why (one line each).
     pub warnings: Vec<String>,
     _scratch: Option<tempfile::TempDir>,
@@ -130,6 +132,7 @@ impl Resolver {
             sources: HashMap::new(),
             modules: modules.clone(),
             maps: maps.to_vec(),
+            kernel: BTreeMap::new(),
             warnings: Vec::new(),
             _scratch: None,
         };
@@ -235,6 +238,47 @@ impl Resolver {
                 None => ModuleSource::Elf(path.to_path_buf()),
             }),
         }
+    }
+
+    /// Uses the kernel symbols saved in a kernel-mode recording for kernel stacks. The live
+    /// kernel (`/proc/kallsyms`, `/boot`) is never read: the recording is all there is, and it
+    /// is exact for the recorded addresses (each was saved with the symbol after it).
+    pub fn with_kernel_symbols(mut self, symbols: &BTreeMap<u64, KernelSymbol>) -> Self {
+        self.kernel = symbols.clone();
+        self
+    }
+
+    /// Symbolizes a kernel stack (frames are kernel addresses, `module` unused). Every frame is
+    /// a return address, looked up at `address - 1` so that a call at a function's very end
+    /// names the caller.
+    pub fn symbolize_kernel(&self, frames: &[Frame]) -> Vec<SymFrame> {
+        frames
+            .iter()
+            .map(|f| {
+                let sym = self.kernel_symbol(f.addr.saturating_sub(1));
+                SymFrame {
+                    function: sym.map(|s| s.name.clone()),
+                    file: None,
+                    line: None,
+                    module: match sym.and_then(|s| s.module.as_deref()) {
+                        Some(m) => format!("[{m}]"),
+                        None => "[kernel]".to_string(),
+                    },
+                    offset: f.addr,
+                    inlined: false,
+                }
+            })
+            .collect()
+    }
+
+    /// The saved symbol covering `addr`: the entry at or below it, if the next saved entry
+    /// (which the recorder saved with it) starts above it.
+    fn kernel_symbol(&self, addr: u64) -> Option<&KernelSymbol> {
+        let (_, sym) = self.kernel.range(..=addr).next_back()?;
+        let (_, next) = self.kernel.range(addr + 1..).next()?;
+        // The recorder saved, for every recorded address, its covering entry and the entry
+        // after it, so for those addresses this pair is the kallsyms pair: exact.
+        (addr < next.addr).then_some(sym)
     }
 
     /// Modules for which no usable file was found.
@@ -428,4 +472,47 @@ fn demangle(name: &str) -> String {
         }
     }
     name.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sym(addr: u64, name: &str, module: Option<&str>) -> (u64, KernelSymbol) {
+        let s = KernelSymbol {
+            addr,
+            name: name.into(),
+            module: module.map(str::to_string),
+        };
+        (addr, s)
+    }
+
+    #[test]
+    fn kernel_frames_are_named_from_the_saved_pairs_only() {
+        let saved: BTreeMap<u64, KernelSymbol> = [
+            sym(0x1000, "alloc_empty_file", None),
+            sym(0x1100, "alloc_file", None),
+            sym(0x9000, "ext4_fill_super", Some("ext4")),
+        ]
+        .into_iter()
+        .collect();
+        let r = Resolver::new(&BTreeMap::new(), &BTreeMap::new(), &[], &Options::default())
+            .with_kernel_symbols(&saved);
+        let frame = |addr| Frame {
+            addr,
+            module: None,
+            offset: 0,
+        };
+        let got = r.symbolize_kernel(&[frame(0x1011), frame(0x1100), frame(0x9010)]);
+        // 0x1100 is a return address: its call is in alloc_empty_file.
+        let names: Vec<Option<&str>> = got.iter().map(|f| f.function.as_deref()).collect();
+        assert_eq!(
+            names,
+            [Some("alloc_empty_file"), Some("alloc_empty_file"), None]
+        );
+        assert_eq!(got[0].module, "[kernel]");
+        assert_eq!(got[0].offset, 0x1011);
+        // Nothing bounds the last entry: no name rather than a guess.
+        assert_eq!(got[2].module, "[kernel]");
+    }
 }

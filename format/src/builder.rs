@@ -1,8 +1,8 @@
 //! A small builder for recordings in tests: stacks by name, counters per snapshot, valid bytes out.
 use crate::{
-    AllocKind, BundleChunk, BundleContent, End, EndReason, Frame, Header, HostInfo, Losses, Module,
-    Probe, ProbeSide, ProcMemory, Record, RecordConfig, Snapshot, SnapshotCost, Stack, StackStats,
-    Target, TargetMode, Writer,
+    AllocKind, BundleChunk, BundleContent, End, EndReason, Frame, Header, HostInfo, KernelSymbol,
+    KernelSymbols, Losses, Module, Probe, ProbeSide, ProcMemory, Record, RecordConfig, Snapshot,
+    SnapshotCost, Stack, StackStats, Target, TargetMode, Writer,
 };
 
 /// Builds a recording in memory.
@@ -100,6 +100,40 @@ impl RecordingBuilder {
             truncated: false,
             lost: None,
         });
+        self
+    }
+
+    /// Declares a kernel stack of kernel addresses (emitted with the next snapshot).
+    pub fn kernel_stack(&mut self, id: u32, addrs: &[u64]) -> &mut Self {
+        self.pending_stacks.push(Stack {
+            id,
+            frames: addrs
+                .iter()
+                .map(|&addr| Frame {
+                    addr,
+                    module: None,
+                    offset: 0,
+                })
+                .collect(),
+            truncated: false,
+            lost: None,
+        });
+        self
+    }
+
+    /// Appends a kernel-symbols record (kernel mode).
+    pub fn kernel_symbols(&mut self, release: &str, symbols: &[(u64, &str)]) -> &mut Self {
+        self.records.push(Record::Kernel(KernelSymbols {
+            release: release.into(),
+            symbols: symbols
+                .iter()
+                .map(|&(addr, name)| KernelSymbol {
+                    addr,
+                    name: name.into(),
+                    module: None,
+                })
+                .collect(),
+        }));
         self
     }
 

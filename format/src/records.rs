@@ -14,6 +14,10 @@ pub enum Record {
     Bundle(BundleChunk),
     /// The last record of a recording that ended cleanly.
     End(End),
+    /// Kernel mode (format 1.1): the kernel symbols covering the addresses of the kernel stacks
+    /// recorded so far that earlier `Kernel` records did not cover. Written before the snapshot
+    /// that first references them.
+    Kernel(KernelSymbols),
 }
 
 /// Facts about the recording as a whole.
@@ -62,6 +66,9 @@ pub enum TargetMode {
     Attach,
     /// `-- CMD ARGS`: started by the recorder, held before exec until probes were attached.
     Command,
+    /// `--kernel` (format 1.1): kernel allocations through the kmem tracepoints. `pid` is the
+    /// `--pid` filter (0: every task), `command_line` the recorder's filters, `exe` `[kernel]`.
+    Kernel,
 }
 
 /// The traced process.
@@ -126,6 +133,35 @@ pub enum AllocKind {
     Heap,
     /// Anonymous mmap made outside any allocator call (`--mmap`).
     Mmap,
+    /// Kernel slab objects: `kmalloc` and `kmem_cache_alloc` (format 1.1). Bytes are what the
+    /// allocator reserved (`bytes_alloc`, the cache's object size).
+    KernelSlab,
+    /// Kernel pages from the page allocator (`mm_page_alloc`), `PAGE_SIZE << order` bytes each.
+    KernelPage,
+    /// Kernel per-CPU allocations (`percpu_alloc_percpu`, with `--percpu`).
+    KernelPercpu,
+}
+
+impl AllocKind {
+    /// True for kinds whose stacks are kernel stacks (frames are kernel addresses, resolved
+    /// through [`Record::Kernel`] symbols, never through modules).
+    pub fn is_kernel(self) -> bool {
+        matches!(
+            self,
+            AllocKind::KernelSlab | AllocKind::KernelPage | AllocKind::KernelPercpu
+        )
+    }
+
+    /// Short lowercase name, as used in reports and JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            AllocKind::Heap => "heap",
+            AllocKind::Mmap => "mmap",
+            AllocKind::KernelSlab => "kernel_slab",
+            AllocKind::KernelPage => "kernel_page",
+            AllocKind::KernelPercpu => "kernel_percpu",
+        }
+    }
 }
 
 /// The state at one point in time. Only stacks whose counters changed since the previous snapshot
@@ -365,6 +401,28 @@ pub fn encode_symbol_table(symbols: &[BundledSymbol]) -> Vec<u8> {
 /// Decodes the reassembled bytes of a [`BundleContent::SymbolTable`] bundle.
 pub fn decode_symbol_table(bytes: &[u8]) -> Result<Vec<BundledSymbol>, postcard::Error> {
     postcard::from_bytes(bytes)
+}
+
+/// Kernel symbols needed to name the frames of kernel stacks offline (`--kernel`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KernelSymbols {
+    /// `uname -r` of the kernel the addresses belong to.
+    pub release: String,
+    /// kallsyms entries, sorted by address: for every recorded kernel frame, the entry at or
+    /// below its lookup address and the entry after that (which bounds it). An address at or
+    /// past the last entry of a run has no symbol.
+    pub symbols: Vec<KernelSymbol>,
+}
+
+/// One line of `/proc/kallsyms` (read as root: addresses are real).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KernelSymbol {
+    /// Start address.
+    pub addr: u64,
+    /// Symbol name, e.g. `alloc_empty_file`.
+    pub name: String,
+    /// The kernel module it belongs to (`ext4`), None for the kernel image.
+    pub module: Option<String>,
 }
 
 /// Why the recording ended.

@@ -35,6 +35,10 @@ pub struct RecordingState {
     pub end: Option<End>,
     /// Bundled module bytes received, by module id.
     pub bundled_bytes: BTreeMap<u32, u64>,
+    /// Kernel symbols received (kernel mode), by address.
+    pub kernel_symbols: BTreeMap<u64, crate::KernelSymbol>,
+    /// The kernel release the kernel symbols belong to.
+    pub kernel_release: Option<String>,
 }
 
 impl RecordingState {
@@ -47,6 +51,12 @@ impl RecordingState {
                 *self.bundled_bytes.entry(module).or_default() += data.len() as u64;
             }
             Record::End(e) => self.end = Some(e),
+            Record::Kernel(k) => {
+                self.kernel_release = Some(k.release);
+                for sym in k.symbols {
+                    self.kernel_symbols.insert(sym.addr, sym);
+                }
+            }
         }
     }
 

@@ -136,6 +136,42 @@ fn unknown_record_kinds_are_skipped_and_counted() {
 }
 
 #[test]
+fn kernel_mode_records_round_trip() {
+    let mut b = RecordingBuilder::new();
+    b.header_mut().target.mode = TargetMode::Kernel;
+    b.kernel_symbols("6.18.0", &[])
+        .kernel_symbols("6.18.0", &[(0x1000, "alloc_empty_file"), (0x1100, "next")])
+        .kernel_stack(16, &[0x1011]);
+    b.snapshot_with(
+        vec![StackStats {
+            stack: 16,
+            kind: AllocKind::KernelSlab,
+            alloc_bytes: 256 * 3,
+            alloc_count: 3,
+            free_bytes: 256,
+            free_count: 1,
+        }],
+        Losses::default(),
+    )
+    .end(EndReason::Duration);
+    let bytes = b.to_bytes();
+    // Minor version 1: kernel mode exists.
+    assert_eq!(&bytes[16..20], &[1, 0, 1, 0]);
+    let mut reader = Reader::new(&bytes[..]).unwrap();
+    let records: Vec<Record> = (&mut reader).map(|r| r.unwrap()).collect();
+    assert_eq!(reader.skipped_unknown(), 0, "tag 4 is a known record kind");
+    assert!(matches!(&records[2], Record::Kernel(k) if k.symbols.len() == 2));
+    let (state, tail) = RecordingState::read(Reader::new(&bytes[..]).unwrap()).unwrap();
+    assert!(tail.is_none());
+    assert_eq!(state.kernel_release.as_deref(), Some("6.18.0"));
+    assert_eq!(state.kernel_symbols[&0x1000].name, "alloc_empty_file");
+    let t = state.totals[&(16, AllocKind::KernelSlab)];
+    assert_eq!((t.outstanding_bytes(), t.outstanding_count()), (512, 2));
+    assert!(AllocKind::KernelSlab.is_kernel() && !AllocKind::Heap.is_kernel());
+    assert_eq!(AllocKind::KernelPage.name(), "kernel_page");
+}
+
+#[test]
 fn plain_zstd_tools_can_decompress_a_recording() {
     // The preamble is a skippable frame, so `zstd -dc` sees only postcard payloads.
     let bytes = demo().to_bytes();

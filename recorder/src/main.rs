@@ -9,6 +9,10 @@ mod cli;
 #[cfg(target_os = "linux")]
 mod discover;
 #[cfg(target_os = "linux")]
+mod kallsyms;
+#[cfg(target_os = "linux")]
+mod kernel;
+#[cfg(target_os = "linux")]
 mod modules;
 #[cfg(target_os = "linux")]
 mod output;

@@ -22,7 +22,7 @@ use crate::target::{self, HeldChild};
 use crate::{output, procfs, UsageError};
 
 /// The signal that asked us to stop, 0 if none.
-static STOP_SIGNAL: AtomicI32 = AtomicI32::new(0);
+pub(crate) static STOP_SIGNAL: AtomicI32 = AtomicI32::new(0);
 
 extern "C" fn on_stop_signal(sig: libc::c_int) {
     STOP_SIGNAL.store(sig, Ordering::SeqCst);
@@ -30,7 +30,7 @@ extern "C" fn on_stop_signal(sig: libc::c_int) {
 
 extern "C" fn on_child_signal(_: libc::c_int) {}
 
-fn install_signal_handlers() {
+pub(crate) fn install_signal_handlers() {
     let handlers: [(libc::c_int, extern "C" fn(libc::c_int)); 4] = [
         (libc::SIGINT, on_stop_signal),
         (libc::SIGTERM, on_stop_signal),
@@ -57,7 +57,7 @@ const TERM_GRACE: Duration = Duration::from_secs(5);
 
 /// Records according to the command line.
 pub fn run(cli: Cli) -> Result<()> {
-    if cli.pid.is_none() && cli.command.is_empty() {
+    if cli.pid.is_none() && cli.command.is_empty() && !cli.kernel {
         bail!(UsageError(
             "nothing to trace: give -p PID or a command after --; see --help".into()
         ));
@@ -71,6 +71,9 @@ pub fn run(cli: Cli) -> Result<()> {
     }
     if cli.interval < Duration::from_millis(100) {
         bail!(UsageError("--interval must be at least 100ms".into()));
+    }
+    if cli.kernel {
+        return crate::kernel::run(cli);
     }
     let start_wall_ns = procfs::clock_ns(libc::CLOCK_REALTIME);
     let path = cli
@@ -131,7 +134,7 @@ fn setup_and_record(
     let objs = match (&cli.obj, mode) {
         (Some(obj), _) => discover::single_object(obj, Some(pid), prefix)?,
         (None, TargetMode::Attach) => discover::objects_of_process(pid, prefix)?,
-        (None, TargetMode::Command) => discover::objects_of_command(exe.as_ref(), prefix)?,
+        (None, _) => discover::objects_of_command(exe.as_ref(), prefix)?,
     };
     if let Some(first) = objs.first() {
         if first.elf.is_go && cli.obj.is_none() {
@@ -259,12 +262,12 @@ fn report_probes(tracer: &Tracer<'_>, quiet: bool) {
 }
 
 /// Removes the output file unless defused (setup failed before anything was recorded).
-struct Created(Option<PathBuf>);
-fn scopeguard(p: PathBuf) -> Created {
+pub(crate) struct Created(Option<PathBuf>);
+pub(crate) fn scopeguard(p: PathBuf) -> Created {
     Created(Some(p))
 }
 impl Created {
-    fn defuse(mut self) {
+    pub(crate) fn defuse(mut self) {
         self.0 = None;
     }
 }
@@ -619,7 +622,7 @@ impl Session<'_, '_> {
     }
 }
 
-fn describe(reason: &EndReason) -> String {
+pub(crate) fn describe(reason: &EndReason) -> String {
     match reason {
         EndReason::Duration => "duration elapsed".into(),
         EndReason::Signal(s) => format!("signal {s}"),

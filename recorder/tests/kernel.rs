@@ -1,0 +1,585 @@
+//! End-to-end tests of `leak-record --kernel`: the real kmem tracepoint programs record the
+//! kernel allocations of a real fixture process (fixtures/src/fileleak.c, filtered by --pid or
+//! --comm, so system noise cannot change the numbers), and the recording is analyzed with the
+//! live kernel symbols made unreadable, so every kernel function name comes from the recording.
+//! Root and BPF required; outside CI they skip with a printed reason, in CI a skip is a failure.
+#![allow(clippy::unwrap_used)] // a test that cannot unwrap has failed
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use leak_format::{AllocKind, Reader, RecordingState, TargetMode};
+use serde_json::Value;
+
+const RECORDER: &str = env!("CARGO_BIN_EXE_leak-record");
+/// Set in the child that analyzes a recording inside a mount namespace (see `analyze_masked`).
+const ANALYZE_ENV: &str = "LEAK_TEST_ANALYZE";
+
+/// True when BPF tests can run; false (after saying why) when they may be skipped.
+fn bpf_ready() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let reason = if !root {
+        Some("not root")
+    } else if !Path::new("/sys/kernel/btf/vmlinux").exists() {
+        Some("the kernel has no BTF (/sys/kernel/btf/vmlinux)")
+    } else {
+        None
+    };
+    match reason {
+        None => true,
+        Some(why) if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") => {
+            panic!("BPF test cannot run in CI: {why}; CI must run these tests as root")
+        }
+        Some(why) => {
+            eprintln!("skipping BPF test: {why}");
+            false
+        }
+    }
+}
+
+/// The fixture binaries, built once per test run.
+fn fixtures() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("fixtures-kernel");
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let status = Command::new("bash")
+            .arg(root.join("fixtures/build.sh"))
+            .arg(&out)
+            .stdout(Stdio::null())
+            .status()
+            .expect("run fixtures/build.sh");
+        assert!(status.success(), "fixtures/build.sh failed");
+        out
+    })
+}
+
+/// Reads lines from `r` until one contains `needle`, or panics after `limit`.
+fn wait_for_line(r: &mut impl BufRead, needle: &str, limit: Duration, what: &str) -> String {
+    let start = Instant::now();
+    let mut seen = String::new();
+    loop {
+        let mut line = String::new();
+        let n = r.read_line(&mut line).unwrap_or(0);
+        if n == 0 || start.elapsed() > limit {
+            panic!("{what}: no line containing {needle:?}; got:\n{seen}");
+        }
+        seen.push_str(&line);
+        if line.contains(needle) {
+            return seen;
+        }
+    }
+}
+
+/// A kernel-mode recording of one fixture run.
+struct Run {
+    dir: tempfile::TempDir,
+    out: PathBuf,
+    state: RecordingState,
+    stderr: String,
+}
+
+/// Runs `exe --wait-start --wait-end ARGS` and records it with `leak-record --kernel EXTRA`
+/// (`{pid}` in EXTRA is replaced by the fixture's PID) from before the work starts until after
+/// it is done, while every descriptor is still open; then lets the fixture exit.
+fn record_fixture(exe: &Path, args: &[&str], extra: &[&str]) -> Run {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("kernel.zst");
+    let mut target = Command::new(exe)
+        .arg("--wait-start")
+        .arg("--wait-end")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut t_out = BufReader::new(target.stdout.take().unwrap());
+    wait_for_line(&mut t_out, "ready", Duration::from_secs(10), "fixture");
+    let pid = target.id().to_string();
+    let extra: Vec<String> = extra.iter().map(|a| a.replace("{pid}", &pid)).collect();
+    let mut rec = Command::new(RECORDER)
+        .args(["--kernel", "-i", "100ms", "-o"])
+        .arg(&out)
+        .args(&extra)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut r_err = BufReader::new(rec.stderr.take().unwrap());
+    let mut log = wait_for_line(
+        &mut r_err,
+        "recording kernel allocations",
+        Duration::from_secs(60),
+        "recorder",
+    );
+    let mut t_in = target.stdin.take().unwrap();
+    t_in.write_all(b"go\n").unwrap();
+    wait_for_line(&mut t_out, "done", Duration::from_secs(60), "fixture");
+    // Two more snapshots while everything is still open, then stop the recorder.
+    for _ in 0..2 {
+        log += &wait_for_line(&mut r_err, "snapshot", Duration::from_secs(10), "recorder");
+    }
+    stop(&mut rec);
+    r_err.read_to_string(&mut log).unwrap();
+    let status = rec.wait().unwrap();
+    drop(t_in);
+    assert!(target.wait().unwrap().success());
+    assert!(status.success(), "leak-record --kernel failed:\n{log}");
+    let reader = Reader::open(&out).expect("recording has a valid preamble");
+    let (state, tail) = RecordingState::read(reader).expect("recording reads");
+    assert!(tail.is_none(), "recording tail: {tail:?}");
+    assert!(state.end.is_some(), "no end record:\n{log}");
+    Run {
+        dir,
+        out,
+        state,
+        stderr: log,
+    }
+}
+
+fn stop(child: &mut Child) {
+    // SAFETY: kill has no memory-safety preconditions; the PID is our own live child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+}
+
+/// Analyzes `recording` in a child process whose mount namespace hides the live kernel
+/// symbols (/proc/kallsyms bind-mounted over by /dev/null): the child is this test binary
+/// running `analyze_in_child`, under `unshare -m`. Returns the JSON findings.
+fn analyze_masked(recording: &Path) -> Value {
+    let json = recording.with_extension("json");
+    let me = std::env::current_exe().unwrap();
+    let script = "mount --bind /dev/null /proc/kallsyms && test ! -s /proc/kallsyms && exec \"$@\"";
+    let output = Command::new("unshare")
+        .args(["-m", "sh", "-c", script, "sh"])
+        .arg(&me)
+        .args(["--exact", "analyze_in_child", "--ignored", "--nocapture"])
+        .env(
+            ANALYZE_ENV,
+            format!("{}\n{}", recording.display(), json.display()),
+        )
+        .output()
+        .expect("run unshare (util-linux)");
+    assert!(
+        output.status.success(),
+        "masked analysis failed:\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap()
+}
+
+/// The analysis half of `analyze_masked` (run only as its child).
+#[test]
+#[ignore = "run by analyze_masked inside a mount namespace"]
+fn analyze_in_child() {
+    let spec = std::env::var(ANALYZE_ENV).expect("run by analyze_masked");
+    let (input, output) = spec.split_once('\n').unwrap();
+    assert_eq!(
+        std::fs::metadata("/proc/kallsyms").unwrap().len(),
+        0,
+        "live kallsyms must be hidden"
+    );
+    assert!(std::fs::read_to_string("/proc/kallsyms")
+        .unwrap()
+        .is_empty());
+    let rec = leak_report::input::read(Path::new(input), leak_report::series::DEFAULT_CAP).unwrap();
+    let resolver = leak_report::symbolize::Resolver::new(
+        &rec.modules,
+        &rec.bundles,
+        &rec.maps,
+        &leak_report::symbolize::Options::default(),
+    )
+    .with_kernel_symbols(&rec.kernel_symbols);
+    let settings = leak_report::analysis::Settings {
+        detector: leak_report::analysis::Detector::Robust,
+        detect: leak_report::detect::Config::default(),
+        memory_limit: None,
+    };
+    let analysis = leak_report::analysis::analyze(&rec, &resolver, &settings);
+    std::fs::write(output, leak_report::output::json(&rec, &analysis)).unwrap();
+}
+
+fn functions(stack: &Value) -> Vec<&str> {
+    stack["frames"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|f| f["function"].as_str())
+        .collect()
+}
+
+/// The JSON stacks whose frames include `function`.
+fn stacks_through<'a>(doc: &'a Value, function: &str) -> Vec<&'a Value> {
+    doc["stacks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| functions(s).contains(&function))
+        .collect()
+}
+
+/// The stacks of objects `function` allocated itself (it calls the allocator, frame 0): the
+/// struct file objects of alloc_empty_file, not what it has allocated for it (LSM blobs).
+fn allocated_by<'a>(doc: &'a Value, function: &str) -> Vec<&'a Value> {
+    doc["stacks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| functions(s).get(1) == Some(&function))
+        .collect()
+}
+
+/// The page stacks of pipe writes (`pipe_write`, `anon_pipe_write` since 6.16).
+fn pipe_pages(doc: &Value) -> Vec<&Value> {
+    doc["stacks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["kind"] == "kernel_page")
+        .filter(|s| functions(s).iter().any(|f| f.ends_with("pipe_write")))
+        .collect()
+}
+
+fn count(stacks: &[&Value]) -> u64 {
+    stacks
+        .iter()
+        .map(|s| s["outstanding_count"].as_u64().unwrap())
+        .sum()
+}
+
+/// The stack (exactly one) of objects `caller` allocated itself when called through `via`,
+/// e.g. the struct file objects of alloc_empty_file on the openat path.
+fn stack_through<'a>(doc: &'a Value, caller: &str, via: &str) -> &'a Value {
+    let found: Vec<&Value> = allocated_by(doc, caller)
+        .into_iter()
+        .filter(|s| functions(s).contains(&via))
+        .collect();
+    assert_eq!(found.len(), 1, "stacks of {caller} via {via}: {found:#?}");
+    found[0]
+}
+
+const ROUNDS: u64 = 60;
+
+#[test]
+fn files_left_open_are_a_continuous_kernel_leak_named_offline() {
+    if !bpf_ready() {
+        return;
+    }
+    let exe = fixtures().join("fileleak");
+    let n = ROUNDS.to_string();
+    let run = record_fixture(&exe, &["leak", &n, "50"], &["--pid", "{pid}"]);
+    let h = run.state.header.as_ref().unwrap();
+    assert_eq!(h.target.mode, TargetMode::Kernel);
+    assert!(h.probes.iter().any(|p| p.function == "kmem_cache_alloc"));
+    assert_eq!(
+        run.state.kernel_release.as_deref(),
+        Some(h.host.kernel_release.as_str())
+    );
+    assert!(!run.state.kernel_symbols.is_empty());
+    // Every kernel counter is on a kernel kind; nothing user-mode was recorded.
+    assert!(run.state.totals.keys().all(|(_, k)| k.is_kernel()));
+
+    let doc = analyze_masked(&run.out);
+    assert_eq!(doc["recording"]["target"]["mode"], "kernel");
+    // Each round leaves 4 struct file objects (openat 1, pipe 2, socket 1): exactly 4 N are
+    // outstanding through alloc_empty_file, and nothing else of the process reaches it.
+    let files = allocated_by(&doc, "alloc_empty_file");
+    assert_eq!(count(&files), 4 * ROUNDS, "{files:#?}");
+    let open = stack_through(&doc, "alloc_empty_file", "do_filp_open");
+    assert_eq!(open["outstanding_count"], ROUNDS);
+    assert_eq!(open["kind"], "kernel_slab");
+    assert_eq!(open["kernel"], true);
+    assert_eq!(open["verdict"], "continuous_leak", "{open:#}");
+    let pipes = stacks_through(&doc, "create_pipe_files");
+    let pipe_files: Vec<&Value> = pipes
+        .iter()
+        .copied()
+        .filter(|s| functions(s).get(1) == Some(&"alloc_empty_file"))
+        .collect();
+    assert_eq!(count(&pipe_files), 2 * ROUNDS);
+    let socket = stack_through(&doc, "alloc_empty_file", "__sys_socket");
+    assert_eq!(socket["outstanding_count"], ROUNDS);
+    // One byte left in each pipe holds one page (pipe_write), accounted as PAGE_SIZE << 0.
+    let page = h.host.page_size;
+    let pages = pipe_pages(&doc);
+    assert_eq!(count(&pages), ROUNDS, "{pages:#?}");
+    let page_bytes: u64 = pages
+        .iter()
+        .map(|s| s["outstanding_bytes"].as_u64().unwrap())
+        .sum();
+    assert_eq!(page_bytes, ROUNDS * page);
+    // Names came from the recording alone: every frame of these stacks is named, innermost is
+    // the slab allocator, and the bytes are whole objects of one size.
+    for s in &files {
+        assert_eq!(s["kernel"], true);
+        let frames = s["frames"].as_array().unwrap();
+        assert!(frames.iter().all(|f| f["function"].is_string()), "{s:#}");
+        assert!(
+            frames[0]["function"]
+                .as_str()
+                .unwrap()
+                .starts_with("kmem_cache_alloc"),
+            "{s:#}"
+        );
+        let (bytes, count) = (
+            s["outstanding_bytes"].as_u64().unwrap(),
+            s["outstanding_count"].as_u64().unwrap(),
+        );
+        assert_eq!(bytes % count, 0, "{s:#}");
+    }
+    drop(run.dir);
+}
+
+#[test]
+fn files_closed_again_leave_nothing_outstanding() {
+    if !bpf_ready() {
+        return;
+    }
+    let exe = fixtures().join("fileleak");
+    let n = ROUNDS.to_string();
+    let run = record_fixture(&exe, &["close", &n, "50"], &["--pid", "{pid}"]);
+    let doc = analyze_masked(&run.out);
+    let files = allocated_by(&doc, "alloc_empty_file");
+    assert_eq!(count(&files), 0, "{files:#?}");
+    let allocated: u64 = files
+        .iter()
+        .map(|s| {
+            let id = s["id"].as_u64().unwrap() as u32;
+            run.state.totals[&(id, AllocKind::KernelSlab)].alloc_count
+        })
+        .sum();
+    let pages = pipe_pages(&doc);
+    assert!(!pages.is_empty(), "the pipe pages were seen");
+    assert_eq!(count(&pages), 0, "{pages:#?}");
+    assert_eq!(
+        allocated,
+        4 * ROUNDS,
+        "every struct file was seen, and freed; {:?}\n{}",
+        run.state.losses,
+        run.stderr
+    );
+    let leaks: Vec<&Value> = doc["stacks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["verdict"] == "continuous_leak")
+        .collect();
+    assert!(leaks.is_empty(), "{leaks:#?}\n{}", run.stderr);
+}
+
+#[test]
+fn comm_filter_keeps_the_named_task_only() {
+    if !bpf_ready() {
+        return;
+    }
+    // A private copy with a name no other test process has.
+    let dir = tempfile::tempdir().unwrap();
+    let exe = dir.path().join("fileleak_comm");
+    std::fs::copy(fixtures().join("fileleak"), &exe).unwrap();
+    let run = record_fixture(&exe, &["leak", "20", "20"], &["--comm", "fileleak_comm"]);
+    let doc = analyze_masked(&run.out);
+    let open = stack_through(&doc, "alloc_empty_file", "do_filp_open");
+    assert_eq!(open["outstanding_count"], 20);
+    assert_eq!(count(&allocated_by(&doc, "alloc_empty_file")), 80);
+}
+
+#[test]
+fn percpu_allocations_are_traced_with_percpu() {
+    if !bpf_ready() {
+        return;
+    }
+    // Each new mount namespace copies every mount, and each mount has per-CPU counters
+    // (alloc_vfsmnt): 3 namespaces allocate a multiple of 3 of them, freed when they go.
+    let dir = tempfile::tempdir().unwrap();
+    let exe = dir.path().join("unshare_pcpu");
+    std::fs::copy("/usr/bin/unshare", &exe).unwrap();
+    let out = dir.path().join("pcpu.zst");
+    let mut rec = Command::new(RECORDER)
+        .args([
+            "--kernel",
+            "--percpu",
+            "--comm",
+            "unshare_pcpu",
+            "-i",
+            "200ms",
+            "-o",
+        ])
+        .arg(&out)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut r_err = BufReader::new(rec.stderr.take().unwrap());
+    let mut log = wait_for_line(
+        &mut r_err,
+        "recording kernel allocations",
+        Duration::from_secs(60),
+        "recorder",
+    );
+    for _ in 0..3 {
+        let status = Command::new(&exe).args(["-m", "true"]).status().unwrap();
+        assert!(status.success());
+    }
+    for _ in 0..3 {
+        log += &wait_for_line(&mut r_err, "snapshot", Duration::from_secs(10), "recorder");
+    }
+    stop(&mut rec);
+    r_err.read_to_string(&mut log).unwrap();
+    assert!(rec.wait().unwrap().success(), "{log}");
+    let (state, _) = RecordingState::read(Reader::open(&out).unwrap()).unwrap();
+    let probes = &state.header.as_ref().unwrap().probes;
+    assert!(probes.iter().any(|p| p.function == "percpu_alloc_percpu"));
+    let doc = analyze_masked(&out);
+    let mounts: Vec<&Value> = stacks_through(&doc, "alloc_vfsmnt")
+        .into_iter()
+        .filter(|s| s["kind"] == "kernel_percpu")
+        .collect();
+    let allocated: u64 = mounts
+        .iter()
+        .map(|s| {
+            let id = s["id"].as_u64().unwrap() as u32;
+            state.totals[&(id, AllocKind::KernelPercpu)].alloc_count
+        })
+        .sum();
+    assert!(
+        allocated >= 3 && allocated.is_multiple_of(3),
+        "{allocated}: {mounts:#?}"
+    );
+}
+
+#[test]
+fn cache_filter_keeps_one_slab_cache() {
+    if !bpf_ready() {
+        return;
+    }
+    let exe = fixtures().join("fileleak");
+    let run = record_fixture(
+        &exe,
+        &["leak", "20", "10"],
+        &["--pid", "{pid}", "--cache", "filp"],
+    );
+    assert!(
+        run.state
+            .totals
+            .keys()
+            .all(|(_, k)| *k == AllocKind::KernelSlab),
+        "no pages with --cache"
+    );
+    let doc = analyze_masked(&run.out);
+    // struct file objects only: every stack is alloc_empty_file's, 4 per round.
+    let stacks = doc["stacks"].as_array().unwrap();
+    assert!(!stacks.is_empty());
+    for s in stacks {
+        assert_eq!(functions(s).get(1), Some(&"alloc_empty_file"), "{s:#}");
+    }
+    assert_eq!(count(&stacks.iter().collect::<Vec<_>>()), 80);
+}
+
+#[test]
+fn size_filters_keep_only_the_sizes_asked_for() {
+    if !bpf_ready() {
+        return;
+    }
+    let exe = fixtures().join("fileleak");
+    let run = record_fixture(
+        &exe,
+        &["leak", "20", "10"],
+        &["--pid", "{pid}", "--min-size", "1K"],
+    );
+    let h = run.state.header.as_ref().unwrap();
+    assert_eq!(h.config.min_size, Some(1024));
+    // The pipe pages (4 KiB) are kept; struct file objects (a few hundred bytes) are not.
+    let pages = &run.state.totals;
+    assert!(
+        pages
+            .iter()
+            .any(|((_, k), t)| *k == AllocKind::KernelPage && t.outstanding_count() >= 20),
+        "{pages:?}"
+    );
+    for t in run.state.totals.values() {
+        assert!(t.alloc_bytes >= 1024 * t.alloc_count, "{t:?}");
+    }
+}
+
+#[test]
+fn tiny_maps_make_drop_counters_nonzero() {
+    if !bpf_ready() {
+        return;
+    }
+    let exe = fixtures().join("fileleak");
+    let run = record_fixture(
+        &exe,
+        &["leak", "20", "10"],
+        &["--pid", "{pid}", "--max-allocs", "16", "--max-stacks", "4"],
+    );
+    let l = run.state.losses;
+    assert!(l.allocs_full > 0, "{l:?}");
+    assert!(l.allocs_full_bytes > 0, "{l:?}");
+    assert!(l.stack_table_full > 0, "{l:?}");
+    assert!(l.total_drops() > 0);
+    assert!(run.stderr.contains("drops"), "{}", run.stderr);
+}
+
+#[test]
+fn a_missing_tracepoint_disables_its_probe_not_the_run() {
+    if !bpf_ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("k.zst");
+    let output = Command::new(RECORDER)
+        .args(["--kernel", "-d", "1s", "-i", "500ms", "-o"])
+        .arg(&out)
+        .env("LEAK_RECORD_HIDE_TRACEPOINTS", "mm_page_alloc,kmalloc")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("this kernel has no mm_page_alloc tracepoint: its probe is disabled"),
+        "{stderr}"
+    );
+    let (state, _) = RecordingState::read(Reader::open(&out).unwrap()).unwrap();
+    let probes: Vec<&str> = state
+        .header
+        .as_ref()
+        .unwrap()
+        .probes
+        .iter()
+        .map(|p| p.function.as_str())
+        .collect();
+    assert_eq!(
+        probes,
+        [
+            "kfree",
+            "kmem_cache_free",
+            "kmem_cache_alloc",
+            "mm_page_free"
+        ]
+    );
+}
+
+#[test]
+fn bad_kernel_mode_input_is_a_one_line_error_with_status_2() {
+    let cases: [&[&str]; 4] = [
+        &["--kernel", "--pid", "999999999"],
+        &["--kernel", "--comm", "a-name-longer-than-15"],
+        &[
+            "--kernel",
+            "--cache",
+            "a-slab-cache-name-longer-than-31-bytes",
+        ],
+        &["--percpu", "-p", "1"],
+    ];
+    for args in cases {
+        let output = Command::new(RECORDER)
+            .args(args)
+            .args(["-o", "/nonexistent-dir/x.zst"])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+}
