@@ -2,7 +2,7 @@
 //! duration ends, a signal arrives or the target exits; always a final snapshot and an end record.
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
-use std::io::Read;
+use std::io::{Read, Seek, SeekFrom};
 use std::mem::MaybeUninit;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicI32, Ordering};
@@ -412,7 +412,12 @@ impl Session<'_, '_> {
     fn write(&mut self, record: &Record) -> Result<()> {
         let good = self.writer.bytes_written();
         if let Err(e) = self.writer.write(record) {
-            let _ = self.writer.get_ref().set_len(good);
+            // Cut the partial frame off and write the next record (the end record) where it
+            // began: the file position moved past `good`, and writing there would leave a
+            // hole of zeros that the reader sees as a damaged tail.
+            let mut file = self.writer.get_ref();
+            let _ = file.set_len(good);
+            let _ = file.seek(SeekFrom::Start(good));
             bail!(
                 "cannot write to {}: {e}; the recording up to the previous snapshot is kept",
                 self.path.display()
