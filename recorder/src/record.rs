@@ -19,7 +19,7 @@ use crate::cli::Cli;
 use crate::discover::{self, Overrides};
 use crate::modules::ModuleTable;
 use crate::target::{self, HeldChild};
-use crate::{output, procfs, UsageError};
+use crate::{output, privileges, procfs, UsageError};
 
 /// The signal that asked us to stop, 0 if none.
 static STOP_SIGNAL: AtomicI32 = AtomicI32::new(0);
@@ -72,6 +72,7 @@ pub fn run(cli: Cli) -> Result<()> {
     if cli.interval < Duration::from_millis(100) {
         bail!(UsageError("--interval must be at least 100ms".into()));
     }
+    privileges::check(cli.pid)?;
     let start_wall_ns = procfs::clock_ns(libc::CLOCK_REALTIME);
     let path = cli
         .output
@@ -86,8 +87,13 @@ pub fn run(cli: Cli) -> Result<()> {
                     "no process with PID {pid}; check the PID (e.g. with pidof or ps)"
                 )));
             }
-            let exe = procfs::exe(pid).with_context(|| {
-                format!("cannot read /proc/{pid}/exe (needs root or CAP_SYS_PTRACE)")
+            let exe = procfs::exe(pid).map_err(|e| {
+                let msg = format!("cannot read /proc/{pid}/exe: {e}");
+                if e.kind() == std::io::ErrorKind::PermissionDenied {
+                    UsageError(format!("{msg}; {}", privileges::NEEDED)).into()
+                } else {
+                    anyhow::Error::from(e).context(msg)
+                }
             })?;
             let argv = procfs::cmdline(pid).unwrap_or_default();
             (TargetMode::Attach, pid, None, exe, argv)
@@ -158,8 +164,20 @@ fn setup_and_record(
         min_size: cli.min_size.unwrap_or(0),
         max_size: cli.max_size.unwrap_or(u64::MAX),
     };
-    let mut tracer = bpf::load(&mut storage, &load)?;
-    tracer.attach(pid, &plan)?;
+    let denied = |e: anyhow::Error| {
+        if privileges::is_permission_denied(&e) {
+            UsageError(format!(
+                "the kernel refused to load the BPF program or attach uprobes to PID {pid} \
+                 (permission denied): {}",
+                privileges::NEEDED
+            ))
+            .into()
+        } else {
+            e
+        }
+    };
+    let mut tracer = bpf::load(&mut storage, &load).map_err(denied)?;
+    tracer.attach(pid, &plan).map_err(denied)?;
     report_probes(&tracer, cli.quiet);
 
     let header = Header {

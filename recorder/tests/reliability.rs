@@ -601,3 +601,110 @@ fn hundreds_of_short_lived_threads_lose_nothing() {
     assert_eq!(l.total_drops(), 0, "{l:?}");
     assert_eq!(l.abandoned_calls, 0, "{l:?}");
 }
+
+// ---- Least privilege ------------------------------------------------------------------
+
+/// leak-record run as user nobody (65534) holding exactly `caps` (setpriv syntax, e.g.
+/// "+bpf,+perfmon"), writing into a directory nobody owns.
+fn as_nobody(caps: &str, out: &Path, args: &[&str]) -> Command {
+    let set = if caps.is_empty() {
+        "-all".to_string()
+    } else {
+        format!("-all,{caps}")
+    };
+    let mut c = Command::new("setpriv");
+    c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(format!("--inh-caps={set}"))
+        .arg(format!("--ambient-caps={set}"))
+        .arg(format!("--bounding-set={set}"))
+        .arg("--")
+        .arg(RECORDER)
+        .args(["-i", "100ms", "-o"])
+        .arg(out)
+        .args(args);
+    c
+}
+
+#[test]
+fn a_non_root_recorder_needs_exactly_the_documented_capabilities() {
+    if !bpf_ready() {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    std::os::unix::fs::chown(dir.path(), Some(65534), Some(65534)).unwrap();
+    let out = dir.path().join("run.zst");
+    // The recorder binary must be reachable by nobody (the target dir usually is).
+    let leaky = fixture("leaky");
+    let cmd = ["--", leaky.as_str(), "basic", "100", "100"];
+
+    // Missing capabilities: one line naming what to grant, status 2, no file.
+    for (caps, needle) in [
+        ("", "not allowed to load BPF programs"),
+        ("+bpf,+perfmon", "permission denied"),
+    ] {
+        let o = as_nobody(caps, &out, &cmd).output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{caps}: {err}");
+        let ours: Vec<&str> = err
+            .lines()
+            .filter(|l| l.starts_with("leak-record:"))
+            .collect();
+        assert_eq!(ours.len(), 1, "{caps}: {err}");
+        assert!(
+            ours[0].contains(needle) && ours[0].contains("cap_sys_admin"),
+            "{err}"
+        );
+        assert!(!out.exists(), "{caps}: a refused run left a file");
+    }
+
+    // Another user's process (root's): CAP_SYS_PTRACE is needed as well.
+    let (mut target, mut t_out) = start_waiting(&[&leaky, "--wait-start", "basic", "1000", "100"]);
+    let pid = target.0.id().to_string();
+    let o = as_nobody("+bpf,+perfmon,+sys_admin", &out, &["-p", &pid])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("CAP_SYS_PTRACE") && err.trim().lines().count() == 1,
+        "{err}"
+    );
+    assert!(!out.exists());
+
+    // With the documented set it records root's process exactly, into a private file.
+    let mut rec = as_nobody("+bpf,+perfmon,+sys_admin,+sys_ptrace", &out, &["-p", &pid])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut r_err = BufReader::new(rec.stderr.take().unwrap());
+    wait_for_line(
+        &mut r_err,
+        "recording PID",
+        Duration::from_secs(60),
+        "recorder",
+    );
+    target.0.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    let mut rest = Vec::new();
+    t_out.read_to_end(&mut rest).unwrap();
+    assert!(target.0.wait().unwrap().success());
+    let status = rec.wait().unwrap();
+    let mut log = String::new();
+    r_err.read_to_string(&mut log).unwrap();
+    assert!(status.success(), "{log}");
+    use std::os::unix::fs::MetadataExt;
+    let meta = fs::metadata(&out).unwrap();
+    assert_eq!((meta.uid(), meta.mode() & 0o777), (65534, 0o600));
+    let (state, tail) = read_recording(&out);
+    let r = Recorded {
+        state,
+        tail,
+        stdout: String::new(),
+        stderr: log,
+        code: status.code(),
+    };
+    r.assert_clean();
+    let t = r.by_function("leak_here");
+    assert_eq!((t.bytes, t.count), (100_000, 1000), "{t:?}");
+}
