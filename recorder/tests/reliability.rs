@@ -708,3 +708,80 @@ fn a_non_root_recorder_needs_exactly_the_documented_capabilities() {
     let t = r.by_function("leak_here");
     assert_eq!((t.bytes, t.count), (100_000, 1000), "{t:?}");
 }
+
+// ---- What a recording holds ------------------------------------------------------------
+
+/// Every record's decompressed bytes, concatenated (zstd skips the preamble frame).
+fn plain_bytes(path: &Path) -> Vec<u8> {
+    zstd::stream::decode_all(&fs::read(path).unwrap()[..]).unwrap()
+}
+
+fn contains(hay: &[u8], needle: &str) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle.as_bytes())
+}
+
+#[test]
+fn the_environment_is_not_recorded_and_redaction_removes_the_command_line() {
+    if !bpf_ready() {
+        return;
+    }
+    let env_secret = format!("env-secret-{}", std::process::id());
+    let arg_secret = format!("ARG_SECRET=arg-secret-{}", std::process::id());
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run.zst");
+    // env(1) puts the argument secret on the recorded command line, then execs the fixture.
+    let status = Command::new(RECORDER)
+        .env("LEAK_TEST_SECRET", &env_secret)
+        .args(["-q", "-i", "100ms", "--bundle-symbols", "-o"])
+        .arg(&out)
+        .args([
+            "--",
+            "/usr/bin/env",
+            &arg_secret,
+            &fixture("leaky"),
+            "basic",
+            "10",
+            "100",
+        ])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let plain = plain_bytes(&out);
+    assert!(
+        contains(&plain, &arg_secret),
+        "argv is recorded (the control)"
+    );
+    assert!(
+        !contains(&plain, &env_secret),
+        "the environment was recorded"
+    );
+
+    let redacted = dir.path().join("redacted.zst");
+    let dropped =
+        leak_report::redact::redact(out.to_str().unwrap(), redacted.to_str().unwrap()).unwrap();
+    assert!(dropped > 0, "bundles dropped");
+    let plain = plain_bytes(&redacted);
+    assert!(!contains(&plain, &arg_secret) && !contains(&plain, "basic"));
+    let (state, tail) =
+        leak_format::RecordingState::read(Reader::open(&redacted).unwrap()).unwrap();
+    assert!(tail.is_none());
+    let h = state.header.unwrap();
+    assert_eq!(
+        (h.host.hostname.as_str(), h.target.command_line.as_slice()),
+        ("redacted", &["env".to_string()][..])
+    );
+    // The analysis is unchanged: the same leak, exactly.
+    let (before, _) = leak_report_text(&out).unwrap();
+    let (after, _) = leak_report_text(&redacted).unwrap();
+    let leak_line = |t: &str| {
+        t.lines()
+            .find(|l| l.contains("1000 B in 10 allocations"))
+            .map(|l| l.split(" from stack").next().unwrap().to_string())
+    };
+    assert_eq!(
+        leak_line(&before),
+        Some("1000 B in 10 allocations".into()),
+        "{before}"
+    );
+    assert_eq!(leak_line(&after), leak_line(&before), "{after}");
+}
