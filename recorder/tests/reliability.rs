@@ -707,6 +707,38 @@ fn a_non_root_recorder_needs_exactly_the_documented_capabilities() {
     r.assert_clean();
     let t = r.by_function("leak_here");
     assert_eq!((t.bytes, t.count), (100_000, 1000), "{t:?}");
+
+    // The recommended setup: file capabilities on a copy of the binary (not ambient ones, which
+    // the started command would inherit). The command form records exactly.
+    let bin = dir.path().join("leak-record");
+    fs::copy(RECORDER, &bin).unwrap();
+    let setcap = Command::new("setcap")
+        .arg("cap_sys_admin,cap_bpf,cap_perfmon+ep")
+        .arg(&bin)
+        .status()
+        .expect("setcap (libcap2-bin) is installed");
+    assert!(setcap.success());
+    let out = dir.path().join("filecaps.zst");
+    let o = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(&bin)
+        .args(["-q", "-i", "100ms", "-o"])
+        .arg(&out)
+        .args(["--", &leaky, "basic", "1000", "100"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (state, tail) = read_recording(&out);
+    let r = Recorded {
+        state,
+        tail,
+        stdout: String::new(),
+        stderr: String::new(),
+        code: o.status.code(),
+    };
+    r.assert_clean();
+    let t = r.by_function("leak_here");
+    assert_eq!((t.bytes, t.count), (100_000, 1000), "{t:?}");
 }
 
 // ---- What a recording holds ------------------------------------------------------------
