@@ -35,9 +35,8 @@ fn file_from(data: &[u8]) -> Vec<u8> {
             while i <= rest.len() {
                 let boundary = i == rest.len() || rest[i..].starts_with(&[0xFF, 0x00, 0xFF]);
                 if boundary {
-                    let frame = COMPRESSOR.with(|c| {
-                        c.borrow_mut().compress(&rest[start..i]).unwrap_or_default()
-                    });
+                    let frame = COMPRESSOR
+                        .with(|c| c.borrow_mut().compress(&rest[start..i]).unwrap_or_default());
                     file.extend_from_slice(&frame);
                     start = i + 3;
                     i += 3;
