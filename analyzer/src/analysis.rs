@@ -275,6 +275,16 @@ fn quality_warnings(
             "the recording has no end record: the recorder was killed or is still running".into(),
         );
     }
+    if let Some(leak_format::End {
+        reason: leak_format::EndReason::Error(e),
+        ..
+    }) = &rec.end
+    {
+        w.push(format!(
+            "the recorder stopped on an error: {e}; analyzed the {} snapshots before it",
+            rec.snapshots
+        ));
+    }
     let l = &rec.losses;
     if l.total_drops() > 0 {
         w.push(format!(

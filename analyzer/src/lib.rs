@@ -10,6 +10,7 @@ pub mod html;
 pub mod input;
 pub mod memleak;
 pub mod output;
+pub mod redact;
 pub mod series;
 pub mod suppress;
 pub mod symbolize;

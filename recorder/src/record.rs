@@ -2,7 +2,7 @@
 //! duration ends, a signal arrives or the target exits; always a final snapshot and an end record.
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
-use std::io::Read;
+use std::io::{Read, Seek, SeekFrom};
 use std::mem::MaybeUninit;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicI32, Ordering};
@@ -19,7 +19,7 @@ use crate::cli::Cli;
 use crate::discover::{self, Overrides};
 use crate::modules::ModuleTable;
 use crate::target::{self, HeldChild};
-use crate::{output, procfs, UsageError};
+use crate::{output, privileges, procfs, UsageError};
 
 /// The signal that asked us to stop, 0 if none.
 pub(crate) static STOP_SIGNAL: AtomicI32 = AtomicI32::new(0);
@@ -73,8 +73,11 @@ pub fn run(cli: Cli) -> Result<()> {
         bail!(UsageError("--interval must be at least 100ms".into()));
     }
     if cli.kernel {
+        // Kernel mode: --pid is a filter, not a process to read or probe.
+        privileges::check(None)?;
         return crate::kernel::run(cli);
     }
+    privileges::check(cli.pid)?;
     let start_wall_ns = procfs::clock_ns(libc::CLOCK_REALTIME);
     let path = cli
         .output
@@ -89,8 +92,13 @@ pub fn run(cli: Cli) -> Result<()> {
                     "no process with PID {pid}; check the PID (e.g. with pidof or ps)"
                 )));
             }
-            let exe = procfs::exe(pid).with_context(|| {
-                format!("cannot read /proc/{pid}/exe (needs root or CAP_SYS_PTRACE)")
+            let exe = procfs::exe(pid).map_err(|e| {
+                let msg = format!("cannot read /proc/{pid}/exe: {e}");
+                if e.kind() == std::io::ErrorKind::PermissionDenied {
+                    UsageError(format!("{msg}; {}", privileges::NEEDED)).into()
+                } else {
+                    anyhow::Error::from(e).context(msg)
+                }
             })?;
             let argv = procfs::cmdline(pid).unwrap_or_default();
             (TargetMode::Attach, pid, None, exe, argv)
@@ -161,8 +169,20 @@ fn setup_and_record(
         min_size: cli.min_size.unwrap_or(0),
         max_size: cli.max_size.unwrap_or(u64::MAX),
     };
-    let mut tracer = bpf::load(&mut storage, &load)?;
-    tracer.attach(pid, &plan)?;
+    let denied = |e: anyhow::Error| {
+        if privileges::is_permission_denied(&e) {
+            UsageError(format!(
+                "the kernel refused to load the BPF program or attach uprobes to PID {pid} \
+                 (permission denied): {}",
+                privileges::NEEDED
+            ))
+            .into()
+        } else {
+            e
+        }
+    };
+    let mut tracer = bpf::load(&mut storage, &load).map_err(denied)?;
+    tracer.attach(pid, &plan).map_err(denied)?;
     report_probes(&tracer, cli.quiet);
 
     let header = Header {
@@ -415,7 +435,12 @@ impl Session<'_, '_> {
     fn write(&mut self, record: &Record) -> Result<()> {
         let good = self.writer.bytes_written();
         if let Err(e) = self.writer.write(record) {
-            let _ = self.writer.get_ref().set_len(good);
+            // Cut the partial frame off and write the next record (the end record) where it
+            // began: the file position moved past `good`, and writing there would leave a
+            // hole of zeros that the reader sees as a damaged tail.
+            let mut file = self.writer.get_ref();
+            let _ = file.set_len(good);
+            let _ = file.seek(SeekFrom::Start(good));
             bail!(
                 "cannot write to {}: {e}; the recording up to the previous snapshot is kept",
                 self.path.display()

@@ -5,191 +5,15 @@
 #![allow(clippy::unwrap_used)] // a test that cannot unwrap has failed
 use std::collections::HashMap;
 use std::fs;
-use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
+use std::io::{BufReader, Write};
+use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use leak_format::{AllocKind, Error, Reader, Record, RecordingState, StackLoss};
-use object::{Object, ObjectSegment, ObjectSymbol, SymbolKind};
+use leak_format::{AllocKind, Reader, Record, RecordingState, StackLoss};
 
-const RECORDER: &str = env!("CARGO_BIN_EXE_leak-record");
-
-/// True when BPF tests can run; false (after saying why) when they may be skipped.
-fn bpf_ready() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
-    let reason = if !root {
-        Some("not root")
-    } else if !Path::new("/sys/kernel/btf/vmlinux").exists() {
-        Some("the kernel has no BTF (/sys/kernel/btf/vmlinux)")
-    } else {
-        None
-    };
-    match reason {
-        None => true,
-        Some(why) if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") => {
-            panic!("BPF test cannot run in CI: {why}; CI must run these tests as root")
-        }
-        Some(why) => {
-            eprintln!("skipping BPF test: {why}");
-            false
-        }
-    }
-}
-
-/// The fixture binaries, built once per test run.
-fn fixtures() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("fixtures");
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let status = Command::new("bash")
-            .arg(root.join("fixtures/build.sh"))
-            .arg(&out)
-            .stdout(Stdio::null())
-            .status()
-            .expect("run fixtures/build.sh");
-        assert!(status.success(), "fixtures/build.sh failed");
-        out
-    })
-}
-
-fn fixture(name: &str) -> String {
-    fixtures().join(name).display().to_string()
-}
-
-/// A finished recording, read back.
-struct Recorded {
-    state: RecordingState,
-    tail: Option<Error>,
-    stdout: String,
-    stderr: String,
-    code: Option<i32>,
-}
-
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-struct Totals {
-    bytes: u64,
-    count: u64,
-    allocs: u64,
-    frees: u64,
-    stacks: usize,
-}
-
-/// (file offset, size, name) of each function symbol of a module.
-type SymbolTable = Vec<(u64, u64, String)>;
-
-/// The function containing the call before a return address in a module.
-fn function_at(path: &str, file_offset: u64) -> Option<String> {
-    static CACHE: OnceLock<std::sync::Mutex<HashMap<String, SymbolTable>>> = OnceLock::new();
-    let mut cache = CACHE.get_or_init(Default::default).lock().unwrap();
-    if !cache.contains_key(path) {
-        let data = fs::read(path).ok()?;
-        let file = object::File::parse(&*data).ok()?;
-        let mut syms = Vec::new();
-        let segs: Vec<(u64, u64, u64)> = file
-            .segments()
-            .map(|s| (s.file_range().0, s.file_range().1, s.address()))
-            .collect();
-        for s in file.symbols().chain(file.dynamic_symbols()) {
-            if s.kind() == SymbolKind::Text && s.size() > 0 {
-                // Store symbols by file offset: vaddr -> offset through the segment holding it.
-                if let Some(&(off, _, addr)) = segs
-                    .iter()
-                    .find(|(_, size, addr)| s.address() >= *addr && s.address() < addr + size)
-                {
-                    let start = s.address() - addr + off;
-                    syms.push((start, s.size(), s.name().unwrap_or("").to_string()));
-                }
-            }
-        }
-        cache.insert(path.to_string(), syms);
-    }
-    // Frames are return addresses: the call is at offset - 1.
-    let target = file_offset.checked_sub(1)?;
-    cache[path]
-        .iter()
-        .find(|(start, size, _)| target >= *start && target < start + size)
-        .map(|(_, _, name)| name.clone())
-}
-
-impl Recorded {
-    /// Name of the innermost frame's function of each stack.
-    fn innermost(&self, stack: u32) -> Option<String> {
-        let s = self.state.stacks.get(&stack)?;
-        let f = s.frames.first()?;
-        let m = self.state.modules.get(&f.module?)?;
-        function_at(&m.path, f.offset)
-    }
-
-    /// Sums the heap counters of every stack whose innermost function matches `name`.
-    fn by_function(&self, name: &str) -> Totals {
-        let mut t = Totals::default();
-        for ((stack, kind), s) in &self.state.totals {
-            if *kind != AllocKind::Heap {
-                continue;
-            }
-            let Some(f) = self.innermost(*stack) else {
-                continue;
-            };
-            if f == name || (name.contains("::") && f.contains(name.rsplit("::").next().unwrap())) {
-                t.bytes += s.outstanding_bytes();
-                t.count += s.outstanding_count();
-                t.allocs += s.alloc_count;
-                t.frees += s.free_count;
-                t.stacks += 1;
-            }
-        }
-        t
-    }
-
-    fn modules_of_probe(&self, function: &str) -> Vec<String> {
-        let h = self.state.header.as_ref().expect("header");
-        h.probes
-            .iter()
-            .filter(|p| p.function == function && p.side == leak_format::ProbeSide::Entry)
-            .map(|p| p.module.clone())
-            .collect()
-    }
-
-    fn assert_clean(&self) {
-        assert_eq!(self.code, Some(0), "leak-record failed:\n{}", self.stderr);
-        assert!(self.tail.is_none(), "recording tail: {:?}", self.tail);
-        assert!(self.state.end.is_some(), "no end record");
-        assert!(self.state.snapshots >= 1);
-    }
-}
-
-fn read_recording(path: &Path) -> (RecordingState, Option<Error>) {
-    let reader = Reader::open(path).expect("recording has a valid preamble");
-    RecordingState::read(reader).expect("recording reads")
-}
-
-/// Runs leak-record with `args`, then `-- cmd`, and reads the recording back.
-fn record(args: &[&str], cmd: &[&str]) -> Recorded {
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("run.zst");
-    let output = Command::new(RECORDER)
-        .args(["-o", out.to_str().unwrap()])
-        .args(args)
-        .arg("--")
-        .args(cmd)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run leak-record");
-    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    assert!(out.exists(), "no recording written:\n{stderr}");
-    let (state, tail) = read_recording(&out);
-    Recorded {
-        state,
-        tail,
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr,
-        code: output.status.code(),
-    }
-}
+mod common;
+use common::*;
 
 #[test]
 fn leak_from_a_named_function_is_exact_and_churn_is_zero() {
@@ -364,50 +188,6 @@ fn statically_linked_binary_is_probed_in_the_executable() {
     assert_eq!(r.modules_of_probe("malloc"), std::slice::from_ref(&exe));
     let t = r.by_function("leak_here");
     assert_eq!((t.bytes, t.count), (100_000, 1000), "{t:?}\n{}", r.stderr);
-}
-
-/// A recorder started in the background, its stderr readable line by line.
-struct Running {
-    child: std::process::Child,
-    stderr: BufReader<std::process::ChildStderr>,
-    out: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-/// Starts leak-record writing to a fresh file, with `args` (including any `-- CMD`).
-fn start_recorder(args: &[&str]) -> Running {
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("run.zst");
-    let mut child = Command::new(RECORDER)
-        .args(["-o", out.to_str().unwrap()])
-        .args(args)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = BufReader::new(child.stderr.take().unwrap());
-    Running {
-        child,
-        stderr,
-        out,
-        _dir: dir,
-    }
-}
-
-/// Reads lines from `r` until one contains `needle`, or panics after `limit`.
-fn wait_for_line(r: &mut impl BufRead, needle: &str, limit: Duration, what: &str) -> String {
-    let start = Instant::now();
-    let mut seen = String::new();
-    loop {
-        let mut line = String::new();
-        let n = r.read_line(&mut line).unwrap_or(0);
-        if n == 0 || start.elapsed() > limit {
-            panic!("{what}: no line containing {needle:?}; got:\n{seen}");
-        }
-        seen.push_str(&line);
-        if line.contains(needle) {
-            return seen;
-        }
-    }
 }
 
 #[test]
@@ -634,18 +414,6 @@ fn bundle_symbols_falls_back_to_the_symbol_table_above_the_cap() {
 }
 
 // Bad input: one clear line, exit status 2, nothing written or lost. No BPF needed.
-
-fn run_recorder(args: &[&str]) -> (Option<i32>, String) {
-    let out = Command::new(RECORDER)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 #[test]
 fn bad_input_is_a_one_line_error_with_status_2() {

@@ -1,0 +1,62 @@
+//! The recording reader (leak-format) and the analyzer's series builder on hostile bytes.
+//!
+//! First byte, bit 0 clear: the rest is the file as is. Set: the rest is split at each 0xFF
+//! 0x00 0xFF into record payloads, each compressed into its own zstd frame after a valid
+//! preamble and header, so postcard decoding and the series logic see arbitrary records
+//! (random bytes rarely survive zstd's checksums). Bit 1 chooses the reader on top:
+//! leak-format's RecordingState or leak-report's series.
+#![no_main]
+use std::cell::RefCell;
+use std::sync::OnceLock;
+
+use leak_format::{Reader, RecordingBuilder, RecordingState};
+use libfuzzer_sys::fuzz_target;
+
+/// A valid preamble and header record.
+fn valid_start() -> &'static [u8] {
+    static START: OnceLock<Vec<u8>> = OnceLock::new();
+    START.get_or_init(|| RecordingBuilder::new().to_bytes())
+}
+
+thread_local! {
+    /// One compressor for every run: creating a zstd context each time dominated the cost.
+    static COMPRESSOR: RefCell<zstd::bulk::Compressor<'static>> =
+        RefCell::new(zstd::bulk::Compressor::new(1).expect("zstd context"));
+}
+
+fn file_from(data: &[u8]) -> Vec<u8> {
+    match data.split_first() {
+        None => Vec::new(),
+        Some((mode, rest)) if mode & 1 == 0 => rest.to_vec(),
+        Some((_, rest)) => {
+            let mut file = valid_start().to_vec();
+            let mut start = 0;
+            let mut i = 0;
+            while i <= rest.len() {
+                let boundary = i == rest.len() || rest[i..].starts_with(&[0xFF, 0x00, 0xFF]);
+                if boundary {
+                    let frame = COMPRESSOR
+                        .with(|c| c.borrow_mut().compress(&rest[start..i]).unwrap_or_default());
+                    file.extend_from_slice(&frame);
+                    start = i + 3;
+                    i += 3;
+                } else {
+                    i += 1;
+                }
+            }
+            file
+        }
+    }
+}
+
+fuzz_target!(|data: &[u8]| {
+    let file = file_from(data);
+    let Ok(reader) = Reader::new(&file[..]) else {
+        return;
+    };
+    if data.first().is_some_and(|m| m & 2 == 0) {
+        let _ = RecordingState::read(reader);
+    } else {
+        let _ = leak_report::series::read(reader, leak_report::series::DEFAULT_CAP);
+    }
+});

@@ -1,0 +1,819 @@
+//! Reliability end-to-end tests (issue 7): the recorder killed at random moments and on a full
+//! disk keeps every complete snapshot; the traced program behaves the same with and without
+//! recording; a target that forks, execs, dlopens/dlcloses and churns threads is recorded
+//! exactly. Real processes, real BPF, as root (see common::bpf_ready).
+#![allow(clippy::unwrap_used)] // a test that cannot unwrap has failed
+use std::fs;
+use std::io::{BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use leak_format::{EndReason, Reader, Record, TailProblem};
+use leak_report::analysis::{self, Detector, Settings};
+use leak_report::symbolize::{Options, Resolver};
+use leak_report::{input, output, series};
+
+mod common;
+use common::*;
+
+/// splitmix64: a small seeded generator, so a failing run can be replayed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in lo..hi.
+    fn range(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.next() % (hi - lo)
+    }
+}
+
+/// The seed from LEAK_TEST_SEED, else from the clock; printed either way.
+fn seed() -> u64 {
+    let seed = std::env::var("LEAK_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+        });
+    eprintln!("random seed {seed} (replay with LEAK_TEST_SEED={seed})");
+    seed
+}
+
+/// A process started by the test, killed and reaped however the test ends.
+struct Target(Child);
+
+impl Drop for Target {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts a fixture that prints "ready" and waits for a line on stdin (--wait-start).
+fn start_waiting(args: &[&str]) -> (Target, BufReader<std::process::ChildStdout>) {
+    let mut child = Command::new(args[0])
+        .args(&args[1..])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    wait_for_line(&mut out, "ready", Duration::from_secs(10), args[0]);
+    (Target(child), out)
+}
+
+/// What leak-report (the same library calls as the binary) makes of a recording: its text
+/// summary, or its one-line error.
+fn leak_report_text(path: &Path) -> Result<(String, series::Recording), String> {
+    let rec = input::read(path, series::DEFAULT_CAP)?;
+    let resolver = Resolver::new(&rec.modules, &rec.bundles, &rec.maps, &Options::default());
+    let a = analysis::analyze(&rec, &resolver, &settings());
+    Ok((output::text(&rec, &a, 10), rec))
+}
+
+fn settings() -> Settings {
+    Settings {
+        detector: Detector::Robust,
+        detect: leak_report::detect::Config::default(),
+        memory_limit: None,
+    }
+}
+
+/// Byte offsets where each complete zstd frame after the preamble ends, found by frame
+/// headers and block sizes alone (independently of leak_format's reader).
+fn complete_frames(bytes: &[u8]) -> Vec<usize> {
+    let preamble = 8 + u32::from_le_bytes(bytes[4..8].try_into().unwrap()) as usize;
+    let mut ends = Vec::new();
+    let mut at = preamble;
+    while at < bytes.len() {
+        match zstd::zstd_safe::find_frame_compressed_size(&bytes[at..]) {
+            Ok(n) if n > 0 && at + n <= bytes.len() => {
+                at += n;
+                ends.push(at);
+            }
+            _ => break,
+        }
+    }
+    ends
+}
+
+/// What a SIGKILLed recorder left.
+#[derive(Debug, PartialEq, Eq)]
+enum Left {
+    /// Killed before it created the file.
+    Nothing,
+    /// Killed before the header was written: leak-report refuses it in one line.
+    NoHeader,
+    /// A header and this many snapshots, all read back.
+    Snapshots(u32),
+}
+
+/// Checks everything a killed recording must satisfy, and says what it held.
+fn check_killed(path: &Path, what: &str) -> Left {
+    if !path.exists() {
+        return Left::Nothing;
+    }
+    let bytes = fs::read(path).unwrap();
+    if bytes.len() < 20 || complete_frames(&bytes).is_empty() {
+        // Not even the header record: the analyzer says so in one line, never panics.
+        let e = leak_report_text(path).map(|_| ()).unwrap_err();
+        assert_eq!(e.lines().count(), 1, "{what}: {e}");
+        return Left::NoHeader;
+    }
+    let ends = complete_frames(&bytes);
+    let mut records = Vec::new();
+    let mut tail = None;
+    for r in Reader::open(path).unwrap() {
+        match r {
+            Ok(rec) => records.push(rec),
+            Err(e) => tail = Some(e),
+        }
+    }
+    // Every complete frame is read back as a record; only an incomplete last frame is not.
+    assert_eq!(records.len(), ends.len(), "{what}: {tail:?}");
+    let last_end = *ends.last().unwrap();
+    match &tail {
+        None => assert_eq!(last_end, bytes.len(), "{what}: unread bytes, no tail"),
+        Some(leak_format::Error::Tail { offset, problem }) => {
+            assert_eq!(*offset, last_end as u64, "{what}");
+            assert_eq!(*problem, TailProblem::Truncated, "{what}");
+        }
+        Some(e) => panic!("{what}: {e}"),
+    }
+    assert!(matches!(records[0], Record::Header(_)), "{what}");
+    let mut seq = 0;
+    let mut leaked = std::collections::HashMap::new();
+    for r in &records[1..] {
+        match r {
+            Record::Snapshot(s) => {
+                assert_eq!(s.seq, seq, "{what}: snapshots are consecutive");
+                seq += 1;
+                for st in &s.stats {
+                    // The fixture leaks 100-byte blocks: totals only grow, in whole blocks.
+                    let prev = leaked.insert((st.stack, st.kind), st.alloc_bytes);
+                    assert!(prev.unwrap_or(0) <= st.alloc_bytes, "{what}: {st:?}");
+                }
+            }
+            Record::End(_) => panic!("{what}: a killed recorder wrote an end record"),
+            _ => {}
+        }
+    }
+    // leak-report analyzes it and says why it is incomplete.
+    let (text, rec) = leak_report_text(path).unwrap();
+    assert_eq!(rec.snapshots, seq, "{what}");
+    let expected = if tail.is_some() {
+        format!("analyzed the {seq} complete snapshots before it")
+    } else {
+        "the recording has no end record: the recorder was killed".to_string()
+    };
+    assert!(text.contains(&expected), "{what}: {text}");
+    Left::Snapshots(seq)
+}
+
+#[test]
+fn sigkill_at_fifty_random_moments_keeps_every_complete_snapshot() {
+    if !bpf_ready() {
+        return;
+    }
+    const WORKERS: u64 = 5;
+    const KILLS_EACH: u64 = 10;
+    let seed = seed();
+    let leaky = fixture("leaky");
+    // Each worker has its own target and attaches a recorder to it again and again; the
+    // recorders' setup (mostly waiting for the kernel) overlaps across workers.
+    let outcomes: Vec<(u64, u64, Left)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..WORKERS)
+            .map(|w| {
+                let leaky = leaky.clone();
+                s.spawn(move || {
+                    let mut rng = Rng(seed ^ w.wrapping_mul(0x5851_F42D_4C95_7F2D));
+                    let target = Target(
+                        Command::new(&leaky)
+                            .args(["slow", "4000000", "100", "2"])
+                            .stdout(Stdio::null())
+                            .spawn()
+                            .unwrap(),
+                    );
+                    let pid = target.0.id().to_string();
+                    let mut out = Vec::new();
+                    for k in 0..KILLS_EACH {
+                        // One kill in five lands anywhere in setup, the others while recording.
+                        let in_setup = rng.range(0, 5) == 0;
+                        let delay = Duration::from_millis(if in_setup {
+                            rng.range(0, 3000)
+                        } else {
+                            rng.range(50, 600)
+                        });
+                        let mut rec = start_recorder(&["-p", &pid, "-i", "100ms"]);
+                        if !in_setup {
+                            let what = format!("worker {w} kill {k}");
+                            wait_for_line(
+                                &mut rec.stderr,
+                                "recording PID",
+                                Duration::from_secs(60),
+                                &what,
+                            );
+                        }
+                        std::thread::sleep(delay);
+                        rec.child.kill().unwrap(); // SIGKILL
+                        rec.child.wait().unwrap();
+                        let what = format!(
+                            "worker {w} kill {k} ({} ms{}, seed {seed})",
+                            delay.as_millis(),
+                            if in_setup { " from start" } else { "" }
+                        );
+                        out.push((w, k, check_killed(&rec.out, &what)));
+                    }
+                    drop(target);
+                    out
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect()
+    });
+    assert_eq!(outcomes.len() as u64, WORKERS * KILLS_EACH);
+    let with_snapshots = outcomes
+        .iter()
+        .filter(|(_, _, l)| matches!(l, Left::Snapshots(n) if *n > 0))
+        .count();
+    eprintln!("outcomes: {outcomes:?}");
+    // Most kills landed mid-recording, so the checks above really ran on snapshots.
+    assert!(with_snapshots >= 25, "{outcomes:?}");
+}
+
+/// A tmpfs mounted for the test, unmounted however the test ends.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &Path, size: &str) -> Tmpfs {
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0700")])
+            .arg("leak-test-full")
+            .arg(dir)
+            .status()
+            .unwrap();
+        assert!(status.success(), "mount tmpfs on {}", dir.display());
+        Tmpfs(dir.to_path_buf())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_disk_stops_the_recorder_with_one_line_and_keeps_every_snapshot() {
+    if !bpf_ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let fs_ = Tmpfs::mount(dir.path(), "64k");
+    let out = fs_.0.join("run.zst");
+    let mut rec = Command::new(RECORDER)
+        .args(["-i", "100ms", "-o"])
+        .arg(&out)
+        .args(["--", &fixture("leaky"), "slow", "100000", "100", "5"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(rec.stderr.take().unwrap());
+    let mut seen = wait_for_line(&mut err, "snapshot 2 ", Duration::from_secs(60), "recorder");
+    // Something else fills the disk: every free page goes to the filler; the recording's last
+    // page has room for a few more snapshots.
+    let mut filler = fs::File::create(fs_.0.join("filler")).unwrap();
+    let page = [0u8; 4096];
+    while filler.write(&page).is_ok_and(|n| n > 0) {}
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = rec.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the recorder did not stop on a full disk"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    err.read_to_string(&mut seen).unwrap();
+    // Runtime failure: status 1, one line saying what happened and that the file is kept.
+    assert_eq!(status.code(), Some(1), "{seen}");
+    let errors: Vec<&str> = seen
+        .lines()
+        .filter(|l| {
+            let status = [
+                "| outstanding",
+                "attached",
+                "recording PID",
+                "leak-record:   ",
+            ];
+            !status.iter().any(|s| l.contains(s))
+        })
+        .collect();
+    assert_eq!(errors.len(), 1, "{seen}");
+    assert!(
+        errors[0].contains("No space left on device")
+            && errors[0].contains("the recording up to the previous snapshot is kept"),
+        "{seen}"
+    );
+    // The file holds every snapshot that fitted, ends cleanly, and the command was ended.
+    let (state, tail) = read_recording(&out);
+    assert!(tail.is_none(), "{tail:?}");
+    assert!(state.snapshots >= 2, "{}", state.snapshots);
+    match &state.end {
+        None => {}
+        Some(e) => assert!(
+            matches!(&e.reason, EndReason::Error(m) if m.contains("No space left")),
+            "{e:?}"
+        ),
+    }
+    let pid = state.header.as_ref().unwrap().target.pid;
+    assert!(!Path::new(&format!("/proc/{pid}")).exists());
+    // leak-report reads it and says the recording stopped early.
+    let (text, rec) = leak_report_text(&out).unwrap();
+    assert_eq!(rec.snapshots, state.snapshots);
+    assert!(
+        text.contains("no end record") || text.contains("the recorder stopped on an error"),
+        "{text}"
+    );
+    drop(fs_);
+}
+
+// ---- Traced process safety -------------------------------------------------------------
+
+/// How a process ended: (exit code, terminating signal).
+fn ending(status: std::process::ExitStatus) -> (Option<i32>, Option<i32>) {
+    use std::os::unix::process::ExitStatusExt;
+    (status.code(), status.signal())
+}
+
+#[test]
+fn the_target_prints_and_exits_the_same_with_and_without_recording() {
+    if !bpf_ready() {
+        return;
+    }
+    let lifecycle = fixture("lifecycle");
+    // Exit 0, exit 7, and death by SIGUSR1 (default action: terminate).
+    for (lines, how, arg) in [
+        ("200", "output", "0"),
+        ("200", "output", "7"),
+        ("50", "signal", "10"),
+    ] {
+        let args = [how, lines, arg];
+        let bare = Command::new(&lifecycle).args(args).output().unwrap();
+        let bare_end = ending(bare.status);
+        assert_eq!(
+            bare.stdout.iter().filter(|&&b| b == b'\n').count(),
+            lines.parse::<usize>().unwrap()
+        );
+
+        // Command form: the target's stdout is the recorder's; its status is in the end record.
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("run.zst");
+        let rec = Command::new(RECORDER)
+            .args(["-q", "-i", "100ms", "-o"])
+            .arg(&out)
+            .arg("--")
+            .arg(&lifecycle)
+            .args(args)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&rec.stderr);
+        assert_eq!(rec.status.code(), Some(0), "{args:?}: {err}");
+        assert_eq!(
+            rec.stdout, bare.stdout,
+            "{args:?}: output changed under recording"
+        );
+        let (state, tail) = read_recording(&out);
+        assert!(tail.is_none());
+        assert_eq!(
+            state.end.unwrap().reason,
+            EndReason::TargetExited {
+                code: bare_end.0,
+                signal: bare_end.1
+            },
+            "{args:?}"
+        );
+        // The probes were live: every line's buffer was seen allocated and freed.
+        let r = Recorded {
+            state: read_recording(&out).0,
+            tail: None,
+            stdout: String::new(),
+            stderr: err.into_owned(),
+            code: Some(0),
+        };
+        let n: u64 = lines.parse().unwrap();
+        let t = r.by_function("alloc_line");
+        assert_eq!((t.allocs, t.frees, t.bytes), (n, n, 0), "{args:?}: {t:?}");
+
+        // -p form: the test starts the target and waits for it.
+        let mut waiting = vec![lifecycle.as_str(), "--wait-start"];
+        waiting.extend(args);
+        let (mut target, mut t_out) = start_waiting(&waiting);
+        let pid = target.0.id().to_string();
+        let mut rec = start_recorder(&["-p", &pid, "-i", "100ms"]);
+        wait_for_line(
+            &mut rec.stderr,
+            "recording PID",
+            Duration::from_secs(60),
+            "recorder",
+        );
+        target.0.stdin.take().unwrap().write_all(b"go\n").unwrap();
+        let mut printed = Vec::new();
+        t_out.read_to_end(&mut printed).unwrap();
+        let status = target.0.wait().unwrap();
+        assert_eq!(
+            printed, bare.stdout,
+            "{args:?} (-p): output changed under recording"
+        );
+        assert_eq!(ending(status), bare_end, "{args:?} (-p)");
+        let rec_status = rec.child.wait().unwrap();
+        let mut rest = String::new();
+        rec.stderr.read_to_string(&mut rest).unwrap();
+        assert!(rec_status.success(), "{args:?} (-p): {rest}");
+        let (state, _) = read_recording(&rec.out);
+        assert!(
+            matches!(state.end.unwrap().reason, EndReason::TargetExited { .. }),
+            "{args:?}"
+        );
+    }
+}
+
+// ---- Target lifecycle ------------------------------------------------------------------
+
+#[test]
+fn a_forked_child_is_not_recorded_and_the_parent_stays_exact() {
+    if !bpf_ready() {
+        return;
+    }
+    let r = record(
+        &["-i", "100ms"],
+        &[&fixture("lifecycle"), "fork", "100", "100"],
+    );
+    r.assert_clean();
+    for f in ["leak_before_fork", "leak_after_fork"] {
+        let t = r.by_function(f);
+        assert_eq!((t.bytes, t.count, t.frees), (10_000, 100, 0), "{f}: {t:?}");
+    }
+    // The child (another PID) leaked and freed the parent's copies: none of it is recorded.
+    assert_eq!(r.by_function("leak_in_child"), Totals::default());
+    assert_eq!(
+        r.by_function("child_frees_parent_blocks"),
+        Totals::default()
+    );
+    let l = r.state.losses;
+    assert_eq!((l.total_drops(), l.unknown_free), (0, 0), "{l:?}");
+}
+
+#[test]
+fn after_exec_the_new_program_is_recorded_and_the_old_leak_stays_flat() {
+    if !bpf_ready() {
+        return;
+    }
+    let leaky = fixture("leaky");
+    let lifecycle = fixture("lifecycle");
+    let r = record(
+        &["-i", "100ms"],
+        &[
+            &lifecycle, "exec", "50", "100", "400", &leaky, "basic", "1000", "100",
+        ],
+    );
+    r.assert_clean();
+    // Before exec: symbolized in the old image, through the maps recorded before exec.
+    let before = r.by_function("leak_before_exec");
+    assert_eq!((before.bytes, before.count), (5000, 50), "{before:?}");
+    // After exec the probes (on libc, which the new image maps again) still fire for the
+    // same PID: the new program is recorded exactly, its frames in its own binary.
+    let leak = r.by_function("leak_here");
+    assert_eq!(
+        (leak.bytes, leak.count),
+        (100_000, 1000),
+        "{leak:?}\n{}",
+        r.stderr
+    );
+    let churn = r.by_function("churn_balanced");
+    assert_eq!((churn.bytes, churn.allocs, churn.frees), (0, 5000, 5000));
+    assert_eq!(
+        r.state.end.as_ref().unwrap().reason,
+        EndReason::TargetExited {
+            code: Some(0),
+            signal: None
+        }
+    );
+    let paths: Vec<&str> = r.state.modules.values().map(|m| m.path.as_str()).collect();
+    assert!(
+        paths.contains(&lifecycle.as_str()) && paths.contains(&leaky.as_str()),
+        "{paths:?}"
+    );
+    assert_eq!(r.state.losses.total_drops(), 0, "{:?}", r.state.losses);
+}
+
+#[test]
+fn a_leak_in_a_dlclosed_library_is_symbolized_through_the_recorded_maps() {
+    if !bpf_ready() {
+        return;
+    }
+    let plugin = fixture("liblifecycle_plugin.so");
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run.zst");
+    let status = Command::new(RECORDER)
+        .args(["-q", "-i", "100ms", "-o"])
+        .arg(&out)
+        .args([
+            "--",
+            &fixture("lifecycle"),
+            "dlopen",
+            "100",
+            "100",
+            "400",
+            &plugin,
+        ])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    // The recorder noticed the library come and go: a map with it, then one without it.
+    let maps: Vec<bool> = Reader::open(&out)
+        .unwrap()
+        .filter_map(|r| match r.unwrap() {
+            Record::Snapshot(s) => s.maps.map(|m| m.iter().any(|e| e.path == plugin)),
+            _ => None,
+        })
+        .collect();
+    let loaded = maps
+        .iter()
+        .position(|&m| m)
+        .expect("a snapshot saw the plugin mapped");
+    assert!(
+        maps[loaded..].contains(&false),
+        "the dlclose was not seen: {maps:?}"
+    );
+    // The analyzer names the function inside the unloaded library, with exact numbers.
+    let (_, rec) = leak_report_text(&out).unwrap();
+    let resolver = Resolver::new(&rec.modules, &rec.bundles, &rec.maps, &Options::default());
+    let a = analysis::analyze(&rec, &resolver, &settings());
+    let innermost = |name: &str| {
+        a.stacks
+            .iter()
+            .filter(|s| s.frames.first().and_then(|f| f.function.as_deref()) == Some(name))
+            .map(|s| (s.outstanding_bytes, s.outstanding_count))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(innermost("plugin_leak"), [(10_000, 100)]);
+    assert_eq!(innermost("leak_after_dlclose"), [(100, 1)]);
+    let f = &a
+        .stacks
+        .iter()
+        .find(|s| s.outstanding_bytes == 10_000)
+        .unwrap()
+        .frames[0];
+    assert_eq!(f.module, plugin);
+}
+
+#[test]
+fn hundreds_of_short_lived_threads_lose_nothing() {
+    if !bpf_ready() {
+        return;
+    }
+    // 50 waves of 8 threads, each created, leaking 10 x 64 bytes and joined.
+    let r = record(
+        &["-i", "100ms"],
+        &[&fixture("lifecycle"), "threads", "50", "8", "10", "64"],
+    );
+    r.assert_clean();
+    let t = r.by_function("wave_leak");
+    assert_eq!((t.bytes, t.count), (400 * 10 * 64, 4000), "{t:?}");
+    let l = r.state.losses;
+    assert_eq!(l.total_drops(), 0, "{l:?}");
+    assert_eq!(l.abandoned_calls, 0, "{l:?}");
+}
+
+// ---- Least privilege ------------------------------------------------------------------
+
+/// leak-record run as user nobody (65534) holding exactly `caps` (setpriv syntax, e.g.
+/// "+bpf,+perfmon"), writing into a directory nobody owns.
+fn as_nobody(caps: &str, out: &Path, args: &[&str]) -> Command {
+    let set = if caps.is_empty() {
+        "-all".to_string()
+    } else {
+        format!("-all,{caps}")
+    };
+    let mut c = Command::new("setpriv");
+    c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(format!("--inh-caps={set}"))
+        .arg(format!("--ambient-caps={set}"))
+        .arg(format!("--bounding-set={set}"))
+        .arg("--")
+        .arg(RECORDER)
+        .args(["-i", "100ms", "-o"])
+        .arg(out)
+        .args(args);
+    c
+}
+
+#[test]
+fn a_non_root_recorder_needs_exactly_the_documented_capabilities() {
+    if !bpf_ready() {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    std::os::unix::fs::chown(dir.path(), Some(65534), Some(65534)).unwrap();
+    let out = dir.path().join("run.zst");
+    // The recorder binary must be reachable by nobody (the target dir usually is).
+    let leaky = fixture("leaky");
+    let cmd = ["--", leaky.as_str(), "basic", "100", "100"];
+
+    // Missing capabilities: one line naming what to grant, status 2, no file.
+    for (caps, needle) in [
+        ("", "not allowed to load BPF programs"),
+        ("+bpf,+perfmon", "permission denied"),
+    ] {
+        let o = as_nobody(caps, &out, &cmd).output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{caps}: {err}");
+        let ours: Vec<&str> = err
+            .lines()
+            .filter(|l| l.starts_with("leak-record:"))
+            .collect();
+        assert_eq!(ours.len(), 1, "{caps}: {err}");
+        assert!(
+            ours[0].contains(needle) && ours[0].contains("cap_sys_admin"),
+            "{err}"
+        );
+        assert!(!out.exists(), "{caps}: a refused run left a file");
+    }
+
+    // Another user's process (root's): CAP_SYS_PTRACE is needed as well.
+    let (mut target, mut t_out) = start_waiting(&[&leaky, "--wait-start", "basic", "1000", "100"]);
+    let pid = target.0.id().to_string();
+    let o = as_nobody("+bpf,+perfmon,+sys_admin", &out, &["-p", &pid])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("CAP_SYS_PTRACE") && err.trim().lines().count() == 1,
+        "{err}"
+    );
+    assert!(!out.exists());
+
+    // With the documented set it records root's process exactly, into a private file.
+    let mut rec = as_nobody("+bpf,+perfmon,+sys_admin,+sys_ptrace", &out, &["-p", &pid])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut r_err = BufReader::new(rec.stderr.take().unwrap());
+    wait_for_line(
+        &mut r_err,
+        "recording PID",
+        Duration::from_secs(60),
+        "recorder",
+    );
+    target.0.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    let mut rest = Vec::new();
+    t_out.read_to_end(&mut rest).unwrap();
+    assert!(target.0.wait().unwrap().success());
+    let status = rec.wait().unwrap();
+    let mut log = String::new();
+    r_err.read_to_string(&mut log).unwrap();
+    assert!(status.success(), "{log}");
+    use std::os::unix::fs::MetadataExt;
+    let meta = fs::metadata(&out).unwrap();
+    assert_eq!((meta.uid(), meta.mode() & 0o777), (65534, 0o600));
+    let (state, tail) = read_recording(&out);
+    let r = Recorded {
+        state,
+        tail,
+        stdout: String::new(),
+        stderr: log,
+        code: status.code(),
+    };
+    r.assert_clean();
+    let t = r.by_function("leak_here");
+    assert_eq!((t.bytes, t.count), (100_000, 1000), "{t:?}");
+
+    // The recommended setup: file capabilities on a copy of the binary (not ambient ones, which
+    // the started command would inherit). The command form records exactly.
+    let bin = dir.path().join("leak-record");
+    fs::copy(RECORDER, &bin).unwrap();
+    let setcap = Command::new("setcap")
+        .arg("cap_sys_admin,cap_bpf,cap_perfmon+ep")
+        .arg(&bin)
+        .status()
+        .expect("setcap (libcap2-bin) is installed");
+    assert!(setcap.success());
+    let out = dir.path().join("filecaps.zst");
+    let o = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(&bin)
+        .args(["-q", "-i", "100ms", "-o"])
+        .arg(&out)
+        .args(["--", &leaky, "basic", "1000", "100"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (state, tail) = read_recording(&out);
+    let r = Recorded {
+        state,
+        tail,
+        stdout: String::new(),
+        stderr: String::new(),
+        code: o.status.code(),
+    };
+    r.assert_clean();
+    let t = r.by_function("leak_here");
+    assert_eq!((t.bytes, t.count), (100_000, 1000), "{t:?}");
+}
+
+// ---- What a recording holds ------------------------------------------------------------
+
+/// Every record's decompressed bytes, concatenated (zstd skips the preamble frame).
+fn plain_bytes(path: &Path) -> Vec<u8> {
+    zstd::stream::decode_all(&fs::read(path).unwrap()[..]).unwrap()
+}
+
+fn contains(hay: &[u8], needle: &str) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle.as_bytes())
+}
+
+#[test]
+fn the_environment_is_not_recorded_and_redaction_removes_the_command_line() {
+    if !bpf_ready() {
+        return;
+    }
+    let env_secret = format!("env-secret-{}", std::process::id());
+    let arg_secret = format!("ARG_SECRET=arg-secret-{}", std::process::id());
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run.zst");
+    // env(1) puts the argument secret on the recorded command line, then execs the fixture.
+    let status = Command::new(RECORDER)
+        .env("LEAK_TEST_SECRET", &env_secret)
+        .args(["-q", "-i", "100ms", "--bundle-symbols", "-o"])
+        .arg(&out)
+        .args([
+            "--",
+            "/usr/bin/env",
+            &arg_secret,
+            &fixture("leaky"),
+            "basic",
+            "10",
+            "100",
+        ])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let plain = plain_bytes(&out);
+    assert!(
+        contains(&plain, &arg_secret),
+        "argv is recorded (the control)"
+    );
+    assert!(
+        !contains(&plain, &env_secret),
+        "the environment was recorded"
+    );
+
+    let redacted = dir.path().join("redacted.zst");
+    let dropped =
+        leak_report::redact::redact(out.to_str().unwrap(), redacted.to_str().unwrap()).unwrap();
+    assert!(dropped > 0, "bundles dropped");
+    let plain = plain_bytes(&redacted);
+    assert!(!contains(&plain, &arg_secret) && !contains(&plain, "basic"));
+    let (state, tail) =
+        leak_format::RecordingState::read(Reader::open(&redacted).unwrap()).unwrap();
+    assert!(tail.is_none());
+    let h = state.header.unwrap();
+    assert_eq!(
+        (h.host.hostname.as_str(), h.target.command_line.as_slice()),
+        ("redacted", &["env".to_string()][..])
+    );
+    // The analysis is unchanged: the same leak, exactly.
+    let (before, _) = leak_report_text(&out).unwrap();
+    let (after, _) = leak_report_text(&redacted).unwrap();
+    let leak_line = |t: &str| {
+        t.lines()
+            .find(|l| l.contains("1000 B in 10 allocations"))
+            .map(|l| l.split(" from stack").next().unwrap().to_string())
+    };
+    assert_eq!(
+        leak_line(&before),
+        Some("1000 B in 10 allocations".into()),
+        "{before}"
+    );
+    assert_eq!(leak_line(&after), leak_line(&before), "{after}");
+}
