@@ -338,8 +338,17 @@ fn probe_record(p: &PlannedProbe, side: ProbeSide) -> Probe {
     Probe {
         function: p.function.clone(),
         module: p.module.clone(),
-        offset: p.offset,
+        offset: probe_offset(p, side),
         side,
+    }
+}
+
+/// Where a probe goes: a return probe always at the function's entry (it swaps the return
+/// address at the entry's stack pointer), an entry probe where `discover::place_entries` put it.
+fn probe_offset(p: &PlannedProbe, side: ProbeSide) -> u64 {
+    match side {
+        ProbeSide::Return => p.offset,
+        ProbeSide::Entry => p.entry_offset,
     }
 }
 
@@ -353,7 +362,7 @@ fn attach_prog(
         retprobe: side == ProbeSide::Return,
         ..UprobeOpts::default()
     };
-    let offset = usize::try_from(p.offset)?;
+    let offset = usize::try_from(probe_offset(p, side))?;
     prog.attach_uprobe_with_opts(pid as i32, &p.open_path, offset, opts)
         .map_err(|e| anyhow::anyhow!("{e:?}"))
         .with_context(|| {

@@ -83,6 +83,26 @@ type SymbolTable = Vec<(u64, u64, String)>;
 
 /// The function containing the call before a return address in a module.
 fn function_at(path: &str, file_offset: u64) -> Option<String> {
+    // Frames are return addresses: the call is at offset - 1.
+    let target = file_offset.checked_sub(1)?;
+    with_symbols(path, |syms| {
+        syms.iter()
+            .find(|(start, size, _)| target >= *start && target < start + size)
+            .map(|(_, _, name)| name.clone())
+    })?
+}
+
+/// The file offset of a function symbol of a module.
+fn symbol_offset(path: &str, name: &str) -> Option<u64> {
+    with_symbols(path, |syms| {
+        syms.iter()
+            .find(|(_, _, n)| n == name || n.split('@').next() == Some(name))
+            .map(|(start, ..)| *start)
+    })?
+}
+
+/// Runs `f` on the (cached) function symbols of a module.
+fn with_symbols<T>(path: &str, f: impl FnOnce(&SymbolTable) -> T) -> Option<T> {
     static CACHE: OnceLock<std::sync::Mutex<HashMap<String, SymbolTable>>> = OnceLock::new();
     let mut cache = CACHE.get_or_init(Default::default).lock().unwrap();
     if !cache.contains_key(path) {
@@ -107,12 +127,7 @@ fn function_at(path: &str, file_offset: u64) -> Option<String> {
         }
         cache.insert(path.to_string(), syms);
     }
-    // Frames are return addresses: the call is at offset - 1.
-    let target = file_offset.checked_sub(1)?;
-    cache[path]
-        .iter()
-        .find(|(start, size, _)| target >= *start && target < start + size)
-        .map(|(_, _, name)| name.clone())
+    Some(f(&cache[path]))
 }
 
 impl Recorded {
@@ -143,6 +158,17 @@ impl Recorded {
             }
         }
         t
+    }
+
+    /// (module, file offset) of the entry probe of `function`.
+    fn entry_probe(&self, function: &str) -> (String, u64) {
+        let h = self.state.header.as_ref().expect("header");
+        let p = h
+            .probes
+            .iter()
+            .find(|p| p.function == function && p.side == leak_format::ProbeSide::Entry)
+            .unwrap_or_else(|| panic!("no entry probe on {function}: {:?}", h.probes));
+        (p.module.clone(), p.offset)
     }
 
     fn modules_of_probe(&self, function: &str) -> Vec<String> {
@@ -850,4 +876,68 @@ fn go_programs_are_refused_clearly() {
         "{err}"
     );
     assert!(!out.exists(), "a refused run leaves no file");
+}
+
+/// The bytes of a module at a file offset.
+fn code_at(path: &str, offset: u64, len: usize) -> Vec<u8> {
+    let data = fs::read(path).unwrap();
+    data[offset as usize..][..len].to_vec()
+}
+
+#[test]
+fn free_probe_sits_on_the_emulated_jump_after_the_null_test() {
+    if !bpf_ready() {
+        return;
+    }
+    let r = record(&["-i", "1s"], &[&fixture("leaky"), "basic", "1000", "100"]);
+    r.assert_clean();
+    let (libc, at) = r.entry_probe("free");
+    let free = symbol_offset(&libc, "free").expect("libc defines free");
+    // Debian 12's glibc: `test %rdi,%rdi` (single-stepped by uprobes), then `je` (emulated).
+    assert_eq!(
+        code_at(&libc, free, 5),
+        [0x48, 0x85, 0xff, 0x0f, 0x84],
+        "this test knows Debian 12's libc free"
+    );
+    assert_eq!(at, free + 3, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("free: entry probe at free+0x3 (`je`"),
+        "the move is said: {}",
+        r.stderr
+    );
+    // Probes with a return probe stay at the entry, where both share one trap.
+    let (_, malloc_at) = r.entry_probe("malloc");
+    assert_eq!(Some(malloc_at), symbol_offset(&libc, "malloc"));
+    // And nothing is lost: every free is still seen.
+    let leak = r.by_function("leak_here");
+    assert_eq!((leak.bytes, leak.count), (100_000, 1000));
+    let churn = r.by_function("churn_balanced");
+    assert_eq!((churn.allocs, churn.frees), (5000, 5000));
+    assert_eq!(r.state.losses.unknown_free, 0, "{:?}", r.state.losses);
+}
+
+#[test]
+fn jemalloc_free_probe_moves_to_its_first_branch_and_misses_no_free() {
+    if !bpf_ready() {
+        return;
+    }
+    let r = record(
+        &["-i", "1s"],
+        &[&fixture("leaky_jemalloc"), "basic", "1000", "100"],
+    );
+    r.assert_clean();
+    let (lib, at) = r.entry_probe("free");
+    assert!(lib.contains("libjemalloc"), "{lib}");
+    let free = symbol_offset(&lib, "free").expect("jemalloc defines free");
+    assert!(
+        at > free,
+        "moved past free's first instruction: {}",
+        r.stderr
+    );
+    let insn = code_at(&lib, at, 2);
+    let jcc = matches!(insn[0], 0x70..=0x7f) || (insn[0] == 0x0f && matches!(insn[1], 0x80..=0x8f));
+    assert!(jcc, "lands on a conditional jump: {insn:x?}");
+    let churn = r.by_function("churn_balanced");
+    assert_eq!((churn.bytes, churn.allocs, churn.frees), (0, 5000, 5000));
+    assert_eq!(r.by_function("leak_here").bytes, 100_000);
 }
