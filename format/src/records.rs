@@ -274,13 +274,14 @@ pub struct Losses {
     pub allocs_full: u64,
     /// Bytes of those allocations.
     pub allocs_full_bytes: u64,
-    /// Allocations counted on a placeholder stack because the stack table was full.
+    /// Allocations counted on a placeholder stack because the stack table was full (or, with
+    /// odds of about n²/2⁶⁵, their stack's 64-bit hash equalled another stack's).
     pub stack_table_full: u64,
     /// Allocations counted on a placeholder stack because the stack walk failed.
     pub stack_walk_failed: u64,
     /// Allocations counted on a placeholder stack because the per-stack counter table was full.
     pub counters_full: u64,
-    /// Allocator calls not tracked because the per-thread call table was full.
+    /// Allocator calls not tracked because the thread's call state could not be allocated.
     pub pending_full: u64,
     /// Allocator returns seen without their entry, or whose result could not be read
     /// (posix_memalign's output pointer).

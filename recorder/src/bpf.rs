@@ -95,9 +95,11 @@ pub fn load<'obj>(
     rodata.target_tgid = opts.tgid;
     rodata.min_size = opts.min_size;
     rodata.max_size = opts.max_size;
+    rodata.stack_slots = opts.max_stacks;
     let placeholders = FIRST_STACK_ID * 2; // both kinds
     open.maps.allocs.set_max_entries(opts.max_allocs)?;
     open.maps.stack_ids.set_max_entries(opts.max_stacks)?;
+    open.maps.stack_traces.set_max_entries(opts.max_stacks)?;
     open.maps.stats.set_max_entries(
         opts.max_stacks
             .saturating_mul(2)
@@ -254,16 +256,21 @@ impl Tracer<'_> {
 
     /// The traces (return addresses, innermost first) of the wanted stack ids.
     pub fn stack_traces(&self, wanted: &HashSet<u32>) -> Result<HashMap<u32, Vec<u64>>> {
-        let map = &self.skel.maps.stack_ids;
+        let map = &self.skel.maps.stack_traces;
         let mut out = HashMap::new();
-        for (k, v) in read_all(map)? {
-            let id = u32_at(&v, 0);
-            if wanted.contains(&id) {
-                let ips: Vec<u64> = k
-                    .chunks_exact(8)
-                    .map(|c| u64_at(c, 0))
-                    .take_while(|&ip| ip != 0)
-                    .collect();
+        for &id in wanted {
+            let Some(slot) = id.checked_sub(FIRST_STACK_ID) else {
+                continue; // a placeholder: no trace
+            };
+            let Some(trace) = map.lookup(&slot.to_ne_bytes(), MapFlags::ANY)? else {
+                continue;
+            };
+            let ips: Vec<u64> = trace
+                .chunks_exact(8)
+                .map(|c| u64_at(c, 0))
+                .take_while(|&ip| ip != 0)
+                .collect();
+            if !ips.is_empty() {
                 out.insert(id, ips);
             }
         }
