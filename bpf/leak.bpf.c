@@ -21,6 +21,8 @@ const volatile __u32 target_tgid = 0;
 const volatile __u64 min_size = 0;
 const volatile __u64 max_size = ~0ULL;
 const volatile __u32 stack_slots = 1 << 14; /* --max-stacks: entries of stack_traces */
+/* Tests only (LEAK_RECORD_TEST_STACK_HASH_MASK): fewer hash bits force stack hash collisions. */
+const volatile __u64 stack_hash_mask = ~0ULL;
 
 /* Never used: they make the shared enums part of the BTF, hence of the Rust skeleton's types. */
 enum leak_counter btf_leak_counter;
@@ -214,7 +216,7 @@ static __always_inline long walk_user_stack(struct pt_regs *ctx, struct stack_tr
 	h *= 0xff51afd7ed558ccdULL;
 	h ^= h >> 33;
 	h *= 0xc4ceb9fe1a85ec53ULL;
-	*hash = h ^ (h >> 33);
+	*hash = (h ^ (h >> 33)) & stack_hash_mask;
 	return n;
 }
 

@@ -96,6 +96,7 @@ pub fn load<'obj>(
     rodata.min_size = opts.min_size;
     rodata.max_size = opts.max_size;
     rodata.stack_slots = opts.max_stacks;
+    rodata.stack_hash_mask = test_stack_hash_mask()?;
     let placeholders = FIRST_STACK_ID * 2; // both kinds
     open.maps.allocs.set_max_entries(opts.max_allocs)?;
     open.maps.stack_ids.set_max_entries(opts.max_stacks)?;
@@ -140,6 +141,19 @@ pub fn load<'obj>(
         links: Vec::new(),
         attached: Vec::new(),
     })
+}
+
+/// A test hook: `LEAK_RECORD_TEST_STACK_HASH_MASK=0x0` keeps only those bits of each stack's
+/// hash, so that distinct stacks collide and the collision path (counted, never merged) can be
+/// tested end to end. Unset, every bit is kept.
+fn test_stack_hash_mask() -> Result<u64> {
+    const VAR: &str = "LEAK_RECORD_TEST_STACK_HASH_MASK";
+    let Some(v) = std::env::var_os(VAR) else {
+        return Ok(u64::MAX);
+    };
+    let v = v.to_string_lossy();
+    let digits = v.trim_start_matches("0x");
+    u64::from_str_radix(digits, 16).with_context(|| format!("{VAR}={v} is not a hexadecimal mask"))
 }
 
 fn kernel_at_least(major: u32, minor: u32) -> bool {

@@ -941,3 +941,59 @@ fn jemalloc_free_probe_moves_to_its_first_branch_and_misses_no_free() {
     assert_eq!((churn.bytes, churn.allocs, churn.frees), (0, 5000, 5000));
     assert_eq!(r.by_function("leak_here").bytes, 100_000);
 }
+
+#[test]
+fn colliding_stack_hashes_are_counted_never_merged() {
+    if !bpf_ready() {
+        return;
+    }
+    // Every stack hashes to 0: the first stack seen (main's first allocation is churn's) keeps
+    // the hash; leak_here's stack collides with it and must not be merged into it.
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run.zst");
+    let status = Command::new(RECORDER)
+        .env("LEAK_RECORD_TEST_STACK_HASH_MASK", "0x0")
+        .args(["-q", "-i", "1s", "-o", out.to_str().unwrap(), "--"])
+        .args([&fixture("leaky"), "basic", "1000", "100"])
+        .stdin(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let (state, tail) = read_recording(&out);
+    assert!(tail.is_none(), "{tail:?}");
+    let r = Recorded {
+        state,
+        tail: None,
+        stdout: String::new(),
+        stderr: String::new(),
+        code: Some(0),
+    };
+    let churn = r.by_function("churn_balanced");
+    assert_eq!((churn.allocs, churn.frees, churn.bytes), (2500, 2500, 0));
+    assert_eq!(churn.stacks, 1);
+    assert_eq!(
+        r.by_function("leak_here"),
+        Totals::default(),
+        "never merged"
+    );
+    assert_eq!(
+        r.state.losses.stack_table_full,
+        1000 + 2500,
+        "{:?}",
+        r.state.losses
+    );
+    let on_placeholder: Vec<(u64, u64)> = r
+        .state
+        .totals
+        .iter()
+        .filter(|((id, _), _)| {
+            r.state.stacks.get(id).and_then(|s| s.lost) == Some(StackLoss::TableFull)
+        })
+        .map(|(_, s)| (s.outstanding_bytes(), s.outstanding_count()))
+        .collect();
+    assert_eq!(
+        on_placeholder,
+        [(100_000, 1000)],
+        "counted, on the placeholder"
+    );
+}
