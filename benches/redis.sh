@@ -10,10 +10,12 @@
 #        BENCH_TARGET_DIR=/tmp/bench-target   cargo target dir (not the repo's)
 #        BENCH_WORK=/tmp/leak-redis           scratch dir
 #
-# Installs redis-server (and redis-tools) if missing, builds leak-record, then per round
-# starts redis-server bare and under `leak-record -i 5s`, runs redis-benchmark against each
-# and reads its requests per second. Reports the median per test and the ratio recorded/bare,
-# with the recording's loss counters, and writes the section into docs/performance.md.
+# Installs redis-server (and redis-tools, perf) if missing, builds leak-record, then per round
+# starts redis-server bare, under count-only probes at exactly the places leak-record probes
+# ("floor": tracefs uprobe events counted by perf stat, no BPF; the places are read from a
+# recording's header), and under `leak-record -i 5s`, runs redis-benchmark against each and
+# reads its requests per second. Reports the median per test and the ratios, with the
+# recording's loss counters, and writes the section into docs/performance.md.
 set -euo pipefail
 shopt -s inherit_errexit
 
@@ -26,6 +28,8 @@ TARGET=${BENCH_TARGET_DIR:-/tmp/bench-target}
 WORK=${BENCH_WORK:-/tmp/leak-redis}
 LR="$TARGET/release/leak-record"
 COSTS="$TARGET/release/examples/snapshot_costs"
+PROBES="$TARGET/release/examples/probes"
+EVENTS=/sys/kernel/tracing/uprobe_events
 PORT=6399
 LOG="$WORK/bench.log"
 DOC="$ROOT/docs/performance.md"
@@ -36,18 +40,35 @@ log() { echo "[redis] $*" >&2; }
 setup() {
     [[ $EUID -eq 0 ]] || { echo "run as root (BPF uprobes)" >&2; exit 1; }
     rm -rf "$WORK" && mkdir -p "$WORK/t" && : >"$LOG"
-    if ! command -v redis-server >/dev/null || ! command -v redis-benchmark >/dev/null; then
-        log "installing redis-server"
-        apt-get install -y redis-server redis-tools >>"$LOG" 2>&1 \
-            || { apt-get update >>"$LOG" 2>&1 && apt-get install -y redis-server redis-tools >>"$LOG" 2>&1; }
+    if ! command -v redis-server >/dev/null || ! command -v redis-benchmark >/dev/null \
+        || ! command -v perf >/dev/null; then
+        log "installing redis-server and perf"
+        apt-get install -y redis-server redis-tools linux-perf >>"$LOG" 2>&1 \
+            || { apt-get update >>"$LOG" 2>&1 \
+                && apt-get install -y redis-server redis-tools linux-perf >>"$LOG" 2>&1; }
     fi
+    mountpoint -q /sys/kernel/tracing || mount -t tracefs nodev /sys/kernel/tracing
     # Debian starts a redis service on 6379; ours runs on its own port and config.
     log "building leak-record into $TARGET"
     (cd "$ROOT" && CARGO_TARGET_DIR="$TARGET" cargo build --release --bin leak-record \
         >>"$LOG" 2>&1 && CARGO_TARGET_DIR="$TARGET" cargo build --release -p leak-format \
-        --example snapshot_costs >>"$LOG" 2>&1)
+        --example snapshot_costs --example probes >>"$LOG" 2>&1)
     SERVER=(redis-server --port "$PORT" --bind 127.0.0.1 --save "" --appendonly no
         --daemonize no --protected-mode yes --dir "$WORK")
+}
+
+# One tracefs uprobe event per probe leak-record attached in redis-server, at the same file
+# offset (entry probes where leak-record placed them).
+define_floor() {
+    local side module offset i=0
+    "$PROBES" "$WORK/probes.zst" >"$WORK/probes.list"
+    perf probe -q -d 'leakbench:*' >/dev/null 2>&1 || true
+    trap 'perf probe -q -d "leakbench:*" >/dev/null 2>&1 || true' EXIT
+    while read -r side module offset _; do
+        [[ $side == entry ]] && echo "p:leakbench/p$i $module:$offset" >>"$EVENTS"
+        [[ $side == return ]] && echo "r:leakbench/p$i $module:$offset" >>"$EVENTS"
+        i=$((i + 1))
+    done <"$WORK/probes.list"
 }
 
 wait_ready() {
@@ -65,6 +86,8 @@ run() {
     local v=$1 pid
     if [[ $v == bare ]]; then
         "${SERVER[@]}" >>"$LOG" 2>&1 &
+    elif [[ $v == floor ]]; then
+        perf stat -x, -o "$WORK/perf.out" -e 'leakbench:*' -- "${SERVER[@]}" >>"$LOG" 2>&1 &
     else
         "$LR" -q -i 5s -o "$WORK/redis.zst" --force -- "${SERVER[@]}" \
             >>"$LOG" 2>>"$WORK/record.stderr" &
@@ -101,18 +124,24 @@ $HEADING
   $(redis-server --version | cut -d' ' -f1-3)
 - reproduce (root): \`bash benches/redis.sh\` (RUNS=$RUNS REQUESTS=$REQUESTS CLIENTS=$CLIENTS
   TESTS=$TESTS)
-- method: per round, redis-server (no persistence, loopback, port $PORT) is started bare and
-  under \`leak-record -i 5s\` (order alternating), and \`redis-benchmark -n $REQUESTS -c $CLIENTS
-  -t $TESTS\` runs against it; requests per second, median (min-max) over $RUNS rounds.
+- method: per round, redis-server (no persistence, loopback, port $PORT) is started bare,
+  under count-only probes ("floor") and under \`leak-record -i 5s\` (order reversed every other
+  round), and \`redis-benchmark -n $REQUESTS -c $CLIENTS -t $TESTS\` runs against it; requests
+  per second, median (min-max) over $RUNS rounds.
   redis-benchmark runs on the same $(nproc) cores as the server.
 
-| test | bare rps | recorded rps | recorded / bare |
-|---|---:|---:|---:|
+"floor" = count-only probes at the $(wc -l <"$WORK/probes.list") places leak-record probes
+(tracefs uprobe events from the recording's header, counted by \`perf stat\`, no BPF).
+
+| test | bare rps | floor rps | recorded rps | recorded / bare | recorded / floor |
+|---|---:|---:|---:|---:|---:|
 EOF
+    local f
     while IFS= read -r t; do
-        b=$(median_of "$t" bare); r=$(median_of "$t" recorded)
-        echo "| $t | $b ($(range_of "$t" bare)) | $r ($(range_of "$t" recorded)) |" \
-            "$(awk "BEGIN {printf \"%.2f\", $r / $b}") |"
+        b=$(median_of "$t" bare); f=$(median_of "$t" floor); r=$(median_of "$t" recorded)
+        echo "| $t | $b ($(range_of "$t" bare)) | $f ($(range_of "$t" floor)) |" \
+            "$r ($(range_of "$t" recorded)) | $(awk "BEGIN {printf \"%.2f\", $r / $b}") |" \
+            "$(awk "BEGIN {printf \"%.2f\", $r / $f}") |"
     done < <(cut -f1 "$WORK/t/bare" | awk '!seen[$0]++')
     echo
     echo "Probes leak-record placed (from its verbose output):"
@@ -139,11 +168,17 @@ main() {
     "$LR" -d 2s -o "$WORK/probes.zst" --force -- "${SERVER[@]}" 2>&1 >/dev/null \
         | grep -E 'attached|entry probe' >"$WORK/probes.txt" || true
     redis-cli -p "$PORT" shutdown nosave >/dev/null 2>&1 || true
+    define_floor
     local r
     for ((r = 0; r < RUNS; r++)); do
-        if ((r % 2)); then run recorded; run bare; else run bare; run recorded; fi
+        if ((r % 2)); then
+            run recorded; run floor; run bare
+        else
+            run bare; run floor; run recorded
+        fi
         log "round $((r + 1))/$RUNS done"
     done
+    perf probe -q -d 'leakbench:*' >>"$LOG" 2>&1 || true
     report | tee "$WORK/report.md"
     write_doc
     log "written $DOC; logs in $WORK"
