@@ -20,6 +20,9 @@
 const volatile __u32 target_tgid = 0;
 const volatile __u64 min_size = 0;
 const volatile __u64 max_size = ~0ULL;
+const volatile __u32 stack_slots = 1 << 14; /* --max-stacks: entries of stack_traces */
+/* Tests only (LEAK_RECORD_TEST_STACK_HASH_MASK): fewer hash bits force stack hash collisions. */
+const volatile __u64 stack_hash_mask = ~0ULL;
 
 /* Never used: they make the shared enums part of the BTF, hence of the Rust skeleton's types. */
 enum leak_counter btf_leak_counter;
@@ -36,19 +39,33 @@ struct {
 	__type(value, struct alloc_info);
 } allocs SEC(".maps");
 
+/* Each thread's open allocator call, in the thread itself: no hashing, no contention, freed
+ * with the thread. `depth` 0 means no call is open. */
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 1 << 16);
-	__type(key, __u32);
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
 	__type(value, struct pending_call);
 } pending_calls SEC(".maps");
 
+/* Stack ids by a 64-bit hash of the trace. The trace itself is kept in stack_traces and
+ * compared on every hit: two stacks with one hash are never merged (the second is counted as
+ * not tracked, like a full table). Hashing only the frames walked is what makes this cheaper
+ * than a table keyed by the whole 512-byte trace. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 1 << 14); /* --max-stacks */
-	__type(key, struct stack_trace);
+	__type(key, __u64);
 	__type(value, __u32);
 } stack_ids SEC(".maps");
+
+/* The trace of stack id `i + FIRST_STACK_ID` at index i, zero-filled past its last frame. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1 << 14); /* --max-stacks */
+	__type(key, __u32);
+	__type(value, struct stack_trace);
+} stack_traces SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -88,15 +105,19 @@ static __always_inline bool is_target(void)
 static __always_inline int enter(struct pt_regs *ctx, __u64 size, __u64 old_ptr, __u64 memptr,
 				 __u32 type)
 {
-	__u32 tid = (__u32)bpf_get_current_pid_tgid();
 	__u64 sp = PT_REGS_SP(ctx);
 	struct pending_call *open;
-	struct pending_call call = {};
+	__u64 old_ts = 0;
 
 	if (!is_target())
 		return 0;
-	open = bpf_map_lookup_elem(&pending_calls, &tid);
-	if (open) {
+	open = bpf_task_storage_get(&pending_calls, bpf_get_current_task_btf(), 0,
+				    BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (!open) {
+		count(C_PENDING_FULL, 1);
+		return 0;
+	}
+	if (open->depth) {
 		/* The stack grows down: a nested call runs below the open call's frame, or at it
 		 * when the outer call tail-jumps into the inner one (glibc reallocarray -> realloc;
 		 * both return probes then fire, innermost first). */
@@ -109,22 +130,21 @@ static __always_inline int enter(struct pt_regs *ctx, __u64 size, __u64 old_ptr,
 		 * abandoned and followed by one from the very same frame looks nested: rare. */
 		count(C_ABANDONED, 1);
 	}
-	call.size = size;
-	call.old_ptr = old_ptr;
-	call.memptr = memptr;
-	call.sp = sp;
-	call.type = type;
-	call.depth = 1;
 	if (type == CALL_REALLOC && old_ptr) {
 		struct alloc_info *old = bpf_map_lookup_elem(&allocs, &old_ptr);
 
 		if (old)
-			call.old_ts = old->ts;
+			old_ts = old->ts;
 		else
 			count(C_UNKNOWN_FREE, 1);
 	}
-	if (bpf_map_update_elem(&pending_calls, &tid, &call, BPF_ANY))
-		count(C_PENDING_FULL, 1);
+	open->size = size;
+	open->old_ptr = old_ptr;
+	open->old_ts = old_ts;
+	open->memptr = memptr;
+	open->sp = sp;
+	open->type = type;
+	open->depth = 1;
 	return 0;
 }
 
@@ -149,30 +169,111 @@ static __always_inline void release(__u64 ptr, __u64 expect_ts)
 	bpf_map_delete_elem(&allocs, &ptr);
 }
 
+/* A frame record of the frame-pointer chain, as the callee's prologue pushed it. */
+struct frame_record {
+	__u64 next; /* the caller's frame pointer */
+	__u64 ret;  /* return address into the caller */
+};
+
+/* Walks the user frame-pointer chain into `trace` (zero-filled past the last frame) and returns
+ * the number of frames. Same frames as bpf_get_stack(BPF_F_USER_STACK), which stores the
+ * interrupted ip and then follows %rbp, but it stops where the chain ends (0, which _start
+ * leaves in %rbp) or stops going up the stack (code without frame pointers left something
+ * else there) instead of reading that address: the faulting read at the end of every chain
+ * cost the kernel's walker about 0.5 us per allocation, more than the rest of the walk. */
+static __always_inline __u64 hash_step(__u64 h, __u64 ip)
+{
+	return (h ^ ip) * 0x100000001b3ULL;
+}
+
+/* Also sets *hash, a hash of the frames walked. */
+static __always_inline long walk_user_stack(struct pt_regs *ctx, struct stack_trace *trace,
+					    __u64 *hash)
+{
+	struct frame_record fr;
+	__u64 fp = PT_REGS_FP(ctx);
+	__u64 h = 0xcbf29ce484222325ULL;
+	long n;
+
+	__builtin_memset(trace, 0, sizeof(*trace));
+	trace->ips[0] = PT_REGS_IP(ctx);
+	if (!trace->ips[0])
+		return 0;
+	h = hash_step(h, trace->ips[0]);
+	for (n = 1; n < MAX_STACK_DEPTH; n++) {
+		if (!fp || (fp & 7) || bpf_probe_read_user(&fr, sizeof(fr), (void *)fp) || !fr.ret)
+			break;
+		trace->ips[n] = fr.ret;
+		h = hash_step(h, fr.ret);
+		if (fr.next <= fp) {
+			n++;
+			break;
+		}
+		fp = fr.next;
+	}
+	/* Final avalanche (MurmurHash3's fmix64), so every frame moves every bit. */
+	h ^= h >> 33;
+	h *= 0xff51afd7ed558ccdULL;
+	h ^= h >> 33;
+	h *= 0xc4ceb9fe1a85ec53ULL;
+	*hash = (h ^ (h >> 33)) & stack_hash_mask;
+	return n;
+}
+
+/* Whether stack `id` holds exactly `trace`. */
+static __always_inline bool same_trace(__u32 id, struct stack_trace *trace)
+{
+	__u32 slot = id - FIRST_STACK_ID;
+	struct stack_trace *known = bpf_map_lookup_elem(&stack_traces, &slot);
+	__u32 i;
+
+	if (!known)
+		return false;
+	for (i = 0; i < MAX_STACK_DEPTH; i++) {
+		if (known->ips[i] != trace->ips[i])
+			return false;
+		if (!trace->ips[i])
+			break; /* both zero-filled from here */
+	}
+	return true;
+}
+
 /* The id of the current user stack; a placeholder id when it cannot be had (counted by the
  * caller once the allocation is recorded on it). */
 static __always_inline __u32 current_stack_id(struct pt_regs *ctx)
 {
-	__u32 zero = 0, id;
+	__u32 zero = 0, id, slot;
 	struct stack_trace *trace = bpf_map_lookup_elem(&scratch_traces, &zero);
+	struct stack_trace *stored;
 	__u32 *known;
-	long n, err;
+	__u64 hash;
+	long err;
 
 	if (!trace)
 		return STACK_LOST_WALK_FAILED;
-	/* Zero-fills the rest of the buffer, so the whole trace is a stable key. */
-	n = bpf_get_stack(ctx, trace->ips, sizeof(trace->ips), BPF_F_USER_STACK);
-	if (n <= 0)
-		return n < 0 ? STACK_LOST_WALK_FAILED : STACK_LOST_EMPTY;
-	known = bpf_map_lookup_elem(&stack_ids, trace);
-	if (known)
-		return *known;
+	if (walk_user_stack(ctx, trace, &hash) <= 0)
+		return STACK_LOST_EMPTY;
+	known = bpf_map_lookup_elem(&stack_ids, &hash);
+	if (known) {
+		id = *known;
+		/* A different stack with the same hash: counted, never merged. */
+		return same_trace(id, trace) ? id : STACK_LOST_TABLE_FULL;
+	}
+	/* Ids are never reused: once every slot was handed out, new stacks are not tracked. */
+	if (next_stack_id - FIRST_STACK_ID >= stack_slots)
+		return STACK_LOST_TABLE_FULL;
 	id = __sync_fetch_and_add(&next_stack_id, 1);
-	err = bpf_map_update_elem(&stack_ids, trace, &id, BPF_NOEXIST);
+	slot = id - FIRST_STACK_ID;
+	stored = bpf_map_lookup_elem(&stack_traces, &slot);
+	if (!stored)
+		return STACK_LOST_TABLE_FULL;
+	/* The trace is in place before its id can be found. */
+	__builtin_memcpy(stored, trace, sizeof(*trace));
+	err = bpf_map_update_elem(&stack_ids, &hash, &id, BPF_NOEXIST);
 	if (err == -EEXIST) {
-		/* Another CPU inserted the same stack first; use its id. */
-		known = bpf_map_lookup_elem(&stack_ids, trace);
-		if (known)
+		/* Another CPU inserted this hash first (its slot is used, ours stays unused). */
+		known = bpf_map_lookup_elem(&stack_ids, &hash);
+		if (known && same_trace(*known, trace))
 			return *known;
 	}
 	return err ? STACK_LOST_TABLE_FULL : id;
@@ -185,6 +286,7 @@ static __always_inline void record(struct pt_regs *ctx, __u64 ptr, __u64 size, _
 	struct alloc_info info = {};
 	struct alloc_info *stale;
 	struct stack_stats *s;
+	long err;
 
 	key.stack_id = current_stack_id(ctx);
 	s = bpf_map_lookup_elem(&stats, &key);
@@ -201,20 +303,25 @@ static __always_inline void record(struct pt_regs *ctx, __u64 ptr, __u64 size, _
 				return;
 		}
 	}
-	stale = bpf_map_lookup_elem(&allocs, &ptr);
-	if (stale) {
-		/* The allocator handed out a tracked address again: its free was missed. */
-		count(C_MISSED_FREE, 1);
-		account_free(&stale->key, stale->size, 1);
-	}
 	info.size = size;
 	info.ts = bpf_ktime_get_ns();
 	info.key = key;
-	if (bpf_map_update_elem(&allocs, &ptr, &info, BPF_ANY)) {
+	/* Inserting first spares the common case a lookup. */
+	err = bpf_map_update_elem(&allocs, &ptr, &info, BPF_NOEXIST);
+	if (err == -EEXIST) {
+		/* The allocator handed out a tracked address again: its free was missed. */
+		stale = bpf_map_lookup_elem(&allocs, &ptr);
+		if (stale) {
+			count(C_MISSED_FREE, 1);
+			account_free(&stale->key, stale->size, 1);
+		}
+		err = bpf_map_update_elem(&allocs, &ptr, &info, BPF_ANY);
+		if (err && stale)
+			bpf_map_delete_elem(&allocs, &ptr);
+	}
+	if (err) {
 		count(C_ALLOCS_FULL, 1);
 		count(C_ALLOCS_FULL_BYTES, size);
-		if (stale)
-			bpf_map_delete_elem(&allocs, &ptr);
 		return;
 	}
 	__sync_fetch_and_add(&s->alloc_bytes, size);
@@ -236,7 +343,6 @@ static __always_inline void record(struct pt_regs *ctx, __u64 ptr, __u64 size, _
 /* The outermost allocator call on this thread returned `ret`. */
 static __always_inline int leave(struct pt_regs *ctx, __u64 ret)
 {
-	__u32 tid = (__u32)bpf_get_current_pid_tgid();
 	struct pending_call *open;
 	struct pending_call call;
 	__u64 ptr = ret;
@@ -244,8 +350,8 @@ static __always_inline int leave(struct pt_regs *ctx, __u64 ret)
 
 	if (!is_target())
 		return 0;
-	open = bpf_map_lookup_elem(&pending_calls, &tid);
-	if (!open) {
+	open = bpf_task_storage_get(&pending_calls, bpf_get_current_task_btf(), 0, 0);
+	if (!open || !open->depth) {
 		count(C_RET_WITHOUT_ENTRY, 1);
 		return 0;
 	}
@@ -254,7 +360,7 @@ static __always_inline int leave(struct pt_regs *ctx, __u64 ret)
 		return 0;
 	}
 	call = *open;
-	bpf_map_delete_elem(&pending_calls, &tid);
+	open->depth = 0;
 
 	switch (call.type) {
 	case CALL_IGNORE:

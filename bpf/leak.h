@@ -14,10 +14,10 @@ enum leak_counter {
 	C_ALLOCS_FULL = 0,	 /* live-allocation table full: allocation not tracked */
 	C_ALLOCS_FULL_BYTES = 1, /* bytes of those allocations */
 	/* Allocations recorded on a placeholder stack, by reason (one count per allocation). */
-	C_STACK_TABLE_FULL = 2,	 /* stack table full */
+	C_STACK_TABLE_FULL = 2,	 /* stack table full (or a 64-bit stack hash collision) */
 	C_STACK_WALK_FAILED = 3, /* stack walk failed or came back empty */
 	C_COUNTERS_FULL = 4,	 /* per-stack counter table full */
-	C_PENDING_FULL = 5,	 /* per-thread call table full: call not tracked */
+	C_PENDING_FULL = 5,	 /* per-thread call state not allocated: call not tracked */
 	C_RET_WITHOUT_ENTRY = 6, /* allocator return without its entry */
 	C_UNKNOWN_FREE = 7,	 /* free of an address not tracked */
 	C_MISSED_FREE = 8,	 /* allocation at a still-tracked address (implied free) */
@@ -56,7 +56,7 @@ enum call_type {
 	CALL_IGNORE = 4,  /* an mmap we do not account (file-backed, stacks, reservations) */
 };
 
-/* The stack table's key: return addresses, innermost first, zero-filled. */
+/* A user stack: return addresses, innermost first, zero-filled past the last frame. */
 struct stack_trace {
 	__u64 ips[MAX_STACK_DEPTH];
 };

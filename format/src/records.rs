@@ -117,7 +117,8 @@ pub struct Probe {
     pub function: String,
     /// The ELF file it was attached in, as the target sees it.
     pub module: String,
-    /// File offset of the probed instruction.
+    /// File offset of the probed instruction: the function's entry for a Return probe; for an
+    /// Entry probe the entry or the first instruction past it that the kernel emulates.
     pub offset: u64,
     /// Entry or return.
     pub side: ProbeSide,
@@ -309,13 +310,14 @@ pub struct Losses {
     pub allocs_full: u64,
     /// Bytes of those allocations.
     pub allocs_full_bytes: u64,
-    /// Allocations counted on a placeholder stack because the stack table was full.
+    /// Allocations counted on a placeholder stack because the stack table was full (or, with
+    /// odds of about n²/2⁶⁵, their stack's 64-bit hash equalled another stack's).
     pub stack_table_full: u64,
     /// Allocations counted on a placeholder stack because the stack walk failed.
     pub stack_walk_failed: u64,
     /// Allocations counted on a placeholder stack because the per-stack counter table was full.
     pub counters_full: u64,
-    /// Allocator calls not tracked because the per-thread call table was full.
+    /// Allocator calls not tracked because the thread's call state could not be allocated.
     pub pending_full: u64,
     /// Allocator returns seen without their entry, or whose result could not be read
     /// (posix_memalign's output pointer).

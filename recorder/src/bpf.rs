@@ -97,9 +97,12 @@ pub fn load<'obj>(
     rodata.target_tgid = opts.tgid;
     rodata.min_size = opts.min_size;
     rodata.max_size = opts.max_size;
+    rodata.stack_slots = opts.max_stacks;
+    rodata.stack_hash_mask = test_stack_hash_mask()?;
     let placeholders = FIRST_STACK_ID * 2; // both kinds
     open.maps.allocs.set_max_entries(opts.max_allocs)?;
     open.maps.stack_ids.set_max_entries(opts.max_stacks)?;
+    open.maps.stack_traces.set_max_entries(opts.max_stacks)?;
     open.maps.stats.set_max_entries(
         opts.max_stacks
             .saturating_mul(2)
@@ -128,6 +131,19 @@ pub fn load<'obj>(
         links: Vec::new(),
         attached: Vec::new(),
     })
+}
+
+/// A test hook: `LEAK_RECORD_TEST_STACK_HASH_MASK=0x0` keeps only those bits of each stack's
+/// hash, so that distinct stacks collide and the collision path (counted, never merged) can be
+/// tested end to end. Unset, every bit is kept.
+fn test_stack_hash_mask() -> Result<u64> {
+    const VAR: &str = "LEAK_RECORD_TEST_STACK_HASH_MASK";
+    let Some(v) = std::env::var_os(VAR) else {
+        return Ok(u64::MAX);
+    };
+    let v = v.to_string_lossy();
+    let digits = v.trim_start_matches("0x");
+    u64::from_str_radix(digits, 16).with_context(|| format!("{VAR}={v} is not a hexadecimal mask"))
 }
 
 pub(crate) fn kernel_at_least(major: u32, minor: u32) -> bool {
@@ -214,7 +230,25 @@ impl Tracer<'_> {
 
     /// The traces (return addresses, innermost first) of the wanted stack ids.
     pub fn stack_traces(&self, wanted: &HashSet<u32>) -> Result<HashMap<u32, Vec<u64>>> {
-        read_traces(&self.skel.maps.stack_ids, wanted)
+        let map = &self.skel.maps.stack_traces;
+        let mut out = HashMap::new();
+        for &id in wanted {
+            let Some(slot) = id.checked_sub(FIRST_STACK_ID) else {
+                continue; // a placeholder: no trace
+            };
+            let Some(trace) = map.lookup(&slot.to_ne_bytes(), MapFlags::ANY)? else {
+                continue;
+            };
+            let ips: Vec<u64> = trace
+                .chunks_exact(8)
+                .map(|c| u64_at(c, 0))
+                .take_while(|&ip| ip != 0)
+                .collect();
+            if !ips.is_empty() {
+                out.insert(id, ips);
+            }
+        }
+        Ok(out)
     }
 }
 
@@ -364,8 +398,17 @@ fn probe_record(p: &PlannedProbe, side: ProbeSide) -> Probe {
     Probe {
         function: p.function.clone(),
         module: p.module.clone(),
-        offset: p.offset,
+        offset: probe_offset(p, side),
         side,
+    }
+}
+
+/// Where a probe goes: a return probe always at the function's entry (it swaps the return
+/// address at the entry's stack pointer), an entry probe where `discover::place_entries` put it.
+fn probe_offset(p: &PlannedProbe, side: ProbeSide) -> u64 {
+    match side {
+        ProbeSide::Return => p.offset,
+        ProbeSide::Entry => p.entry_offset,
     }
 }
 
@@ -379,7 +422,7 @@ fn attach_prog(
         retprobe: side == ProbeSide::Return,
         ..UprobeOpts::default()
     };
-    let offset = usize::try_from(p.offset)?;
+    let offset = usize::try_from(probe_offset(p, side))?;
     prog.attach_uprobe_with_opts(pid as i32, &p.open_path, offset, opts)
         .map_err(|e| anyhow::anyhow!("{e:?}"))
         .with_context(|| {

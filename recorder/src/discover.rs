@@ -12,6 +12,7 @@ use object::elf;
 use object::read::elf::{Dyn, ElfFile64, ProgramHeader};
 use object::{Endianness, Object, ObjectSection, ObjectSymbol, ReadCache, SymbolKind};
 
+use crate::placement::{self, Placement, Reads};
 use crate::procfs;
 
 /// Which BPF program handles a function's entry.
@@ -99,8 +100,20 @@ pub struct ElfInfo {
     pub needed: Vec<String>,
     pub interp: Option<String>,
     pub is_go: bool,
-    /// Defined global function symbols of interest: name -> file offset.
-    pub functions: HashMap<String, u64>,
+    /// x86-64 code (entry probes can then be placed instruction by instruction).
+    pub x86_64: bool,
+    /// Defined global function symbols of interest: name -> where.
+    pub functions: HashMap<String, Function>,
+    /// File offsets of every function symbol, sorted: entry points a jump may target.
+    pub starts: Vec<u64>,
+}
+
+/// A function symbol in file coordinates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Function {
+    pub offset: u64,
+    /// Symbol size in bytes (0 when the symbol table does not say).
+    pub size: u64,
 }
 
 /// The names any allocator family could use, with every prefix.
@@ -127,6 +140,7 @@ pub fn read_elf(path: &Path, extra_prefix: Option<&str>) -> Result<ElfInfo> {
     let endian = elf.endian();
     let data = elf.data();
     let mut info = ElfInfo {
+        x86_64: elf.architecture() == object::Architecture::X86_64,
         is_go: elf.section_by_name(".go.buildinfo").is_some()
             || elf.section_by_name(".gopclntab").is_some(),
         ..ElfInfo::default()
@@ -159,17 +173,23 @@ pub fn read_elf(path: &Path, extra_prefix: Option<&str>) -> Result<ElfInfo> {
     let wanted = wanted_names(extra_prefix);
     // Shared objects interpose through .dynsym; a static executable has only .symtab.
     for sym in elf.dynamic_symbols().chain(elf.symbols()) {
-        if !sym.is_definition() || sym.kind() != SymbolKind::Text || sym.is_local() {
+        if !sym.is_definition() || sym.kind() != SymbolKind::Text {
             continue;
         }
+        let Some(offset) = file_offset(&elf, &sym) else {
+            continue;
+        };
+        info.starts.push(offset);
         let Ok(name) = sym.name() else { continue };
-        if !wanted.contains(name) || info.functions.contains_key(name) {
+        if sym.is_local() || !wanted.contains(name) || info.functions.contains_key(name) {
             continue;
         }
-        if let Some(offset) = file_offset(&elf, &sym) {
-            info.functions.insert(name.to_string(), offset);
-        }
+        let size = sym.size();
+        info.functions
+            .insert(name.to_string(), Function { offset, size });
     }
+    info.starts.sort_unstable();
+    info.starts.dedup();
     Ok(info)
 }
 
@@ -244,7 +264,12 @@ pub struct PlannedProbe {
     pub function: String,
     pub module: String,
     pub open_path: PathBuf,
+    /// File offset of the function's first instruction (where a return probe goes).
     pub offset: u64,
+    /// File offset of the entry probe: `offset`, or past it (see `place_entries`).
+    pub entry_offset: u64,
+    /// How `entry_offset` was chosen (None until `place_entries` ran).
+    pub placement: Option<Placement>,
     pub entry: Entry,
     pub ret: Option<Return>,
 }
@@ -397,7 +422,7 @@ pub fn plan(objs: &[Obj], ov: &Overrides) -> Result<Vec<PlannedProbe>> {
     let mut probes: Vec<PlannedProbe> = Vec::new();
     let mut seen: HashSet<(String, u64)> = HashSet::new();
     let mut add = |o: &Obj, name: &str, entry: Entry, ret: Option<Return>| {
-        let Some(&offset) = o.elf.functions.get(name) else {
+        let Some(&Function { offset, .. }) = o.elf.functions.get(name) else {
             return false;
         };
         // Aliases (memalign = aligned_alloc in some libcs) share an address: probe it once.
@@ -407,6 +432,8 @@ pub fn plan(objs: &[Obj], ov: &Overrides) -> Result<Vec<PlannedProbe>> {
                 module: o.display.clone(),
                 open_path: o.open_path.clone(),
                 offset,
+                entry_offset: offset,
+                placement: None,
                 entry,
                 ret,
             });
@@ -453,6 +480,78 @@ pub fn plan(objs: &[Obj], ov: &Overrides) -> Result<Vec<PlannedProbe>> {
     Ok(probes)
 }
 
+impl Entry {
+    /// What this entry's BPF program reads (bpf/leak.bpf.c): the System V argument registers
+    /// it takes, and the stack pointer for every program that goes through `enter()`.
+    pub fn reads(self) -> Reads {
+        use iced_x86::Register::{R8, RCX, RDI, RDX, RSI};
+        let (regs, sp): (&'static [_], bool) = match self {
+            Entry::Malloc => (&[RDI], true),
+            Entry::Calloc | Entry::Memalign | Entry::Realloc => (&[RDI, RSI], true),
+            Entry::Reallocarray | Entry::PosixMemalign => (&[RDI, RSI, RDX], true),
+            Entry::Mmap => (&[RDI, RSI, RDX, RCX, R8], true),
+            Entry::Free => (&[RDI], false),
+            Entry::Munmap => (&[RDI, RSI], false),
+        };
+        Reads { regs, sp }
+    }
+}
+
+/// Largest function body decoded to check its branches (glibc's free is ~200 bytes).
+const MAX_BODY: u64 = 1 << 20;
+
+/// Places each entry probe on the first instruction the kernel emulates when that is safe
+/// (see `placement`). A function with a return probe keeps its entry probe at the entry: the
+/// return probe traps there anyway, and both share that one trap, where a moved entry probe
+/// would add a second one.
+pub fn place_entries(probes: &mut [PlannedProbe], objs: &[Obj]) {
+    for p in probes {
+        let Some(obj) = objs.iter().find(|o| o.display == p.module) else {
+            continue;
+        };
+        let mut placed = decode_entry(obj, p);
+        if p.ret.is_some() {
+            placed = placed.pinned_to_entry(
+                "its return probe must trap at the entry, and one trap serves both probes",
+            );
+        }
+        p.entry_offset = p.offset + placed.offset;
+        p.placement = Some(placed);
+    }
+}
+
+fn decode_entry(obj: &Obj, p: &PlannedProbe) -> Placement {
+    use std::io::{Read, Seek, SeekFrom};
+    if !obj.elf.x86_64 {
+        return Placement::undecoded("not x86-64 code");
+    }
+    let size = obj
+        .elf
+        .functions
+        .get(&p.function)
+        .map_or(0, |f| f.size)
+        .min(MAX_BODY);
+    if size == 0 {
+        return Placement::undecoded("the symbol has no size, so its branches cannot be checked");
+    }
+    let mut body = vec![0u8; size as usize];
+    let read = File::open(&obj.open_path).and_then(|mut f| {
+        f.seek(SeekFrom::Start(p.offset))?;
+        f.read_exact(&mut body)
+    });
+    if let Err(e) = read {
+        return Placement::undecoded(format!("cannot read its code: {e}"));
+    }
+    let end = p.offset + size;
+    let from = obj.elf.starts.partition_point(|&s| s <= p.offset);
+    let others: Vec<u64> = obj.elf.starts[from..]
+        .iter()
+        .take_while(|&&s| s < end)
+        .map(|&s| s - p.offset)
+        .collect();
+    placement::place(&body, p.entry.reads(), &others)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -464,7 +563,10 @@ mod tests {
             elf: ElfInfo {
                 soname: soname.map(Into::into),
                 needed: needed.iter().map(|s| s.to_string()).collect(),
-                functions: funcs.iter().map(|&(n, o)| (n.to_string(), o)).collect(),
+                functions: funcs
+                    .iter()
+                    .map(|&(n, offset)| (n.to_string(), Function { offset, size: 0 }))
+                    .collect(),
                 ..ElfInfo::default()
             },
         }

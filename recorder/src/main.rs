@@ -17,6 +17,7 @@ mod modules;
 #[cfg(target_os = "linux")]
 mod output;
 #[cfg(target_os = "linux")]
+mod placement;
 mod privileges;
 #[cfg(target_os = "linux")]
 mod procfs;

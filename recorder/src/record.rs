@@ -153,13 +153,14 @@ fn setup_and_record(
             )));
         }
     }
-    let plan = discover::plan(
+    let mut plan = discover::plan(
         &objs,
         &Overrides {
             symbol_prefix: cli.symbol_prefix.clone(),
             mmap: cli.mmap,
         },
     )?;
+    discover::place_entries(&mut plan, &objs);
 
     let mut storage = MaybeUninit::uninit();
     let load = bpf::LoadOptions {
@@ -183,7 +184,7 @@ fn setup_and_record(
     };
     let mut tracer = bpf::load(&mut storage, &load).map_err(denied)?;
     tracer.attach(pid, &plan).map_err(denied)?;
-    report_probes(&tracer, cli.quiet);
+    report_probes(&tracer, &plan, cli.quiet);
 
     let header = Header {
         tool: format!("leak-record {}", env!("CARGO_PKG_VERSION")),
@@ -259,7 +260,7 @@ fn exe_name(exe: &str) -> String {
     exe.rsplit('/').next().unwrap_or(exe).to_string()
 }
 
-fn report_probes(tracer: &Tracer<'_>, quiet: bool) {
+fn report_probes(tracer: &Tracer<'_>, plan: &[discover::PlannedProbe], quiet: bool) {
     if quiet {
         return;
     }
@@ -279,6 +280,34 @@ fn report_probes(tracer: &Tracer<'_>, quiet: bool) {
     for (module, funcs) in by_module {
         eprintln!("leak-record:   {module}: {}", funcs.join(" "));
     }
+    for p in plan {
+        if let Some(line) = placement_note(p) {
+            eprintln!("leak-record:   {line}");
+        }
+    }
+}
+
+/// Where an entry probe went when that is not simply the function's emulated first instruction.
+fn placement_note(p: &discover::PlannedProbe) -> Option<String> {
+    let pl = p.placement.as_ref()?;
+    let f = &p.function;
+    if pl.offset > 0 {
+        return Some(format!(
+            "{f}: entry probe at {f}+{:#x} (`{}`, emulated by the kernel), past `{}`, which \
+             would be single-stepped",
+            pl.offset,
+            pl.at,
+            pl.skipped.join("; ")
+        ));
+    }
+    if pl.emulated {
+        return None;
+    }
+    Some(format!(
+        "{f}: entry probe at the function's start, whose `{}` the kernel single-steps (slow): {}",
+        pl.at,
+        pl.why_entry.as_deref().unwrap_or("no reason recorded")
+    ))
 }
 
 /// Removes the output file unless defused (setup failed before anything was recorded).

@@ -619,3 +619,123 @@ fn go_programs_are_refused_clearly() {
     );
     assert!(!out.exists(), "a refused run leaves no file");
 }
+
+/// The bytes of a module at a file offset.
+fn code_at(path: &str, offset: u64, len: usize) -> Vec<u8> {
+    let data = fs::read(path).unwrap();
+    data[offset as usize..][..len].to_vec()
+}
+
+#[test]
+fn free_probe_sits_on_the_emulated_jump_after_the_null_test() {
+    if !bpf_ready() {
+        return;
+    }
+    let r = record(&["-i", "1s"], &[&fixture("leaky"), "basic", "1000", "100"]);
+    r.assert_clean();
+    let (libc, at) = r.entry_probe("free");
+    let free = symbol_offset(&libc, "free").expect("libc defines free");
+    // Debian 12's glibc: `test %rdi,%rdi` (single-stepped by uprobes), then `je` (emulated).
+    assert_eq!(
+        code_at(&libc, free, 5),
+        [0x48, 0x85, 0xff, 0x0f, 0x84],
+        "this test knows Debian 12's libc free"
+    );
+    assert_eq!(at, free + 3, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("free: entry probe at free+0x3 (`je`"),
+        "the move is said: {}",
+        r.stderr
+    );
+    // Probes with a return probe stay at the entry, where both share one trap.
+    let (_, malloc_at) = r.entry_probe("malloc");
+    assert_eq!(Some(malloc_at), symbol_offset(&libc, "malloc"));
+    // And nothing is lost: every free is still seen.
+    let leak = r.by_function("leak_here");
+    assert_eq!((leak.bytes, leak.count), (100_000, 1000));
+    let churn = r.by_function("churn_balanced");
+    assert_eq!((churn.allocs, churn.frees), (5000, 5000));
+    assert_eq!(r.state.losses.unknown_free, 0, "{:?}", r.state.losses);
+}
+
+#[test]
+fn jemalloc_free_probe_moves_to_its_first_branch_and_misses_no_free() {
+    if !bpf_ready() {
+        return;
+    }
+    let r = record(
+        &["-i", "1s"],
+        &[&fixture("leaky_jemalloc"), "basic", "1000", "100"],
+    );
+    r.assert_clean();
+    let (lib, at) = r.entry_probe("free");
+    assert!(lib.contains("libjemalloc"), "{lib}");
+    let free = symbol_offset(&lib, "free").expect("jemalloc defines free");
+    assert!(
+        at > free,
+        "moved past free's first instruction: {}",
+        r.stderr
+    );
+    let insn = code_at(&lib, at, 2);
+    let jcc = matches!(insn[0], 0x70..=0x7f) || (insn[0] == 0x0f && matches!(insn[1], 0x80..=0x8f));
+    assert!(jcc, "lands on a conditional jump: {insn:x?}");
+    let churn = r.by_function("churn_balanced");
+    assert_eq!((churn.bytes, churn.allocs, churn.frees), (0, 5000, 5000));
+    assert_eq!(r.by_function("leak_here").bytes, 100_000);
+}
+
+#[test]
+fn colliding_stack_hashes_are_counted_never_merged() {
+    if !bpf_ready() {
+        return;
+    }
+    // Every stack hashes to 0: the first stack seen (main's first allocation is churn's) keeps
+    // the hash; leak_here's stack collides with it and must not be merged into it.
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run.zst");
+    let status = Command::new(RECORDER)
+        .env("LEAK_RECORD_TEST_STACK_HASH_MASK", "0x0")
+        .args(["-q", "-i", "1s", "-o", out.to_str().unwrap(), "--"])
+        .args([&fixture("leaky"), "basic", "1000", "100"])
+        .stdin(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let (state, tail) = read_recording(&out);
+    assert!(tail.is_none(), "{tail:?}");
+    let r = Recorded {
+        state,
+        tail: None,
+        stdout: String::new(),
+        stderr: String::new(),
+        code: Some(0),
+    };
+    let churn = r.by_function("churn_balanced");
+    assert_eq!((churn.allocs, churn.frees, churn.bytes), (2500, 2500, 0));
+    assert_eq!(churn.stacks, 1);
+    assert_eq!(
+        r.by_function("leak_here"),
+        Totals::default(),
+        "never merged"
+    );
+    assert_eq!(
+        r.state.losses.stack_table_full,
+        1000 + 2500,
+        "{:?}",
+        r.state.losses
+    );
+    let on_placeholder: Vec<(u64, u64)> = r
+        .state
+        .totals
+        .iter()
+        .filter(|((id, _), _)| {
+            r.state.stacks.get(id).and_then(|s| s.lost) == Some(StackLoss::TableFull)
+        })
+        .map(|(_, s)| (s.outstanding_bytes(), s.outstanding_count()))
+        .collect();
+    assert_eq!(
+        on_placeholder,
+        [(100_000, 1000)],
+        "counted, on the placeholder"
+    );
+}

@@ -83,6 +83,26 @@ pub type SymbolTable = Vec<(u64, u64, String)>;
 
 /// The function containing the call before a return address in a module.
 pub fn function_at(path: &str, file_offset: u64) -> Option<String> {
+    // Frames are return addresses: the call is at offset - 1.
+    let target = file_offset.checked_sub(1)?;
+    with_symbols(path, |syms| {
+        syms.iter()
+            .find(|(start, size, _)| target >= *start && target < start + size)
+            .map(|(_, _, name)| name.clone())
+    })?
+}
+
+/// The file offset of a function symbol of a module.
+pub fn symbol_offset(path: &str, name: &str) -> Option<u64> {
+    with_symbols(path, |syms| {
+        syms.iter()
+            .find(|(_, _, n)| n == name || n.split('@').next() == Some(name))
+            .map(|(start, ..)| *start)
+    })?
+}
+
+/// Runs `f` on the (cached) function symbols of a module.
+fn with_symbols<T>(path: &str, f: impl FnOnce(&SymbolTable) -> T) -> Option<T> {
     static CACHE: OnceLock<std::sync::Mutex<HashMap<String, SymbolTable>>> = OnceLock::new();
     let mut cache = CACHE.get_or_init(Default::default).lock().unwrap();
     if !cache.contains_key(path) {
@@ -107,15 +127,21 @@ pub fn function_at(path: &str, file_offset: u64) -> Option<String> {
         }
         cache.insert(path.to_string(), syms);
     }
-    // Frames are return addresses: the call is at offset - 1.
-    let target = file_offset.checked_sub(1)?;
-    cache[path]
-        .iter()
-        .find(|(start, size, _)| target >= *start && target < start + size)
-        .map(|(_, _, name)| name.clone())
+    Some(f(&cache[path]))
 }
 
 impl Recorded {
+    /// (module, file offset) of the entry probe of `function`.
+    pub fn entry_probe(&self, function: &str) -> (String, u64) {
+        let h = self.state.header.as_ref().expect("header");
+        let p = h
+            .probes
+            .iter()
+            .find(|p| p.function == function && p.side == leak_format::ProbeSide::Entry)
+            .unwrap_or_else(|| panic!("no entry probe on {function}: {:?}", h.probes));
+        (p.module.clone(), p.offset)
+    }
+
     /// Name of the innermost frame's function of each stack.
     pub fn innermost(&self, stack: u32) -> Option<String> {
         let s = self.state.stacks.get(&stack)?;

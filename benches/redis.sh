@@ -1,0 +1,187 @@
+#!/usr/bin/env bash
+# benches/redis.sh - a real service under leak-record: redis-server (Debian's, linked with
+# jemalloc) driven by redis-benchmark on loopback, bare vs recorded (issue 8).
+#
+# usage (root, from anywhere):  bash benches/redis.sh
+#   env: RUNS=3          rounds; each round runs bare and recorded, order alternating
+#        REQUESTS=200000 requests per redis-benchmark test
+#        CLIENTS=50      parallel connections
+#        TESTS=set,get,lpush,lpop   redis-benchmark -t
+#        BENCH_TARGET_DIR=/tmp/bench-target   cargo target dir (not the repo's)
+#        BENCH_WORK=/tmp/leak-redis           scratch dir
+#
+# Installs redis-server (and redis-tools, perf) if missing, builds leak-record, then per round
+# starts redis-server bare, under count-only probes at exactly the places leak-record probes
+# ("floor": tracefs uprobe events counted by perf stat, no BPF; the places are read from a
+# recording's header), and under `leak-record -i 5s`, runs redis-benchmark against each and
+# reads its requests per second. Reports the median per test and the ratios, with the
+# recording's loss counters, and writes the section into docs/performance.md.
+set -euo pipefail
+shopt -s inherit_errexit
+
+RUNS=${RUNS:-3}
+REQUESTS=${REQUESTS:-200000}
+CLIENTS=${CLIENTS:-50}
+TESTS=${TESTS:-set,get,lpush,lpop}
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+TARGET=${BENCH_TARGET_DIR:-/tmp/bench-target}
+WORK=${BENCH_WORK:-/tmp/leak-redis}
+LR="$TARGET/release/leak-record"
+COSTS="$TARGET/release/examples/snapshot_costs"
+PROBES="$TARGET/release/examples/probes"
+EVENTS=/sys/kernel/tracing/uprobe_events
+PORT=6399
+LOG="$WORK/bench.log"
+DOC="$ROOT/docs/performance.md"
+HEADING="## A real service: redis-server under redis-benchmark (issue 8)"
+
+log() { echo "[redis] $*" >&2; }
+
+setup() {
+    [[ $EUID -eq 0 ]] || { echo "run as root (BPF uprobes)" >&2; exit 1; }
+    rm -rf "$WORK" && mkdir -p "$WORK/t" && : >"$LOG"
+    if ! command -v redis-server >/dev/null || ! command -v redis-benchmark >/dev/null \
+        || ! command -v perf >/dev/null; then
+        log "installing redis-server and perf"
+        apt-get install -y redis-server redis-tools linux-perf >>"$LOG" 2>&1 \
+            || { apt-get update >>"$LOG" 2>&1 \
+                && apt-get install -y redis-server redis-tools linux-perf >>"$LOG" 2>&1; }
+    fi
+    mountpoint -q /sys/kernel/tracing || mount -t tracefs nodev /sys/kernel/tracing
+    # Debian starts a redis service on 6379; ours runs on its own port and config.
+    log "building leak-record into $TARGET"
+    (cd "$ROOT" && CARGO_TARGET_DIR="$TARGET" cargo build --release --bin leak-record \
+        >>"$LOG" 2>&1 && CARGO_TARGET_DIR="$TARGET" cargo build --release -p leak-format \
+        --example snapshot_costs --example probes >>"$LOG" 2>&1)
+    SERVER=(redis-server --port "$PORT" --bind 127.0.0.1 --save "" --appendonly no
+        --daemonize no --protected-mode yes --dir "$WORK")
+}
+
+# One tracefs uprobe event per probe leak-record attached in redis-server, at the same file
+# offset (entry probes where leak-record placed them).
+define_floor() {
+    local side module offset i=0
+    "$PROBES" "$WORK/probes.zst" >"$WORK/probes.list"
+    perf probe -q -d 'leakbench:*' >/dev/null 2>&1 || true
+    trap 'perf probe -q -d "leakbench:*" >/dev/null 2>&1 || true' EXIT
+    while read -r side module offset _; do
+        [[ $side == entry ]] && echo "p:leakbench/p$i $module:$offset" >>"$EVENTS"
+        [[ $side == return ]] && echo "r:leakbench/p$i $module:$offset" >>"$EVENTS"
+        i=$((i + 1))
+    done <"$WORK/probes.list"
+}
+
+wait_ready() {
+    local i
+    for ((i = 0; i < 200; i++)); do
+        redis-cli -p "$PORT" ping 2>/dev/null | grep -q PONG && return 0
+        sleep 0.05
+    done
+    log "redis-server did not answer on port $PORT (see $LOG)"
+    return 1
+}
+
+# run VARIANT: starts the server its way, benchmarks it, stops it; appends "test rps" lines.
+run() {
+    local v=$1 pid
+    if [[ $v == bare ]]; then
+        "${SERVER[@]}" >>"$LOG" 2>&1 &
+    elif [[ $v == floor ]]; then
+        perf stat -x, -o "$WORK/perf.out" -e 'leakbench:*' -- "${SERVER[@]}" >>"$LOG" 2>&1 &
+    else
+        "$LR" -q -i 5s -o "$WORK/redis.zst" --force -- "${SERVER[@]}" \
+            >>"$LOG" 2>>"$WORK/record.stderr" &
+    fi
+    pid=$!
+    wait_ready
+    redis-benchmark -p "$PORT" -q --csv -n "$REQUESTS" -c "$CLIENTS" -t "$TESTS" \
+        >"$WORK/out.csv" 2>>"$LOG"
+    # The recorder stops on SIGTERM with a final snapshot, then ends the server.
+    kill -TERM "$pid"
+    wait "$pid" || true
+    redis-cli -p "$PORT" shutdown nosave >/dev/null 2>&1 || true
+    # "test","rps",...: one line per test after the header; kept as "test<TAB>rps".
+    awk -F'","' 'NR > 1 {gsub(/"/, "", $1); print $1 "\t" $2}' "$WORK/out.csv" >>"$WORK/t/$v"
+}
+
+median_of() { # TEST VARIANT
+    awk -F'\t' -v t="$1" '$1 == t {print $2}' "$WORK/t/$2" | sort -g \
+        | awk '{a[NR] = $1} END {print NR % 2 ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2}'
+}
+range_of() { # TEST VARIANT
+    awk -F'\t' -v t="$1" '$1 == t {print $2}' "$WORK/t/$2" | sort -g \
+        | awk 'NR == 1 {lo = $1} {hi = $1} END {print lo "-" hi}'
+}
+
+report() {
+    local cpu t b r
+    cpu=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
+    cat <<EOF
+$HEADING
+
+- date: $(date -u '+%Y-%m-%d %H:%M UTC'); kernel: $(uname -r); CPU: $cpu ($(nproc) cores);
+  load average (1 min) before the run: $LOAD_BEFORE, after: $(cut -d' ' -f1 /proc/loadavg);
+  $(redis-server --version | cut -d' ' -f1-3)
+- reproduce (root): \`bash benches/redis.sh\` (RUNS=$RUNS REQUESTS=$REQUESTS CLIENTS=$CLIENTS
+  TESTS=$TESTS)
+- method: per round, redis-server (no persistence, loopback, port $PORT) is started bare,
+  under count-only probes ("floor") and under \`leak-record -i 5s\` (order reversed every other
+  round), and \`redis-benchmark -n $REQUESTS -c $CLIENTS -t $TESTS\` runs against it; requests
+  per second, median (min-max) over $RUNS rounds.
+  redis-benchmark runs on the same $(nproc) cores as the server.
+
+"floor" = count-only probes at the $(wc -l <"$WORK/probes.list") places leak-record probes
+(tracefs uprobe events from the recording's header, counted by \`perf stat\`, no BPF).
+
+| test | bare rps | floor rps | recorded rps | recorded / bare | recorded / floor |
+|---|---:|---:|---:|---:|---:|
+EOF
+    local f
+    while IFS= read -r t; do
+        b=$(median_of "$t" bare); f=$(median_of "$t" floor); r=$(median_of "$t" recorded)
+        echo "| $t | $b ($(range_of "$t" bare)) | $f ($(range_of "$t" floor)) |" \
+            "$r ($(range_of "$t" recorded)) | $(awk "BEGIN {printf \"%.2f\", $r / $b}") |" \
+            "$(awk "BEGIN {printf \"%.2f\", $r / $f}") |"
+    done < <(cut -f1 "$WORK/t/bare" | awk '!seen[$0]++')
+    echo
+    echo "Probes leak-record placed (from its verbose output):"
+    echo
+    sed 's/^/    /' "$WORK/probes.txt"
+    echo
+    echo "Recording of the last recorded round: \`$("$COSTS" "$WORK/redis.zst" | tr '\n' ' ')\`;" \
+        "leak-record stderr (with -q):" \
+        "$(if [[ -s $WORK/record.stderr ]]; then cat "$WORK/record.stderr"; else echo "empty"; fi)"
+}
+
+write_doc() { # replace our section of docs/performance.md, keep the rest
+    [[ -f $DOC ]] || printf '# Performance\n\n' >"$DOC"
+    awk -v h="$HEADING" '$0 == h {skip = 1; next} skip && /^## / {skip = 0} !skip' \
+        "$DOC" >"$WORK/doc.md"
+    cat "$WORK/report.md" >>"$WORK/doc.md"
+    cp "$WORK/doc.md" "$DOC"
+}
+
+main() {
+    LOAD_BEFORE=$(cut -d' ' -f1 /proc/loadavg)
+    setup
+    # What leak-record attaches in redis-server, said once (verbose, a short run).
+    "$LR" -d 2s -o "$WORK/probes.zst" --force -- "${SERVER[@]}" 2>&1 >/dev/null \
+        | grep -E 'attached|entry probe' >"$WORK/probes.txt" || true
+    redis-cli -p "$PORT" shutdown nosave >/dev/null 2>&1 || true
+    define_floor
+    local r
+    for ((r = 0; r < RUNS; r++)); do
+        if ((r % 2)); then
+            run recorded; run floor; run bare
+        else
+            run bare; run floor; run recorded
+        fi
+        log "round $((r + 1))/$RUNS done"
+    done
+    perf probe -q -d 'leakbench:*' >>"$LOG" 2>&1 || true
+    report | tee "$WORK/report.md"
+    write_doc
+    log "written $DOC; logs in $WORK"
+}
+
+main "$@"
