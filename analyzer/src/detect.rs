@@ -102,7 +102,7 @@ pub enum Verdict {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Gate {
     /// Stable identifier: `eligibility`, `not_freed`, `points`, `trend`, `slope_ci`,
-    /// `materiality`, `persistence`, `deceleration`, `consistency`.
+    /// `materiality`, `persistence`, `deceleration`, `consistency`, `shape`.
     pub name: &'static str,
     /// Whether the stack passed it (passing every gate is a continuous leak).
     pub passed: bool,
