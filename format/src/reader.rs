@@ -29,10 +29,21 @@ impl<R: Read> Read for Counting<R> {
     }
 }
 
+/// One zstd decompression context, reused for every record: creating one per record (a
+/// recording has one frame per snapshot) cost more than decoding small snapshots.
+struct Context(zstd::zstd_safe::DCtx<'static>);
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("zstd DCtx")
+    }
+}
+
 /// Reads a recording record by record.
 #[derive(Debug)]
 pub struct Reader<R: Read> {
     inner: BufReader<Counting<R>>,
+    context: Context,
     version: (u16, u16),
     done: bool,
     skipped_unknown: u64,
@@ -78,6 +89,7 @@ impl<R: Read> Reader<R> {
         }
         Ok(Reader {
             inner,
+            context: Context(zstd::zstd_safe::DCtx::create()),
             version: (major, minor),
             done: false,
             skipped_unknown: 0,
@@ -154,9 +166,11 @@ impl<R: Read> Reader<R> {
         let mut raw = Vec::new();
         {
             let source = (&magic[..]).chain(&mut self.inner);
-            let decoder = zstd::stream::read::Decoder::with_buffer(source)
-                .map_err(|e| tail(TailProblem::Corrupt(e.to_string())))?;
-            let mut decoder = decoder.single_frame();
+            // `with_context` resets the context's session, so nothing of a previous (perhaps
+            // damaged) frame carries over.
+            let mut decoder =
+                zstd::stream::read::Decoder::with_context(source, &mut self.context.0)
+                    .single_frame();
             let limit = MAX_RECORD_SIZE as u64 + 1;
             match (&mut decoder).take(limit).read_to_end(&mut raw) {
                 Ok(_) => {}
