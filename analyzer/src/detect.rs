@@ -1001,43 +1001,13 @@ fn fmt_p(p: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    // splitmix64 with Box-Muller normals and Poisson by multiplication (means below 10 here).
+    use crate::corpus::Rng;
 
     /// Snapshot interval of the synthetic series, seconds.
     const STEP: f64 = 5.0;
     /// A base level well above zero, so that noise never clamps at 0.
     const BASE: f64 = 64.0 * 1024.0 * 1024.0;
-
-    /// splitmix64 with Box-Muller normals: deterministic, no dependency.
-    struct Rng(u64);
-
-    impl Rng {
-        fn next_u64(&mut self) -> u64 {
-            self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = self.0;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^ (z >> 31)
-        }
-        /// Uniform in (0, 1).
-        fn uniform(&mut self) -> f64 {
-            ((self.next_u64() >> 11) as f64 + 0.5) / (1u64 << 53) as f64
-        }
-        fn normal(&mut self) -> f64 {
-            let (u1, u2) = (self.uniform(), self.uniform());
-            (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
-        }
-        fn poisson(&mut self, lambda: f64) -> u32 {
-            let limit = (-lambda).exp();
-            let (mut k, mut p) = (0, 1.0);
-            loop {
-                p *= self.uniform();
-                if p <= limit {
-                    return k;
-                }
-                k += 1;
-            }
-        }
-    }
 
     /// `n` snapshots every 5 s; bytes = f(t) rounded and clamped at 0; counts = bytes / 64.
     fn series(n: usize, mut f: impl FnMut(f64) -> f64) -> Vec<Point> {
@@ -1060,12 +1030,12 @@ mod tests {
     }
 
     fn linear(n: usize, rate: f64, sigma: f64, seed: u64) -> Vec<Point> {
-        let mut rng = Rng(seed);
+        let mut rng = Rng::new(seed);
         series(n, |t| BASE + rate * t + sigma * rng.normal())
     }
 
     fn ar1(n: usize, phi: f64, sigma: f64, seed: u64) -> Vec<Point> {
-        let mut rng = Rng(seed);
+        let mut rng = Rng::new(seed);
         let mut x = 0.0;
         series(n, |_| {
             x = phi * x + sigma * rng.normal();
@@ -1074,7 +1044,7 @@ mod tests {
     }
 
     fn random_walk(n: usize, sigma: f64, seed: u64) -> Vec<Point> {
-        let mut rng = Rng(seed);
+        let mut rng = Rng::new(seed);
         let mut x = BASE;
         series(n, |_| {
             x += sigma * rng.normal();
@@ -1085,28 +1055,28 @@ mod tests {
     /// Compound Poisson steps: per interval Poisson(lambda) allocations of `size` bytes, never
     /// freed; exact flats between them.
     fn bursty(n: usize, lambda: f64, size: f64, sigma: f64, seed: u64) -> Vec<Point> {
-        let mut rng = Rng(seed);
+        let mut rng = Rng::new(seed);
         let mut x = BASE;
         series(n, |_| {
-            x += size * f64::from(rng.poisson(lambda));
+            x += size * rng.poisson(lambda) as f64;
             x + sigma * rng.normal()
         })
     }
 
     fn capped(n: usize, rate: f64, cap_at: f64, sigma: f64, seed: u64) -> Vec<Point> {
-        let mut rng = Rng(seed);
+        let mut rng = Rng::new(seed);
         series(n, |t| BASE + rate * t.min(cap_at) + sigma * rng.normal())
     }
 
     fn logarithmic(n: usize, amplitude: f64, tau: f64, sigma: f64, seed: u64) -> Vec<Point> {
-        let mut rng = Rng(seed);
+        let mut rng = Rng::new(seed);
         series(n, |t| {
             BASE + amplitude * (1.0 + t / tau).ln() + sigma * rng.normal()
         })
     }
 
     fn sawtooth(n: usize, rate: f64, amplitude: f64, period: f64, seed: u64) -> Vec<Point> {
-        let mut rng = Rng(seed);
+        let mut rng = Rng::new(seed);
         let phase = rng.uniform() * period;
         series(n, |t| {
             BASE + rate * t
@@ -1117,7 +1087,7 @@ mod tests {
 
     /// A cache warming up: approaches `size` with time constant `tau`.
     fn saturating(n: usize, size: f64, tau: f64, sigma: f64, seed: u64) -> Vec<Point> {
-        let mut rng = Rng(seed);
+        let mut rng = Rng::new(seed);
         series(n, |t| {
             BASE + size * (1.0 - (-t / tau).exp()) + sigma * rng.normal()
         })
@@ -1271,7 +1241,7 @@ mod tests {
         let t: Vec<f64> = (0..300).map(f64::from).collect();
         let line: Vec<f64> = t.iter().map(|t| 100.0 + 3.0 * t).collect();
         assert_eq!(hamed_rao_factor(&t, &line, 3.0), 1.0);
-        let mut rng = Rng(7);
+        let mut rng = Rng::new(7);
         let white: Vec<f64> = t.iter().map(|_| rng.normal()).collect();
         let f_white = hamed_rao_factor(&t, &white, 0.0);
         let mut x = 0.0;
@@ -1632,7 +1602,7 @@ mod tests {
         let sigma = 20_000.0;
         let end = 0.75 * 720.0 * STEP;
         for seed in 0..20 {
-            let mut rng = Rng(seed);
+            let mut rng = Rng::new(seed);
             let d = detect(
                 &series(720, |t| {
                     let grown = 2000.0 * t.min(end) + 200.0 * (t - end).max(0.0);

@@ -11,29 +11,12 @@ use std::time::{Duration, Instant};
 
 use leak_format::{EndReason, Reader, Record, TailProblem};
 use leak_report::analysis::{self, Detector, Settings};
+use leak_report::corpus::Rng; // seeded, so a failing run can be replayed
 use leak_report::symbolize::{Options, Resolver};
 use leak_report::{input, output, series};
 
 mod common;
 use common::*;
-
-/// splitmix64: a small seeded generator, so a failing run can be replayed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in lo..hi.
-    fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.next() % (hi - lo)
-    }
-}
 
 /// The seed from LEAK_TEST_SEED, else from the clock; printed either way.
 fn seed() -> u64 {
@@ -197,7 +180,7 @@ fn sigkill_at_fifty_random_moments_keeps_every_complete_snapshot() {
             .map(|w| {
                 let leaky = leaky.clone();
                 s.spawn(move || {
-                    let mut rng = Rng(seed ^ w.wrapping_mul(0x5851_F42D_4C95_7F2D));
+                    let mut rng = Rng::new(seed ^ w.wrapping_mul(0x5851_F42D_4C95_7F2D));
                     let target = Target(
                         Command::new(&leaky)
                             .args(["slow", "4000000", "100", "2"])
@@ -209,11 +192,11 @@ fn sigkill_at_fifty_random_moments_keeps_every_complete_snapshot() {
                     let mut out = Vec::new();
                     for k in 0..KILLS_EACH {
                         // One kill in five lands anywhere in setup, the others while recording.
-                        let in_setup = rng.range(0, 5) == 0;
+                        let in_setup = rng.int(0, 4) == 0;
                         let delay = Duration::from_millis(if in_setup {
-                            rng.range(0, 3000)
+                            rng.int(0, 2999)
                         } else {
-                            rng.range(50, 600)
+                            rng.int(50, 599)
                         });
                         let mut rec = start_recorder(&["-p", &pid, "-i", "100ms"]);
                         if !in_setup {
