@@ -253,6 +253,12 @@ fn setup_and_record(
         started: Instant::now(),
         last_losses: Losses::default(),
     };
+    if session.mode == TargetMode::Attach {
+        // The process is running and probed: read its map now, so that what it allocates
+        // before it exits can be resolved even if it exits before the first snapshot. (A
+        // started command is still the recorder's pre-exec copy here; its map comes later.)
+        session.refresh_maps();
+    }
     session.record(pidfd)
 }
 

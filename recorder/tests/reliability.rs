@@ -56,6 +56,15 @@ fn start_waiting(args: &[&str]) -> (Target, BufReader<std::process::ChildStdout>
     (Target(child), out)
 }
 
+/// Waits (at most 10 s) until a process's memory map holds libc.
+fn wait_for_libc(pid: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !fs::read_to_string(format!("/proc/{pid}/maps")).is_ok_and(|m| m.contains("libc.so")) {
+        assert!(Instant::now() < deadline, "PID {pid} never mapped libc");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 /// What leak-report (the same library calls as the binary) makes of a recording: its text
 /// summary, or its one-line error.
 fn leak_report_text(path: &Path) -> Result<(String, series::Recording), String> {
@@ -189,6 +198,9 @@ fn sigkill_at_fifty_random_moments_keeps_every_complete_snapshot() {
                             .unwrap(),
                     );
                     let pid = target.0.id().to_string();
+                    // Attach once the dynamic loader has mapped libc: before that, the
+                    // process has no allocator to probe, and the recorder says so.
+                    wait_for_libc(&pid);
                     let mut out = Vec::new();
                     for k in 0..KILLS_EACH {
                         // One kill in five lands anywhere in setup, the others while recording.
@@ -609,6 +621,44 @@ fn as_nobody(caps: &str, out: &Path, args: &[&str]) -> Command {
 }
 
 #[test]
+fn an_attached_target_that_exits_before_the_first_snapshot_is_still_symbolized() {
+    if !bpf_ready() {
+        return;
+    }
+    // The map is read at attach time: a 10 s interval, and the target allocates and exits as
+    // soon as the recorder says it records, so the only snapshot is the final one.
+    let leaky = fixture("leaky");
+    let (mut target, mut t_out) = start_waiting(&[&leaky, "--wait-start", "basic", "1000", "100"]);
+    let pid = target.0.id().to_string();
+    let mut rec = start_recorder(&["-p", &pid, "-i", "10s"]);
+    wait_for_line(
+        &mut rec.stderr,
+        "recording PID",
+        Duration::from_secs(60),
+        "recorder",
+    );
+    target.0.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    let mut rest = Vec::new();
+    t_out.read_to_end(&mut rest).unwrap();
+    assert!(target.0.wait().unwrap().success());
+    assert!(rec.child.wait().unwrap().success());
+    let (state, tail) = read_recording(&rec.out);
+    assert_eq!(
+        state.snapshots, 1,
+        "exited before the first periodic snapshot"
+    );
+    let r = Recorded {
+        state,
+        tail,
+        stdout: String::new(),
+        stderr: String::new(),
+        code: Some(0),
+    };
+    let t = r.by_function("leak_here");
+    assert_eq!((t.bytes, t.count), (100_000, 1000), "{t:?}");
+}
+
+#[test]
 fn a_non_root_recorder_needs_exactly_the_documented_capabilities() {
     if !bpf_ready() {
         return;
@@ -689,7 +739,7 @@ fn a_non_root_recorder_needs_exactly_the_documented_capabilities() {
     };
     r.assert_clean();
     let t = r.by_function("leak_here");
-    assert_eq!((t.bytes, t.count), (100_000, 1000), "{t:?}");
+    assert_eq!((t.bytes, t.count), (100_000, 1000), "{t:?}\n{}", r.stderr);
 
     // The recommended setup: file capabilities on a copy of the binary (not ambient ones, which
     // the started command would inherit). The command form records exactly.
