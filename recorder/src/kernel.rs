@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use leak_format::{
-    AllocKind, End, EndReason, Frame, Header, KernelSymbols, Losses, Record, RecordConfig,
-    Snapshot, SnapshotCost, Stack, StackStats, Target, TargetMode, Writer,
+    AllocKind, End, EndReason, Header, KernelSymbols, Losses, Record, RecordConfig, Snapshot,
+    SnapshotCost, Stack, StackStats, Target, TargetMode, Writer,
 };
 
 use crate::bpf::kmem::{self, Group, KmemTracer};
@@ -339,19 +339,8 @@ impl KernelSession<'_, '_> {
                 }
                 let lookups = ips.iter().map(|&ip| kallsyms::lookup_addr(ip));
                 symbols.extend(self.kallsyms.take_covering(lookups));
-                new_stacks.push(Stack {
-                    id,
-                    truncated: all.len() >= bpf::MAX_STACK_DEPTH,
-                    frames: ips
-                        .iter()
-                        .map(|&addr| Frame {
-                            addr,
-                            module: None,
-                            offset: 0,
-                        })
-                        .collect(),
-                    lost: None,
-                });
+                let truncated = all.len() >= bpf::MAX_STACK_DEPTH;
+                new_stacks.push(Stack::kernel(id, &ips, truncated));
                 self.by_frames.insert(ips, id);
                 self.alias.insert(id, id);
             }
