@@ -95,6 +95,21 @@ fn record_fixture(exe: &Path, args: &[&str], extra: &[&str]) -> Run {
     }
 }
 
+/// Records the fileleak fixture run with `args`, kept to its PID, with the recorder's `filters`.
+fn record_fileleak(args: &[&str], filters: &[&str]) -> Run {
+    let mut extra = vec!["--pid", "{pid}"];
+    extra.extend_from_slice(filters);
+    record_fixture(&fixtures().join("fileleak"), args, &extra)
+}
+
+/// A copy of the program `src` named `name` (a comm no other process has), in a fresh directory.
+fn private_copy(src: &Path, name: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let exe = dir.path().join(name);
+    std::fs::copy(src, &exe).unwrap();
+    (dir, exe)
+}
+
 /// Analyzes `recording` in a child process whose mount namespace hides the live kernel
 /// symbols (/proc/kallsyms bind-mounted over by /dev/null): the child is this test binary
 /// running `analyze_in_child`, under `unshare -m`. Returns the JSON findings.
@@ -225,9 +240,8 @@ fn files_left_open_are_a_continuous_kernel_leak_named_offline() {
     if !bpf_ready() {
         return;
     }
-    let exe = fixtures().join("fileleak");
     let n = ROUNDS.to_string();
-    let run = record_fixture(&exe, &["leak", &n, "50"], &["--pid", "{pid}"]);
+    let run = record_fileleak(&["leak", &n, "50"], &[]);
     let h = run.state.header.as_ref().unwrap();
     assert_eq!(h.target.mode, TargetMode::Kernel);
     assert!(h.probes.iter().any(|p| p.function == "kmem_cache_alloc"));
@@ -295,9 +309,8 @@ fn files_closed_again_leave_nothing_outstanding() {
     if !bpf_ready() {
         return;
     }
-    let exe = fixtures().join("fileleak");
     let n = ROUNDS.to_string();
-    let run = record_fixture(&exe, &["close", &n, "50"], &["--pid", "{pid}"]);
+    let run = record_fileleak(&["close", &n, "50"], &[]);
     let doc = analyze_masked(&run.out);
     let files = allocated_by(&doc, "alloc_empty_file");
     assert_eq!(count(&files), 0, "{files:#?}");
@@ -322,9 +335,7 @@ fn comm_filter_keeps_the_named_task_only() {
         return;
     }
     // A private copy with a name no other test process has.
-    let dir = tempfile::tempdir().unwrap();
-    let exe = dir.path().join("fileleak_comm");
-    std::fs::copy(fixtures().join("fileleak"), &exe).unwrap();
+    let (_dir, exe) = private_copy(&fixtures().join("fileleak"), "fileleak_comm");
     let run = record_fixture(&exe, &["leak", "20", "20"], &["--comm", "fileleak_comm"]);
     let doc = analyze_masked(&run.out);
     let open = stack_through(&doc, "alloc_empty_file", "do_filp_open");
@@ -339,9 +350,7 @@ fn percpu_allocations_are_traced_with_percpu() {
     }
     // Each new mount namespace copies every mount, and each mount has per-CPU counters
     // (alloc_vfsmnt): 3 namespaces allocate a multiple of 3 of them, freed when they go.
-    let dir = tempfile::tempdir().unwrap();
-    let exe = dir.path().join("unshare_pcpu");
-    std::fs::copy("/usr/bin/unshare", &exe).unwrap();
+    let (_dir, exe) = private_copy(Path::new("/usr/bin/unshare"), "unshare_pcpu");
     let (mut rec, mut log) =
         start_kernel_recorder(&["--percpu", "--comm", "unshare_pcpu", "-i", "200ms"]);
     for _ in 0..3 {
@@ -370,12 +379,7 @@ fn cache_filter_keeps_one_slab_cache() {
     if !bpf_ready() {
         return;
     }
-    let exe = fixtures().join("fileleak");
-    let run = record_fixture(
-        &exe,
-        &["leak", "20", "10"],
-        &["--pid", "{pid}", "--cache", "filp"],
-    );
+    let run = record_fileleak(&["leak", "20", "10"], &["--cache", "filp"]);
     assert!(
         run.state
             .totals
@@ -398,12 +402,7 @@ fn size_filters_keep_only_the_sizes_asked_for() {
     if !bpf_ready() {
         return;
     }
-    let exe = fixtures().join("fileleak");
-    let run = record_fixture(
-        &exe,
-        &["leak", "20", "10"],
-        &["--pid", "{pid}", "--min-size", "1K"],
-    );
+    let run = record_fileleak(&["leak", "20", "10"], &["--min-size", "1K"]);
     let h = run.state.header.as_ref().unwrap();
     assert_eq!(h.config.min_size, Some(1024));
     // The pipe pages (4 KiB) are kept; struct file objects (a few hundred bytes) are not.
@@ -424,11 +423,9 @@ fn tiny_maps_make_drop_counters_nonzero() {
     if !bpf_ready() {
         return;
     }
-    let exe = fixtures().join("fileleak");
-    let run = record_fixture(
-        &exe,
+    let run = record_fileleak(
         &["leak", "20", "10"],
-        &["--pid", "{pid}", "--max-allocs", "16", "--max-stacks", "4"],
+        &["--max-allocs", "16", "--max-stacks", "4"],
     );
     let l = run.state.losses;
     assert!(l.allocs_full > 0, "{l:?}");
