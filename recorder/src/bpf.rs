@@ -4,7 +4,7 @@ use std::collections::{HashMap, HashSet};
 use std::mem::{offset_of, size_of, MaybeUninit};
 
 use anyhow::{Context, Result};
-use leak_format::{Losses, Probe, ProbeSide, StackLoss};
+use leak_format::{Losses, Probe, ProbeSide, Stack, StackLoss};
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{Link, MapCore, MapFlags, OpenObject, UprobeOpts};
 
@@ -70,6 +70,16 @@ pub fn lost_reason(id: u32) -> Option<StackLoss> {
     }
 }
 
+/// The placeholder stack a placeholder id stands for: no frames, and why.
+pub fn placeholder_stack(id: u32) -> Stack {
+    Stack {
+        id,
+        frames: Vec::new(),
+        truncated: false,
+        lost: lost_reason(id),
+    }
+}
+
 /// Settings applied before load.
 #[derive(Debug, Clone)]
 pub struct LoadOptions {
@@ -89,6 +99,45 @@ pub struct RawStats {
     pub alloc_count: u64,
     pub free_bytes: u64,
     pub free_count: u64,
+}
+
+impl RawStats {
+    /// These counters as recorded, for memory of `kind`.
+    pub fn stack_stats(&self, kind: leak_format::AllocKind) -> leak_format::StackStats {
+        leak_format::StackStats {
+            stack: self.stack_id,
+            kind,
+            alloc_bytes: self.alloc_bytes,
+            alloc_count: self.alloc_count,
+            free_bytes: self.free_bytes,
+            free_count: self.free_count,
+        }
+    }
+}
+
+/// What is outstanding over a set of stack counters, for the status line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outstanding {
+    pub bytes: u64,
+    pub blocks: u64,
+    /// Stacks with at least one outstanding block.
+    pub stacks: usize,
+}
+
+impl Outstanding {
+    pub fn of(raw: &[RawStats]) -> Self {
+        Outstanding {
+            bytes: raw
+                .iter()
+                .map(|r| r.alloc_bytes.saturating_sub(r.free_bytes))
+                .sum(),
+            blocks: raw
+                .iter()
+                .map(|r| r.alloc_count.saturating_sub(r.free_count))
+                .sum(),
+            stacks: raw.iter().filter(|r| r.alloc_count > r.free_count).count(),
+        }
+    }
 }
 
 /// The loaded program with its links (probes detach when this is dropped).

@@ -4,14 +4,14 @@ use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::mem::MaybeUninit;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use leak_format::{
     AllocKind, BundleChunk, BundleContent, End, EndReason, Header, Losses, Record, RecordConfig,
-    Snapshot, SnapshotCost, Stack, StackStats, Target, TargetMode, Writer,
+    Snapshot, SnapshotCost, Stack, Target, TargetMode, Writer,
 };
 
 use crate::bpf::{self, RawStats, Tracer};
@@ -208,8 +208,7 @@ fn setup_and_record(
         },
         probes: tracer.probes().to_vec(),
     };
-    let writer =
-        Writer::new(file, &header).with_context(|| format!("cannot write {}", path.display()))?;
+    let out = RecordingFile::start(file, path, &header)?;
     created.defuse();
     let pidfd = target::pidfd_open(pid).with_context(|| format!("cannot watch process {pid}"))?;
     install_signal_handlers();
@@ -227,21 +226,13 @@ fn setup_and_record(
         child.release(&exe_name(exe))?;
     }
     if !cli.quiet {
-        eprintln!(
-            "leak-record: recording PID {pid} to {} every {:?}{}",
-            path.display(),
-            cli.interval,
-            cli.duration
-                .map(|d| format!(" for {d:?}"))
-                .unwrap_or_default()
-        );
+        eprintln!("leak-record: recording PID {pid}{}", destination(path, cli));
     }
     let mut session = Session {
         cli,
         pid,
         mode,
-        writer,
-        path: path.to_path_buf(),
+        out,
         tracer,
         prev: HashMap::new(),
         known_stacks: HashSet::new(),
@@ -332,8 +323,7 @@ struct Session<'a, 'obj> {
     cli: &'a Cli,
     pid: u32,
     mode: TargetMode,
-    writer: Writer<File>,
-    path: PathBuf,
+    out: RecordingFile,
     tracer: Tracer<'obj>,
     prev: HashMap<(u32, u32), RawStats>,
     known_stacks: HashSet<u32>,
@@ -351,13 +341,7 @@ impl Session<'_, '_> {
     fn record(&mut self, pidfd: std::os::fd::OwnedFd) -> Result<()> {
         let result = self.record_until_end(&pidfd);
         if let Err(e) = &result {
-            let end = End {
-                wall_ns: procfs::clock_ns(libc::CLOCK_REALTIME),
-                mono_ns: procfs::clock_ns(libc::CLOCK_MONOTONIC),
-                reason: EndReason::Error(format!("{e:#}")),
-                snapshots: self.seq,
-            };
-            let _ = self.write(&Record::End(end));
+            let _ = self.out.end(EndReason::Error(format!("{e:#}")), self.seq);
             if self.mode == TargetMode::Command {
                 self.stop_child(&pidfd);
             }
@@ -366,17 +350,12 @@ impl Session<'_, '_> {
     }
 
     fn record_until_end(&mut self, pidfd: &std::os::fd::OwnedFd) -> Result<()> {
-        let interval = self.cli.interval;
-        let deadline = self.cli.duration.map(|d| self.started + d);
-        let mut next = self.started + interval;
+        let mut schedule = Schedule::new(self.started, self.cli);
         let reason = loop {
-            let now = Instant::now();
-            let until = deadline.map_or(next, |d| d.min(next));
-            let wait_ms = until.saturating_duration_since(now).as_millis().min(1000) as i32;
+            let wait_ms = schedule.wait(Duration::from_secs(1)).as_millis() as i32;
             let exited = target::poll_readable(pidfd, wait_ms);
-            let sig = STOP_SIGNAL.load(Ordering::SeqCst);
-            if sig != 0 {
-                break EndReason::Signal(sig);
+            if let Some(reason) = stop_requested() {
+                break reason;
             }
             let mut status = None;
             let mut gone = exited && self.exit_watch.is_none();
@@ -404,15 +383,10 @@ impl Session<'_, '_> {
                     signal: status.and_then(|s| s.signal),
                 };
             }
-            let now = Instant::now();
-            if deadline.is_some_and(|d| now >= d) {
-                break EndReason::Duration;
-            }
-            if now >= next {
-                self.snapshot(true)?;
-                while next <= now {
-                    next += interval;
-                }
+            match schedule.due() {
+                Due::End => break EndReason::Duration,
+                Due::Snapshot => self.snapshot(true)?,
+                Due::Nothing => {}
             }
         };
         let alive = !matches!(reason, EndReason::TargetExited { .. });
@@ -423,23 +397,7 @@ impl Session<'_, '_> {
         if self.cli.bundle_symbols {
             self.bundle()?;
         }
-        let end = End {
-            wall_ns: procfs::clock_ns(libc::CLOCK_REALTIME),
-            mono_ns: procfs::clock_ns(libc::CLOCK_MONOTONIC),
-            reason: reason.clone(),
-            snapshots: self.seq,
-        };
-        self.write(&Record::End(end))?;
-        if !self.cli.quiet {
-            eprintln!(
-                "leak-record: {} snapshots written to {} ({}); stopped: {}",
-                self.seq,
-                self.path.display(),
-                human_bytes(self.writer.bytes_written()),
-                describe(&reason)
-            );
-        }
-        Ok(())
+        self.out.finish(&reason, self.seq, self.cli.quiet)
     }
 
     /// The recording stopped before the command it started: ask it to end, then insist.
@@ -460,29 +418,8 @@ impl Session<'_, '_> {
         let _ = target::wait(self.pid, 0);
     }
 
-    /// Appends one record; on failure cuts the file back to its last complete record.
-    fn write(&mut self, record: &Record) -> Result<()> {
-        let good = self.writer.bytes_written();
-        if let Err(e) = self.writer.write(record) {
-            // Cut the partial frame off and write the next record (the end record) where it
-            // began: the file position moved past `good`, and writing there would leave a
-            // hole of zeros that the reader sees as a damaged tail.
-            let mut file = self.writer.get_ref();
-            let _ = file.set_len(good);
-            let _ = file.seek(SeekFrom::Start(good));
-            bail!(
-                "cannot write to {}: {e}; the recording up to the previous snapshot is kept",
-                self.path.display()
-            );
-        }
-        // Durable at every snapshot: a crash or power loss keeps everything written so far.
-        let _ = self.writer.get_ref().sync_data();
-        Ok(())
-    }
-
     fn snapshot(&mut self, alive: bool) -> Result<()> {
-        let t0 = Instant::now();
-        let cpu0 = procfs::clock_ns(libc::CLOCK_THREAD_CPUTIME_ID);
+        let meter = CostMeter::start();
         let losses = self.tracer.losses()?;
         let raw = self.tracer.stats()?;
         if alive {
@@ -502,18 +439,12 @@ impl Session<'_, '_> {
                 if !self.known_stacks.contains(&r.stack_id) {
                     unknown.insert(r.stack_id);
                 }
-                stats.push(StackStats {
-                    stack: r.stack_id,
-                    kind: if r.kind == 1 {
-                        AllocKind::Mmap
-                    } else {
-                        AllocKind::Heap
-                    },
-                    alloc_bytes: r.alloc_bytes,
-                    alloc_count: r.alloc_count,
-                    free_bytes: r.free_bytes,
-                    free_count: r.free_count,
-                });
+                let kind = if r.kind == 1 {
+                    AllocKind::Mmap
+                } else {
+                    AllocKind::Heap
+                };
+                stats.push(r.stack_stats(kind));
             }
         }
         let mut new_stacks = Vec::new();
@@ -524,12 +455,7 @@ impl Session<'_, '_> {
             .collect();
         for id in placeholders {
             unknown.remove(&id);
-            new_stacks.push(Stack {
-                id,
-                frames: Vec::new(),
-                truncated: false,
-                lost: bpf::lost_reason(id),
-            });
+            new_stacks.push(bpf::placeholder_stack(id));
             self.known_stacks.insert(id);
         }
         if !unknown.is_empty() {
@@ -569,13 +495,9 @@ impl Session<'_, '_> {
                 None
             },
             losses,
-            cost: SnapshotCost {
-                wall_ns: t0.elapsed().as_nanos() as u64,
-                cpu_ns: procfs::clock_ns(libc::CLOCK_THREAD_CPUTIME_ID).saturating_sub(cpu0),
-                stacks_read: raw.len() as u32,
-            },
+            cost: meter.cost(raw.len()),
         };
-        self.write(&Record::Snapshot(snapshot))?;
+        self.out.write(&Record::Snapshot(snapshot))?;
         self.seq += 1;
         if !self.cli.quiet {
             self.status_line(&raw, &losses);
@@ -598,30 +520,14 @@ impl Session<'_, '_> {
     }
 
     fn status_line(&self, raw: &[RawStats], losses: &Losses) {
-        let bytes: u64 = raw
-            .iter()
-            .map(|r| r.alloc_bytes.saturating_sub(r.free_bytes))
-            .sum();
-        let blocks: u64 = raw
-            .iter()
-            .map(|r| r.alloc_count.saturating_sub(r.free_count))
-            .sum();
-        let live = raw.iter().filter(|r| r.alloc_count > r.free_count).count();
-        let e = self.started.elapsed().as_secs();
-        let drops = losses.total_drops();
-        let new_drops = drops - self.last_losses.total_drops();
-        eprintln!(
-            "leak-record: {:02}:{:02}:{:02} snapshot {} | outstanding {} in {} blocks on {} stacks | drops {}{}",
-            e / 3600,
-            e / 60 % 60,
-            e % 60,
-            self.seq,
-            human_bytes(bytes),
-            blocks,
-            live,
-            drops,
-            if new_drops > 0 { format!(" (+{new_drops}: see leak-report)") } else { String::new() }
+        let o = bpf::Outstanding::of(raw);
+        let what = format!(
+            "outstanding {} in {} blocks on {} stacks",
+            human_bytes(o.bytes),
+            o.blocks,
+            o.stacks
         );
+        print_status(self.started, self.seq, &what, losses, &self.last_losses);
     }
 
     /// Embeds each referenced module file up to --bundle-max, and the symbol table of larger
@@ -663,7 +569,7 @@ impl Session<'_, '_> {
             };
             let total_len = data.len() as u64;
             for (i, chunk) in data.chunks(BUNDLE_CHUNK).enumerate() {
-                self.write(&Record::Bundle(BundleChunk {
+                self.out.write(&Record::Bundle(BundleChunk {
                     module: module.id,
                     content,
                     total_len,
@@ -674,6 +580,175 @@ impl Session<'_, '_> {
         }
         Ok(())
     }
+}
+
+/// The recording file being written: each record is appended whole or not at all, and made
+/// durable as soon as it is written.
+pub(crate) struct RecordingFile {
+    writer: Writer<File>,
+    path: PathBuf,
+}
+
+impl RecordingFile {
+    /// Starts the recording in `file`, created at `path`, with its header.
+    pub(crate) fn start(file: File, path: &Path, header: &Header) -> Result<Self> {
+        let writer = Writer::new(file, header)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        Ok(RecordingFile {
+            writer,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Appends one record; on failure cuts the file back to its last complete record.
+    pub(crate) fn write(&mut self, record: &Record) -> Result<()> {
+        let good = self.writer.bytes_written();
+        if let Err(e) = self.writer.write(record) {
+            // Cut the partial frame off and write the next record (the end record) where it
+            // began: the file position moved past `good`, and writing there would leave a
+            // hole of zeros that the reader sees as a damaged tail.
+            let mut file = self.writer.get_ref();
+            let _ = file.set_len(good);
+            let _ = file.seek(SeekFrom::Start(good));
+            bail!(
+                "cannot write to {}: {e}; the recording up to the previous snapshot is kept",
+                self.path.display()
+            );
+        }
+        // Durable at every snapshot: a crash or power loss keeps everything written so far.
+        let _ = self.writer.get_ref().sync_data();
+        Ok(())
+    }
+
+    /// Appends the end record: the recording stopped for `reason` after `snapshots` snapshots.
+    pub(crate) fn end(&mut self, reason: EndReason, snapshots: u32) -> Result<()> {
+        self.write(&Record::End(End {
+            wall_ns: procfs::clock_ns(libc::CLOCK_REALTIME),
+            mono_ns: procfs::clock_ns(libc::CLOCK_MONOTONIC),
+            reason,
+            snapshots,
+        }))
+    }
+
+    /// Ends the recording normally and, unless `quiet`, says what was written and why it stopped.
+    pub(crate) fn finish(&mut self, reason: &EndReason, snapshots: u32, quiet: bool) -> Result<()> {
+        self.end(reason.clone(), snapshots)?;
+        if !quiet {
+            eprintln!(
+                "leak-record: {} snapshots written to {} ({}); stopped: {}",
+                snapshots,
+                self.path.display(),
+                human_bytes(self.writer.bytes_written()),
+                describe(reason)
+            );
+        }
+        Ok(())
+    }
+}
+
+/// " to PATH every INTERVAL[ for DURATION]", for the line that says recording has begun.
+pub(crate) fn destination(path: &Path, cli: &Cli) -> String {
+    format!(
+        " to {} every {:?}{}",
+        path.display(),
+        cli.interval,
+        cli.duration
+            .map(|d| format!(" for {d:?}"))
+            .unwrap_or_default()
+    )
+}
+
+/// The end reason when a stop signal has arrived.
+pub(crate) fn stop_requested() -> Option<EndReason> {
+    let sig = STOP_SIGNAL.load(Ordering::SeqCst);
+    (sig != 0).then_some(EndReason::Signal(sig))
+}
+
+/// When the next snapshot is due, every interval from the start, and when the duration ends.
+pub(crate) struct Schedule {
+    interval: Duration,
+    deadline: Option<Instant>,
+    next: Instant,
+}
+
+/// What `Schedule::due` found due.
+pub(crate) enum Due {
+    Nothing,
+    Snapshot,
+    End,
+}
+
+impl Schedule {
+    pub(crate) fn new(started: Instant, cli: &Cli) -> Self {
+        Schedule {
+            interval: cli.interval,
+            deadline: cli.duration.map(|d| started + d),
+            next: started + cli.interval,
+        }
+    }
+
+    /// How long to wait until the next snapshot or the end, at most `cap`.
+    pub(crate) fn wait(&self, cap: Duration) -> Duration {
+        let until = self.deadline.map_or(self.next, |d| d.min(self.next));
+        until.saturating_duration_since(Instant::now()).min(cap)
+    }
+
+    /// What is due now: the end of the duration, else a snapshot (the next one is then
+    /// scheduled, skipping any the caller was too late for), else nothing.
+    pub(crate) fn due(&mut self) -> Due {
+        let now = Instant::now();
+        if self.deadline.is_some_and(|d| now >= d) {
+            return Due::End;
+        }
+        if now < self.next {
+            return Due::Nothing;
+        }
+        while self.next <= now {
+            self.next += self.interval;
+        }
+        Due::Snapshot
+    }
+}
+
+/// Measures the cost of taking one snapshot, from `start` to `cost`.
+pub(crate) struct CostMeter {
+    t0: Instant,
+    cpu0: u64,
+}
+
+impl CostMeter {
+    pub(crate) fn start() -> Self {
+        CostMeter {
+            t0: Instant::now(),
+            cpu0: procfs::clock_ns(libc::CLOCK_THREAD_CPUTIME_ID),
+        }
+    }
+
+    pub(crate) fn cost(&self, stacks_read: usize) -> SnapshotCost {
+        SnapshotCost {
+            wall_ns: self.t0.elapsed().as_nanos() as u64,
+            cpu_ns: procfs::clock_ns(libc::CLOCK_THREAD_CPUTIME_ID).saturating_sub(self.cpu0),
+            stacks_read: stacks_read as u32,
+        }
+    }
+}
+
+/// Prints the status line of snapshot `seq`: elapsed time, `what` is outstanding, the drops.
+pub(crate) fn print_status(started: Instant, seq: u32, what: &str, losses: &Losses, last: &Losses) {
+    let e = started.elapsed().as_secs();
+    let drops = losses.total_drops();
+    let new_drops = drops.saturating_sub(last.total_drops());
+    let note = if new_drops > 0 {
+        format!(" (+{new_drops}: see leak-report)")
+    } else {
+        String::new()
+    };
+    eprintln!(
+        "leak-record: {:02}:{:02}:{:02} snapshot {seq} | {what} | drops {drops}{note}",
+        e / 3600,
+        e / 60 % 60,
+        e % 60,
+    );
 }
 
 pub(crate) fn describe(reason: &EndReason) -> String {
