@@ -7,8 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use leak_format::{
-    AllocKind, EndReason, Header, KernelSymbols, Losses, Record, RecordConfig, Snapshot, Stack,
-    Target, TargetMode,
+    AllocKind, EndReason, KernelSymbols, Losses, Record, Snapshot, Stack, Target, TargetMode,
 };
 
 use crate::bpf::kmem::{self, Group, KmemTracer};
@@ -16,8 +15,8 @@ use crate::bpf::{self, RawStats};
 use crate::cli::Cli;
 use crate::kallsyms::{self, Kallsyms};
 use crate::record::{
-    destination, human_bytes, install_signal_handlers, print_status, scopeguard, stop_requested,
-    CostMeter, Due, RecordingFile, Schedule,
+    destination, human_bytes, install_signal_handlers, new_header, print_status, scopeguard,
+    stop_requested, CostMeter, Due, RecordingFile, Schedule,
 };
 use crate::{output, procfs, target, UsageError};
 
@@ -103,28 +102,13 @@ pub fn run(cli: Cli) -> Result<()> {
         filters.extend(["--cache".to_string(), cache.clone()]);
     }
     let release = host.kernel_release.clone();
-    let header = Header {
-        tool: format!("leak-record {}", env!("CARGO_PKG_VERSION")),
-        host,
-        target: Target {
-            mode: TargetMode::Kernel,
-            pid: cli.pid.unwrap_or(0),
-            command_line: filters,
-            exe: "[kernel]".to_string(),
-        },
-        start_wall_ns: procfs::clock_ns(libc::CLOCK_REALTIME),
-        start_mono_ns: procfs::clock_ns(libc::CLOCK_MONOTONIC),
-        interval_ns: cli.interval.as_nanos() as u64,
-        config: RecordConfig {
-            max_allocs: cli.max_allocs,
-            max_stacks: cli.max_stacks,
-            max_stack_depth: bpf::MAX_STACK_DEPTH as u32,
-            min_size: cli.min_size,
-            max_size: cli.max_size,
-            mmap: false,
-        },
-        probes: tracer.probes().to_vec(),
+    let target = Target {
+        mode: TargetMode::Kernel,
+        pid: cli.pid.unwrap_or(0),
+        command_line: filters,
+        exe: "[kernel]".to_string(),
     };
+    let header = new_header(&cli, host, target, false, tracer.probes());
     let out = RecordingFile::start(file, &path, &header)?;
     created.defuse();
     let pidfd = match cli.pid {

@@ -186,28 +186,13 @@ fn setup_and_record(
     tracer.attach(pid, &plan).map_err(denied)?;
     report_probes(&tracer, &plan, cli.quiet);
 
-    let header = Header {
-        tool: format!("leak-record {}", env!("CARGO_PKG_VERSION")),
-        host: procfs::host_info(),
-        target: Target {
-            mode,
-            pid,
-            command_line,
-            exe: exe.to_string(),
-        },
-        start_wall_ns: procfs::clock_ns(libc::CLOCK_REALTIME),
-        start_mono_ns: procfs::clock_ns(libc::CLOCK_MONOTONIC),
-        interval_ns: cli.interval.as_nanos() as u64,
-        config: RecordConfig {
-            max_allocs: cli.max_allocs,
-            max_stacks: cli.max_stacks,
-            max_stack_depth: bpf::MAX_STACK_DEPTH as u32,
-            min_size: cli.min_size,
-            max_size: cli.max_size,
-            mmap: cli.mmap,
-        },
-        probes: tracer.probes().to_vec(),
+    let target = Target {
+        mode,
+        pid,
+        command_line,
+        exe: exe.to_string(),
     };
+    let header = new_header(cli, procfs::host_info(), target, cli.mmap, tracer.probes());
     let out = RecordingFile::start(file, path, &header)?;
     created.defuse();
     let pidfd = target::pidfd_open(pid).with_context(|| format!("cannot watch process {pid}"))?;
@@ -579,6 +564,34 @@ impl Session<'_, '_> {
             }
         }
         Ok(())
+    }
+}
+
+/// The header of a recording of `target` starting now, with the limits of `cli`; `mmap` says
+/// whether mmap/munmap are traced.
+pub(crate) fn new_header(
+    cli: &Cli,
+    host: leak_format::HostInfo,
+    target: Target,
+    mmap: bool,
+    probes: &[leak_format::Probe],
+) -> Header {
+    Header {
+        tool: format!("leak-record {}", env!("CARGO_PKG_VERSION")),
+        host,
+        target,
+        start_wall_ns: procfs::clock_ns(libc::CLOCK_REALTIME),
+        start_mono_ns: procfs::clock_ns(libc::CLOCK_MONOTONIC),
+        interval_ns: cli.interval.as_nanos() as u64,
+        config: RecordConfig {
+            max_allocs: cli.max_allocs,
+            max_stacks: cli.max_stacks,
+            max_stack_depth: bpf::MAX_STACK_DEPTH as u32,
+            min_size: cli.min_size,
+            max_size: cli.max_size,
+            mmap,
+        },
+        probes: probes.to_vec(),
     }
 }
 

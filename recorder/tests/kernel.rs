@@ -440,22 +440,19 @@ fn a_missing_tracepoint_disables_its_probe_not_the_run() {
     if !bpf_ready() {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("k.zst");
-    let output = Command::new(RECORDER)
-        .args(["--kernel", "-d", "1s", "-i", "500ms", "-o"])
-        .arg(&out)
-        .env("LEAK_RECORD_HIDE_TRACEPOINTS", "mm_page_alloc,kmalloc")
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{stderr}");
-    assert!(
-        stderr.contains("this kernel has no mm_page_alloc tracepoint: its probe is disabled"),
-        "{stderr}"
+    let r = record_with_env(
+        &[("LEAK_RECORD_HIDE_TRACEPOINTS", "mm_page_alloc,kmalloc")],
+        &["--kernel", "-d", "1s", "-i", "500ms"],
     );
-    let (state, _) = read_recording(&out);
-    let probes: Vec<&str> = state
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("this kernel has no mm_page_alloc tracepoint: its probe is disabled"),
+        "{}",
+        r.stderr
+    );
+    let probes: Vec<&str> = r
+        .state
         .header
         .as_ref()
         .unwrap()

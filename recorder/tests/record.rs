@@ -691,25 +691,21 @@ fn colliding_stack_hashes_are_counted_never_merged() {
     }
     // Every stack hashes to 0: the first stack seen (main's first allocation is churn's) keeps
     // the hash; leak_here's stack collides with it and must not be merged into it.
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("run.zst");
-    let status = Command::new(RECORDER)
-        .env("LEAK_RECORD_TEST_STACK_HASH_MASK", "0x0")
-        .args(["-q", "-i", "1s", "-o", out.to_str().unwrap(), "--"])
-        .args([&fixture("leaky"), "basic", "1000", "100"])
-        .stdin(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let (state, tail) = read_recording(&out);
-    assert!(tail.is_none(), "{tail:?}");
-    let r = Recorded {
-        state,
-        tail: None,
-        stdout: String::new(),
-        stderr: String::new(),
-        code: Some(0),
-    };
+    let r = record_with_env(
+        &[("LEAK_RECORD_TEST_STACK_HASH_MASK", "0x0")],
+        &[
+            "-q",
+            "-i",
+            "1s",
+            "--",
+            &fixture("leaky"),
+            "basic",
+            "1000",
+            "100",
+        ],
+    );
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert!(r.tail.is_none(), "{:?}", r.tail);
     let churn = r.by_function("churn_balanced");
     assert_eq!((churn.allocs, churn.frees, churn.bytes), (2500, 2500, 0));
     assert_eq!(churn.stacks, 1);

@@ -195,13 +195,18 @@ pub fn read_recording(path: &Path) -> (RecordingState, Option<Error>) {
 
 /// Runs leak-record with `args`, then `-- cmd`, and reads the recording back.
 pub fn record(args: &[&str], cmd: &[&str]) -> Recorded {
+    record_with_env(&[], &[args, &["--"], cmd].concat())
+}
+
+/// Runs leak-record with the variables `env` set and `args` (any command after `--` in them),
+/// and reads the recording back.
+pub fn record_with_env(env: &[(&str, &str)], args: &[&str]) -> Recorded {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("run.zst");
     let output = Command::new(RECORDER)
+        .envs(env.iter().copied())
         .args(["-o", out.to_str().unwrap()])
         .args(args)
-        .arg("--")
-        .args(cmd)
         .stdin(Stdio::null())
         .output()
         .expect("run leak-record");
