@@ -489,3 +489,60 @@ fn bad_kernel_mode_input_is_a_one_line_error_with_status_2() {
         assert!(!stderr.contains("panicked"), "{stderr}");
     }
 }
+
+#[test]
+fn a_full_disk_stops_kernel_mode_with_one_line_and_keeps_every_snapshot() {
+    if !bpf_ready() {
+        return;
+    }
+    // Every task's kernel allocations: each snapshot has something new to write.
+    let dir = tempfile::tempdir().unwrap();
+    let fs_ = Tmpfs::mount(dir.path(), "4m");
+    let out = fs_.0.join("kernel.zst");
+    let mut rec = Command::new(RECORDER)
+        .args(["--kernel", "-i", "100ms", "-o"])
+        .arg(&out)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(rec.stderr.take().unwrap());
+    let mut seen = wait_for_line(&mut err, "snapshot 2 ", Duration::from_secs(60), "recorder");
+    fs_.fill();
+    let status = wait_exit(
+        &mut rec,
+        Duration::from_secs(60),
+        "the recorder did not stop on a full disk",
+    );
+    err.read_to_string(&mut seen).unwrap();
+    assert_eq!(status.code(), Some(1), "{seen}");
+    let errors: Vec<&str> = seen
+        .lines()
+        .filter(|l| {
+            let status = [
+                "| kernel outstanding",
+                "attached",
+                "recording kernel allocations",
+                "its probe is disabled",
+            ];
+            !status.iter().any(|s| l.contains(s))
+        })
+        .collect();
+    assert_eq!(errors.len(), 1, "{seen}");
+    assert!(
+        errors[0].contains("No space left on device")
+            && errors[0].contains("the recording up to the previous snapshot is kept"),
+        "{seen}"
+    );
+    // The partial record was cut off and anything written after it starts at the cut: the
+    // file reads to its end with no damaged tail.
+    let (state, tail) = read_recording(&out);
+    assert!(tail.is_none(), "{tail:?}");
+    assert!(state.snapshots >= 2, "{}", state.snapshots);
+    if let Some(e) = &state.end {
+        assert!(
+            matches!(&e.reason, leak_format::EndReason::Error(m) if m.contains("No space left")),
+            "{e:?}"
+        );
+    }
+    drop(fs_);
+}

@@ -5,9 +5,9 @@
 #![allow(clippy::unwrap_used)] // a test that cannot unwrap has failed
 use std::fs;
 use std::io::{BufReader, Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use leak_format::{EndReason, Reader, Record, TailProblem};
 use leak_report::analysis::{self, Detector, Settings};
@@ -255,28 +255,6 @@ fn sigkill_at_fifty_random_moments_keeps_every_complete_snapshot() {
     assert!(with_snapshots >= 25, "{outcomes:?}");
 }
 
-/// A tmpfs mounted for the test, unmounted however the test ends.
-struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    fn mount(dir: &Path, size: &str) -> Tmpfs {
-        let status = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0700")])
-            .arg("leak-test-full")
-            .arg(dir)
-            .status()
-            .unwrap();
-        assert!(status.success(), "mount tmpfs on {}", dir.display());
-        Tmpfs(dir.to_path_buf())
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
-
 #[test]
 fn a_full_disk_stops_the_recorder_with_one_line_and_keeps_every_snapshot() {
     if !bpf_ready() {
@@ -296,20 +274,12 @@ fn a_full_disk_stops_the_recorder_with_one_line_and_keeps_every_snapshot() {
     let mut seen = wait_for_line(&mut err, "snapshot 2 ", Duration::from_secs(60), "recorder");
     // Something else fills the disk: every free page goes to the filler; the recording's last
     // page has room for a few more snapshots.
-    let mut filler = fs::File::create(fs_.0.join("filler")).unwrap();
-    let page = [0u8; 4096];
-    while filler.write(&page).is_ok_and(|n| n > 0) {}
-    let start = Instant::now();
-    let status = loop {
-        if let Some(s) = rec.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "the recorder did not stop on a full disk"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    fs_.fill();
+    let status = wait_exit(
+        &mut rec,
+        Duration::from_secs(60),
+        "the recorder did not stop on a full disk",
+    );
     err.read_to_string(&mut seen).unwrap();
     // Runtime failure: status 1, one line saying what happened and that the file is kept.
     assert_eq!(status.code(), Some(1), "{seen}");

@@ -5,9 +5,9 @@
 #![allow(clippy::unwrap_used)] // a test that cannot unwrap has failed
 use std::collections::HashMap;
 use std::fs;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -263,6 +263,47 @@ pub fn wait_for_line(r: &mut impl BufRead, needle: &str, limit: Duration, what: 
         if line.contains(needle) {
             return seen;
         }
+    }
+}
+
+/// A tmpfs mounted for the test, unmounted however the test ends.
+pub struct Tmpfs(pub PathBuf);
+
+impl Tmpfs {
+    pub fn mount(dir: &Path, size: &str) -> Tmpfs {
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0700")])
+            .arg("leak-test-full")
+            .arg(dir)
+            .status()
+            .unwrap();
+        assert!(status.success(), "mount tmpfs on {}", dir.display());
+        Tmpfs(dir.to_path_buf())
+    }
+
+    /// Something else fills the disk: every free page goes to a filler file.
+    pub fn fill(&self) {
+        let mut filler = fs::File::create(self.0.join("filler")).unwrap();
+        let page = [0u8; 4096];
+        while filler.write(&page).is_ok_and(|n| n > 0) {}
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// Waits for `child` to exit; panics with `what` after `limit`.
+pub fn wait_exit(child: &mut Child, limit: Duration, what: &str) -> ExitStatus {
+    let start = Instant::now();
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s;
+        }
+        assert!(start.elapsed() < limit, "{what}");
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
