@@ -4,9 +4,9 @@
 //! live kernel symbols made unreadable, so every kernel function name comes from the recording.
 //! Root and BPF required; outside CI they skip with a printed reason, in CI a skip is a failure.
 #![allow(clippy::unwrap_used)] // a test that cannot unwrap has failed
-use std::io::{BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::path::Path;
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus};
 use std::time::Duration;
 
 use leak_format::{AllocKind, RecordingState, TargetMode};
@@ -61,16 +61,9 @@ fn stop_after_snapshots(rec: &mut Running, snapshots: usize, log: &mut String) -
 /// (`{pid}` in EXTRA is replaced by the fixture's PID) from before the work starts until after
 /// it is done, while every descriptor is still open; then lets the fixture exit.
 fn record_fixture(exe: &Path, args: &[&str], extra: &[&str]) -> Run {
-    let mut target = Command::new(exe)
-        .arg("--wait-start")
-        .arg("--wait-end")
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut t_out = BufReader::new(target.stdout.take().unwrap());
-    wait_for_line(&mut t_out, "ready", Duration::from_secs(10), "fixture");
+    let mut target_args = vec![exe.to_str().unwrap(), "--wait-start", "--wait-end"];
+    target_args.extend_from_slice(args);
+    let (mut target, mut t_out) = spawn_waiting(&target_args);
     let pid = target.id().to_string();
     let extra: Vec<String> = extra.iter().map(|a| a.replace("{pid}", &pid)).collect();
     let mut rec_args = vec!["-i", "100ms"];
@@ -495,54 +488,19 @@ fn a_full_disk_stops_kernel_mode_with_one_line_and_keeps_every_snapshot() {
     if !bpf_ready() {
         return;
     }
-    // Every task's kernel allocations: each snapshot has something new to write.
-    let dir = tempfile::tempdir().unwrap();
-    let fs_ = Tmpfs::mount(dir.path(), "4m");
-    let out = fs_.0.join("kernel.zst");
-    let mut rec = Command::new(RECORDER)
-        .args(["--kernel", "-i", "100ms", "-o"])
-        .arg(&out)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut err = BufReader::new(rec.stderr.take().unwrap());
-    let mut seen = wait_for_line(&mut err, "snapshot 2 ", Duration::from_secs(60), "recorder");
-    fs_.fill();
-    let status = wait_exit(
-        &mut rec,
-        Duration::from_secs(60),
-        "the recorder did not stop on a full disk",
+    // Every task's kernel allocations: each snapshot has something new to write. The checks
+    // are those of user mode's full-disk test (record_onto_full_disk), on a larger disk for the
+    // kernel symbols.
+    let disk = record_onto_full_disk(
+        &["--kernel", "-i", "100ms"],
+        "4m",
+        &[
+            "| kernel outstanding",
+            "attached",
+            "recording kernel allocations",
+            "its probe is disabled",
+        ],
     );
-    err.read_to_string(&mut seen).unwrap();
-    assert_eq!(status.code(), Some(1), "{seen}");
-    let errors: Vec<&str> = seen
-        .lines()
-        .filter(|l| {
-            let status = [
-                "| kernel outstanding",
-                "attached",
-                "recording kernel allocations",
-                "its probe is disabled",
-            ];
-            !status.iter().any(|s| l.contains(s))
-        })
-        .collect();
-    assert_eq!(errors.len(), 1, "{seen}");
-    assert!(
-        errors[0].contains("No space left on device")
-            && errors[0].contains("the recording up to the previous snapshot is kept"),
-        "{seen}"
-    );
-    // The partial record was cut off and anything written after it starts at the cut: the
-    // file reads to its end with no damaged tail.
-    let (state, tail) = read_recording(&out);
-    assert!(tail.is_none(), "{tail:?}");
-    assert!(state.snapshots >= 2, "{}", state.snapshots);
-    if let Some(e) = &state.end {
-        assert!(
-            matches!(&e.reason, leak_format::EndReason::Error(m) if m.contains("No space left")),
-            "{e:?}"
-        );
-    }
-    drop(fs_);
+    let h = disk.state.header.as_ref().unwrap();
+    assert_eq!(h.target.mode, TargetMode::Kernel);
 }

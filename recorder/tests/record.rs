@@ -5,9 +5,9 @@
 #![allow(clippy::unwrap_used)] // a test that cannot unwrap has failed
 use std::collections::HashMap;
 use std::fs;
-use std::io::{BufReader, Write};
+use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use leak_format::{AllocKind, Reader, Record, RecordingState, StackLoss};
@@ -195,14 +195,9 @@ fn attach_to_a_running_process() {
     if !bpf_ready() {
         return;
     }
-    let mut target = Command::new(fixture("leaky"))
-        .args(["--wait-start", "--wait-end", "basic", "1000", "100"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut t_out = BufReader::new(target.stdout.take().unwrap());
-    wait_for_line(&mut t_out, "ready", Duration::from_secs(10), "fixture");
+    let leaky = fixture("leaky");
+    let args = [&leaky, "--wait-start", "--wait-end", "basic", "1000", "100"];
+    let (mut target, mut t_out) = spawn_waiting(&args);
     let pid = target.id().to_string();
     let mut rec = start_recorder(&["-p", &pid, "-i", "500ms"]);
     let r_err = &mut rec.stderr;

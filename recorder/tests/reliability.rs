@@ -62,14 +62,7 @@ impl Drop for Target {
 
 /// Starts a fixture that prints "ready" and waits for a line on stdin (--wait-start).
 fn start_waiting(args: &[&str]) -> (Target, BufReader<std::process::ChildStdout>) {
-    let mut child = Command::new(args[0])
-        .args(&args[1..])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    wait_for_line(&mut out, "ready", Duration::from_secs(10), args[0]);
+    let (child, out) = spawn_waiting(args);
     (Target(child), out)
 }
 
@@ -260,68 +253,29 @@ fn a_full_disk_stops_the_recorder_with_one_line_and_keeps_every_snapshot() {
     if !bpf_ready() {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let fs_ = Tmpfs::mount(dir.path(), "64k");
-    let out = fs_.0.join("run.zst");
-    let mut rec = Command::new(RECORDER)
-        .args(["-i", "100ms", "-o"])
-        .arg(&out)
-        .args(["--", &fixture("leaky"), "slow", "100000", "100", "5"])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut err = BufReader::new(rec.stderr.take().unwrap());
-    let mut seen = wait_for_line(&mut err, "snapshot 2 ", Duration::from_secs(60), "recorder");
-    // Something else fills the disk: every free page goes to the filler; the recording's last
-    // page has room for a few more snapshots.
-    fs_.fill();
-    let status = wait_exit(
-        &mut rec,
-        Duration::from_secs(60),
-        "the recorder did not stop on a full disk",
+    let leaky = fixture("leaky");
+    let disk = record_onto_full_disk(
+        &["-i", "100ms", "--", &leaky, "slow", "100000", "100", "5"],
+        "64k",
+        &[
+            "| outstanding",
+            "attached",
+            "recording PID",
+            "leak-record:   ",
+        ],
     );
-    err.read_to_string(&mut seen).unwrap();
-    // Runtime failure: status 1, one line saying what happened and that the file is kept.
-    assert_eq!(status.code(), Some(1), "{seen}");
-    let errors: Vec<&str> = seen
-        .lines()
-        .filter(|l| {
-            let status = [
-                "| outstanding",
-                "attached",
-                "recording PID",
-                "leak-record:   ",
-            ];
-            !status.iter().any(|s| l.contains(s))
-        })
-        .collect();
-    assert_eq!(errors.len(), 1, "{seen}");
-    assert!(
-        errors[0].contains("No space left on device")
-            && errors[0].contains("the recording up to the previous snapshot is kept"),
-        "{seen}"
-    );
-    // The file holds every snapshot that fitted, ends cleanly, and the command was ended.
-    let (state, tail) = read_recording(&out);
-    assert!(tail.is_none(), "{tail:?}");
-    assert!(state.snapshots >= 2, "{}", state.snapshots);
-    match &state.end {
-        None => {}
-        Some(e) => assert!(
-            matches!(&e.reason, EndReason::Error(m) if m.contains("No space left")),
-            "{e:?}"
-        ),
-    }
+    // The command was ended.
+    let (state, out) = (&disk.state, &disk.out);
     let pid = state.header.as_ref().unwrap().target.pid;
     assert!(!Path::new(&format!("/proc/{pid}")).exists());
     // leak-report reads it and says the recording stopped early.
-    let (text, rec) = leak_report_text(&out).unwrap();
+    let (text, rec) = leak_report_text(out).unwrap();
     assert_eq!(rec.snapshots, state.snapshots);
     assert!(
         text.contains("no end record") || text.contains("the recorder stopped on an error"),
         "{text}"
     );
-    drop(fs_);
+    drop(disk);
 }
 
 // ---- Traced process safety -------------------------------------------------------------
