@@ -6,17 +6,15 @@ use std::mem::MaybeUninit;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use leak_format::{
-    AllocKind, EndReason, KernelSymbols, Losses, Record, Snapshot, Stack, Target, TargetMode,
-};
+use leak_format::{AllocKind, EndReason, KernelSymbols, Losses, Record, Stack, Target, TargetMode};
 
 use crate::bpf::kmem::{self, Group, KmemTracer};
 use crate::bpf::{self, RawStats};
 use crate::cli::Cli;
 use crate::kallsyms::{self, Kallsyms};
 use crate::record::{
-    destination, human_bytes, install_signal_handlers, new_header, print_status, scopeguard,
-    stop_requested, CostMeter, Due, RecordingFile, Schedule,
+    destination, human_bytes, install_signal_handlers, new_header, new_snapshot, print_status,
+    scopeguard, stop_requested, CostMeter, Due, RecordingFile, Schedule,
 };
 use crate::{output, procfs, target, UsageError};
 
@@ -309,20 +307,8 @@ impl KernelSession<'_, '_> {
                 symbols,
             }))?;
         }
-        new_stacks.sort_by_key(|s| s.id);
-        stats.sort_by_key(|s| (s.stack, s.kind));
-        let snapshot = Snapshot {
-            seq: self.seq,
-            wall_ns: procfs::clock_ns(libc::CLOCK_REALTIME),
-            mono_ns: procfs::clock_ns(libc::CLOCK_MONOTONIC),
-            new_modules: Vec::new(),
-            new_stacks,
-            stats,
-            maps: None,
-            memory: None,
-            losses,
-            cost: meter.cost(raw.len()),
-        };
+        let mut snapshot = new_snapshot(self.seq, new_stacks, stats, losses);
+        snapshot.cost = meter.cost(raw.len());
         self.out.write(&Record::Snapshot(snapshot))?;
         self.seq += 1;
         if !self.cli.quiet {

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use leak_format::{
     AllocKind, BundleChunk, BundleContent, End, EndReason, Header, Losses, Record, RecordConfig,
-    Snapshot, SnapshotCost, Stack, Target, TargetMode, Writer,
+    Snapshot, SnapshotCost, Stack, StackStats, Target, TargetMode, Writer,
 };
 
 use crate::bpf::{self, RawStats, Tracer};
@@ -464,24 +464,13 @@ impl Session<'_, '_> {
                 self.prev.insert((s.stack, kind), *r);
             }
         }
-        new_stacks.sort_by_key(|s| s.id);
-        stats.sort_by_key(|s| (s.stack, s.kind));
-        let snapshot = Snapshot {
-            seq: self.seq,
-            wall_ns: procfs::clock_ns(libc::CLOCK_REALTIME),
-            mono_ns: procfs::clock_ns(libc::CLOCK_MONOTONIC),
-            new_modules: self.modules.take_new(),
-            new_stacks,
-            stats,
-            maps,
-            memory: if alive {
-                procfs::memory(self.pid)
-            } else {
-                None
-            },
-            losses,
-            cost: meter.cost(raw.len()),
-        };
+        let mut snapshot = new_snapshot(self.seq, new_stacks, stats, losses);
+        snapshot.new_modules = self.modules.take_new();
+        snapshot.maps = maps;
+        if alive {
+            snapshot.memory = procfs::memory(self.pid);
+        }
+        snapshot.cost = meter.cost(raw.len());
         self.out.write(&Record::Snapshot(snapshot))?;
         self.seq += 1;
         if !self.cli.quiet {
@@ -592,6 +581,30 @@ pub(crate) fn new_header(
             mmap,
         },
         probes: probes.to_vec(),
+    }
+}
+
+/// Snapshot `seq`, taken now, of `new_stacks` and `stats` (put in id order); the user-mode
+/// parts (new modules, maps, memory) and the cost are left for the caller to fill in.
+pub(crate) fn new_snapshot(
+    seq: u32,
+    mut new_stacks: Vec<Stack>,
+    mut stats: Vec<StackStats>,
+    losses: Losses,
+) -> Snapshot {
+    new_stacks.sort_by_key(|s| s.id);
+    stats.sort_by_key(|s| (s.stack, s.kind));
+    Snapshot {
+        seq,
+        wall_ns: procfs::clock_ns(libc::CLOCK_REALTIME),
+        mono_ns: procfs::clock_ns(libc::CLOCK_MONOTONIC),
+        new_modules: Vec::new(),
+        new_stacks,
+        stats,
+        maps: None,
+        memory: None,
+        losses,
+        cost: SnapshotCost::default(),
     }
 }
 
