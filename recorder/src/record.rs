@@ -805,3 +805,82 @@ pub fn human_bytes(n: u64) -> String {
         format!("{v:.1} {}", UNITS[u])
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // a test that cannot unwrap has failed
+    use super::*;
+    use leak_format::{Reader, RecordingBuilder, RecordingState};
+
+    /// A tmpfs mounted on a fresh directory, unmounted however the test ends.
+    struct Tmpfs(tempfile::TempDir);
+
+    impl Drop for Tmpfs {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(self.0.path())
+                .status();
+        }
+    }
+
+    /// Both sessions write through RecordingFile: a record whose write fails part way is cut
+    /// off, and the next one (the end record) starts at the cut, not after a hole of zeros
+    /// that a reader would take for a damaged tail.
+    #[test]
+    fn a_failed_write_is_cut_off_and_the_next_record_starts_at_the_cut() {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            assert!(
+                !std::env::var("CI").is_ok_and(|v| v == "true" || v == "1"),
+                "this test mounts a tmpfs: CI must run it as root"
+            );
+            eprintln!("skipping: not root (the test mounts a tmpfs)");
+            return;
+        }
+        let fs = Tmpfs(tempfile::tempdir().unwrap());
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=64k,mode=0700", "leak-test-cut"])
+            .arg(fs.0.path())
+            .status()
+            .unwrap();
+        assert!(status.success(), "mount a tmpfs");
+        let path = fs.0.path().join("run.zst");
+        let header = RecordingBuilder::new().header_mut().clone();
+        let mut out = RecordingFile::start(File::create(&path).unwrap(), &path, &header).unwrap();
+        // Something else takes every free page; the recording's page has room left.
+        let filler = fs.0.path().join("filler");
+        let mut f = File::create(&filler).unwrap();
+        while std::io::Write::write(&mut f, &[0u8; 4096]).is_ok_and(|n| n > 0) {}
+        drop(f);
+        // Incompressible data (splitmix64), larger than what is left: written in part.
+        let mut x = 0u64;
+        let data: Vec<u8> = (0..64 * 1024 / 8)
+            .flat_map(|_| {
+                x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+                let mut z = x;
+                z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+                z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+                (z ^ (z >> 31)).to_ne_bytes()
+            })
+            .collect();
+        let good = std::fs::metadata(&path).unwrap().len();
+        let chunk = BundleChunk {
+            module: 0,
+            content: BundleContent::ElfFile,
+            total_len: data.len() as u64,
+            offset: 0,
+            data,
+        };
+        let err = out.write(&Record::Bundle(chunk)).unwrap_err();
+        assert!(format!("{err:#}").contains("No space left"), "{err:#}");
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), good, "cut back");
+        // Space comes back: the end record goes where the failed record began.
+        std::fs::remove_file(&filler).unwrap();
+        out.end(EndReason::Duration, 0).unwrap();
+        let (state, tail) = RecordingState::read(Reader::open(&path).unwrap()).unwrap();
+        assert!(tail.is_none(), "{tail:?}");
+        assert_eq!(state.end.map(|e| e.reason), Some(EndReason::Duration));
+        drop(out);
+    }
+}
