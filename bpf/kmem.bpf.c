@@ -15,8 +15,7 @@
 #include <bpf/bpf_tracing.h>
 #include <bpf/bpf_core_read.h>
 #include "leak.h"
-
-#define EEXIST 17
+#include "common.bpf.h"
 
 /* Set by the recorder before load. */
 const volatile __u32 target_tgid = 0; /* 0: every task */
@@ -27,14 +26,6 @@ const volatile char target_cache[CACHE_NAME_LEN] = {};
 const volatile __u64 page_size = 4096;
 const volatile __u64 min_size = 0;
 const volatile __u64 max_size = ~0ULL;
-
-/* Never used: they make the shared enums part of the BTF, hence of the Rust skeleton's types. */
-enum leak_counter btf_leak_counter;
-enum lost_stack btf_lost_stack;
-enum alloc_kind btf_alloc_kind;
-
-/* Next id for a new stack; ids below FIRST_STACK_ID are placeholders. */
-__u32 next_stack_id = FIRST_STACK_ID;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -49,35 +40,6 @@ struct {
 	__type(key, struct stack_trace);
 	__type(value, __u32);
 } stack_ids SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, (1 << 14) + 16); /* --max-stacks + placeholders */
-	__type(key, struct stats_key);
-	__type(value, struct stack_stats);
-} stats SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct stack_trace);
-} scratch_traces SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, NR_COUNTERS);
-	__type(key, __u32);
-	__type(value, __u64);
-} counters SEC(".maps");
-
-static __always_inline void count(__u32 which, __u64 n)
-{
-	__u64 *v = bpf_map_lookup_elem(&counters, &which);
-
-	if (v)
-		*v += n;
-}
 
 /* Whether an allocation made in the current context is wanted. */
 static __always_inline bool wanted(void)
@@ -96,16 +58,6 @@ static __always_inline bool wanted(void)
 		}
 	}
 	return true;
-}
-
-static __always_inline void account_free(struct stats_key *key, __u64 bytes)
-{
-	struct stack_stats *s = bpf_map_lookup_elem(&stats, key);
-
-	if (s) {
-		__sync_fetch_and_add(&s->free_bytes, bytes);
-		__sync_fetch_and_add(&s->free_count, 1);
-	}
 }
 
 /* The id of the current kernel stack; a placeholder id when it cannot be had (counted by the
@@ -165,26 +117,15 @@ static __always_inline int on_alloc(void *ctx, __u64 addr, __u64 size, __u32 kin
 	if (!addr || size < min_size || size > max_size || !wanted())
 		return 0;
 	key.stack_id = current_stack_id(ctx);
-	s = bpf_map_lookup_elem(&stats, &key);
-	if (!s) {
-		struct stack_stats zero = {};
-
-		bpf_map_update_elem(&stats, &key, &zero, BPF_NOEXIST);
-		s = bpf_map_lookup_elem(&stats, &key);
-		if (!s) {
-			/* Placeholders are created by the recorder before attaching. */
-			key.stack_id = STACK_LOST_COUNTERS_FULL;
-			s = bpf_map_lookup_elem(&stats, &key);
-			if (!s)
-				return 0;
-		}
-	}
+	s = stack_counters(&key);
+	if (!s)
+		return 0;
 	stale = bpf_map_lookup_elem(&kallocs, &k);
 	if (stale) {
 		/* A tracked address was handed out again: its free was missed (a free path
 		 * without a tracepoint). Counted, and treated as freed. */
 		count(C_MISSED_FREE, 1);
-		account_free(&stale->key, stale->size);
+		account_free(&stale->key, stale->size, 1);
 	}
 	info.size = size;
 	info.ts = bpf_ktime_get_ns();
@@ -196,20 +137,7 @@ static __always_inline int on_alloc(void *ctx, __u64 addr, __u64 size, __u32 kin
 			bpf_map_delete_elem(&kallocs, &k);
 		return 0;
 	}
-	__sync_fetch_and_add(&s->alloc_bytes, size);
-	__sync_fetch_and_add(&s->alloc_count, 1);
-	switch (key.stack_id) {
-	case STACK_LOST_TABLE_FULL:
-		count(C_STACK_TABLE_FULL, 1);
-		break;
-	case STACK_LOST_WALK_FAILED:
-	case STACK_LOST_EMPTY:
-		count(C_STACK_WALK_FAILED, 1);
-		break;
-	case STACK_LOST_COUNTERS_FULL:
-		count(C_COUNTERS_FULL, 1);
-		break;
-	}
+	account_alloc(s, key.stack_id, size);
 	return 0;
 }
 
@@ -227,7 +155,7 @@ static __always_inline int on_free(__u64 addr, __u32 kind)
 		count(C_UNKNOWN_FREE, 1);
 		return 0;
 	}
-	account_free(&a->key, a->size);
+	account_free(&a->key, a->size, 1);
 	bpf_map_delete_elem(&kallocs, &k);
 	return 0;
 }

@@ -11,8 +11,8 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
 #include "leak.h"
+#include "common.bpf.h"
 
-#define EEXIST 17
 #define MAP_ANONYMOUS 0x20
 #define MAP_STACK 0x20000
 
@@ -23,14 +23,6 @@ const volatile __u64 max_size = ~0ULL;
 const volatile __u32 stack_slots = 1 << 14; /* --max-stacks: entries of stack_traces */
 /* Tests only (LEAK_RECORD_TEST_STACK_HASH_MASK): fewer hash bits force stack hash collisions. */
 const volatile __u64 stack_hash_mask = ~0ULL;
-
-/* Never used: they make the shared enums part of the BTF, hence of the Rust skeleton's types. */
-enum leak_counter btf_leak_counter;
-enum lost_stack btf_lost_stack;
-enum alloc_kind btf_alloc_kind;
-
-/* Next id for a new stack; ids below FIRST_STACK_ID are placeholders. */
-__u32 next_stack_id = FIRST_STACK_ID;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -66,35 +58,6 @@ struct {
 	__type(key, __u32);
 	__type(value, struct stack_trace);
 } stack_traces SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, (1 << 14) + 16); /* --max-stacks + placeholders */
-	__type(key, struct stats_key);
-	__type(value, struct stack_stats);
-} stats SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct stack_trace);
-} scratch_traces SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, NR_COUNTERS);
-	__type(key, __u32);
-	__type(value, __u64);
-} counters SEC(".maps");
-
-static __always_inline void count(__u32 which, __u64 n)
-{
-	__u64 *v = bpf_map_lookup_elem(&counters, &which);
-
-	if (v)
-		*v += n;
-}
 
 static __always_inline bool is_target(void)
 {
@@ -146,16 +109,6 @@ static __always_inline int enter(struct pt_regs *ctx, __u64 size, __u64 old_ptr,
 	open->type = type;
 	open->depth = 1;
 	return 0;
-}
-
-static __always_inline void account_free(struct stats_key *key, __u64 bytes, __u64 blocks)
-{
-	struct stack_stats *s = bpf_map_lookup_elem(&stats, key);
-
-	if (s) {
-		__sync_fetch_and_add(&s->free_bytes, bytes);
-		__sync_fetch_and_add(&s->free_count, blocks);
-	}
 }
 
 /* Retires a tracked block. With `expect_ts` set, only if the record is still the one seen then. */
@@ -289,20 +242,9 @@ static __always_inline void record(struct pt_regs *ctx, __u64 ptr, __u64 size, _
 	long err;
 
 	key.stack_id = current_stack_id(ctx);
-	s = bpf_map_lookup_elem(&stats, &key);
-	if (!s) {
-		struct stack_stats zero = {};
-
-		bpf_map_update_elem(&stats, &key, &zero, BPF_NOEXIST);
-		s = bpf_map_lookup_elem(&stats, &key);
-		if (!s) {
-			/* Placeholders are created by the recorder before attaching. */
-			key.stack_id = STACK_LOST_COUNTERS_FULL;
-			s = bpf_map_lookup_elem(&stats, &key);
-			if (!s)
-				return;
-		}
-	}
+	s = stack_counters(&key);
+	if (!s)
+		return;
 	info.size = size;
 	info.ts = bpf_ktime_get_ns();
 	info.key = key;
@@ -324,20 +266,7 @@ static __always_inline void record(struct pt_regs *ctx, __u64 ptr, __u64 size, _
 		count(C_ALLOCS_FULL_BYTES, size);
 		return;
 	}
-	__sync_fetch_and_add(&s->alloc_bytes, size);
-	__sync_fetch_and_add(&s->alloc_count, 1);
-	switch (key.stack_id) {
-	case STACK_LOST_TABLE_FULL:
-		count(C_STACK_TABLE_FULL, 1);
-		break;
-	case STACK_LOST_WALK_FAILED:
-	case STACK_LOST_EMPTY:
-		count(C_STACK_WALK_FAILED, 1);
-		break;
-	case STACK_LOST_COUNTERS_FULL:
-		count(C_COUNTERS_FULL, 1);
-		break;
-	}
+	account_alloc(s, key.stack_id, size);
 }
 
 /* The outermost allocator call on this thread returned `ret`. */

@@ -105,19 +105,7 @@ impl RecordingBuilder {
 
     /// Declares a kernel stack of kernel addresses (emitted with the next snapshot).
     pub fn kernel_stack(&mut self, id: u32, addrs: &[u64]) -> &mut Self {
-        self.pending_stacks.push(Stack {
-            id,
-            frames: addrs
-                .iter()
-                .map(|&addr| Frame {
-                    addr,
-                    module: None,
-                    offset: 0,
-                })
-                .collect(),
-            truncated: false,
-            lost: None,
-        });
+        self.pending_stacks.push(Stack::kernel(id, addrs, false));
         self
     }
 

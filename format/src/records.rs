@@ -242,6 +242,25 @@ pub struct Frame {
     pub offset: u64,
 }
 
+impl Stack {
+    /// A kernel stack: kernel addresses (innermost first), in no module.
+    pub fn kernel(id: u32, addrs: &[u64], truncated: bool) -> Self {
+        Stack {
+            id,
+            frames: addrs
+                .iter()
+                .map(|&addr| Frame {
+                    addr,
+                    module: None,
+                    offset: 0,
+                })
+                .collect(),
+            truncated,
+            lost: None,
+        }
+    }
+}
+
 /// Cumulative counters of one stack and kind. Outstanding = allocated - freed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct StackStats {

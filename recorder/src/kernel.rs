@@ -2,23 +2,20 @@
 //! kmem tracepoints, with the kallsyms entries that name those stacks offline, until the
 //! duration ends, a signal arrives or the `--pid` process exits.
 use std::collections::{HashMap, HashSet};
-use std::fs::File;
 use std::mem::MaybeUninit;
-use std::path::PathBuf;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use leak_format::{
-    AllocKind, End, EndReason, Frame, Header, KernelSymbols, Losses, Record, RecordConfig,
-    Snapshot, SnapshotCost, Stack, StackStats, Target, TargetMode, Writer,
-};
+use leak_format::{AllocKind, EndReason, KernelSymbols, Losses, Record, Stack, Target, TargetMode};
 
 use crate::bpf::kmem::{self, Group, KmemTracer};
 use crate::bpf::{self, RawStats};
 use crate::cli::Cli;
 use crate::kallsyms::{self, Kallsyms};
-use crate::record::{describe, human_bytes, install_signal_handlers, scopeguard, STOP_SIGNAL};
+use crate::record::{
+    destination, human_bytes, install_signal_handlers, new_header, new_snapshot, print_status,
+    scopeguard, stop_requested, CostMeter, Due, RecordingFile, Schedule,
+};
 use crate::{output, procfs, target, UsageError};
 
 /// Records kernel allocations according to the command line (checked by `record::run`).
@@ -103,30 +100,14 @@ pub fn run(cli: Cli) -> Result<()> {
         filters.extend(["--cache".to_string(), cache.clone()]);
     }
     let release = host.kernel_release.clone();
-    let header = Header {
-        tool: format!("leak-record {}", env!("CARGO_PKG_VERSION")),
-        host,
-        target: Target {
-            mode: TargetMode::Kernel,
-            pid: cli.pid.unwrap_or(0),
-            command_line: filters,
-            exe: "[kernel]".to_string(),
-        },
-        start_wall_ns: procfs::clock_ns(libc::CLOCK_REALTIME),
-        start_mono_ns: procfs::clock_ns(libc::CLOCK_MONOTONIC),
-        interval_ns: cli.interval.as_nanos() as u64,
-        config: RecordConfig {
-            max_allocs: cli.max_allocs,
-            max_stacks: cli.max_stacks,
-            max_stack_depth: bpf::MAX_STACK_DEPTH as u32,
-            min_size: cli.min_size,
-            max_size: cli.max_size,
-            mmap: false,
-        },
-        probes: tracer.probes().to_vec(),
+    let target = Target {
+        mode: TargetMode::Kernel,
+        pid: cli.pid.unwrap_or(0),
+        command_line: filters,
+        exe: "[kernel]".to_string(),
     };
-    let writer =
-        Writer::new(file, &header).with_context(|| format!("cannot write {}", path.display()))?;
+    let header = new_header(&cli, host, target, false, tracer.probes());
+    let out = RecordingFile::start(file, &path, &header)?;
     created.defuse();
     let pidfd = match cli.pid {
         Some(pid) => {
@@ -142,18 +123,13 @@ pub fn run(cli: Cli) -> Result<()> {
             (None, None) => "of every task".to_string(),
         };
         eprintln!(
-            "leak-record: recording kernel allocations {whose} to {} every {:?}{}",
-            path.display(),
-            cli.interval,
-            cli.duration
-                .map(|d| format!(" for {d:?}"))
-                .unwrap_or_default()
+            "leak-record: recording kernel allocations {whose}{}",
+            destination(&path, &cli)
         );
     }
     let mut session = KernelSession {
         cli: &cli,
-        writer,
-        path,
+        out,
         tracer,
         kallsyms,
         modules_text,
@@ -167,13 +143,9 @@ pub fn run(cli: Cli) -> Result<()> {
     };
     let result = session.record_until_end(pidfd.as_ref());
     if let Err(e) = &result {
-        let end = End {
-            wall_ns: procfs::clock_ns(libc::CLOCK_REALTIME),
-            mono_ns: procfs::clock_ns(libc::CLOCK_MONOTONIC),
-            reason: EndReason::Error(format!("{e:#}")),
-            snapshots: session.seq,
-        };
-        let _ = session.write(&Record::End(end));
+        let _ = session
+            .out
+            .end(EndReason::Error(format!("{e:#}")), session.seq);
     }
     result
 }
@@ -198,8 +170,7 @@ fn alloc_kind(kind: u32) -> AllocKind {
 
 struct KernelSession<'a, 'obj> {
     cli: &'a Cli,
-    writer: Writer<File>,
-    path: PathBuf,
+    out: RecordingFile,
     tracer: KmemTracer<'obj>,
     kallsyms: Kallsyms,
     /// The loaded kernel modules when kallsyms was last read.
@@ -218,14 +189,9 @@ struct KernelSession<'a, 'obj> {
 
 impl KernelSession<'_, '_> {
     fn record_until_end(&mut self, pidfd: Option<&std::os::fd::OwnedFd>) -> Result<()> {
-        let interval = self.cli.interval;
-        let deadline = self.cli.duration.map(|d| self.started + d);
-        let mut next = self.started + interval;
+        let mut schedule = Schedule::new(self.started, self.cli);
         let reason = loop {
-            let until = deadline.map_or(next, |d| d.min(next));
-            let wait = until
-                .saturating_duration_since(Instant::now())
-                .min(Duration::from_millis(200));
+            let wait = schedule.wait(Duration::from_millis(200));
             let exited = match pidfd {
                 Some(fd) => target::poll_readable(fd, wait.as_millis() as i32),
                 None => {
@@ -233,9 +199,8 @@ impl KernelSession<'_, '_> {
                     false
                 }
             };
-            let sig = STOP_SIGNAL.load(Ordering::SeqCst);
-            if sig != 0 {
-                break EndReason::Signal(sig);
+            if let Some(reason) = stop_requested() {
+                break reason;
             }
             if exited {
                 break EndReason::TargetExited {
@@ -243,54 +208,18 @@ impl KernelSession<'_, '_> {
                     signal: None,
                 };
             }
-            let now = Instant::now();
-            if deadline.is_some_and(|d| now >= d) {
-                break EndReason::Duration;
-            }
-            if now >= next {
-                self.snapshot()?;
-                while next <= now {
-                    next += interval;
-                }
+            match schedule.due() {
+                Due::End => break EndReason::Duration,
+                Due::Snapshot => self.snapshot()?,
+                Due::Nothing => {}
             }
         };
         self.snapshot()?;
-        let end = End {
-            wall_ns: procfs::clock_ns(libc::CLOCK_REALTIME),
-            mono_ns: procfs::clock_ns(libc::CLOCK_MONOTONIC),
-            reason: reason.clone(),
-            snapshots: self.seq,
-        };
-        self.write(&Record::End(end))?;
-        if !self.cli.quiet {
-            eprintln!(
-                "leak-record: {} snapshots written to {} ({}); stopped: {}",
-                self.seq,
-                self.path.display(),
-                human_bytes(self.writer.bytes_written()),
-                describe(&reason)
-            );
-        }
-        Ok(())
-    }
-
-    /// Appends one record; on failure cuts the file back to its last complete record.
-    fn write(&mut self, record: &Record) -> Result<()> {
-        let good = self.writer.bytes_written();
-        if let Err(e) = self.writer.write(record) {
-            let _ = self.writer.get_ref().set_len(good);
-            bail!(
-                "cannot write to {}: {e}; the recording up to the previous snapshot is kept",
-                self.path.display()
-            );
-        }
-        let _ = self.writer.get_ref().sync_data();
-        Ok(())
+        self.out.finish(&reason, self.seq, self.cli.quiet)
     }
 
     fn snapshot(&mut self) -> Result<()> {
-        let t0 = Instant::now();
-        let cpu0 = procfs::clock_ns(libc::CLOCK_THREAD_CPUTIME_ID);
+        let meter = CostMeter::start();
         let losses = self.tracer.losses()?;
         let raw = self.tracer.stats()?;
         // Name every stack id not seen before; the ones whose trace cannot be read yet are
@@ -305,12 +234,7 @@ impl KernelSession<'_, '_> {
         let mut symbols = Vec::new();
         let placeholders = unknown.iter().filter(|&&id| id < bpf::FIRST_STACK_ID);
         for &id in placeholders {
-            new_stacks.push(Stack {
-                id,
-                frames: Vec::new(),
-                truncated: false,
-                lost: bpf::lost_reason(id),
-            });
+            new_stacks.push(bpf::placeholder_stack(id));
             self.alias.insert(id, id);
         }
         let traced: HashSet<u32> = unknown
@@ -339,19 +263,8 @@ impl KernelSession<'_, '_> {
                 }
                 let lookups = ips.iter().map(|&ip| kallsyms::lookup_addr(ip));
                 symbols.extend(self.kallsyms.take_covering(lookups));
-                new_stacks.push(Stack {
-                    id,
-                    truncated: all.len() >= bpf::MAX_STACK_DEPTH,
-                    frames: ips
-                        .iter()
-                        .map(|&addr| Frame {
-                            addr,
-                            module: None,
-                            offset: 0,
-                        })
-                        .collect(),
-                    lost: None,
-                });
+                let truncated = all.len() >= bpf::MAX_STACK_DEPTH;
+                new_stacks.push(Stack::kernel(id, &ips, truncated));
                 self.by_frames.insert(ips, id);
                 self.alias.insert(id, id);
             }
@@ -383,64 +296,29 @@ impl KernelSession<'_, '_> {
             };
             if changed {
                 self.prev.insert(key, t);
-                stats.push(StackStats {
-                    stack: t.stack_id,
-                    kind: alloc_kind(t.kind),
-                    alloc_bytes: t.alloc_bytes,
-                    alloc_count: t.alloc_count,
-                    free_bytes: t.free_bytes,
-                    free_count: t.free_count,
-                });
+                stats.push(t.stack_stats(alloc_kind(t.kind)));
             }
         }
         // The names come first: a crash after them loses no frame's name.
         if self.seq == 0 || !symbols.is_empty() {
             symbols.sort_by_key(|s| s.addr);
-            self.write(&Record::Kernel(KernelSymbols {
+            self.out.write(&Record::Kernel(KernelSymbols {
                 release: self.release.clone(),
                 symbols,
             }))?;
         }
-        new_stacks.sort_by_key(|s| s.id);
-        stats.sort_by_key(|s| (s.stack, s.kind));
-        let snapshot = Snapshot {
-            seq: self.seq,
-            wall_ns: procfs::clock_ns(libc::CLOCK_REALTIME),
-            mono_ns: procfs::clock_ns(libc::CLOCK_MONOTONIC),
-            new_modules: Vec::new(),
-            new_stacks,
-            stats,
-            maps: None,
-            memory: None,
-            losses,
-            cost: SnapshotCost {
-                wall_ns: t0.elapsed().as_nanos() as u64,
-                cpu_ns: procfs::clock_ns(libc::CLOCK_THREAD_CPUTIME_ID).saturating_sub(cpu0),
-                stacks_read: raw.len() as u32,
-            },
-        };
-        self.write(&Record::Snapshot(snapshot))?;
+        let mut snapshot = new_snapshot(self.seq, new_stacks, stats, losses);
+        snapshot.cost = meter.cost(raw.len());
+        self.out.write(&Record::Snapshot(snapshot))?;
         self.seq += 1;
         if !self.cli.quiet {
-            let bytes: u64 = raw
-                .iter()
-                .map(|r| r.alloc_bytes.saturating_sub(r.free_bytes))
-                .sum();
-            let live = raw.iter().filter(|r| r.alloc_count > r.free_count).count();
-            let drops = losses.total_drops();
-            let new_drops = drops - self.last_losses.total_drops().min(drops);
-            let e = self.started.elapsed().as_secs();
-            eprintln!(
-                "leak-record: {:02}:{:02}:{:02} snapshot {} | kernel outstanding {} on {} stacks | drops {}{}",
-                e / 3600,
-                e / 60 % 60,
-                e % 60,
-                self.seq,
-                human_bytes(bytes),
-                live,
-                drops,
-                if new_drops > 0 { format!(" (+{new_drops}: see leak-report)") } else { String::new() }
+            let o = bpf::Outstanding::of(&raw);
+            let what = format!(
+                "kernel outstanding {} on {} stacks",
+                human_bytes(o.bytes),
+                o.stacks
             );
+            print_status(self.started, self.seq, &what, &losses, &self.last_losses);
         }
         self.last_losses = losses;
         Ok(())

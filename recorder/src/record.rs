@@ -4,7 +4,7 @@ use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::mem::MaybeUninit;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::{Duration, Instant};
 
@@ -186,30 +186,14 @@ fn setup_and_record(
     tracer.attach(pid, &plan).map_err(denied)?;
     report_probes(&tracer, &plan, cli.quiet);
 
-    let header = Header {
-        tool: format!("leak-record {}", env!("CARGO_PKG_VERSION")),
-        host: procfs::host_info(),
-        target: Target {
-            mode,
-            pid,
-            command_line,
-            exe: exe.to_string(),
-        },
-        start_wall_ns: procfs::clock_ns(libc::CLOCK_REALTIME),
-        start_mono_ns: procfs::clock_ns(libc::CLOCK_MONOTONIC),
-        interval_ns: cli.interval.as_nanos() as u64,
-        config: RecordConfig {
-            max_allocs: cli.max_allocs,
-            max_stacks: cli.max_stacks,
-            max_stack_depth: bpf::MAX_STACK_DEPTH as u32,
-            min_size: cli.min_size,
-            max_size: cli.max_size,
-            mmap: cli.mmap,
-        },
-        probes: tracer.probes().to_vec(),
+    let target = Target {
+        mode,
+        pid,
+        command_line,
+        exe: exe.to_string(),
     };
-    let writer =
-        Writer::new(file, &header).with_context(|| format!("cannot write {}", path.display()))?;
+    let header = new_header(cli, procfs::host_info(), target, cli.mmap, tracer.probes());
+    let out = RecordingFile::start(file, path, &header)?;
     created.defuse();
     let pidfd = target::pidfd_open(pid).with_context(|| format!("cannot watch process {pid}"))?;
     install_signal_handlers();
@@ -227,21 +211,13 @@ fn setup_and_record(
         child.release(&exe_name(exe))?;
     }
     if !cli.quiet {
-        eprintln!(
-            "leak-record: recording PID {pid} to {} every {:?}{}",
-            path.display(),
-            cli.interval,
-            cli.duration
-                .map(|d| format!(" for {d:?}"))
-                .unwrap_or_default()
-        );
+        eprintln!("leak-record: recording PID {pid}{}", destination(path, cli));
     }
     let mut session = Session {
         cli,
         pid,
         mode,
-        writer,
-        path: path.to_path_buf(),
+        out,
         tracer,
         prev: HashMap::new(),
         known_stacks: HashSet::new(),
@@ -338,8 +314,7 @@ struct Session<'a, 'obj> {
     cli: &'a Cli,
     pid: u32,
     mode: TargetMode,
-    writer: Writer<File>,
-    path: PathBuf,
+    out: RecordingFile,
     tracer: Tracer<'obj>,
     prev: HashMap<(u32, u32), RawStats>,
     known_stacks: HashSet<u32>,
@@ -357,13 +332,7 @@ impl Session<'_, '_> {
     fn record(&mut self, pidfd: std::os::fd::OwnedFd) -> Result<()> {
         let result = self.record_until_end(&pidfd);
         if let Err(e) = &result {
-            let end = End {
-                wall_ns: procfs::clock_ns(libc::CLOCK_REALTIME),
-                mono_ns: procfs::clock_ns(libc::CLOCK_MONOTONIC),
-                reason: EndReason::Error(format!("{e:#}")),
-                snapshots: self.seq,
-            };
-            let _ = self.write(&Record::End(end));
+            let _ = self.out.end(EndReason::Error(format!("{e:#}")), self.seq);
             if self.mode == TargetMode::Command {
                 self.stop_child(&pidfd);
             }
@@ -372,17 +341,12 @@ impl Session<'_, '_> {
     }
 
     fn record_until_end(&mut self, pidfd: &std::os::fd::OwnedFd) -> Result<()> {
-        let interval = self.cli.interval;
-        let deadline = self.cli.duration.map(|d| self.started + d);
-        let mut next = self.started + interval;
+        let mut schedule = Schedule::new(self.started, self.cli);
         let reason = loop {
-            let now = Instant::now();
-            let until = deadline.map_or(next, |d| d.min(next));
-            let wait_ms = until.saturating_duration_since(now).as_millis().min(1000) as i32;
+            let wait_ms = schedule.wait(Duration::from_secs(1)).as_millis() as i32;
             let exited = target::poll_readable(pidfd, wait_ms);
-            let sig = STOP_SIGNAL.load(Ordering::SeqCst);
-            if sig != 0 {
-                break EndReason::Signal(sig);
+            if let Some(reason) = stop_requested() {
+                break reason;
             }
             let mut status = None;
             let mut gone = exited && self.exit_watch.is_none();
@@ -410,15 +374,10 @@ impl Session<'_, '_> {
                     signal: status.and_then(|s| s.signal),
                 };
             }
-            let now = Instant::now();
-            if deadline.is_some_and(|d| now >= d) {
-                break EndReason::Duration;
-            }
-            if now >= next {
-                self.snapshot(true)?;
-                while next <= now {
-                    next += interval;
-                }
+            match schedule.due() {
+                Due::End => break EndReason::Duration,
+                Due::Snapshot => self.snapshot(true)?,
+                Due::Nothing => {}
             }
         };
         let alive = !matches!(reason, EndReason::TargetExited { .. });
@@ -429,23 +388,7 @@ impl Session<'_, '_> {
         if self.cli.bundle_symbols {
             self.bundle()?;
         }
-        let end = End {
-            wall_ns: procfs::clock_ns(libc::CLOCK_REALTIME),
-            mono_ns: procfs::clock_ns(libc::CLOCK_MONOTONIC),
-            reason: reason.clone(),
-            snapshots: self.seq,
-        };
-        self.write(&Record::End(end))?;
-        if !self.cli.quiet {
-            eprintln!(
-                "leak-record: {} snapshots written to {} ({}); stopped: {}",
-                self.seq,
-                self.path.display(),
-                human_bytes(self.writer.bytes_written()),
-                describe(&reason)
-            );
-        }
-        Ok(())
+        self.out.finish(&reason, self.seq, self.cli.quiet)
     }
 
     /// The recording stopped before the command it started: ask it to end, then insist.
@@ -466,29 +409,8 @@ impl Session<'_, '_> {
         let _ = target::wait(self.pid, 0);
     }
 
-    /// Appends one record; on failure cuts the file back to its last complete record.
-    fn write(&mut self, record: &Record) -> Result<()> {
-        let good = self.writer.bytes_written();
-        if let Err(e) = self.writer.write(record) {
-            // Cut the partial frame off and write the next record (the end record) where it
-            // began: the file position moved past `good`, and writing there would leave a
-            // hole of zeros that the reader sees as a damaged tail.
-            let mut file = self.writer.get_ref();
-            let _ = file.set_len(good);
-            let _ = file.seek(SeekFrom::Start(good));
-            bail!(
-                "cannot write to {}: {e}; the recording up to the previous snapshot is kept",
-                self.path.display()
-            );
-        }
-        // Durable at every snapshot: a crash or power loss keeps everything written so far.
-        let _ = self.writer.get_ref().sync_data();
-        Ok(())
-    }
-
     fn snapshot(&mut self, alive: bool) -> Result<()> {
-        let t0 = Instant::now();
-        let cpu0 = procfs::clock_ns(libc::CLOCK_THREAD_CPUTIME_ID);
+        let meter = CostMeter::start();
         let losses = self.tracer.losses()?;
         let raw = self.tracer.stats()?;
         if alive {
@@ -508,18 +430,12 @@ impl Session<'_, '_> {
                 if !self.known_stacks.contains(&r.stack_id) {
                     unknown.insert(r.stack_id);
                 }
-                stats.push(StackStats {
-                    stack: r.stack_id,
-                    kind: if r.kind == 1 {
-                        AllocKind::Mmap
-                    } else {
-                        AllocKind::Heap
-                    },
-                    alloc_bytes: r.alloc_bytes,
-                    alloc_count: r.alloc_count,
-                    free_bytes: r.free_bytes,
-                    free_count: r.free_count,
-                });
+                let kind = if r.kind == 1 {
+                    AllocKind::Mmap
+                } else {
+                    AllocKind::Heap
+                };
+                stats.push(r.stack_stats(kind));
             }
         }
         let mut new_stacks = Vec::new();
@@ -530,12 +446,7 @@ impl Session<'_, '_> {
             .collect();
         for id in placeholders {
             unknown.remove(&id);
-            new_stacks.push(Stack {
-                id,
-                frames: Vec::new(),
-                truncated: false,
-                lost: bpf::lost_reason(id),
-            });
+            new_stacks.push(bpf::placeholder_stack(id));
             self.known_stacks.insert(id);
         }
         if !unknown.is_empty() {
@@ -559,29 +470,14 @@ impl Session<'_, '_> {
                 self.prev.insert((s.stack, kind), *r);
             }
         }
-        new_stacks.sort_by_key(|s| s.id);
-        stats.sort_by_key(|s| (s.stack, s.kind));
-        let snapshot = Snapshot {
-            seq: self.seq,
-            wall_ns: procfs::clock_ns(libc::CLOCK_REALTIME),
-            mono_ns: procfs::clock_ns(libc::CLOCK_MONOTONIC),
-            new_modules: self.modules.take_new(),
-            new_stacks,
-            stats,
-            maps,
-            memory: if alive {
-                procfs::memory(self.pid)
-            } else {
-                None
-            },
-            losses,
-            cost: SnapshotCost {
-                wall_ns: t0.elapsed().as_nanos() as u64,
-                cpu_ns: procfs::clock_ns(libc::CLOCK_THREAD_CPUTIME_ID).saturating_sub(cpu0),
-                stacks_read: raw.len() as u32,
-            },
-        };
-        self.write(&Record::Snapshot(snapshot))?;
+        let mut snapshot = new_snapshot(self.seq, new_stacks, stats, losses);
+        snapshot.new_modules = self.modules.take_new();
+        snapshot.maps = maps;
+        if alive {
+            snapshot.memory = procfs::memory(self.pid);
+        }
+        snapshot.cost = meter.cost(raw.len());
+        self.out.write(&Record::Snapshot(snapshot))?;
         self.seq += 1;
         if !self.cli.quiet {
             self.status_line(&raw, &losses);
@@ -604,30 +500,14 @@ impl Session<'_, '_> {
     }
 
     fn status_line(&self, raw: &[RawStats], losses: &Losses) {
-        let bytes: u64 = raw
-            .iter()
-            .map(|r| r.alloc_bytes.saturating_sub(r.free_bytes))
-            .sum();
-        let blocks: u64 = raw
-            .iter()
-            .map(|r| r.alloc_count.saturating_sub(r.free_count))
-            .sum();
-        let live = raw.iter().filter(|r| r.alloc_count > r.free_count).count();
-        let e = self.started.elapsed().as_secs();
-        let drops = losses.total_drops();
-        let new_drops = drops - self.last_losses.total_drops();
-        eprintln!(
-            "leak-record: {:02}:{:02}:{:02} snapshot {} | outstanding {} in {} blocks on {} stacks | drops {}{}",
-            e / 3600,
-            e / 60 % 60,
-            e % 60,
-            self.seq,
-            human_bytes(bytes),
-            blocks,
-            live,
-            drops,
-            if new_drops > 0 { format!(" (+{new_drops}: see leak-report)") } else { String::new() }
+        let o = bpf::Outstanding::of(raw);
+        let what = format!(
+            "outstanding {} in {} blocks on {} stacks",
+            human_bytes(o.bytes),
+            o.blocks,
+            o.stacks
         );
+        print_status(self.started, self.seq, &what, losses, &self.last_losses);
     }
 
     /// Embeds each referenced module file up to --bundle-max, and the symbol table of larger
@@ -669,7 +549,7 @@ impl Session<'_, '_> {
             };
             let total_len = data.len() as u64;
             for (i, chunk) in data.chunks(BUNDLE_CHUNK).enumerate() {
-                self.write(&Record::Bundle(BundleChunk {
+                self.out.write(&Record::Bundle(BundleChunk {
                     module: module.id,
                     content,
                     total_len,
@@ -680,6 +560,227 @@ impl Session<'_, '_> {
         }
         Ok(())
     }
+}
+
+/// The header of a recording of `target` starting now, with the limits of `cli`; `mmap` says
+/// whether mmap/munmap are traced.
+pub(crate) fn new_header(
+    cli: &Cli,
+    host: leak_format::HostInfo,
+    target: Target,
+    mmap: bool,
+    probes: &[leak_format::Probe],
+) -> Header {
+    Header {
+        tool: format!("leak-record {}", env!("CARGO_PKG_VERSION")),
+        host,
+        target,
+        start_wall_ns: procfs::clock_ns(libc::CLOCK_REALTIME),
+        start_mono_ns: procfs::clock_ns(libc::CLOCK_MONOTONIC),
+        interval_ns: cli.interval.as_nanos() as u64,
+        config: RecordConfig {
+            max_allocs: cli.max_allocs,
+            max_stacks: cli.max_stacks,
+            max_stack_depth: bpf::MAX_STACK_DEPTH as u32,
+            min_size: cli.min_size,
+            max_size: cli.max_size,
+            mmap,
+        },
+        probes: probes.to_vec(),
+    }
+}
+
+/// Snapshot `seq`, taken now, of `new_stacks` and `stats` (put in id order); the user-mode
+/// parts (new modules, maps, memory) and the cost are left for the caller to fill in.
+pub(crate) fn new_snapshot(
+    seq: u32,
+    mut new_stacks: Vec<Stack>,
+    mut stats: Vec<StackStats>,
+    losses: Losses,
+) -> Snapshot {
+    new_stacks.sort_by_key(|s| s.id);
+    stats.sort_by_key(|s| (s.stack, s.kind));
+    Snapshot {
+        seq,
+        wall_ns: procfs::clock_ns(libc::CLOCK_REALTIME),
+        mono_ns: procfs::clock_ns(libc::CLOCK_MONOTONIC),
+        new_modules: Vec::new(),
+        new_stacks,
+        stats,
+        maps: None,
+        memory: None,
+        losses,
+        cost: SnapshotCost::default(),
+    }
+}
+
+/// The recording file being written: each record is appended whole or not at all, and made
+/// durable as soon as it is written.
+pub(crate) struct RecordingFile {
+    writer: Writer<File>,
+    path: PathBuf,
+}
+
+impl RecordingFile {
+    /// Starts the recording in `file`, created at `path`, with its header.
+    pub(crate) fn start(file: File, path: &Path, header: &Header) -> Result<Self> {
+        let writer = Writer::new(file, header)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        Ok(RecordingFile {
+            writer,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Appends one record; on failure cuts the file back to its last complete record.
+    pub(crate) fn write(&mut self, record: &Record) -> Result<()> {
+        let good = self.writer.bytes_written();
+        if let Err(e) = self.writer.write(record) {
+            // Cut the partial frame off and write the next record (the end record) where it
+            // began: the file position moved past `good`, and writing there would leave a
+            // hole of zeros that the reader sees as a damaged tail.
+            let mut file = self.writer.get_ref();
+            let _ = file.set_len(good);
+            let _ = file.seek(SeekFrom::Start(good));
+            bail!(
+                "cannot write to {}: {e}; the recording up to the previous snapshot is kept",
+                self.path.display()
+            );
+        }
+        // Durable at every snapshot: a crash or power loss keeps everything written so far.
+        let _ = self.writer.get_ref().sync_data();
+        Ok(())
+    }
+
+    /// Appends the end record: the recording stopped for `reason` after `snapshots` snapshots.
+    pub(crate) fn end(&mut self, reason: EndReason, snapshots: u32) -> Result<()> {
+        self.write(&Record::End(End {
+            wall_ns: procfs::clock_ns(libc::CLOCK_REALTIME),
+            mono_ns: procfs::clock_ns(libc::CLOCK_MONOTONIC),
+            reason,
+            snapshots,
+        }))
+    }
+
+    /// Ends the recording normally and, unless `quiet`, says what was written and why it stopped.
+    pub(crate) fn finish(&mut self, reason: &EndReason, snapshots: u32, quiet: bool) -> Result<()> {
+        self.end(reason.clone(), snapshots)?;
+        if !quiet {
+            eprintln!(
+                "leak-record: {} snapshots written to {} ({}); stopped: {}",
+                snapshots,
+                self.path.display(),
+                human_bytes(self.writer.bytes_written()),
+                describe(reason)
+            );
+        }
+        Ok(())
+    }
+}
+
+/// " to PATH every INTERVAL[ for DURATION]", for the line that says recording has begun.
+pub(crate) fn destination(path: &Path, cli: &Cli) -> String {
+    format!(
+        " to {} every {:?}{}",
+        path.display(),
+        cli.interval,
+        cli.duration
+            .map(|d| format!(" for {d:?}"))
+            .unwrap_or_default()
+    )
+}
+
+/// The end reason when a stop signal has arrived.
+pub(crate) fn stop_requested() -> Option<EndReason> {
+    let sig = STOP_SIGNAL.load(Ordering::SeqCst);
+    (sig != 0).then_some(EndReason::Signal(sig))
+}
+
+/// When the next snapshot is due, every interval from the start, and when the duration ends.
+pub(crate) struct Schedule {
+    interval: Duration,
+    deadline: Option<Instant>,
+    next: Instant,
+}
+
+/// What `Schedule::due` found due.
+pub(crate) enum Due {
+    Nothing,
+    Snapshot,
+    End,
+}
+
+impl Schedule {
+    pub(crate) fn new(started: Instant, cli: &Cli) -> Self {
+        Schedule {
+            interval: cli.interval,
+            deadline: cli.duration.map(|d| started + d),
+            next: started + cli.interval,
+        }
+    }
+
+    /// How long to wait until the next snapshot or the end, at most `cap`.
+    pub(crate) fn wait(&self, cap: Duration) -> Duration {
+        let until = self.deadline.map_or(self.next, |d| d.min(self.next));
+        until.saturating_duration_since(Instant::now()).min(cap)
+    }
+
+    /// What is due now: the end of the duration, else a snapshot (the next one is then
+    /// scheduled, skipping any the caller was too late for), else nothing.
+    pub(crate) fn due(&mut self) -> Due {
+        let now = Instant::now();
+        if self.deadline.is_some_and(|d| now >= d) {
+            return Due::End;
+        }
+        if now < self.next {
+            return Due::Nothing;
+        }
+        while self.next <= now {
+            self.next += self.interval;
+        }
+        Due::Snapshot
+    }
+}
+
+/// Measures the cost of taking one snapshot, from `start` to `cost`.
+pub(crate) struct CostMeter {
+    t0: Instant,
+    cpu0: u64,
+}
+
+impl CostMeter {
+    pub(crate) fn start() -> Self {
+        CostMeter {
+            t0: Instant::now(),
+            cpu0: procfs::clock_ns(libc::CLOCK_THREAD_CPUTIME_ID),
+        }
+    }
+
+    pub(crate) fn cost(&self, stacks_read: usize) -> SnapshotCost {
+        SnapshotCost {
+            wall_ns: self.t0.elapsed().as_nanos() as u64,
+            cpu_ns: procfs::clock_ns(libc::CLOCK_THREAD_CPUTIME_ID).saturating_sub(self.cpu0),
+            stacks_read: stacks_read as u32,
+        }
+    }
+}
+
+/// Prints the status line of snapshot `seq`: elapsed time, `what` is outstanding, the drops.
+pub(crate) fn print_status(started: Instant, seq: u32, what: &str, losses: &Losses, last: &Losses) {
+    let e = started.elapsed().as_secs();
+    let drops = losses.total_drops();
+    let new_drops = drops.saturating_sub(last.total_drops());
+    let note = if new_drops > 0 {
+        format!(" (+{new_drops}: see leak-report)")
+    } else {
+        String::new()
+    };
+    eprintln!(
+        "leak-record: {:02}:{:02}:{:02} snapshot {seq} | {what} | drops {drops}{note}",
+        e / 3600,
+        e / 60 % 60,
+        e % 60,
+    );
 }
 
 pub(crate) fn describe(reason: &EndReason) -> String {
@@ -708,5 +809,84 @@ pub fn human_bytes(n: u64) -> String {
         format!("{n} B")
     } else {
         format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // a test that cannot unwrap has failed
+    use super::*;
+    use leak_format::{Reader, RecordingBuilder, RecordingState};
+
+    /// A tmpfs mounted on a fresh directory, unmounted however the test ends.
+    struct Tmpfs(tempfile::TempDir);
+
+    impl Drop for Tmpfs {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(self.0.path())
+                .status();
+        }
+    }
+
+    /// Both sessions write through RecordingFile: a record whose write fails part way is cut
+    /// off, and the next one (the end record) starts at the cut, not after a hole of zeros
+    /// that a reader would take for a damaged tail.
+    #[test]
+    fn a_failed_write_is_cut_off_and_the_next_record_starts_at_the_cut() {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            assert!(
+                !std::env::var("CI").is_ok_and(|v| v == "true" || v == "1"),
+                "this test mounts a tmpfs: CI must run it as root"
+            );
+            eprintln!("skipping: not root (the test mounts a tmpfs)");
+            return;
+        }
+        let fs = Tmpfs(tempfile::tempdir().unwrap());
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=64k,mode=0700", "leak-test-cut"])
+            .arg(fs.0.path())
+            .status()
+            .unwrap();
+        assert!(status.success(), "mount a tmpfs");
+        let path = fs.0.path().join("run.zst");
+        let header = RecordingBuilder::new().header_mut().clone();
+        let mut out = RecordingFile::start(File::create(&path).unwrap(), &path, &header).unwrap();
+        // Something else takes every free page; the recording's page has room left.
+        let filler = fs.0.path().join("filler");
+        let mut f = File::create(&filler).unwrap();
+        while std::io::Write::write(&mut f, &[0u8; 4096]).is_ok_and(|n| n > 0) {}
+        drop(f);
+        // Incompressible data (splitmix64), larger than what is left: written in part.
+        let mut x = 0u64;
+        let data: Vec<u8> = (0..64 * 1024 / 8)
+            .flat_map(|_| {
+                x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+                let mut z = x;
+                z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+                z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+                (z ^ (z >> 31)).to_ne_bytes()
+            })
+            .collect();
+        let good = std::fs::metadata(&path).unwrap().len();
+        let chunk = BundleChunk {
+            module: 0,
+            content: BundleContent::ElfFile,
+            total_len: data.len() as u64,
+            offset: 0,
+            data,
+        };
+        let err = out.write(&Record::Bundle(chunk)).unwrap_err();
+        assert!(format!("{err:#}").contains("No space left"), "{err:#}");
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), good, "cut back");
+        // Space comes back: the end record goes where the failed record began.
+        std::fs::remove_file(&filler).unwrap();
+        out.end(EndReason::Duration, 0).unwrap();
+        let (state, tail) = RecordingState::read(Reader::open(&path).unwrap()).unwrap();
+        assert!(tail.is_none(), "{tail:?}");
+        assert_eq!(state.end.map(|e| e.reason), Some(EndReason::Duration));
+        drop(out);
     }
 }

@@ -4,144 +4,103 @@
 //! live kernel symbols made unreadable, so every kernel function name comes from the recording.
 //! Root and BPF required; outside CI they skip with a printed reason, in CI a skip is a failure.
 #![allow(clippy::unwrap_used)] // a test that cannot unwrap has failed
-use std::io::{BufRead, BufReader, Read, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::io::{Read, Write};
+use std::path::Path;
+use std::process::{Command, ExitStatus};
+use std::time::Duration;
 
-use leak_format::{AllocKind, Reader, RecordingState, TargetMode};
+use leak_format::{AllocKind, RecordingState, TargetMode};
 use serde_json::Value;
 
-const RECORDER: &str = env!("CARGO_BIN_EXE_leak-record");
+mod common;
+use common::*;
+
 /// Set in the child that analyzes a recording inside a mount namespace (see `analyze_masked`).
 const ANALYZE_ENV: &str = "LEAK_TEST_ANALYZE";
-
-/// True when BPF tests can run; false (after saying why) when they may be skipped.
-fn bpf_ready() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
-    let reason = if !root {
-        Some("not root")
-    } else if !Path::new("/sys/kernel/btf/vmlinux").exists() {
-        Some("the kernel has no BTF (/sys/kernel/btf/vmlinux)")
-    } else {
-        None
-    };
-    match reason {
-        None => true,
-        Some(why) if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") => {
-            panic!("BPF test cannot run in CI: {why}; CI must run these tests as root")
-        }
-        Some(why) => {
-            eprintln!("skipping BPF test: {why}");
-            false
-        }
-    }
-}
-
-/// The fixture binaries, built once per test run.
-fn fixtures() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("fixtures-kernel");
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let status = Command::new("bash")
-            .arg(root.join("fixtures/build.sh"))
-            .arg(&out)
-            .stdout(Stdio::null())
-            .status()
-            .expect("run fixtures/build.sh");
-        assert!(status.success(), "fixtures/build.sh failed");
-        out
-    })
-}
-
-/// Reads lines from `r` until one contains `needle`, or panics after `limit`.
-fn wait_for_line(r: &mut impl BufRead, needle: &str, limit: Duration, what: &str) -> String {
-    let start = Instant::now();
-    let mut seen = String::new();
-    loop {
-        let mut line = String::new();
-        let n = r.read_line(&mut line).unwrap_or(0);
-        if n == 0 || start.elapsed() > limit {
-            panic!("{what}: no line containing {needle:?}; got:\n{seen}");
-        }
-        seen.push_str(&line);
-        if line.contains(needle) {
-            return seen;
-        }
-    }
-}
 
 /// A kernel-mode recording of one fixture run.
 struct Run {
     dir: tempfile::TempDir,
-    out: PathBuf,
+    out: std::path::PathBuf,
     state: RecordingState,
     stderr: String,
+}
+
+/// Starts `leak-record --kernel ARGS` and waits until it records; returns it and its log so far.
+fn start_kernel_recorder(args: &[&str]) -> (Running, String) {
+    let mut all = vec!["--kernel"];
+    all.extend_from_slice(args);
+    let mut rec = start_recorder(&all);
+    let log = wait_for_line(
+        &mut rec.stderr,
+        "recording kernel allocations",
+        Duration::from_secs(60),
+        "recorder",
+    );
+    (rec, log)
+}
+
+/// Waits for `snapshots` more snapshots, then stops the recorder with SIGINT and reaps it;
+/// appends everything it printed to `log`.
+fn stop_after_snapshots(rec: &mut Running, snapshots: usize, log: &mut String) -> ExitStatus {
+    for _ in 0..snapshots {
+        *log += &wait_for_line(
+            &mut rec.stderr,
+            "snapshot",
+            Duration::from_secs(10),
+            "recorder",
+        );
+    }
+    // SAFETY: kill has no memory-safety preconditions; the PID is our own live child.
+    unsafe { libc::kill(rec.child.id() as i32, libc::SIGINT) };
+    rec.stderr.read_to_string(log).unwrap();
+    rec.child.wait().unwrap()
 }
 
 /// Runs `exe --wait-start --wait-end ARGS` and records it with `leak-record --kernel EXTRA`
 /// (`{pid}` in EXTRA is replaced by the fixture's PID) from before the work starts until after
 /// it is done, while every descriptor is still open; then lets the fixture exit.
 fn record_fixture(exe: &Path, args: &[&str], extra: &[&str]) -> Run {
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("kernel.zst");
-    let mut target = Command::new(exe)
-        .arg("--wait-start")
-        .arg("--wait-end")
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut t_out = BufReader::new(target.stdout.take().unwrap());
-    wait_for_line(&mut t_out, "ready", Duration::from_secs(10), "fixture");
+    let mut target_args = vec![exe.to_str().unwrap(), "--wait-start", "--wait-end"];
+    target_args.extend_from_slice(args);
+    let (mut target, mut t_out) = spawn_waiting(&target_args);
     let pid = target.id().to_string();
     let extra: Vec<String> = extra.iter().map(|a| a.replace("{pid}", &pid)).collect();
-    let mut rec = Command::new(RECORDER)
-        .args(["--kernel", "-i", "100ms", "-o"])
-        .arg(&out)
-        .args(&extra)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut r_err = BufReader::new(rec.stderr.take().unwrap());
-    let mut log = wait_for_line(
-        &mut r_err,
-        "recording kernel allocations",
-        Duration::from_secs(60),
-        "recorder",
-    );
+    let mut rec_args = vec!["-i", "100ms"];
+    rec_args.extend(extra.iter().map(String::as_str));
+    let (mut rec, mut log) = start_kernel_recorder(&rec_args);
     let mut t_in = target.stdin.take().unwrap();
     t_in.write_all(b"go\n").unwrap();
     wait_for_line(&mut t_out, "done", Duration::from_secs(60), "fixture");
     // Two more snapshots while everything is still open, then stop the recorder.
-    for _ in 0..2 {
-        log += &wait_for_line(&mut r_err, "snapshot", Duration::from_secs(10), "recorder");
-    }
-    stop(&mut rec);
-    r_err.read_to_string(&mut log).unwrap();
-    let status = rec.wait().unwrap();
+    let status = stop_after_snapshots(&mut rec, 2, &mut log);
     drop(t_in);
     assert!(target.wait().unwrap().success());
     assert!(status.success(), "leak-record --kernel failed:\n{log}");
-    let reader = Reader::open(&out).expect("recording has a valid preamble");
-    let (state, tail) = RecordingState::read(reader).expect("recording reads");
+    let (state, tail) = read_recording(&rec.out);
     assert!(tail.is_none(), "recording tail: {tail:?}");
     assert!(state.end.is_some(), "no end record:\n{log}");
     Run {
-        dir,
-        out,
+        dir: rec._dir,
+        out: rec.out,
         state,
         stderr: log,
     }
 }
 
-fn stop(child: &mut Child) {
-    // SAFETY: kill has no memory-safety preconditions; the PID is our own live child.
-    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+/// Records the fileleak fixture run with `args`, kept to its PID, with the recorder's `filters`.
+fn record_fileleak(args: &[&str], filters: &[&str]) -> Run {
+    let mut extra = vec!["--pid", "{pid}"];
+    extra.extend_from_slice(filters);
+    record_fixture(&fixtures().join("fileleak"), args, &extra)
+}
+
+/// A copy of the program `src` named `name` (a comm no other process has), in a fresh directory.
+fn private_copy(src: &Path, name: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let exe = dir.path().join(name);
+    std::fs::copy(src, &exe).unwrap();
+    (dir, exe)
 }
 
 /// Analyzes `recording` in a child process whose mount namespace hides the live kernel
@@ -210,36 +169,43 @@ fn functions(stack: &Value) -> Vec<&str> {
         .collect()
 }
 
-/// The JSON stacks whose frames include `function`.
-fn stacks_through<'a>(doc: &'a Value, function: &str) -> Vec<&'a Value> {
+/// The JSON stacks that satisfy `keep`.
+fn stacks_where(doc: &Value, keep: impl Fn(&Value) -> bool) -> Vec<&Value> {
     doc["stacks"]
         .as_array()
         .unwrap()
         .iter()
-        .filter(|s| functions(s).contains(&function))
+        .filter(|s| keep(s))
         .collect()
+}
+
+/// The JSON stacks whose frames include `function`.
+fn stacks_through<'a>(doc: &'a Value, function: &str) -> Vec<&'a Value> {
+    stacks_where(doc, |s| functions(s).contains(&function))
 }
 
 /// The stacks of objects `function` allocated itself (it calls the allocator, frame 0): the
 /// struct file objects of alloc_empty_file, not what it has allocated for it (LSM blobs).
 fn allocated_by<'a>(doc: &'a Value, function: &str) -> Vec<&'a Value> {
-    doc["stacks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|s| functions(s).get(1) == Some(&function))
-        .collect()
+    stacks_where(doc, |s| functions(s).get(1) == Some(&function))
 }
 
 /// The page stacks of pipe writes (`pipe_write`, `anon_pipe_write` since 6.16).
 fn pipe_pages(doc: &Value) -> Vec<&Value> {
-    doc["stacks"]
-        .as_array()
-        .unwrap()
+    stacks_where(doc, |s| {
+        s["kind"] == "kernel_page" && functions(s).iter().any(|f| f.ends_with("pipe_write"))
+    })
+}
+
+/// The allocations the recording counted on the JSON `stacks` of `kind`, freed or not.
+fn allocated(state: &RecordingState, stacks: &[&Value], kind: AllocKind) -> u64 {
+    stacks
         .iter()
-        .filter(|s| s["kind"] == "kernel_page")
-        .filter(|s| functions(s).iter().any(|f| f.ends_with("pipe_write")))
-        .collect()
+        .map(|s| {
+            let id = s["id"].as_u64().unwrap() as u32;
+            state.totals[&(id, kind)].alloc_count
+        })
+        .sum()
 }
 
 fn count(stacks: &[&Value]) -> u64 {
@@ -267,9 +233,8 @@ fn files_left_open_are_a_continuous_kernel_leak_named_offline() {
     if !bpf_ready() {
         return;
     }
-    let exe = fixtures().join("fileleak");
     let n = ROUNDS.to_string();
-    let run = record_fixture(&exe, &["leak", &n, "50"], &["--pid", "{pid}"]);
+    let run = record_fileleak(&["leak", &n, "50"], &[]);
     let h = run.state.header.as_ref().unwrap();
     assert_eq!(h.target.mode, TargetMode::Kernel);
     assert!(h.probes.iter().any(|p| p.function == "kmem_cache_alloc"));
@@ -337,19 +302,12 @@ fn files_closed_again_leave_nothing_outstanding() {
     if !bpf_ready() {
         return;
     }
-    let exe = fixtures().join("fileleak");
     let n = ROUNDS.to_string();
-    let run = record_fixture(&exe, &["close", &n, "50"], &["--pid", "{pid}"]);
+    let run = record_fileleak(&["close", &n, "50"], &[]);
     let doc = analyze_masked(&run.out);
     let files = allocated_by(&doc, "alloc_empty_file");
     assert_eq!(count(&files), 0, "{files:#?}");
-    let allocated: u64 = files
-        .iter()
-        .map(|s| {
-            let id = s["id"].as_u64().unwrap() as u32;
-            run.state.totals[&(id, AllocKind::KernelSlab)].alloc_count
-        })
-        .sum();
+    let allocated = allocated(&run.state, &files, AllocKind::KernelSlab);
     let pages = pipe_pages(&doc);
     assert!(!pages.is_empty(), "the pipe pages were seen");
     assert_eq!(count(&pages), 0, "{pages:#?}");
@@ -360,12 +318,7 @@ fn files_closed_again_leave_nothing_outstanding() {
         run.state.losses,
         run.stderr
     );
-    let leaks: Vec<&Value> = doc["stacks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|s| s["verdict"] == "continuous_leak")
-        .collect();
+    let leaks = stacks_where(&doc, |s| s["verdict"] == "continuous_leak");
     assert!(leaks.is_empty(), "{leaks:#?}\n{}", run.stderr);
 }
 
@@ -375,9 +328,7 @@ fn comm_filter_keeps_the_named_task_only() {
         return;
     }
     // A private copy with a name no other test process has.
-    let dir = tempfile::tempdir().unwrap();
-    let exe = dir.path().join("fileleak_comm");
-    std::fs::copy(fixtures().join("fileleak"), &exe).unwrap();
+    let (_dir, exe) = private_copy(&fixtures().join("fileleak"), "fileleak_comm");
     let run = record_fixture(&exe, &["leak", "20", "20"], &["--comm", "fileleak_comm"]);
     let doc = analyze_masked(&run.out);
     let open = stack_through(&doc, "alloc_empty_file", "do_filp_open");
@@ -392,56 +343,24 @@ fn percpu_allocations_are_traced_with_percpu() {
     }
     // Each new mount namespace copies every mount, and each mount has per-CPU counters
     // (alloc_vfsmnt): 3 namespaces allocate a multiple of 3 of them, freed when they go.
-    let dir = tempfile::tempdir().unwrap();
-    let exe = dir.path().join("unshare_pcpu");
-    std::fs::copy("/usr/bin/unshare", &exe).unwrap();
-    let out = dir.path().join("pcpu.zst");
-    let mut rec = Command::new(RECORDER)
-        .args([
-            "--kernel",
-            "--percpu",
-            "--comm",
-            "unshare_pcpu",
-            "-i",
-            "200ms",
-            "-o",
-        ])
-        .arg(&out)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut r_err = BufReader::new(rec.stderr.take().unwrap());
-    let mut log = wait_for_line(
-        &mut r_err,
-        "recording kernel allocations",
-        Duration::from_secs(60),
-        "recorder",
-    );
+    let (_dir, exe) = private_copy(Path::new("/usr/bin/unshare"), "unshare_pcpu");
+    let (mut rec, mut log) =
+        start_kernel_recorder(&["--percpu", "--comm", "unshare_pcpu", "-i", "200ms"]);
     for _ in 0..3 {
         let status = Command::new(&exe).args(["-m", "true"]).status().unwrap();
         assert!(status.success());
     }
-    for _ in 0..3 {
-        log += &wait_for_line(&mut r_err, "snapshot", Duration::from_secs(10), "recorder");
-    }
-    stop(&mut rec);
-    r_err.read_to_string(&mut log).unwrap();
-    assert!(rec.wait().unwrap().success(), "{log}");
-    let (state, _) = RecordingState::read(Reader::open(&out).unwrap()).unwrap();
+    let status = stop_after_snapshots(&mut rec, 3, &mut log);
+    assert!(status.success(), "{log}");
+    let (state, _) = read_recording(&rec.out);
     let probes = &state.header.as_ref().unwrap().probes;
     assert!(probes.iter().any(|p| p.function == "percpu_alloc_percpu"));
-    let doc = analyze_masked(&out);
+    let doc = analyze_masked(&rec.out);
     let mounts: Vec<&Value> = stacks_through(&doc, "alloc_vfsmnt")
         .into_iter()
         .filter(|s| s["kind"] == "kernel_percpu")
         .collect();
-    let allocated: u64 = mounts
-        .iter()
-        .map(|s| {
-            let id = s["id"].as_u64().unwrap() as u32;
-            state.totals[&(id, AllocKind::KernelPercpu)].alloc_count
-        })
-        .sum();
+    let allocated = allocated(&state, &mounts, AllocKind::KernelPercpu);
     assert!(
         allocated >= 3 && allocated.is_multiple_of(3),
         "{allocated}: {mounts:#?}"
@@ -453,12 +372,7 @@ fn cache_filter_keeps_one_slab_cache() {
     if !bpf_ready() {
         return;
     }
-    let exe = fixtures().join("fileleak");
-    let run = record_fixture(
-        &exe,
-        &["leak", "20", "10"],
-        &["--pid", "{pid}", "--cache", "filp"],
-    );
+    let run = record_fileleak(&["leak", "20", "10"], &["--cache", "filp"]);
     assert!(
         run.state
             .totals
@@ -481,12 +395,7 @@ fn size_filters_keep_only_the_sizes_asked_for() {
     if !bpf_ready() {
         return;
     }
-    let exe = fixtures().join("fileleak");
-    let run = record_fixture(
-        &exe,
-        &["leak", "20", "10"],
-        &["--pid", "{pid}", "--min-size", "1K"],
-    );
+    let run = record_fileleak(&["leak", "20", "10"], &["--min-size", "1K"]);
     let h = run.state.header.as_ref().unwrap();
     assert_eq!(h.config.min_size, Some(1024));
     // The pipe pages (4 KiB) are kept; struct file objects (a few hundred bytes) are not.
@@ -507,11 +416,9 @@ fn tiny_maps_make_drop_counters_nonzero() {
     if !bpf_ready() {
         return;
     }
-    let exe = fixtures().join("fileleak");
-    let run = record_fixture(
-        &exe,
+    let run = record_fileleak(
         &["leak", "20", "10"],
-        &["--pid", "{pid}", "--max-allocs", "16", "--max-stacks", "4"],
+        &["--max-allocs", "16", "--max-stacks", "4"],
     );
     let l = run.state.losses;
     assert!(l.allocs_full > 0, "{l:?}");
@@ -526,22 +433,19 @@ fn a_missing_tracepoint_disables_its_probe_not_the_run() {
     if !bpf_ready() {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("k.zst");
-    let output = Command::new(RECORDER)
-        .args(["--kernel", "-d", "1s", "-i", "500ms", "-o"])
-        .arg(&out)
-        .env("LEAK_RECORD_HIDE_TRACEPOINTS", "mm_page_alloc,kmalloc")
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{stderr}");
-    assert!(
-        stderr.contains("this kernel has no mm_page_alloc tracepoint: its probe is disabled"),
-        "{stderr}"
+    let r = record_with_env(
+        &[("LEAK_RECORD_HIDE_TRACEPOINTS", "mm_page_alloc,kmalloc")],
+        &["--kernel", "-d", "1s", "-i", "500ms"],
     );
-    let (state, _) = RecordingState::read(Reader::open(&out).unwrap()).unwrap();
-    let probes: Vec<&str> = state
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("this kernel has no mm_page_alloc tracepoint: its probe is disabled"),
+        "{}",
+        r.stderr
+    );
+    let probes: Vec<&str> = r
+        .state
         .header
         .as_ref()
         .unwrap()
@@ -573,13 +477,30 @@ fn bad_kernel_mode_input_is_a_one_line_error_with_status_2() {
         &["--percpu", "-p", "1"],
     ];
     for args in cases {
-        let output = Command::new(RECORDER)
-            .args(args)
-            .args(["-o", "/nonexistent-dir/x.zst"])
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
+        let (code, stderr) = run_recorder(&[args, &["-o", "/nonexistent-dir/x.zst"]].concat());
+        assert_eq!(code, Some(2), "{args:?}: {stderr}");
         assert!(!stderr.contains("panicked"), "{stderr}");
     }
+}
+
+#[test]
+fn a_full_disk_stops_kernel_mode_with_one_line_and_keeps_every_snapshot() {
+    if !bpf_ready() {
+        return;
+    }
+    // Every task's kernel allocations: each snapshot has something new to write. The checks
+    // are those of user mode's full-disk test (record_onto_full_disk), on a larger disk for the
+    // kernel symbols.
+    let disk = record_onto_full_disk(
+        &["--kernel", "-i", "100ms"],
+        "4m",
+        &[
+            "| kernel outstanding",
+            "attached",
+            "recording kernel allocations",
+            "its probe is disabled",
+        ],
+    );
+    let h = disk.state.header.as_ref().unwrap();
+    assert_eq!(h.target.mode, TargetMode::Kernel);
 }

@@ -5,9 +5,9 @@
 #![allow(clippy::unwrap_used)] // a test that cannot unwrap has failed
 use std::collections::HashMap;
 use std::fs;
-use std::io::{BufReader, Write};
+use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use leak_format::{AllocKind, Reader, Record, RecordingState, StackLoss};
@@ -195,14 +195,9 @@ fn attach_to_a_running_process() {
     if !bpf_ready() {
         return;
     }
-    let mut target = Command::new(fixture("leaky"))
-        .args(["--wait-start", "--wait-end", "basic", "1000", "100"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut t_out = BufReader::new(target.stdout.take().unwrap());
-    wait_for_line(&mut t_out, "ready", Duration::from_secs(10), "fixture");
+    let leaky = fixture("leaky");
+    let args = [&leaky, "--wait-start", "--wait-end", "basic", "1000", "100"];
+    let (mut target, mut t_out) = spawn_waiting(&args);
     let pid = target.id().to_string();
     let mut rec = start_recorder(&["-p", &pid, "-i", "500ms"]);
     let r_err = &mut rec.stderr;
@@ -691,25 +686,21 @@ fn colliding_stack_hashes_are_counted_never_merged() {
     }
     // Every stack hashes to 0: the first stack seen (main's first allocation is churn's) keeps
     // the hash; leak_here's stack collides with it and must not be merged into it.
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("run.zst");
-    let status = Command::new(RECORDER)
-        .env("LEAK_RECORD_TEST_STACK_HASH_MASK", "0x0")
-        .args(["-q", "-i", "1s", "-o", out.to_str().unwrap(), "--"])
-        .args([&fixture("leaky"), "basic", "1000", "100"])
-        .stdin(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let (state, tail) = read_recording(&out);
-    assert!(tail.is_none(), "{tail:?}");
-    let r = Recorded {
-        state,
-        tail: None,
-        stdout: String::new(),
-        stderr: String::new(),
-        code: Some(0),
-    };
+    let r = record_with_env(
+        &[("LEAK_RECORD_TEST_STACK_HASH_MASK", "0x0")],
+        &[
+            "-q",
+            "-i",
+            "1s",
+            "--",
+            &fixture("leaky"),
+            "basic",
+            "1000",
+            "100",
+        ],
+    );
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert!(r.tail.is_none(), "{:?}", r.tail);
     let churn = r.by_function("churn_balanced");
     assert_eq!((churn.allocs, churn.frees, churn.bytes), (2500, 2500, 0));
     assert_eq!(churn.stacks, 1);

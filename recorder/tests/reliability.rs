@@ -5,9 +5,9 @@
 #![allow(clippy::unwrap_used)] // a test that cannot unwrap has failed
 use std::fs;
 use std::io::{BufReader, Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use leak_format::{EndReason, Reader, Record, TailProblem};
 use leak_report::analysis::{self, Detector, Settings};
@@ -45,14 +45,7 @@ impl Drop for Target {
 
 /// Starts a fixture that prints "ready" and waits for a line on stdin (--wait-start).
 fn start_waiting(args: &[&str]) -> (Target, BufReader<std::process::ChildStdout>) {
-    let mut child = Command::new(args[0])
-        .args(&args[1..])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    wait_for_line(&mut out, "ready", Duration::from_secs(10), args[0]);
+    let (child, out) = spawn_waiting(args);
     (Target(child), out)
 }
 
@@ -250,103 +243,34 @@ fn sigkill_at_fifty_random_moments_keeps_every_complete_snapshot() {
     assert!(with_snapshots >= 25, "{outcomes:?}");
 }
 
-/// A tmpfs mounted for the test, unmounted however the test ends.
-struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    fn mount(dir: &Path, size: &str) -> Tmpfs {
-        let status = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0700")])
-            .arg("leak-test-full")
-            .arg(dir)
-            .status()
-            .unwrap();
-        assert!(status.success(), "mount tmpfs on {}", dir.display());
-        Tmpfs(dir.to_path_buf())
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
-
 #[test]
 fn a_full_disk_stops_the_recorder_with_one_line_and_keeps_every_snapshot() {
     if !bpf_ready() {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let fs_ = Tmpfs::mount(dir.path(), "64k");
-    let out = fs_.0.join("run.zst");
-    let mut rec = Command::new(RECORDER)
-        .args(["-i", "100ms", "-o"])
-        .arg(&out)
-        .args(["--", &fixture("leaky"), "slow", "100000", "100", "5"])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut err = BufReader::new(rec.stderr.take().unwrap());
-    let mut seen = wait_for_line(&mut err, "snapshot 2 ", Duration::from_secs(60), "recorder");
-    // Something else fills the disk: every free page goes to the filler; the recording's last
-    // page has room for a few more snapshots.
-    let mut filler = fs::File::create(fs_.0.join("filler")).unwrap();
-    let page = [0u8; 4096];
-    while filler.write(&page).is_ok_and(|n| n > 0) {}
-    let start = Instant::now();
-    let status = loop {
-        if let Some(s) = rec.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "the recorder did not stop on a full disk"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    err.read_to_string(&mut seen).unwrap();
-    // Runtime failure: status 1, one line saying what happened and that the file is kept.
-    assert_eq!(status.code(), Some(1), "{seen}");
-    let errors: Vec<&str> = seen
-        .lines()
-        .filter(|l| {
-            let status = [
-                "| outstanding",
-                "attached",
-                "recording PID",
-                "leak-record:   ",
-            ];
-            !status.iter().any(|s| l.contains(s))
-        })
-        .collect();
-    assert_eq!(errors.len(), 1, "{seen}");
-    assert!(
-        errors[0].contains("No space left on device")
-            && errors[0].contains("the recording up to the previous snapshot is kept"),
-        "{seen}"
+    let leaky = fixture("leaky");
+    let disk = record_onto_full_disk(
+        &["-i", "100ms", "--", &leaky, "slow", "100000", "100", "5"],
+        "64k",
+        &[
+            "| outstanding",
+            "attached",
+            "recording PID",
+            "leak-record:   ",
+        ],
     );
-    // The file holds every snapshot that fitted, ends cleanly, and the command was ended.
-    let (state, tail) = read_recording(&out);
-    assert!(tail.is_none(), "{tail:?}");
-    assert!(state.snapshots >= 2, "{}", state.snapshots);
-    match &state.end {
-        None => {}
-        Some(e) => assert!(
-            matches!(&e.reason, EndReason::Error(m) if m.contains("No space left")),
-            "{e:?}"
-        ),
-    }
+    // The command was ended.
+    let (state, out) = (&disk.state, &disk.out);
     let pid = state.header.as_ref().unwrap().target.pid;
     assert!(!Path::new(&format!("/proc/{pid}")).exists());
     // leak-report reads it and says the recording stopped early.
-    let (text, rec) = leak_report_text(&out).unwrap();
+    let (text, rec) = leak_report_text(out).unwrap();
     assert_eq!(rec.snapshots, state.snapshots);
     assert!(
         text.contains("no end record") || text.contains("the recorder stopped on an error"),
         "{text}"
     );
-    drop(fs_);
+    drop(disk);
 }
 
 // ---- Traced process safety -------------------------------------------------------------

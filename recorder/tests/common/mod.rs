@@ -5,9 +5,9 @@
 #![allow(clippy::unwrap_used)] // a test that cannot unwrap has failed
 use std::collections::HashMap;
 use std::fs;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -195,13 +195,18 @@ pub fn read_recording(path: &Path) -> (RecordingState, Option<Error>) {
 
 /// Runs leak-record with `args`, then `-- cmd`, and reads the recording back.
 pub fn record(args: &[&str], cmd: &[&str]) -> Recorded {
+    record_with_env(&[], &[args, &["--"], cmd].concat())
+}
+
+/// Runs leak-record with the variables `env` set and `args` (any command after `--` in them),
+/// and reads the recording back.
+pub fn record_with_env(env: &[(&str, &str)], args: &[&str]) -> Recorded {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("run.zst");
     let output = Command::new(RECORDER)
+        .envs(env.iter().copied())
         .args(["-o", out.to_str().unwrap()])
         .args(args)
-        .arg("--")
-        .args(cmd)
         .stdin(Stdio::null())
         .output()
         .expect("run leak-record");
@@ -258,6 +263,124 @@ pub fn wait_for_line(r: &mut impl BufRead, needle: &str, limit: Duration, what: 
         if line.contains(needle) {
             return seen;
         }
+    }
+}
+
+/// Starts a fixture (`args[0]`, with --wait-start) that prints "ready" and then waits for a
+/// line on stdin; returns it with its stdout once it is ready.
+pub fn spawn_waiting(args: &[&str]) -> (Child, BufReader<ChildStdout>) {
+    let mut child = Command::new(args[0])
+        .args(&args[1..])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    wait_for_line(&mut out, "ready", Duration::from_secs(10), args[0]);
+    (child, out)
+}
+
+/// A tmpfs mounted for the test, unmounted however the test ends.
+pub struct Tmpfs(pub PathBuf);
+
+impl Tmpfs {
+    pub fn mount(dir: &Path, size: &str) -> Tmpfs {
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0700")])
+            .arg("leak-test-full")
+            .arg(dir)
+            .status()
+            .unwrap();
+        assert!(status.success(), "mount tmpfs on {}", dir.display());
+        Tmpfs(dir.to_path_buf())
+    }
+
+    /// Something else fills the disk: every free page goes to a filler file.
+    pub fn fill(&self) {
+        let mut filler = fs::File::create(self.0.join("filler")).unwrap();
+        let page = [0u8; 4096];
+        while filler.write(&page).is_ok_and(|n| n > 0) {}
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// A recording stopped by a full disk, on its still-mounted tmpfs.
+pub struct FullDisk {
+    pub state: RecordingState,
+    pub out: PathBuf,
+    pub tmpfs: Tmpfs,
+    pub _dir: tempfile::TempDir,
+}
+
+/// Runs leak-record with `args` (`-o` is added) writing to a tmpfs of `size`, which something
+/// else fills once 2 snapshots are written, and checks that the recorder stops as it must:
+/// exit status 1 and one line (besides those containing one of `status_lines`) saying what
+/// happened and that the file is kept; the file holds every snapshot that fitted, reads to its
+/// end, and an end record, if it has one, names the error.
+pub fn record_onto_full_disk(args: &[&str], size: &str, status_lines: &[&str]) -> FullDisk {
+    let dir = tempfile::tempdir().unwrap();
+    let tmpfs = Tmpfs::mount(dir.path(), size);
+    let out = tmpfs.0.join("run.zst");
+    let mut rec = Command::new(RECORDER)
+        .arg("-o")
+        .arg(&out)
+        .args(args)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(rec.stderr.take().unwrap());
+    let mut seen = wait_for_line(&mut err, "snapshot 2 ", Duration::from_secs(60), "recorder");
+    // The recording's last page has room for a few more snapshots.
+    tmpfs.fill();
+    let status = wait_exit(
+        &mut rec,
+        Duration::from_secs(60),
+        "the recorder did not stop on a full disk",
+    );
+    std::io::Read::read_to_string(&mut err, &mut seen).unwrap();
+    // Runtime failure: status 1, one line saying what happened and that the file is kept.
+    assert_eq!(status.code(), Some(1), "{seen}");
+    let errors: Vec<&str> = seen
+        .lines()
+        .filter(|l| !status_lines.iter().any(|s| l.contains(s)))
+        .collect();
+    assert_eq!(errors.len(), 1, "{seen}");
+    assert!(
+        errors[0].contains("No space left on device")
+            && errors[0].contains("the recording up to the previous snapshot is kept"),
+        "{seen}"
+    );
+    let (state, tail) = read_recording(&out);
+    assert!(tail.is_none(), "{tail:?}");
+    assert!(state.snapshots >= 2, "{}", state.snapshots);
+    if let Some(e) = &state.end {
+        assert!(
+            matches!(&e.reason, leak_format::EndReason::Error(m) if m.contains("No space left")),
+            "{e:?}"
+        );
+    }
+    FullDisk {
+        state,
+        out,
+        tmpfs,
+        _dir: dir,
+    }
+}
+
+/// Waits for `child` to exit; panics with `what` after `limit`.
+pub fn wait_exit(child: &mut Child, limit: Duration, what: &str) -> ExitStatus {
+    let start = Instant::now();
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s;
+        }
+        assert!(start.elapsed() < limit, "{what}");
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 

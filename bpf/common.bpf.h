@@ -1,0 +1,101 @@
+/* SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause */
+/*
+ * What both BPF objects (leak.bpf.c, user mode; kmem.bpf.c, kernel mode) do the same way: the
+ * per-stack counters, the loss counters and the scratch trace, and putting an allocation on its
+ * stack's counters. Each object includes this after leak.h (which stays the one header of the
+ * structs shared with Rust) and has its own instance of these maps. Everything here is inlined.
+ */
+#ifndef LEAK_COMMON_BPF_H
+#define LEAK_COMMON_BPF_H
+
+#define EEXIST 17
+
+/* Never used: they make the shared enums part of the BTF, hence of the Rust skeleton's types. */
+enum leak_counter btf_leak_counter;
+enum lost_stack btf_lost_stack;
+enum alloc_kind btf_alloc_kind;
+
+/* Next id for a new stack; ids below FIRST_STACK_ID are placeholders. */
+__u32 next_stack_id = FIRST_STACK_ID;
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, (1 << 14) + 16); /* --max-stacks + placeholders */
+	__type(key, struct stats_key);
+	__type(value, struct stack_stats);
+} stats SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct stack_trace);
+} scratch_traces SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, NR_COUNTERS);
+	__type(key, __u32);
+	__type(value, __u64);
+} counters SEC(".maps");
+
+static __always_inline void count(__u32 which, __u64 n)
+{
+	__u64 *v = bpf_map_lookup_elem(&counters, &which);
+
+	if (v)
+		*v += n;
+}
+
+static __always_inline void account_free(struct stats_key *key, __u64 bytes, __u64 blocks)
+{
+	struct stack_stats *s = bpf_map_lookup_elem(&stats, key);
+
+	if (s) {
+		__sync_fetch_and_add(&s->free_bytes, bytes);
+		__sync_fetch_and_add(&s->free_count, blocks);
+	}
+}
+
+/* The counters of `key`, created on first use. When the table is full, those of the
+ * STACK_LOST_COUNTERS_FULL placeholder (key->stack_id is changed to it); NULL if even that is
+ * missing. */
+static __always_inline struct stack_stats *stack_counters(struct stats_key *key)
+{
+	struct stack_stats *s = bpf_map_lookup_elem(&stats, key);
+
+	if (!s) {
+		struct stack_stats zero = {};
+
+		bpf_map_update_elem(&stats, key, &zero, BPF_NOEXIST);
+		s = bpf_map_lookup_elem(&stats, key);
+		if (!s) {
+			/* Placeholders are created by the recorder before attaching. */
+			key->stack_id = STACK_LOST_COUNTERS_FULL;
+			s = bpf_map_lookup_elem(&stats, key);
+		}
+	}
+	return s;
+}
+
+/* Adds an allocation of `size` bytes, now tracked, to the counters `s` of stack `stack_id`; a
+ * placeholder stack also counts why the allocation has no stack of its own. */
+static __always_inline void account_alloc(struct stack_stats *s, __u32 stack_id, __u64 size)
+{
+	__sync_fetch_and_add(&s->alloc_bytes, size);
+	__sync_fetch_and_add(&s->alloc_count, 1);
+	switch (stack_id) {
+	case STACK_LOST_TABLE_FULL:
+		count(C_STACK_TABLE_FULL, 1);
+		break;
+	case STACK_LOST_WALK_FAILED:
+	case STACK_LOST_EMPTY:
+		count(C_STACK_WALK_FAILED, 1);
+		break;
+	case STACK_LOST_COUNTERS_FULL:
+		count(C_COUNTERS_FULL, 1);
+		break;
+	}
+}
+
+#endif /* LEAK_COMMON_BPF_H */
