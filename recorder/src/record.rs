@@ -647,8 +647,18 @@ impl RecordingFile {
                 self.path.display()
             );
         }
-        // Durable at every snapshot: a crash or power loss keeps everything written so far.
-        let _ = self.writer.get_ref().sync_data();
+        // Durable at every snapshot: a crash or power loss keeps everything written so far. A
+        // failed flush (EIO, ENOSPC on a delayed allocation, EDQUOT) is a lost write and stops
+        // the recording; a file that cannot be flushed at all (EINVAL: a pipe or a character
+        // device given with --force) never promised durability.
+        if let Err(e) = self.writer.get_ref().sync_data() {
+            if e.raw_os_error() != Some(libc::EINVAL) {
+                bail!(
+                    "cannot flush {} to disk: {e}; the snapshots flushed before this one are kept",
+                    self.path.display()
+                );
+            }
+        }
         Ok(())
     }
 

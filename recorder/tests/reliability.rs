@@ -7,7 +7,7 @@ use std::fs;
 use std::io::{BufReader, Read, Write};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use leak_format::{EndReason, Reader, Record, TailProblem};
 use leak_report::analysis::{self, Detector, Settings};
