@@ -49,6 +49,26 @@ fn start_waiting(args: &[&str]) -> (Target, BufReader<std::process::ChildStdout>
     (Target(child), out)
 }
 
+/// Starts a `--wait-start` target, attaches a recorder (`-p`, `-i interval`), lets the target
+/// go once the recorder records, and waits for the target: the recorder, the target's output
+/// and its exit status.
+fn attach_then_go(args: &[&str], interval: &str) -> (Running, Vec<u8>, std::process::ExitStatus) {
+    let (mut target, mut t_out) = start_waiting(args);
+    let pid = target.0.id().to_string();
+    let mut rec = start_recorder(&["-p", &pid, "-i", interval]);
+    wait_for_line(
+        &mut rec.stderr,
+        "recording PID",
+        Duration::from_secs(60),
+        "recorder",
+    );
+    target.0.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    let mut printed = Vec::new();
+    t_out.read_to_end(&mut printed).unwrap();
+    let status = target.0.wait().unwrap();
+    (rec, printed, status)
+}
+
 /// Waits (at most 10 s) until a process's memory map holds libc.
 fn wait_for_libc(pid: &str) {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -343,19 +363,7 @@ fn the_target_prints_and_exits_the_same_with_and_without_recording() {
         // -p form: the test starts the target and waits for it.
         let mut waiting = vec![lifecycle.as_str(), "--wait-start"];
         waiting.extend(args);
-        let (mut target, mut t_out) = start_waiting(&waiting);
-        let pid = target.0.id().to_string();
-        let mut rec = start_recorder(&["-p", &pid, "-i", "100ms"]);
-        wait_for_line(
-            &mut rec.stderr,
-            "recording PID",
-            Duration::from_secs(60),
-            "recorder",
-        );
-        target.0.stdin.take().unwrap().write_all(b"go\n").unwrap();
-        let mut printed = Vec::new();
-        t_out.read_to_end(&mut printed).unwrap();
-        let status = target.0.wait().unwrap();
+        let (mut rec, printed, status) = attach_then_go(&waiting, "100ms");
         assert_eq!(
             printed, bare.stdout,
             "{args:?} (-p): output changed under recording"
@@ -552,19 +560,9 @@ fn an_attached_target_that_exits_before_the_first_snapshot_is_still_symbolized()
     // The map is read at attach time: a 10 s interval, and the target allocates and exits as
     // soon as the recorder says it records, so the only snapshot is the final one.
     let leaky = fixture("leaky");
-    let (mut target, mut t_out) = start_waiting(&[&leaky, "--wait-start", "basic", "1000", "100"]);
-    let pid = target.0.id().to_string();
-    let mut rec = start_recorder(&["-p", &pid, "-i", "10s"]);
-    wait_for_line(
-        &mut rec.stderr,
-        "recording PID",
-        Duration::from_secs(60),
-        "recorder",
-    );
-    target.0.stdin.take().unwrap().write_all(b"go\n").unwrap();
-    let mut rest = Vec::new();
-    t_out.read_to_end(&mut rest).unwrap();
-    assert!(target.0.wait().unwrap().success());
+    let (mut rec, _, status) =
+        attach_then_go(&[&leaky, "--wait-start", "basic", "1000", "100"], "10s");
+    assert!(status.success());
     assert!(rec.child.wait().unwrap().success());
     let (state, tail) = read_recording(&rec.out);
     assert_eq!(
