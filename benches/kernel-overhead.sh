@@ -21,6 +21,8 @@
 # each program (kernel.bpf_stats) during a busy run.
 # Prints a markdown report and writes it into docs/performance.md.
 set -euo pipefail
+# shellcheck source=benches/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 shopt -s inherit_errexit
 
 RUNS=${RUNS:-5}
@@ -198,14 +200,6 @@ tracepoint, seen when their address is allocated again). The machine was shared 
 average), so single timings are noisy; the ratios come from runs interleaved in each round.
 EOF
     cat "$WORK/report.md"
-}
-
-write_doc() { # replace our section of docs/performance.md, keep the rest
-    [[ -f $DOC ]] || printf '# Performance\n\n' >"$DOC"
-    awk -v h="$HEADING" '$0 == h {skip = 1; next} skip && /^## / {skip = 0} !skip' \
-        "$DOC" >"$WORK/doc.md"
-    cat "$WORK/report.md" >>"$WORK/doc.md"
-    cp "$WORK/doc.md" "$DOC"
 }
 
 main() {

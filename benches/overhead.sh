@@ -27,6 +27,8 @@
 # 4. snapshot cost, recording size and peak RSS at 1k and 10k live stacks.
 # Prints a markdown report and writes it into docs/performance.md.
 set -euo pipefail
+# shellcheck source=benches/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 shopt -s inherit_errexit
 
 RUNS=${RUNS:-5}
@@ -325,15 +327,6 @@ $SNAP_TABLE
 
 $(interpretation)
 EOF
-}
-
-write_doc() { # replace our section of docs/performance.md, keep the rest
-    mkdir -p "$(dirname "$DOC")"
-    [[ -f $DOC ]] || printf '# Performance\n\n' >"$DOC"
-    awk -v h="$HEADING" '$0 == h {skip = 1; next} skip && /^## / {skip = 0} !skip' \
-        "$DOC" >"$WORK/doc.md"
-    cat "$WORK/report.md" >>"$WORK/doc.md"
-    cp "$WORK/doc.md" "$DOC"
 }
 
 main() {

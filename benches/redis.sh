@@ -17,6 +17,8 @@
 # reads its requests per second. Reports the median per test and the ratios, with the
 # recording's loss counters, and writes the section into docs/performance.md.
 set -euo pipefail
+# shellcheck source=benches/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 shopt -s inherit_errexit
 
 RUNS=${RUNS:-3}
@@ -151,14 +153,6 @@ EOF
     echo "Recording of the last recorded round: \`$("$COSTS" "$WORK/redis.zst" | tr '\n' ' ')\`;" \
         "leak-record stderr (with -q):" \
         "$(if [[ -s $WORK/record.stderr ]]; then cat "$WORK/record.stderr"; else echo "empty"; fi)"
-}
-
-write_doc() { # replace our section of docs/performance.md, keep the rest
-    [[ -f $DOC ]] || printf '# Performance\n\n' >"$DOC"
-    awk -v h="$HEADING" '$0 == h {skip = 1; next} skip && /^## / {skip = 0} !skip' \
-        "$DOC" >"$WORK/doc.md"
-    cat "$WORK/report.md" >>"$WORK/doc.md"
-    cp "$WORK/doc.md" "$DOC"
 }
 
 main() {
