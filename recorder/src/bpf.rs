@@ -331,8 +331,8 @@ pub(crate) fn load_skel<'obj, O: OpenSkel<'obj>>(open: O, what: &str) -> Result<
         .map_err(|e| anyhow::anyhow!("{e:?}"))
         .with_context(|| {
             format!(
-                "failed to load the {what} program (needs root, or CAP_BPF and CAP_PERFMON, and \
-                 a kernel with BTF)"
+                "failed to load the {what} program (needs root, or CAP_SYS_ADMIN, CAP_BPF and \
+                 CAP_PERFMON, and a kernel with BTF)"
             )
         })
 }
