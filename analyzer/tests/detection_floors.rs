@@ -49,6 +49,28 @@ fn errors(scored: &[Scored]) -> String {
     lines.join("; ")
 }
 
+/// Asserts the default detector's precision and recall on `scored` (at least 400 leaks and
+/// 400 non-leaks) against their floors; returns the tally.
+fn assert_floors(scored: &[Scored], min_precision: f64, min_recall: f64) -> Tally {
+    let t = tally(scored.iter());
+    assert!(t.leaks >= 400 && t.non_leaks >= 400, "{t:?}");
+    let (precision, recall) = (
+        t.precision(Rule::Robust).unwrap(),
+        t.recall(Rule::Robust).unwrap(),
+    );
+    eprintln!(
+        "{} leaks, {} non-leaks: precision {precision:.3}, recall {recall:.3}",
+        t.leaks, t.non_leaks
+    );
+    assert!(
+        precision >= min_precision && recall >= min_recall,
+        "precision {precision:.3} (floor {min_precision}), recall {recall:.3} (floor \
+         {min_recall}): {}",
+        errors(scored)
+    );
+    t
+}
+
 #[test]
 fn from_360_snapshots_precision_and_recall_are_at_least_0_97() {
     // 31 leak and non-leak patterns x 2 lengths x 3 SNR levels x 6 = 1,116 series, in memory.
@@ -62,21 +84,7 @@ fn from_360_snapshots_precision_and_recall_are_at_least_0_97() {
         .into_iter()
         .filter(|s| s.snr >= 3.0)
         .collect();
-    let t = tally(scored.iter());
-    assert!(t.leaks >= 400 && t.non_leaks >= 400, "{t:?}");
-    let (precision, recall) = (
-        t.precision(Rule::Robust).unwrap(),
-        t.recall(Rule::Robust).unwrap(),
-    );
-    eprintln!(
-        "{} leaks, {} non-leaks: precision {precision:.3}, recall {recall:.3}",
-        t.leaks, t.non_leaks
-    );
-    assert!(
-        precision >= 0.97 && recall >= 0.97,
-        "precision {precision:.3}, recall {recall:.3} (floors 0.97): {}",
-        errors(&scored)
-    );
+    let t = assert_floors(&scored, 0.97, 0.97);
     // The seed rule finds none of these noisy leaks: the reason it is not the default.
     assert!(t.recall(Rule::Strict).unwrap() < 0.05);
 }
@@ -97,21 +105,7 @@ fn at_120_snapshots_precision_is_at_least_0_95_and_recall_0_85_through_a_recordi
         .into_iter()
         .filter(|s| PATTERNS[s.case.pattern].truth != Truth::Separate && s.snr >= 3.0)
         .collect();
-    let t = tally(scored.iter());
-    assert!(t.leaks >= 400 && t.non_leaks >= 400, "{t:?}");
-    let (precision, recall) = (
-        t.precision(Rule::Robust).unwrap(),
-        t.recall(Rule::Robust).unwrap(),
-    );
-    eprintln!(
-        "{} leaks, {} non-leaks: precision {precision:.3}, recall {recall:.3}",
-        t.leaks, t.non_leaks
-    );
-    assert!(
-        precision >= 0.95 && recall >= 0.85,
-        "precision {precision:.3} (floor 0.95), recall {recall:.3} (floor 0.85): {}",
-        errors(&scored)
-    );
+    assert_floors(&scored, 0.95, 0.85);
 }
 
 /// The share of its series a non-leak pattern may have flagged, from 120 snapshots on and at
