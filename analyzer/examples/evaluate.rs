@@ -22,7 +22,8 @@
 //! * `--save DIR`: also write every recording to DIR (`leak-report DIR/<file>` reads them).
 //! * `--run-snapshots M` (default 720): snapshots of a process run.
 //! * `--explain`: for tuning, print the gates of the non-leaks flagged (120 to 2,880 snapshots,
-//!   SNR >= 3) and of the false stacks of the process runs.
+//!   SNR >= 3) and of the false stacks of the process runs, and count the leaks missed by the
+//!   gate that stopped them.
 //! * `--cost`: time the detector alone on N stacks (default 10,000) of M snapshots (default
 //!   2,880), single-threaded, on the raw series and on the series as `series::read` keeps them.
 #![forbid(unsafe_code)]
@@ -694,9 +695,9 @@ fn cost(a: &Args) -> Result<(), String> {
     Ok(())
 }
 
-/// Prints per-pattern flag rates and the gates of every non-leak flagged at 120 to 2,880
-/// snapshots with target SNR 5 to 50, and of every false stack of the process runs (for
-/// tuning, on `--seeds tune`).
+/// Prints per-pattern flag rates, the gates of every non-leak flagged at 120 to 2,880
+/// snapshots with target SNR 5 to 50 and of every false stack of the process runs, and the
+/// leaks missed (SNR >= 3) by pattern and failing gate (for tuning, on `--seeds tune`).
 fn explain(a: &Args) -> Result<(), String> {
     let cfg = Config::default();
     let all: Vec<usize> = (0..PATTERNS.len()).collect();
@@ -718,19 +719,32 @@ fn explain(a: &Args) -> Result<(), String> {
                 t.series
             );
         }
+        // Leaks missed (SNR >= 3), by pattern and by the gate that stopped them.
+        let mut missed: std::collections::BTreeMap<(&str, &str), usize> = Default::default();
         for c in &cases {
             let p = &PATTERNS[c.pattern];
+            let tr = c.trace(a.seeds);
+            let d = detect::detect(&tr.points(), &cfg);
+            if p.truth == Truth::Leak {
+                if d.verdict != Verdict::ContinuousLeak && tr.snr() >= 3.0 {
+                    let gate = d.gates.iter().find(|g| !g.passed).map_or("-", |g| g.name);
+                    *missed.entry((p.name, gate)).or_default() += 1;
+                }
+                continue;
+            }
             if p.truth != Truth::NotLeak {
                 continue;
             }
-            let tr = c.trace(a.seeds);
-            let d = detect::detect(&tr.points(), &cfg);
             if d.verdict == Verdict::ContinuousLeak {
                 out!("FP {} n {n} snr {:.2}", p.name, tr.snr());
                 for g in &d.gates {
                     out!("    {}: {}", g.name, g.detail);
                 }
             }
+        }
+        out!("{n} snapshots, SNR >= 3: leaks missed, by pattern and the gate that stopped them");
+        for ((pattern, gate), k) in &missed {
+            out!("  {pattern:40} {gate:14} {k}");
         }
     }
     for i in 0..a.runs as usize {
