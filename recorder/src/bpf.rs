@@ -501,18 +501,15 @@ fn probe_record(p: &PlannedProbe, side: ProbeSide) -> Probe {
     Probe {
         function: p.function.clone(),
         module: p.module.clone(),
-        offset: probe_offset(p, side),
+        offset: probe_offset(p),
         side,
     }
 }
 
-/// Where a probe goes: a return probe always at the function's entry (it swaps the return
-/// address at the entry's stack pointer), an entry probe where `discover::place_entries` put it.
-fn probe_offset(p: &PlannedProbe, side: ProbeSide) -> u64 {
-    match side {
-        ProbeSide::Return => p.offset,
-        ProbeSide::Entry => p.entry_offset,
-    }
+/// Where a probe goes, on either side: where `discover::place_entries` put the entry probe. A
+/// return probe shares its trap; the placement keeps the return address at `*%rsp` there.
+fn probe_offset(p: &PlannedProbe) -> u64 {
+    p.entry_offset
 }
 
 fn attach_prog(
@@ -525,7 +522,7 @@ fn attach_prog(
         retprobe: side == ProbeSide::Return,
         ..UprobeOpts::default()
     };
-    let offset = usize::try_from(probe_offset(p, side))?;
+    let offset = usize::try_from(probe_offset(p))?;
     prog.attach_uprobe_with_opts(pid as i32, &p.open_path, offset, opts)
         .map_err(|e| anyhow::anyhow!("{e:?}"))
         .with_context(|| {

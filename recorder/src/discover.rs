@@ -493,7 +493,11 @@ impl Entry {
             Entry::Free => (&[RDI], false),
             Entry::Munmap => (&[RDI, RSI], false),
         };
-        Reads { regs, sp }
+        Reads {
+            regs,
+            sp,
+            ret: false,
+        }
     }
 }
 
@@ -501,20 +505,14 @@ impl Entry {
 const MAX_BODY: u64 = 1 << 20;
 
 /// Places each entry probe on the first instruction the kernel emulates when that is safe
-/// (see `placement`). A function with a return probe keeps its entry probe at the entry: the
-/// return probe traps there anyway, and both share that one trap, where a moved entry probe
-/// would add a second one.
+/// (see `placement`). A function's return probe goes with its entry probe, so both share one
+/// trap; `placement` then also checks that the return address is still at `*%rsp` there.
 pub fn place_entries(probes: &mut [PlannedProbe], objs: &[Obj]) {
     for p in probes {
         let Some(obj) = objs.iter().find(|o| o.display == p.module) else {
             continue;
         };
-        let mut placed = decode_entry(obj, p);
-        if p.ret.is_some() {
-            placed = placed.pinned_to_entry(
-                "its return probe must trap at the entry, and one trap serves both probes",
-            );
-        }
+        let placed = decode_entry(obj, p);
         p.entry_offset = p.offset + placed.offset;
         p.placement = Some(placed);
     }
@@ -549,7 +547,11 @@ fn decode_entry(obj: &Obj, p: &PlannedProbe) -> Placement {
         .take_while(|&&s| s < end)
         .map(|&s| s - p.offset)
         .collect();
-    placement::place(&body, p.entry.reads(), &others)
+    let reads = Reads {
+        ret: p.ret.is_some(),
+        ..p.entry.reads()
+    };
+    placement::place(&body, reads, &others)
 }
 
 #[cfg(test)]

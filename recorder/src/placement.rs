@@ -9,6 +9,13 @@
 //! `%rdi` and is reached by every call. The move is made only when it provably changes nothing:
 //! every skipped instruction falls through, writes no register the program reads (nor `%rsp`
 //! when it reads the stack pointer), and no branch of the function lands inside the skipped range.
+//!
+//! A function with a return probe moves both probes together, to one trap. A uretprobe swaps
+//! the return address at `*%rsp` when it fires, so it may sit past the entry only while that is
+//! still the return address: no skipped instruction may move `%rsp` or write memory, and no
+//! branch may land on the probe itself (a second hit later in the call would swap whatever
+//! `*%rsp` then holds). jemalloc's `malloc` starts with `cmp $0x1000,%rdi; ja`: both probes go
+//! on the `ja`.
 use iced_x86::{
     Code, Decoder, DecoderOptions, FlowControl, Instruction, InstructionInfoFactory, OpAccess,
     OpKind, Register,
@@ -25,6 +32,9 @@ pub struct Reads {
     /// The stack pointer (the allocation programs compare it across calls to detect nesting,
     /// so it must be the entry's: a skipped `push` or `sub %rsp` would shift it).
     pub sp: bool,
+    /// The function also has a return probe, placed with the entry probe: `*%rsp` must still
+    /// be the return address at the probe, and the probe must be hit once per call.
+    pub ret: bool,
 }
 
 /// Where the entry probe of one function goes, and why.
@@ -60,20 +70,6 @@ impl Placement {
             offset: 0,
             emulated: false,
             at: "?".into(),
-            skipped: Vec::new(),
-            why_entry: Some(why.into()),
-        }
-    }
-
-    /// Keeps the probe at the entry (`why`), whatever `place` found past it.
-    pub fn pinned_to_entry(self, why: &str) -> Self {
-        if self.offset == 0 {
-            return self;
-        }
-        Placement {
-            offset: 0,
-            emulated: false,
-            at: self.skipped.first().cloned().unwrap_or(self.at),
             skipped: Vec::new(),
             why_entry: Some(why.into()),
         }
@@ -119,6 +115,16 @@ fn prefixes(raw: &[u8]) -> &[u8] {
         })
         .count();
     &raw[..n]
+}
+
+/// Whether `insn` may write memory.
+fn writes_memory(factory: &mut InstructionInfoFactory, insn: &Instruction) -> bool {
+    factory.info(insn).used_memory().iter().any(|m| {
+        matches!(
+            m.access(),
+            OpAccess::Write | OpAccess::CondWrite | OpAccess::ReadWrite | OpAccess::ReadCondWrite
+        )
+    })
 }
 
 /// Registers `insn` may write, as full 64-bit registers.
@@ -179,11 +185,21 @@ pub fn place(body: &[u8], reads: Reads, other_entries: &[u64]) -> Placement {
                 format!("`{name}` at +{at:#x} overwrites {r:?}, which the probe reads"),
             );
         }
-        if reads.sp && writes.contains(&Register::RSP) {
+        if (reads.sp || reads.ret) && writes.contains(&Register::RSP) {
             return Placement::entry(
                 &first,
                 body,
                 format!("`{name}` at +{at:#x} moves the stack pointer, which the probe reads"),
+            );
+        }
+        if reads.ret && writes_memory(&mut factory, &insn) {
+            return Placement::entry(
+                &first,
+                body,
+                format!(
+                    "`{name}` at +{at:#x} writes memory, maybe the return address the return \
+                     probe swaps"
+                ),
             );
         }
         if skipped.len() > MAX_SKIP || !decoder.can_decode() {
@@ -211,7 +227,9 @@ pub fn place(body: &[u8], reads: Reads, other_entries: &[u64]) -> Placement {
     };
     let to = target.ip();
     // Every path into the function must reach the probe: no branch (nor address taken, e.g. a
-    // computed goto) may land strictly between the entry and the probe.
+    // computed goto) may land strictly between the entry and the probe; with a return probe,
+    // not on the probe either.
+    let inside = |t: u64| t > 0 && (t < to || (reads.ret && t == to));
     let mut sweep = Decoder::with_ip(64, body, 0, DecoderOptions::NONE);
     for insn in &mut sweep {
         if insn.is_invalid() {
@@ -231,12 +249,12 @@ pub fn place(body: &[u8], reads: Reads, other_entries: &[u64]) -> Placement {
         if insn.is_ip_rel_memory_operand() {
             targets.push(insn.ip_rel_memory_address());
         }
-        if let Some(t) = targets.into_iter().find(|&t| t > 0 && t < to) {
+        if let Some(t) = targets.into_iter().find(|&t| inside(t)) {
             return Placement::entry(
                 &first,
                 body,
                 format!(
-                    "`{}` at +{:#x} targets +{t:#x}, between the entry and the first \
+                    "`{}` at +{:#x} targets +{t:#x}, past the entry and not past the first \
                      emulated instruction (+{to:#x})",
                     mnemonic(&insn),
                     insn.ip()
@@ -244,11 +262,11 @@ pub fn place(body: &[u8], reads: Reads, other_entries: &[u64]) -> Placement {
             );
         }
     }
-    if let Some(e) = other_entries.iter().find(|&&e| e > 0 && e < to) {
+    if let Some(e) = other_entries.iter().find(|&&e| inside(e)) {
         return Placement::entry(
             &first,
             body,
-            format!("another symbol starts at +{e:#x}, before the first emulated instruction"),
+            format!("another symbol starts at +{e:#x}, not past the first emulated instruction"),
         );
     }
     Placement {
@@ -267,10 +285,18 @@ mod tests {
     const FREE: Reads = Reads {
         regs: &[Register::RDI],
         sp: false,
+        ret: false,
     };
     const MALLOC: Reads = Reads {
         regs: &[Register::RDI],
         sp: true,
+        ret: false,
+    };
+    /// malloc with its return probe.
+    const MALLOC_RET: Reads = Reads {
+        regs: &[Register::RDI],
+        sp: true,
+        ret: true,
     };
 
     /// A function: `prologue`, then filler up to `size` bytes ending in `ret`.
@@ -347,6 +373,7 @@ mod tests {
         let reallocarray = Reads {
             regs: &[Register::RDI, Register::RSI, Register::RDX],
             sp: true,
+            ret: true,
         };
         let b = body(&[0x48, 0x89, 0xf0, 0x48, 0xf7, 0xe2, 0x70, 0x05], 32);
         let p = place(&b, reallocarray, &[]);
@@ -414,9 +441,59 @@ mod tests {
     }
 
     #[test]
-    fn pinning_keeps_the_entry_and_names_the_single_stepped_instruction() {
-        let b = body(&[0x48, 0x85, 0xff, 0x0f, 0x84, 0x20, 0, 0, 0], 64);
-        let p = place(&b, FREE, &[]).pinned_to_entry("the return probe traps there anyway");
-        assert_eq!((p.offset, p.emulated, p.at.as_str()), (0, false, "test"));
+    fn jemalloc_malloc_moves_both_probes_to_the_ja() {
+        // jemalloc 5.3 malloc: cmp $0x1000,%rdi; ja +0x40; ... ret
+        let b = body(&[0x48, 0x81, 0xff, 0x00, 0x10, 0, 0, 0x77, 0x40], 96);
+        let p = place(&b, MALLOC_RET, &[]);
+        assert_eq!(
+            (p.offset, p.emulated, p.at.as_str()),
+            (7, true, "ja"),
+            "{p:?}"
+        );
+        assert_eq!(p.skipped, ["cmp"]);
+        assert_eq!(p.why_entry, None);
+    }
+
+    #[test]
+    fn a_return_probe_stays_where_the_return_address_may_have_moved() {
+        // sub $8,%rsp; je: the entry program alone does not read sp here, but the return probe
+        // would swap the wrong word.
+        let no_sp = Reads {
+            regs: &[Register::RDI],
+            sp: false,
+            ret: true,
+        };
+        let b = body(&[0x48, 0x83, 0xec, 0x08, 0x74, 0x02], 16);
+        assert_eq!(place(&b, FREE, &[]).offset, 4);
+        let p = place(&b, no_sp, &[]);
+        assert_eq!((p.offset, p.emulated), (0, false), "{p:?}");
+        assert!(p.why_entry.unwrap().contains("stack pointer"));
+        // mov %rax,(%rsp); je: a memory write may be the return address itself.
+        let b = body(&[0x48, 0x89, 0x04, 0x24, 0x74, 0x02], 16);
+        assert_eq!(place(&b, FREE, &[]).offset, 4);
+        let p = place(&b, MALLOC_RET, &[]);
+        assert_eq!(p.offset, 0, "{p:?}");
+        assert!(p.why_entry.unwrap().contains("writes memory"));
+    }
+
+    #[test]
+    fn a_branch_onto_a_return_probe_pins_it_to_the_entry() {
+        // cmp $0x1000,%rdi; ja; ... a backward jmp to +7 (the ja) at the end: the return
+        // probe would fire twice in one call.
+        let mut b = body(&[0x48, 0x81, 0xff, 0x00, 0x10, 0, 0, 0x77, 0x40], 96);
+        b[90] = 0xeb;
+        b[91] = (7i32 - 92) as i8 as u8;
+        assert_eq!(
+            place(&b, MALLOC, &[]).offset,
+            7,
+            "an entry probe alone may move"
+        );
+        let p = place(&b, MALLOC_RET, &[]);
+        assert_eq!(p.offset, 0, "{p:?}");
+        assert!(p.why_entry.unwrap().contains("targets +0x7"));
+        // So does another symbol starting at the probe.
+        let b = body(&[0x48, 0x81, 0xff, 0x00, 0x10, 0, 0, 0x77, 0x40], 96);
+        assert_eq!(place(&b, MALLOC_RET, &[7]).offset, 0);
+        assert_eq!(place(&b, MALLOC_RET, &[0, 96]).offset, 7);
     }
 }

@@ -642,9 +642,12 @@ fn free_probe_sits_on_the_emulated_jump_after_the_null_test() {
         "the move is said: {}",
         r.stderr
     );
-    // Probes with a return probe stay at the entry, where both share one trap.
+    // glibc's malloc starts with `push %r12`, which the kernel emulates: both of its probes
+    // stay at the entry, on one trap.
     let (_, malloc_at) = r.entry_probe("malloc");
     assert_eq!(Some(malloc_at), symbol_offset(&libc, "malloc"));
+    let (_, ret_at) = r.probe("malloc", leak_format::ProbeSide::Return);
+    assert_eq!(ret_at, malloc_at);
     // And nothing is lost: every free is still seen.
     let leak = r.by_function("leak_here");
     assert_eq!((leak.bytes, leak.count), (100_000, 1000));
@@ -677,6 +680,37 @@ fn jemalloc_free_probe_moves_to_its_first_branch_and_misses_no_free() {
     let churn = r.by_function("churn_balanced");
     assert_eq!((churn.bytes, churn.allocs, churn.frees), (0, 5000, 5000));
     assert_eq!(r.by_function("leak_here").bytes, 100_000);
+}
+
+#[test]
+fn jemalloc_malloc_return_probe_moves_with_its_entry_probe_and_misses_no_return() {
+    if !bpf_ready() {
+        return;
+    }
+    let r = record(
+        &["-i", "1s"],
+        &[&fixture("leaky_jemalloc"), "basic", "1000", "100"],
+    );
+    r.assert_clean();
+    let (lib, at) = r.entry_probe("malloc");
+    let malloc = symbol_offset(&lib, "malloc").expect("jemalloc defines malloc");
+    // jemalloc 5.3: `cmp $0x1000,%rdi` (single-stepped), then `ja` (emulated). The return probe
+    // swaps the return address at *%rsp, which the cmp leaves alone: both probes share one
+    // trap on the ja.
+    assert_eq!(
+        code_at(&lib, malloc, 8),
+        [0x48, 0x81, 0xff, 0x00, 0x10, 0x00, 0x00, 0x0f],
+        "this test knows Debian 12's jemalloc malloc"
+    );
+    assert_eq!(at, malloc + 7, "{}", r.stderr);
+    assert_eq!(r.probe("malloc", leak_format::ProbeSide::Return), (lib, at));
+    // Every call returned through the moved probe: exact sizes and counts, nothing pending.
+    let leak = r.by_function("leak_here");
+    assert_eq!((leak.bytes, leak.count), (100_000, 1000), "{leak:?}");
+    let churn = r.by_function("churn_balanced");
+    assert_eq!((churn.bytes, churn.allocs, churn.frees), (0, 5000, 5000));
+    let l = &r.state.losses;
+    assert_eq!((l.return_without_entry, l.abandoned_calls), (0, 0), "{l:?}");
 }
 
 #[test]

@@ -133,12 +133,17 @@ fn with_symbols<T>(path: &str, f: impl FnOnce(&SymbolTable) -> T) -> Option<T> {
 impl Recorded {
     /// (module, file offset) of the entry probe of `function`.
     pub fn entry_probe(&self, function: &str) -> (String, u64) {
+        self.probe(function, leak_format::ProbeSide::Entry)
+    }
+
+    /// Module and file offset of `function`'s probe on `side`, from the header.
+    pub fn probe(&self, function: &str, side: leak_format::ProbeSide) -> (String, u64) {
         let h = self.state.header.as_ref().expect("header");
         let p = h
             .probes
             .iter()
-            .find(|p| p.function == function && p.side == leak_format::ProbeSide::Entry)
-            .unwrap_or_else(|| panic!("no entry probe on {function}: {:?}", h.probes));
+            .find(|p| p.function == function && p.side == side)
+            .unwrap_or_else(|| panic!("no {side:?} probe on {function}: {:?}", h.probes));
         (p.module.clone(), p.offset)
     }
 
