@@ -84,7 +84,9 @@ static __always_inline bool is_target(void)
 	return (bpf_get_current_pid_tgid() >> 32) == target_tgid;
 }
 
-/* A new gap until the next sample: exponential, mean sample_bytes, at least 1 byte. */
+/* A new gap until the next sample: exponential, mean sample_bytes, at least 1 byte. Rounded
+ * up: a block of s bytes then ends a gap g exactly when the real-valued g is at most s, as
+ * with a continuous gap (rounding to nearest would sample 0.5/N too often). */
 static __always_inline __u64 draw_gap(void)
 {
 	__u32 slot = bpf_get_prandom_u32() & (SAMPLE_GAP_SLOTS - 1);
@@ -93,7 +95,7 @@ static __always_inline __u64 draw_gap(void)
 
 	if (!g)
 		return sample_bytes;
-	gap = (sample_bytes * *g + (1ULL << (SAMPLE_GAP_SHIFT - 1))) >> SAMPLE_GAP_SHIFT;
+	gap = (sample_bytes * *g + (1ULL << SAMPLE_GAP_SHIFT) - 1) >> SAMPLE_GAP_SHIFT;
 	return gap ? gap : 1;
 }
 

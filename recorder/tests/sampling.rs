@@ -21,7 +21,7 @@ const N: u64 = 1024;
 /// is the sum over its k blocks of X_i * s/p, X_i ~ Bernoulli(p) independent: its mean is k*s
 /// (unbiased) and its variance k * (s/p)^2 * p(1-p), so its relative standard deviation is
 /// sqrt((1-p) / (k p)). Likewise for the block count (weight 1/p). The discrete gap table moves
-/// p by under 3e-4 relative (docs/performance.md, "Sampling"); rounding moves the estimate by
+/// p by under 4e-5 relative (docs/performance.md, "Sampling"); rounding moves the estimate by
 /// under one byte per sampled block. 5 sigma makes a false failure a one-in-a-million event,
 /// while the chosen k keep 5 sigma below 10%, so that a scaling wrong by 10% fails.
 fn assert_unbiased(k: u64, s: u64) {
