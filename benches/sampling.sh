@@ -186,13 +186,13 @@ interpretation() {
         "the traps (its BPF programs, and what running them costs the kernel)."
     for r in $RATES; do
         v=$(median "$WORK/t/sampled-$r.pp")
-        echo "At --sample-bytes $r a pair costs $(calc %.0f "$v") ns" \
-            "($(calc %.2f "$v / $exact")x exact, $(calc %.2f "$v / $traps")x the traps):" \
-            "sampling removes $(calc %.0f "$exact - $v") of those" \
-            "$(calc %.0f "$exact - $traps") ns."
+        echo "At --sample-bytes $r a pair costs $(calc %.0f "$v") ns:" \
+            "$(calc %.2f "$v / $exact")x exact recording, $(calc %.0f "$v - $traps") ns from" \
+            "the traps alone (exact: $(calc %.0f "$exact - $traps") ns)."
     done
-    echo "Every malloc and free still traps: $(calc %.0f "$traps") ns per pair" \
-        "($(calc %.0f "$traps / $bare")x a bare pair) stay whatever the period."
+    echo "Sampling removes leak-record's own work on unsampled calls, not the traps: every" \
+        "malloc and free still traps, $(calc %.0f "$traps") ns per pair" \
+        "($(calc %.0f "$traps / $bare")x a bare pair) at every period."
 }
 
 report() {
