@@ -511,8 +511,14 @@ impl Session<'_, '_> {
 
     fn status_line(&self, raw: &[RawStats], losses: &Losses) {
         let o = bpf::Outstanding::of(raw);
+        // Sampled: the figures are estimates.
+        let est = if self.cli.sample_bytes.is_some() {
+            "~"
+        } else {
+            ""
+        };
         let what = format!(
-            "outstanding {} in {} blocks on {} stacks",
+            "outstanding {est}{} in {est}{} blocks on {} stacks",
             human_bytes(o.bytes),
             o.blocks,
             o.stacks
