@@ -102,11 +102,12 @@ struct pending_call {
  * with probability p = 1 - exp(-s/N) and stands for s/p bytes and 1/p blocks.
  *
  * Gaps: sample_gaps[i] is the mean of -ln(u) over u in [i/SAMPLE_GAP_SLOTS, (i+1)/...), in
- * units of 2^-SAMPLE_GAP_SHIFT; a gap is N * sample_gaps[random slot]. Weights:
+ * units of 2^-SAMPLE_GAP_SHIFT; a gap is N * sample_gaps[random slot], rounded up. Weights:
  * sample_weights[i] is f(i / SAMPLE_X_STEPS), f(x) = x / (1 - exp(-x)), in units of
  * 2^-SAMPLE_F_SHIFT, for x = s/N up to SAMPLE_X_MAX (linearly interpolated between entries); a
- * block of s >= SAMPLE_X_MAX * N bytes has p = 1 within 1.2e-7. Sampled recordings count
- * blocks in units of 2^-SAMPLE_COUNT_SHIFT; the recorder divides before writing.
+ * block of s >= SAMPLE_X_MAX * N bytes is always sampled (no gap exceeds 10.7 N) and counts as
+ * itself. Sampled recordings count blocks in units of 2^-SAMPLE_COUNT_SHIFT; the recorder
+ * divides before writing.
  */
 enum sample_params {
 	SAMPLE_GAP_SLOTS = 16384,
