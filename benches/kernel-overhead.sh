@@ -80,13 +80,6 @@ wall_ns() { local s=$EPOCHREALTIME; "$@" >>"$LOG" 2>&1; calc %.0f "($EPOCHREALTI
 job_busy() { (cd "$SHM" && "$FX/fileleak" loop "$N"); }
 job_idle() { awk -v n="$SPIN" 'BEGIN {for (i = 0; i < n; i++) s += i; print s}'; }
 
-stats() {
-    sort -g "$1" | awk '{a[NR] = $1}
-        END {m = NR % 2 ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2
-             print m, a[1], a[NR]}'
-}
-median() { stats "$1" | cut -d' ' -f1; }
-calc() { awk "BEGIN {printf \"$1\\n\", $2}"; }
 
 bench() {
     local r i v k=${#VARIANTS[@]} w

@@ -12,3 +12,94 @@ write_doc() {
     cat "$WORK/report.md" >>"$WORK/doc.md"
     cp "$WORK/doc.md" "$DOC"
 }
+
+# stats FILE: "median min max" of the numbers in FILE.
+stats() {
+    sort -g "$1" | awk '{a[NR] = $1}
+        END {m = NR % 2 ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2
+             print m, a[1], a[NR]}'
+}
+median() { stats "$1" | cut -d' ' -f1; }
+# calc FORMAT EXPR: EXPR evaluated by awk, printed with FORMAT.
+calc() { awk "BEGIN {printf \"$1\\n\", $2}"; }
+
+# The functions below use, from the sourcing script: LR (leak-record), FX (fixtures), WORK,
+# LOG, LIBC, T (threads of a churn run) and log.
+
+# define_placed_probes: perf uprobe events leakbench:malloc_entry, malloc_return (perf calls
+# its event malloc_return__return), free_entry and free_placed on libc, free_placed where
+# leak-record puts free's entry probe (FREE_AT, which it says); deleted on exit.
+define_placed_probes() {
+    # perf probe defines uprobe events through tracefs.
+    mountpoint -q /sys/kernel/tracing || mount -t tracefs nodev /sys/kernel/tracing
+    # Where leak-record puts free's entry probe (its verbose output says when it moves it).
+    FREE_AT=$("$LR" -o "$WORK/where.zst" --force -- "$FX/leaky" churn 10 2>&1 >/dev/null \
+        | sed -n 's/.* free: entry probe at free+\(0x[0-9a-f]*\).*/\1/p')
+    FREE_AT=${FREE_AT:-0}
+    log "leak-record probes free at free+$FREE_AT"
+    perf probe -q -d 'leakbench:*' >/dev/null 2>&1 || true
+    trap 'perf probe -q -d "leakbench:*" >/dev/null 2>&1 || true' EXIT
+    perf probe -q -x "$LIBC" -a leakbench:malloc_entry=malloc -a leakbench:malloc_return=malloc%return \
+        -a leakbench:free_entry=free -a "leakbench:free_placed=free+$FREE_AT" >>"$LOG" 2>&1
+}
+
+# counts_ok N COUNT...: every probe saw the N pairs of each of the T threads (with threads,
+# glibc's thread set-up and exit add a few calls of its own).
+counts_ok() {
+    local n=$1 c
+    shift
+    (($# > 0)) || return 1
+    for c in "$@"; do
+        if ((T > 1)); then ((c >= n * T)) || return 1; else ((c == n)) || return 1; fi
+    done
+}
+
+# v_perf N EVENT...: perf stat counts the uprobe events (no BPF) on `leaky churn N $T`; every
+# event must count the pairs.
+v_perf() {
+    local n=$1
+    shift
+    perf stat -x, -o "$WORK/perf.out" "${@/#/-eleakbench:}" -- "$FX/leaky" churn "$n" "$T"
+    # shellcheck disable=SC2046 # one count per event
+    if ! counts_ok "$n" $(awk -F, '/leakbench:/ {print $1}' "$WORK/perf.out") \
+        || (($(grep -c leakbench: "$WORK/perf.out") != $#)); then
+        cat "$WORK/perf.out"
+        return 1
+    fi
+}
+
+# wall_ns CMD...: runs CMD, prints its wall time in ns.
+wall_ns() {
+    local s=$EPOCHREALTIME
+    "$@" >>"$LOG" 2>&1 || { log "FAILED: $* (see $LOG)"; return 1; }
+    calc %.0f "($EPOCHREALTIME - $s) * 1e9"
+}
+
+# bpf_run_times [ARG...]: per-invocation BPF run time of leak-record's programs (run with ARGs),
+# from kernel.bpf_stats, while it traces `leaky churn`: sets BPF_TABLE (markdown) and BPF_PAIR
+# (ns of malloc_enter + alloc_exit + free_enter per pair).
+# shellcheck disable=SC2120 # ARGs are optional
+bpf_run_times() {
+    local old lp rp ids
+    old=$(sysctl -n kernel.bpf_stats_enabled)
+    sysctl -qw kernel.bpf_stats_enabled=1
+    "$FX/leaky" churn 2000000000 & lp=$!
+    trap 'sysctl -qw kernel.bpf_stats_enabled="$old"; kill "$lp" 2>/dev/null || true' EXIT
+    "$LR" -q -p "$lp" "$@" -o "$WORK/stats.zst" --force -i 1s -d 6s 2>>"$WORK/record.stderr" & rp=$!
+    sleep 5 # then read the programs leak-record holds open (ids from its fdinfo)
+    ids=$({ cat /proc/"$rp"/fdinfo/* 2>/dev/null || true; } | awk '/^prog_id:/ {print $2}' | jq -sc .)
+    bpftool prog show -j >"$WORK/progs.json"
+    wait "$rp"
+    kill "$lp"; wait "$lp" 2>/dev/null || true
+    sysctl -qw kernel.bpf_stats_enabled="$old"
+    trap - EXIT
+    BPF_TABLE="| program | run_cnt | run_time_ns | ns/invocation |
+|---|---:|---:|---:|"
+    local mine='.[] | select((.id as $i | $ids | index($i)) and (.run_cnt // 0) > 0)'
+    local row='"| \(.name) | \(.run_cnt) | \(.run_time_ns) | \(.run_time_ns / .run_cnt | floor) |"'
+    BPF_TABLE+=$'\n'$(jq -r --argjson ids "$ids" "$mine | $row" "$WORK/progs.json")
+    # shellcheck disable=SC2034 # read by the sourcing script
+    BPF_PAIR=$(jq --argjson ids "$ids" "[$mine"' | select(.name == "malloc_enter"
+        or .name == "alloc_exit" or .name == "free_enter") | .run_time_ns / .run_cnt]
+        | add | floor' "$WORK/progs.json")
+}

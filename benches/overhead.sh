@@ -60,23 +60,12 @@ setup() {
         apt-get install -y "${pkg#*:}" >>"$LOG" 2>&1 \
             || { apt-get update >>"$LOG" 2>&1 && apt-get install -y "${pkg#*:}" >>"$LOG" 2>&1; }
     done
-    # perf probe defines uprobe events through tracefs.
-    mountpoint -q /sys/kernel/tracing || mount -t tracefs nodev /sys/kernel/tracing
     log "building fixtures and release binaries into $TARGET"
     bash "$ROOT/fixtures/build.sh" "$FX" >>"$LOG"
     (cd "$ROOT" && CARGO_TARGET_DIR="$TARGET" cargo build --release --bin leak-record \
         >>"$LOG" 2>&1 && CARGO_TARGET_DIR="$TARGET" cargo build --release -p leak-format \
         --example snapshot_costs >>"$LOG" 2>&1)
-    # Where leak-record puts free's entry probe (its verbose output says when it moves it).
-    FREE_AT=$("$LR" -o "$WORK/where.zst" --force -- "$FX/leaky" churn 10 2>&1 >/dev/null \
-        | sed -n 's/.* free: entry probe at free+\(0x[0-9a-f]*\).*/\1/p')
-    FREE_AT=${FREE_AT:-0}
-    log "leak-record probes free at free+$FREE_AT"
-    perf probe -q -d 'leakbench:*' >/dev/null 2>&1 || true
-    trap 'perf probe -q -d "leakbench:*" >/dev/null 2>&1 || true' EXIT
-    # (perf names a return probe EVENT__return.)
-    perf probe -q -x "$LIBC" -a leakbench:malloc_entry=malloc -a leakbench:malloc_return=malloc%return \
-        -a leakbench:free_entry=free -a "leakbench:free_placed=free+$FREE_AT" >>"$LOG" 2>&1
+    define_placed_probes
     local v
     VARIANTS=(bare floor floor_perf floor_placed record)
     for v in $PEERS; do command -v "$v" >/dev/null && VARIANTS+=("$v"); done
@@ -89,16 +78,6 @@ setup() {
 }
 bt_probe() { echo "$1:$LIBC:$2 /pid == cpid/ { @$1_$2 = count(); }"; }
 
-# counts_ok N COUNT...: every probe saw the N pairs of each of the T threads (with threads,
-# glibc's thread set-up and exit add a few calls of its own).
-counts_ok() {
-    local n=$1 c
-    shift
-    (($# > 0)) || return 1
-    for c in "$@"; do
-        if ((T > 1)); then ((c >= n * T)) || return 1; else ((c == n)) || return 1; fi
-    done
-}
 
 # Variants: each runs `leaky churn $1 $T` its way (T threads, default 1).
 T=1
@@ -109,17 +88,6 @@ v_bpftrace() { # SCRIPT N: bpftrace holds the command until attached; every prob
     if ! counts_ok "$2" $(awk -F': ' '/^@/ {print $2}' "$WORK/bt.out") \
         || (($(grep -c '^@' "$WORK/bt.out") != $(wc -l <"$WORK/$1.bt"))); then
         cat "$WORK/bt.out"
-        return 1
-    fi
-}
-v_perf() { # N EVENT...: perf stat counts the uprobe events (no BPF); every event must count N
-    local n=$1
-    shift
-    perf stat -x, -o "$WORK/perf.out" "${@/#/-eleakbench:}" -- "$FX/leaky" churn "$n" "$T"
-    # shellcheck disable=SC2046 # one count per event
-    if ! counts_ok "$n" $(awk -F, '/leakbench:/ {print $1}' "$WORK/perf.out") \
-        || (($(grep -c leakbench: "$WORK/perf.out") != $#)); then
-        cat "$WORK/perf.out"
         return 1
     fi
 }
@@ -137,21 +105,7 @@ v_record() { # anything on stderr despite -q (errors, drops) is kept for the rep
 v_valgrind() { valgrind -q --tool=memcheck --error-exitcode=9 "$FX/leaky" churn "$1" "$T"; }
 v_heaptrack() { heaptrack -o "$WORK/heaptrack" "$FX/leaky" churn "$1" "$T" >>"$LOG"; }
 
-# wall_ns CMD...: runs CMD, prints its wall time in ns.
-wall_ns() {
-    local s=$EPOCHREALTIME
-    "$@" >>"$LOG" 2>&1 || { log "FAILED: $* (see $LOG)"; return 1; }
-    calc %.0f "($EPOCHREALTIME - $s) * 1e9"
-}
 
-# stats FILE: "median min max" of the numbers in FILE.
-stats() {
-    sort -g "$1" | awk '{a[NR] = $1}
-        END {m = NR % 2 ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2
-             print m, a[1], a[NR]}'
-}
-median() { stats "$1" | cut -d' ' -f1; }
-calc() { awk "BEGIN {printf \"$1\\n\", $2}"; }
 
 churn_bench() {
     : >"$WORK/record.stderr"
@@ -187,30 +141,6 @@ churn_bench() {
     LOSSES=$(grep -m1 '^losses' "$WORK/churn.costs" || echo "losses: (no line)")
 }
 
-# Per-invocation BPF run time of leak-record's programs, from kernel.bpf_stats.
-bpf_stats() {
-    local old lp rp ids
-    old=$(sysctl -n kernel.bpf_stats_enabled)
-    sysctl -qw kernel.bpf_stats_enabled=1
-    "$FX/leaky" churn 2000000000 & lp=$!
-    trap 'sysctl -qw kernel.bpf_stats_enabled="$old"; kill "$lp" 2>/dev/null || true' EXIT
-    "$LR" -q -p "$lp" -o "$WORK/stats.zst" --force -i 1s -d 6s 2>>"$WORK/record.stderr" & rp=$!
-    sleep 5 # then read the programs leak-record holds open (ids from its fdinfo)
-    ids=$({ cat /proc/"$rp"/fdinfo/* 2>/dev/null || true; } | awk '/^prog_id:/ {print $2}' | jq -sc .)
-    bpftool prog show -j >"$WORK/progs.json"
-    wait "$rp"
-    kill "$lp"; wait "$lp" 2>/dev/null || true
-    sysctl -qw kernel.bpf_stats_enabled="$old"
-    trap - EXIT
-    BPF_TABLE="| program | run_cnt | run_time_ns | ns/invocation |
-|---|---:|---:|---:|"
-    local mine='.[] | select((.id as $i | $ids | index($i)) and (.run_cnt // 0) > 0)'
-    local row='"| \(.name) | \(.run_cnt) | \(.run_time_ns) | \(.run_time_ns / .run_cnt | floor) |"'
-    BPF_TABLE+=$'\n'$(jq -r --argjson ids "$ids" "$mine | $row" "$WORK/progs.json")
-    BPF_PAIR=$(jq --argjson ids "$ids" "[$mine"' | select(.name == "malloc_enter"
-        or .name == "alloc_exit" or .name == "free_enter") | .run_time_ns / .run_cnt]
-        | add | floor' "$WORK/progs.json")
-}
 
 # Snapshot cost, size and peak RSS with S live stacks, process kept ~6 s.
 snapshot_bench() {
@@ -335,7 +265,8 @@ main() {
     log "churn benchmark: RUNS=$RUNS N=$N N2=$N2 variants: ${VARIANTS[*]}"
     churn_bench
     log "BPF run time (bpf_stats), then snapshots"
-    bpf_stats && snapshot_bench
+    # shellcheck disable=SC2119 # no extra leak-record arguments
+    bpf_run_times && snapshot_bench
     report | tee "$WORK/report.md"
     write_doc
     log "written $DOC; logs in $WORK"

@@ -78,12 +78,14 @@ static __always_inline struct stack_stats *stack_counters(struct stats_key *key)
 	return s;
 }
 
-/* Adds an allocation of `size` bytes, now tracked, to the counters `s` of stack `stack_id`; a
- * placeholder stack also counts why the allocation has no stack of its own. */
-static __always_inline void account_alloc(struct stack_stats *s, __u32 stack_id, __u64 size)
+/* Adds an allocation, now tracked, to the counters `s` of stack `stack_id` as `bytes` bytes and
+ * `blocks` blocks (its size and 1, unless sampled); a placeholder stack also counts why the
+ * allocation has no stack of its own. */
+static __always_inline void account_alloc_weighted(struct stack_stats *s, __u32 stack_id,
+						   __u64 bytes, __u64 blocks)
 {
-	__sync_fetch_and_add(&s->alloc_bytes, size);
-	__sync_fetch_and_add(&s->alloc_count, 1);
+	__sync_fetch_and_add(&s->alloc_bytes, bytes);
+	__sync_fetch_and_add(&s->alloc_count, blocks);
 	switch (stack_id) {
 	case STACK_LOST_TABLE_FULL:
 		count(C_STACK_TABLE_FULL, 1);
@@ -96,6 +98,11 @@ static __always_inline void account_alloc(struct stack_stats *s, __u32 stack_id,
 		count(C_COUNTERS_FULL, 1);
 		break;
 	}
+}
+
+static __always_inline void account_alloc(struct stack_stats *s, __u32 stack_id, __u64 size)
+{
+	account_alloc_weighted(s, stack_id, size, 1);
 }
 
 #endif /* LEAK_COMMON_BPF_H */

@@ -88,8 +88,37 @@ struct pending_call {
 	__u64 old_ts;  /* realloc: its record's ts at entry, 0 if it was not tracked */
 	__u64 memptr;  /* posix_memalign: where the result is stored */
 	__u64 sp;      /* stack pointer at entry: detects calls that never returned */
-	__u32 type;    /* enum call_type */
-	__u32 depth;   /* traced allocator calls open on this thread */
+	__u64 sample_left; /* --sample-bytes: bytes until this thread's next sample, 0 = draw */
+	__u32 type;	   /* enum call_type */
+	__u32 depth;	   /* traced allocator calls open on this thread */
+	__u32 sampled;	   /* --sample-bytes: the open call's block is to be recorded */
+	__u32 pad;
+};
+
+/*
+ * Byte sampling (--sample-bytes N, docs/performance.md "Sampling"). Each thread counts down a
+ * gap drawn from an exponential distribution of mean N bytes; the allocation that reaches the
+ * end of the gap is recorded and a new gap is drawn. A recorded block of s bytes was recorded
+ * with probability p = 1 - exp(-s/N) and stands for s/p bytes and 1/p blocks.
+ *
+ * Gaps: sample_gaps[i] is the mean of -ln(u) over u in [i/SAMPLE_GAP_SLOTS, (i+1)/...), in
+ * units of 2^-SAMPLE_GAP_SHIFT; a gap is N * sample_gaps[random slot], rounded up. Weights:
+ * sample_weights[i] is f(i / SAMPLE_X_STEPS), f(x) = x / (1 - exp(-x)), in units of
+ * 2^-SAMPLE_F_SHIFT, for x = s/N up to SAMPLE_X_MAX (linearly interpolated between entries); a
+ * block of s >= SAMPLE_X_MAX * N bytes is always sampled (no gap exceeds 10.7 N) and counts as
+ * itself. Sampled recordings count blocks in units of 2^-SAMPLE_COUNT_SHIFT; the recorder
+ * divides before writing.
+ */
+enum sample_params {
+	SAMPLE_GAP_SLOTS = 16384,
+	SAMPLE_GAP_SHIFT = 16,
+	SAMPLE_X_STEPS = 256,
+	SAMPLE_X_MAX = 16,
+	SAMPLE_WEIGHT_SLOTS = 256 * 16 + 1, /* SAMPLE_X_STEPS * SAMPLE_X_MAX + 1 */
+	SAMPLE_F_SHIFT = 20,
+	SAMPLE_COUNT_SHIFT = 16,
+	/* Largest --sample-bytes, log2: keeps every fixed-point product below 2^64. */
+	SAMPLE_BYTES_MAX_SHIFT = 32,
 };
 
 /*

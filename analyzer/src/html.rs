@@ -87,6 +87,8 @@ struct Page<'a> {
     css: &'static str,
     js: &'static str,
     facts: Vec<Fact>,
+    /// Sampled recordings: says that every figure is an estimate.
+    sampling_note: Option<String>,
     banner_class: &'static str,
     banner_title: String,
     banner_lines: Vec<String>,
@@ -183,6 +185,7 @@ pub fn render(rec: &Recording, a: &Analysis, opts: &HtmlOptions) -> Result<Strin
         css: CSS,
         js: JS,
         facts: facts(rec),
+        sampling_note: output::sampling_note(rec),
         banner_class,
         banner_title,
         banner_lines,

@@ -27,6 +27,16 @@ pub fn human_bytes(n: f64) -> String {
     }
 }
 
+/// What a sampled recording's figures are, for every output to say (None when exact).
+pub fn sampling_note(rec: &Recording) -> Option<String> {
+    rec.sample_bytes.map(|n| {
+        format!(
+            "Sampled at 1 per {}: every figure is an estimate",
+            human_bytes(n as f64)
+        )
+    })
+}
+
 /// `90` → `90 s`, `7200` → `2.0 h`.
 pub fn human_duration(secs: f64) -> String {
     if !secs.is_finite() {
@@ -98,6 +108,9 @@ pub fn text(rec: &Recording, a: &Analysis, top: usize) -> String {
             human_duration(rec.duration),
             human_duration(h.interval_ns as f64 / 1e9)
         );
+    }
+    if let Some(note) = sampling_note(rec) {
+        let _ = writeln!(out, "{note}");
     }
     for w in &a.warnings {
         let _ = writeln!(out, "warning: {w}");
@@ -192,6 +205,8 @@ struct JsonRecording<'a> {
     ended: Option<JsonEnd>,
     drops: &'a leak_format::Losses,
     total_drops: u64,
+    sample_bytes: Option<u64>,
+    estimates: bool,
 }
 
 #[derive(Serialize)]
@@ -320,6 +335,8 @@ pub fn json(rec: &Recording, a: &Analysis) -> String {
             ended: rec.end.as_ref().map(|e| json_end(&e.reason)),
             drops: &rec.losses,
             total_drops: rec.losses.total_drops(),
+            sample_bytes: rec.sample_bytes,
+            estimates: rec.sample_bytes.is_some(),
         },
         summary: JsonSummary {
             continuous_leaks: a

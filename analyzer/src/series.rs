@@ -227,6 +227,8 @@ pub struct Recording {
     pub kernel_symbols: BTreeMap<u64, leak_format::KernelSymbol>,
     /// The kernel release they belong to.
     pub kernel_release: Option<String>,
+    /// Mean bytes between sampled allocations (`--sample-bytes`): every figure is an estimate.
+    pub sample_bytes: Option<u64>,
     /// Frames that come symbolized with the input (memleak text logs), by stack id.
     pub presymbolized: BTreeMap<u32, Vec<crate::symbolize::SymFrame>>,
 }
@@ -329,6 +331,7 @@ pub fn read<R: Read>(mut reader: Reader<R>, cap: usize) -> Result<Recording, Err
                     rec.kernel_symbols.insert(sym.addr, sym);
                 }
             }
+            Record::Sampling(sampling) => rec.sample_bytes = Some(sampling.bytes),
         }
     }
     rec.skipped_records = reader.skipped_unknown();

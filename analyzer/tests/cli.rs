@@ -319,3 +319,40 @@ fn the_html_report_stays_bounded_with_many_stacks() {
     assert_eq!(page.matches("<figure class=\"chart\">").count(), 50);
     assert!(page.len() < 3_000_000, "{} bytes", page.len());
 }
+
+#[test]
+fn every_output_says_when_figures_are_sampled_estimates() {
+    let write = |sampled: bool, dir: &Path| {
+        let mut b = leak_format::RecordingBuilder::new();
+        if sampled {
+            b.sampling(64 << 10);
+        }
+        b.module(1, "/usr/bin/svc", None).stack(16, &[(1, 0x1000)]);
+        for s in 1..=20u64 {
+            b.snapshot(&[(16, 4096 * s, s)]);
+        }
+        let path = dir.join(if sampled { "sampled.zst" } else { "exact.zst" });
+        std::fs::write(&path, b.to_bytes()).unwrap();
+        path.display().to_string()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let note = "Sampled at 1 per 64.0 KiB: every figure is an estimate";
+    for sampled in [true, false] {
+        let rec = write(sampled, dir.path());
+        let text = stdout(&run(&[&rec]));
+        assert_eq!(text.contains(note), sampled, "{text}");
+        let o = run(&[&rec, "--json", "-"]);
+        let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        let expected = if sampled {
+            serde_json::json!(65536)
+        } else {
+            serde_json::Value::Null
+        };
+        assert_eq!(j["recording"]["sample_bytes"], expected);
+        assert_eq!(j["recording"]["estimates"], sampled);
+        let html = dir.path().join("r.html");
+        run(&[&rec, "-o", html.to_str().unwrap()]);
+        let page = std::fs::read_to_string(&html).unwrap();
+        assert_eq!(page.contains(note), sampled);
+    }
+}

@@ -1,8 +1,8 @@
 //! A small builder for recordings in tests: stacks by name, counters per snapshot, valid bytes out.
 use crate::{
     AllocKind, BundleChunk, BundleContent, End, EndReason, Frame, Header, HostInfo, KernelSymbol,
-    KernelSymbols, Losses, Module, Probe, ProbeSide, ProcMemory, Record, RecordConfig, Snapshot,
-    SnapshotCost, Stack, StackStats, Target, TargetMode, Writer,
+    KernelSymbols, Losses, Module, Probe, ProbeSide, ProcMemory, Record, RecordConfig, Sampling,
+    Snapshot, SnapshotCost, Stack, StackStats, Target, TargetMode, Writer,
 };
 
 /// Builds a recording in memory.
@@ -122,6 +122,12 @@ impl RecordingBuilder {
                 })
                 .collect(),
         }));
+        self
+    }
+
+    /// Appends a sampling record (`--sample-bytes`): figures are estimates.
+    pub fn sampling(&mut self, bytes: u64) -> &mut Self {
+        self.records.push(Record::Sampling(Sampling { bytes }));
         self
     }
 

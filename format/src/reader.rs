@@ -12,7 +12,7 @@ use crate::{FORMAT_VERSION_MAJOR, MAGIC, PREAMBLE_FRAME_MAGIC};
 pub const MAX_RECORD_SIZE: usize = 64 << 20;
 
 /// Number of `Record` variants this reader knows; higher tags are skipped.
-const KNOWN_RECORD_VARIANTS: u64 = 5;
+const KNOWN_RECORD_VARIANTS: u64 = 6;
 
 /// Counts bytes pulled from the file so record offsets can be reported.
 #[derive(Debug)]

@@ -18,6 +18,19 @@ pub enum Record {
     /// recorded so far that earlier `Kernel` records did not cover. Written before the snapshot
     /// that first references them.
     Kernel(KernelSymbols),
+    /// `--sample-bytes` (format 1.2): only a sample of the allocations was recorded and every
+    /// counter of every snapshot is an estimate. Written right after the header, never in an
+    /// exact recording.
+    Sampling(Sampling),
+}
+
+/// How a sampled recording was sampled (format 1.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sampling {
+    /// Mean bytes allocated between two sampled allocations (`--sample-bytes`), per thread. A
+    /// sampled block of s bytes was recorded with probability p = 1 - exp(-s / bytes) and
+    /// counts as s/p bytes and 1/p blocks in the stack counters (rounded to whole blocks).
+    pub bytes: u64,
 }
 
 /// Facts about the recording as a whole.

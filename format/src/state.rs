@@ -39,6 +39,8 @@ pub struct RecordingState {
     pub kernel_symbols: BTreeMap<u64, crate::KernelSymbol>,
     /// The kernel release the kernel symbols belong to.
     pub kernel_release: Option<String>,
+    /// Sampling (`--sample-bytes`): when set, every counter is an estimate.
+    pub sampling: Option<crate::Sampling>,
 }
 
 impl RecordingState {
@@ -57,6 +59,7 @@ impl RecordingState {
                     self.kernel_symbols.insert(sym.addr, sym);
                 }
             }
+            Record::Sampling(sampling) => self.sampling = Some(sampling),
         }
     }
 

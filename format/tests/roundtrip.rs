@@ -155,8 +155,9 @@ fn kernel_mode_records_round_trip() {
     )
     .end(EndReason::Duration);
     let bytes = b.to_bytes();
-    // Minor version 1: kernel mode exists.
-    assert_eq!(&bytes[16..20], &[1, 0, 1, 0]);
+    // Minor version 1 or later: kernel mode exists.
+    assert_eq!(&bytes[16..20], &[1, 0, FORMAT_VERSION_MINOR as u8, 0]);
+    const { assert!(FORMAT_VERSION_MINOR >= 1) };
     let mut reader = Reader::new(&bytes[..]).unwrap();
     let records: Vec<Record> = (&mut reader).map(|r| r.unwrap()).collect();
     assert_eq!(reader.skipped_unknown(), 0, "tag 4 is a known record kind");
@@ -169,6 +170,48 @@ fn kernel_mode_records_round_trip() {
     assert_eq!((t.outstanding_bytes(), t.outstanding_count()), (512, 2));
     assert!(AllocKind::KernelSlab.is_kernel() && !AllocKind::Heap.is_kernel());
     assert_eq!(AllocKind::KernelPage.name(), "kernel_page");
+}
+
+#[test]
+fn sampled_recordings_round_trip() {
+    let mut b = RecordingBuilder::new();
+    b.sampling(64 << 10)
+        .stack(16, &[(0, 0x1234)])
+        .snapshot(&[(16, 1 << 20, 300)])
+        .end(EndReason::Duration);
+    let bytes = b.to_bytes();
+    // Minor version 2: the sampling record exists.
+    assert_eq!(&bytes[16..20], &[1, 0, 2, 0]);
+    let mut reader = Reader::new(&bytes[..]).unwrap();
+    let records: Vec<Record> = (&mut reader).map(|r| r.unwrap()).collect();
+    assert_eq!(reader.skipped_unknown(), 0, "tag 5 is a known record kind");
+    assert_eq!(records[1], Record::Sampling(Sampling { bytes: 64 << 10 }));
+    let (state, tail) = RecordingState::read(Reader::new(&bytes[..]).unwrap()).unwrap();
+    assert!(tail.is_none());
+    assert_eq!(state.sampling, Some(Sampling { bytes: 64 << 10 }));
+    assert_eq!(state.outstanding_bytes(AllocKind::Heap), 1 << 20);
+}
+
+#[test]
+fn older_recordings_still_read_and_are_exact() {
+    // A 1.1 file: the same records, the preamble's minor version set back to 1.
+    let mut bytes = demo().to_bytes();
+    bytes[18..20].copy_from_slice(&1u16.to_le_bytes());
+    let reader = Reader::new(&bytes[..]).unwrap();
+    assert_eq!(reader.version(), (1, 1));
+    let (state, tail) = RecordingState::read(reader).unwrap();
+    assert!(tail.is_none());
+    assert_eq!((state.snapshots, state.sampling), (3, None));
+    // A real recording written by leak-record 1.0 (the demo of the report).
+    let demo = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../fixtures/recordings/demo.zst"
+    );
+    let reader = Reader::open(demo).unwrap();
+    assert_eq!(reader.version(), (1, 0));
+    let (state, tail) = RecordingState::read(reader).unwrap();
+    assert!(tail.is_none(), "{tail:?}");
+    assert!(state.snapshots > 0 && state.sampling.is_none());
 }
 
 #[test]

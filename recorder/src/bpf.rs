@@ -9,6 +9,7 @@ use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{Link, MapCore, MapFlags, OpenObject, UprobeOpts};
 
 use crate::discover::{Entry, PlannedProbe, Return};
+use crate::sampling;
 
 /// The `.rodata` of an opened skeleton (`$open`), with the filters that both BPF objects have
 /// set from `$opts` (each skeleton has its own rodata type, with these same fields); the caller
@@ -88,7 +89,13 @@ pub struct LoadOptions {
     pub max_stacks: u32,
     pub min_size: u64,
     pub max_size: u64,
+    /// `--sample-bytes`: mean bytes between sampled allocations; 0 records every allocation.
+    pub sample_bytes: u64,
 }
+
+// The largest `--sample-bytes` is the largest the BPF side's fixed-point arithmetic takes.
+const _: () =
+    assert!(crate::cli::SAMPLE_BYTES_MAX == 1 << types::sample_params::SAMPLE_BYTES_MAX_SHIFT.0);
 
 /// One stack's counters as read from the kernel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -145,6 +152,8 @@ pub struct Tracer<'obj> {
     skel: LeakSkel<'obj>,
     links: Vec<Link>,
     attached: Vec<Probe>,
+    /// Block counts are in units of 2^-SAMPLE_COUNT_SHIFT (sampled recording).
+    fixed_point_counts: bool,
 }
 
 impl std::fmt::Debug for Tracer<'_> {
@@ -165,6 +174,7 @@ pub fn load<'obj>(
     let rodata = rodata_with_filters!(open, opts, WHAT);
     rodata.stack_slots = opts.max_stacks;
     rodata.stack_hash_mask = test_stack_hash_mask()?;
+    rodata.sample_bytes = opts.sample_bytes;
     let kinds = [
         types::alloc_kind::KIND_HEAP.0,
         types::alloc_kind::KIND_MMAP.0,
@@ -187,11 +197,41 @@ pub fn load<'obj>(
     let skel = load_skel(open, WHAT)?;
     // Placeholder stacks always exist, so counts survive a full counter table.
     create_placeholders(&skel.maps.stats, &kinds)?;
+    if opts.sample_bytes > 0 {
+        fill_sample_tables(&skel)?;
+    }
     Ok(Tracer {
         skel,
         links: Vec::new(),
         attached: Vec::new(),
+        fixed_point_counts: opts.sample_bytes > 0,
     })
+}
+
+/// Fills the gap and weight tables of `--sample-bytes` (bpf/leak.h), before any probe fires.
+fn fill_sample_tables(skel: &LeakSkel<'_>) -> Result<()> {
+    use types::sample_params as P;
+    let tables = [
+        (
+            &skel.maps.sample_gaps,
+            sampling::gap_table(P::SAMPLE_GAP_SLOTS.0, P::SAMPLE_GAP_SHIFT.0),
+        ),
+        (
+            &skel.maps.sample_weights,
+            sampling::weight_table(
+                P::SAMPLE_WEIGHT_SLOTS.0,
+                P::SAMPLE_X_STEPS.0,
+                P::SAMPLE_F_SHIFT.0,
+            ),
+        ),
+    ];
+    for (map, table) in tables {
+        for (i, v) in (0u32..).zip(table) {
+            map.update(&i.to_ne_bytes(), &v.to_ne_bytes(), MapFlags::ANY)
+                .with_context(|| format!("cannot fill BPF map {}", map.name().to_string_lossy()))?;
+        }
+    }
+    Ok(())
 }
 
 /// A test hook: `LEAK_RECORD_TEST_STACK_HASH_MASK=0x0` keeps only those bits of each stack's
@@ -284,9 +324,17 @@ impl Tracer<'_> {
         read_losses(&self.skel.maps.counters)
     }
 
-    /// Every stack's counters.
+    /// Every stack's counters; with sampling, estimates (block counts rounded to whole blocks).
     pub fn stats(&self) -> Result<Vec<RawStats>> {
-        read_stats(&self.skel.maps.stats)
+        let mut stats = read_stats(&self.skel.maps.stats)?;
+        if self.fixed_point_counts {
+            let shift = types::sample_params::SAMPLE_COUNT_SHIFT.0;
+            for r in &mut stats {
+                r.alloc_count = sampling::whole_blocks(r.alloc_count, shift);
+                r.free_count = sampling::whole_blocks(r.free_count, shift);
+            }
+        }
+        Ok(stats)
     }
 
     /// The traces (return addresses, innermost first) of the wanted stack ids.

@@ -18,6 +18,9 @@ EXAMPLES:
     # Probe a statically linked allocator with prefixed names
     sudo leak-record -p 4242 --obj /opt/svc/bin/svc --symbol-prefix je_
 
+    # Allocation-heavy service: record one allocation per 64 KiB on average (estimates)
+    sudo leak-record -p $(pidof svc) --sample-bytes 64K -o svc.zst
+
     # Kernel allocations made by one process (slab objects and pages, kernel stacks)
     sudo leak-record --kernel --pid $(pidof svc) -d 10m -o kernel.zst
 
@@ -115,6 +118,13 @@ pub struct Cli {
     #[arg(long, value_name = "PREFIX")]
     pub symbol_prefix: Option<String>,
 
+    /// Record only a sample of allocations, one per SIZE bytes allocated on average (e.g. 64K),
+    /// as tcmalloc and jemalloc do; figures are scaled back up to unbiased estimates.
+    /// Unsampled allocations skip the stack walk and the table insert, but every malloc and
+    /// free still traps into the kernel (docs/performance.md, "Sampling"). Not with --kernel.
+    #[arg(long, value_name = "SIZE", value_parser = parse_sample_bytes)]
+    pub sample_bytes: Option<u64>,
+
     /// Also account anonymous mmap/munmap made outside the allocator, separately.
     #[arg(long)]
     pub mmap: bool,
@@ -168,6 +178,18 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 /// Parses `4096`, `16K`, `16KiB`, `1M`, `2G` (binary units); a bare number is bytes.
 pub fn parse_size(s: &str) -> Result<u64, String> {
     leak_format::units::parse_size(s)
+}
+
+/// Largest `--sample-bytes` (bpf/leak.h, SAMPLE_BYTES_MAX_SHIFT).
+pub const SAMPLE_BYTES_MAX: u64 = 1 << 32;
+
+/// A sampling period: a size from 1 byte to 4 GiB.
+pub fn parse_sample_bytes(s: &str) -> Result<u64, String> {
+    match parse_size(s) {
+        Ok(0) => Err(format!("'{s}' must be at least 1 byte")),
+        Ok(n) if n > SAMPLE_BYTES_MAX => Err(format!("'{s}' is too large (at most 4G)")),
+        other => other,
+    }
 }
 
 /// A count with the same suffixes as sizes (`16K` = 16384), at least 1.
@@ -225,6 +247,17 @@ mod tests {
         assert!(!cli.mmap && !cli.quiet && !cli.force && !cli.bundle_symbols);
         assert!(!cli.kernel && !cli.percpu && !cli.no_pages && cli.comm.is_none());
         assert!(cli.cache.is_none());
+        assert_eq!(cli.sample_bytes, None);
+    }
+
+    #[test]
+    fn sample_bytes_are_a_positive_size() {
+        assert_eq!(parse_sample_bytes("64K"), Ok(65536));
+        assert_eq!(parse_sample_bytes("1"), Ok(1));
+        assert_eq!(parse_sample_bytes("4G"), Ok(1 << 32));
+        assert!(parse_sample_bytes("0").is_err());
+        assert!(parse_sample_bytes("5G").is_err());
+        assert!(parse_sample_bytes("lots").is_err());
     }
 
     #[test]

@@ -24,6 +24,8 @@ mod procfs;
 #[cfg(target_os = "linux")]
 mod record;
 #[cfg(target_os = "linux")]
+mod sampling;
+#[cfg(target_os = "linux")]
 mod target;
 
 /// An error in what the user asked for (exit status 2), as opposed to a runtime failure (1).

@@ -72,6 +72,12 @@ pub fn run(cli: Cli) -> Result<()> {
     if cli.interval < Duration::from_millis(100) {
         bail!(UsageError("--interval must be at least 100ms".into()));
     }
+    if cli.kernel && cli.sample_bytes.is_some() {
+        bail!(UsageError(
+            "--sample-bytes applies to user-space allocators, not to --kernel; drop one of them"
+                .into()
+        ));
+    }
     if cli.kernel {
         // Kernel mode: --pid is a filter, not a process to read or probe.
         privileges::check(None)?;
@@ -169,6 +175,7 @@ fn setup_and_record(
         max_stacks: cli.max_stacks as u32,
         min_size: cli.min_size.unwrap_or(0),
         max_size: cli.max_size.unwrap_or(u64::MAX),
+        sample_bytes: cli.sample_bytes.unwrap_or(0),
     };
     let denied = |e: anyhow::Error| {
         if privileges::is_permission_denied(&e) {
@@ -193,7 +200,10 @@ fn setup_and_record(
         exe: exe.to_string(),
     };
     let header = new_header(cli, procfs::host_info(), target, cli.mmap, tracer.probes());
-    let out = RecordingFile::start(file, path, &header)?;
+    let mut out = RecordingFile::start(file, path, &header)?;
+    if let Some(bytes) = cli.sample_bytes {
+        out.write(&Record::Sampling(leak_format::Sampling { bytes }))?;
+    }
     created.defuse();
     let pidfd = target::pidfd_open(pid).with_context(|| format!("cannot watch process {pid}"))?;
     install_signal_handlers();
@@ -501,8 +511,14 @@ impl Session<'_, '_> {
 
     fn status_line(&self, raw: &[RawStats], losses: &Losses) {
         let o = bpf::Outstanding::of(raw);
+        // Sampled: the figures are estimates.
+        let est = if self.cli.sample_bytes.is_some() {
+            "~"
+        } else {
+            ""
+        };
         let what = format!(
-            "outstanding {} in {} blocks on {} stacks",
+            "outstanding {est}{} in {est}{} blocks on {} stacks",
             human_bytes(o.bytes),
             o.blocks,
             o.stacks
