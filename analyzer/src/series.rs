@@ -1,7 +1,8 @@
 //! Reads a recording as a stream into one time series per (stack, kind), with bounded memory:
 //! each series keeps at most `cap` samples, halving its resolution (pairwise means) when full,
 //! while exact end values, the strict-rule flag and known/unknown counts are kept on the side.
-use std::collections::BTreeMap;
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
 
 use leak_format::{
@@ -39,9 +40,15 @@ impl Acc {
 /// A compacted series of one stack: at most `cap` samples, each the mean of a run of raw
 /// snapshots; when full, neighbouring samples merge and each then stands for twice as many.
 /// A stretch of snapshots with the same value is added in one step per sample it spans.
+///
+/// The last sample is kept inline (`open`) and the closed ones in `samples`: folding a snapshot
+/// touches only this struct, not the sample buffer, which is appended to once per sample.
 #[derive(Debug, Clone, Default)]
 pub struct Series {
+    /// Every sample but the last.
     samples: Vec<Acc>,
+    /// The last sample (None before the first snapshot).
+    open: Option<Acc>,
     /// Raw snapshots each sample stands for (the last one may hold fewer).
     per_sample: u32,
     /// Raw snapshots since the stack first appeared, and how many of them knew its value.
@@ -119,43 +126,47 @@ impl Series {
         }
         let mut done = 0;
         while done < n {
-            let room = match self.samples.last() {
-                Some(last) if last.n < self.per_sample => self.per_sample - last.n,
-                _ => {
-                    self.samples.push(Acc::default());
-                    self.per_sample
+            let per_sample = self.per_sample;
+            let last = match &mut self.open {
+                Some(last) if last.n < per_sample => last,
+                open => {
+                    if let Some(full) = open.take() {
+                        self.samples.push(full);
+                    }
+                    open.insert(Acc::default())
                 }
             };
-            let k = (room as usize).min(n - done);
-            if let Some(last) = self.samples.last_mut() {
-                last.t_sum += t_sum(done, k);
-                last.n += k as u32;
-                if let Some((b, c)) = value {
-                    last.bytes_sum += b * k as f64;
-                    last.count_sum += c * k as f64;
-                    last.known += k as u32;
-                }
+            let k = ((per_sample - last.n) as usize).min(n - done);
+            last.t_sum += t_sum(done, k);
+            last.n += k as u32;
+            if let Some((b, c)) = value {
+                last.bytes_sum += b * k as f64;
+                last.count_sum += c * k as f64;
+                last.known += k as u32;
             }
             done += k;
-            if self.samples.len() > cap {
+            // More than `cap` samples, counting the open one.
+            if self.samples.len() >= cap {
                 self.halve();
             }
         }
     }
 
+    /// Merges neighbouring samples (in place: the buffer never grows past `cap`).
     fn halve(&mut self) {
-        let merged: Vec<Acc> = self
-            .samples
-            .chunks(2)
-            .map(|c| {
-                let mut a = c[0];
-                if let Some(b) = c.get(1) {
-                    a.merge(b);
-                }
-                a
-            })
-            .collect();
-        self.samples = merged;
+        if let Some(open) = self.open.take() {
+            self.samples.push(open);
+        }
+        let merged = self.samples.len().div_ceil(2);
+        for i in 0..merged {
+            let mut a = self.samples[2 * i];
+            if let Some(b) = self.samples.get(2 * i + 1) {
+                a.merge(b);
+            }
+            self.samples[i] = a;
+        }
+        self.samples.truncate(merged);
+        self.open = self.samples.pop();
         self.per_sample *= 2;
     }
 
@@ -163,6 +174,7 @@ impl Series {
     pub fn points(&self) -> Vec<Point> {
         self.samples
             .iter()
+            .chain(&self.open)
             .filter(|a| a.n > 0)
             .map(|a| Point {
                 t: a.t_sum / f64::from(a.n),
@@ -231,36 +243,89 @@ pub struct Recording {
     pub presymbolized: BTreeMap<u32, Vec<crate::symbolize::SymFrame>>,
 }
 
-/// Reads a whole recording, keeping at most `cap` samples per series.
-pub fn read<R: Read>(mut reader: Reader<R>, cap: usize) -> Result<Recording, Error> {
-    let mut rec = Recording::default();
-    // Every snapshot's time, and their running sums (for the mean time of any run).
-    let mut times: Vec<f64> = Vec::new();
-    let mut prefix: Vec<f64> = vec![0.0];
-    let mut heap_outstanding: i128 = 0;
-    let mut partial: BTreeMap<u32, (leak_format::BundleContent, u64, Vec<u8>)> = BTreeMap::new();
-    let mut start_mono = None;
-    loop {
-        let record = match reader.next_record() {
-            None => break,
-            Some(Ok(r)) => r,
-            Some(Err(e @ Error::Tail { .. })) => {
-                rec.tail = Some(e);
-                break;
+/// Stack ids below this are looked up in a table indexed by id (the kernel assigns ids from 16
+/// up, in order); larger ones in a hash map. Bounds the table at 4 bytes x 5 kinds x this.
+const DENSE_IDS: usize = 1 << 20;
+/// Kinds with a column in the dense table (every kind this reader knows).
+const DENSE_KINDS: usize = AllocKind::KernelPercpu as usize + 1;
+
+/// Where each (stack, kind) series lives in the fold: its index in `Fold::series`.
+#[derive(Debug, Default)]
+struct Slots {
+    /// Index + 1 by `id * DENSE_KINDS + kind` (0: no series yet); grown on demand.
+    dense: Vec<u32>,
+    sparse: HashMap<(u32, AllocKind), u32>,
+}
+
+impl Slots {
+    /// The slot of `key`, or `next` (recorded as its slot) with `true` if the key is new.
+    fn get_or_insert(&mut self, key: (u32, AllocKind), next: u32) -> (usize, bool) {
+        let (id, kind) = (key.0 as usize, key.1 as usize);
+        if id < DENSE_IDS && kind < DENSE_KINDS {
+            let i = id * DENSE_KINDS + kind;
+            if i >= self.dense.len() {
+                self.dense.resize((i + 1).next_power_of_two(), 0);
             }
-            Some(Err(e)) => return Err(e),
-        };
+            match self.dense[i] {
+                0 => {
+                    self.dense[i] = next + 1;
+                    (next as usize, true)
+                }
+                slot => (slot as usize - 1, false),
+            }
+        } else {
+            match self.sparse.entry(key) {
+                Entry::Occupied(e) => (*e.get() as usize, false),
+                Entry::Vacant(e) => (*e.insert(next) as usize, true),
+            }
+        }
+    }
+}
+
+/// The state of a read in progress: the recording so far, and one series per (stack, kind)
+/// in the order they first appeared.
+#[derive(Debug)]
+struct Fold {
+    cap: usize,
+    rec: Recording,
+    slots: Slots,
+    keys: Vec<(u32, AllocKind)>,
+    series: Vec<Series>,
+    /// Running sums of the snapshots' times (for the mean time of any run): `prefix[k]` is
+    /// the sum over the first k snapshots.
+    prefix: Vec<f64>,
+    heap_outstanding: i128,
+    partial: BTreeMap<u32, (leak_format::BundleContent, u64, Vec<u8>)>,
+    start_mono: Option<u64>,
+}
+
+impl Fold {
+    fn new(cap: usize) -> Self {
+        Fold {
+            cap,
+            rec: Recording::default(),
+            slots: Slots::default(),
+            keys: Vec::new(),
+            series: Vec::new(),
+            prefix: vec![0.0],
+            heap_outstanding: 0,
+            partial: BTreeMap::new(),
+            start_mono: None,
+        }
+    }
+
+    fn add(&mut self, record: Record) {
+        let rec = &mut self.rec;
         match record {
             Record::Header(h) => {
-                start_mono = Some(h.start_mono_ns);
+                self.start_mono = Some(h.start_mono_ns);
                 rec.header = Some(h);
             }
             Record::Snapshot(s) => {
-                let origin = *start_mono.get_or_insert(s.mono_ns);
+                let origin = *self.start_mono.get_or_insert(s.mono_ns);
                 let t = s.mono_ns.saturating_sub(origin) as f64 / 1e9;
-                let k = times.len();
-                times.push(t);
-                prefix.push(prefix[k] + t);
+                let k = self.prefix.len() - 1;
+                self.prefix.push(self.prefix[k] + t);
                 for m in s.new_modules {
                     rec.modules.insert(m.id, m);
                 }
@@ -269,24 +334,27 @@ pub fn read<R: Read>(mut reader: Reader<R>, cap: usize) -> Result<Recording, Err
                 }
                 // Only what changed costs anything; unchanged stacks are filled in later.
                 for st in s.stats {
-                    let series = rec
-                        .series
-                        .entry((st.stack, st.kind))
-                        .or_insert_with(|| Series {
+                    let key = (st.stack, st.kind);
+                    let (slot, new) = self.slots.get_or_insert(key, self.series.len() as u32);
+                    if new {
+                        self.keys.push(key);
+                        self.series.push(Series {
                             filled_to: k,
                             ..Series::new()
                         });
+                    }
+                    let series = &mut self.series[slot];
                     // Kernel mode records no heap: its outstanding kernel memory is the level.
                     if st.kind != AllocKind::Mmap {
-                        heap_outstanding += st.outstanding_bytes() as i128
+                        self.heap_outstanding += st.outstanding_bytes() as i128
                             - if series.seen > 0 {
                                 series.last.outstanding_bytes() as i128
                             } else {
                                 0
                             };
                     }
-                    series.fill(&prefix, k, cap);
-                    series.push(t, Some(&st), cap);
+                    series.fill(&self.prefix, k, self.cap);
+                    series.push(t, Some(&st), self.cap);
                     series.filled_to = k + 1;
                 }
                 for m in s.maps.into_iter().flatten() {
@@ -298,10 +366,10 @@ pub fn read<R: Read>(mut reader: Reader<R>, cap: usize) -> Result<Recording, Err
                     &mut rec.timeline,
                     TimelinePoint {
                         t,
-                        outstanding: heap_outstanding.max(0) as u64,
+                        outstanding: self.heap_outstanding.max(0) as u64,
                         memory: s.memory,
                     },
-                    cap,
+                    self.cap,
                 );
                 rec.losses = s.losses;
                 rec.snapshots += 1;
@@ -314,7 +382,8 @@ pub fn read<R: Read>(mut reader: Reader<R>, cap: usize) -> Result<Recording, Err
                 offset,
                 data,
             }) => {
-                let entry = partial
+                let entry = self
+                    .partial
                     .entry(module)
                     .or_insert_with(|| (content, total_len, Vec::new()));
                 // Chunks arrive in order; anything else makes the bundle unusable.
@@ -331,16 +400,39 @@ pub fn read<R: Read>(mut reader: Reader<R>, cap: usize) -> Result<Recording, Err
             }
         }
     }
-    rec.skipped_records = reader.skipped_unknown();
-    for series in rec.series.values_mut() {
-        series.fill(&prefix, times.len(), cap);
+
+    /// Brings every series up to the last snapshot.
+    fn finish(mut self) -> Recording {
+        let snapshots = self.prefix.len() - 1;
+        for (key, mut series) in self.keys.into_iter().zip(self.series) {
+            series.fill(&self.prefix, snapshots, self.cap);
+            self.rec.series.insert(key, series);
+        }
+        for (module, (content, total, bytes)) in self.partial {
+            if bytes.len() as u64 == total {
+                self.rec.bundles.insert(module, (content, bytes));
+            }
+        }
+        self.rec
     }
-    for (module, (content, total, bytes)) in partial {
-        if bytes.len() as u64 == total {
-            rec.bundles.insert(module, (content, bytes));
+}
+
+/// Reads a whole recording, keeping at most `cap` samples per series.
+pub fn read<R: Read>(mut reader: Reader<R>, cap: usize) -> Result<Recording, Error> {
+    let mut fold = Fold::new(cap);
+    loop {
+        match reader.next_record() {
+            None => break,
+            Some(Ok(r)) => fold.add(r),
+            Some(Err(e @ Error::Tail { .. })) => {
+                fold.rec.tail = Some(e);
+                break;
+            }
+            Some(Err(e)) => return Err(e),
         }
     }
-    Ok(rec)
+    fold.rec.skipped_records = reader.skipped_unknown();
+    Ok(fold.finish())
 }
 
 fn push_timeline(timeline: &mut Vec<TimelinePoint>, p: TimelinePoint, cap: usize) {
