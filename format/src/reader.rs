@@ -48,6 +48,7 @@ pub struct Reader<R: Read> {
     done: bool,
     skipped_unknown: u64,
     records: u64,
+    last_len: usize,
 }
 
 impl Reader<File> {
@@ -94,6 +95,7 @@ impl<R: Read> Reader<R> {
             done: false,
             skipped_unknown: 0,
             records: 0,
+            last_len: 0,
         })
     }
 
@@ -107,6 +109,12 @@ impl<R: Read> Reader<R> {
         self.skipped_unknown
     }
 
+    /// Decompressed size, bytes, of the record last returned by [`Reader::next_record`] (0
+    /// after an error item): a measure of the memory the decoded record holds.
+    pub fn last_record_len(&self) -> usize {
+        self.last_len
+    }
+
     /// Byte offset of the next unread record.
     pub fn offset(&self) -> u64 {
         self.inner.get_ref().count - self.inner.buffer().len() as u64
@@ -114,6 +122,7 @@ impl<R: Read> Reader<R> {
 
     /// The next record; `None` at a clean end of file. After an error item, always `None`.
     pub fn next_record(&mut self) -> Option<Result<Record, Error>> {
+        self.last_len = 0;
         if self.done {
             return None;
         }
@@ -185,7 +194,10 @@ impl<R: Read> Reader<R> {
             }
         }
         match postcard::from_bytes::<Record>(&raw) {
-            Ok(record) => Ok(Some(Some(record))),
+            Ok(record) => {
+                self.last_len = raw.len();
+                Ok(Some(Some(record)))
+            }
             Err(e) => {
                 if leading_varint(&raw).is_some_and(|tag| tag >= KNOWN_RECORD_VARIANTS) {
                     self.skipped_unknown += 1;
