@@ -255,18 +255,21 @@ pub struct Recording {
 const DENSE_IDS: usize = 1 << 20;
 /// Kinds with a column in the dense table (every kind this reader knows).
 const DENSE_KINDS: usize = AllocKind::KernelPercpu as usize + 1;
+/// Most threads folding series (one per core up to this).
+const MAX_SHARDS: usize = 8;
 
-/// Where each (stack, kind) series lives in the fold: its index in `Fold::series`.
+/// Where each (stack, kind) series lives in the fold: its slot, numbered in order of first
+/// appearance.
 #[derive(Debug, Default)]
 struct Slots {
-    /// Index + 1 by `id * DENSE_KINDS + kind` (0: no series yet); grown on demand.
+    /// Slot + 1 by `id * DENSE_KINDS + kind` (0: no series yet); grown on demand.
     dense: Vec<u32>,
     sparse: HashMap<(u32, AllocKind), u32>,
 }
 
 impl Slots {
     /// The slot of `key`, or `next` (recorded as its slot) with `true` if the key is new.
-    fn get_or_insert(&mut self, key: (u32, AllocKind), next: u32) -> (usize, bool) {
+    fn get_or_insert(&mut self, key: (u32, AllocKind), next: u32) -> (u32, bool) {
         let (id, kind) = (key.0 as usize, key.1 as usize);
         if id < DENSE_IDS && kind < DENSE_KINDS {
             let i = id * DENSE_KINDS + kind;
@@ -276,48 +279,116 @@ impl Slots {
             match self.dense[i] {
                 0 => {
                     self.dense[i] = next + 1;
-                    (next as usize, true)
+                    (next, true)
                 }
-                slot => (slot as usize - 1, false),
+                slot => (slot - 1, false),
             }
         } else {
             match self.sparse.entry(key) {
-                Entry::Occupied(e) => (*e.get() as usize, false),
-                Entry::Vacant(e) => (*e.insert(next) as usize, true),
+                Entry::Occupied(e) => (*e.get(), false),
+                Entry::Vacant(e) => (*e.insert(next), true),
             }
         }
     }
 }
 
-/// The state of a read in progress: the recording so far, and one series per (stack, kind)
-/// in the order they first appeared.
+/// One stat entry for a shard: the series' index in the shard, the snapshot, the counters.
+type ShardEntry = (u32, u32, StackStats);
+
+/// What the reading thread hands a shard: the times of the snapshots read since the last
+/// hand-over (every shard gets them all), and the entries of its series.
+#[derive(Debug, Default)]
+struct ShardBatch {
+    times: Vec<f64>,
+    entries: Vec<ShardEntry>,
+}
+
+/// A share of the series (slot % shards), folded on a thread of its own. Each series gets
+/// its entries in file order, so the same floating-point operations in the same order
+/// whatever the number of shards.
+#[derive(Debug)]
+struct Shard {
+    cap: usize,
+    series: Vec<Series>,
+    /// Every snapshot's time, and their running sums (for the mean time of any run):
+    /// `prefix[k]` is the sum over the first k snapshots.
+    times: Vec<f64>,
+    prefix: Vec<f64>,
+}
+
+impl Shard {
+    fn new(cap: usize) -> Self {
+        Shard {
+            cap,
+            series: Vec::new(),
+            times: Vec::new(),
+            prefix: vec![0.0],
+        }
+    }
+
+    fn add(&mut self, batch: ShardBatch) {
+        for t in batch.times {
+            let k = self.times.len();
+            self.times.push(t);
+            self.prefix.push(self.prefix[k] + t);
+        }
+        for (index, k, stats) in batch.entries {
+            let (index, k) = (index as usize, k as usize);
+            // Slots are numbered in order of first appearance, so a new series comes next.
+            if index == self.series.len() {
+                self.series.push(Series {
+                    filled_to: k,
+                    ..Series::new()
+                });
+            }
+            let series = &mut self.series[index];
+            // Only what changed costs anything; unchanged snapshots are filled in here.
+            series.fill(&self.prefix, k, self.cap);
+            series.push(self.times[k], Some(&stats), self.cap);
+            series.filled_to = k + 1;
+        }
+    }
+
+    /// Brings every series up to the last snapshot.
+    fn finish(mut self) -> Vec<Series> {
+        let snapshots = self.times.len();
+        for series in &mut self.series {
+            series.fill(&self.prefix, snapshots, self.cap);
+        }
+        self.series
+    }
+}
+
+/// The reading thread's state: everything but the series (which the shards fold), and the
+/// shards' next batches.
 #[derive(Debug)]
 struct Fold {
-    cap: usize,
     rec: Recording,
     slots: Slots,
     keys: Vec<(u32, AllocKind)>,
-    series: Vec<Series>,
-    /// Running sums of the snapshots' times (for the mean time of any run): `prefix[k]` is
-    /// the sum over the first k snapshots.
-    prefix: Vec<f64>,
+    /// Outstanding bytes of each series (by slot) at its last entry (0 before the first).
+    levels: Vec<u64>,
+    batches: Vec<ShardBatch>,
+    snapshots: u32,
     heap_outstanding: i128,
     partial: BTreeMap<u32, (leak_format::BundleContent, u64, Vec<u8>)>,
     start_mono: Option<u64>,
+    cap: usize,
 }
 
 impl Fold {
-    fn new(cap: usize) -> Self {
+    fn new(cap: usize, shards: usize) -> Self {
         Fold {
-            cap,
             rec: Recording::default(),
             slots: Slots::default(),
             keys: Vec::new(),
-            series: Vec::new(),
-            prefix: vec![0.0],
+            levels: Vec::new(),
+            batches: (0..shards).map(|_| ShardBatch::default()).collect(),
+            snapshots: 0,
             heap_outstanding: 0,
             partial: BTreeMap::new(),
             start_mono: None,
+            cap,
         }
     }
 
@@ -331,38 +402,35 @@ impl Fold {
             Record::Snapshot(s) => {
                 let origin = *self.start_mono.get_or_insert(s.mono_ns);
                 let t = s.mono_ns.saturating_sub(origin) as f64 / 1e9;
-                let k = self.prefix.len() - 1;
-                self.prefix.push(self.prefix[k] + t);
+                let k = self.snapshots;
+                self.snapshots += 1;
+                for batch in &mut self.batches {
+                    batch.times.push(t);
+                }
                 for m in s.new_modules {
                     rec.modules.insert(m.id, m);
                 }
                 for st in s.new_stacks {
                     rec.stacks.insert(st.id, st);
                 }
-                // Only what changed costs anything; unchanged stacks are filled in later.
+                let shards = self.batches.len() as u32;
                 for st in s.stats {
                     let key = (st.stack, st.kind);
-                    let (slot, new) = self.slots.get_or_insert(key, self.series.len() as u32);
+                    let (slot, new) = self.slots.get_or_insert(key, self.keys.len() as u32);
                     if new {
                         self.keys.push(key);
-                        self.series.push(Series {
-                            filled_to: k,
-                            ..Series::new()
-                        });
+                        self.levels.push(0);
                     }
-                    let series = &mut self.series[slot];
+                    let level = &mut self.levels[slot as usize];
                     // Kernel mode records no heap: its outstanding kernel memory is the level.
                     if st.kind != AllocKind::Mmap {
-                        self.heap_outstanding += st.outstanding_bytes() as i128
-                            - if series.seen > 0 {
-                                series.last.outstanding_bytes() as i128
-                            } else {
-                                0
-                            };
+                        self.heap_outstanding +=
+                            i128::from(st.outstanding_bytes()) - i128::from(*level);
                     }
-                    series.fill(&self.prefix, k, self.cap);
-                    series.push(t, Some(&st), self.cap);
-                    series.filled_to = k + 1;
+                    *level = st.outstanding_bytes();
+                    self.batches[(slot % shards) as usize]
+                        .entries
+                        .push((slot / shards, k, st));
                 }
                 for m in s.maps.into_iter().flatten() {
                     if m.perms.contains('x') && !rec.maps.contains(&m) {
@@ -408,12 +476,14 @@ impl Fold {
         }
     }
 
-    /// Brings every series up to the last snapshot.
-    fn finish(mut self) -> Recording {
-        let snapshots = self.prefix.len() - 1;
-        for (key, mut series) in self.keys.into_iter().zip(self.series) {
-            series.fill(&self.prefix, snapshots, self.cap);
-            self.rec.series.insert(key, series);
+    /// The recording, with the shards' series (shard `i % n`, index `i / n` for slot `i`).
+    fn finish(mut self, shards: Vec<Vec<Series>>) -> Recording {
+        let mut shards: Vec<_> = shards.into_iter().map(Vec::into_iter).collect();
+        let n = shards.len();
+        for (slot, key) in self.keys.into_iter().enumerate() {
+            if let Some(series) = shards[slot % n].next() {
+                self.rec.series.insert(key, series);
+            }
         }
         for (module, (content, total, bytes)) in self.partial {
             if bytes.len() as u64 == total {
@@ -424,22 +494,31 @@ impl Fold {
     }
 }
 
-/// Decoded records are handed from the decoding thread to the folding one in batches of about
+/// Decoded records are handed from the decoding thread to the reading one in batches of about
 /// this many bytes (decompressed): a few hundred hand-overs a second instead of one per record.
 const BATCH_BYTES: usize = 1 << 20;
 
 /// What the decoding thread hands over: records in file order, the last one perhaps an error.
 type Batch = Vec<Result<Record, Error>>;
 
+/// Joins a scoped thread, passing on its panic.
+fn join<T>(handle: thread::ScopedJoinHandle<'_, T>) -> T {
+    handle
+        .join()
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+}
+
 /// Reads a whole recording, keeping at most `cap` samples per series.
 ///
-/// Two threads: one decompresses and decodes the records, this one folds them (each takes
-/// about half the time). The channel between them holds one batch, so at most three batches
-/// are in memory: one being decoded, one queued, one being folded.
+/// A pipeline of threads: one decompresses and decodes the records; this one reads them in
+/// order (stacks, modules, the timeline, which series each entry belongs to); one shard per
+/// core folds its share of the series. The channels between them hold one batch each, so
+/// at most three batches per channel are in memory (being made, queued, being used).
 pub fn read<R: Read + Send>(mut reader: Reader<R>, cap: usize) -> Result<Recording, Error> {
-    let mut fold = Fold::new(cap);
+    let shards = thread::available_parallelism().map_or(1, |n| n.get().min(MAX_SHARDS));
+    let mut fold = Fold::new(cap, shards);
     let (tx, rx) = mpsc::sync_channel::<Batch>(1);
-    let skipped = thread::scope(|scope| {
+    let (result, series) = thread::scope(|scope| {
         let decoder = scope.spawn(move || {
             let mut batch = Batch::new();
             let mut bytes = 0;
@@ -454,11 +533,24 @@ pub fn read<R: Read + Send>(mut reader: Reader<R>, cap: usize) -> Result<Recordi
                 }
             }
             if !batch.is_empty() {
-                // An error only means the folding side stopped first.
+                // An error only means the reading side stopped first.
                 let _ = tx.send(batch);
             }
             reader.skipped_unknown()
         });
+        let (to_shards, workers): (Vec<_>, Vec<_>) = (0..shards)
+            .map(|_| {
+                let (tx, rx) = mpsc::sync_channel::<ShardBatch>(1);
+                let worker = scope.spawn(move || {
+                    let mut shard = Shard::new(cap);
+                    for batch in rx {
+                        shard.add(batch);
+                    }
+                    shard.finish()
+                });
+                (tx, worker)
+            })
+            .unzip();
         let mut result = Ok(());
         'batches: for batch in &rx {
             for item in batch {
@@ -474,16 +566,22 @@ pub fn read<R: Read + Send>(mut reader: Reader<R>, cap: usize) -> Result<Recordi
                     }
                 }
             }
+            for (to, batch) in to_shards.iter().zip(&mut fold.batches) {
+                // A shard only stops early by panicking, which `join` passes on.
+                let _ = to.send(std::mem::take(batch));
+            }
+        }
+        for (to, batch) in to_shards.into_iter().zip(&mut fold.batches) {
+            let _ = to.send(std::mem::take(batch));
         }
         // The reader stops after an error item anyway; dropping the receiver also ends it.
         drop(rx);
-        let skipped = decoder
-            .join()
-            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-        result.map(|()| skipped)
-    })?;
-    fold.rec.skipped_records = skipped;
-    Ok(fold.finish())
+        let skipped = join(decoder);
+        let series: Vec<Vec<Series>> = workers.into_iter().map(join).collect();
+        (result.map(|()| skipped), series)
+    });
+    fold.rec.skipped_records = result?;
+    Ok(fold.finish(series))
 }
 
 fn push_timeline(timeline: &mut Vec<TimelinePoint>, p: TimelinePoint, cap: usize) {
