@@ -476,6 +476,22 @@ impl Fold {
         }
     }
 
+    /// Adds a batch of records in order, up to the first error: Ok(false) after a damaged
+    /// tail (noted in the recording), Err for any other error.
+    fn add_batch(&mut self, batch: Batch) -> Result<bool, Error> {
+        for item in batch {
+            match item {
+                Ok(record) => self.add(record),
+                Err(e @ Error::Tail { .. }) => {
+                    self.rec.tail = Some(e);
+                    return Ok(false);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(true)
+    }
+
     /// The recording, with the shards' series (shard `i % n`, index `i / n` for slot `i`).
     fn finish(mut self, shards: Vec<Vec<Series>>) -> Recording {
         let mut shards: Vec<_> = shards.into_iter().map(Vec::into_iter).collect();
@@ -508,33 +524,49 @@ fn join<T>(handle: thread::ScopedJoinHandle<'_, T>) -> T {
         .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
 }
 
+/// The next batch of records from `reader`, and whether the reader may have more.
+fn next_batch<R: Read>(reader: &mut Reader<R>) -> (Batch, bool) {
+    let mut batch = Batch::new();
+    let mut bytes = 0;
+    while let Some(item) = reader.next_record() {
+        bytes += reader.last_record_len();
+        batch.push(item);
+        if bytes >= BATCH_BYTES {
+            return (batch, true);
+        }
+    }
+    (batch, false)
+}
+
 /// Reads a whole recording, keeping at most `cap` samples per series.
 ///
-/// A pipeline of threads: one decompresses and decodes the records; this one reads them in
-/// order (stacks, modules, the timeline, which series each entry belongs to); one shard per
-/// core folds its share of the series. The channels between them hold one batch each, so
-/// at most three batches per channel are in memory (being made, queued, being used).
+/// A recording larger than one batch is read by a pipeline of threads: one decompresses and
+/// decodes the records; this one reads them in order (stacks, modules, the timeline, which
+/// series each entry belongs to); one shard per core folds its share of the series. The
+/// channels between them hold one batch each, so at most three batches per channel are in
+/// memory (being made, queued, being used). A smaller one is read on this thread alone.
 pub fn read<R: Read + Send>(mut reader: Reader<R>, cap: usize) -> Result<Recording, Error> {
+    let (first, more) = next_batch(&mut reader);
+    if !more {
+        let mut fold = Fold::new(cap, 1);
+        let mut shard = Shard::new(cap);
+        let result = fold.add_batch(first);
+        shard.add(std::mem::take(&mut fold.batches[0]));
+        fold.rec.skipped_records = reader.skipped_unknown();
+        result?;
+        return Ok(fold.finish(vec![shard.finish()]));
+    }
     let shards = thread::available_parallelism().map_or(1, |n| n.get().min(MAX_SHARDS));
     let mut fold = Fold::new(cap, shards);
     let (tx, rx) = mpsc::sync_channel::<Batch>(1);
     let (result, series) = thread::scope(|scope| {
         let decoder = scope.spawn(move || {
-            let mut batch = Batch::new();
-            let mut bytes = 0;
-            while let Some(item) = reader.next_record() {
-                bytes += reader.last_record_len();
-                batch.push(item);
-                if bytes >= BATCH_BYTES {
-                    if tx.send(std::mem::take(&mut batch)).is_err() {
-                        break;
-                    }
-                    bytes = 0;
-                }
-            }
-            if !batch.is_empty() {
+            loop {
+                let (batch, more) = next_batch(&mut reader);
                 // An error only means the reading side stopped first.
-                let _ = tx.send(batch);
+                if (!batch.is_empty() && tx.send(batch).is_err()) || !more {
+                    break;
+                }
             }
             reader.skipped_unknown()
         });
@@ -551,34 +583,23 @@ pub fn read<R: Read + Send>(mut reader: Reader<R>, cap: usize) -> Result<Recordi
                 (tx, worker)
             })
             .unzip();
-        let mut result = Ok(());
-        'batches: for batch in &rx {
-            for item in batch {
-                match item {
-                    Ok(record) => fold.add(record),
-                    Err(e @ Error::Tail { .. }) => {
-                        fold.rec.tail = Some(e);
-                        break 'batches;
-                    }
-                    Err(e) => {
-                        result = Err(e);
-                        break 'batches;
-                    }
-                }
-            }
+        let mut result = Ok(true);
+        for batch in std::iter::once(first).chain(&rx) {
+            result = fold.add_batch(batch);
             for (to, batch) in to_shards.iter().zip(&mut fold.batches) {
                 // A shard only stops early by panicking, which `join` passes on.
                 let _ = to.send(std::mem::take(batch));
             }
+            if !matches!(result, Ok(true)) {
+                break;
+            }
         }
-        for (to, batch) in to_shards.into_iter().zip(&mut fold.batches) {
-            let _ = to.send(std::mem::take(batch));
-        }
+        drop(to_shards);
         // The reader stops after an error item anyway; dropping the receiver also ends it.
         drop(rx);
         let skipped = join(decoder);
         let series: Vec<Vec<Series>> = workers.into_iter().map(join).collect();
-        (result.map(|()| skipped), series)
+        (result.map(|_| skipped), series)
     });
     fold.rec.skipped_records = result?;
     Ok(fold.finish(series))
