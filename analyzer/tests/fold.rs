@@ -133,8 +133,11 @@ struct Expected {
     first_bytes: u64,
 }
 
+/// What the reference finds: each series, and (time, outstanding heap) at every snapshot.
+type Reference = (BTreeMap<(u32, AllocKind), Expected>, Vec<(f64, u64)>);
+
 /// The reference: every complete snapshot, every series' value at each since it appeared.
-fn reference(bytes: &[u8], cap: usize) -> (BTreeMap<(u32, AllocKind), Expected>, Vec<(f64, u64)>) {
+fn reference(bytes: &[u8], cap: usize) -> Reference {
     let mut start = None;
     let mut last: BTreeMap<(u32, AllocKind), StackStats> = BTreeMap::new();
     let mut values: BTreeMap<(u32, AllocKind), Vec<(f64, StackStats)>> = BTreeMap::new();
