@@ -43,30 +43,32 @@ impl Acc {
 /// snapshots; when full, neighbouring samples merge and each then stands for twice as many.
 /// A stretch of snapshots with the same value is added in one step per sample it spans.
 ///
-/// The last sample is kept inline (`open`) and the closed ones in `samples`: folding a snapshot
-/// touches only this struct, not the sample buffer, which is appended to once per sample.
+/// Folding an entry reads and writes the fields of the first two cache lines (the last sample
+/// is kept inline, in `open`); the buffer of closed samples is touched once per sample.
 #[derive(Debug, Clone, Default)]
+#[repr(C, align(64))]
 pub struct Series {
-    /// Every sample but the last.
-    samples: Vec<Acc>,
-    /// The last sample (None before the first snapshot).
-    open: Option<Acc>,
-    /// Raw snapshots each sample stands for (the last one may hold fewer).
-    per_sample: u32,
+    /// The last sample (`n == 0`: none yet).
+    open: Acc,
+    /// Exact counters at the last snapshot that knew them.
+    pub last: StackStats,
     /// Raw snapshots since the stack first appeared, and how many of them knew its value.
     pub seen: u64,
     pub known: u64,
-    /// The seed rule so far: bytes grew at every consecutive known snapshot.
-    pub strictly_increasing: bool,
     /// Known snapshots since the first appearance (the seed rule needs two).
     pub strict_points: u64,
-    last_bytes: Option<f64>,
-    /// Exact counters at the last snapshot that knew them.
-    pub last: StackStats,
-    /// Outstanding bytes at the first known snapshot.
-    pub first_bytes: u64,
     /// Raw snapshots added so far (native recordings: the index of the next snapshot).
     filled_to: usize,
+    /// Raw snapshots each sample stands for (the last one may hold fewer).
+    per_sample: u32,
+    /// The seed rule so far: bytes grew at every consecutive known snapshot.
+    pub strictly_increasing: bool,
+    /// The seed rule has started (a value above zero was seen); `last` holds the previous one.
+    strict_started: bool,
+    /// Outstanding bytes at the first known snapshot.
+    pub first_bytes: u64,
+    /// Every sample but the last.
+    samples: Vec<Acc>,
 }
 
 impl Series {
@@ -107,37 +109,31 @@ impl Series {
             // The seed rule counts from the first appearance, the first value above zero (as
             // `detect::strict_monotonic` does); a repeated value is not growth.
             let repeats = n as u64 - 1;
-            match self.last_bytes {
-                Some(prev) => {
-                    if b <= prev || repeats > 0 {
-                        self.strictly_increasing = false;
-                    }
-                    self.strict_points += n as u64;
-                    self.last_bytes = Some(b);
+            if self.strict_started {
+                let prev = self.last.outstanding_bytes() as f64;
+                if b <= prev || repeats > 0 {
+                    self.strictly_increasing = false;
                 }
-                None if b > 0.0 => {
-                    if repeats > 0 {
-                        self.strictly_increasing = false;
-                    }
-                    self.strict_points = n as u64;
-                    self.last_bytes = Some(b);
+                self.strict_points += n as u64;
+            } else if b > 0.0 {
+                if repeats > 0 {
+                    self.strictly_increasing = false;
                 }
-                None => {}
+                self.strict_points = n as u64;
+                self.strict_started = true;
             }
             self.last = *s;
         }
         let mut done = 0;
         while done < n {
             let per_sample = self.per_sample;
-            let last = match &mut self.open {
-                Some(last) if last.n < per_sample => last,
-                open => {
-                    if let Some(full) = open.take() {
-                        self.samples.push(full);
-                    }
-                    open.insert(Acc::default())
+            let last = &mut self.open;
+            if last.n == 0 || last.n >= per_sample {
+                if last.n > 0 {
+                    self.samples.push(*last);
                 }
-            };
+                *last = Acc::default();
+            }
             let k = ((per_sample - last.n) as usize).min(n - done);
             last.t_sum += t_sum(done, k);
             last.n += k as u32;
@@ -158,8 +154,8 @@ impl Series {
     /// buffers of other series left when they grew (merging in place left them unused, and
     /// peak RSS 35% higher).
     fn halve(&mut self) {
-        if let Some(open) = self.open.take() {
-            self.samples.push(open);
+        if self.open.n > 0 {
+            self.samples.push(self.open);
         }
         let mut merged: Vec<Acc> = self
             .samples
@@ -172,7 +168,7 @@ impl Series {
                 a
             })
             .collect();
-        self.open = merged.pop();
+        self.open = merged.pop().unwrap_or_default();
         self.samples = merged;
         self.per_sample *= 2;
     }
@@ -181,7 +177,7 @@ impl Series {
     pub fn points(&self) -> Vec<Point> {
         self.samples
             .iter()
-            .chain(&self.open)
+            .chain(std::iter::once(&self.open))
             .filter(|a| a.n > 0)
             .map(|a| Point {
                 t: a.t_sum / f64::from(a.n),
