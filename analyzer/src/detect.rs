@@ -922,6 +922,8 @@ fn sen_slope(t: &[f64], y: &[f64]) -> f64 {
 
 /// The rank-based 95% CI of the Theil-Sen slope (Gilbert 1987): with N slopes and
 /// C = z_0.975 * sqrt(Var(S)), the order statistics round((N - C) / 2) and round((N + C) / 2) + 1.
+/// `slopes` must be as `median_in_place` leaves them (partitioned at N / 2): each bound is
+/// selected on its side only.
 fn sen_ci(slopes: &mut [f64], var_s: f64) -> (f64, f64) {
     let n = slopes.len();
     if n == 0 {
@@ -931,9 +933,20 @@ fn sen_ci(slopes: &mut [f64], var_s: f64) -> (f64, f64) {
     let nf = n as f64;
     // 1-based ranks, clamped to the slopes there are.
     let rank = |r: f64| r.round().clamp(1.0, nf) as usize - 1;
-    let lower = select(slopes, rank((nf - c) / 2.0));
-    let upper = select(slopes, rank((nf + c) / 2.0 + 1.0));
+    let lower = select_beside(slopes, n / 2, rank((nf - c) / 2.0));
+    let upper = select_beside(slopes, n / 2, rank((nf + c) / 2.0 + 1.0));
     (lower, upper)
+}
+
+/// The k-th smallest (0-based) of `values`, which `select` has partitioned at `pivot` (nothing
+/// larger before it, nothing smaller after it): only the side holding rank k is searched, and
+/// it stays on its side, so the partition holds for the next call.
+fn select_beside(values: &mut [f64], pivot: usize, k: usize) -> f64 {
+    match k.cmp(&pivot) {
+        std::cmp::Ordering::Less => select(&mut values[..pivot], k),
+        std::cmp::Ordering::Equal => values[pivot],
+        std::cmp::Ordering::Greater => select(&mut values[pivot + 1..], k - pivot - 1),
+    }
 }
 
 /// The k-th smallest (0-based) of `values`, which are reordered: O(n), where sorting the
@@ -1204,6 +1217,7 @@ mod tests {
         assert_eq!(sen_slope(&t, &y), 2.5);
         // Rank CI: N = 10 slopes 1..=10 and C = 4 pick the 3rd and the 8th.
         let mut slopes: Vec<f64> = (1..=10).rev().map(f64::from).collect();
+        assert_eq!(median_in_place(&mut slopes), 5.5);
         let var = (4.0 / Z_975).powi(2);
         assert_eq!(sen_ci(&mut slopes, var), (3.0, 8.0));
         assert_eq!(
