@@ -905,11 +905,21 @@ fn average_ranks(values: &[f64], tolerance: f64) -> Vec<f64> {
 /// [`order_key`]s (for selection).
 fn pairwise_slopes(t: &[f64], y: &[f64]) -> Vec<i64> {
     let mut slopes = Vec::with_capacity(t.len() * t.len().saturating_sub(1) / 2);
-    for i in 0..t.len() {
-        for j in i + 1..t.len() {
-            let dt = t[j] - t[i];
-            if dt != 0.0 {
-                slopes.push(order_key((y[j] - y[i]) / dt));
+    for (i, (&ti, &yi)) in t.iter().zip(y).enumerate() {
+        let (t, y) = (&t[i + 1..], &y[i + 1..y.len().min(t.len())]);
+        if t.iter().all(|&tj| tj - ti != 0.0) {
+            // The usual case (no tied times): a loop without branches, which vectorizes.
+            slopes.extend(
+                t.iter()
+                    .zip(y)
+                    .map(|(&tj, &yj)| order_key((yj - yi) / (tj - ti))),
+            );
+        } else {
+            for (&tj, &yj) in t.iter().zip(y) {
+                let dt = tj - ti;
+                if dt != 0.0 {
+                    slopes.push(order_key((yj - yi) / dt));
+                }
             }
         }
     }
