@@ -299,6 +299,17 @@ struct ShardBatch {
     entries: Vec<ShardEntry>,
 }
 
+impl ShardBatch {
+    /// Takes the batch, leaving an empty one with room for as many (batches are alike).
+    fn take(&mut self) -> ShardBatch {
+        let empty = ShardBatch {
+            times: Vec::with_capacity(self.times.len()),
+            entries: Vec::with_capacity(self.entries.len()),
+        };
+        std::mem::replace(self, empty)
+    }
+}
+
 /// A share of the series (slot % shards), folded on a thread of its own. Each series gets
 /// its entries in file order, so the same floating-point operations in the same order
 /// whatever the number of shards.
@@ -584,7 +595,7 @@ pub fn read<R: Read + Send>(mut reader: Reader<R>, cap: usize) -> Result<Recordi
             result = fold.add_batch(batch);
             for (to, batch) in to_shards.iter().zip(&mut fold.batches) {
                 // A shard only stops early by panicking, which `join` passes on.
-                let _ = to.send(std::mem::take(batch));
+                let _ = to.send(batch.take());
             }
             if !matches!(result, Ok(true)) {
                 break;

@@ -11,6 +11,9 @@ use crate::{FORMAT_VERSION_MAJOR, MAGIC, PREAMBLE_FRAME_MAGIC};
 /// memory a hostile file can make the reader allocate.
 pub const MAX_RECORD_SIZE: usize = 64 << 20;
 
+/// The decompression buffer is kept for the next record up to this capacity, bytes.
+const KEEP_BUFFER: usize = 1 << 20;
+
 /// Number of `Record` variants this reader knows; higher tags are skipped.
 const KNOWN_RECORD_VARIANTS: u64 = 5;
 
@@ -49,6 +52,8 @@ pub struct Reader<R: Read> {
     skipped_unknown: u64,
     records: u64,
     last_len: usize,
+    /// The decompression buffer, reused from record to record (unless a record made it large).
+    raw: Vec<u8>,
 }
 
 impl Reader<File> {
@@ -96,6 +101,7 @@ impl<R: Read> Reader<R> {
             skipped_unknown: 0,
             records: 0,
             last_len: 0,
+            raw: Vec::new(),
         })
     }
 
@@ -172,7 +178,8 @@ impl<R: Read> Reader<R> {
             }
             return Ok(Some(None));
         }
-        let mut raw = Vec::new();
+        let mut raw = std::mem::take(&mut self.raw);
+        raw.clear();
         {
             let source = (&magic[..]).chain(&mut self.inner);
             // `with_context` resets the context's session, so nothing of a previous (perhaps
@@ -193,7 +200,7 @@ impl<R: Read> Reader<R> {
                 return Err(tail(TailProblem::TooLarge));
             }
         }
-        match postcard::from_bytes::<Record>(&raw) {
+        let result = match postcard::from_bytes::<Record>(&raw) {
             Ok(record) => {
                 self.last_len = raw.len();
                 Ok(Some(Some(record)))
@@ -206,7 +213,11 @@ impl<R: Read> Reader<R> {
                     Err(tail(TailProblem::Undecodable(e.to_string())))
                 }
             }
+        };
+        if raw.capacity() <= KEEP_BUFFER {
+            self.raw = raw;
         }
+        result
     }
 }
 
