@@ -247,7 +247,8 @@ pub struct Recording {
 }
 
 /// Stack ids below this are looked up in a table indexed by id (the kernel assigns ids from 16
-/// up, in order); larger ones in a hash map. Bounds the table at 4 bytes x 5 kinds x this.
+/// up, in order); larger ones in a hash map. Bounds the table (4 bytes per id and kind, grown
+/// by powers of two) at 32 MiB, whatever ids a file holds.
 const DENSE_IDS: usize = 1 << 20;
 /// Kinds with a column in the dense table (every kind this reader knows).
 const DENSE_KINDS: usize = AllocKind::KernelPercpu as usize + 1;
