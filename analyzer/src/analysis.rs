@@ -4,7 +4,7 @@ use leak_format::{AllocKind, StackLoss};
 use serde::Serialize;
 
 use crate::detect::{self, Detection, Verdict};
-use crate::series::Recording;
+use crate::series::{Recording, Series};
 use crate::suppress::Suppressions;
 use crate::symbolize::{Resolver, SymFrame};
 
@@ -92,15 +92,14 @@ pub fn analyze(rec: &Recording, resolver: &Resolver, s: &Settings) -> Analysis {
             symbolized[i] = pre.clone();
         }
     }
+    let series: Vec<&Series> = rec.series.values().collect();
+    let mut detections = detect_all(&series, &s.detect).into_iter();
     let mut stacks: Vec<StackReport> = keys
         .iter()
         .zip(symbolized)
-        .filter_map(|(&(id, kind), frames)| {
-            let series = rec.series.get(&(id, kind))?;
-            if series.last.alloc_count == 0 {
-                return None;
-            }
-            let mut detection = detect::detect(&series.points(), &s.detect);
+        .zip(series)
+        .filter_map(|((&(id, kind), frames), series)| {
+            let mut detection = detections.next().flatten()?;
             // The strict rule over every raw snapshot (the series may be compacted).
             detection.strict_monotonic = series.strictly_increasing && series.strict_points >= 2;
             let verdict = match s.detector {
@@ -188,6 +187,28 @@ pub fn analyze(rec: &Recording, resolver: &Resolver, s: &Settings) -> Analysis {
         suppressed: 0,
         in_baseline: 0,
     }
+}
+
+/// Runs the detector on every series that ever allocated (None for the others), on as many
+/// threads as there are cores: series are independent, and each thread takes a contiguous
+/// share, so the results come back in order, the same as on one thread.
+fn detect_all(series: &[&Series], cfg: &detect::Config) -> Vec<Option<Detection>> {
+    let one = |s: &&Series| (s.last.alloc_count > 0).then(|| detect::detect(&s.points(), cfg));
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if threads < 2 || series.len() < 64 {
+        return series.iter().map(one).collect();
+    }
+    let share = series.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = series
+            .chunks(share)
+            .map(|part| scope.spawn(move || part.iter().map(one).collect::<Vec<_>>()))
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    })
 }
 
 /// A stack's identity across recordings and builds: its symbolized frames (function and

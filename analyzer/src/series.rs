@@ -1,8 +1,11 @@
 //! Reads a recording as a stream into one time series per (stack, kind), with bounded memory:
 //! each series keeps at most `cap` samples, halving its resolution (pairwise means) when full,
 //! while exact end values, the strict-rule flag and known/unknown counts are kept on the side.
-use std::collections::BTreeMap;
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
+use std::sync::mpsc;
+use std::thread;
 
 use leak_format::{
     AllocKind, BundleChunk, End, Error, Header, Losses, Module, ProcMemory, Reader, Record, Stack,
@@ -39,25 +42,33 @@ impl Acc {
 /// A compacted series of one stack: at most `cap` samples, each the mean of a run of raw
 /// snapshots; when full, neighbouring samples merge and each then stands for twice as many.
 /// A stretch of snapshots with the same value is added in one step per sample it spans.
+///
+/// Folding an entry reads and writes the fields of the first two cache lines (the last sample
+/// is kept inline, in `open`); the buffer of closed samples is touched once per sample.
 #[derive(Debug, Clone, Default)]
+#[repr(C, align(64))]
 pub struct Series {
-    samples: Vec<Acc>,
-    /// Raw snapshots each sample stands for (the last one may hold fewer).
-    per_sample: u32,
+    /// The last sample (`n == 0`: none yet).
+    open: Acc,
+    /// Exact counters at the last snapshot that knew them.
+    pub last: StackStats,
     /// Raw snapshots since the stack first appeared, and how many of them knew its value.
     pub seen: u64,
     pub known: u64,
-    /// The seed rule so far: bytes grew at every consecutive known snapshot.
-    pub strictly_increasing: bool,
     /// Known snapshots since the first appearance (the seed rule needs two).
     pub strict_points: u64,
-    last_bytes: Option<f64>,
-    /// Exact counters at the last snapshot that knew them.
-    pub last: StackStats,
-    /// Outstanding bytes at the first known snapshot.
-    pub first_bytes: u64,
     /// Raw snapshots added so far (native recordings: the index of the next snapshot).
     filled_to: usize,
+    /// Raw snapshots each sample stands for (the last one may hold fewer).
+    per_sample: u32,
+    /// The seed rule so far: bytes grew at every consecutive known snapshot.
+    pub strictly_increasing: bool,
+    /// The seed rule has started (a value above zero was seen); `last` holds the previous one.
+    strict_started: bool,
+    /// Outstanding bytes at the first known snapshot.
+    pub first_bytes: u64,
+    /// Every sample but the last.
+    samples: Vec<Acc>,
 }
 
 impl Series {
@@ -98,53 +109,55 @@ impl Series {
             // The seed rule counts from the first appearance, the first value above zero (as
             // `detect::strict_monotonic` does); a repeated value is not growth.
             let repeats = n as u64 - 1;
-            match self.last_bytes {
-                Some(prev) => {
-                    if b <= prev || repeats > 0 {
-                        self.strictly_increasing = false;
-                    }
-                    self.strict_points += n as u64;
-                    self.last_bytes = Some(b);
+            if self.strict_started {
+                let prev = self.last.outstanding_bytes() as f64;
+                if b <= prev || repeats > 0 {
+                    self.strictly_increasing = false;
                 }
-                None if b > 0.0 => {
-                    if repeats > 0 {
-                        self.strictly_increasing = false;
-                    }
-                    self.strict_points = n as u64;
-                    self.last_bytes = Some(b);
+                self.strict_points += n as u64;
+            } else if b > 0.0 {
+                if repeats > 0 {
+                    self.strictly_increasing = false;
                 }
-                None => {}
+                self.strict_points = n as u64;
+                self.strict_started = true;
             }
             self.last = *s;
         }
         let mut done = 0;
         while done < n {
-            let room = match self.samples.last() {
-                Some(last) if last.n < self.per_sample => self.per_sample - last.n,
-                _ => {
-                    self.samples.push(Acc::default());
-                    self.per_sample
+            let per_sample = self.per_sample;
+            let last = &mut self.open;
+            if last.n == 0 || last.n >= per_sample {
+                if last.n > 0 {
+                    self.samples.push(*last);
                 }
-            };
-            let k = (room as usize).min(n - done);
-            if let Some(last) = self.samples.last_mut() {
-                last.t_sum += t_sum(done, k);
-                last.n += k as u32;
-                if let Some((b, c)) = value {
-                    last.bytes_sum += b * k as f64;
-                    last.count_sum += c * k as f64;
-                    last.known += k as u32;
-                }
+                *last = Acc::default();
+            }
+            let k = ((per_sample - last.n) as usize).min(n - done);
+            last.t_sum += t_sum(done, k);
+            last.n += k as u32;
+            if let Some((b, c)) = value {
+                last.bytes_sum += b * k as f64;
+                last.count_sum += c * k as f64;
+                last.known += k as u32;
             }
             done += k;
-            if self.samples.len() > cap {
+            // More than `cap` samples, counting the open one.
+            if self.samples.len() >= cap {
                 self.halve();
             }
         }
     }
 
+    /// Merges neighbouring samples. Into a new buffer: that allocation reuses the blocks the
+    /// buffers of other series left when they grew (merging in place left them unused, and
+    /// peak RSS 35% higher).
     fn halve(&mut self) {
-        let merged: Vec<Acc> = self
+        if self.open.n > 0 {
+            self.samples.push(self.open);
+        }
+        let mut merged: Vec<Acc> = self
             .samples
             .chunks(2)
             .map(|c| {
@@ -155,6 +168,7 @@ impl Series {
                 a
             })
             .collect();
+        self.open = merged.pop().unwrap_or_default();
         self.samples = merged;
         self.per_sample *= 2;
     }
@@ -163,6 +177,7 @@ impl Series {
     pub fn points(&self) -> Vec<Point> {
         self.samples
             .iter()
+            .chain(std::iter::once(&self.open))
             .filter(|a| a.n > 0)
             .map(|a| Point {
                 t: a.t_sum / f64::from(a.n),
@@ -233,63 +248,199 @@ pub struct Recording {
     pub presymbolized: BTreeMap<u32, Vec<crate::symbolize::SymFrame>>,
 }
 
-/// Reads a whole recording, keeping at most `cap` samples per series.
-pub fn read<R: Read>(mut reader: Reader<R>, cap: usize) -> Result<Recording, Error> {
-    let mut rec = Recording::default();
-    // Every snapshot's time, and their running sums (for the mean time of any run).
-    let mut times: Vec<f64> = Vec::new();
-    let mut prefix: Vec<f64> = vec![0.0];
-    let mut heap_outstanding: i128 = 0;
-    let mut partial: BTreeMap<u32, (leak_format::BundleContent, u64, Vec<u8>)> = BTreeMap::new();
-    let mut start_mono = None;
-    loop {
-        let record = match reader.next_record() {
-            None => break,
-            Some(Ok(r)) => r,
-            Some(Err(e @ Error::Tail { .. })) => {
-                rec.tail = Some(e);
-                break;
+/// Stack ids below this are looked up in a table indexed by id (the kernel assigns ids from 16
+/// up, in order); larger ones in a hash map. Bounds the table (4 bytes per id and kind, grown
+/// by powers of two) at 32 MiB, whatever ids a file holds.
+const DENSE_IDS: usize = 1 << 20;
+/// Kinds with a column in the dense table (every kind this reader knows).
+const DENSE_KINDS: usize = AllocKind::KernelPercpu as usize + 1;
+/// Most threads folding series (one per core up to this).
+const MAX_SHARDS: usize = 8;
+
+/// Where each (stack, kind) series lives in the fold: its slot, numbered in order of first
+/// appearance.
+#[derive(Debug, Default)]
+struct Slots {
+    /// Slot + 1 by `id * DENSE_KINDS + kind` (0: no series yet); grown on demand.
+    dense: Vec<u32>,
+    sparse: HashMap<(u32, AllocKind), u32>,
+}
+
+impl Slots {
+    /// The slot of `key`, or `next` (recorded as its slot) with `true` if the key is new.
+    fn get_or_insert(&mut self, key: (u32, AllocKind), next: u32) -> (u32, bool) {
+        let (id, kind) = (key.0 as usize, key.1 as usize);
+        if id < DENSE_IDS && kind < DENSE_KINDS {
+            let i = id * DENSE_KINDS + kind;
+            if i >= self.dense.len() {
+                self.dense.resize((i + 1).next_power_of_two(), 0);
             }
-            Some(Err(e)) => return Err(e),
+            match self.dense[i] {
+                0 => {
+                    self.dense[i] = next + 1;
+                    (next, true)
+                }
+                slot => (slot - 1, false),
+            }
+        } else {
+            match self.sparse.entry(key) {
+                Entry::Occupied(e) => (*e.get(), false),
+                Entry::Vacant(e) => (*e.insert(next), true),
+            }
+        }
+    }
+}
+
+/// One stat entry for a shard: the series' index in the shard, the snapshot, the counters.
+type ShardEntry = (u32, u32, StackStats);
+
+/// What the reading thread hands a shard: the times of the snapshots read since the last
+/// hand-over (every shard gets them all), and the entries of its series.
+#[derive(Debug, Default)]
+struct ShardBatch {
+    times: Vec<f64>,
+    entries: Vec<ShardEntry>,
+}
+
+impl ShardBatch {
+    /// Takes the batch, leaving an empty one with room for as many (batches are alike).
+    fn take(&mut self) -> ShardBatch {
+        let empty = ShardBatch {
+            times: Vec::with_capacity(self.times.len()),
+            entries: Vec::with_capacity(self.entries.len()),
         };
+        std::mem::replace(self, empty)
+    }
+}
+
+/// A share of the series (slot % shards), folded on a thread of its own. Each series gets
+/// its entries in file order, so the same floating-point operations in the same order
+/// whatever the number of shards.
+#[derive(Debug)]
+struct Shard {
+    cap: usize,
+    series: Vec<Series>,
+    /// Every snapshot's time, and their running sums (for the mean time of any run):
+    /// `prefix[k]` is the sum over the first k snapshots.
+    times: Vec<f64>,
+    prefix: Vec<f64>,
+}
+
+impl Shard {
+    fn new(cap: usize) -> Self {
+        Shard {
+            cap,
+            series: Vec::new(),
+            times: Vec::new(),
+            prefix: vec![0.0],
+        }
+    }
+
+    fn add(&mut self, batch: ShardBatch) {
+        for t in batch.times {
+            let k = self.times.len();
+            self.times.push(t);
+            self.prefix.push(self.prefix[k] + t);
+        }
+        for (index, k, stats) in batch.entries {
+            let (index, k) = (index as usize, k as usize);
+            // Slots are numbered in order of first appearance, so a new series comes next.
+            if index == self.series.len() {
+                self.series.push(Series {
+                    filled_to: k,
+                    ..Series::new()
+                });
+            }
+            let series = &mut self.series[index];
+            // Only what changed costs anything; unchanged snapshots are filled in here.
+            series.fill(&self.prefix, k, self.cap);
+            series.push(self.times[k], Some(&stats), self.cap);
+            series.filled_to = k + 1;
+        }
+    }
+
+    /// Brings every series up to the last snapshot.
+    fn finish(mut self) -> Vec<Series> {
+        let snapshots = self.times.len();
+        for series in &mut self.series {
+            series.fill(&self.prefix, snapshots, self.cap);
+        }
+        self.series
+    }
+}
+
+/// The reading thread's state: everything but the series (which the shards fold), and the
+/// shards' next batches.
+#[derive(Debug)]
+struct Fold {
+    rec: Recording,
+    slots: Slots,
+    keys: Vec<(u32, AllocKind)>,
+    /// Outstanding bytes of each series (by slot) at its last entry (0 before the first).
+    levels: Vec<u64>,
+    batches: Vec<ShardBatch>,
+    snapshots: u32,
+    heap_outstanding: i128,
+    partial: BTreeMap<u32, (leak_format::BundleContent, u64, Vec<u8>)>,
+    start_mono: Option<u64>,
+    cap: usize,
+}
+
+impl Fold {
+    fn new(cap: usize, shards: usize) -> Self {
+        Fold {
+            rec: Recording::default(),
+            slots: Slots::default(),
+            keys: Vec::new(),
+            levels: Vec::new(),
+            batches: (0..shards).map(|_| ShardBatch::default()).collect(),
+            snapshots: 0,
+            heap_outstanding: 0,
+            partial: BTreeMap::new(),
+            start_mono: None,
+            cap,
+        }
+    }
+
+    fn add(&mut self, record: Record) {
+        let rec = &mut self.rec;
         match record {
             Record::Header(h) => {
-                start_mono = Some(h.start_mono_ns);
+                self.start_mono = Some(h.start_mono_ns);
                 rec.header = Some(h);
             }
             Record::Snapshot(s) => {
-                let origin = *start_mono.get_or_insert(s.mono_ns);
+                let origin = *self.start_mono.get_or_insert(s.mono_ns);
                 let t = s.mono_ns.saturating_sub(origin) as f64 / 1e9;
-                let k = times.len();
-                times.push(t);
-                prefix.push(prefix[k] + t);
+                let k = self.snapshots;
+                self.snapshots += 1;
+                for batch in &mut self.batches {
+                    batch.times.push(t);
+                }
                 for m in s.new_modules {
                     rec.modules.insert(m.id, m);
                 }
                 for st in s.new_stacks {
                     rec.stacks.insert(st.id, st);
                 }
-                // Only what changed costs anything; unchanged stacks are filled in later.
+                let shards = self.batches.len() as u32;
                 for st in s.stats {
-                    let series = rec
-                        .series
-                        .entry((st.stack, st.kind))
-                        .or_insert_with(|| Series {
-                            filled_to: k,
-                            ..Series::new()
-                        });
+                    let key = (st.stack, st.kind);
+                    let (slot, new) = self.slots.get_or_insert(key, self.keys.len() as u32);
+                    if new {
+                        self.keys.push(key);
+                        self.levels.push(0);
+                    }
+                    let level = &mut self.levels[slot as usize];
                     // Kernel mode records no heap: its outstanding kernel memory is the level.
                     if st.kind != AllocKind::Mmap {
-                        heap_outstanding += st.outstanding_bytes() as i128
-                            - if series.seen > 0 {
-                                series.last.outstanding_bytes() as i128
-                            } else {
-                                0
-                            };
+                        self.heap_outstanding +=
+                            i128::from(st.outstanding_bytes()) - i128::from(*level);
                     }
-                    series.fill(&prefix, k, cap);
-                    series.push(t, Some(&st), cap);
-                    series.filled_to = k + 1;
+                    *level = st.outstanding_bytes();
+                    self.batches[(slot % shards) as usize]
+                        .entries
+                        .push((slot / shards, k, st));
                 }
                 for m in s.maps.into_iter().flatten() {
                     if m.perms.contains('x') && !rec.maps.contains(&m) {
@@ -300,10 +451,10 @@ pub fn read<R: Read>(mut reader: Reader<R>, cap: usize) -> Result<Recording, Err
                     &mut rec.timeline,
                     TimelinePoint {
                         t,
-                        outstanding: heap_outstanding.max(0) as u64,
+                        outstanding: self.heap_outstanding.max(0) as u64,
                         memory: s.memory,
                     },
-                    cap,
+                    self.cap,
                 );
                 rec.losses = s.losses;
                 rec.snapshots += 1;
@@ -316,7 +467,8 @@ pub fn read<R: Read>(mut reader: Reader<R>, cap: usize) -> Result<Recording, Err
                 offset,
                 data,
             }) => {
-                let entry = partial
+                let entry = self
+                    .partial
                     .entry(module)
                     .or_insert_with(|| (content, total_len, Vec::new()));
                 // Chunks arrive in order; anything else makes the bundle unusable.
@@ -334,16 +486,134 @@ pub fn read<R: Read>(mut reader: Reader<R>, cap: usize) -> Result<Recording, Err
             Record::Sampling(sampling) => rec.sample_bytes = Some(sampling.bytes),
         }
     }
-    rec.skipped_records = reader.skipped_unknown();
-    for series in rec.series.values_mut() {
-        series.fill(&prefix, times.len(), cap);
+
+    /// Adds a batch of records in order, up to the first error: Ok(false) after a damaged
+    /// tail (noted in the recording), Err for any other error.
+    fn add_batch(&mut self, batch: Batch) -> Result<bool, Error> {
+        for item in batch {
+            match item {
+                Ok(record) => self.add(record),
+                Err(e @ Error::Tail { .. }) => {
+                    self.rec.tail = Some(e);
+                    return Ok(false);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(true)
     }
-    for (module, (content, total, bytes)) in partial {
-        if bytes.len() as u64 == total {
-            rec.bundles.insert(module, (content, bytes));
+
+    /// The recording, with the shards' series (shard `i % n`, index `i / n` for slot `i`).
+    fn finish(mut self, shards: Vec<Vec<Series>>) -> Recording {
+        let mut shards: Vec<_> = shards.into_iter().map(Vec::into_iter).collect();
+        let n = shards.len();
+        for (slot, key) in self.keys.into_iter().enumerate() {
+            if let Some(series) = shards[slot % n].next() {
+                self.rec.series.insert(key, series);
+            }
+        }
+        for (module, (content, total, bytes)) in self.partial {
+            if bytes.len() as u64 == total {
+                self.rec.bundles.insert(module, (content, bytes));
+            }
+        }
+        self.rec
+    }
+}
+
+/// Decoded records are handed from the decoding thread to the reading one in batches of about
+/// this many bytes (decompressed): a few hundred hand-overs a second instead of one per record.
+const BATCH_BYTES: usize = 1 << 20;
+
+/// What the decoding thread hands over: records in file order, the last one perhaps an error.
+type Batch = Vec<Result<Record, Error>>;
+
+/// Joins a scoped thread, passing on its panic.
+fn join<T>(handle: thread::ScopedJoinHandle<'_, T>) -> T {
+    handle
+        .join()
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+}
+
+/// The next batch of records from `reader`, and whether the reader may have more.
+fn next_batch<R: Read>(reader: &mut Reader<R>) -> (Batch, bool) {
+    let mut batch = Batch::new();
+    let mut bytes = 0;
+    while let Some(item) = reader.next_record() {
+        bytes += reader.last_record_len();
+        batch.push(item);
+        if bytes >= BATCH_BYTES {
+            return (batch, true);
         }
     }
-    Ok(rec)
+    (batch, false)
+}
+
+/// Reads a whole recording, keeping at most `cap` samples per series.
+///
+/// A recording larger than one batch is read by a pipeline of threads: one decompresses and
+/// decodes the records; this one reads them in order (stacks, modules, the timeline, which
+/// series each entry belongs to); one shard per core folds its share of the series. The
+/// channels between them hold one batch each, so at most three batches per channel are in
+/// memory (being made, queued, being used). A smaller one is read on this thread alone.
+pub fn read<R: Read + Send>(mut reader: Reader<R>, cap: usize) -> Result<Recording, Error> {
+    let (first, more) = next_batch(&mut reader);
+    if !more {
+        let mut fold = Fold::new(cap, 1);
+        let mut shard = Shard::new(cap);
+        let result = fold.add_batch(first);
+        shard.add(std::mem::take(&mut fold.batches[0]));
+        fold.rec.skipped_records = reader.skipped_unknown();
+        result?;
+        return Ok(fold.finish(vec![shard.finish()]));
+    }
+    let shards = thread::available_parallelism().map_or(1, |n| n.get().min(MAX_SHARDS));
+    let mut fold = Fold::new(cap, shards);
+    let (tx, rx) = mpsc::sync_channel::<Batch>(1);
+    let (result, series) = thread::scope(|scope| {
+        let decoder = scope.spawn(move || {
+            loop {
+                let (batch, more) = next_batch(&mut reader);
+                // An error only means the reading side stopped first.
+                if (!batch.is_empty() && tx.send(batch).is_err()) || !more {
+                    break;
+                }
+            }
+            reader.skipped_unknown()
+        });
+        let (to_shards, workers): (Vec<_>, Vec<_>) = (0..shards)
+            .map(|_| {
+                let (tx, rx) = mpsc::sync_channel::<ShardBatch>(1);
+                let worker = scope.spawn(move || {
+                    let mut shard = Shard::new(cap);
+                    for batch in rx {
+                        shard.add(batch);
+                    }
+                    shard.finish()
+                });
+                (tx, worker)
+            })
+            .unzip();
+        let mut result = Ok(true);
+        for batch in std::iter::once(first).chain(&rx) {
+            result = fold.add_batch(batch);
+            for (to, batch) in to_shards.iter().zip(&mut fold.batches) {
+                // A shard only stops early by panicking, which `join` passes on.
+                let _ = to.send(batch.take());
+            }
+            if !matches!(result, Ok(true)) {
+                break;
+            }
+        }
+        drop(to_shards);
+        // The reader stops after an error item anyway; dropping the receiver also ends it.
+        drop(rx);
+        let skipped = join(decoder);
+        let series: Vec<Vec<Series>> = workers.into_iter().map(join).collect();
+        (result.map(|_| skipped), series)
+    });
+    fold.rec.skipped_records = result?;
+    Ok(fold.finish(series))
 }
 
 fn push_timeline(timeline: &mut Vec<TimelinePoint>, p: TimelinePoint, cap: usize) {

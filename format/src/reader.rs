@@ -11,6 +11,9 @@ use crate::{FORMAT_VERSION_MAJOR, MAGIC, PREAMBLE_FRAME_MAGIC};
 /// memory a hostile file can make the reader allocate.
 pub const MAX_RECORD_SIZE: usize = 64 << 20;
 
+/// The decompression buffer is kept for the next record up to this capacity, bytes.
+const KEEP_BUFFER: usize = 1 << 20;
+
 /// Number of `Record` variants this reader knows; higher tags are skipped.
 const KNOWN_RECORD_VARIANTS: u64 = 6;
 
@@ -48,6 +51,9 @@ pub struct Reader<R: Read> {
     done: bool,
     skipped_unknown: u64,
     records: u64,
+    last_len: usize,
+    /// The decompression buffer, reused from record to record (unless a record made it large).
+    raw: Vec<u8>,
 }
 
 impl Reader<File> {
@@ -94,6 +100,8 @@ impl<R: Read> Reader<R> {
             done: false,
             skipped_unknown: 0,
             records: 0,
+            last_len: 0,
+            raw: Vec::new(),
         })
     }
 
@@ -107,6 +115,12 @@ impl<R: Read> Reader<R> {
         self.skipped_unknown
     }
 
+    /// Decompressed size, bytes, of the record last returned by [`Reader::next_record`] (0
+    /// after an error item): a measure of the memory the decoded record holds.
+    pub fn last_record_len(&self) -> usize {
+        self.last_len
+    }
+
     /// Byte offset of the next unread record.
     pub fn offset(&self) -> u64 {
         self.inner.get_ref().count - self.inner.buffer().len() as u64
@@ -114,6 +128,7 @@ impl<R: Read> Reader<R> {
 
     /// The next record; `None` at a clean end of file. After an error item, always `None`.
     pub fn next_record(&mut self) -> Option<Result<Record, Error>> {
+        self.last_len = 0;
         if self.done {
             return None;
         }
@@ -163,7 +178,8 @@ impl<R: Read> Reader<R> {
             }
             return Ok(Some(None));
         }
-        let mut raw = Vec::new();
+        let mut raw = std::mem::take(&mut self.raw);
+        raw.clear();
         {
             let source = (&magic[..]).chain(&mut self.inner);
             // `with_context` resets the context's session, so nothing of a previous (perhaps
@@ -184,8 +200,11 @@ impl<R: Read> Reader<R> {
                 return Err(tail(TailProblem::TooLarge));
             }
         }
-        match postcard::from_bytes::<Record>(&raw) {
-            Ok(record) => Ok(Some(Some(record))),
+        let result = match postcard::from_bytes::<Record>(&raw) {
+            Ok(record) => {
+                self.last_len = raw.len();
+                Ok(Some(Some(record)))
+            }
             Err(e) => {
                 if leading_varint(&raw).is_some_and(|tag| tag >= KNOWN_RECORD_VARIANTS) {
                     self.skipped_unknown += 1;
@@ -194,7 +213,11 @@ impl<R: Read> Reader<R> {
                     Err(tail(TailProblem::Undecodable(e.to_string())))
                 }
             }
+        };
+        if raw.capacity() <= KEEP_BUFFER {
+            self.raw = raw;
         }
+        result
     }
 }
 
