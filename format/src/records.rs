@@ -130,8 +130,8 @@ pub struct Probe {
     pub function: String,
     /// The ELF file it was attached in, as the target sees it.
     pub module: String,
-    /// File offset of the probed instruction: the function's entry for a Return probe; for an
-    /// Entry probe the entry or the first instruction past it that the kernel emulates.
+    /// File offset of the probed instruction: the function's entry or the first instruction
+    /// past it that the kernel emulates; a Return probe shares its Entry probe's offset.
     pub offset: u64,
     /// Entry or return.
     pub side: ProbeSide,

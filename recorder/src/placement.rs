@@ -17,8 +17,8 @@
 //! `*%rsp` then holds). jemalloc's `malloc` starts with `cmp $0x1000,%rdi; ja`: both probes go
 //! on the `ja`.
 use iced_x86::{
-    Code, Decoder, DecoderOptions, FlowControl, Instruction, InstructionInfoFactory, OpAccess,
-    OpKind, Register,
+    Code, CpuidFeature, Decoder, DecoderOptions, FlowControl, Instruction, InstructionInfoFactory,
+    OpAccess, OpKind, Register,
 };
 
 /// How many instructions past the entry are looked at for an emulated one.
@@ -99,8 +99,13 @@ pub fn kernel_emulates(insn: &Instruction, body: &[u8]) -> bool {
         insn.code(),
         Code::Jmp_rel8_64 | Code::Jmp_rel32_64 | Code::Call_rel32_64
     ) || (insn.is_jcc_short_or_near() && insn.op0_kind() == OpKind::NearBranch64);
-    // The kernel refuses branches with an operand-size prefix (Intel and AMD disagree on them).
-    relative && !prefixes(raw).contains(&0x66)
+    // The kernel refuses branches with an operand-size prefix (Intel and AMD disagree on them),
+    // and any instruction with a segment or lock prefix (`is_prefix_bad`): a probe there would
+    // not attach.
+    relative
+        && !prefixes(raw)
+            .iter()
+            .any(|b| matches!(b, 0x66 | 0x26 | 0x2e | 0x36 | 0x3e | 0xf0))
 }
 
 /// The legacy and REX prefix bytes at the start of an instruction.
@@ -192,6 +197,16 @@ pub fn place(body: &[u8], reads: Reads, other_entries: &[u64]) -> Placement {
                 format!("`{name}` at +{at:#x} moves the stack pointer, which the probe reads"),
             );
         }
+        if reads.ret && insn.cpuid_features().contains(&CpuidFeature::CET_SS) {
+            return Placement::entry(
+                &first,
+                body,
+                format!(
+                    "`{name}` at +{at:#x} changes the shadow stack, whose top the return probe \
+                     swaps too"
+                ),
+            );
+        }
         if reads.ret && writes_memory(&mut factory, &insn) {
             return Placement::entry(
                 &first,
@@ -226,10 +241,10 @@ pub fn place(body: &[u8], reads: Reads, other_entries: &[u64]) -> Placement {
         skipped.push(next);
     };
     let to = target.ip();
-    // Every path into the function must reach the probe: no branch (nor address taken, e.g. a
-    // computed goto) may land strictly between the entry and the probe; with a return probe,
-    // not on the probe either.
-    let inside = |t: u64| t > 0 && (t < to || (reads.ret && t == to));
+    // Every path into the function must reach the probe, once per call: no branch (nor address
+    // taken, e.g. a computed goto) may land between the entry and the probe, nor on the probe
+    // (the programs would run twice in one call; a return probe would swap another word).
+    let inside = |t: u64| t > 0 && t <= to;
     let mut sweep = Decoder::with_ip(64, body, 0, DecoderOptions::NONE);
     for insn in &mut sweep {
         if insn.is_invalid() {
@@ -401,14 +416,22 @@ mod tests {
         let p = place(&b, FREE, &[]);
         assert_eq!(p.offset, 0, "{p:?}");
         assert!(p.why_entry.unwrap().contains("targets +0x3"));
-        // The same jump to the entry itself or to the probe is fine.
-        for (target, expect) in [(0i32, 7u64), (7, 7)] {
+        // A jump to the entry itself is fine (the probe at the entry would see it as well); one
+        // onto the probe would run it twice in one call; one past the probe is fine.
+        for (target, expect) in [(0i32, 7u64), (7, 0), (9, 7)] {
             b[29] = (target - 30) as i8 as u8;
             assert_eq!(place(&b, FREE, &[]).offset, expect, "jump to +{target}");
+            assert_eq!(
+                place(&b, MALLOC_RET, &[]).offset,
+                expect,
+                "jump to +{target}"
+            );
         }
-        // Another symbol starting inside the skipped range may be jumped to from elsewhere.
+        // Another symbol starting inside the skipped range, or on the probe, may be jumped to
+        // from elsewhere.
         assert_eq!(place(&b, FREE, &[3]).offset, 0);
-        assert_eq!(place(&b, FREE, &[0, 7, 100]).offset, 7);
+        assert_eq!(place(&b, FREE, &[7]).offset, 0);
+        assert_eq!(place(&b, FREE, &[0, 9, 100]).offset, 7);
     }
 
     #[test]
@@ -477,16 +500,68 @@ mod tests {
     }
 
     #[test]
-    fn a_branch_onto_a_return_probe_pins_it_to_the_entry() {
-        // cmp $0x1000,%rdi; ja; ... a backward jmp to +7 (the ja) at the end: the return
-        // probe would fire twice in one call.
+    fn instructions_that_move_the_return_address_keep_a_return_probe_at_the_entry() {
+        // Each, then `je`: moved past with an entry probe alone (FREE reads only %rdi and not
+        // the stack pointer, so only an %rdi write or a branch stops it), kept at the entry
+        // with a return probe. Guards against iced-x86 reporting fewer writes one day.
+        let je = [0x74, 0x02];
+        let cases: &[(&str, &[u8])] = &[
+            ("enter $8,$0", &[0xc8, 0x08, 0x00, 0x00]),
+            ("leave", &[0xc9]),
+            ("pushf", &[0x9c]),
+            ("push (%rax)", &[0xff, 0x30]),
+            ("pop %rax", &[0x58]),
+            ("mov %rax,%rsp", &[0x48, 0x89, 0xc4]),
+            ("xchg %rax,(%rsp)", &[0x48, 0x87, 0x04, 0x24]),
+            ("lock cmpxchg %rcx,(%rax)", &[0xf0, 0x48, 0x0f, 0xb1, 0x08]),
+            ("xadd %rcx,(%rax)", &[0x48, 0x0f, 0xc1, 0x08]),
+            ("fxsave (%rax)", &[0x0f, 0xae, 0x00]),
+            ("sete (%rax)", &[0x0f, 0x94, 0x00]),
+            ("mov %rdi,-8(%rsp)", &[0x48, 0x89, 0x7c, 0x24, 0xf8]),
+            ("incsspq %rax", &[0xf3, 0x48, 0x0f, 0xae, 0xe8]),
+        ];
+        for (name, insn) in cases {
+            let mut prologue = insn.to_vec();
+            prologue.extend_from_slice(&je);
+            let p = place(&body(&prologue, 32), MALLOC_RET, &[]);
+            assert_eq!(p.offset, 0, "{name}: {p:?}");
+            assert!(p.why_entry.is_some(), "{name}");
+        }
+        // endbr64 (CET indirect-branch tracking, not the shadow stack) writes nothing.
+        let p = place(
+            &body(&[0xf3, 0x0f, 0x1e, 0xfa, 0x74, 0x02], 32),
+            MALLOC_RET,
+            &[],
+        );
+        assert_eq!((p.offset, p.at.as_str()), (4, "je"), "{p:?}");
+    }
+
+    #[test]
+    fn branches_with_a_prefix_the_kernel_refuses_are_not_probe_targets() {
+        // test %rdi,%rdi; ds je: the kernel refuses segment and lock prefixes.
+        for prefix in [0x26u8, 0x2e, 0x36, 0x3e, 0xf0, 0x66] {
+            let b = body(&[0x48, 0x85, 0xff, prefix, 0x74, 0x02], 32);
+            let p = place(&b, FREE, &[]);
+            assert_eq!(p.offset, 0, "prefix {prefix:#x}: {p:?}");
+        }
+        // A branch-hint-free, unprefixed je is a target.
+        assert_eq!(
+            place(&body(&[0x48, 0x85, 0xff, 0x74, 0x02], 32), FREE, &[]).offset,
+            3
+        );
+    }
+
+    #[test]
+    fn a_branch_onto_the_probe_pins_it_to_the_entry() {
+        // cmp $0x1000,%rdi; ja; ... a backward jmp to +7 (the ja) at the end: the probes would
+        // fire twice in one call, and the return probe would swap whatever *%rsp then holds.
         let mut b = body(&[0x48, 0x81, 0xff, 0x00, 0x10, 0, 0, 0x77, 0x40], 96);
         b[90] = 0xeb;
         b[91] = (7i32 - 92) as i8 as u8;
         assert_eq!(
             place(&b, MALLOC, &[]).offset,
-            7,
-            "an entry probe alone may move"
+            0,
+            "nor may an entry probe alone"
         );
         let p = place(&b, MALLOC_RET, &[]);
         assert_eq!(p.offset, 0, "{p:?}");

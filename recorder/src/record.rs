@@ -284,8 +284,13 @@ fn placement_note(p: &discover::PlannedProbe) -> Option<String> {
     let pl = p.placement.as_ref()?;
     let f = &p.function;
     if pl.offset > 0 {
+        let which = if p.ret.is_some() {
+            "entry and return probes"
+        } else {
+            "entry probe"
+        };
         return Some(format!(
-            "{f}: entry probe at {f}+{:#x} (`{}`, emulated by the kernel), past `{}`, which \
+            "{f}: {which} at {f}+{:#x} (`{}`, emulated by the kernel), past `{}`, which \
              would be single-stepped",
             pl.offset,
             pl.at,
