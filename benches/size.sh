@@ -54,8 +54,8 @@ setup() {
     git -C "$ROOT" diff --quiet HEAD -- recorder format bpf || COMMIT+=" + uncommitted changes"
 }
 
-# record CASE: one recording of DURATION seconds; stdin stays open (a pipe from sleep) so
-# that `--wait-end` holds the static fixture until leak-record ends it.
+# record CASE: one recording of DURATION seconds; stdin stays open (a pipe from sleep, not
+# waited for) so that `--wait-end` holds the static fixture until leak-record ends it.
 record() {
     local cmd
     read -r k ms <<<"$TOGGLE"
@@ -63,8 +63,8 @@ record() {
         static) cmd=("$FX/leaky" --wait-end many_stacks "$STACKS") ;;
         changing) cmd=("$FX/leaky" many_stacks "$STACKS" "$k" "$ms") ;;
     esac
-    sleep $((DURATION + 60)) | "$BIN/leak-record" -q -i "$INTERVAL" -d "${DURATION}s" \
-        -o "$WORK/$1.zst" --force -- "${cmd[@]}" >>"$LOG" 2>"$WORK/$1.stderr"
+    "$BIN/leak-record" -q -i "$INTERVAL" -d "${DURATION}s" -o "$WORK/$1.zst" --force \
+        -- "${cmd[@]}" >>"$LOG" 2>"$WORK/$1.stderr" < <(sleep $((DURATION + 60)))
 }
 
 # sample: the size of each recording every 10 s until every recorder has ended.

@@ -74,8 +74,9 @@ run() {
         cmd=("$FX/leaky" --wait-end many_stacks "$s")
     fi
     ((s > 16000)) && more=(--max-stacks 64K)
-    sleep $((SECONDS_PER + 30)) | "$WORK/$bin" -q -i 1s -d "${SECONDS_PER}s" "${more[@]}" \
-        -o "$out" --force -- "${cmd[@]}" >>"$LOG" 2>>"$WORK/record.stderr"
+    # stdin stays open (sleep's pipe, not waited for) so --wait-end holds the fixture.
+    "$WORK/$bin" -q -i 1s -d "${SECONDS_PER}s" "${more[@]}" -o "$out" --force -- "${cmd[@]}" \
+        >>"$LOG" 2>>"$WORK/record.stderr" < <(sleep $((SECONDS_PER + 30)))
     "$COSTS" "$out" >"$WORK/costs"
     local f="$WORK/t/$bin.$s.$pct"
     sed -nE 's/^snapshot cost: median ([0-9.]+) ms, max ([0-9.]+) ms, up to ([0-9]+).*/\1 \2 \3/p' \

@@ -423,17 +423,12 @@ impl Tracer<'_> {
         Ok(out)
     }
 
-    /// The traces (return addresses, innermost first) of the wanted stack ids.
+    /// The traces (return addresses, innermost first) of the wanted stack ids: looked up one
+    /// by one, or, for many (the first snapshot), the whole table read in batches.
     pub fn stack_traces(&self, wanted: &HashSet<u32>) -> Result<HashMap<u32, Vec<u64>>> {
         let map = &self.skel.maps.stack_traces;
         let mut out = HashMap::new();
-        for &id in wanted {
-            let Some(slot) = id.checked_sub(FIRST_STACK_ID) else {
-                continue; // a placeholder: no trace
-            };
-            let Some(trace) = map.lookup(&slot.to_ne_bytes(), MapFlags::ANY)? else {
-                continue;
-            };
+        let mut keep = |id: u32, trace: &[u8]| {
             let ips: Vec<u64> = trace
                 .chunks_exact(8)
                 .map(|c| u64_at(c, 0))
@@ -442,10 +437,31 @@ impl Tracer<'_> {
             if !ips.is_empty() {
                 out.insert(id, ips);
             }
+        };
+        if wanted.len() > TRACE_LOOKUPS_BEFORE_BATCH {
+            for_each_entry(map, |slot, trace| {
+                let id = u32_at(slot, 0).saturating_add(FIRST_STACK_ID);
+                if wanted.contains(&id) {
+                    keep(id, trace);
+                }
+            })?;
+            return Ok(out);
+        }
+        for &id in wanted {
+            let Some(slot) = id.checked_sub(FIRST_STACK_ID) else {
+                continue; // a placeholder: no trace
+            };
+            if let Some(trace) = map.lookup(&slot.to_ne_bytes(), MapFlags::ANY)? {
+                keep(id, &trace);
+            }
         }
         Ok(out)
     }
 }
+
+/// Above this many new stacks, reading the whole trace table (16K traces of 512 bytes by
+/// default) in batches is cheaper than looking each one up.
+const TRACE_LOOKUPS_BEFORE_BATCH: usize = 1024;
 
 // The helpers below serve both BPF objects (this one and kmem), which share bpf/leak.h.
 
@@ -581,7 +597,7 @@ pub(crate) fn create_placeholders(map: &libbpf_rs::MapMut<'_>, kinds: &[u32]) ->
     Ok(())
 }
 
-/// Calls `f(key, value)` on every entry of a hash map, read in batches (a few syscalls for
+/// Calls `f(key, value)` on every entry of a hash or array map, read in batches (a few syscalls for
 /// thousands of entries, into two buffers reused from batch to batch). Unlike libbpf-rs's
 /// batch iterator, which ends silently on any error, this fails loudly: a partial read would
 /// look like stacks that did not change.
