@@ -84,10 +84,11 @@ sample() {
     done
 }
 
-# size_at CASE SECONDS: the size sampled closest to SECONDS (empty past the end).
-size_at() {
-    awk -v s="$2" 'NR > 1 && $1 <= s + 5 {b = $2} END {print b}' "$WORK/$1.sizes"
+# sample_at CASE SECONDS: "seconds bytes" of the last sample taken by SECONDS (+5 s).
+sample_at() {
+    awk -v s="$2" 'NR > 1 && $1 <= s + 5 {t = $1; b = $2} END {print t, b}' "$WORK/$1.sizes"
 }
+size_at() { sample_at "$@" | cut -d' ' -f2; }
 
 report() {
     local c m table head="| case | snapshots |" sep="|---|---:|" row
@@ -99,7 +100,7 @@ report() {
     sep+="---:|---:|---:|"
     table="$head"$'\n'"$sep"
     for c in "${CASES[@]}"; do
-        local final snaps b5 t_end b_end
+        local final snaps t5 b5 t_end b_end
         final=$(stat -c %s "$WORK/$c.zst")
         "$BIN/snapshot_costs" "$WORK/$c.zst" >"$WORK/$c.costs"
         snaps=$(awk '/^snapshots:/ {print $2}' "$WORK/$c.costs")
@@ -108,11 +109,11 @@ report() {
             ((m <= DURATION)) || continue
             row+=" $(size_at "$c" "$m") |"
         done
-        b5=$(size_at "$c" 300)
-        read -r t_end b_end < <(tail -n1 "$WORK/$c.sizes")
+        read -r t5 b5 < <(sample_at "$c" 300)
+        read -r t_end b_end < <(sample_at "$c" "$DURATION") # not the end record
         row+=" $final | $(calc %.0f "$final * 3600 / $DURATION") |"
-        if [[ -n $b5 ]] && ((t_end > 300)); then
-            row+=" $(calc %.0f "($b_end - $b5) * 3600 / ($t_end - 300)") |"
+        if [[ -n $b5 ]] && ((t_end > t5)); then
+            row+=" $(calc %.0f "($b_end - $b5) * 3600 / ($t_end - $t5)") |"
         else
             row+=" (shorter than 5 min) |"
         fi
@@ -136,8 +137,8 @@ $HEADING
   (round robin) each allocate or free one extra 16-byte block, i.e. $(calc %.0f "$k * 5000 / $ms")
   of the $STACKS stacks change per 5 s. The file's size is sampled every 10 s while it is written
   (each snapshot is flushed as it is taken); "growth per hour" is the slope from the 5-minute
-  sample to the last one, without the fixed start (header, probes, stacks, memory map) and the
-  end record.
+  sample to the last one before the end, without the fixed start (header, probes, stacks,
+  memory map) and the end record.
 
 $table
 

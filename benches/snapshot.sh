@@ -8,6 +8,7 @@
 #        SECONDS_PER=10    length of each recording (one snapshot per second)
 #        BEFORE=PATH       another leak-record build (e.g. of an older commit), measured side
 #                          by side with this tree's, interleaved in every round (optional)
+#        BEFORE_NAME=TEXT  what that build is, for the report (default: its path)
 #        BENCH_TARGET_DIR=/tmp/bench-target   cargo target dir (not the repo's)
 #        BENCH_WORK=/tmp/leak-snap            scratch dir (fixtures, recordings)
 #
@@ -128,8 +129,8 @@ $HEADING
 
 - date: $(date -u '+%Y-%m-%d %H:%M UTC'); kernel: $(uname -r); CPU: $cpu ($(nproc) cores);
   load average (1 min) before: $LOAD_BEFORE, after: $(cut -d' ' -f1 /proc/loadavg);
-  "after" = this tree (commit $COMMIT)${BEFORE:+; "before" = \`$BEFORE\`}
-- reproduce (root): \`${BEFORE:+BEFORE=$BEFORE }bash benches/snapshot.sh\` (STACKS="$STACKS"
+  "after" = this tree (commit $COMMIT)${BEFORE:+; "before" = ${BEFORE_NAME:-\`$BEFORE\`}}
+- reproduce (root): \`${BEFORE:+BEFORE=PATH }bash benches/snapshot.sh\` (STACKS="$STACKS"
   CHANGING="$CHANGING" ROUNDS=$ROUNDS SECONDS_PER=$SECONDS_PER)
 - method: \`leak-record -q -i 1s -d ${SECONDS_PER}s\` of \`leaky --wait-end many_stacks S\`
   (0%: nothing changes after start-up) or \`leaky many_stacks S K 1000\` (K = S x percent / 100
