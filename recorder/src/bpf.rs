@@ -438,7 +438,7 @@ impl Tracer<'_> {
                 out.insert(id, ips);
             }
         };
-        if wanted.len() > TRACE_LOOKUPS_BEFORE_BATCH {
+        if wanted.len() > TRACE_LOOKUPS_BEFORE_BATCH.max(map.max_entries() as usize / 4) {
             for_each_entry(map, |slot, trace| {
                 let id = u32_at(slot, 0).saturating_add(FIRST_STACK_ID);
                 if wanted.contains(&id) {
@@ -459,8 +459,8 @@ impl Tracer<'_> {
     }
 }
 
-/// Above this many new stacks, reading the whole trace table (16K traces of 512 bytes by
-/// default) in batches is cheaper than looking each one up.
+/// Above this many new stacks, and a quarter of the trace table (16K traces of 512 bytes by
+/// default), reading the whole table in batches is cheaper than looking each one up.
 const TRACE_LOOKUPS_BEFORE_BATCH: usize = 1024;
 
 // The helpers below serve both BPF objects (this one and kmem), which share bpf/leak.h.
