@@ -9,6 +9,8 @@ write_doc() {
     [[ -f $DOC ]] || printf '# Performance\n\n' >"$DOC"
     awk -v h="$HEADING" '$0 == h {skip = 1; next} skip && /^## / {skip = 0} !skip' \
         "$DOC" >"$WORK/doc.md"
+    # A blank line before the section's heading.
+    [[ -z $(tail -n1 "$WORK/doc.md") ]] || echo >>"$WORK/doc.md"
     cat "$WORK/report.md" >>"$WORK/doc.md"
     cp "$WORK/doc.md" "$DOC"
 }

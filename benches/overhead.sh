@@ -208,9 +208,11 @@ interpretation() {
         echo "In-process tools cost less per pair here:${peers%,}; but they must start the" \
             "program under them, while leak-record can also attach to a running process."
     fi
-    echo "Snapshot reads grow with live stacks: ${SNAP_1000#snapshot cost: } at 1k," \
-        "${SNAP_10000#snapshot cost: } at 10k, i.e. about $(calc %.1f "$SNAP_MED_10000 / 10")%" \
-        "of one core at one snapshot per second with 10k stacks."
+    echo "Snapshots of stacks that no longer change (a snapshot reads only the counters that" \
+        "changed; the first one reads every new stack, hence the max): ${SNAP_1000#snapshot cost: }" \
+        "at 1k, ${SNAP_10000#snapshot cost: } at 10k, i.e. about" \
+        "$(calc %.2f "$SNAP_MED_10000 / 10")% of one core at one snapshot per second with 10k" \
+        "stacks. benches/snapshot.sh also measures stacks that change, and 50k stacks."
 }
 
 report() {

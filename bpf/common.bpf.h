@@ -25,6 +25,22 @@ struct {
 	__type(value, struct stack_stats);
 } stats SEC(".maps");
 
+/*
+ * One bit per stack id (bit id % 64 of word id / 64), set once that stack's counters changed:
+ * the recorder maps this array, takes (reads and clears) the bits at each snapshot and reads the
+ * counters of those stacks only. Set after the counters, so a change is either seen by the read
+ * that clears its bit or marked again. Stack id 0 is never used: its bit means a change to a
+ * stack beyond the array was not marked, and the recorder then reads every counter. The
+ * recorder sizes the array from --max-stacks; kernel mode does not read it (yet).
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__uint(max_entries, ((1 << 14) + FIRST_STACK_ID + 63) / 64);
+	__type(key, __u32);
+	__type(value, __u64);
+} changed_stacks SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 1);
@@ -47,6 +63,25 @@ static __always_inline void count(__u32 which, __u64 n)
 		*v += n;
 }
 
+/* Marks stack `stack_id`'s counters as changed (after changing them). */
+static __always_inline void mark_changed(__u32 stack_id)
+{
+	__u32 word = stack_id / 64;
+	__u64 bit = 1ULL << (stack_id % 64);
+	__u64 *w = bpf_map_lookup_elem(&changed_stacks, &word);
+
+	if (!w) {
+		word = 0;
+		bit = 1; /* stack id 0: "read everything" */
+		w = bpf_map_lookup_elem(&changed_stacks, &word);
+		if (!w)
+			return;
+	}
+	/* The common case, a stack already marked, writes nothing (the cache line stays shared). */
+	if (!(*w & bit))
+		__sync_fetch_and_or(w, bit);
+}
+
 static __always_inline void account_free(struct stats_key *key, __u64 bytes, __u64 blocks)
 {
 	struct stack_stats *s = bpf_map_lookup_elem(&stats, key);
@@ -54,6 +89,7 @@ static __always_inline void account_free(struct stats_key *key, __u64 bytes, __u
 	if (s) {
 		__sync_fetch_and_add(&s->free_bytes, bytes);
 		__sync_fetch_and_add(&s->free_count, blocks);
+		mark_changed(key->stack_id);
 	}
 }
 
@@ -86,6 +122,7 @@ static __always_inline void account_alloc_weighted(struct stack_stats *s, __u32 
 {
 	__sync_fetch_and_add(&s->alloc_bytes, bytes);
 	__sync_fetch_and_add(&s->alloc_count, blocks);
+	mark_changed(stack_id);
 	switch (stack_id) {
 	case STACK_LOST_TABLE_FULL:
 		count(C_STACK_TABLE_FULL, 1);

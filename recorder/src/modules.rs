@@ -15,6 +15,8 @@ use crate::procfs;
 pub struct ModuleTable {
     pid: u32,
     maps: Vec<MapEntry>,
+    /// The module id of each of `maps`, once a frame fell in it.
+    map_ids: Vec<Option<u32>>,
     retired: Vec<MapEntry>,
     ids: HashMap<(String, u64, String), u32>,
     modules: Vec<Module>,
@@ -28,6 +30,7 @@ impl ModuleTable {
         ModuleTable {
             pid,
             maps: Vec::new(),
+            map_ids: Vec::new(),
             retired: Vec::new(),
             ids: HashMap::new(),
             modules: Vec::new(),
@@ -42,6 +45,7 @@ impl ModuleTable {
     pub fn set_maps(&mut self, mut maps: Vec<MapEntry>) {
         maps.sort_by_key(|m| m.start);
         let old = std::mem::replace(&mut self.maps, maps);
+        self.map_ids = vec![None; self.maps.len()];
         for m in old {
             if !self.maps.contains(&m) && !self.retired.contains(&m) {
                 self.retired.push(m);
@@ -49,36 +53,53 @@ impl ModuleTable {
         }
     }
 
-    fn find(&self, addr: u64) -> Option<MapEntry> {
+    /// The mapping holding `addr`: an index into the current maps, else a retired one.
+    fn find(&self, addr: u64) -> Option<(Option<usize>, &MapEntry)> {
         let i = self.maps.partition_point(|m| m.start <= addr);
         if i > 0 && addr < self.maps[i - 1].end {
-            return Some(self.maps[i - 1].clone());
+            return Some((Some(i - 1), &self.maps[i - 1]));
         }
         self.retired
             .iter()
             .find(|m| m.start <= addr && addr < m.end)
-            .cloned()
+            .map(|m| (None, m))
     }
 
     /// Frames for a stack's return addresses.
     pub fn normalize(&mut self, ips: &[u64]) -> Vec<Frame> {
-        ips.iter()
-            .map(|&addr| match self.find(addr) {
-                Some(m) if m.path.starts_with('/') && m.inode != 0 => {
-                    let module = self.module_id(&m);
-                    Frame {
-                        addr,
-                        module: Some(module),
-                        offset: addr - m.start + m.offset,
-                    }
+        ips.iter().map(|&addr| self.frame(addr)).collect()
+    }
+
+    /// The frame of address `addr`: its module and file offset when a file is mapped there.
+    fn frame(&mut self, addr: u64) -> Frame {
+        let unknown = Frame {
+            addr,
+            module: None,
+            offset: 0,
+        };
+        let Some((index, m)) = self.find(addr) else {
+            return unknown;
+        };
+        if !m.path.starts_with('/') || m.inode == 0 {
+            return unknown;
+        }
+        let offset = addr - m.start + m.offset;
+        let module = match index.and_then(|i| self.map_ids[i]) {
+            Some(id) => id,
+            None => {
+                let m = m.clone();
+                let id = self.module_id(&m);
+                if let Some(i) = index {
+                    self.map_ids[i] = Some(id);
                 }
-                _ => Frame {
-                    addr,
-                    module: None,
-                    offset: 0,
-                },
-            })
-            .collect()
+                id
+            }
+        };
+        Frame {
+            addr,
+            module: Some(module),
+            offset,
+        }
     }
 
     fn module_id(&mut self, m: &MapEntry) -> u32 {

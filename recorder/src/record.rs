@@ -230,6 +230,8 @@ fn setup_and_record(
         out,
         tracer,
         prev: HashMap::new(),
+        latest: HashMap::new(),
+        unsent: HashSet::new(),
         known_stacks: HashSet::new(),
         modules: ModuleTable::new(pid, cli.bundle_symbols),
         maps_text: String::new(),
@@ -331,7 +333,12 @@ struct Session<'a, 'obj> {
     mode: TargetMode,
     out: RecordingFile,
     tracer: Tracer<'obj>,
+    /// The counters last written, by (stack, kind).
     prev: HashMap<(u32, u32), RawStats>,
+    /// The counters last read, by (stack, kind): every stack's, for the status line.
+    latest: HashMap<(u32, u32), RawStats>,
+    /// Stacks whose changed counters wait for their trace: read again at the next snapshot.
+    unsent: HashSet<u32>,
     known_stacks: HashSet<u32>,
     modules: ModuleTable,
     maps_text: String,
@@ -427,7 +434,7 @@ impl Session<'_, '_> {
     fn snapshot(&mut self, alive: bool) -> Result<()> {
         let meter = CostMeter::start();
         let losses = self.tracer.losses()?;
-        let raw = self.tracer.stats()?;
+        let raw = self.tracer.changed_stats(&self.unsent, self.latest.len())?;
         if alive {
             self.refresh_maps();
         }
@@ -478,11 +485,18 @@ impl Session<'_, '_> {
         }
         // A stack whose trace could not be read yet is retried next time: its counters stay
         // unsent so that they are sent together with the stack.
-        stats.retain(|s| self.known_stacks.contains(&s.stack));
-        for s in &stats {
-            let kind = if s.kind == AllocKind::Mmap { 1 } else { 0 };
-            if let Some(r) = raw.iter().find(|r| r.stack_id == s.stack && r.kind == kind) {
-                self.prev.insert((s.stack, kind), *r);
+        self.unsent.clear();
+        stats.retain(|s| {
+            let known = self.known_stacks.contains(&s.stack);
+            if !known {
+                self.unsent.insert(s.stack);
+            }
+            known
+        });
+        for r in &raw {
+            self.latest.insert((r.stack_id, r.kind), *r);
+            if self.known_stacks.contains(&r.stack_id) {
+                self.prev.insert((r.stack_id, r.kind), *r);
             }
         }
         let mut snapshot = new_snapshot(self.seq, new_stacks, stats, losses);
@@ -495,7 +509,7 @@ impl Session<'_, '_> {
         self.out.write(&Record::Snapshot(snapshot))?;
         self.seq += 1;
         if !self.cli.quiet {
-            self.status_line(&raw, &losses);
+            self.status_line(&losses);
         }
         self.last_losses = losses;
         Ok(())
@@ -514,8 +528,8 @@ impl Session<'_, '_> {
         }
     }
 
-    fn status_line(&self, raw: &[RawStats], losses: &Losses) {
-        let o = bpf::Outstanding::of(raw);
+    fn status_line(&self, losses: &Losses) {
+        let o = bpf::Outstanding::of(self.latest.values());
         // Sampled: the figures are estimates.
         let est = if self.cli.sample_bytes.is_some() {
             "~"

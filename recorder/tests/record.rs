@@ -482,6 +482,72 @@ fn ten_thousand_stacks_are_all_read() {
 }
 
 #[test]
+fn stacks_changing_between_snapshots_are_exact_when_only_changes_are_read() {
+    if !bpf_ready() {
+        return;
+    }
+    // 1000 stacks, then 150 rounds of 10 toggles, one round every 20 ms: stacks 0-499 got an
+    // extra block and lost it again, stacks 500-999 keep theirs. Snapshots every 100 ms each
+    // see a few rounds' worth of stacks change, and read only those.
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run.zst");
+    let leaky = fixture("leaky");
+    let (code, stderr) = run_recorder(&[
+        "-q",
+        "-i",
+        "100ms",
+        "-o",
+        out.to_str().unwrap(),
+        "--",
+        &leaky,
+        "many_stacks",
+        "1000",
+        "10",
+        "20",
+        "150",
+    ]);
+    let (state, tail) = read_recording(&out);
+    let r = Recorded {
+        state,
+        tail,
+        stdout: String::new(),
+        stderr,
+        code,
+    };
+    r.assert_clean();
+    let t = r.by_function("leak_many");
+    assert_eq!(
+        (t.stacks, t.allocs, t.frees, t.count, t.bytes),
+        (1000, 2000, 500, 1500, 24_000),
+        "{t:?}"
+    );
+    let mut by_outstanding = std::collections::BTreeMap::new();
+    for ((stack, kind), s) in &r.state.totals {
+        if *kind == AllocKind::Heap && r.innermost(*stack).as_deref() == Some("leak_many") {
+            *by_outstanding
+                .entry((s.alloc_count, s.free_count, s.outstanding_bytes()))
+                .or_insert(0) += 1;
+        }
+    }
+    let expected = [((2, 1, 16), 500), ((2, 0, 32), 500)];
+    assert_eq!(by_outstanding, expected.into_iter().collect(), "{t:?}");
+    assert_eq!(r.state.losses.total_drops(), 0);
+    // Some snapshot after the first read fewer counters than there are stacks.
+    let read: Vec<u32> = Reader::open(&out)
+        .unwrap()
+        .flatten()
+        .filter_map(|rec| match rec {
+            Record::Snapshot(s) => Some(s.cost.stacks_read),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        read.iter().skip(1).any(|&n| 0 < n && n < 1000),
+        "counters read per snapshot: {read:?}"
+    );
+}
+
+#[test]
 fn duration_ends_the_recording_and_the_started_command() {
     if !bpf_ready() {
         return;
