@@ -149,10 +149,15 @@ impl Recorded {
 
     /// Name of the innermost frame's function of each stack.
     pub fn innermost(&self, stack: u32) -> Option<String> {
-        let s = self.state.stacks.get(&stack)?;
-        let f = s.frames.first()?;
+        let (path, offset) = self.innermost_frame(stack)?;
+        function_at(path, offset)
+    }
+
+    /// Module path and file offset of a stack's innermost frame.
+    pub fn innermost_frame(&self, stack: u32) -> Option<(&str, u64)> {
+        let f = self.state.stacks.get(&stack)?.frames.first()?;
         let m = self.state.modules.get(&f.module?)?;
-        function_at(&m.path, f.offset)
+        Some((m.path.as_str(), f.offset))
     }
 
     /// Sums the heap counters of every stack whose innermost function matches `name`.
