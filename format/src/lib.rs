@@ -10,6 +10,7 @@
 
 mod builder;
 mod error;
+mod fast;
 mod reader;
 mod records;
 mod state;
@@ -18,7 +19,7 @@ mod writer;
 
 pub use builder::RecordingBuilder;
 pub use error::{Error, TailProblem};
-pub use reader::{Reader, MAX_RECORD_SIZE};
+pub use reader::{find_end, Reader, MAX_RECORD_SIZE};
 pub use records::*;
 pub use state::{RecordingState, StackTotals};
 pub use writer::Writer;

@@ -221,3 +221,96 @@ fn plain_zstd_tools_can_decompress_a_recording() {
     let out = zstd::stream::decode_all(&bytes[..]).unwrap();
     assert!(!out.is_empty());
 }
+
+/// Hands out at most a few bytes per read, so no frame is ever whole in the reader's buffer and
+/// every record goes through the streaming decoder.
+struct Trickle<'a>(&'a [u8]);
+
+impl std::io::Read for Trickle<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = buf.len().min(self.0.len()).min(7);
+        buf[..n].copy_from_slice(&self.0[..n]);
+        self.0 = &self.0[n..];
+        Ok(n)
+    }
+}
+
+/// Counter values that zstd cannot squeeze (the frames must be large).
+fn mix(k: u64, id: u32) -> u64 {
+    let z = (k << 8 | u64::from(id)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    (z ^ (z >> 29)) >> 16
+}
+
+/// A recording of many snapshots: frames that lie whole in the reader's buffer are
+/// decompressed in one step, the ones that straddle its end are streamed; both give the same
+/// records, and the same as a reader that streams every frame.
+fn large() -> Vec<u8> {
+    let mut b = RecordingBuilder::new();
+    b.module(1, "/usr/bin/svc", None);
+    for id in 16..116 {
+        b.stack(id, &[(1, u64::from(id) * 16)]);
+    }
+    for k in 0..600u64 {
+        let stats: Vec<(u32, u64, u64)> = (16..116u32)
+            .filter(|id| (u64::from(*id) + k) % 3 != 0)
+            .map(|id| (id, mix(k, id), k + 1))
+            .collect();
+        b.snapshot(&stats);
+    }
+    b.end(EndReason::Duration);
+    b.to_bytes()
+}
+
+#[test]
+fn buffered_and_streamed_frames_decode_alike() {
+    let bytes = large();
+    assert!(
+        bytes.len() > 300 << 10,
+        "frames must straddle the 256 KiB buffer: {}",
+        bytes.len()
+    );
+    let (fast, err) = read_all(&bytes);
+    assert!(err.is_none(), "{err:?}");
+    assert_eq!(fast.len(), 602);
+    let streamed: Vec<Record> = Reader::new(Trickle(&bytes))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(fast, streamed);
+    let Record::Snapshot(s) = &fast[600] else {
+        panic!("{:?}", fast[600]);
+    };
+    assert_eq!(s.stats.len(), 66);
+    assert_eq!(s.stats[0].alloc_bytes, mix(599, 17));
+}
+
+#[test]
+fn the_end_record_is_found_without_reading_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rec.zst");
+    let bytes = large();
+    std::fs::write(&path, &bytes).unwrap();
+    let end = find_end(&path).expect("a clean recording ends in End");
+    assert_eq!(end.snapshots, 600);
+    assert_eq!(end.reason, EndReason::Duration);
+    // No End record: a recording cut short, at a frame boundary or inside a frame.
+    let (records, _) = read_all(&bytes);
+    assert!(matches!(records.last(), Some(Record::End(_))));
+    for cut in [bytes.len() - 1, bytes.len() - 40, bytes.len() / 2, 20, 0] {
+        std::fs::write(&path, &bytes[..cut]).unwrap();
+        assert_eq!(find_end(&path), None, "cut at {cut}");
+    }
+    let mut unfinished = RecordingBuilder::new();
+    unfinished.snapshot(&[]).snapshot(&[]);
+    std::fs::write(&path, unfinished.to_bytes()).unwrap();
+    assert_eq!(find_end(&path), None, "no End record");
+    // Garbage after the End record: not a clean end either.
+    let mut trailing = bytes.clone();
+    trailing.extend_from_slice(b"not a frame");
+    std::fs::write(&path, trailing).unwrap();
+    assert_eq!(find_end(&path), None);
+    assert_eq!(find_end(dir.path().join("missing")), None);
+    // The small demo recording, read in one chunk.
+    std::fs::write(&path, demo().to_bytes()).unwrap();
+    assert_eq!(find_end(&path).map(|e| e.snapshots), Some(3));
+}
