@@ -21,7 +21,8 @@ pub fn read(path: &Path, cap: usize) -> Result<Recording, String> {
         .map_err(|e| format!("cannot read {shown}: {e}"))?;
     if n == 4 && u32::from_le_bytes(head) == PREAMBLE_FRAME_MAGIC {
         let reader = Reader::open(path).map_err(|e| format!("{shown}: {e}"))?;
-        return series::read(reader, cap).map_err(|e| format!("{shown}: {e}"));
+        let snapshots = leak_format::find_end(path).map(|end| end.snapshots);
+        return series::read_sized(reader, cap, snapshots).map_err(|e| format!("{shown}: {e}"));
     }
     let len = file.metadata().map(|m| m.len()).unwrap_or(0);
     if len > MAX_TEXT_LOG {

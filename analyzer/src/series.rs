@@ -319,6 +319,8 @@ impl ShardBatch {
 #[derive(Debug)]
 struct Shard {
     cap: usize,
+    /// The number of snapshots the recording says it holds (its End record), if known.
+    expected: Option<usize>,
     series: Vec<Series>,
     /// Every snapshot's time, and their running sums (for the mean time of any run):
     /// `prefix[k]` is the sum over the first k snapshots.
@@ -327,9 +329,10 @@ struct Shard {
 }
 
 impl Shard {
-    fn new(cap: usize) -> Self {
+    fn new(cap: usize, expected: Option<usize>) -> Self {
         Shard {
             cap,
+            expected,
             series: Vec::new(),
             times: Vec::new(),
             prefix: vec![0.0],
@@ -348,6 +351,7 @@ impl Shard {
             if index == self.series.len() {
                 self.series.push(Series {
                     filled_to: k,
+                    per_sample: final_per_sample(self.expected, k, self.cap),
                     ..Series::new()
                 });
             }
@@ -367,6 +371,21 @@ impl Shard {
         }
         self.series
     }
+}
+
+/// The resolution a series that starts at snapshot `start` ends with, when the recording's
+/// length is known: the fewest raw snapshots per sample (a power of two) that keep it within
+/// `cap` samples. Halving as the series grows reaches the same samples (their bounds are
+/// multiples of the resolution from the series' start), so starting there only saves the
+/// samples and the halvings on the way. 1 when the length is unknown (or wrong: the series
+/// then halves as it grows).
+fn final_per_sample(expected: Option<usize>, start: usize, cap: usize) -> u32 {
+    let len = expected.map_or(0, |n| n.saturating_sub(start));
+    let mut per_sample = 1u32;
+    while len.div_ceil(per_sample as usize) > cap.max(1) && per_sample < 1 << 30 {
+        per_sample *= 2;
+    }
+    per_sample
 }
 
 /// The reading thread's state: everything but the series (which the shards fold), and the
@@ -556,11 +575,23 @@ fn next_batch<R: Read>(reader: &mut Reader<R>) -> (Batch, bool) {
 /// series each entry belongs to); one shard per core folds its share of the series. The
 /// channels between them hold one batch each, so at most three batches per channel are in
 /// memory (being made, queued, being used). A smaller one is read on this thread alone.
-pub fn read<R: Read + Send>(mut reader: Reader<R>, cap: usize) -> Result<Recording, Error> {
+pub fn read<R: Read + Send>(reader: Reader<R>, cap: usize) -> Result<Recording, Error> {
+    read_sized(reader, cap, None)
+}
+
+/// [`read`], told how many snapshots the recording holds (`leak_format::find_end`): each series
+/// then starts at the resolution it would end with, which saves the work of the finer samples
+/// (the samples are the same, up to the order of floating-point additions).
+pub fn read_sized<R: Read + Send>(
+    mut reader: Reader<R>,
+    cap: usize,
+    snapshots: Option<u32>,
+) -> Result<Recording, Error> {
+    let expected = snapshots.map(|n| n as usize);
     let (first, more) = next_batch(&mut reader);
     if !more {
         let mut fold = Fold::new(cap, 1);
-        let mut shard = Shard::new(cap);
+        let mut shard = Shard::new(cap, expected);
         let result = fold.add_batch(first);
         shard.add(std::mem::take(&mut fold.batches[0]));
         fold.rec.skipped_records = reader.skipped_unknown();
@@ -585,7 +616,7 @@ pub fn read<R: Read + Send>(mut reader: Reader<R>, cap: usize) -> Result<Recordi
             .map(|_| {
                 let (tx, rx) = mpsc::sync_channel::<ShardBatch>(1);
                 let worker = scope.spawn(move || {
-                    let mut shard = Shard::new(cap);
+                    let mut shard = Shard::new(cap, expected);
                     for batch in rx {
                         shard.add(batch);
                     }

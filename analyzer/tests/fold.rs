@@ -204,8 +204,10 @@ fn reference(bytes: &[u8], cap: usize) -> Reference {
     (series, heap)
 }
 
-fn check(bytes: &[u8], cap: usize, what: &str) -> Recording {
-    let rec = series::read(Reader::new(bytes).unwrap(), cap).unwrap();
+/// Folds `bytes` with `series::read_sized` (told `snapshots`, None: `series::read`'s way) and
+/// checks every series against the reference.
+fn check(bytes: &[u8], cap: usize, snapshots: Option<u32>, what: &str) -> Recording {
+    let rec = series::read_sized(Reader::new(bytes).unwrap(), cap, snapshots).unwrap();
     let (expected, heap) = reference(bytes, cap);
     assert_eq!(rec.snapshots as usize, heap.len(), "{what}: snapshots");
     assert_eq!(
@@ -262,8 +264,19 @@ fn the_fold_equals_a_reference_fold_of_every_snapshot() {
             raw += reader.last_record_len();
         }
         assert!(raw > 2 << 20, "{raw} bytes decompressed");
-        for cap in [7, 64, series::DEFAULT_CAP] {
-            let rec = check(&bytes, cap, &format!("seed {seed}, cap {cap}"));
+        // Told the length, each series starts at the resolution it ends with; told too few,
+        // it halves from there as it grows; either way the samples are the reference's.
+        let hints = [None, Some(SNAPSHOTS), Some(SNAPSHOTS / 3), Some(1)];
+        for (cap, hint) in [7, 64, series::DEFAULT_CAP]
+            .into_iter()
+            .flat_map(|cap| hints.map(|hint| (cap, hint)))
+        {
+            let rec = check(
+                &bytes,
+                cap,
+                hint,
+                &format!("seed {seed}, cap {cap}, {hint:?}"),
+            );
             assert!(rec.tail.is_none());
             assert_eq!(rec.snapshots, SNAPSHOTS);
             assert!(rec.series.len() > 600, "{}", rec.series.len());
@@ -285,7 +298,12 @@ fn the_fold_equals_a_reference_fold_of_every_snapshot() {
 fn a_truncated_recording_folds_what_is_complete() {
     let bytes = recording(3);
     for cut in [bytes.len() / 3, bytes.len() * 2 / 3, bytes.len() - 7] {
-        let rec = check(&bytes[..cut], series::DEFAULT_CAP, &format!("cut at {cut}"));
+        let rec = check(
+            &bytes[..cut],
+            series::DEFAULT_CAP,
+            None,
+            &format!("cut at {cut}"),
+        );
         assert!(
             rec.tail.is_some(),
             "cut at {cut}: the damaged tail is reported"
