@@ -156,34 +156,31 @@ impl<R: Read> Reader<R> {
     fn read_one(&mut self) -> Result<Option<Option<Record>>, Error> {
         let offset = self.offset();
         let tail = |problem| Error::Tail { offset, problem };
-        let mut raw = std::mem::take(&mut self.raw);
-        raw.clear();
-        if !self
-            .decompress_buffered(&mut raw)
-            .map_err(|e| tail(TailProblem::Corrupt(e)))?
-        {
-            let mut magic = [0u8; 4];
-            let got = read_up_to(&mut self.inner, &mut magic)?;
-            if got == 0 {
-                return Ok(None);
-            }
-            if got < 4 {
+        let mut magic = [0u8; 4];
+        let got = read_up_to(&mut self.inner, &mut magic)?;
+        if got == 0 {
+            return Ok(None);
+        }
+        if got < 4 {
+            return Err(tail(TailProblem::Truncated));
+        }
+        let m = u32::from_le_bytes(magic);
+        if m & 0xFFFF_FFF0 == SKIPPABLE_MAGIC {
+            // A skippable frame: reserved for future use; skip it.
+            let mut len = [0u8; 4];
+            if read_up_to(&mut self.inner, &mut len)? < 4 {
                 return Err(tail(TailProblem::Truncated));
             }
-            let m = u32::from_le_bytes(magic);
-            if m & 0xFFFF_FFF0 == SKIPPABLE_MAGIC {
-                // A skippable frame: reserved for future use; skip it.
-                let mut len = [0u8; 4];
-                if read_up_to(&mut self.inner, &mut len)? < 4 {
-                    return Err(tail(TailProblem::Truncated));
-                }
-                let len = u64::from(u32::from_le_bytes(len));
-                let skipped = io::copy(&mut (&mut self.inner).take(len), &mut io::sink())?;
-                if skipped < len {
-                    return Err(tail(TailProblem::Truncated));
-                }
-                return Ok(Some(None));
+            let len = u64::from(u32::from_le_bytes(len));
+            let skipped = io::copy(&mut (&mut self.inner).take(len), &mut io::sink())?;
+            if skipped < len {
+                return Err(tail(TailProblem::Truncated));
             }
+            return Ok(Some(None));
+        }
+        let mut raw = std::mem::take(&mut self.raw);
+        raw.clear();
+        {
             let source = (&magic[..]).chain(&mut self.inner);
             // `with_context` resets the context's session, so nothing of a previous (perhaps
             // damaged) frame carries over.
@@ -221,29 +218,6 @@ impl<R: Read> Reader<R> {
             self.raw = raw;
         }
         result
-    }
-
-    /// The common case in one step: the next frame is a zstd frame that lies whole in the read
-    /// buffer and declares a content size within [`MAX_RECORD_SIZE`], so it is decompressed
-    /// straight from the buffer into `raw` and consumed (the streaming decoder would zero and
-    /// copy every byte once more). Ok(false), with nothing consumed, for anything else: the
-    /// caller reads it the general way, which also names any problem. Err: the frame is whole
-    /// but does not decompress (the message says why).
-    fn decompress_buffered(&mut self, raw: &mut Vec<u8>) -> Result<bool, String> {
-        let Ok(buffered) = self.inner.fill_buf() else {
-            return Ok(false);
-        };
-        let Some((len, size)) = whole_frame(buffered) else {
-            return Ok(false);
-        };
-        raw.reserve(size);
-        let result = self.context.0.decompress(raw, &buffered[..len]);
-        self.inner.consume(len);
-        match result {
-            Ok(n) if n == size => Ok(true),
-            Ok(n) => Err(format!("{n} bytes where the frame declares {size}")),
-            Err(code) => Err(zstd::zstd_safe::get_error_name(code).to_string()),
-        }
     }
 }
 
@@ -315,29 +289,6 @@ pub fn find_end(path: impl AsRef<Path>) -> Option<End> {
 
 /// Any of the 16 zstd skippable-frame magics, masked (`magic & 0xFFFF_FFF0`).
 const SKIPPABLE_MAGIC: u32 = 0x184D_2A50;
-/// The magic of a zstd data frame.
-const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
-
-/// The one-step path reserves the content size a frame declares before decompressing it, so it
-/// only takes frames that declare at most this many times their own length (snapshots compress
-/// far less); anything else is streamed, and a crafted header cannot make the reader reserve
-/// much more than the bytes it holds.
-const MAX_ONE_STEP_RATIO: usize = 64;
-
-/// If `bytes` starts with a whole zstd data frame that declares a content size of at most
-/// [`MAX_RECORD_SIZE`] and [`MAX_ONE_STEP_RATIO`] times its length: the frame's length and
-/// its content size.
-fn whole_frame(bytes: &[u8]) -> Option<(usize, usize)> {
-    if bytes.get(..4)? != ZSTD_MAGIC {
-        return None;
-    }
-    let len = zstd::zstd_safe::find_frame_compressed_size(bytes).ok()?;
-    let size = zstd::zstd_safe::get_frame_content_size(bytes).ok()??;
-    let size = usize::try_from(size).ok()?;
-    let fits = size <= MAX_RECORD_SIZE && size <= len.saturating_mul(MAX_ONE_STEP_RATIO);
-    (len <= bytes.len() && fits).then_some((len, size))
-}
-
 /// Decodes one record's bytes: snapshots through the fast path when it applies, everything
 /// else (and anything the fast path declines) through postcard.
 fn decode(raw: &[u8]) -> Result<Record, postcard::Error> {

@@ -222,8 +222,7 @@ fn plain_zstd_tools_can_decompress_a_recording() {
     assert!(!out.is_empty());
 }
 
-/// Hands out at most a few bytes per read, so no frame is ever whole in the reader's buffer and
-/// every record goes through the streaming decoder.
+/// Hands out at most a few bytes per read: every frame reaches the decoder in pieces.
 struct Trickle<'a>(&'a [u8]);
 
 impl std::io::Read for Trickle<'_> {
@@ -241,9 +240,8 @@ fn mix(k: u64, id: u32) -> u64 {
     (z ^ (z >> 29)) >> 16
 }
 
-/// A recording of many snapshots: frames that lie whole in the reader's buffer are
-/// decompressed in one step, the ones that straddle its end are streamed; both give the same
-/// records, and the same as a reader that streams every frame.
+/// A recording of many snapshots, larger than the reader's 256 KiB buffer (frames straddle its
+/// end).
 fn large() -> Vec<u8> {
     let mut b = RecordingBuilder::new();
     b.module(1, "/usr/bin/svc", None);
@@ -261,6 +259,7 @@ fn large() -> Vec<u8> {
     b.to_bytes()
 }
 
+/// Read as one slice and a few bytes at a time: the same records.
 #[test]
 fn buffered_and_streamed_frames_decode_alike() {
     let bytes = large();
