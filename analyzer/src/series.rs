@@ -44,14 +44,15 @@ impl Acc {
 /// A stretch of snapshots with the same value is added in one step per sample it spans.
 ///
 /// Folding an entry reads and writes the fields of the first two cache lines (the last sample
-/// is kept inline, in `open`); the buffer of closed samples is touched once per sample.
+/// is kept inline, in `open`); the buffer of closed samples is touched once per sample, and the
+/// exact counters (the third line) only at the end.
 #[derive(Debug, Clone, Default)]
 #[repr(C, align(64))]
 pub struct Series {
     /// The last sample (`n == 0`: none yet).
     open: Acc,
-    /// Exact counters at the last snapshot that knew them.
-    pub last: StackStats,
+    /// Outstanding bytes and blocks at the last snapshot that knew them.
+    level: Level,
     /// Raw snapshots since the stack first appeared, and how many of them knew its value.
     pub seen: u64,
     pub known: u64,
@@ -63,12 +64,15 @@ pub struct Series {
     per_sample: u32,
     /// The seed rule so far: bytes grew at every consecutive known snapshot.
     pub strictly_increasing: bool,
-    /// The seed rule has started (a value above zero was seen); `last` holds the previous one.
+    /// The seed rule has started (a value above zero was seen); `level` holds the previous one.
     strict_started: bool,
     /// Outstanding bytes at the first known snapshot.
     pub first_bytes: u64,
     /// Every sample but the last.
     samples: Vec<Acc>,
+    /// Exact counters at the last snapshot that knew them (not touched by the fold: the
+    /// reading thread keeps them, and puts the last ones here).
+    pub last: StackStats,
 }
 
 impl Series {
@@ -84,7 +88,14 @@ impl Series {
     /// Adds the value at one snapshot at time `t` (None = unknown at that time), keeping at
     /// most `cap` samples.
     pub fn push(&mut self, t: f64, stats: Option<&StackStats>, cap: usize) {
-        self.add_run(1, |_, _| t, stats, cap);
+        if let Some(s) = stats {
+            self.last = *s;
+        }
+        let level = stats.map(|s| Level {
+            bytes: s.outstanding_bytes(),
+            count: s.outstanding_count(),
+        });
+        self.add_run(1, |_, _| t, level, cap);
     }
 
     /// Adds `n` consecutive snapshots with the same value; `t_sum(i, k)` is the sum of the
@@ -93,24 +104,24 @@ impl Series {
         &mut self,
         n: usize,
         t_sum: impl Fn(usize, usize) -> f64,
-        stats: Option<&StackStats>,
+        level: Option<Level>,
         cap: usize,
     ) {
         if n == 0 {
             return;
         }
         self.seen += n as u64;
-        let value = stats.map(|s| (s.outstanding_bytes() as f64, s.outstanding_count() as f64));
-        if let (Some(s), Some((b, _))) = (stats, value) {
+        let value = level.map(|l| (l.bytes as f64, l.count as f64));
+        if let (Some(l), Some((b, _))) = (level, value) {
             self.known += n as u64;
             if self.known == n as u64 {
-                self.first_bytes = s.outstanding_bytes();
+                self.first_bytes = l.bytes;
             }
             // The seed rule counts from the first appearance, the first value above zero (as
             // `detect::strict_monotonic` does); a repeated value is not growth.
             let repeats = n as u64 - 1;
             if self.strict_started {
-                let prev = self.last.outstanding_bytes() as f64;
+                let prev = self.level.bytes as f64;
                 if b <= prev || repeats > 0 {
                     self.strictly_increasing = false;
                 }
@@ -122,7 +133,7 @@ impl Series {
                 self.strict_points = n as u64;
                 self.strict_started = true;
             }
-            self.last = *s;
+            self.level = l;
         }
         let mut done = 0;
         while done < n {
@@ -192,16 +203,23 @@ impl Series {
     fn fill(&mut self, prefix: &[f64], upto: usize, cap: usize) {
         let from = self.filled_to;
         if upto > from {
-            let last = self.last;
+            let level = self.level;
             self.add_run(
                 upto - from,
                 |i, k| prefix[from + i + k] - prefix[from + i],
-                Some(&last),
+                Some(level),
                 cap,
             );
             self.filled_to = upto;
         }
     }
+}
+
+/// A series' value at one snapshot: what the fold adds up.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+struct Level {
+    bytes: u64,
+    count: u64,
 }
 
 /// One point of the process-wide timeline.
@@ -291,8 +309,9 @@ impl Slots {
     }
 }
 
-/// One stat entry for a shard: the series' index in the shard, the snapshot, the counters.
-type ShardEntry = (u32, u32, StackStats);
+/// One stat entry for a shard: the series' index in the shard, the snapshot, its value. (The
+/// exact counters stay with the reading thread, which puts the last ones in each series.)
+type ShardEntry = (u32, u32, Level);
 
 /// What the reading thread hands a shard: the times of the snapshots read since the last
 /// hand-over (every shard gets them all), and the entries of its series.
@@ -345,7 +364,7 @@ impl Shard {
             self.times.push(t);
             self.prefix.push(self.prefix[k] + t);
         }
-        for (index, k, stats) in batch.entries {
+        for (index, k, level) in batch.entries {
             let (index, k) = (index as usize, k as usize);
             // Slots are numbered in order of first appearance, so a new series comes next.
             if index == self.series.len() {
@@ -358,7 +377,8 @@ impl Shard {
             let series = &mut self.series[index];
             // Only what changed costs anything; unchanged snapshots are filled in here.
             series.fill(&self.prefix, k, self.cap);
-            series.push(self.times[k], Some(&stats), self.cap);
+            let t = self.times[k];
+            series.add_run(1, |_, _| t, Some(level), self.cap);
             series.filled_to = k + 1;
         }
     }
@@ -395,8 +415,8 @@ struct Fold {
     rec: Recording,
     slots: Slots,
     keys: Vec<(u32, AllocKind)>,
-    /// Outstanding bytes of each series (by slot) at its last entry (0 before the first).
-    levels: Vec<u64>,
+    /// The counters of each series (by slot) at its last entry (zero before the first).
+    last: Vec<StackStats>,
     batches: Vec<ShardBatch>,
     snapshots: u32,
     heap_outstanding: i128,
@@ -411,7 +431,7 @@ impl Fold {
             rec: Recording::default(),
             slots: Slots::default(),
             keys: Vec::new(),
-            levels: Vec::new(),
+            last: Vec::new(),
             batches: (0..shards).map(|_| ShardBatch::default()).collect(),
             snapshots: 0,
             heap_outstanding: 0,
@@ -448,18 +468,23 @@ impl Fold {
                     let (slot, new) = self.slots.get_or_insert(key, self.keys.len() as u32);
                     if new {
                         self.keys.push(key);
-                        self.levels.push(0);
+                        self.last.push(StackStats::default());
                     }
-                    let level = &mut self.levels[slot as usize];
+                    let last = &mut self.last[slot as usize];
+                    let bytes = st.outstanding_bytes();
                     // Kernel mode records no heap: its outstanding kernel memory is the level.
                     if st.kind != AllocKind::Mmap {
                         self.heap_outstanding +=
-                            i128::from(st.outstanding_bytes()) - i128::from(*level);
+                            i128::from(bytes) - i128::from(last.outstanding_bytes());
                     }
-                    *level = st.outstanding_bytes();
+                    *last = st;
+                    let level = Level {
+                        bytes,
+                        count: st.outstanding_count(),
+                    };
                     self.batches[(slot % shards) as usize]
                         .entries
-                        .push((slot / shards, k, st));
+                        .push((slot / shards, k, level));
                 }
                 for m in s.maps.into_iter().flatten() {
                     if m.perms.contains('x') && !rec.maps.contains(&m) {
@@ -526,8 +551,9 @@ impl Fold {
     fn finish(mut self, shards: Vec<Vec<Series>>) -> Recording {
         let mut shards: Vec<_> = shards.into_iter().map(Vec::into_iter).collect();
         let n = shards.len();
-        for (slot, key) in self.keys.into_iter().enumerate() {
-            if let Some(series) = shards[slot % n].next() {
+        for ((slot, key), last) in self.keys.into_iter().enumerate().zip(self.last) {
+            if let Some(mut series) = shards[slot % n].next() {
+                series.last = last;
                 self.rec.series.insert(key, series);
             }
         }
