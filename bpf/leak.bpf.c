@@ -238,7 +238,12 @@ struct frame_record {
  * interrupted ip and then follows %rbp, but it stops where the chain ends (0, which _start
  * leaves in %rbp) or stops going up the stack (code without frame pointers left something
  * else there) instead of reading that address: the faulting read at the end of every chain
- * cost the kernel's walker about 0.5 us per allocation, more than the rest of the walk. */
+ * cost the kernel's walker about 0.5 us per allocation, more than the rest of the walk.
+ * A frame pointer below the stack pointer is not followed either: every frame of the thread
+ * lies above its stack pointer (the stack grows down), so such a value is whatever code built
+ * without frame pointers left in %rbp (often a heap pointer or a small number), and reading
+ * it cost 0.75 us per allocation in sqlite3 (alloc_exit 1.33 -> 0.57 us) and could
+ * record a bogus frame. */
 static __always_inline __u64 hash_step(__u64 h, __u64 ip)
 {
 	return (h ^ ip) * 0x100000001b3ULL;
@@ -250,6 +255,7 @@ static __always_inline long walk_user_stack(struct pt_regs *ctx, struct stack_tr
 {
 	struct frame_record fr;
 	__u64 fp = PT_REGS_FP(ctx);
+	__u64 sp = PT_REGS_SP(ctx);
 	__u64 h = 0xcbf29ce484222325ULL;
 	long n;
 
@@ -259,7 +265,9 @@ static __always_inline long walk_user_stack(struct pt_regs *ctx, struct stack_tr
 		return 0;
 	h = hash_step(h, trace->ips[0]);
 	for (n = 1; n < MAX_STACK_DEPTH; n++) {
-		if (!fp || (fp & 7) || bpf_probe_read_user(&fr, sizeof(fr), (void *)fp) || !fr.ret)
+		if (!fp || (fp & 7) || fp < sp)
+			break;
+		if (bpf_probe_read_user(&fr, sizeof(fr), (void *)fp) || !fr.ret)
 			break;
 		trace->ips[n] = fr.ret;
 		h = hash_step(h, fr.ret);

@@ -51,6 +51,45 @@ fn leak_from_a_named_function_is_exact_and_churn_is_zero() {
     );
 }
 
+/// Code built without frame pointers leaves anything in %rbp. A frame pointer below the stack
+/// pointer is never a frame (the stack grows down), so the walk stops there instead of reading
+/// that address: reading what such a value points to cost more than the rest of alloc_exit on
+/// sqlite3 (docs/performance.md), and could record a bogus frame. leak_bogus_fp calls malloc
+/// with %rbp pointing at a heap block laid out as a frame record whose return address is
+/// 0x4141414141414141.
+#[test]
+fn a_frame_pointer_below_the_stack_pointer_is_not_followed() {
+    if !bpf_ready() {
+        return;
+    }
+    let r = record(&["-i", "1s"], &[&fixture("leaky"), "bogus_fp", "1000"]);
+    r.assert_clean();
+    let leak = r.by_function("malloc_with_rbp");
+    assert_eq!(
+        (leak.bytes, leak.count, leak.stacks),
+        (100_000, 1000, 1),
+        "{}",
+        r.stderr
+    );
+    let (&(id, _), _) = r
+        .state
+        .totals
+        .iter()
+        .find(|((id, _), t)| {
+            t.outstanding_bytes() == 100_000
+                && r.innermost(*id).as_deref() == Some("malloc_with_rbp")
+        })
+        .unwrap();
+    let frames: Vec<u64> = r.state.stacks[&id].frames.iter().map(|f| f.addr).collect();
+    assert!(!frames.contains(&0x4141_4141_4141_4141), "{frames:x?}");
+    assert_eq!(
+        frames.len(),
+        1,
+        "the walk ends at the bogus frame pointer: {frames:x?}"
+    );
+    assert!(!r.state.stacks[&id].truncated);
+}
+
 #[test]
 fn each_allocation_function_lands_on_its_own_stack_with_exact_sizes() {
     if !bpf_ready() {
