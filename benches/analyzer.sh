@@ -15,11 +15,14 @@
 # 2. generates the recording once into BENCH_WORK (reused when one with the same
 #    STACKS/SNAPSHOTS/CHANGED/SEED is there), then reads it once to warm the page cache;
 # 3. for RUNS rounds, alternately runs (a) `zstd -dc REC > /dev/null`, the floor: decompressing
-#    every record, and (b) `leak-report REC --json /dev/null`, the whole analysis; each under
-#    `/usr/bin/time -f '%e %M'` (wall seconds, peak RSS KiB);
+#    every record, (b) `zstd -dc --no-asyncio REC > /dev/null` (when this zstd has the option:
+#    zstd >= 1.5.3 hands reading and writing to threads of its own by default, which on some
+#    machines costs more than the decompression; this is the single-threaded floor), and (c)
+#    `leak-report REC --json /dev/null`, the whole analysis; each under
+#    `/usr/bin/time -f '%e %M %U %S'` (wall seconds, peak RSS KiB, user and system CPU seconds);
 # 4. runs `leak-report REC > /dev/null` (text output) once.
-# Prints a markdown report (also saved as BENCH_WORK/report.md): medians, min/max, the ratio of
-# medians leak-report/zstd, and leak-report's peak RSS. Targets (issue 3): leak-report <= 2x
+# Prints a markdown report (also saved as BENCH_WORK/report.md): medians, min/max, the ratios of
+# medians leak-report/zstd (against both floors), leak-report's CPU time and peak RSS. Targets (issue 3): leak-report <= 2x
 # `zstd -dc` wall time, peak RSS <= 1 GB.
 set -euo pipefail
 shopt -s inherit_errexit
@@ -49,10 +52,11 @@ install_missing() {
         || { apt-get update >>"$LOG" 2>&1 && apt-get install -y "${need[@]}" >>"$LOG" 2>&1; }
 }
 
-# Runs "$@" under GNU time; prints "wall_s peak_kib". Stdout of the command goes to /dev/null.
+# Runs "$@" under GNU time; prints "wall_s peak_kib user_s sys_s". Stdout of the command goes to
+# /dev/null.
 measure() {
     local out="$WORK/time.out"
-    /usr/bin/time -f '%e %M' -o "$out" "$@" >/dev/null 2>>"$LOG"
+    /usr/bin/time -f '%e %M %U %S' -o "$out" "$@" >/dev/null 2>>"$LOG"
     tail -n 1 "$out"
 }
 
@@ -87,13 +91,22 @@ RAW=$(zstd -dc "$REC" | wc -c) # also warms the page cache
 LOAD_BEFORE=$(cut -d' ' -f1 /proc/loadavg)
 
 : >"$WORK/zstd.txt"
+: >"$WORK/zstd1.txt"
 : >"$WORK/report.txt"
+NOASYNC=0
+zstd -H 2>&1 | grep -q -- 'asyncio' && NOASYNC=1
 for ((r = 1; r <= RUNS; r++)); do
     z=$(measure zstd -dc "$REC")
-    l=$(measure "$REPORT_BIN" "$REC" --json /dev/null)
     echo "$z" >>"$WORK/zstd.txt"
+    z1="-"
+    if ((NOASYNC)); then
+        z1=$(measure zstd -dc --no-asyncio "$REC")
+        echo "$z1" >>"$WORK/zstd1.txt"
+    fi
+    l=$(measure "$REPORT_BIN" "$REC" --json /dev/null)
     echo "$l" >>"$WORK/report.txt"
-    log "round $r/$RUNS: zstd -dc ${z%% *} s; leak-report --json ${l%% *} s, ${l##* } KiB"
+    log "round $r/$RUNS: zstd -dc ${z%% *} s; --no-asyncio ${z1%% *} s;" \
+        "leak-report --json $(cut -d' ' -f1 <<<"$l") s, $(cut -d' ' -f2 <<<"$l") KiB"
 done
 text=$(measure "$REPORT_BIN" "$REC")
 LOAD_AFTER=$(cut -d' ' -f1 /proc/loadavg)
@@ -101,10 +114,15 @@ LOAD_AFTER=$(cut -d' ' -f1 /proc/loadavg)
 read -r zmed zmin zmax < <(cut -d' ' -f1 "$WORK/zstd.txt" | stats)
 read -r lmed lmin lmax < <(cut -d' ' -f1 "$WORK/report.txt" | stats)
 read -r rmed rmin rmax < <(cut -d' ' -f2 "$WORK/report.txt" | awk '{ print $1 / 1024 }' | stats)
+read -r cmed cmin cmax < <(awk '{ print $3 + $4 }' "$WORK/report.txt" | stats)
 zrss=$(cut -d' ' -f2 "$WORK/zstd.txt" | sort -g | tail -n 1)
 ratio=$(awk -v l="$lmed" -v z="$zmed" 'BEGIN { printf "%.1f", (z > 0) ? l / z : 0 }')
-ttime=${text%% *}
-trss=$(awk -v k="${text##* }" 'BEGIN { printf "%.1f", k / 1024 }')
+if ((NOASYNC)); then
+    read -r z1med z1min z1max < <(cut -d' ' -f1 "$WORK/zstd1.txt" | stats)
+    ratio1=$(awk -v l="$lmed" -v z="$z1med" 'BEGIN { printf "%.1f", (z > 0) ? l / z : 0 }')
+fi
+ttime=$(cut -d' ' -f1 <<<"$text")
+trss=$(awk -v k="$(cut -d' ' -f2 <<<"$text")" 'BEGIN { printf "%.1f", k / 1024 }')
 
 {
     echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC'); kernel: $(uname -r);" \
@@ -117,9 +135,17 @@ trss=$(awk -v k="${text##* }" 'BEGIN { printf "%.1f", k / 1024 }')
     echo "| command | wall s median | min | max | peak RSS MiB |"
     echo "|---|---:|---:|---:|---:|"
     echo "| \`zstd -dc REC > /dev/null\` | $zmed | $zmin | $zmax | $(awk -v k="$zrss" 'BEGIN { printf "%.1f", k / 1024 }') |"
+    if ((NOASYNC)); then
+        echo "| \`zstd -dc --no-asyncio REC > /dev/null\` | $z1med | $z1min | $z1max | |"
+    fi
     echo "| \`leak-report REC --json /dev/null\` | $lmed | $lmin | $lmax | $rmed (min $rmin, max $rmax) |"
     echo "| \`leak-report REC\` (text, once) | $ttime | | | $trss |"
     echo
     echo "leak-report / zstd -dc (medians): ${ratio}x (target <= 2x); leak-report peak RSS" \
-        "$rmax MiB (target <= 1 GB)"
+        "$rmax MiB (target <= 1 GB); leak-report CPU time (user + system) $cmed s median" \
+        "(min $cmin, max $cmax)"
+    if ((NOASYNC)); then
+        echo
+        echo "leak-report / zstd -dc --no-asyncio (medians): ${ratio1}x"
+    fi
 } | tee "$WORK/report.md"
