@@ -130,15 +130,11 @@ bpf_stats() {
     sysctl -qw kernel.bpf_stats_enabled=1
     start_recorder all
     job_busy >>"$LOG" 2>&1
-    ids=$({ cat /proc/"$REC"/fdinfo/* 2>/dev/null || true; } | awk '/^prog_id:/ {print $2}' | jq -sc .)
+    ids=$(bpf_prog_ids "$REC")
     bpftool prog show -j >"$WORK/progs.json"
     stop_recorder stats
     sysctl -qw kernel.bpf_stats_enabled="$old"
-    BPF_TABLE="| program | run_cnt | run_time_ns | ns/invocation |
-|---|---:|---:|---:|"
-    local mine='.[] | select((.id as $i | $ids | index($i)) and (.run_cnt // 0) > 0)'
-    local row='"| \(.name) | \(.run_cnt) | \(.run_time_ns) | \(.run_time_ns / .run_cnt | floor) |"'
-    BPF_TABLE+=$'\n'$(jq -r --argjson ids "$ids" "$mine | $row" "$WORK/progs.json")
+    bpf_table "$ids" "$WORK/progs.json"
     # Mean cost per allocation and per free event over the alloc-side / free-side programs.
     local side='[.[] | select((.id as $i | $ids | index($i)) and (.run_cnt // 0) > 0)
         | select(.name | test($re))] | (map(.run_time_ns) | add) / (map(.run_cnt) | add) | floor'

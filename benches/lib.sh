@@ -77,6 +77,26 @@ wall_ns() {
     calc %.0f "($EPOCHREALTIME - $s) * 1e9"
 }
 
+# jq: the programs of `bpftool prog show -j` whose id is in $ids and that ran.
+# shellcheck disable=SC2016 # jq's variables, not the shell's
+BPF_MINE='.[] | select((.id as $i | $ids | index($i)) and (.run_cnt // 0) > 0)'
+
+# bpf_prog_ids PID: the ids of the BPF programs process PID holds open (from its fdinfo), as a
+# JSON array.
+bpf_prog_ids() {
+    { cat /proc/"$1"/fdinfo/* 2>/dev/null || true; } | awk '/^prog_id:/ {print $2}' | jq -sc .
+}
+
+# bpf_table IDS PROGS: sets BPF_TABLE, a markdown table of the run count, run time and time per
+# invocation of the programs with ids IDS (a JSON array) that ran, from PROGS (the output of
+# `bpftool prog show -j` with kernel.bpf_stats_enabled on).
+bpf_table() {
+    local row='"| \(.name) | \(.run_cnt) | \(.run_time_ns) | \(.run_time_ns / .run_cnt | floor) |"'
+    BPF_TABLE="| program | run_cnt | run_time_ns | ns/invocation |
+|---|---:|---:|---:|"
+    BPF_TABLE+=$'\n'$(jq -r --argjson ids "$1" "$BPF_MINE | $row" "$2")
+}
+
 # bpf_run_times [ARG...]: per-invocation BPF run time of leak-record's programs (run with ARGs),
 # from kernel.bpf_stats, while it traces `leaky churn`: sets BPF_TABLE (markdown) and BPF_PAIR
 # (ns of malloc_enter + alloc_exit + free_enter per pair).
@@ -89,19 +109,33 @@ bpf_run_times() {
     trap 'sysctl -qw kernel.bpf_stats_enabled="$old"; kill "$lp" 2>/dev/null || true' EXIT
     "$LR" -q -p "$lp" "$@" -o "$WORK/stats.zst" --force -i 1s -d 6s 2>>"$WORK/record.stderr" & rp=$!
     sleep 5 # then read the programs leak-record holds open (ids from its fdinfo)
-    ids=$({ cat /proc/"$rp"/fdinfo/* 2>/dev/null || true; } | awk '/^prog_id:/ {print $2}' | jq -sc .)
+    ids=$(bpf_prog_ids "$rp")
     bpftool prog show -j >"$WORK/progs.json"
     wait "$rp"
     kill "$lp"; wait "$lp" 2>/dev/null || true
     sysctl -qw kernel.bpf_stats_enabled="$old"
     trap - EXIT
-    BPF_TABLE="| program | run_cnt | run_time_ns | ns/invocation |
-|---|---:|---:|---:|"
-    local mine='.[] | select((.id as $i | $ids | index($i)) and (.run_cnt // 0) > 0)'
-    local row='"| \(.name) | \(.run_cnt) | \(.run_time_ns) | \(.run_time_ns / .run_cnt | floor) |"'
-    BPF_TABLE+=$'\n'$(jq -r --argjson ids "$ids" "$mine | $row" "$WORK/progs.json")
+    bpf_table "$ids" "$WORK/progs.json"
     # shellcheck disable=SC2034 # read by the sourcing script
-    BPF_PAIR=$(jq --argjson ids "$ids" "[$mine"' | select(.name == "malloc_enter"
+    BPF_PAIR=$(jq --argjson ids "$ids" "[$BPF_MINE"' | select(.name == "malloc_enter"
         or .name == "alloc_exit" or .name == "free_enter") | .run_time_ns / .run_cnt]
         | add | floor' "$WORK/progs.json")
+}
+
+# define_floor RECORDING: one tracefs uprobe event (group leakbench) per probe leak-record
+# attached in the recording RECORDING, at the same file offset (entry probes where leak-record
+# placed them); their list is left in $WORK/probes.list. Uses PROBES (the leak-format
+# `probes` example) and WORK from the sourcing script; the events are deleted on exit.
+# shellcheck disable=SC2154 # PROBES and WORK are set by the script that sources this
+define_floor() {
+    local side module offset i=0 events=/sys/kernel/tracing/uprobe_events
+    mountpoint -q /sys/kernel/tracing || mount -t tracefs nodev /sys/kernel/tracing
+    "$PROBES" "$1" >"$WORK/probes.list"
+    perf probe -q -d 'leakbench:*' >/dev/null 2>&1 || true
+    trap 'perf probe -q -d "leakbench:*" >/dev/null 2>&1 || true' EXIT
+    while read -r side module offset _; do
+        [[ $side == entry ]] && echo "p:leakbench/p$i $module:$offset" >>"$events"
+        [[ $side == return ]] && echo "r:leakbench/p$i $module:$offset" >>"$events"
+        i=$((i + 1))
+    done <"$WORK/probes.list"
 }

@@ -30,8 +30,8 @@ TARGET=${BENCH_TARGET_DIR:-/tmp/bench-target}
 WORK=${BENCH_WORK:-/tmp/leak-redis}
 LR="$TARGET/release/leak-record"
 COSTS="$TARGET/release/examples/snapshot_costs"
+# shellcheck disable=SC2034 # read by define_floor (lib.sh)
 PROBES="$TARGET/release/examples/probes"
-EVENTS=/sys/kernel/tracing/uprobe_events
 PORT=6399
 LOG="$WORK/bench.log"
 DOC="$ROOT/docs/performance.md"
@@ -57,20 +57,6 @@ setup() {
         --example snapshot_costs --example probes >>"$LOG" 2>&1)
     SERVER=(redis-server --port "$PORT" --bind 127.0.0.1 --save "" --appendonly no
         --daemonize no --protected-mode yes --dir "$WORK")
-}
-
-# One tracefs uprobe event per probe leak-record attached in redis-server, at the same file
-# offset (entry probes where leak-record placed them).
-define_floor() {
-    local side module offset i=0
-    "$PROBES" "$WORK/probes.zst" >"$WORK/probes.list"
-    perf probe -q -d 'leakbench:*' >/dev/null 2>&1 || true
-    trap 'perf probe -q -d "leakbench:*" >/dev/null 2>&1 || true' EXIT
-    while read -r side module offset _; do
-        [[ $side == entry ]] && echo "p:leakbench/p$i $module:$offset" >>"$EVENTS"
-        [[ $side == return ]] && echo "r:leakbench/p$i $module:$offset" >>"$EVENTS"
-        i=$((i + 1))
-    done <"$WORK/probes.list"
 }
 
 wait_ready() {
@@ -162,7 +148,7 @@ main() {
     "$LR" -d 2s -o "$WORK/probes.zst" --force -- "${SERVER[@]}" 2>&1 >/dev/null \
         | grep -E 'attached|entry probe' >"$WORK/probes.txt" || true
     redis-cli -p "$PORT" shutdown nosave >/dev/null 2>&1 || true
-    define_floor
+    define_floor "$WORK/probes.zst"
     local r
     for ((r = 0; r < RUNS; r++)); do
         if ((r % 2)); then
