@@ -139,3 +139,18 @@ define_floor() {
         i=$((i + 1))
     done <"$WORK/probes.list"
 }
+
+# report_probes_and_losses RECORDING: the last lines of a service benchmark's report: the probes
+# leak-record placed (its verbose lines, saved in $WORK/probes.txt), the snapshot costs and loss
+# counters of RECORDING (COSTS: the leak-format `snapshot_costs` example) and what leak-record
+# wrote to stderr ($WORK/record.stderr).
+# shellcheck disable=SC2154 # COSTS and WORK are set by the script that sources this
+report_probes_and_losses() {
+    echo "Probes leak-record placed (from its verbose output):"
+    echo
+    sed 's/^/    /' "$WORK/probes.txt"
+    echo
+    echo "Recording of the last recorded round: \`$("$COSTS" "$1" | tr '\n' ' ')\`;" \
+        "leak-record stderr (with -q):" \
+        "$(if [[ -s $WORK/record.stderr ]]; then cat "$WORK/record.stderr"; else echo "empty"; fi)"
+}

@@ -132,13 +132,7 @@ EOF
             "$(awk "BEGIN {printf \"%.2f\", $r / $f}") |"
     done < <(cut -f1 "$WORK/t/bare" | awk '!seen[$0]++')
     echo
-    echo "Probes leak-record placed (from its verbose output):"
-    echo
-    sed 's/^/    /' "$WORK/probes.txt"
-    echo
-    echo "Recording of the last recorded round: \`$("$COSTS" "$WORK/redis.zst" | tr '\n' ' ')\`;" \
-        "leak-record stderr (with -q):" \
-        "$(if [[ -s $WORK/record.stderr ]]; then cat "$WORK/record.stderr"; else echo "empty"; fi)"
+    report_probes_and_losses "$WORK/redis.zst"
 }
 
 main() {

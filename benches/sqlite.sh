@@ -169,14 +169,8 @@ while it ran, the last reading):
 
 $BPF_TABLE
 
-Probes leak-record placed (from its verbose output):
-
 EOF
-    sed 's/^/    /' "$WORK/probes.txt"
-    echo
-    echo "Recording of the last recorded round: \`$("$COSTS" "$WORK/sqlite.zst" | tr '\n' ' ')\`;" \
-        "leak-record stderr (with -q):" \
-        "$(if [[ -s $WORK/record.stderr ]]; then cat "$WORK/record.stderr"; else echo "empty"; fi)"
+    report_probes_and_losses "$WORK/sqlite.zst"
 }
 
 main() {
