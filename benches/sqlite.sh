@@ -109,8 +109,8 @@ bpf_stats() {
     while kill -0 "$rp" 2>/dev/null; do
         # A reading counts when leak-record held as many programs before and after it as ever.
         now=$(bpf_prog_ids "$rp")
-        bpftool prog show -j >"$WORK/progs.now" 2>/dev/null || continue
-        if [[ $(bpf_prog_ids "$rp") == "$now" ]] \
+        if bpftool prog show -j >"$WORK/progs.now" 2>/dev/null \
+            && [[ $(bpf_prog_ids "$rp") == "$now" ]] \
             && (($(jq length <<<"$now") >= $(jq length <<<"${ids:-[]}"))); then
             ids=$now
             mv "$WORK/progs.now" "$WORK/progs.json"

@@ -268,10 +268,7 @@ pub fn find_end(path: impl AsRef<Path>) -> Option<End> {
                 pos -= keep;
                 last = last.map(|(start, len)| (start - keep, len));
                 let want = (buf.len() - pos).max(4 << 20);
-                let before = buf.len();
-                let got = (&mut file).take(want as u64).read_to_end(&mut buf).ok()?;
-                eof = got == 0;
-                debug_assert_eq!(buf.len(), before + got);
+                eof = (&mut file).take(want as u64).read_to_end(&mut buf).ok()? == 0;
             }
         }
     }
@@ -289,6 +286,7 @@ pub fn find_end(path: impl AsRef<Path>) -> Option<End> {
 
 /// Any of the 16 zstd skippable-frame magics, masked (`magic & 0xFFFF_FFF0`).
 const SKIPPABLE_MAGIC: u32 = 0x184D_2A50;
+
 /// Decodes one record's bytes: snapshots through the fast path when it applies, everything
 /// else (and anything the fast path declines) through postcard.
 fn decode(raw: &[u8]) -> Result<Record, postcard::Error> {

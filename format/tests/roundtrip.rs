@@ -261,7 +261,7 @@ fn large() -> Vec<u8> {
 
 /// Read as one slice and a few bytes at a time: the same records.
 #[test]
-fn buffered_and_streamed_frames_decode_alike() {
+fn a_large_recording_reads_alike_whole_and_in_small_pieces() {
     let bytes = large();
     assert!(
         bytes.len() > 300 << 10,
