@@ -233,8 +233,8 @@ struct frame_record {
 	__u64 ret;  /* return address into the caller */
 };
 
-/* Walks the user frame-pointer chain into `trace` (zero-filled past the last frame) and returns
- * the number of frames. Same frames as bpf_get_stack(BPF_F_USER_STACK), which stores the
+/* Walks the user frame-pointer chain into `trace` (a zero after the last frame, unless all
+ * MAX_STACK_DEPTH are used) and returns the number of frames. Same frames as bpf_get_stack(BPF_F_USER_STACK), which stores the
  * interrupted ip and then follows %rbp, but it stops where the chain ends (0, which _start
  * leaves in %rbp) or stops going up the stack (code without frame pointers left something
  * else there) instead of reading that address: the faulting read at the end of every chain
@@ -244,6 +244,8 @@ struct frame_record {
  * without frame pointers left in %rbp (often a heap pointer or a small number), and reading
  * it cost 0.75 us per allocation in sqlite3 (alloc_exit 1.33 -> 0.57 us) and could
  * record a bogus frame. */
+_Static_assert((MAX_STACK_DEPTH & (MAX_STACK_DEPTH - 1)) == 0, "the terminator's index is masked");
+
 static __always_inline __u64 hash_step(__u64 h, __u64 ip)
 {
 	return (h ^ ip) * 0x100000001b3ULL;
@@ -259,7 +261,6 @@ static __always_inline long walk_user_stack(struct pt_regs *ctx, struct stack_tr
 	__u64 h = 0xcbf29ce484222325ULL;
 	long n;
 
-	__builtin_memset(trace, 0, sizeof(*trace));
 	trace->ips[0] = PT_REGS_IP(ctx);
 	if (!trace->ips[0])
 		return 0;
@@ -277,6 +278,10 @@ static __always_inline long walk_user_stack(struct pt_regs *ctx, struct stack_tr
 		}
 		fp = fr.next;
 	}
+	/* The terminator; what lies past it is left from earlier walks (zero-filling the whole
+	 * trace on every call cost more than any other step but the walk itself). */
+	if (n < MAX_STACK_DEPTH)
+		trace->ips[n & (MAX_STACK_DEPTH - 1)] = 0;
 	/* Final avalanche (MurmurHash3's fmix64), so every frame moves every bit. */
 	h ^= h >> 33;
 	h *= 0xff51afd7ed558ccdULL;
@@ -308,7 +313,7 @@ static __always_inline bool same_trace(__u32 id, struct stack_trace *trace)
  * caller once the allocation is recorded on it). */
 static __always_inline __u32 current_stack_id(struct pt_regs *ctx)
 {
-	__u32 zero = 0, id, slot;
+	__u32 zero = 0, id, slot, i;
 	struct stack_trace *trace = bpf_map_lookup_elem(&scratch_traces, &zero);
 	struct stack_trace *stored;
 	__u32 *known;
@@ -333,8 +338,14 @@ static __always_inline __u32 current_stack_id(struct pt_regs *ctx)
 	stored = bpf_map_lookup_elem(&stack_traces, &slot);
 	if (!stored)
 		return STACK_LOST_TABLE_FULL;
-	/* The trace is in place before its id can be found. */
-	__builtin_memcpy(stored, trace, sizeof(*trace));
+	/* The trace is in place before its id can be found. Up to its terminator only: the slot
+	 * was never used (ids are never reused) and array entries start zeroed, so it ends
+	 * zero-filled. */
+	for (i = 0; i < MAX_STACK_DEPTH; i++) {
+		stored->ips[i] = trace->ips[i];
+		if (!trace->ips[i])
+			break;
+	}
 	err = bpf_map_update_elem(&stack_ids, &hash, &id, BPF_NOEXIST);
 	if (err == -EEXIST) {
 		/* Another CPU inserted this hash first (its slot is used, ours stays unused). */

@@ -91,6 +91,49 @@ fn a_frame_pointer_below_the_stack_pointer_is_not_followed() {
 }
 
 #[test]
+fn a_shallow_stack_after_a_deep_one_keeps_only_its_own_frames() {
+    if !bpf_ready() {
+        return;
+    }
+    // Each shallow walk follows one through 70 frames, which fills the whole trace; the
+    // shallow stack must end where its own frames end, and the deep one be cut at the limit.
+    let r = record(&["-i", "1s"], &[&fixture("leaky"), "depths", "500"]);
+    r.assert_clean();
+    let stack_of = |function: &str| {
+        let ids: Vec<u32> = r
+            .state
+            .totals
+            .iter()
+            .filter(|((id, _), t)| {
+                t.outstanding_bytes() > 0 && r.innermost(*id).as_deref() == Some(function)
+            })
+            .map(|((id, _), _)| *id)
+            .collect();
+        assert_eq!(ids.len(), 1, "{function}: {ids:?}\n{}", r.stderr);
+        &r.state.stacks[&ids[0]]
+    };
+    let deep = r.by_function("leak_deep");
+    let shallow = r.by_function("leak_shallow");
+    assert_eq!((deep.bytes, deep.count, deep.stacks), (50_000, 500, 1));
+    assert_eq!(
+        (shallow.bytes, shallow.count, shallow.stacks),
+        (100_000, 500, 1)
+    );
+    let deep = stack_of("leak_deep");
+    assert_eq!(deep.frames.len(), 64, "MAX_STACK_DEPTH in bpf/leak.h");
+    assert!(deep.truncated);
+    let shallow = stack_of("leak_shallow");
+    let deep_frames: std::collections::HashSet<u64> = deep.frames.iter().map(|f| f.addr).collect();
+    let own: Vec<u64> = shallow.frames.iter().map(|f| f.addr).collect();
+    // leak_shallow, main and the C library's start-up frames at most: none of the recursion's.
+    assert!(
+        own.len() < 8 && !own.iter().any(|a| deep_frames.contains(a)),
+        "{own:x?}"
+    );
+    assert!(!shallow.truncated);
+}
+
+#[test]
 fn each_allocation_function_lands_on_its_own_stack_with_exact_sizes() {
     if !bpf_ready() {
         return;
