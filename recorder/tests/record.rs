@@ -122,6 +122,17 @@ fn a_shallow_stack_after_a_deep_one_keeps_only_its_own_frames() {
     let deep = stack_of("leak_deep");
     assert_eq!(deep.frames.len(), 64, "MAX_STACK_DEPTH in bpf/leak.h");
     assert!(deep.truncated);
+    // Every frame past the innermost is a return into the recursion: those the walk took from
+    // its one read of the innermost stack bytes and those it read one by one beyond them.
+    let leaky = fixture("leaky");
+    for (i, f) in deep.frames.iter().enumerate().skip(1) {
+        assert_eq!(
+            function_at(&leaky, f.offset).as_deref(),
+            Some("recurse_then_leak"),
+            "frame {i} of {:x?}",
+            deep.frames
+        );
+    }
     let shallow = stack_of("leak_shallow");
     let deep_frames: std::collections::HashSet<u64> = deep.frames.iter().map(|f| f.addr).collect();
     let own: Vec<u64> = shallow.frames.iter().map(|f| f.addr).collect();
