@@ -91,11 +91,7 @@ impl Series {
         if let Some(s) = stats {
             self.last = *s;
         }
-        let level = stats.map(|s| Level {
-            bytes: s.outstanding_bytes(),
-            count: s.outstanding_count(),
-        });
-        self.add_run(1, |_, _| t, level, cap);
+        self.add_run(1, |_, _| t, stats.map(Level::from), cap);
     }
 
     /// Adds `n` consecutive snapshots with the same value; `t_sum(i, k)` is the sum of the
@@ -220,6 +216,15 @@ impl Series {
 struct Level {
     bytes: u64,
     count: u64,
+}
+
+impl From<&StackStats> for Level {
+    fn from(s: &StackStats) -> Self {
+        Level {
+            bytes: s.outstanding_bytes(),
+            count: s.outstanding_count(),
+        }
+    }
 }
 
 /// One point of the process-wide timeline.
@@ -471,17 +476,13 @@ impl Fold {
                         self.last.push(StackStats::default());
                     }
                     let last = &mut self.last[slot as usize];
-                    let bytes = st.outstanding_bytes();
+                    let level = Level::from(&st);
                     // Kernel mode records no heap: its outstanding kernel memory is the level.
                     if st.kind != AllocKind::Mmap {
                         self.heap_outstanding +=
-                            i128::from(bytes) - i128::from(last.outstanding_bytes());
+                            i128::from(level.bytes) - i128::from(last.outstanding_bytes());
                     }
                     *last = st;
-                    let level = Level {
-                        bytes,
-                        count: st.outstanding_count(),
-                    };
                     self.batches[(slot % shards) as usize]
                         .entries
                         .push((slot / shards, k, level));

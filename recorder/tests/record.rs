@@ -71,23 +71,15 @@ fn a_frame_pointer_below_the_stack_pointer_is_not_followed() {
         "{}",
         r.stderr
     );
-    let (&(id, _), _) = r
-        .state
-        .totals
-        .iter()
-        .find(|((id, _), t)| {
-            t.outstanding_bytes() == 100_000
-                && r.innermost(*id).as_deref() == Some("malloc_with_rbp")
-        })
-        .unwrap();
-    let frames: Vec<u64> = r.state.stacks[&id].frames.iter().map(|f| f.addr).collect();
+    let stack = r.stack_of("malloc_with_rbp");
+    let frames: Vec<u64> = stack.frames.iter().map(|f| f.addr).collect();
     assert!(!frames.contains(&0x4141_4141_4141_4141), "{frames:x?}");
     assert_eq!(
         frames.len(),
         1,
         "the walk ends at the bogus frame pointer: {frames:x?}"
     );
-    assert!(!r.state.stacks[&id].truncated);
+    assert!(!stack.truncated);
 }
 
 #[test]
@@ -99,19 +91,6 @@ fn a_shallow_stack_after_a_deep_one_keeps_only_its_own_frames() {
     // shallow stack must end where its own frames end, and the deep one be cut at the limit.
     let r = record(&["-i", "1s"], &[&fixture("leaky"), "depths", "500"]);
     r.assert_clean();
-    let stack_of = |function: &str| {
-        let ids: Vec<u32> = r
-            .state
-            .totals
-            .iter()
-            .filter(|((id, _), t)| {
-                t.outstanding_bytes() > 0 && r.innermost(*id).as_deref() == Some(function)
-            })
-            .map(|((id, _), _)| *id)
-            .collect();
-        assert_eq!(ids.len(), 1, "{function}: {ids:?}\n{}", r.stderr);
-        &r.state.stacks[&ids[0]]
-    };
     let deep = r.by_function("leak_deep");
     let shallow = r.by_function("leak_shallow");
     assert_eq!((deep.bytes, deep.count, deep.stacks), (50_000, 500, 1));
@@ -119,7 +98,7 @@ fn a_shallow_stack_after_a_deep_one_keeps_only_its_own_frames() {
         (shallow.bytes, shallow.count, shallow.stacks),
         (100_000, 500, 1)
     );
-    let deep = stack_of("leak_deep");
+    let deep = r.stack_of("leak_deep");
     assert_eq!(deep.frames.len(), 64, "MAX_STACK_DEPTH in bpf/leak.h");
     assert!(deep.truncated);
     // Every frame past the innermost is a return into the recursion: those the walk took from
@@ -133,7 +112,7 @@ fn a_shallow_stack_after_a_deep_one_keeps_only_its_own_frames() {
             deep.frames
         );
     }
-    let shallow = stack_of("leak_shallow");
+    let shallow = r.stack_of("leak_shallow");
     let deep_frames: std::collections::HashSet<u64> = deep.frames.iter().map(|f| f.addr).collect();
     let own: Vec<u64> = shallow.frames.iter().map(|f| f.addr).collect();
     // leak_shallow, main and the C library's start-up frames at most: none of the recursion's.

@@ -160,6 +160,22 @@ impl Recorded {
         Some((m.path.as_str(), f.offset))
     }
 
+    /// The one stack with outstanding bytes whose innermost function is `name` (panics, with
+    /// the recorder's stderr, unless there is exactly one).
+    pub fn stack_of(&self, name: &str) -> &leak_format::Stack {
+        let ids: Vec<u32> = self
+            .state
+            .totals
+            .iter()
+            .filter(|((id, _), t)| {
+                t.outstanding_bytes() > 0 && self.innermost(*id).as_deref() == Some(name)
+            })
+            .map(|((id, _), _)| *id)
+            .collect();
+        assert_eq!(ids.len(), 1, "{name}: {ids:?}\n{}", self.stderr);
+        &self.state.stacks[&ids[0]]
+    }
+
     /// Sums the heap counters of every stack whose innermost function matches `name`.
     pub fn by_function(&self, name: &str) -> Totals {
         let mut t = Totals::default();
