@@ -1,9 +1,9 @@
 /* SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause */
 /*
  * What both BPF objects (leak.bpf.c, user mode; kmem.bpf.c, kernel mode) do the same way: the
- * per-stack counters, the loss counters and the scratch trace, and putting an allocation on its
- * stack's counters. Each object includes this after leak.h (which stays the one header of the
- * structs shared with Rust) and has its own instance of these maps. Everything here is inlined.
+ * per-stack counters and the loss counters, and putting an allocation on its stack's counters.
+ * Each object includes this after leak.h (which stays the one header of the structs shared with
+ * Rust) and has its own instance of these maps. Everything here is inlined.
  */
 #ifndef LEAK_COMMON_BPF_H
 #define LEAK_COMMON_BPF_H
@@ -43,13 +43,6 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct stack_trace);
-} scratch_traces SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, NR_COUNTERS);
 	__type(key, __u32);
 	__type(value, __u64);
@@ -59,8 +52,11 @@ static __always_inline void count(__u32 which, __u64 n)
 {
 	__u64 *v = bpf_map_lookup_elem(&counters, &which);
 
+	/* Atomic although per CPU: a uprobe program can be preempted (full preemption) and a
+	 * tracepoint's interrupted, and a plain increment would then lose the other's count.
+	 * It costs a few ns, and only when something is counted. */
 	if (v)
-		*v += n;
+		__sync_fetch_and_add(v, n);
 }
 
 /* Marks stack `stack_id`'s counters as changed (after changing them). */

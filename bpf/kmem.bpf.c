@@ -41,6 +41,28 @@ struct {
 	__type(value, __u32);
 } stack_ids SEC(".maps");
 
+/*
+ * The scratch traces of stack walks, per CPU and per nesting level. A tracepoint runs with
+ * preemption off but interrupts on, and kernel memory is allocated in task, softirq and hardirq
+ * context: a softirq's allocation can run its program on this CPU while a task's program is
+ * between taking its stack and looking it up. With one trace per CPU, the task's allocation
+ * would then be put on the softirq's stack. Each level of nesting takes the next trace.
+ */
+#define SCRATCH_LEVELS 4
+_Static_assert((SCRATCH_LEVELS & (SCRATCH_LEVELS - 1)) == 0, "the level is masked");
+struct scratch {
+	__u32 depth; /* walks in progress on this CPU */
+	__u32 pad;
+	struct stack_trace traces[SCRATCH_LEVELS];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct scratch);
+} scratch SEC(".maps");
+
 /* Whether an allocation made in the current context is wanted. */
 static __always_inline bool wanted(void)
 {
@@ -60,17 +82,13 @@ static __always_inline bool wanted(void)
 	return true;
 }
 
-/* The id of the current kernel stack; a placeholder id when it cannot be had (counted by the
- * caller once the allocation is recorded on it). */
-static __always_inline __u32 current_stack_id(void *ctx)
+/* The id of the kernel stack taken into `trace`; a placeholder id when it cannot be had. */
+static __always_inline __u32 stack_id_in(void *ctx, struct stack_trace *trace)
 {
-	__u32 zero = 0, id;
-	struct stack_trace *trace = bpf_map_lookup_elem(&scratch_traces, &zero);
+	__u32 id;
 	__u32 *known;
 	long n, err;
 
-	if (!trace)
-		return STACK_LOST_WALK_FAILED;
 	/* Zero-fills the rest of the buffer, so the whole trace is a stable key. */
 	n = bpf_get_stack(ctx, trace->ips, sizeof(trace->ips), 0);
 	if (n <= 0)
@@ -87,6 +105,27 @@ static __always_inline __u32 current_stack_id(void *ctx)
 			return *known;
 	}
 	return err ? STACK_LOST_TABLE_FULL : id;
+}
+
+/* The id of the current kernel stack; a placeholder id when it cannot be had (counted by the
+ * caller once the allocation is recorded on it). */
+static __always_inline __u32 current_stack_id(void *ctx)
+{
+	__u32 zero = 0, level, id;
+	struct scratch *s = bpf_map_lookup_elem(&scratch, &zero);
+
+	if (!s)
+		return STACK_LOST_WALK_FAILED;
+	/* Not atomic, and need not be: whatever interrupts this runs to its end (and restores
+	 * `depth`) before this program goes on. */
+	level = s->depth++;
+	if (level >= SCRATCH_LEVELS) {
+		s->depth--;
+		return STACK_LOST_WALK_FAILED;
+	}
+	id = stack_id_in(ctx, &s->traces[level & (SCRATCH_LEVELS - 1)]);
+	s->depth--;
+	return id;
 }
 
 /* Whether a slab cache is the one `--cache` asked for. */

@@ -36,14 +36,34 @@ struct {
 	__type(value, struct alloc_info);
 } allocs SEC(".maps");
 
-/* Each thread's open allocator call, in the thread itself: no hashing, no contention, freed
- * with the thread. `depth` 0 means no call is open. */
+/* The innermost bytes of the user stack, from the stack pointer up, read in one go: the walk
+ * takes the frame records that lie within them from this copy instead of reading each one
+ * (each bpf_probe_read_user cost about 100 ns here; on `leaky depths`, every other call 64
+ * frames deep, alloc_exit went from 3.8-4.4 to 1.3-1.9 us per call). */
+#define STACK_CHUNK 1024
+struct stack_chunk {
+	__u8 bytes[STACK_CHUNK + 16]; /* + one frame record past any offset below STACK_CHUNK */
+};
+
+/* What one thread's allocator calls need: the open call, and the walk's scratch space. */
+struct thread_state {
+	struct pending_call call; /* `depth` 0: no call is open */
+	struct stack_trace trace; /* the stack being walked */
+	struct stack_chunk chunk; /* the innermost stack bytes of that walk */
+};
+
+/* Each thread's state, in the thread itself: no hashing, no contention, freed with the thread
+ * (about 1.6 KB per traced thread). The scratch space is per thread, not per CPU, because a
+ * uprobe program can be preempted on kernels built or booted with full preemption (it runs
+ * under migrate_disable() and a preemptible RCU read lock): another thread hitting a probe on
+ * the same CPU would then overwrite a per-CPU trace or chunk in the middle of the walk. A
+ * thread's own state is touched by that thread only, and it already has it at hand. */
 struct {
 	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, int);
-	__type(value, struct pending_call);
-} pending_calls SEC(".maps");
+	__type(value, struct thread_state);
+} threads SEC(".maps");
 
 /* Stack ids by a 64-bit hash of the trace. The trace itself is kept in stack_traces and
  * compared on every hit: two stacks with one hash are never merged (the second is counted as
@@ -63,22 +83,6 @@ struct {
 	__type(key, __u32);
 	__type(value, struct stack_trace);
 } stack_traces SEC(".maps");
-
-/* The innermost bytes of the user stack, from the stack pointer up, read in one go: the walk
- * takes the frame records that lie within them from this copy instead of reading each one
- * (each bpf_probe_read_user cost about 100 ns here; on `leaky depths`, every other call 64
- * frames deep, alloc_exit went from 3.8-4.4 to 1.3-1.9 us per call). */
-#define STACK_CHUNK 1024
-struct stack_chunk {
-	__u8 bytes[STACK_CHUNK + 16]; /* + one frame record past any offset below STACK_CHUNK */
-};
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct stack_chunk);
-} scratch_chunks SEC(".maps");
 
 /* --sample-bytes tables, filled by the recorder before attaching (leak.h). */
 struct {
@@ -186,17 +190,19 @@ static __always_inline int enter(struct pt_regs *ctx, __u64 size, __u64 old_ptr,
 				 __u32 type)
 {
 	__u64 sp = PT_REGS_SP(ctx);
+	struct thread_state *st;
 	struct pending_call *open;
 	__u64 old_ts = 0;
 
 	if (!is_target())
 		return 0;
-	open = bpf_task_storage_get(&pending_calls, bpf_get_current_task_btf(), 0,
-				    BPF_LOCAL_STORAGE_GET_F_CREATE);
-	if (!open) {
+	st = bpf_task_storage_get(&threads, bpf_get_current_task_btf(), 0,
+				  BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (!st) {
 		count(C_PENDING_FULL, 1);
 		return 0;
 	}
+	open = &st->call;
 	if (open->depth) {
 		/* The stack grows down: a nested call runs below the open call's frame, or at it
 		 * when the outer call tail-jumps into the inner one (glibc reallocarray -> realloc;
@@ -256,7 +262,7 @@ struct frame_record {
  * (code without frame pointers left something else there) instead of reading that address:
  * the faulting read at the end of every chain cost the kernel's walker about 0.5 us per
  * allocation, more than the rest of the walk. Records near the stack pointer come from one
- * read of the innermost stack bytes (scratch_chunks).
+ * read of the innermost stack bytes (struct stack_chunk).
  * A frame pointer below the stack pointer is not followed either: every frame of the thread
  * lies above its stack pointer (the stack grows down), so such a value is whatever code built
  * without frame pointers left in %rbp (often a heap pointer or a small number), and reading
@@ -273,14 +279,13 @@ static __always_inline __u64 hash_step(__u64 h, __u64 ip)
 
 /* Also sets *hash, a hash of the frames walked. */
 static __always_inline long walk_user_stack(struct pt_regs *ctx, struct stack_trace *trace,
-					    __u64 *hash)
+					    struct stack_chunk *chunk, __u64 *hash)
 {
 	struct frame_record fr;
 	__u64 fp = PT_REGS_FP(ctx);
 	__u64 sp = PT_REGS_SP(ctx);
 	__u64 h = 0xcbf29ce484222325ULL;
-	__u32 zero = 0;
-	struct stack_chunk *chunk = NULL;
+	bool in_chunk = false;
 	/* The chunk ends with the 4 KiB block that holds the stack pointer: that block is mapped
 	 * (the thread's stack pointer is in it), so the read cannot fault, where one reaching past
 	 * the top of the stack would, and a fault costs more than every read the chunk saves. */
@@ -301,13 +306,10 @@ static __always_inline long walk_user_stack(struct pt_regs *ctx, struct stack_tr
 		off = fp - sp;
 		/* Read when a first record is to be read and lies within it (records only go up the
 		 * stack from there): a walk that ends at once, as in code without frame pointers,
-		 * reads nothing and looks nothing up. */
-		if (n == 1 && off + sizeof(fr) <= len) {
-			chunk = bpf_map_lookup_elem(&scratch_chunks, &zero);
-			if (chunk && bpf_probe_read_user(chunk->bytes, len, (void *)sp))
-				chunk = NULL;
-		}
-		if (chunk && off + sizeof(fr) <= len) {
+		 * reads nothing. */
+		if (n == 1 && off + sizeof(fr) <= len)
+			in_chunk = !bpf_probe_read_user(chunk->bytes, len, (void *)sp);
+		if (in_chunk && off + sizeof(fr) <= len) {
 			off &= STACK_CHUNK - 1; /* no-op; bounds the offset for the verifier */
 			__builtin_memcpy(&fr, &chunk->bytes[off], sizeof(fr));
 		} else if (bpf_probe_read_user(&fr, sizeof(fr), (void *)fp)) {
@@ -354,20 +356,18 @@ static __always_inline bool same_trace(__u32 id, struct stack_trace *trace)
 	return true;
 }
 
-/* The id of the current user stack; a placeholder id when it cannot be had (counted by the
- * caller once the allocation is recorded on it). */
-static __always_inline __u32 current_stack_id(struct pt_regs *ctx)
+/* The id of the current user stack, walked with the thread's scratch space `st`; a placeholder
+ * id when it cannot be had (counted by the caller once the allocation is recorded on it). */
+static __always_inline __u32 current_stack_id(struct pt_regs *ctx, struct thread_state *st)
 {
-	__u32 zero = 0, id, slot, i;
-	struct stack_trace *trace = bpf_map_lookup_elem(&scratch_traces, &zero);
+	struct stack_trace *trace = &st->trace;
 	struct stack_trace *stored;
+	__u32 id, slot, i;
 	__u32 *known;
 	__u64 hash;
 	long err;
 
-	if (!trace)
-		return STACK_LOST_WALK_FAILED;
-	if (walk_user_stack(ctx, trace, &hash) <= 0)
+	if (walk_user_stack(ctx, trace, &st->chunk, &hash) <= 0)
 		return STACK_LOST_EMPTY;
 	known = bpf_map_lookup_elem(&stack_ids, &hash);
 	if (known) {
@@ -401,8 +401,9 @@ static __always_inline __u32 current_stack_id(struct pt_regs *ctx)
 	return err ? STACK_LOST_TABLE_FULL : id;
 }
 
-/* Records a new block on the current stack. */
-static __always_inline void record(struct pt_regs *ctx, __u64 ptr, __u64 size, __u32 kind)
+/* Records a new block on the current stack (walked with the thread's state `st`). */
+static __always_inline void record(struct pt_regs *ctx, struct thread_state *st, __u64 ptr,
+				   __u64 size, __u32 kind)
 {
 	struct stats_key key = { .kind = kind };
 	struct alloc_info info = {};
@@ -411,7 +412,7 @@ static __always_inline void record(struct pt_regs *ctx, __u64 ptr, __u64 size, _
 	__u64 bytes, blocks;
 	long err;
 
-	key.stack_id = current_stack_id(ctx);
+	key.stack_id = current_stack_id(ctx, st);
 	s = stack_counters(&key);
 	if (!s)
 		return;
@@ -443,6 +444,7 @@ static __always_inline void record(struct pt_regs *ctx, __u64 ptr, __u64 size, _
 /* The outermost allocator call on this thread returned `ret`. */
 static __always_inline int leave(struct pt_regs *ctx, __u64 ret)
 {
+	struct thread_state *st;
 	struct pending_call *open;
 	struct pending_call call;
 	__u64 ptr = ret;
@@ -450,11 +452,12 @@ static __always_inline int leave(struct pt_regs *ctx, __u64 ret)
 
 	if (!is_target())
 		return 0;
-	open = bpf_task_storage_get(&pending_calls, bpf_get_current_task_btf(), 0, 0);
-	if (!open || !open->depth) {
+	st = bpf_task_storage_get(&threads, bpf_get_current_task_btf(), 0, 0);
+	if (!st || !st->call.depth) {
 		count(C_RET_WITHOUT_ENTRY, 1);
 		return 0;
 	}
+	open = &st->call;
 	if (open->depth > 1) {
 		open->depth--;
 		return 0;
@@ -492,7 +495,7 @@ static __always_inline int leave(struct pt_regs *ctx, __u64 ret)
 	/* Not sampled: no stack walk, no table insert (the point of --sample-bytes). */
 	if (!ptr || call.size < min_size || call.size > max_size || !call.sampled)
 		return 0;
-	record(ctx, ptr, call.size, kind);
+	record(ctx, st, ptr, call.size, kind);
 	return 0;
 }
 
