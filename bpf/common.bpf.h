@@ -14,16 +14,37 @@
 enum leak_counter btf_leak_counter;
 enum lost_stack btf_lost_stack;
 enum alloc_kind btf_alloc_kind;
+enum stats_layout btf_stats_layout;
+
+/* The object says which kinds of counters it keeps, in order (enum stats_layout). */
+#if !defined(STATS_FIRST_KIND) || !defined(STATS_KINDS)
+#error "define STATS_FIRST_KIND and STATS_KINDS before including common.bpf.h"
+#endif
 
 /* Next id for a new stack; ids below FIRST_STACK_ID are placeholders. */
 __u32 next_stack_id = FIRST_STACK_ID;
 
+/* Every stack's counters, kind by kind: those of stack `id` and kind `k` at index
+ * id * STATS_KINDS + k - STATS_FIRST_KIND, placeholders included. An array: the lookup is a
+ * bounds check and an add (the verifier inlines it), where a hash table cost a hash and a
+ * compare on every allocation and every free, and no entry has to be created or can be
+ * missing. The recorder maps it and reads the counters in place. Sized by the recorder from
+ * --max-stacks. */
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, (1 << 14) + 16); /* --max-stacks + placeholders */
-	__type(key, struct stats_key);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__uint(max_entries, ((1 << 14) + FIRST_STACK_ID) * STATS_KINDS);
+	__type(key, __u32);
 	__type(value, struct stack_stats);
 } stats SEC(".maps");
+
+/* The counters of stack `stack_id` and kind `kind`; NULL for a stack id beyond the table. */
+static __always_inline struct stack_stats *counters_of(__u32 stack_id, __u32 kind)
+{
+	__u32 i = stack_id * STATS_KINDS + (kind - STATS_FIRST_KIND);
+
+	return bpf_map_lookup_elem(&stats, &i);
+}
 
 /*
  * One bit per stack id (bit id % 64 of word id / 64), set once that stack's counters changed:
@@ -80,7 +101,7 @@ static __always_inline void mark_changed(__u32 stack_id)
 
 static __always_inline void account_free(struct stats_key *key, __u64 bytes, __u64 blocks)
 {
-	struct stack_stats *s = bpf_map_lookup_elem(&stats, key);
+	struct stack_stats *s = counters_of(key->stack_id, key->kind);
 
 	if (s) {
 		__sync_fetch_and_add(&s->free_bytes, bytes);
@@ -89,23 +110,16 @@ static __always_inline void account_free(struct stats_key *key, __u64 bytes, __u
 	}
 }
 
-/* The counters of `key`, created on first use. When the table is full, those of the
- * STACK_LOST_COUNTERS_FULL placeholder (key->stack_id is changed to it); NULL if even that is
- * missing. */
+/* The counters of `key`. For a stack id beyond the table (ids handed out by CPUs racing for
+ * the last free ones), those of the STACK_LOST_COUNTERS_FULL placeholder (key->stack_id is
+ * changed to it); NULL only for a kind this object does not keep. */
 static __always_inline struct stack_stats *stack_counters(struct stats_key *key)
 {
-	struct stack_stats *s = bpf_map_lookup_elem(&stats, key);
+	struct stack_stats *s = counters_of(key->stack_id, key->kind);
 
 	if (!s) {
-		struct stack_stats zero = {};
-
-		bpf_map_update_elem(&stats, key, &zero, BPF_NOEXIST);
-		s = bpf_map_lookup_elem(&stats, key);
-		if (!s) {
-			/* Placeholders are created by the recorder before attaching. */
-			key->stack_id = STACK_LOST_COUNTERS_FULL;
-			s = bpf_map_lookup_elem(&stats, key);
-		}
+		key->stack_id = STACK_LOST_COUNTERS_FULL;
+		s = counters_of(key->stack_id, key->kind);
 	}
 	return s;
 }

@@ -15,6 +15,8 @@
 #include <bpf/bpf_tracing.h>
 #include <bpf/bpf_core_read.h>
 #include "leak.h"
+#define STATS_FIRST_KIND KERNEL_FIRST_KIND
+#define STATS_KINDS KERNEL_KINDS
 #include "common.bpf.h"
 
 /* Set by the recorder before load. */
@@ -26,6 +28,7 @@ const volatile char target_cache[CACHE_NAME_LEN] = {};
 const volatile __u64 page_size = 4096;
 const volatile __u64 min_size = 0;
 const volatile __u64 max_size = ~0ULL;
+const volatile __u32 stack_slots = 1 << 14; /* --max-stacks */
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -96,6 +99,10 @@ static __always_inline __u32 stack_id_in(void *ctx, struct stack_trace *trace)
 	known = bpf_map_lookup_elem(&stack_ids, trace);
 	if (known)
 		return *known;
+	/* A full table hands out no more ids (as in user mode): each failed insert would use one
+	 * up, on every allocation from a new stack, for as long as the recording runs. */
+	if (next_stack_id - FIRST_STACK_ID >= stack_slots)
+		return STACK_LOST_TABLE_FULL;
 	id = __sync_fetch_and_add(&next_stack_id, 1);
 	err = bpf_map_update_elem(&stack_ids, trace, &id, BPF_NOEXIST);
 	if (err == -EEXIST) {

@@ -11,6 +11,8 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
 #include "leak.h"
+#define STATS_FIRST_KIND USER_FIRST_KIND
+#define STATS_KINDS USER_KINDS
 #include "common.bpf.h"
 
 #define MAP_ANONYMOUS 0x20

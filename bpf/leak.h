@@ -16,7 +16,7 @@ enum leak_counter {
 	/* Allocations recorded on a placeholder stack, by reason (one count per allocation). */
 	C_STACK_TABLE_FULL = 2,	 /* stack table full (or a 64-bit stack hash collision) */
 	C_STACK_WALK_FAILED = 3, /* stack walk failed or came back empty */
-	C_COUNTERS_FULL = 4,	 /* per-stack counter table full */
+	C_COUNTERS_FULL = 4,	 /* no counters for the stack id (a race past the last id) */
 	C_PENDING_FULL = 5,	 /* per-thread call state not allocated: call not tracked */
 	C_RET_WITHOUT_ENTRY = 6, /* allocator return without its entry */
 	C_UNKNOWN_FREE = 7,	 /* free of an address not tracked */
@@ -59,6 +59,15 @@ enum call_type {
 /* A user stack: return addresses, innermost first, zero-filled past the last frame. */
 struct stack_trace {
 	__u64 ips[MAX_STACK_DEPTH];
+};
+
+/* Each object's per-stack counters (`stats`) are an array: those of stack id `id` and kind `k`
+ * at index id * <kinds> + k - <first kind>, for the kinds that object records. */
+enum stats_layout {
+	USER_FIRST_KIND = KIND_HEAP, /* leak.bpf.c: KIND_HEAP, KIND_MMAP */
+	USER_KINDS = 2,
+	KERNEL_FIRST_KIND = KIND_KERNEL_SLAB, /* kmem.bpf.c: slab, page, percpu */
+	KERNEL_KINDS = 3,
 };
 
 struct stats_key {

@@ -157,8 +157,7 @@ pub struct Tracer<'obj> {
     /// Block counts are in units of 2^-SAMPLE_COUNT_SHIFT (sampled recording).
     fixed_point_counts: bool,
     changed: ChangedStacks,
-    /// The kinds of counters the attached probes can change (mmap only with mmap probes).
-    kinds: Vec<u32>,
+    stats: StatsArray,
 }
 
 impl std::fmt::Debug for Tracer<'_> {
@@ -180,16 +179,16 @@ pub fn load<'obj>(
     rodata.stack_slots = opts.max_stacks;
     rodata.stack_hash_mask = test_stack_hash_mask()?;
     rodata.sample_bytes = opts.sample_bytes;
-    let kinds = [
-        types::alloc_kind::KIND_HEAP.0,
-        types::alloc_kind::KIND_MMAP.0,
-    ];
+    let layout = StatsLayout {
+        first_kind: types::stats_layout::USER_FIRST_KIND.0,
+        kinds: types::stats_layout::USER_KINDS.0,
+    };
     let maps = &mut open.maps;
     size_tables(
         [&mut maps.allocs, &mut maps.stack_ids, &mut maps.stats],
         opts.max_allocs,
         opts.max_stacks,
-        kinds.len(),
+        layout,
     )?;
     maps.stack_traces.set_max_entries(opts.max_stacks)?;
     maps.changed_stacks
@@ -202,19 +201,21 @@ pub fn load<'obj>(
         open.maps.allocs.set_map_flags(on_demand)?;
     }
     let skel = load_skel(open, WHAT)?;
-    // Placeholder stacks always exist, so counts survive a full counter table.
-    create_placeholders(&skel.maps.stats, &kinds)?;
     if opts.sample_bytes > 0 {
         fill_sample_tables(&skel)?;
     }
-    let changed = ChangedStacks::map(&skel.maps.changed_stacks)?;
+    let changed = ChangedStacks(MappedArray::map(&skel.maps.changed_stacks)?);
+    let stats = StatsArray {
+        values: MappedArray::map(&skel.maps.stats)?,
+        layout,
+    };
     Ok(Tracer {
         skel,
         links: Vec::new(),
         attached: Vec::new(),
         fixed_point_counts: opts.sample_bytes > 0,
         changed,
-        kinds: vec![types::alloc_kind::KIND_HEAP.0],
+        stats,
     })
 }
 
@@ -244,13 +245,67 @@ fn fill_sample_tables(skel: &LeakSkel<'_>) -> Result<()> {
     Ok(())
 }
 
-/// The `changed_stacks` bitmap (bpf/common.bpf.h), mapped into this process: bit `id` is set
-/// once the counters of stack `id` changed, and taking the bits clears them.
-struct ChangedStacks {
+/// An array map made with BPF_F_MMAPABLE (bpf/common.bpf.h), mapped into this process: its
+/// values, one after the other, seen as u64 words. The BPF programs change them concurrently,
+/// with atomic operations and plain stores, so they are read as atomics.
+pub(crate) struct MappedArray {
     ptr: NonNull<AtomicU64>,
     words: usize,
     len: usize,
 }
+
+impl MappedArray {
+    /// Maps the loaded array `map`; its value size must be a multiple of 8 bytes.
+    pub(crate) fn map(map: &libbpf_rs::MapMut<'_>) -> Result<Self> {
+        use std::os::fd::{AsFd, AsRawFd};
+        let name = map.name().to_string_lossy().into_owned();
+        let value_size = map.value_size() as usize;
+        anyhow::ensure!(
+            value_size.is_multiple_of(size_of::<u64>()),
+            "BPF map {name} has values of {value_size} bytes, not whole u64 words"
+        );
+        let words = map.max_entries() as usize * value_size / size_of::<u64>();
+        // SAFETY: sysconf has no preconditions.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as usize;
+        let len = (words * size_of::<u64>()).max(1).next_multiple_of(page);
+        // SAFETY: a fresh shared mapping of the map's own data (an array map with
+        // BPF_F_MMAPABLE maps its values, page-rounded); nothing else is at that address.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                map.as_fd().as_raw_fd(),
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error())
+                .with_context(|| format!("cannot map the BPF array {name}"));
+        }
+        let ptr = NonNull::new(ptr.cast::<AtomicU64>()).context("mmap returned NULL")?;
+        Ok(MappedArray { ptr, words, len })
+    }
+
+    pub(crate) fn words(&self) -> &[AtomicU64] {
+        // SAFETY: the mapping holds `words` u64 values, is aligned to a page, and lives as long
+        // as self; the BPF programs change them concurrently, but only with atomic operations
+        // and plain stores and loads of whole words, as AtomicU64 does here.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.words) }
+    }
+}
+
+impl Drop for MappedArray {
+    fn drop(&mut self) {
+        // SAFETY: ptr and len are those of the mapping made in `map`, unmapped only here.
+        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
+    }
+}
+
+/// The `changed_stacks` bitmap (bpf/common.bpf.h): bit `id` is set once the counters of stack
+/// `id` changed, and taking the bits clears them.
+struct ChangedStacks(MappedArray);
 
 /// What `ChangedStacks::take` found.
 #[derive(Debug, Default)]
@@ -267,44 +322,87 @@ impl ChangedStacks {
         max_stacks.saturating_add(FIRST_STACK_ID).div_ceil(64)
     }
 
-    /// Maps the loaded `changed_stacks` array (BPF_F_MMAPABLE) into this process.
-    fn map(map: &libbpf_rs::MapMut<'_>) -> Result<Self> {
-        use std::os::fd::{AsFd, AsRawFd};
-        let words = map.max_entries() as usize;
-        // SAFETY: sysconf has no preconditions.
-        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as usize;
-        let len = (words * size_of::<u64>()).next_multiple_of(page);
-        // SAFETY: a fresh shared mapping of the map's own data (an array map with
-        // BPF_F_MMAPABLE maps its values, page-rounded); nothing else is at that address.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                map.as_fd().as_raw_fd(),
-                0,
-            )
-        };
-        if ptr == libc::MAP_FAILED {
-            return Err(std::io::Error::last_os_error())
-                .context("cannot map the BPF changed-stacks array");
-        }
-        let ptr = NonNull::new(ptr.cast::<AtomicU64>()).context("mmap returned NULL")?;
-        Ok(ChangedStacks { ptr, words, len })
-    }
-
-    fn words(&self) -> &[AtomicU64] {
-        // SAFETY: the mapping holds `words` u64 values, is aligned to a page, and lives as long
-        // as self; the BPF programs change them concurrently, but only with atomic operations
-        // and plain loads, as AtomicU64 does here.
-        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.words) }
-    }
-
     /// Takes the marks: reads and clears every set bit.
     fn take(&self) -> Marked {
-        take_marks(self.words())
+        take_marks(self.0.words())
     }
+}
+
+/// Which kinds of counters an object's `stats` array keeps (enum stats_layout in bpf/leak.h).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct StatsLayout {
+    pub first_kind: u32,
+    pub kinds: u32,
+}
+
+/// The `stats` array of an object (bpf/common.bpf.h), mapped: the counters of stack `id` and
+/// kind `k` are its entry `id * kinds + k - first_kind`, read in place without a syscall.
+pub(crate) struct StatsArray {
+    pub values: MappedArray,
+    pub layout: StatsLayout,
+}
+
+/// u64 words per `struct stack_stats`, and the index of each counter among them.
+const STATS_WORDS: usize = size_of::<types::stack_stats>() / size_of::<u64>();
+const ALLOC_BYTES: usize = offset_of!(types::stack_stats, alloc_bytes) / size_of::<u64>();
+const ALLOC_COUNT: usize = offset_of!(types::stack_stats, alloc_count) / size_of::<u64>();
+const FREE_BYTES: usize = offset_of!(types::stack_stats, free_bytes) / size_of::<u64>();
+const FREE_COUNT: usize = offset_of!(types::stack_stats, free_count) / size_of::<u64>();
+
+impl StatsArray {
+    /// The counters of stack `id` and kind `kind`; None if they were never used.
+    pub(crate) fn get(&self, id: u32, kind: u32) -> Option<RawStats> {
+        self.layout.get(self.values.words(), id, kind)
+    }
+
+    /// Every stack's counters that were ever used.
+    pub(crate) fn all(&self) -> Vec<RawStats> {
+        self.layout.all(self.values.words())
+    }
+}
+
+impl StatsLayout {
+    /// The kinds this layout keeps.
+    fn kinds(self) -> std::ops::Range<u32> {
+        self.first_kind..self.first_kind + self.kinds
+    }
+
+    /// In the array `words`, the counters of stack `id` and kind `kind`; None if never used.
+    fn get(self, words: &[AtomicU64], id: u32, kind: u32) -> Option<RawStats> {
+        if !self.kinds().contains(&kind) {
+            return None;
+        }
+        let index = id as usize * self.kinds as usize + (kind - self.first_kind) as usize;
+        let w = words.get(index * STATS_WORDS..)?.get(..STATS_WORDS)?;
+        stats_of(id, kind, w)
+    }
+
+    /// In the array `words`, every stack's counters that were ever used.
+    fn all(self, words: &[AtomicU64]) -> Vec<RawStats> {
+        let kinds = self.kinds.max(1);
+        (0u32..)
+            .zip(words.chunks_exact(STATS_WORDS))
+            .filter_map(|(i, w)| stats_of(i / kinds, self.first_kind + i % kinds, w))
+            .collect()
+    }
+}
+
+/// The counters in `w` (one `struct stack_stats`) of stack `id` and kind `kind`; None if never
+/// used. The frees are read first: a block is counted as allocated before it can be freed, so
+/// a snapshot taken while both change never shows more freed than allocated.
+fn stats_of(id: u32, kind: u32, w: &[AtomicU64]) -> Option<RawStats> {
+    let free_count = w[FREE_COUNT].load(Ordering::Acquire);
+    let free_bytes = w[FREE_BYTES].load(Ordering::Acquire);
+    let alloc_count = w[ALLOC_COUNT].load(Ordering::Acquire);
+    let alloc_bytes = w[ALLOC_BYTES].load(Ordering::Acquire);
+    (alloc_count | alloc_bytes | free_count | free_bytes != 0).then_some(RawStats {
+        stack_id: id,
+        kind,
+        alloc_bytes,
+        alloc_count,
+        free_bytes,
+        free_count,
+    })
 }
 
 /// Reads and clears the set bits of `words`, a bitmap of stack ids.
@@ -329,13 +427,6 @@ fn take_marks(words: &[AtomicU64]) -> Marked {
     marked
 }
 
-impl Drop for ChangedStacks {
-    fn drop(&mut self) {
-        // SAFETY: ptr and len are those of the mapping made in `map`, unmapped only here.
-        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
-    }
-}
-
 /// A test hook: `LEAK_RECORD_TEST_STACK_HASH_MASK=0x0` keeps only those bits of each stack's
 /// hash, so that distinct stacks collide and the collision path (counted, never merged) can be
 /// tested end to end. Unset, every bit is kept.
@@ -358,13 +449,6 @@ fn parse_release(release: &str) -> (u32, u32) {
     let mut parts = release.trim().split(|c: char| !c.is_ascii_digit());
     let mut next = || parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
     (next(), next())
-}
-
-fn stats_key(id: u32, kind: u32) -> [u8; 8] {
-    let mut key = [0u8; 8];
-    key[offset_of!(types::stats_key, stack_id)..][..4].copy_from_slice(&id.to_ne_bytes());
-    key[offset_of!(types::stats_key, kind)..][..4].copy_from_slice(&kind.to_ne_bytes());
-    key
 }
 
 fn u32_at(b: &[u8], off: usize) -> u32 {
@@ -412,10 +496,6 @@ impl Tracer<'_> {
             self.links
                 .push(attach_prog(prog, pid, p, ProbeSide::Entry)?);
             self.attached.push(probe_record(p, ProbeSide::Entry));
-            let mmap = types::alloc_kind::KIND_MMAP.0;
-            if matches!(p.entry, Entry::Mmap | Entry::Munmap) && !self.kinds.contains(&mmap) {
-                self.kinds.push(mmap);
-            }
         }
         Ok(())
     }
@@ -430,14 +510,12 @@ impl Tracer<'_> {
         read_losses(&self.skel.maps.counters)
     }
 
-    /// The counters that changed since the last call, and those of the stacks in `also`:
-    /// looked up one by one when few changed, else the whole table read in batches (the first
-    /// snapshot, or a large share of the `known` counters changing). A counter whose bit was
-    /// taken but which did not change after all may be among them; the caller compares with
-    /// what it has. With sampling, the counters are estimates (block counts rounded to whole
-    /// blocks).
-    pub fn changed_stats(&self, also: &HashSet<u32>, known: usize) -> Result<Vec<RawStats>> {
-        let mut stats = self.changed_raw_stats(also, known)?;
+    /// The counters that changed since the last call, and those of the stacks in `also` (all
+    /// of them when a change could not be marked). A counter whose bit was taken but which did
+    /// not change after all may be among them; the caller compares with what it has. With
+    /// sampling, the counters are estimates (block counts rounded to whole blocks).
+    pub fn changed_stats(&self, also: &HashSet<u32>) -> Vec<RawStats> {
+        let mut stats = self.changed_raw_stats(also);
         if self.fixed_point_counts {
             let shift = types::sample_params::SAMPLE_COUNT_SHIFT.0;
             for r in &mut stats {
@@ -445,12 +523,15 @@ impl Tracer<'_> {
                 r.free_count = sampling::whole_blocks(r.free_count, shift);
             }
         }
-        Ok(stats)
+        stats
     }
 
     /// `changed_stats` before the conversion of sampled block counts.
-    fn changed_raw_stats(&self, also: &HashSet<u32>, known: usize) -> Result<Vec<RawStats>> {
+    fn changed_raw_stats(&self, also: &HashSet<u32>) -> Vec<RawStats> {
         let marked = self.changed.take();
+        if marked.everything {
+            return self.stats.all();
+        }
         let mut ids = marked.ids;
         let extra: Vec<u32> = also
             .iter()
@@ -458,23 +539,14 @@ impl Tracer<'_> {
             .filter(|id| ids.binary_search(id).is_err())
             .collect();
         ids.extend(extra);
-        if marked.everything || batch_is_cheaper(ids.len() * self.kinds.len(), known) {
-            return read_stats(&self.skel.maps.stats);
-        }
-        let mut out = Vec::with_capacity(ids.len());
-        for id in ids {
-            for &kind in &self.kinds {
-                if let Some(v) = self
-                    .skel
-                    .maps
-                    .stats
-                    .lookup(&stats_key(id, kind), MapFlags::ANY)?
-                {
-                    out.push(raw_stats(&stats_key(id, kind), &v));
-                }
-            }
-        }
-        Ok(out)
+        let kinds = self.stats.layout.kinds();
+        ids.iter()
+            .flat_map(|&id| {
+                kinds
+                    .clone()
+                    .filter_map(move |kind| self.stats.get(id, kind))
+            })
+            .collect()
     }
 
     /// The traces (return addresses, innermost first) of the wanted stack ids: looked up one
@@ -542,22 +614,19 @@ pub(crate) fn load_skel<'obj, O: OpenSkel<'obj>>(open: O, what: &str) -> Result<
 }
 
 /// Sizes the tables both objects have, `[live allocations, stack ids, stats]`: `max_allocs`
-/// live allocations, `max_stacks` stacks, and in stats one counter set per stack and kind plus
-/// the placeholder stacks of each of the `kinds` kinds.
+/// live allocations, `max_stacks` stacks, and in stats one counter set per stack id
+/// (placeholders included) and kind of `layout`.
 pub(crate) fn size_tables(
     [allocs, stack_ids, stats]: [&mut libbpf_rs::OpenMapMut<'_>; 3],
     max_allocs: u32,
     max_stacks: u32,
-    kinds: usize,
+    layout: StatsLayout,
 ) -> Result<()> {
-    let kinds = u32::try_from(kinds)?;
     allocs.set_max_entries(max_allocs)?;
     stack_ids.set_max_entries(max_stacks)?;
-    stats.set_max_entries(
-        max_stacks
-            .saturating_mul(kinds)
-            .saturating_add(FIRST_STACK_ID * kinds),
-    )?;
+    let ids = max_stacks.checked_add(FIRST_STACK_ID);
+    let entries = ids.and_then(|ids| ids.checked_mul(layout.kinds));
+    stats.set_max_entries(entries.context("--max-stacks is too large for the counter table")?)?;
     Ok(())
 }
 
@@ -587,32 +656,6 @@ pub(crate) fn read_losses(map: &libbpf_rs::MapMut<'_>) -> Result<Losses> {
     })
 }
 
-/// Whether reading every counter in batches is cheaper than `lookups` single lookups, with
-/// `known` counters in the table. Measured here (benches/snapshot.sh): a lookup costs about
-/// 1.6 us, a batched read about 0.5 us per counter plus 0.5 ms for an empty default table.
-fn batch_is_cheaper(lookups: usize, known: usize) -> bool {
-    lookups > 256.max(known / 3)
-}
-
-/// The counters of one `stats` entry (`struct stats_key` -> `struct stack_stats`).
-fn raw_stats(k: &[u8], v: &[u8]) -> RawStats {
-    RawStats {
-        stack_id: u32_at(k, offset_of!(types::stats_key, stack_id)),
-        kind: u32_at(k, offset_of!(types::stats_key, kind)),
-        alloc_bytes: u64_at(v, offset_of!(types::stack_stats, alloc_bytes)),
-        alloc_count: u64_at(v, offset_of!(types::stack_stats, alloc_count)),
-        free_bytes: u64_at(v, offset_of!(types::stack_stats, free_bytes)),
-        free_count: u64_at(v, offset_of!(types::stack_stats, free_count)),
-    }
-}
-
-/// Every stack's counters from a `stats` map.
-pub(crate) fn read_stats(map: &libbpf_rs::MapMut<'_>) -> Result<Vec<RawStats>> {
-    let mut out = Vec::new();
-    for_each_entry(map, |k, v| out.push(raw_stats(k, v)))?;
-    Ok(out)
-}
-
 /// The traces (addresses, innermost first) of the wanted ids of a `stack_ids` map.
 pub(crate) fn read_traces(
     map: &libbpf_rs::MapMut<'_>,
@@ -631,24 +674,6 @@ pub(crate) fn read_traces(
         }
     })?;
     Ok(out)
-}
-
-/// Creates the placeholder stacks of `kinds` in a `stats` map, so counts survive a full table.
-pub(crate) fn create_placeholders(map: &libbpf_rs::MapMut<'_>, kinds: &[u32]) -> Result<()> {
-    let zero = [0u8; size_of::<types::stack_stats>()];
-    for &kind in kinds {
-        for id in (1..FIRST_STACK_ID).filter(|&id| lost_reason(id).is_some()) {
-            let key = stats_key(id, kind);
-            map.update(&key, &zero, MapFlags::NO_EXIST).or_else(|e| {
-                if e.kind() == libbpf_rs::ErrorKind::AlreadyExists {
-                    Ok(())
-                } else {
-                    Err(e)
-                }
-            })?;
-        }
-    }
-    Ok(())
 }
 
 /// Calls `f(key, value)` on every entry of a hash or array map, read in batches (a few syscalls for
@@ -785,12 +810,40 @@ mod tests {
     }
 
     #[test]
-    fn a_large_share_of_changes_reads_the_whole_table() {
-        assert!(!batch_is_cheaper(256, 0));
-        assert!(batch_is_cheaper(257, 0)); // the first snapshot of many stacks
-        assert!(!batch_is_cheaper(1000, 10_000));
-        assert!(batch_is_cheaper(3334, 10_000));
-        assert!(!batch_is_cheaper(5000, 50_000));
+    fn counters_are_found_by_stack_id_and_kind() {
+        let layout = StatsLayout {
+            first_kind: 2,
+            kinds: 3,
+        };
+        // Stacks 0 to 19, kinds 2 to 4; stack 17, kind 3 is entry 17 * 3 + 1.
+        let words: Vec<AtomicU64> = (0..20 * 3 * STATS_WORDS)
+            .map(|_| AtomicU64::new(0))
+            .collect();
+        let at = |entry: usize, field: usize| &words[entry * STATS_WORDS + field];
+        at(17 * 3 + 1, ALLOC_BYTES).store(1000, Ordering::Relaxed);
+        at(17 * 3 + 1, ALLOC_COUNT).store(10, Ordering::Relaxed);
+        at(17 * 3 + 1, FREE_BYTES).store(300, Ordering::Relaxed);
+        at(17 * 3 + 1, FREE_COUNT).store(3, Ordering::Relaxed);
+        at(3 * 3 + 2, FREE_COUNT).store(1, Ordering::Relaxed);
+        let want = RawStats {
+            stack_id: 17,
+            kind: 3,
+            alloc_bytes: 1000,
+            alloc_count: 10,
+            free_bytes: 300,
+            free_count: 3,
+        };
+        assert_eq!(layout.get(&words, 17, 3), Some(want));
+        // Never used, another kind, a kind this layout does not keep, beyond the array.
+        assert_eq!(layout.get(&words, 17, 2), None);
+        assert_eq!(layout.get(&words, 17, 4), None);
+        assert_eq!(layout.get(&words, 17, 1), None);
+        assert_eq!(layout.get(&words, 17, 5), None);
+        assert_eq!(layout.get(&words, 20, 2), None);
+        let all = layout.all(&words);
+        assert_eq!(all.len(), 2);
+        assert_eq!((all[0].stack_id, all[0].kind, all[0].free_count), (3, 4, 1));
+        assert_eq!(all[1], want);
     }
 
     #[test]

@@ -434,7 +434,7 @@ impl Session<'_, '_> {
     fn snapshot(&mut self, alive: bool) -> Result<()> {
         let meter = CostMeter::start();
         let losses = self.tracer.losses()?;
-        let raw = self.tracer.changed_stats(&self.unsent, self.latest.len())?;
+        let raw = self.tracer.changed_stats(&self.unsent);
         if alive {
             self.refresh_maps();
         }

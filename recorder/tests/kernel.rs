@@ -447,6 +447,8 @@ fn tiny_maps_make_drop_counters_nonzero() {
     assert!(l.allocs_full > 0, "{l:?}");
     assert!(l.allocs_full_bytes > 0, "{l:?}");
     assert!(l.stack_table_full > 0, "{l:?}");
+    // Every stack id handed out has counters.
+    assert_eq!(l.counters_full, 0, "{l:?}");
     assert!(l.total_drops() > 0);
     assert!(run.stderr.contains("drops"), "{}", run.stderr);
 }

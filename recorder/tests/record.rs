@@ -372,6 +372,7 @@ fn tiny_tables_produce_drop_counters_never_silence() {
     r.assert_clean();
     let l = r.state.losses;
     assert!(l.stack_table_full > 0, "{l:?}");
+    assert_eq!(l.counters_full, 0, "{l:?}"); // every stack id handed out has counters
     assert!(l.allocs_full > 0, "{l:?}");
     assert_eq!(l.allocs_full_bytes, 16 * l.allocs_full, "{l:?}");
     // Exact accounting: every allocation is either tracked (on its stack or a placeholder) or

@@ -19,7 +19,6 @@ use skel::{KmemSkel, KmemSkelBuilder};
 const _: () = assert!(size_of::<types::kalloc_key>() == 16);
 
 /// Kinds of kernel allocation, as the BPF side numbers them.
-pub const KIND_SLAB: u32 = types::alloc_kind::KIND_KERNEL_SLAB.0;
 pub const KIND_PAGE: u32 = types::alloc_kind::KIND_KERNEL_PAGE.0;
 pub const KIND_PERCPU: u32 = types::alloc_kind::KIND_KERNEL_PERCPU.0;
 
@@ -51,6 +50,7 @@ pub struct LoadOptions {
 /// The loaded kernel-mode program with its links (tracepoints detach when this is dropped).
 pub struct KmemTracer<'obj> {
     skel: KmemSkel<'obj>,
+    stats: super::StatsArray,
     links: Vec<Link>,
     attached: Vec<Probe>,
     /// One line per tracepoint this kernel lacks (its probe is disabled, not the run).
@@ -115,13 +115,17 @@ pub fn load<'obj>(
             *dst = src as _;
         }
     }
-    let kinds = [KIND_SLAB, KIND_PAGE, KIND_PERCPU];
+    rodata.stack_slots = opts.max_stacks;
+    let layout = super::StatsLayout {
+        first_kind: types::stats_layout::KERNEL_FIRST_KIND.0,
+        kinds: types::stats_layout::KERNEL_KINDS.0,
+    };
     let maps = &mut open.maps;
     super::size_tables(
         [&mut maps.kallocs, &mut maps.stack_ids, &mut maps.stats],
         opts.max_allocs,
         opts.max_stacks,
-        kinds.len(),
+        layout,
     )?;
     // The live-object table stays preallocated (unlike user mode's): an on-demand hash map
     // allocates its elements with kmalloc, which this program traces, and every insert would
@@ -147,9 +151,13 @@ pub fn load<'obj>(
     }
     drop(btf);
     let skel = super::load_skel(open, WHAT)?;
-    super::create_placeholders(&skel.maps.stats, &kinds)?;
+    let stats = super::StatsArray {
+        values: super::MappedArray::map(&skel.maps.stats)?,
+        layout,
+    };
     Ok(KmemTracer {
         skel,
+        stats,
         links: Vec::new(),
         attached: Vec::new(),
         missing,
@@ -198,8 +206,8 @@ impl KmemTracer<'_> {
     }
 
     /// Every stack's counters.
-    pub fn stats(&self) -> Result<Vec<RawStats>> {
-        super::read_stats(&self.skel.maps.stats)
+    pub fn stats(&self) -> Vec<RawStats> {
+        self.stats.all()
     }
 
     /// The kernel traces (addresses, innermost first) of the wanted stack ids.
