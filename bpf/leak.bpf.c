@@ -38,20 +38,29 @@ struct {
 	__type(value, struct alloc_info);
 } allocs SEC(".maps");
 
-/* The innermost bytes of the user stack, from the stack pointer up, read in one go: the walk
- * takes the frame records that lie within them from this copy instead of reading each one
- * (each bpf_probe_read_user cost about 100 ns here; on `leaky depths`, every other call 64
- * frames deep, alloc_exit went from 3.8-4.4 to 1.3-1.9 us per call). */
+/* Up to 1 KiB of the user stack, read in one go: the walk takes the frame records that lie
+ * within it from this copy instead of reading each one (each bpf_probe_read_user cost about
+ * 100 ns here). The first chunk starts at the stack pointer; on `leaky depths`, every other call
+ * 64 frames deep and its records 16 bytes apart, alloc_exit went from 3.8-4.4 to 1.3-1.9 us per
+ * call. Further chunks start where the last one ends its use: with records 64 bytes apart,
+ * 3.2-4.2 -> 1.5-1.8 us. */
 #define STACK_CHUNK 1024
 struct stack_chunk {
-	__u8 bytes[STACK_CHUNK + 16]; /* + one frame record past any offset below STACK_CHUNK */
+	/* `words` hold the stack's [base, base + len); len 0: nothing. Kept here rather than in
+	 * locals: the verifier then sees them as unknown values at every step of the walk, instead
+	 * of telling walks apart by the chunks they read (which made it give up). */
+	__u64 base;
+	__u64 len;
+	/* Words, not bytes: a record is then two 8-byte loads (a byte array made it 16 byte loads
+	 * with shifts). + one frame record past any offset below STACK_CHUNK. */
+	__u64 words[STACK_CHUNK / 8 + 2];
 };
 
 /* What one thread's allocator calls need: the open call, and the walk's scratch space. */
 struct thread_state {
 	struct pending_call call; /* `depth` 0: no call is open */
 	struct stack_trace trace; /* the stack being walked */
-	struct stack_chunk chunk; /* the innermost stack bytes of that walk */
+	struct stack_chunk chunk; /* the stack bytes that walk read last */
 };
 
 /* Each thread's state, in the thread itself: no hashing, no contention, freed with the thread
@@ -279,6 +288,31 @@ static __always_inline __u64 hash_step(__u64 h, __u64 ip)
 	return (h ^ ip) * 0x100000001b3ULL;
 }
 
+/* A chunk read from `at` ends with the 4 KiB block that holds `at`: that block is mapped (`at`
+ * is the stack pointer or a frame record about to be read), so the read cannot fault, where
+ * one reaching past the top of the stack would, and a fault costs more than every read the
+ * chunk saves. */
+static __always_inline __u64 chunk_len(__u64 at)
+{
+	__u64 len = 4096 - (at & 4095);
+
+	return len > STACK_CHUNK ? STACK_CHUNK : len;
+}
+
+/* A record beyond the chunk starts a new chunk only when the last two records were at most this
+ * far apart: the new chunk then likely holds several more. Records further apart are read one
+ * at a time, as a chunk would mostly copy the frames' locals. */
+#define SLIDE_MAX_STEP 256
+
+/* Whether the frame record at `fp` lies within `chunk` (never when it holds nothing). */
+static __always_inline bool in_chunk(struct stack_chunk *chunk, __u64 fp)
+{
+	__u64 off = fp - chunk->base;
+
+	return fp >= chunk->base && off < chunk->len &&
+	       chunk->len - off >= sizeof(struct frame_record);
+}
+
 /* Also sets *hash, a hash of the frames walked. */
 static __always_inline long walk_user_stack(struct pt_regs *ctx, struct stack_trace *trace,
 					    struct stack_chunk *chunk, __u64 *hash)
@@ -287,17 +321,12 @@ static __always_inline long walk_user_stack(struct pt_regs *ctx, struct stack_tr
 	__u64 fp = PT_REGS_FP(ctx);
 	__u64 sp = PT_REGS_SP(ctx);
 	__u64 h = 0xcbf29ce484222325ULL;
-	bool in_chunk = false;
-	/* The chunk ends with the 4 KiB block that holds the stack pointer: that block is mapped
-	 * (the thread's stack pointer is in it), so the read cannot fault, where one reaching past
-	 * the top of the stack would, and a fault costs more than every read the chunk saves. */
-	__u64 len = 4096 - (sp & 4095);
-	__u64 off;
+	__u64 step = ~0ULL; /* how far apart the last two records were */
+	__u64 at, len, off;
+	bool read;
 	long n;
 
-	if (len > STACK_CHUNK)
-		len = STACK_CHUNK;
-
+	chunk->len = 0;
 	trace->ips[0] = PT_REGS_IP(ctx);
 	if (!trace->ips[0])
 		return 0;
@@ -305,15 +334,25 @@ static __always_inline long walk_user_stack(struct pt_regs *ctx, struct stack_tr
 	for (n = 1; n < MAX_STACK_DEPTH; n++) {
 		if (!fp || (fp & 7) || fp < sp)
 			break;
-		off = fp - sp;
-		/* Read when a first record is to be read and lies within it (records only go up the
-		 * stack from there): a walk that ends at once, as in code without frame pointers,
-		 * reads nothing. */
-		if (n == 1 && off + sizeof(fr) <= len)
-			in_chunk = !bpf_probe_read_user(chunk->bytes, len, (void *)sp);
-		if (in_chunk && off + sizeof(fr) <= len) {
-			off &= STACK_CHUNK - 1; /* no-op; bounds the offset for the verifier */
-			__builtin_memcpy(&fr, &chunk->bytes[off], sizeof(fr));
+		if (!in_chunk(chunk, fp)) {
+			/* The first chunk starts at the stack pointer, read when the first record lies
+			 * within it (records only go up the stack from there): a walk that ends at once,
+			 * as in code without frame pointers, reads nothing. The next ones start at the
+			 * first record they hold, once the chain is one of close frames. */
+			at = n == 1 ? sp & ~7ULL : fp; /* 8-aligned, as records are */
+			len = chunk_len(at);
+			read = n == 1 ? fp - at + sizeof(fr) <= len : step <= SLIDE_MAX_STEP;
+			chunk->len = 0;
+			if (read && !bpf_probe_read_user(chunk->words, len, (void *)at)) {
+				chunk->base = at;
+				chunk->len = len;
+			}
+		}
+		if (in_chunk(chunk, fp)) {
+			/* A word index below STACK_CHUNK / 8 (masked for the verifier) */
+			off = ((fp - chunk->base) / 8) & (STACK_CHUNK / 8 - 1);
+			fr.next = chunk->words[off];
+			fr.ret = chunk->words[off + 1];
 		} else if (bpf_probe_read_user(&fr, sizeof(fr), (void *)fp)) {
 			break;
 		}
@@ -325,6 +364,7 @@ static __always_inline long walk_user_stack(struct pt_regs *ctx, struct stack_tr
 			n++;
 			break;
 		}
+		step = fr.next - fp;
 		fp = fr.next;
 	}
 	/* The terminator; what lies past it is left from earlier walks (zero-filling the whole

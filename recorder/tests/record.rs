@@ -101,8 +101,9 @@ fn a_shallow_stack_after_a_deep_one_keeps_only_its_own_frames() {
     let deep = r.stack_of("leak_deep");
     assert_eq!(deep.frames.len(), 64, "MAX_STACK_DEPTH in bpf/leak.h");
     assert!(deep.truncated);
-    // Every frame past the innermost is a return into the recursion: those the walk took from
-    // its one read of the innermost stack bytes and those it read one by one beyond them.
+    // Every frame past the innermost is a return into the recursion. Its records lie 64 bytes
+    // apart over 4 KiB, so the walk takes them from several reads of the stack: the first at
+    // the stack pointer, the next ones each starting at the first record beyond the last.
     let leaky = fixture("leaky");
     for (i, f) in deep.frames.iter().enumerate().skip(1) {
         assert_eq!(
