@@ -135,7 +135,9 @@ bpf_stats() {
     stop_recorder stats
     sysctl -qw kernel.bpf_stats_enabled="$old"
     bpf_table "$ids" "$WORK/progs.json"
-    # Mean cost per allocation and per free event over the alloc-side / free-side programs.
+    # Mean cost per allocation and per free event over the alloc-side / free-side programs
+    # (a jq program: $i, $ids and $re are jq's variables).
+    # shellcheck disable=SC2016
     local side='[.[] | select((.id as $i | $ids | index($i)) and (.run_cnt // 0) > 0)
         | select(.name | test($re))] | (map(.run_time_ns) | add) / (map(.run_cnt) | add) | floor'
     ALLOC_NS=$(jq --argjson ids "$ids" --arg re 'alloc' "$side" "$WORK/progs.json")

@@ -2,16 +2,24 @@
 # Shared by the benchmark scripts (sourced, not run).
 
 # Replaces the section of $DOC (docs/performance.md) headed by the line $HEADING with
-# $WORK/report.md, keeping every other section; creates $DOC when missing.
+# $WORK/report.md, in place, keeping every other section; appends it when $DOC has no such
+# section yet, and creates $DOC when missing.
 # shellcheck disable=SC2154 # DOC, HEADING and WORK are set by the script that sources this
 write_doc() {
     mkdir -p "$(dirname "$DOC")"
     [[ -f $DOC ]] || printf '# Performance\n\n' >"$DOC"
-    awk -v h="$HEADING" '$0 == h {skip = 1; next} skip && /^## / {skip = 0} !skip' \
-        "$DOC" >"$WORK/doc.md"
-    # A blank line before the section's heading.
-    [[ -z $(tail -n1 "$WORK/doc.md") ]] || echo >>"$WORK/doc.md"
-    cat "$WORK/report.md" >>"$WORK/doc.md"
+    if grep -qxF "$HEADING" "$DOC"; then
+        # In place: the old section, up to the next `## ` heading, becomes the report.
+        awk -v h="$HEADING" -v r="$WORK/report.md" '
+            $0 == h {skip = 1; while ((getline l < r) > 0) print l; next}
+            skip && /^## / {skip = 0; print ""}
+            !skip' "$DOC" >"$WORK/doc.md"
+    else
+        cp "$DOC" "$WORK/doc.md"
+        # A blank line before the section's heading.
+        [[ -z $(tail -n1 "$WORK/doc.md") ]] || echo >>"$WORK/doc.md"
+        cat "$WORK/report.md" >>"$WORK/doc.md"
+    fi
     cp "$WORK/doc.md" "$DOC"
 }
 
