@@ -38,11 +38,14 @@ struct {
 	__type(value, struct stack_stats);
 } stats SEC(".maps");
 
-/* The counters of stack `stack_id` and kind `kind`; NULL for a stack id beyond the table. */
+/* The counters of stack `stack_id` and kind `kind`; NULL for a stack id beyond the table or a
+ * kind this object does not keep. */
 static __always_inline struct stack_stats *counters_of(__u32 stack_id, __u32 kind)
 {
 	__u32 i = stack_id * STATS_KINDS + (kind - STATS_FIRST_KIND);
 
+	if (kind - STATS_FIRST_KIND >= STATS_KINDS)
+		return NULL;
 	return bpf_map_lookup_elem(&stats, &i);
 }
 
@@ -110,9 +113,9 @@ static __always_inline void account_free(struct stats_key *key, __u64 bytes, __u
 	}
 }
 
-/* The counters of `key`. For a stack id beyond the table (ids handed out by CPUs racing for
- * the last free ones), those of the STACK_LOST_COUNTERS_FULL placeholder (key->stack_id is
- * changed to it); NULL only for a kind this object does not keep. */
+/* The counters of `key`. Both objects hand out only stack ids within the table, so this never
+ * falls back to the STACK_LOST_COUNTERS_FULL placeholder (key->stack_id is then changed to
+ * it), which stays for safety; NULL only for a kind this object does not keep. */
 static __always_inline struct stack_stats *stack_counters(struct stats_key *key)
 {
 	struct stack_stats *s = counters_of(key->stack_id, key->kind);

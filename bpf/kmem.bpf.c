@@ -104,6 +104,10 @@ static __always_inline __u32 stack_id_in(void *ctx, struct stack_trace *trace)
 	if (next_stack_id - FIRST_STACK_ID >= stack_slots)
 		return STACK_LOST_TABLE_FULL;
 	id = __sync_fetch_and_add(&next_stack_id, 1);
+	/* CPUs racing for the last free ids can pass the check above together: an id past the
+	 * table would have no counters. */
+	if (id - FIRST_STACK_ID >= stack_slots)
+		return STACK_LOST_TABLE_FULL;
 	err = bpf_map_update_elem(&stack_ids, trace, &id, BPF_NOEXIST);
 	if (err == -EEXIST) {
 		/* Another CPU inserted the same stack first; use its id. */
@@ -123,8 +127,9 @@ static __always_inline __u32 current_stack_id(void *ctx)
 
 	if (!s)
 		return STACK_LOST_WALK_FAILED;
-	/* Not atomic, and need not be: whatever interrupts this runs to its end (and restores
-	 * `depth`) before this program goes on. */
+	/* Not atomic, and need not be: a tracepoint runs with preemption off (the tracepoint
+	 * call disables it), so whatever interrupts this program on this CPU runs to its end, and
+	 * restores `depth`, before this program goes on. */
 	level = s->depth++;
 	if (level >= SCRATCH_LEVELS) {
 		s->depth--;

@@ -272,8 +272,8 @@ struct frame_record {
  * it stops where the chain ends (0, which _start leaves in %rbp) or stops going up the stack
  * (code without frame pointers left something else there) instead of reading that address:
  * the faulting read at the end of every chain cost the kernel's walker about 0.5 us per
- * allocation, more than the rest of the walk. Records near the stack pointer come from one
- * read of the innermost stack bytes (struct stack_chunk).
+ * allocation, more than the rest of the walk. Records come from reads of up to 1 KiB of the
+ * stack at a time (struct stack_chunk) where they lie close together.
  * A frame pointer below the stack pointer is not followed either: every frame of the thread
  * lies above its stack pointer (the stack grows down), so such a value is whatever code built
  * without frame pointers left in %rbp (often a heap pointer or a small number), and reading
@@ -341,7 +341,8 @@ static __always_inline long walk_user_stack(struct pt_regs *ctx, struct stack_tr
 			 * first record they hold, once the chain is one of close frames. */
 			at = n == 1 ? sp & ~7ULL : fp; /* 8-aligned, as records are */
 			len = chunk_len(at);
-			read = n == 1 ? fp - at + sizeof(fr) <= len : step <= SLIDE_MAX_STEP;
+			read = n == 1 ? fp - at + sizeof(fr) <= len
+				      : step <= SLIDE_MAX_STEP && len >= sizeof(fr);
 			chunk->len = 0;
 			if (read && !bpf_probe_read_user(chunk->words, len, (void *)at)) {
 				chunk->base = at;

@@ -16,7 +16,7 @@ enum leak_counter {
 	/* Allocations recorded on a placeholder stack, by reason (one count per allocation). */
 	C_STACK_TABLE_FULL = 2,	 /* stack table full (or a 64-bit stack hash collision) */
 	C_STACK_WALK_FAILED = 3, /* stack walk failed or came back empty */
-	C_COUNTERS_FULL = 4,	 /* no counters for the stack id (a race past the last id) */
+	C_COUNTERS_FULL = 4,	 /* no counters for the stack id (0 since counters are an array) */
 	C_PENDING_FULL = 5,	 /* per-thread call state not allocated: call not tracked */
 	C_RET_WITHOUT_ENTRY = 6, /* allocator return without its entry */
 	C_UNKNOWN_FREE = 7,	 /* free of an address not tracked */

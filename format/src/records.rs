@@ -224,7 +224,8 @@ pub enum StackLoss {
     TableFull,
     /// The kernel could not walk the stack.
     WalkFailed,
-    /// The per-stack counter table was full.
+    /// The per-stack counter table was full (recorders before the counters became an array,
+    /// which has room for every stack id).
     CountersFull,
     /// The walk returned no frames.
     Empty,
@@ -347,7 +348,8 @@ pub struct Losses {
     pub stack_table_full: u64,
     /// Allocations counted on a placeholder stack because the stack walk failed.
     pub stack_walk_failed: u64,
-    /// Allocations counted on a placeholder stack because the per-stack counter table was full.
+    /// Allocations counted on a placeholder stack because the per-stack counter table was full
+    /// (recorders before the counters became an array; 0 since).
     pub counters_full: u64,
     /// Allocator calls not tracked because the thread's call state could not be allocated.
     pub pending_full: u64,

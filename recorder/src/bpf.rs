@@ -204,9 +204,9 @@ pub fn load<'obj>(
     if opts.sample_bytes > 0 {
         fill_sample_tables(&skel)?;
     }
-    let changed = ChangedStacks(MappedArray::map(&skel.maps.changed_stacks)?);
+    let changed = ChangedStacks(MappedArray::map(&skel.maps.changed_stacks, true)?);
     let stats = StatsArray {
-        values: MappedArray::map(&skel.maps.stats)?,
+        values: MappedArray::map(&skel.maps.stats, false)?,
         layout,
     };
     Ok(Tracer {
@@ -255,8 +255,9 @@ pub(crate) struct MappedArray {
 }
 
 impl MappedArray {
-    /// Maps the loaded array `map`; its value size must be a multiple of 8 bytes.
-    pub(crate) fn map(map: &libbpf_rs::MapMut<'_>) -> Result<Self> {
+    /// Maps the loaded array `map`, writable or read-only; its value size must be a multiple
+    /// of 8 bytes.
+    pub(crate) fn map(map: &libbpf_rs::MapMut<'_>, writable: bool) -> Result<Self> {
         use std::os::fd::{AsFd, AsRawFd};
         let name = map.name().to_string_lossy().into_owned();
         let value_size = map.value_size() as usize;
@@ -268,13 +269,18 @@ impl MappedArray {
         // SAFETY: sysconf has no preconditions.
         let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as usize;
         let len = (words * size_of::<u64>()).max(1).next_multiple_of(page);
+        let prot = if writable {
+            libc::PROT_READ | libc::PROT_WRITE
+        } else {
+            libc::PROT_READ
+        };
         // SAFETY: a fresh shared mapping of the map's own data (an array map with
         // BPF_F_MMAPABLE maps its values, page-rounded); nothing else is at that address.
         let ptr = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),
                 len,
-                libc::PROT_READ | libc::PROT_WRITE,
+                prot,
                 libc::MAP_SHARED,
                 map.as_fd().as_raw_fd(),
                 0,
@@ -288,10 +294,12 @@ impl MappedArray {
         Ok(MappedArray { ptr, words, len })
     }
 
+    /// The words; only those of a writable mapping may be stored to.
     pub(crate) fn words(&self) -> &[AtomicU64] {
         // SAFETY: the mapping holds `words` u64 values, is aligned to a page, and lives as long
         // as self; the BPF programs change them concurrently, but only with atomic operations
-        // and plain stores and loads of whole words, as AtomicU64 does here.
+        // and plain stores and loads of whole words, as AtomicU64 does here. A read-only
+        // mapping is only loaded from (StatsArray); stores go to writable ones (ChangedStacks).
         unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.words) }
     }
 }

@@ -540,7 +540,7 @@ fn ten_thousand_stacks_are_all_read() {
     if !bpf_ready() {
         return;
     }
-    // More stacks than one batch read of the kernel maps returns.
+    // More stacks than one batch read of the trace table returns.
     let r = record(
         &["-q", "-i", "1s"],
         &[&fixture("leaky"), "many_stacks", "10000"],

@@ -152,7 +152,7 @@ pub fn load<'obj>(
     drop(btf);
     let skel = super::load_skel(open, WHAT)?;
     let stats = super::StatsArray {
-        values: super::MappedArray::map(&skel.maps.stats)?,
+        values: super::MappedArray::map(&skel.maps.stats, false)?,
         layout,
     };
     Ok(KmemTracer {
