@@ -23,6 +23,22 @@ enum stats_layout btf_stats_layout;
 
 /* Next id for a new stack; ids below FIRST_STACK_ID are placeholders. */
 __u32 next_stack_id = FIRST_STACK_ID;
+/* --max-stacks, set by the recorder before load: how many ids new_stack_id hands out. */
+const volatile __u32 stack_slots = 1 << 14;
+
+/* A new stack id, or 0 (never a stack's) once all stack_slots were handed out: ids are never
+ * reused, and every id handed out has its counters (and in user mode its trace slot). CPUs
+ * racing for the last ids can all pass the first check; the second refuses the extra ones. A
+ * full table hands out nothing, so no id is used up per allocation from a new stack. */
+static __always_inline __u32 new_stack_id(void)
+{
+	__u32 id;
+
+	if (next_stack_id - FIRST_STACK_ID >= stack_slots)
+		return 0;
+	id = __sync_fetch_and_add(&next_stack_id, 1);
+	return id - FIRST_STACK_ID < stack_slots ? id : 0;
+}
 
 /* Every stack's counters, kind by kind: those of stack `id` and kind `k` at index
  * id * STATS_KINDS + k - STATS_FIRST_KIND, placeholders included. An array: the lookup is a

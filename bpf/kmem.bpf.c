@@ -28,7 +28,6 @@ const volatile char target_cache[CACHE_NAME_LEN] = {};
 const volatile __u64 page_size = 4096;
 const volatile __u64 min_size = 0;
 const volatile __u64 max_size = ~0ULL;
-const volatile __u32 stack_slots = 1 << 14; /* --max-stacks */
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -99,14 +98,8 @@ static __always_inline __u32 stack_id_in(void *ctx, struct stack_trace *trace)
 	known = bpf_map_lookup_elem(&stack_ids, trace);
 	if (known)
 		return *known;
-	/* A full table hands out no more ids (as in user mode): each failed insert would use one
-	 * up, on every allocation from a new stack, for as long as the recording runs. */
-	if (next_stack_id - FIRST_STACK_ID >= stack_slots)
-		return STACK_LOST_TABLE_FULL;
-	id = __sync_fetch_and_add(&next_stack_id, 1);
-	/* CPUs racing for the last free ids can pass the check above together: an id past the
-	 * table would have no counters. */
-	if (id - FIRST_STACK_ID >= stack_slots)
+	id = new_stack_id();
+	if (!id)
 		return STACK_LOST_TABLE_FULL;
 	err = bpf_map_update_elem(&stack_ids, trace, &id, BPF_NOEXIST);
 	if (err == -EEXIST) {

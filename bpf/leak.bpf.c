@@ -22,7 +22,6 @@
 const volatile __u32 target_tgid = 0;
 const volatile __u64 min_size = 0;
 const volatile __u64 max_size = ~0ULL;
-const volatile __u32 stack_slots = 1 << 14; /* --max-stacks: entries of stack_traces */
 /* Never used: makes the sampling constants part of the BTF, hence of the Rust skeleton. */
 enum sample_params btf_sample_params;
 
@@ -42,8 +41,8 @@ struct {
  * within it from this copy instead of reading each one (each bpf_probe_read_user cost about
  * 100 ns here). The first chunk starts at the stack pointer; on `leaky depths`, every other call
  * 64 frames deep and its records 16 bytes apart, alloc_exit went from 3.8-4.4 to 1.3-1.9 us per
- * call. Further chunks start where the last one ends its use: with records 64 bytes apart,
- * 3.2-4.2 -> 1.5-1.8 us. */
+ * call. Further chunks start at the first record beyond the last one: with records 64 bytes
+ * apart, 3.2-4.2 -> 1.5-1.8 us. */
 #define STACK_CHUNK 1024
 struct stack_chunk {
 	/* `words` hold the stack's [base, base + len); len 0: nothing. Kept here rather than in
@@ -418,10 +417,10 @@ static __always_inline __u32 current_stack_id(struct pt_regs *ctx, struct thread
 		/* A different stack with the same hash: counted, never merged. */
 		return same_trace(id, trace) ? id : STACK_LOST_TABLE_FULL;
 	}
-	/* Ids are never reused: once every slot was handed out, new stacks are not tracked. */
-	if (next_stack_id - FIRST_STACK_ID >= stack_slots)
+	/* Once every slot was handed out, new stacks are not tracked. */
+	id = new_stack_id();
+	if (!id)
 		return STACK_LOST_TABLE_FULL;
-	id = __sync_fetch_and_add(&next_stack_id, 1);
 	slot = id - FIRST_STACK_ID;
 	stored = bpf_map_lookup_elem(&stack_traces, &slot);
 	if (!stored)

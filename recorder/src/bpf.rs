@@ -13,9 +13,10 @@ use libbpf_rs::{Link, MapCore, MapFlags, OpenObject, UprobeOpts};
 use crate::discover::{Entry, PlannedProbe, Return};
 use crate::sampling;
 
-/// The `.rodata` of an opened skeleton (`$open`), with the filters that both BPF objects have
-/// set from `$opts` (each skeleton has its own rodata type, with these same fields); the caller
-/// sets the object's own. `$what` names the object in errors ("BPF", "kernel-mode BPF").
+/// The `.rodata` of an opened skeleton (`$open`), with the filters and the stack-table size
+/// that both BPF objects have set from `$opts` (each skeleton has its own rodata type, with
+/// these same fields); the caller sets the object's own. `$what` names the object in errors
+/// ("BPF", "kernel-mode BPF").
 macro_rules! rodata_with_filters {
     ($open:expr, $opts:expr, $what:expr) => {{
         let rodata = $open
@@ -26,6 +27,7 @@ macro_rules! rodata_with_filters {
         rodata.target_tgid = $opts.tgid;
         rodata.min_size = $opts.min_size;
         rodata.max_size = $opts.max_size;
+        rodata.stack_slots = $opts.max_stacks;
         rodata
     }};
 }
@@ -176,7 +178,6 @@ pub fn load<'obj>(
     const WHAT: &str = "BPF";
     let mut open = open_skel::<LeakSkelBuilder>(storage, WHAT)?;
     let rodata = rodata_with_filters!(open, opts, WHAT);
-    rodata.stack_slots = opts.max_stacks;
     rodata.stack_hash_mask = test_stack_hash_mask()?;
     rodata.sample_bytes = opts.sample_bytes;
     let layout = StatsLayout {
@@ -205,10 +206,7 @@ pub fn load<'obj>(
         fill_sample_tables(&skel)?;
     }
     let changed = ChangedStacks(MappedArray::map(&skel.maps.changed_stacks, true)?);
-    let stats = StatsArray {
-        values: MappedArray::map(&skel.maps.stats, false)?,
-        layout,
-    };
+    let stats = StatsArray::map(&skel.maps.stats, layout)?;
     Ok(Tracer {
         skel,
         links: Vec::new(),
@@ -346,8 +344,8 @@ pub(crate) struct StatsLayout {
 /// The `stats` array of an object (bpf/common.bpf.h), mapped: the counters of stack `id` and
 /// kind `k` are its entry `id * kinds + k - first_kind`, read in place without a syscall.
 pub(crate) struct StatsArray {
-    pub values: MappedArray,
-    pub layout: StatsLayout,
+    values: MappedArray,
+    layout: StatsLayout,
 }
 
 /// u64 words per `struct stack_stats`, and the index of each counter among them.
@@ -358,6 +356,14 @@ const FREE_BYTES: usize = offset_of!(types::stack_stats, free_bytes) / size_of::
 const FREE_COUNT: usize = offset_of!(types::stack_stats, free_count) / size_of::<u64>();
 
 impl StatsArray {
+    /// Maps an object's loaded `stats` array (read-only), laid out as `layout`.
+    pub(crate) fn map(map: &libbpf_rs::MapMut<'_>, layout: StatsLayout) -> Result<Self> {
+        Ok(StatsArray {
+            values: MappedArray::map(map, false)?,
+            layout,
+        })
+    }
+
     /// The counters of stack `id` and kind `kind`; None if they were never used.
     pub(crate) fn get(&self, id: u32, kind: u32) -> Option<RawStats> {
         self.layout.get(self.values.words(), id, kind)

@@ -115,7 +115,6 @@ pub fn load<'obj>(
             *dst = src as _;
         }
     }
-    rodata.stack_slots = opts.max_stacks;
     let layout = super::StatsLayout {
         first_kind: types::stats_layout::KERNEL_FIRST_KIND.0,
         kinds: types::stats_layout::KERNEL_KINDS.0,
@@ -151,10 +150,7 @@ pub fn load<'obj>(
     }
     drop(btf);
     let skel = super::load_skel(open, WHAT)?;
-    let stats = super::StatsArray {
-        values: super::MappedArray::map(&skel.maps.stats, false)?,
-        layout,
-    };
+    let stats = super::StatsArray::map(&skel.maps.stats, layout)?;
     Ok(KmemTracer {
         skel,
         stats,
