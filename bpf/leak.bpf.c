@@ -60,6 +60,7 @@ struct thread_state {
 	struct pending_call call; /* `depth` 0: no call is open */
 	struct stack_trace trace; /* the stack being walked */
 	struct stack_chunk chunk; /* the stack bytes that walk read last */
+	__u32 blocks; /* blocks this thread recorded, mod 2^32: their stamps (record) */
 };
 
 /* Each thread's state, in the thread itself: no hashing, no contention, freed with the thread
@@ -443,9 +444,9 @@ static __always_inline __u32 current_stack_id(struct pt_regs *ctx, struct thread
 	return err ? STACK_LOST_TABLE_FULL : id;
 }
 
-/* Records a new block on the current stack (walked with the thread's state `st`). */
-static __always_inline void record(struct pt_regs *ctx, struct thread_state *st, __u64 ptr,
-				   __u64 size, __u32 kind)
+/* Records a new block on the current stack (walked with the state `st` of thread `tid`). */
+static __always_inline void record(struct pt_regs *ctx, struct thread_state *st, __u64 tid,
+				   __u64 ptr, __u64 size, __u32 kind)
 {
 	struct stats_key key = { .kind = kind };
 	struct alloc_info info = {};
@@ -459,7 +460,11 @@ static __always_inline void record(struct pt_regs *ctx, struct thread_state *st,
 	if (!s)
 		return;
 	info.size = size;
-	info.ts = bpf_ktime_get_ns();
+	/* What tells this record from any other at the same address (realloc checks it at its
+	 * return): the thread's id and its count of blocks recorded. Unique unless the thread
+	 * records 2^32 blocks in between, and never 0 (a thread id is not). bpf_ktime_get_ns()
+	 * did the same job for 60-70 ns more per allocation. */
+	info.ts = (tid << 32) | ++st->blocks;
 	info.key = key;
 	/* Inserting first spares the common case a lookup. */
 	err = bpf_map_update_elem(&allocs, &ptr, &info, BPF_NOEXIST);
@@ -491,8 +496,9 @@ static __always_inline int leave(struct pt_regs *ctx, __u64 ret)
 	struct pending_call call;
 	__u64 ptr = ret;
 	__u32 kind = KIND_HEAP;
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
 
-	if (!is_target())
+	if ((pid_tgid >> 32) != target_tgid) /* is_target(), keeping the thread id */
 		return 0;
 	st = bpf_task_storage_get(&threads, bpf_get_current_task_btf(), 0, 0);
 	if (!st || !st->call.depth) {
@@ -537,7 +543,7 @@ static __always_inline int leave(struct pt_regs *ctx, __u64 ret)
 	/* Not sampled: no stack walk, no table insert (the point of --sample-bytes). */
 	if (!ptr || call.size < min_size || call.size > max_size || !call.sampled)
 		return 0;
-	record(ctx, st, ptr, call.size, kind);
+	record(ctx, st, (__u32)pid_tgid, ptr, call.size, kind);
 	return 0;
 }
 

@@ -86,7 +86,8 @@ struct stack_stats {
 /* One live allocation. */
 struct alloc_info {
 	__u64 size;
-	__u64 ts; /* bpf_ktime_get_ns() at allocation: identifies this record */
+	__u64 ts; /* user mode: identifies this record (thread id << 32 | that thread's count of
+		   * blocks recorded); kernel mode: 0, unused */
 	struct stats_key key;
 };
 
