@@ -29,6 +29,9 @@ enum sample_params btf_sample_params;
 const volatile __u64 sample_bytes = 0;
 /* Tests only (LEAK_RECORD_TEST_STACK_HASH_MASK): fewer hash bits force stack hash collisions. */
 const volatile __u64 stack_hash_mask = ~0ULL;
+/* Tests only (LEAK_RECORD_TEST_NO_STACK_CHUNKS): every walk reads its records one by one, as one
+ * does when another walk on its CPU holds the chunk (walk_chunks). */
+const volatile bool test_no_chunks = false;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -37,13 +40,16 @@ struct {
 	__type(value, struct alloc_info);
 } allocs SEC(".maps");
 
-/* Up to 1 KiB of the user stack, read in one go: the walk takes the frame records that lie
- * within it from this copy instead of reading each one (each bpf_probe_read_user cost about
- * 100 ns here). The first chunk starts at the stack pointer; on `leaky depths`, every other call
- * 64 frames deep and its records 16 bytes apart, alloc_exit went from 3.8-4.4 to 1.3-1.9 us per
- * call. Further chunks start at the first record beyond the last one: with records 64 bytes
- * apart, 3.2-4.2 -> 1.5-1.8 us. */
-#define STACK_CHUNK 1024
+/* A piece of the user stack, read in one go: the walk takes the frame records that lie within
+ * it from this copy instead of reading each one (each bpf_probe_read_user cost about 100 ns
+ * here). The first chunk starts at the stack pointer and holds up to FIRST_CHUNK bytes, enough
+ * for the few frames of most stacks; on `leaky depths`, every other call 64 frames deep and its
+ * records 16 bytes apart, alloc_exit went from 3.8-4.4 to 1.3-1.9 us per call. Further chunks
+ * start at the first record beyond the last one and reach the end of its 4 KiB block: with
+ * records 64 bytes apart, 3.2-4.2 -> 1.5-1.8 us with 1 KiB chunks; on 64-frame stacks
+ * (`leaky deep_churn`) 4 KiB took about 15% off alloc_exit against 1 KiB. */
+#define STACK_CHUNK 4096
+#define FIRST_CHUNK 1024
 struct stack_chunk {
 	/* `words` hold the stack's [base, base + len); len 0: nothing. Kept here rather than in
 	 * locals: the verifier then sees them as unknown values at every step of the walk, instead
@@ -55,26 +61,44 @@ struct stack_chunk {
 	__u64 words[STACK_CHUNK / 8 + 2];
 };
 
-/* What one thread's allocator calls need: the open call, and the walk's scratch space. */
+/* What one thread's allocator calls need: the open call, and the walk's trace. */
 struct thread_state {
 	struct pending_call call; /* `depth` 0: no call is open */
 	struct stack_trace trace; /* the stack being walked */
-	struct stack_chunk chunk; /* the stack bytes that walk read last */
 	__u32 blocks; /* blocks this thread recorded, mod 2^32: their stamps (record) */
 };
 
 /* Each thread's state, in the thread itself: no hashing, no contention, freed with the thread
- * (about 1.6 KB per traced thread). The scratch space is per thread, not per CPU, because a
- * uprobe program can be preempted on kernels built or booted with full preemption (it runs
- * under migrate_disable() and a preemptible RCU read lock): another thread hitting a probe on
- * the same CPU would then overwrite a per-CPU trace or chunk in the middle of the walk. A
- * thread's own state is touched by that thread only, and it already has it at hand. */
+ * (about 0.6 KB per traced thread). The trace is per thread, not per CPU, because a uprobe
+ * program can be preempted on kernels built or booted with full preemption (it runs under
+ * migrate_disable() and a preemptible RCU read lock): another thread hitting a probe on the
+ * same CPU would then overwrite a per-CPU trace in the middle of the walk. A thread's own state
+ * is touched by that thread only, and it already has it at hand. */
 struct {
 	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, int);
 	__type(value, struct thread_state);
 } threads SEC(".maps");
+
+/* The walk's stack chunk, one per CPU, taken (`busy`) for the length of a walk. Not in the
+ * thread's state, although that is where a preempted walk would be safe without a flag: the
+ * kernel checks every bpf_probe_read_user against its destination (hardened usercopy), and for
+ * task storage, a slab object, that check cost about 90 ns per read (alloc_exit on churn
+ * 613-623 -> 513-530 ns). A walk preempted on a fully preemptible kernel keeps the chunk
+ * busy, and a walk on its CPU meanwhile reads its records one by one: slower, same frames. */
+struct walk_chunk {
+	__u32 busy; /* 1 while a walk on this CPU uses `chunk` */
+	__u32 pad;
+	struct stack_chunk chunk;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 2); /* 0: the chunk; 1: never read into, for a walk without one */
+	__type(key, __u32);
+	__type(value, struct walk_chunk);
+} walk_chunks SEC(".maps");
 
 /* Stack ids by a 64-bit hash of the trace. The trace itself is kept in stack_traces and
  * compared on every hit: two stacks with one hash are never merged (the second is counted as
@@ -272,7 +296,7 @@ struct frame_record {
  * it stops where the chain ends (0, which _start leaves in %rbp) or stops going up the stack
  * (code without frame pointers left something else there) instead of reading that address:
  * the faulting read at the end of every chain cost the kernel's walker about 0.5 us per
- * allocation, more than the rest of the walk. Records come from reads of up to 1 KiB of the
+ * allocation, more than the rest of the walk. Records come from reads of up to 4 KiB of the
  * stack at a time (struct stack_chunk) where they lie close together.
  * A frame pointer below the stack pointer is not followed either: every frame of the thread
  * lies above its stack pointer (the stack grows down), so such a value is whatever code built
@@ -313,9 +337,10 @@ static __always_inline bool in_chunk(struct stack_chunk *chunk, __u64 fp)
 	       chunk->len - off >= sizeof(struct frame_record);
 }
 
-/* Also sets *hash, a hash of the frames walked. */
+/* Also sets *hash, a hash of the frames walked. Reads chunks of at most `room` bytes into
+ * `chunk` (0: none, every record on its own; `chunk` is then never written but its length). */
 static __always_inline long walk_user_stack(struct pt_regs *ctx, struct stack_trace *trace,
-					    struct stack_chunk *chunk, __u64 *hash)
+					    struct stack_chunk *chunk, __u64 room, __u64 *hash)
 {
 	struct frame_record fr;
 	__u64 fp = PT_REGS_FP(ctx);
@@ -341,6 +366,10 @@ static __always_inline long walk_user_stack(struct pt_regs *ctx, struct stack_tr
 			 * first record they hold, once the chain is one of close frames. */
 			at = n == 1 ? sp & ~7ULL : fp; /* 8-aligned, as records are */
 			len = chunk_len(at);
+			if (n == 1 && len > FIRST_CHUNK)
+				len = FIRST_CHUNK;
+			if (len > room)
+				len = room;
 			read = n == 1 ? fp - at + sizeof(fr) <= len
 				      : step <= SLIDE_MAX_STEP && len >= sizeof(fr);
 			chunk->len = 0;
@@ -407,10 +436,29 @@ static __always_inline __u32 current_stack_id(struct pt_regs *ctx, struct thread
 	struct stack_trace *stored;
 	__u32 id, slot, i;
 	__u32 *known;
-	__u64 hash;
-	long err;
+	struct walk_chunk *wc;
+	__u32 which = 0;
+	__u64 hash, room = 0;
+	long n, err;
 
-	if (walk_user_stack(ctx, trace, &st->chunk, &hash) <= 0)
+	/* This CPU's chunk, unless a preempted walk holds it (or a test wants none). */
+	wc = bpf_map_lookup_elem(&walk_chunks, &which);
+	if (wc && !test_no_chunks && !__sync_val_compare_and_swap(&wc->busy, 0, 1)) {
+		room = STACK_CHUNK;
+	} else {
+		which = 1;
+		wc = bpf_map_lookup_elem(&walk_chunks, &which);
+		if (!wc)
+			return STACK_LOST_WALK_FAILED;
+	}
+	n = walk_user_stack(ctx, trace, &wc->chunk, room, &hash);
+	if (room) {
+		/* Released after the walk's last read of it: a walk preempting this one on its
+		 * CPU sees everything this one did (compiler order suffices on one CPU). */
+		asm volatile("" ::: "memory");
+		*(volatile __u32 *)&wc->busy = 0;
+	}
+	if (n <= 0)
 		return STACK_LOST_EMPTY;
 	known = bpf_map_lookup_elem(&stack_ids, &hash);
 	if (known) {

@@ -179,6 +179,7 @@ pub fn load<'obj>(
     let mut open = open_skel::<LeakSkelBuilder>(storage, WHAT)?;
     let rodata = rodata_with_filters!(open, opts, WHAT);
     rodata.stack_hash_mask = test_stack_hash_mask()?;
+    rodata.test_no_chunks = std::env::var_os("LEAK_RECORD_TEST_NO_STACK_CHUNKS").is_some();
     rodata.sample_bytes = opts.sample_bytes;
     let layout = StatsLayout {
         first_kind: types::stats_layout::USER_FIRST_KIND.0,

@@ -124,6 +124,65 @@ fn a_shallow_stack_after_a_deep_one_keeps_only_its_own_frames() {
     assert!(!shallow.truncated);
 }
 
+/// The offsets of a stack's frames (the same in every run of one binary, unlike addresses).
+fn frame_offsets(stack: &leak_format::Stack) -> Vec<u64> {
+    stack.frames.iter().map(|f| f.offset).collect()
+}
+
+#[test]
+fn a_walk_without_stack_chunks_finds_the_same_frames() {
+    if !bpf_ready() {
+        return;
+    }
+    // A walk whose CPU's chunk is held by a preempted walk reads every record on its own. The
+    // test hook makes every walk do so; the deep stack (64-byte frames over 4 KiB) and the
+    // shallow one after it must come out frame for frame as with chunks.
+    let args = ["-q", "-i", "1s", "--", &fixture("leaky"), "depths", "200"];
+    let chunks = record_with_env(&[], &args);
+    let alone = record_with_env(&[("LEAK_RECORD_TEST_NO_STACK_CHUNKS", "1")], &args);
+    for r in [&chunks, &alone] {
+        r.assert_clean();
+        assert_eq!(r.by_function("leak_deep").bytes, 20_000);
+        assert_eq!(r.by_function("leak_shallow").bytes, 40_000);
+    }
+    for f in ["leak_deep", "leak_shallow"] {
+        assert_eq!(
+            frame_offsets(alone.stack_of(f)),
+            frame_offsets(chunks.stack_of(f)),
+            "{f}"
+        );
+    }
+    assert_eq!(alone.stack_of("leak_deep").frames.len(), 64);
+}
+
+#[test]
+fn a_deep_churn_is_balanced_on_one_truncated_stack() {
+    if !bpf_ready() {
+        return;
+    }
+    // `leaky deep_churn` (the deep-stack benchmark): every malloc/free pair under 64 levels of
+    // 64-byte frames. The walk's further chunks reach up to the end of each 4 KiB block.
+    let r = record(
+        &["-i", "1s"],
+        &[&fixture("leaky"), "deep_churn", "1000", "64"],
+    );
+    r.assert_clean();
+    let t = r.by_function("churn_loop");
+    assert_eq!((t.allocs, t.frees, t.bytes, t.stacks), (1000, 1000, 0, 1));
+    let stack = r.any_stack_of("churn_loop");
+    assert_eq!(stack.frames.len(), 64, "MAX_STACK_DEPTH in bpf/leak.h");
+    assert!(stack.truncated);
+    let leaky = fixture("leaky");
+    for (i, f) in stack.frames.iter().enumerate().skip(1) {
+        assert_eq!(
+            function_at(&leaky, f.offset).as_deref(),
+            Some("churn_deeper"),
+            "frame {i} of {:x?}",
+            stack.frames
+        );
+    }
+}
+
 #[test]
 fn each_allocation_function_lands_on_its_own_stack_with_exact_sizes() {
     if !bpf_ready() {

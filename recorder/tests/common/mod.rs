@@ -163,13 +163,25 @@ impl Recorded {
     /// The one stack with outstanding bytes whose innermost function is `name` (panics, with
     /// the recorder's stderr, unless there is exactly one).
     pub fn stack_of(&self, name: &str) -> &leak_format::Stack {
+        self.one_stack_of(name, |t| t.outstanding_bytes() > 0)
+    }
+
+    /// The one stack whose innermost function is `name`, whatever its counters (panics unless
+    /// there is exactly one).
+    pub fn any_stack_of(&self, name: &str) -> &leak_format::Stack {
+        self.one_stack_of(name, |_| true)
+    }
+
+    fn one_stack_of(
+        &self,
+        name: &str,
+        keep: impl Fn(&leak_format::StackTotals) -> bool,
+    ) -> &leak_format::Stack {
         let ids: Vec<u32> = self
             .state
             .totals
             .iter()
-            .filter(|((id, _), t)| {
-                t.outstanding_bytes() > 0 && self.innermost(*id).as_deref() == Some(name)
-            })
+            .filter(|((id, _), t)| keep(t) && self.innermost(*id).as_deref() == Some(name))
             .map(|((id, _), _)| *id)
             .collect();
         assert_eq!(ids.len(), 1, "{name}: {ids:?}\n{}", self.stderr);
