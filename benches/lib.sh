@@ -106,15 +106,23 @@ bpf_table() {
 }
 
 # bpf_run_times [ARG...]: per-invocation BPF run time of leak-record's programs (run with ARGs),
-# from kernel.bpf_stats, while it traces `leaky churn`: sets BPF_TABLE (markdown) and BPF_PAIR
-# (ns of malloc_enter + alloc_exit + free_enter per pair).
+# from kernel.bpf_stats, while it traces `leaky $BPF_WORKLOAD` (default `churn 2000000000`; the
+# workload must outlast the recording): sets BPF_TABLE (markdown) and BPF_PAIR (ns of
+# malloc_enter + alloc_exit + free_enter per pair).
 # shellcheck disable=SC2120 # ARGs are optional
 bpf_run_times() {
-    local old lp rp ids
+    local old lp rp ids i
+    local -a workload
+    read -ra workload <<<"${BPF_WORKLOAD:-churn 2000000000}"
     old=$(sysctl -n kernel.bpf_stats_enabled)
     sysctl -qw kernel.bpf_stats_enabled=1
-    "$FX/leaky" churn 2000000000 & lp=$!
+    "$FX/leaky" "${workload[@]}" & lp=$!
     trap 'sysctl -qw kernel.bpf_stats_enabled="$old"; kill "$lp" 2>/dev/null || true' EXIT
+    # Attached before the dynamic loader mapped the C library, leak-record finds no allocator.
+    for ((i = 0; i < 100; i++)); do
+        grep -q 'libc\.so' "/proc/$lp/maps" 2>/dev/null && break
+        sleep 0.05
+    done
     "$LR" -q -p "$lp" "$@" -o "$WORK/stats.zst" --force -i 1s -d 6s 2>>"$WORK/record.stderr" & rp=$!
     sleep 5 # then read the programs leak-record holds open (ids from its fdinfo)
     ids=$(bpf_prog_ids "$rp")
