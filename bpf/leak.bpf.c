@@ -66,6 +66,8 @@ struct thread_state {
 	struct pending_call call; /* `depth` 0: no call is open */
 	struct stack_trace trace; /* the stack being walked */
 	__u32 blocks; /* blocks this thread recorded, mod 2^32: their stamps (record) */
+	__u32 last_id; /* the stack id this thread found last (0: none yet) ... */
+	__u64 last_hash; /* ... for this hash (current_stack_id) */
 };
 
 /* Each thread's state, in the thread itself: no hashing, no contention, freed with the thread
@@ -460,11 +462,21 @@ static __always_inline __u32 current_stack_id(struct pt_regs *ctx, struct thread
 	}
 	if (n <= 0)
 		return STACK_LOST_EMPTY;
+	/* The id stack_ids holds for this hash, if it is the one this thread found last: stack_ids
+	 * never changes an entry once made, so that saves a lookup and changes nothing. */
+	if (st->last_id && st->last_hash == hash) {
+		id = st->last_id;
+		return same_trace(id, trace) ? id : STACK_LOST_TABLE_FULL;
+	}
 	known = bpf_map_lookup_elem(&stack_ids, &hash);
 	if (known) {
 		id = *known;
 		/* A different stack with the same hash: counted, never merged. */
-		return same_trace(id, trace) ? id : STACK_LOST_TABLE_FULL;
+		if (!same_trace(id, trace))
+			return STACK_LOST_TABLE_FULL;
+		st->last_hash = hash;
+		st->last_id = id;
+		return id;
 	}
 	/* Once every slot was handed out, new stacks are not tracked. */
 	id = new_stack_id();
