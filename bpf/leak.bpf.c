@@ -29,8 +29,8 @@ enum sample_params btf_sample_params;
 const volatile __u64 sample_bytes = 0;
 /* Tests only (LEAK_RECORD_TEST_STACK_HASH_MASK): fewer hash bits force stack hash collisions. */
 const volatile __u64 stack_hash_mask = ~0ULL;
-/* Tests only (LEAK_RECORD_TEST_NO_STACK_CHUNKS): every walk reads its records one by one, as one
- * does when another walk on its CPU holds the chunk (walk_chunks). */
+/* Tests only (LEAK_RECORD_TEST_NO_STACK_CHUNKS): every walk finds its CPU's chunk busy, as when
+ * a preempted walk holds it (walk_chunks), and reads its records one by one. */
 const volatile bool test_no_chunks = false;
 
 struct {
@@ -430,8 +430,9 @@ static __always_inline bool same_trace(__u32 id, struct stack_trace *trace)
 	return true;
 }
 
-/* The id of the current user stack, walked with the thread's scratch space `st`; a placeholder
- * id when it cannot be had (counted by the caller once the allocation is recorded on it). */
+/* The id of the current user stack, walked into the thread's state `st` (its trace, and the
+ * stack id it found last); a placeholder id when it cannot be had (counted by the caller once
+ * the allocation is recorded on it). */
 static __always_inline __u32 current_stack_id(struct pt_regs *ctx, struct thread_state *st)
 {
 	struct stack_trace *trace = &st->trace;
@@ -443,9 +444,11 @@ static __always_inline __u32 current_stack_id(struct pt_regs *ctx, struct thread
 	__u64 hash, room = 0;
 	long n, err;
 
-	/* This CPU's chunk, unless a preempted walk holds it (or a test wants none). */
+	/* This CPU's chunk, unless a preempted walk holds it (the test hook makes it look held). */
 	wc = bpf_map_lookup_elem(&walk_chunks, &which);
-	if (wc && !test_no_chunks && !__sync_val_compare_and_swap(&wc->busy, 0, 1)) {
+	if (wc && test_no_chunks)
+		wc->busy = 1;
+	if (wc && !__sync_val_compare_and_swap(&wc->busy, 0, 1)) {
 		room = STACK_CHUNK;
 	} else {
 		which = 1;
@@ -455,8 +458,8 @@ static __always_inline __u32 current_stack_id(struct pt_regs *ctx, struct thread
 	}
 	n = walk_user_stack(ctx, trace, &wc->chunk, room, &hash);
 	if (room) {
-		/* Released after the walk's last read of it: a walk preempting this one on its
-		 * CPU sees everything this one did (compiler order suffices on one CPU). */
+		/* Released after the walk's last access to it, so that no walk on this CPU can
+		 * take it before (compiler order suffices: only this CPU reads the flag). */
 		asm volatile("" ::: "memory");
 		*(volatile __u32 *)&wc->busy = 0;
 	}
@@ -498,10 +501,15 @@ static __always_inline __u32 current_stack_id(struct pt_regs *ctx, struct thread
 	if (err == -EEXIST) {
 		/* Another CPU inserted this hash first (its slot is used, ours stays unused). */
 		known = bpf_map_lookup_elem(&stack_ids, &hash);
-		if (known && same_trace(*known, trace))
-			return *known;
+		if (!known || !same_trace(*known, trace))
+			return STACK_LOST_TABLE_FULL;
+		id = *known;
+	} else if (err) {
+		return STACK_LOST_TABLE_FULL;
 	}
-	return err ? STACK_LOST_TABLE_FULL : id;
+	st->last_hash = hash;
+	st->last_id = id;
+	return id;
 }
 
 /* Records a new block on the current stack (walked with the state `st` of thread `tid`). */
@@ -522,7 +530,8 @@ static __always_inline void record(struct pt_regs *ctx, struct thread_state *st,
 	info.size = size;
 	/* What tells this record from any other at the same address (realloc checks it at its
 	 * return): the thread's id and its count of blocks recorded. Unique unless the thread
-	 * records 2^32 blocks in between, and never 0 (a thread id is not). bpf_ktime_get_ns()
+	 * records 2^32 blocks in between (or its id is reused by a new thread whose count meets
+	 * the old one's), and never 0 (a thread id is not). bpf_ktime_get_ns()
 	 * did the same job for 60-70 ns more per allocation. */
 	info.ts = (tid << 32) | ++st->blocks;
 	info.key = key;
