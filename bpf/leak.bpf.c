@@ -32,6 +32,9 @@ const volatile __u64 stack_hash_mask = ~0ULL;
 /* Tests only (LEAK_RECORD_TEST_NO_STACK_CHUNKS): every walk finds its CPU's chunk busy, as when
  * a preempted walk holds it (walk_chunks), and reads its records one by one. */
 const volatile bool test_no_chunks = false;
+/* Walks that found their CPU's chunk held (by a preempted walk, or the test hook) and read their
+ * records one by one: slower, same frames. The recorder reports it; not a loss. */
+__u64 chunkless_walks = 0;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -451,6 +454,7 @@ static __always_inline __u32 current_stack_id(struct pt_regs *ctx, struct thread
 	if (wc && !__sync_val_compare_and_swap(&wc->busy, 0, 1)) {
 		room = STACK_CHUNK;
 	} else {
+		__sync_fetch_and_add(&chunkless_walks, 1);
 		which = 1;
 		wc = bpf_map_lookup_elem(&walk_chunks, &which);
 		if (!wc)

@@ -525,6 +525,18 @@ impl Tracer<'_> {
         read_losses(&self.skel.maps.counters)
     }
 
+    /// Stack walks that found their CPU's copy of the stack held by a walk preempted on that CPU
+    /// (possible on fully preemptible kernels) and read their frame records one by one: slower,
+    /// the same stacks. Not a loss; said at the end of the recording.
+    pub fn chunkless_walks(&self) -> u64 {
+        self.skel.maps.bss_data.as_deref().map_or(0, |bss| {
+            // SAFETY: `bss` is the loaded object's mapped .bss, valid while the skeleton is;
+            // BPF adds to this field atomically, so a volatile read of the aligned u64 sees a
+            // whole value, and nothing here writes it.
+            unsafe { std::ptr::addr_of!(bss.chunkless_walks).read_volatile() }
+        })
+    }
+
     /// The counters that changed since the last call, and those of the stacks in `also` (all
     /// of them when a change could not be marked). A counter whose bit was taken but which did
     /// not change after all may be among them; the caller compares with what it has. With

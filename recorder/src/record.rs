@@ -410,6 +410,13 @@ impl Session<'_, '_> {
         if self.cli.bundle_symbols {
             self.bundle()?;
         }
+        let chunkless = self.tracer.chunkless_walks();
+        if chunkless > 0 && !self.cli.quiet {
+            eprintln!(
+                "leak-record: {chunkless} stack walks read their frames one at a time (slower, \
+                 same stacks): a walk preempted on their CPU held its copy of the stack"
+            );
+        }
         self.out.finish(&reason, self.seq, self.cli.quiet)
     }
 

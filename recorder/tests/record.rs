@@ -137,7 +137,7 @@ fn a_walk_without_stack_chunks_finds_the_same_frames() {
     // A walk whose CPU's chunk is held by a preempted walk reads every record on its own. The
     // test hook makes every walk do so; the deep stack (64-byte frames over 4 KiB) and the
     // shallow one after it must come out frame for frame as with chunks.
-    let args = ["-q", "-i", "1s", "--", &fixture("leaky"), "depths", "200"];
+    let args = ["-i", "1s", "--", &fixture("leaky"), "depths", "200"];
     let chunks = record_with_env(&[], &args);
     let alone = record_with_env(&[("LEAK_RECORD_TEST_NO_STACK_CHUNKS", "1")], &args);
     for r in [&chunks, &alone] {
@@ -145,6 +145,15 @@ fn a_walk_without_stack_chunks_finds_the_same_frames() {
         assert_eq!(r.by_function("leak_deep").bytes, 20_000);
         assert_eq!(r.by_function("leak_shallow").bytes, 40_000);
     }
+    // Every walk is counted and said once without chunks; none with them (one thread: no walk
+    // can hold the chunk while another runs, unless a walk failed to release it).
+    let said = "stack walks read their frames one at a time";
+    assert!(
+        alone.stderr.contains(&format!("leak-record: 400 {said}")),
+        "{}",
+        alone.stderr
+    );
+    assert!(!chunks.stderr.contains(said), "{}", chunks.stderr);
     for f in ["leak_deep", "leak_shallow"] {
         assert_eq!(
             frame_offsets(alone.stack_of(f)),
