@@ -104,15 +104,7 @@ fn a_shallow_stack_after_a_deep_one_keeps_only_its_own_frames() {
     // Every frame past the innermost is a return into the recursion. Its records lie 64 bytes
     // apart over 4 KiB, so the walk takes them from several reads of the stack: the first at
     // the stack pointer, the next ones each starting at the first record beyond the last.
-    let leaky = fixture("leaky");
-    for (i, f) in deep.frames.iter().enumerate().skip(1) {
-        assert_eq!(
-            function_at(&leaky, f.offset).as_deref(),
-            Some("recurse_then_leak"),
-            "frame {i} of {:x?}",
-            deep.frames
-        );
-    }
+    assert_outer_frames_return_into(deep, "recurse_then_leak");
     let shallow = r.stack_of("leak_shallow");
     let deep_frames: std::collections::HashSet<u64> = deep.frames.iter().map(|f| f.addr).collect();
     let own: Vec<u64> = shallow.frames.iter().map(|f| f.addr).collect();
@@ -122,6 +114,19 @@ fn a_shallow_stack_after_a_deep_one_keeps_only_its_own_frames() {
         "{own:x?}"
     );
     assert!(!shallow.truncated);
+}
+
+/// Every frame of a `leaky` stack past the innermost returns into `function`.
+fn assert_outer_frames_return_into(stack: &leak_format::Stack, function: &str) {
+    let leaky = fixture("leaky");
+    for (i, f) in stack.frames.iter().enumerate().skip(1) {
+        assert_eq!(
+            function_at(&leaky, f.offset).as_deref(),
+            Some(function),
+            "frame {i} of {:x?}",
+            stack.frames
+        );
+    }
 }
 
 /// The offsets of a stack's frames (the same in every run of one binary, unlike addresses).
@@ -181,15 +186,7 @@ fn a_deep_churn_is_balanced_on_one_truncated_stack() {
     let stack = r.any_stack_of("churn_loop");
     assert_eq!(stack.frames.len(), 64, "MAX_STACK_DEPTH in bpf/leak.h");
     assert!(stack.truncated);
-    let leaky = fixture("leaky");
-    for (i, f) in stack.frames.iter().enumerate().skip(1) {
-        assert_eq!(
-            function_at(&leaky, f.offset).as_deref(),
-            Some("churn_deeper"),
-            "frame {i} of {:x?}",
-            stack.frames
-        );
-    }
+    assert_outer_frames_return_into(stack, "churn_deeper");
 }
 
 #[test]
