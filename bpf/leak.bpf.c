@@ -433,19 +433,50 @@ static __always_inline bool same_trace(__u32 id, struct stack_trace *trace)
 	return true;
 }
 
+/* A new stack's id for `trace` (hash `hash`), its trace stored before the id can be found; the
+ * id another CPU inserted for this hash first; or 0 once every slot was handed out (new stacks
+ * are then not tracked) or the insert failed. */
+static __always_inline __u32 new_stack(struct stack_trace *trace, __u64 hash)
+{
+	struct stack_trace *stored;
+	__u32 id, slot, i;
+	__u32 *known;
+	long err;
+
+	id = new_stack_id();
+	if (!id)
+		return 0;
+	slot = id - FIRST_STACK_ID;
+	stored = bpf_map_lookup_elem(&stack_traces, &slot);
+	if (!stored)
+		return 0;
+	/* Up to its terminator only: the slot was never used (ids are never reused) and array
+	 * entries start zeroed, so it ends zero-filled. */
+	for (i = 0; i < MAX_STACK_DEPTH; i++) {
+		stored->ips[i] = trace->ips[i];
+		if (!trace->ips[i])
+			break;
+	}
+	err = bpf_map_update_elem(&stack_ids, &hash, &id, BPF_NOEXIST);
+	if (err == -EEXIST) {
+		/* Another CPU inserted this hash first (its slot is used, ours stays unused). */
+		known = bpf_map_lookup_elem(&stack_ids, &hash);
+		return known ? *known : 0;
+	}
+	return err ? 0 : id;
+}
+
 /* The id of the current user stack, walked into the thread's state `st` (its trace, and the
  * stack id it found last); a placeholder id when it cannot be had (counted by the caller once
  * the allocation is recorded on it). */
 static __always_inline __u32 current_stack_id(struct pt_regs *ctx, struct thread_state *st)
 {
 	struct stack_trace *trace = &st->trace;
-	struct stack_trace *stored;
-	__u32 id, slot, i;
-	__u32 *known;
 	struct walk_chunk *wc;
-	__u32 which = 0;
+	__u32 which = 0, id;
+	__u32 *known;
 	__u64 hash, room = 0;
-	long n, err;
+	long n;
 
 	/* This CPU's chunk, unless a preempted walk holds it (the test hook makes it look held). */
 	wc = bpf_map_lookup_elem(&walk_chunks, &which);
@@ -469,48 +500,20 @@ static __always_inline __u32 current_stack_id(struct pt_regs *ctx, struct thread
 	}
 	if (n <= 0)
 		return STACK_LOST_EMPTY;
-	/* The id stack_ids holds for this hash, if it is the one this thread found last: stack_ids
-	 * never changes an entry once made, so that saves a lookup and changes nothing. */
+	/* The id stack_ids holds for this hash: the one this thread found last if it was for this
+	 * hash (stack_ids never changes an entry once made, so that saves a lookup and changes
+	 * nothing), else looked up, else a new one. */
 	if (st->last_id && st->last_hash == hash) {
 		id = st->last_id;
-		return same_trace(id, trace) ? id : STACK_LOST_TABLE_FULL;
-	}
-	known = bpf_map_lookup_elem(&stack_ids, &hash);
-	if (known) {
-		id = *known;
-		/* A different stack with the same hash: counted, never merged. */
-		if (!same_trace(id, trace))
-			return STACK_LOST_TABLE_FULL;
-		st->last_hash = hash;
-		st->last_id = id;
-		return id;
-	}
-	/* Once every slot was handed out, new stacks are not tracked. */
-	id = new_stack_id();
-	if (!id)
-		return STACK_LOST_TABLE_FULL;
-	slot = id - FIRST_STACK_ID;
-	stored = bpf_map_lookup_elem(&stack_traces, &slot);
-	if (!stored)
-		return STACK_LOST_TABLE_FULL;
-	/* The trace is in place before its id can be found. Up to its terminator only: the slot
-	 * was never used (ids are never reused) and array entries start zeroed, so it ends
-	 * zero-filled. */
-	for (i = 0; i < MAX_STACK_DEPTH; i++) {
-		stored->ips[i] = trace->ips[i];
-		if (!trace->ips[i])
-			break;
-	}
-	err = bpf_map_update_elem(&stack_ids, &hash, &id, BPF_NOEXIST);
-	if (err == -EEXIST) {
-		/* Another CPU inserted this hash first (its slot is used, ours stays unused). */
+	} else {
 		known = bpf_map_lookup_elem(&stack_ids, &hash);
-		if (!known || !same_trace(*known, trace))
+		id = known ? *known : new_stack(trace, hash);
+		if (!id)
 			return STACK_LOST_TABLE_FULL;
-		id = *known;
-	} else if (err) {
-		return STACK_LOST_TABLE_FULL;
 	}
+	/* A different stack with the same hash: counted, never merged. */
+	if (!same_trace(id, trace))
+		return STACK_LOST_TABLE_FULL;
 	st->last_hash = hash;
 	st->last_id = id;
 	return id;

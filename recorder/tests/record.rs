@@ -175,7 +175,8 @@ fn a_deep_churn_is_balanced_on_one_truncated_stack() {
         return;
     }
     // `leaky deep_churn` (the deep-stack benchmark): every malloc/free pair under 64 levels of
-    // 64-byte frames. The walk's further chunks reach up to the end of each 4 KiB block.
+    // 64-byte frames, so the 64 frames kept span 4 KiB and come from several reads of the
+    // stack. All on one stack, balanced, every outer frame a return into the recursion.
     let r = record(
         &["-i", "1s"],
         &[&fixture("leaky"), "deep_churn", "1000", "64"],
