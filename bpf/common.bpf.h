@@ -166,9 +166,106 @@ static __always_inline void account_alloc_weighted(struct stack_stats *s, __u32 
 	}
 }
 
-static __always_inline void account_alloc(struct stack_stats *s, __u32 stack_id, __u64 size)
+/*
+ * Byte sampling (--sample-bytes; bpf/leak.h explains the tables): which allocations are
+ * recorded, and what a recorded one counts for.
+ */
+
+/* Never used: makes the sampling constants part of the BTF, hence of the Rust skeletons. */
+enum sample_params btf_sample_params;
+
+/* --sample-bytes: mean bytes between samples (leak.h); 0 records every allocation. */
+const volatile __u64 sample_bytes = 0;
+
+/* --sample-bytes tables, filled by the recorder before attaching (leak.h). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, SAMPLE_GAP_SLOTS);
+	__type(key, __u32);
+	__type(value, __u32);
+} sample_gaps SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, SAMPLE_WEIGHT_SLOTS);
+	__type(key, __u32);
+	__type(value, __u32);
+} sample_weights SEC(".maps");
+
+/* A new gap until the next sample: exponential, mean sample_bytes, at least 1 byte. Rounded
+ * up: a block of s bytes then ends a gap g exactly when the real-valued g is at most s, as
+ * with a continuous gap (rounding to nearest would sample 0.5/N too often). */
+static __always_inline __u64 draw_gap(void)
 {
-	account_alloc_weighted(s, stack_id, size, 1);
+	__u32 slot = bpf_get_prandom_u32() & (SAMPLE_GAP_SLOTS - 1);
+	__u32 *g = bpf_map_lookup_elem(&sample_gaps, &slot);
+	__u64 gap;
+
+	if (!g)
+		return sample_bytes;
+	gap = (sample_bytes * *g + (1ULL << SAMPLE_GAP_SHIFT) - 1) >> SAMPLE_GAP_SHIFT;
+	return gap ? gap : 1;
+}
+
+/* What a block of `size` bytes and `kind` counts for on its stack: its size and one block when
+ * every allocation is recorded; when sampled, s/p bytes and 1/p blocks (in units of
+ * 2^-SAMPLE_COUNT_SHIFT), p = 1 - exp(-s/N) being the chance that it was sampled. User-mode
+ * mmap calls are never sampled (p = 1); every kernel kind is. Frees use the same weights as the
+ * allocation did. */
+static __always_inline void weigh(__u32 kind, __u64 size, __u64 *bytes, __u64 *blocks)
+{
+	__u64 n = sample_bytes, s = size ? size : 1, scaled, est;
+	__u32 idx, next;
+	__u32 *f0, *f1;
+
+	*bytes = size;
+	*blocks = 1;
+	if (!n)
+		return;
+	*blocks = 1ULL << SAMPLE_COUNT_SHIFT;
+	if (kind == KIND_MMAP || s >= n * SAMPLE_X_MAX)
+		return;
+	/* x = s/N = (idx + rem/N) / SAMPLE_X_STEPS; interpolate f between idx and idx + 1. */
+	scaled = s * SAMPLE_X_STEPS;
+	idx = scaled / n;
+	next = idx + 1;
+	f0 = bpf_map_lookup_elem(&sample_weights, &idx);
+	f1 = bpf_map_lookup_elem(&sample_weights, &next);
+	if (!f0 || !f1)
+		return;
+	/* s/p = N * f(x). f grows by at most 2^SAMPLE_F_SHIFT / SAMPLE_X_STEPS per step and stays
+	 * below 2^(SAMPLE_F_SHIFT + 5); N is at most 2^SAMPLE_BYTES_MAX_SHIFT: no overflow. */
+	est = n * (*f0 + (__u64)(*f1 - *f0) * (scaled % n) / n);
+	*bytes = size ? (est + (1ULL << (SAMPLE_F_SHIFT - 1))) >> SAMPLE_F_SHIFT : 0;
+	*blocks = (est >> (SAMPLE_F_SHIFT - SAMPLE_COUNT_SHIFT)) / s;
+}
+
+/* Retires the block `a` from its stack's counters. */
+static __always_inline void account_block_free(struct alloc_info *a)
+{
+	__u64 bytes, blocks;
+
+	weigh(a->key.kind, a->size, &bytes, &blocks);
+	account_free(&a->key, bytes, blocks);
+}
+
+/* A free (or realloc) of an address not tracked. With sampling, most such blocks were simply
+ * not sampled; they cannot be told apart from untracked ones, so none is counted. */
+static __always_inline void unknown_free(void)
+{
+	if (!sample_bytes)
+		count(C_UNKNOWN_FREE, 1);
+}
+
+/* Adds a block of `size` bytes, now tracked, to the counters `s` of stack `stack_id` (weighed
+ * when sampled). */
+static __always_inline void account_block_alloc(struct stack_stats *s, __u32 stack_id, __u32 kind,
+						__u64 size)
+{
+	__u64 bytes, blocks;
+
+	weigh(kind, size, &bytes, &blocks);
+	account_alloc_weighted(s, stack_id, bytes, blocks);
 }
 
 #endif /* LEAK_COMMON_BPF_H */

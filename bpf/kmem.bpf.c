@@ -149,6 +149,30 @@ static __always_inline bool cache_wanted(struct kmem_cache *s)
 	return true;
 }
 
+/* Retires a tracked object seen allocated again: its free was missed (a free path without a
+ * tracepoint). Counted, and treated as freed. Returns it (NULL when the address was not
+ * tracked). */
+static __always_inline struct alloc_info *retire_stale(struct kalloc_key *k)
+{
+	struct alloc_info *stale = bpf_map_lookup_elem(&kallocs, k);
+
+	if (stale) {
+		count(C_MISSED_FREE, 1);
+		account_block_free(stale);
+	}
+	return stale;
+}
+
+/* Whether an allocation of `size` bytes is recorded under --sample-bytes: when a fresh gap
+ * ends within it, which happens with p = 1 - exp(-s/N) independently of every other allocation,
+ * the chance the weights assume (bpf/leak.h). A fresh draw each time rather than a countdown
+ * as in user mode: these programs nest (an interrupt's allocation runs them in the middle of a
+ * task's), and a countdown per CPU would be changed under the interrupted program's feet. */
+static __always_inline bool sampled(__u64 size)
+{
+	return !sample_bytes || (size ? size : 1) >= draw_gap();
+}
+
 /* Records a new kernel allocation on the current stack. */
 static __always_inline int on_alloc(void *ctx, __u64 addr, __u64 size, __u32 kind)
 {
@@ -160,17 +184,18 @@ static __always_inline int on_alloc(void *ctx, __u64 addr, __u64 size, __u32 kin
 
 	if (!addr || size < min_size || size > max_size || !wanted())
 		return 0;
+	if (!sampled(size)) {
+		/* No stack walk, no table insert: the point of sampling. A tracked object at this
+		 * address still had its free missed, and is retired as it would be otherwise. */
+		if (retire_stale(&k))
+			bpf_map_delete_elem(&kallocs, &k);
+		return 0;
+	}
 	key.stack_id = current_stack_id(ctx);
 	s = stack_counters(&key);
 	if (!s)
 		return 0;
-	stale = bpf_map_lookup_elem(&kallocs, &k);
-	if (stale) {
-		/* A tracked address was handed out again: its free was missed (a free path
-		 * without a tracepoint). Counted, and treated as freed. */
-		count(C_MISSED_FREE, 1);
-		account_free(&stale->key, stale->size, 1);
-	}
+	stale = retire_stale(&k);
 	info.size = size; /* ts stays 0: nothing here reads it */
 	info.key = key;
 	if (bpf_map_update_elem(&kallocs, &k, &info, BPF_ANY)) {
@@ -180,7 +205,7 @@ static __always_inline int on_alloc(void *ctx, __u64 addr, __u64 size, __u32 kin
 			bpf_map_delete_elem(&kallocs, &k);
 		return 0;
 	}
-	account_alloc(s, key.stack_id, size);
+	account_block_alloc(s, key.stack_id, kind, size);
 	return 0;
 }
 
@@ -194,11 +219,11 @@ static __always_inline int on_free(__u64 addr, __u32 kind)
 		return 0;
 	a = bpf_map_lookup_elem(&kallocs, &k);
 	if (!a) {
-		/* Not allocated while recording, or by a task the filters leave out. */
-		count(C_UNKNOWN_FREE, 1);
+		/* Not allocated while recording, by a task the filters leave out, or not sampled. */
+		unknown_free();
 		return 0;
 	}
-	account_free(&a->key, a->size, 1);
+	account_block_free(a);
 	bpf_map_delete_elem(&kallocs, &k);
 	return 0;
 }

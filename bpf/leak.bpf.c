@@ -22,11 +22,6 @@
 const volatile __u32 target_tgid = 0;
 const volatile __u64 min_size = 0;
 const volatile __u64 max_size = ~0ULL;
-/* Never used: makes the sampling constants part of the BTF, hence of the Rust skeleton. */
-enum sample_params btf_sample_params;
-
-/* --sample-bytes: mean bytes between samples (leak.h); 0 records every allocation. */
-const volatile __u64 sample_bytes = 0;
 /* Tests only (LEAK_RECORD_TEST_STACK_HASH_MASK): fewer hash bits force stack hash collisions. */
 const volatile __u64 stack_hash_mask = ~0ULL;
 /* Tests only (LEAK_RECORD_TEST_NO_STACK_CHUNKS): every walk finds its CPU's chunk busy, as when
@@ -124,40 +119,12 @@ struct {
 	__type(value, struct stack_trace);
 } stack_traces SEC(".maps");
 
-/* --sample-bytes tables, filled by the recorder before attaching (leak.h). */
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, SAMPLE_GAP_SLOTS);
-	__type(key, __u32);
-	__type(value, __u32);
-} sample_gaps SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, SAMPLE_WEIGHT_SLOTS);
-	__type(key, __u32);
-	__type(value, __u32);
-} sample_weights SEC(".maps");
 
 static __always_inline bool is_target(void)
 {
 	return (bpf_get_current_pid_tgid() >> 32) == target_tgid;
 }
 
-/* A new gap until the next sample: exponential, mean sample_bytes, at least 1 byte. Rounded
- * up: a block of s bytes then ends a gap g exactly when the real-valued g is at most s, as
- * with a continuous gap (rounding to nearest would sample 0.5/N too often). */
-static __always_inline __u64 draw_gap(void)
-{
-	__u32 slot = bpf_get_prandom_u32() & (SAMPLE_GAP_SLOTS - 1);
-	__u32 *g = bpf_map_lookup_elem(&sample_gaps, &slot);
-	__u64 gap;
-
-	if (!g)
-		return sample_bytes;
-	gap = (sample_bytes * *g + (1ULL << SAMPLE_GAP_SHIFT) - 1) >> SAMPLE_GAP_SHIFT;
-	return gap ? gap : 1;
-}
 
 /* Whether this thread's allocation of `size` bytes is sampled: it is when it reaches the end of
  * the thread's current gap (a block of 0 bytes counts as 1). Sampled or not, the countdown moves
@@ -176,54 +143,6 @@ static __always_inline __u32 take_sample(struct pending_call *open, __u64 size)
 	return 1;
 }
 
-/* What a block of `size` bytes and `kind` counts for on its stack: its size and one block when
- * every allocation is recorded; when sampled, s/p bytes and 1/p blocks (in units of
- * 2^-SAMPLE_COUNT_SHIFT), p = 1 - exp(-s/N) being the chance that it was sampled. mmap calls
- * are never sampled (p = 1). Frees use the same weights as the allocation did. */
-static __always_inline void weigh(__u32 kind, __u64 size, __u64 *bytes, __u64 *blocks)
-{
-	__u64 n = sample_bytes, s = size ? size : 1, scaled, est;
-	__u32 idx, next;
-	__u32 *f0, *f1;
-
-	*bytes = size;
-	*blocks = 1;
-	if (!n)
-		return;
-	*blocks = 1ULL << SAMPLE_COUNT_SHIFT;
-	if (kind != KIND_HEAP || s >= n * SAMPLE_X_MAX)
-		return;
-	/* x = s/N = (idx + rem/N) / SAMPLE_X_STEPS; interpolate f between idx and idx + 1. */
-	scaled = s * SAMPLE_X_STEPS;
-	idx = scaled / n;
-	next = idx + 1;
-	f0 = bpf_map_lookup_elem(&sample_weights, &idx);
-	f1 = bpf_map_lookup_elem(&sample_weights, &next);
-	if (!f0 || !f1)
-		return;
-	/* s/p = N * f(x). f grows by at most 2^SAMPLE_F_SHIFT / SAMPLE_X_STEPS per step and stays
-	 * below 2^(SAMPLE_F_SHIFT + 5); N is at most 2^SAMPLE_BYTES_MAX_SHIFT: no overflow. */
-	est = n * (*f0 + (__u64)(*f1 - *f0) * (scaled % n) / n);
-	*bytes = size ? (est + (1ULL << (SAMPLE_F_SHIFT - 1))) >> SAMPLE_F_SHIFT : 0;
-	*blocks = (est >> (SAMPLE_F_SHIFT - SAMPLE_COUNT_SHIFT)) / s;
-}
-
-/* Retires the block `a` from its stack's counters. */
-static __always_inline void account_block_free(struct alloc_info *a)
-{
-	__u64 bytes, blocks;
-
-	weigh(a->key.kind, a->size, &bytes, &blocks);
-	account_free(&a->key, bytes, blocks);
-}
-
-/* A free or realloc of an address not tracked. With sampling, most such blocks were simply
- * not sampled; they cannot be told apart from untracked ones, so none is counted. */
-static __always_inline void unknown_free(void)
-{
-	if (!sample_bytes)
-		count(C_UNKNOWN_FREE, 1);
-}
 
 /* Records an allocator call's arguments, or notes that it is nested in another one. */
 static __always_inline int enter(struct pt_regs *ctx, __u64 size, __u64 old_ptr, __u64 memptr,
@@ -527,7 +446,6 @@ static __always_inline void record(struct pt_regs *ctx, struct thread_state *st,
 	struct alloc_info info = {};
 	struct alloc_info *stale;
 	struct stack_stats *s;
-	__u64 bytes, blocks;
 	long err;
 
 	key.stack_id = current_stack_id(ctx, st);
@@ -560,8 +478,7 @@ static __always_inline void record(struct pt_regs *ctx, struct thread_state *st,
 		count(C_ALLOCS_FULL_BYTES, size);
 		return;
 	}
-	weigh(kind, size, &bytes, &blocks);
-	account_alloc_weighted(s, key.stack_id, bytes, blocks);
+	account_block_alloc(s, key.stack_id, kind, size);
 }
 
 /* The outermost allocator call on this thread returned `ret`. */

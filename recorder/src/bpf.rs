@@ -28,6 +28,7 @@ macro_rules! rodata_with_filters {
         rodata.min_size = $opts.min_size;
         rodata.max_size = $opts.max_size;
         rodata.stack_slots = $opts.max_stacks;
+        rodata.sample_bytes = $opts.sample_bytes;
         rodata
     }};
 }
@@ -180,7 +181,6 @@ pub fn load<'obj>(
     let rodata = rodata_with_filters!(open, opts, WHAT);
     rodata.stack_hash_mask = test_stack_hash_mask()?;
     rodata.test_no_chunks = std::env::var_os("LEAK_RECORD_TEST_NO_STACK_CHUNKS").is_some();
-    rodata.sample_bytes = opts.sample_bytes;
     let layout = StatsLayout {
         first_kind: types::stats_layout::USER_FIRST_KIND.0,
         kinds: types::stats_layout::USER_KINDS.0,
@@ -204,7 +204,7 @@ pub fn load<'obj>(
     }
     let skel = load_skel(open, WHAT)?;
     if opts.sample_bytes > 0 {
-        fill_sample_tables(&skel)?;
+        fill_sample_tables(&skel.maps.sample_gaps, &skel.maps.sample_weights)?;
     }
     let changed = ChangedStacks(MappedArray::map(&skel.maps.changed_stacks, true)?);
     let stats = StatsArray::map(&skel.maps.stats, layout)?;
@@ -218,16 +218,17 @@ pub fn load<'obj>(
     })
 }
 
-/// Fills the gap and weight tables of `--sample-bytes` (bpf/leak.h), before any probe fires.
-fn fill_sample_tables(skel: &LeakSkel<'_>) -> Result<()> {
+/// Fills the gap and weight tables of `--sample-bytes` (bpf/leak.h) of either object, before
+/// any probe fires.
+fn fill_sample_tables<M: MapCore>(gaps: &M, weights: &M) -> Result<()> {
     use types::sample_params as P;
     let tables = [
         (
-            &skel.maps.sample_gaps,
+            gaps,
             sampling::gap_table(P::SAMPLE_GAP_SLOTS.0, P::SAMPLE_GAP_SHIFT.0),
         ),
         (
-            &skel.maps.sample_weights,
+            weights,
             sampling::weight_table(
                 P::SAMPLE_WEIGHT_SLOTS.0,
                 P::SAMPLE_X_STEPS.0,
@@ -242,6 +243,16 @@ fn fill_sample_tables(skel: &LeakSkel<'_>) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Turns the block counts of a sampled recording (units of 2^-SAMPLE_COUNT_SHIFT) into whole
+/// blocks.
+fn whole_block_counts(stats: &mut [RawStats]) {
+    let shift = types::sample_params::SAMPLE_COUNT_SHIFT.0;
+    for r in stats {
+        r.alloc_count = sampling::whole_blocks(r.alloc_count, shift);
+        r.free_count = sampling::whole_blocks(r.free_count, shift);
+    }
 }
 
 /// An array map made with BPF_F_MMAPABLE (bpf/common.bpf.h), mapped into this process: its
@@ -544,11 +555,7 @@ impl Tracer<'_> {
     pub fn changed_stats(&self, also: &HashSet<u32>) -> Vec<RawStats> {
         let mut stats = self.changed_raw_stats(also);
         if self.fixed_point_counts {
-            let shift = types::sample_params::SAMPLE_COUNT_SHIFT.0;
-            for r in &mut stats {
-                r.alloc_count = sampling::whole_blocks(r.alloc_count, shift);
-                r.free_count = sampling::whole_blocks(r.free_count, shift);
-            }
+            whole_block_counts(&mut stats);
         }
         stats
     }

@@ -69,6 +69,7 @@ pub fn run(cli: Cli) -> Result<()> {
         page_size: host.page_size.max(1),
         min_size: cli.min_size.unwrap_or(0),
         max_size: cli.max_size.unwrap_or(u64::MAX),
+        sample_bytes: cli.sample_bytes.unwrap_or(0),
         groups,
     };
     let mut tracer = kmem::load(&mut storage, &opts)?;
@@ -107,7 +108,10 @@ pub fn run(cli: Cli) -> Result<()> {
         exe: "[kernel]".to_string(),
     };
     let header = new_header(&cli, host, target, false, tracer.probes());
-    let out = RecordingFile::start(file, &path, &header)?;
+    let mut out = RecordingFile::start(file, &path, &header)?;
+    if let Some(bytes) = cli.sample_bytes {
+        out.write(&Record::Sampling(leak_format::Sampling { bytes }))?;
+    }
     created.defuse();
     let pidfd = match cli.pid {
         Some(pid) => {
@@ -313,8 +317,14 @@ impl KernelSession<'_, '_> {
         self.seq += 1;
         if !self.cli.quiet {
             let o = bpf::Outstanding::of(&raw);
+            // Sampled: the figures are estimates.
+            let est = if self.cli.sample_bytes.is_some() {
+                "~"
+            } else {
+                ""
+            };
             let what = format!(
-                "kernel outstanding {} on {} stacks",
+                "kernel outstanding {est}{} on {} stacks",
                 human_bytes(o.bytes),
                 o.stacks
             );

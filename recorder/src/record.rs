@@ -72,12 +72,6 @@ pub fn run(cli: Cli) -> Result<()> {
     if cli.interval < Duration::from_millis(100) {
         bail!(UsageError("--interval must be at least 100ms".into()));
     }
-    if cli.kernel && cli.sample_bytes.is_some() {
-        bail!(UsageError(
-            "--sample-bytes applies to user-space allocators, not to --kernel; drop one of them"
-                .into()
-        ));
-    }
     if cli.kernel {
         // Kernel mode: --pid is a filter, not a process to read or probe.
         privileges::check(None)?;

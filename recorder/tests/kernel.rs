@@ -336,6 +336,118 @@ fn files_closed_again_leave_nothing_outstanding() {
     assert!(leaks.is_empty(), "{leaks:#?}\n{}", run.stderr);
 }
 
+/// The outstanding bytes and blocks summed over `stacks`.
+fn outstanding(stacks: &[&Value]) -> (u64, u64) {
+    let sum = |field: &str| -> u64 { stacks.iter().map(|s| s[field].as_u64().unwrap()).sum() };
+    (sum("outstanding_bytes"), count(stacks))
+}
+
+/// Sampling period of the sampled kernel-mode tests, bytes.
+const SAMPLE_N: u64 = 512;
+
+/// `estimate` is within 5 standard deviations of `truth`, for `k` blocks of `s` bytes each
+/// sampled with p = 1 - exp(-s/N) and weighed 1/p (relative sd sqrt((1 - p) / (k p)); the
+/// reasoning of tests/sampling.rs, which checks user mode the same way). The tolerance must
+/// stay below 10%, so that a scaling wrong by 10% fails.
+fn assert_estimate(what: &str, estimate: u64, truth: u64, k: u64, s: u64) {
+    let p = 1.0 - (-(s as f64) / SAMPLE_N as f64).exp();
+    let tolerance = 5.0 * ((1.0 - p) / (k as f64 * p)).sqrt();
+    assert!(
+        tolerance < 0.1,
+        "{what}: too few blocks to detect a 10% error"
+    );
+    let err = (estimate as f64 - truth as f64) / truth as f64;
+    assert!(
+        err.abs() <= tolerance,
+        "{what}: estimated {estimate}, truth {truth}: {:+.2}% off (5 sd = {:.2}%)",
+        err * 100.0,
+        tolerance * 100.0
+    );
+}
+
+/// Rounds of fileleak in the sampled tests: 4 descriptors each, within the 20,000 a root
+/// process may open here (`ulimit -Hn`).
+const SAMPLED_ROUNDS: u64 = 4000;
+
+#[test]
+fn sampled_kernel_allocations_give_unbiased_estimates() {
+    if analysis_child() {
+        return;
+    }
+    if !bpf_ready() {
+        return;
+    }
+    // The size the slab allocator gives a struct file (kmem_cache.size, what kmem_cache_alloc
+    // records).
+    let slab = std::fs::read_to_string("/sys/kernel/slab/filp/slab_size")
+        .expect("this test needs SLUB's /sys/kernel/slab/filp/slab_size");
+    let file_size: u64 = slab.trim().parse().unwrap();
+    let n = SAMPLED_ROUNDS.to_string();
+    let run = record_fileleak(
+        &["leak", &n, "0"],
+        &["--sample-bytes", &SAMPLE_N.to_string()],
+    );
+    assert_eq!(
+        run.state.sampling,
+        Some(leak_format::Sampling { bytes: SAMPLE_N })
+    );
+    let doc = analyze_masked(&run.out);
+    assert_eq!(doc["recording"]["estimates"], true);
+    // 4 struct file objects a round (4 N of file_size bytes), and one pipe page a round.
+    let files = 4 * SAMPLED_ROUNDS;
+    let (bytes, blocks) = outstanding(&allocated_by(&doc, "alloc_empty_file"));
+    assert_estimate(
+        "struct file bytes",
+        bytes,
+        files * file_size,
+        files,
+        file_size,
+    );
+    assert_estimate("struct file objects", blocks, files, files, file_size);
+    let page = run.state.header.as_ref().unwrap().host.page_size;
+    let (bytes, blocks) = outstanding(&pipe_pages(&doc));
+    assert_estimate(
+        "pipe page bytes",
+        bytes,
+        SAMPLED_ROUNDS * page,
+        SAMPLED_ROUNDS,
+        page,
+    );
+    assert_estimate("pipe pages", blocks, SAMPLED_ROUNDS, SAMPLED_ROUNDS, page);
+    // Frees of objects that were not sampled are expected, and not counted as unknown.
+    assert_eq!(run.state.losses.unknown_free, 0, "{:?}", run.state.losses);
+    assert!(
+        run.stderr.contains("kernel outstanding ~"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn sampled_kernel_objects_freed_again_leave_nothing_outstanding() {
+    if analysis_child() {
+        return;
+    }
+    if !bpf_ready() {
+        return;
+    }
+    let n = SAMPLED_ROUNDS.to_string();
+    let run = record_fileleak(
+        &["close", &n, "0"],
+        &["--sample-bytes", &SAMPLE_N.to_string()],
+    );
+    let doc = analyze_masked(&run.out);
+    let files = allocated_by(&doc, "alloc_empty_file");
+    // Sampled, then retired with the weight they were added with: exactly nothing is left.
+    let allocated = allocated(&run.state, &files, AllocKind::KernelSlab);
+    assert!(allocated > 0, "some struct file objects were sampled");
+    assert_eq!(outstanding(&files), (0, 0), "{files:#?}");
+    let pages = pipe_pages(&doc);
+    assert!(!pages.is_empty(), "the pipe pages were sampled");
+    assert_eq!(outstanding(&pages), (0, 0), "{pages:#?}");
+    assert_eq!(run.state.losses.unknown_free, 0, "{:?}", run.state.losses);
+}
+
 #[test]
 fn comm_filter_keeps_the_named_task_only() {
     if analysis_child() {

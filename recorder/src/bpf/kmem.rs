@@ -44,6 +44,8 @@ pub struct LoadOptions {
     pub page_size: u64,
     pub min_size: u64,
     pub max_size: u64,
+    /// `--sample-bytes`: mean bytes between sampled allocations; 0 records every allocation.
+    pub sample_bytes: u64,
     pub groups: Vec<Group>,
 }
 
@@ -53,6 +55,8 @@ pub struct KmemTracer<'obj> {
     stats: super::StatsArray,
     links: Vec<Link>,
     attached: Vec<Probe>,
+    /// Block counts are in units of 2^-SAMPLE_COUNT_SHIFT (sampled recording).
+    fixed_point_counts: bool,
     /// One line per tracepoint this kernel lacks (its probe is disabled, not the run).
     pub missing: Vec<String>,
 }
@@ -150,12 +154,16 @@ pub fn load<'obj>(
     }
     drop(btf);
     let skel = super::load_skel(open, WHAT)?;
+    if opts.sample_bytes > 0 {
+        super::fill_sample_tables(&skel.maps.sample_gaps, &skel.maps.sample_weights)?;
+    }
     let stats = super::StatsArray::map(&skel.maps.stats, layout)?;
     Ok(KmemTracer {
         skel,
         stats,
         links: Vec::new(),
         attached: Vec::new(),
+        fixed_point_counts: opts.sample_bytes > 0,
         missing,
     })
 }
@@ -201,9 +209,14 @@ impl KmemTracer<'_> {
         super::read_losses(&self.skel.maps.counters)
     }
 
-    /// Every stack's counters.
+    /// Every stack's counters. With sampling, they are estimates (block counts rounded to whole
+    /// blocks).
     pub fn stats(&self) -> Vec<RawStats> {
-        self.stats.all()
+        let mut stats = self.stats.all();
+        if self.fixed_point_counts {
+            super::whole_block_counts(&mut stats);
+        }
+        stats
     }
 
     /// The kernel traces (addresses, innermost first) of the wanted stack ids.
