@@ -207,6 +207,25 @@ static __always_inline __u64 draw_gap(void)
 	return gap ? gap : 1;
 }
 
+/* Whether an allocation of `size` bytes is sampled: it is when it reaches the end of the current
+ * gap, `*left` bytes (0: none drawn yet; a block of 0 bytes counts as 1). Sampled or not, the
+ * countdown moves on, so that over the allocations it counts the samples are a Poisson process
+ * on bytes: each block is sampled with p = 1 - exp(-s/N), whatever came before it. User mode
+ * keeps a countdown per thread, kernel mode one per CPU and nesting level. */
+static __always_inline bool take_sample(__u64 *left, __u64 size)
+{
+	__u64 s = size ? size : 1;
+
+	if (!*left)
+		*left = draw_gap();
+	if (s < *left) {
+		*left -= s;
+		return false;
+	}
+	*left = draw_gap();
+	return true;
+}
+
 /* What a block of `size` bytes and `kind` counts for on its stack: its size and one block when
  * every allocation is recorded; when sampled, s/p bytes and 1/p blocks (in units of
  * 2^-SAMPLE_COUNT_SHIFT), p = 1 - exp(-s/N) being the chance that it was sampled. User-mode

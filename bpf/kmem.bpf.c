@@ -44,7 +44,7 @@ struct {
 } stack_ids SEC(".maps");
 
 /*
- * The scratch traces of stack walks, per CPU and per nesting level. A tracepoint runs with
+ * The scratch traces of stack walks (and sampling countdowns), per CPU and per nesting level. A tracepoint runs with
  * preemption off but interrupts on, and kernel memory is allocated in task, softirq and hardirq
  * context: a softirq's allocation can run its program on this CPU while a task's program is
  * between taking its stack and looking it up. With one trace per CPU, the task's allocation
@@ -55,6 +55,10 @@ _Static_assert((SCRATCH_LEVELS & (SCRATCH_LEVELS - 1)) == 0, "the level is maske
 struct scratch {
 	__u32 depth; /* walks in progress on this CPU */
 	__u32 pad;
+	/* --sample-bytes: bytes until the next sample, per level (take_sample). Per level for the
+	 * same reason as the traces: an interrupt's allocation must not change the countdown of
+	 * the program it interrupted between reading and writing it. */
+	__u64 sample_left[SCRATCH_LEVELS];
 	struct stack_trace traces[SCRATCH_LEVELS];
 };
 
@@ -111,9 +115,13 @@ static __always_inline __u32 stack_id_in(void *ctx, struct stack_trace *trace)
 	return err ? STACK_LOST_TABLE_FULL : id;
 }
 
-/* The id of the current kernel stack; a placeholder id when it cannot be had (counted by the
+/* Returned by current_stack_id for an allocation --sample-bytes does not take (no stack id is 0). */
+#define NOT_SAMPLED 0
+
+/* The id of the kernel stack of an allocation of `size` bytes; NOT_SAMPLED when --sample-bytes
+ * leaves it out (then nothing is walked); a placeholder id when it cannot be had (counted by the
  * caller once the allocation is recorded on it). */
-static __always_inline __u32 current_stack_id(void *ctx)
+static __always_inline __u32 current_stack_id(void *ctx, __u64 size)
 {
 	__u32 zero = 0, level, id;
 	struct scratch *s = bpf_map_lookup_elem(&scratch, &zero);
@@ -126,9 +134,17 @@ static __always_inline __u32 current_stack_id(void *ctx)
 	level = s->depth++;
 	if (level >= SCRATCH_LEVELS) {
 		s->depth--;
+		/* Nested deeper than any countdown: a gap of its own decides (as likely for this
+		 * one block, up to the gap table's resolution). */
+		if (sample_bytes && (size ? size : 1) < draw_gap())
+			return NOT_SAMPLED;
 		return STACK_LOST_WALK_FAILED;
 	}
-	id = stack_id_in(ctx, &s->traces[level & (SCRATCH_LEVELS - 1)]);
+	level &= SCRATCH_LEVELS - 1;
+	if (sample_bytes && !take_sample(&s->sample_left[level], size))
+		id = NOT_SAMPLED;
+	else
+		id = stack_id_in(ctx, &s->traces[level]);
 	s->depth--;
 	return id;
 }
@@ -163,16 +179,6 @@ static __always_inline struct alloc_info *retire_stale(struct kalloc_key *k)
 	return stale;
 }
 
-/* Whether an allocation of `size` bytes is recorded under --sample-bytes: when a fresh gap
- * ends within it, which happens with p = 1 - exp(-s/N) independently of every other allocation,
- * the chance the weights assume (bpf/leak.h). A fresh draw each time rather than a countdown
- * as in user mode: these programs nest (an interrupt's allocation runs them in the middle of a
- * task's), and a countdown per CPU would be changed under the interrupted program's feet. */
-static __always_inline bool sampled(__u64 size)
-{
-	return !sample_bytes || (size ? size : 1) >= draw_gap();
-}
-
 /* Records a new kernel allocation on the current stack. */
 static __always_inline int on_alloc(void *ctx, __u64 addr, __u64 size, __u32 kind)
 {
@@ -184,14 +190,14 @@ static __always_inline int on_alloc(void *ctx, __u64 addr, __u64 size, __u32 kin
 
 	if (!addr || size < min_size || size > max_size || !wanted())
 		return 0;
-	if (!sampled(size)) {
+	key.stack_id = current_stack_id(ctx, size);
+	if (key.stack_id == NOT_SAMPLED) {
 		/* No stack walk, no table insert: the point of sampling. A tracked object at this
 		 * address still had its free missed, and is retired as it would be otherwise. */
 		if (retire_stale(&k))
 			bpf_map_delete_elem(&kallocs, &k);
 		return 0;
 	}
-	key.stack_id = current_stack_id(ctx);
 	s = stack_counters(&key);
 	if (!s)
 		return 0;

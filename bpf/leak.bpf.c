@@ -119,29 +119,11 @@ struct {
 	__type(value, struct stack_trace);
 } stack_traces SEC(".maps");
 
-
 static __always_inline bool is_target(void)
 {
 	return (bpf_get_current_pid_tgid() >> 32) == target_tgid;
 }
 
-
-/* Whether this thread's allocation of `size` bytes is sampled: it is when it reaches the end of
- * the thread's current gap (a block of 0 bytes counts as 1). Sampled or not, the countdown moves
- * on, so that over the thread's allocations the samples are a Poisson process on bytes. */
-static __always_inline __u32 take_sample(struct pending_call *open, __u64 size)
-{
-	__u64 s = size ? size : 1;
-
-	if (!open->sample_left)
-		open->sample_left = draw_gap();
-	if (s < open->sample_left) {
-		open->sample_left -= s;
-		return 0;
-	}
-	open->sample_left = draw_gap();
-	return 1;
-}
 
 
 /* Records an allocator call's arguments, or notes that it is nested in another one. */
@@ -186,7 +168,7 @@ static __always_inline int enter(struct pt_regs *ctx, __u64 size, __u64 old_ptr,
 	open->sampled = 1;
 	if (sample_bytes && type != CALL_MMAP && type != CALL_IGNORE && size >= min_size &&
 	    size <= max_size)
-		open->sampled = take_sample(open, size);
+		open->sampled = take_sample(&open->sample_left, size);
 	open->size = size;
 	open->old_ptr = old_ptr;
 	open->old_ts = old_ts;

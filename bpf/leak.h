@@ -106,8 +106,9 @@ struct pending_call {
 };
 
 /*
- * Byte sampling (--sample-bytes N, docs/performance.md "Sampling"). Each thread counts down a
- * gap drawn from an exponential distribution of mean N bytes; the allocation that reaches the
+ * Byte sampling (--sample-bytes N, docs/performance.md "Sampling"). Each thread (kernel mode:
+ * each CPU and nesting level) counts down a gap drawn from an exponential distribution of mean N
+ * bytes; the allocation that reaches the
  * end of the gap is recorded and a new gap is drawn. A recorded block of s bytes was recorded
  * with probability p = 1 - exp(-s/N) and stands for s/p bytes and 1/p blocks.
  *

@@ -27,7 +27,8 @@ pub enum Record {
 /// How a sampled recording was sampled (format 1.2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Sampling {
-    /// Mean bytes allocated between two sampled allocations (`--sample-bytes`), per thread. A
+    /// Mean bytes allocated between two sampled allocations (`--sample-bytes`), per thread (in
+    /// kernel mode, per CPU and nesting level). A
     /// sampled block of s bytes was recorded with probability p = 1 - exp(-s / bytes) and
     /// counts as s/p bytes and 1/p blocks in the stack counters (rounded to whole blocks).
     pub bytes: u64,

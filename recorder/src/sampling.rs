@@ -65,7 +65,7 @@ mod tests {
     #[test]
     fn blocks_are_sampled_with_the_probability_the_weights_assume() {
         // A thread allocating blocks of s bytes samples one block per ceil(g/s) blocks, g a gap
-        // (bpf/leak.bpf.c draw_gap: N * table[slot] rounded up). Over the table the sampled
+        // (bpf/common.bpf.h draw_gap: N * table[slot] rounded up). Over the table the sampled
         // fraction must be p = 1 - exp(-s/N), which the weights 1/p assume.
         let t = gap_table(16384, 16);
         for n in [1u64, 64, 1024, 65536, 1 << 32] {

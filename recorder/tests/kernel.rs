@@ -347,11 +347,14 @@ const SAMPLE_N: u64 = 512;
 
 /// `estimate` is within 5 standard deviations of `truth`, for `k` blocks of `s` bytes each
 /// sampled with p = 1 - exp(-s/N) and weighed 1/p (relative sd sqrt((1 - p) / (k p)); the
-/// reasoning of tests/sampling.rs, which checks user mode the same way). The tolerance must
-/// stay below 10%, so that a scaling wrong by 10% fails.
+/// reasoning of tests/sampling.rs, which checks user mode the same way), plus 10 blocks: when
+/// nearly every block is sampled (pages at N = 512: p = 0.9997), the few left out follow a
+/// Poisson law (mean 1.3 here) whose tail the normal bound misses (8 left out would fail it,
+/// about once in 12,000 runs; with the slack, 18 are needed, about once in 10^14). The
+/// tolerance must stay below 10%, so that a scaling wrong by 10% fails.
 fn assert_estimate(what: &str, estimate: u64, truth: u64, k: u64, s: u64) {
     let p = 1.0 - (-(s as f64) / SAMPLE_N as f64).exp();
-    let tolerance = 5.0 * ((1.0 - p) / (k as f64 * p)).sqrt();
+    let tolerance = 5.0 * ((1.0 - p) / (k as f64 * p)).sqrt() + 10.0 / k as f64;
     assert!(
         tolerance < 0.1,
         "{what}: too few blocks to detect a 10% error"
@@ -365,8 +368,9 @@ fn assert_estimate(what: &str, estimate: u64, truth: u64, k: u64, s: u64) {
     );
 }
 
-/// Rounds of fileleak in the sampled tests: 4 descriptors each, within the 20,000 a root
-/// process may open here (`ulimit -Hn`).
+/// Rounds of fileleak in the sampled tests: 4 descriptors each, within the hard limit of 20,000
+/// open files here (root lacks CAP_SYS_RESOURCE on this machine; where it has it, fileleak
+/// raises the limit to what it needs).
 const SAMPLED_ROUNDS: u64 = 4000;
 
 #[test]
