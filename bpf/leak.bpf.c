@@ -254,7 +254,7 @@ static __always_inline long walk_user_stack(struct pt_regs *ctx, struct stack_tr
 	__u64 h = 0xcbf29ce484222325ULL;
 	__u64 step = ~0ULL; /* how far apart the last two records were */
 	__u64 at, len, off;
-	bool read;
+	bool read, inside;
 	long n;
 
 	chunk->len = 0;
@@ -262,10 +262,15 @@ static __always_inline long walk_user_stack(struct pt_regs *ctx, struct stack_tr
 	if (!trace->ips[0])
 		return 0;
 	h = hash_step(h, trace->ips[0]);
+	/* Only the first frame pointer is checked against the stack pointer: the walk stops where
+	 * the chain does not go up, so every later one lies above it. */
+	if (fp < sp)
+		fp = 0;
 	for (n = 1; n < MAX_STACK_DEPTH; n++) {
-		if (!fp || (fp & 7) || fp < sp)
+		if (!fp || (fp & 7))
 			break;
-		if (!in_chunk(chunk, fp)) {
+		inside = in_chunk(chunk, fp);
+		if (!inside) {
 			/* The first chunk starts at the stack pointer, read when the first record lies
 			 * within it (records only go up the stack from there): a walk that ends at once,
 			 * as in code without frame pointers, reads nothing. The next ones start at the
@@ -283,8 +288,9 @@ static __always_inline long walk_user_stack(struct pt_regs *ctx, struct stack_tr
 				chunk->base = at;
 				chunk->len = len;
 			}
+			inside = in_chunk(chunk, fp);
 		}
-		if (in_chunk(chunk, fp)) {
+		if (inside) {
 			/* A word index below STACK_CHUNK / 8 (masked for the verifier) */
 			off = ((fp - chunk->base) / 8) & (STACK_CHUNK / 8 - 1);
 			fr.next = chunk->words[off];
