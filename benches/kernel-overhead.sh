@@ -195,11 +195,11 @@ program that walks the kernel stack and updates the stack, counter and live-obje
 ($ALLOC_NS ns per allocation, $FREE_NS ns per free, averaged over the programs above by the
 kernel's accounting), so the allocation-heavy creat/close/unlink loop ran ${BUSY_ALL}x slower
 than bare. With \`--pid\` of another process every event still runs the programs, which return
-after comparing the task: ${BUSY_FILTERED}x. Sampled at one per $SAMPLE bytes, an allocation
-that is not sampled skips the stack walk and the table insert ($ALLOC_NS_SAMPLED ns per
-allocation, $FREE_NS_SAMPLED ns per free): ${BUSY_SAMPLED}x. Unlike user mode, no trap is
-involved here, and the kernel's stack unwinder is most of what an allocation costs, so sampling
-saves most of it. A CPU-bound job that allocates nothing ran at
+after comparing the task: ${BUSY_FILTERED}x. Sampled at one per $SAMPLE bytes, the allocations
+that are not sampled skip the stack walk and the table insert ($ALLOC_NS_SAMPLED ns per
+allocation and $FREE_NS_SAMPLED ns per free on average, sampled ones included): ${BUSY_SAMPLED}x.
+Unlike user mode, no trap is involved here, and the kernel's stack unwinder is most of what a
+recorded allocation costs, which is what sampling can save. A CPU-bound job that allocates nothing ran at
 ${IDLE_ALL}x, and the recorder process itself used $IDLE_CPU % of one core at one snapshot per
 second. Drops in kernel mode are \`missed_free\` (objects freed by a path without a free
 tracepoint, seen when their address is allocated again). The machine was shared (see the load
