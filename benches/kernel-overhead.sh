@@ -158,7 +158,7 @@ $HEADING
 
 - date: $(date -u '+%Y-%m-%d %H:%M UTC'); kernel: $(uname -r); CPU: $cpu ($(nproc) cores);
   load average (1 min) before the run: $LOAD_BEFORE, after: $(cut -d' ' -f1 /proc/loadavg)
-- reproduce (root): \`bash benches/kernel-overhead.sh\` (RUNS=$RUNS N=$N SPIN=$SPIN)
+- reproduce (root): \`bash benches/kernel-overhead.sh\` (RUNS=$RUNS N=$N SPIN=$SPIN SAMPLE=$SAMPLE)
 - method: a \`leak-record --kernel -i 1s\` runs in the background (attached before the job
   starts, stopped after it) in variant *filtered* (\`--pid\` of an idle process: every kmem
   event runs the programs, none is kept), *sampled* (every task, \`--sample-bytes $SAMPLE\`)

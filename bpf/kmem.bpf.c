@@ -44,11 +44,12 @@ struct {
 } stack_ids SEC(".maps");
 
 /*
- * The scratch traces of stack walks (and sampling countdowns), per CPU and per nesting level. A tracepoint runs with
- * preemption off but interrupts on, and kernel memory is allocated in task, softirq and hardirq
- * context: a softirq's allocation can run its program on this CPU while a task's program is
- * between taking its stack and looking it up. With one trace per CPU, the task's allocation
- * would then be put on the softirq's stack. Each level of nesting takes the next trace.
+ * The scratch traces of stack walks (and sampling countdowns), per CPU and per nesting level. A
+ * tracepoint runs with preemption off but interrupts on, and kernel memory is allocated in task,
+ * softirq and hardirq context: a softirq's allocation can run its program on this CPU while a
+ * task's program is between taking its stack and looking it up. With one trace per CPU, the
+ * task's allocation would then be put on the softirq's stack. Each level of nesting takes the
+ * next trace.
  */
 #define SCRATCH_LEVELS 4
 _Static_assert((SCRATCH_LEVELS & (SCRATCH_LEVELS - 1)) == 0, "the level is masked");
@@ -115,7 +116,7 @@ static __always_inline __u32 stack_id_in(void *ctx, struct stack_trace *trace)
 	return err ? STACK_LOST_TABLE_FULL : id;
 }
 
-/* Returned by current_stack_id for an allocation --sample-bytes does not take (no stack id is 0). */
+/* What current_stack_id returns for an allocation --sample-bytes leaves out (no id is 0). */
 #define NOT_SAMPLED 0
 
 /* The id of the kernel stack of an allocation of `size` bytes; NOT_SAMPLED when --sample-bytes

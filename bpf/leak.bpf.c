@@ -124,8 +124,6 @@ static __always_inline bool is_target(void)
 	return (bpf_get_current_pid_tgid() >> 32) == target_tgid;
 }
 
-
-
 /* Records an allocator call's arguments, or notes that it is nested in another one. */
 static __always_inline int enter(struct pt_regs *ctx, __u64 size, __u64 old_ptr, __u64 memptr,
 				 __u32 type)
