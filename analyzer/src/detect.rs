@@ -360,7 +360,8 @@ fn classify(d: &mut Detection, a: &Analysis, small: bool, cfg: &Config) {
     }
 
     let h = &a.head;
-    let slowed = a.after_bend < HINGE_RATIO * o.slope;
+    let after_bend = a.after_bend();
+    let slowed = after_bend < HINGE_RATIO * o.slope;
     let decelerating = is_decelerating(h, t) || slowed;
     let detail = format!(
         "head slope {:.1} B/s [{:.1}, {:.1}], tail {:.1} B/s [{:.1}, {:.1}]: tail/head = {:.2} \
@@ -378,8 +379,8 @@ fn classify(d: &mut Detection, a: &Analysis, small: bool, cfg: &Config) {
             f64::INFINITY
         },
         DECELERATION_RATIO,
-        a.after_bend,
-        a.after_bend / o.slope,
+        after_bend,
+        after_bend / o.slope,
     );
     if !d.gate("deceleration", !decelerating, detail) {
         d.verdict = Verdict::DeceleratingGrowth;
@@ -387,9 +388,9 @@ fn classify(d: &mut Detection, a: &Analysis, small: bool, cfg: &Config) {
     }
 
     let below = STALLED_RATIO * o.slope;
-    let stalled = a.quarters.iter().filter(|q| q.ci.1 < below).count();
-    let slopes: Vec<String> = a
-        .quarters
+    let quarters = a.quarters();
+    let stalled = quarters.iter().filter(|q| q.ci.1 < below).count();
+    let slopes: Vec<String> = quarters
         .iter()
         .map(|q| format!("{:.1} [{:.1}, {:.1}]", q.slope, q.ci.0, q.ci.1))
         .collect();
@@ -403,12 +404,11 @@ fn classify(d: &mut Detection, a: &Analysis, small: bool, cfg: &Config) {
         return;
     }
 
-    let linear = a.line_rss < a.step_rss;
+    let (line_rss, step_rss) = a.line_and_step_rss();
+    let linear = line_rss < step_rss;
     let detail = format!(
-        "residual sum of squares: straight line {:.3e} {} one step {:.3e}",
-        a.line_rss,
+        "residual sum of squares: straight line {line_rss:.3e} {} one step {step_rss:.3e}",
         if linear { "<" } else { ">=" },
-        a.step_rss
     );
     if !d.gate("shape", linear, detail) {
         // A single jump between two levels explains the series at least as well as steady
@@ -530,38 +530,32 @@ fn warmup_len(len: usize, warmup: f64) -> usize {
     k.clamp(1, len)
 }
 
-/// Everything the gates look at, computed once.
-struct Analysis {
+/// What the gates look at: the fits every stack needs (its rate, CI and trend are reported),
+/// computed at once, and what only the later gates use, computed when a stack reaches them (most
+/// stop at the trend gate).
+struct Analysis<'a> {
+    t: &'a [f64],
+    y: &'a [f64],
     overall: Fit,
     head: Fit,
     tail: Fit,
-    /// Theil-Sen fits of the four quarters.
-    quarters: [Fit; 4],
     end_time: f64,
     end_level: f64,
     /// Median of the tail minus median of the first tenth: how far the level moved.
     rise: f64,
     /// Median absolute deviation of the tail around its median: its noise.
     tail_mad: f64,
-    /// The slope after the start of the tail in a continuous two-piece line fitted to the whole
-    /// window.
-    after_bend: f64,
-    /// Residual sum of squares of the least-squares line, and of the best single mean shift.
-    line_rss: f64,
-    step_rss: f64,
+    /// Where the tail starts.
+    tail_start: usize,
 }
 
-impl Analysis {
-    fn new(t: &[f64], y: &[f64]) -> Self {
+impl<'a> Analysis<'a> {
+    fn new(t: &'a [f64], y: &'a [f64]) -> Self {
         let n = t.len();
         let overall = Fit::new(t, y);
         let end_len = ((n as f64 * END_SHARE).round() as usize).clamp(3.min(n), n);
         let head = Fit::new(&t[..end_len], &y[..end_len]);
         let tail = Fit::new(&t[n - end_len..], &y[n - end_len..]);
-        let quarters = std::array::from_fn(|k| {
-            let (from, to) = (k * n / 4, (k + 1) * n / 4);
-            Fit::new(&t[from..to], &y[from..to])
-        });
         let residuals: Vec<f64> = t
             .iter()
             .zip(y)
@@ -578,21 +572,38 @@ impl Analysis {
             .collect();
         let rise = tail_median - start;
         let tail_mad = median(&deviations);
-        let after_bend = slope_after_bend(t, y, t[n - end_len]);
-        let (line_rss, step_rss) = line_and_step_rss(t, y);
         Self {
+            t,
+            y,
             overall,
             head,
             tail,
-            quarters,
             end_time,
             end_level,
             rise,
             tail_mad,
-            after_bend,
-            line_rss,
-            step_rss,
+            tail_start: n - end_len,
         }
+    }
+
+    /// Theil-Sen fits of the four quarters.
+    fn quarters(&self) -> [Fit; 4] {
+        let n = self.t.len();
+        std::array::from_fn(|k| {
+            let (from, to) = (k * n / 4, (k + 1) * n / 4);
+            Fit::new(&self.t[from..to], &self.y[from..to])
+        })
+    }
+
+    /// The slope after the start of the tail in a continuous two-piece line fitted to the whole
+    /// window.
+    fn after_bend(&self) -> f64 {
+        slope_after_bend(self.t, self.y, self.t[self.tail_start])
+    }
+
+    /// Residual sum of squares of the least-squares line, and of the best single mean shift.
+    fn line_and_step_rss(&self) -> (f64, f64) {
+        line_and_step_rss(self.t, self.y)
     }
 }
 
