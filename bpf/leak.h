@@ -108,9 +108,9 @@ struct pending_call {
 /*
  * Byte sampling (--sample-bytes N, docs/performance.md "Sampling"). Each thread (kernel mode:
  * each CPU and nesting level) counts down a gap drawn from an exponential distribution of mean N
- * bytes; the allocation that reaches the
- * end of the gap is recorded and a new gap is drawn. A recorded block of s bytes was recorded
- * with probability p = 1 - exp(-s/N) and stands for s/p bytes and 1/p blocks.
+ * bytes; the allocation that reaches the end of the gap is recorded and a new gap is drawn. A
+ * recorded block of s bytes was recorded with probability p = 1 - exp(-s/N) and stands for s/p
+ * bytes and 1/p blocks.
  *
  * Gaps: sample_gaps[i] is the mean of -ln(u) over u in [i/SAMPLE_GAP_SLOTS, (i+1)/...), in
  * units of 2^-SAMPLE_GAP_SHIFT; a gap is N * sample_gaps[random slot], rounded up. Weights:

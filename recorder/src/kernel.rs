@@ -13,8 +13,8 @@ use crate::bpf::{self, RawStats};
 use crate::cli::Cli;
 use crate::kallsyms::{self, Kallsyms};
 use crate::record::{
-    destination, human_bytes, install_signal_handlers, new_header, new_snapshot, print_status,
-    scopeguard, stop_requested, CostMeter, Due, RecordingFile, Schedule,
+    destination, estimate_mark, human_bytes, install_signal_handlers, new_header, new_snapshot,
+    print_status, scopeguard, stop_requested, CostMeter, Due, RecordingFile, Schedule,
 };
 use crate::{output, procfs, target, UsageError};
 
@@ -108,10 +108,7 @@ pub fn run(cli: Cli) -> Result<()> {
         exe: "[kernel]".to_string(),
     };
     let header = new_header(&cli, host, target, false, tracer.probes());
-    let mut out = RecordingFile::start(file, &path, &header)?;
-    if let Some(bytes) = cli.sample_bytes {
-        out.write(&Record::Sampling(leak_format::Sampling { bytes }))?;
-    }
+    let out = RecordingFile::start(file, &path, &header, cli.sample_bytes)?;
     created.defuse();
     let pidfd = match cli.pid {
         Some(pid) => {
@@ -317,12 +314,7 @@ impl KernelSession<'_, '_> {
         self.seq += 1;
         if !self.cli.quiet {
             let o = bpf::Outstanding::of(&raw);
-            // Sampled: the figures are estimates.
-            let est = if self.cli.sample_bytes.is_some() {
-                "~"
-            } else {
-                ""
-            };
+            let est = estimate_mark(self.cli);
             let what = format!(
                 "kernel outstanding {est}{} on {} stacks",
                 human_bytes(o.bytes),

@@ -194,10 +194,7 @@ fn setup_and_record(
         exe: exe.to_string(),
     };
     let header = new_header(cli, procfs::host_info(), target, cli.mmap, tracer.probes());
-    let mut out = RecordingFile::start(file, path, &header)?;
-    if let Some(bytes) = cli.sample_bytes {
-        out.write(&Record::Sampling(leak_format::Sampling { bytes }))?;
-    }
+    let out = RecordingFile::start(file, path, &header, cli.sample_bytes)?;
     created.defuse();
     let pidfd = target::pidfd_open(pid).with_context(|| format!("cannot watch process {pid}"))?;
     install_signal_handlers();
@@ -531,12 +528,7 @@ impl Session<'_, '_> {
 
     fn status_line(&self, losses: &Losses) {
         let o = bpf::Outstanding::of(self.latest.values());
-        // Sampled: the figures are estimates.
-        let est = if self.cli.sample_bytes.is_some() {
-            "~"
-        } else {
-            ""
-        };
+        let est = estimate_mark(self.cli);
         let what = format!(
             "outstanding {est}{} in {est}{} blocks on {} stacks",
             human_bytes(o.bytes),
@@ -658,14 +650,24 @@ pub(crate) struct RecordingFile {
 }
 
 impl RecordingFile {
-    /// Starts the recording in `file`, created at `path`, with its header.
-    pub(crate) fn start(file: File, path: &Path, header: &Header) -> Result<Self> {
+    /// Starts the recording in `file`, created at `path`, with its header, and right after it
+    /// the `Sampling` record of a sampled recording (`--sample-bytes`, docs/format.md §5.8).
+    pub(crate) fn start(
+        file: File,
+        path: &Path,
+        header: &Header,
+        sample_bytes: Option<u64>,
+    ) -> Result<Self> {
         let writer = Writer::new(file, header)
             .with_context(|| format!("cannot write {}", path.display()))?;
-        Ok(RecordingFile {
+        let mut out = RecordingFile {
             writer,
             path: path.to_path_buf(),
-        })
+        };
+        if let Some(bytes) = sample_bytes {
+            out.write(&Record::Sampling(leak_format::Sampling { bytes }))?;
+        }
+        Ok(out)
     }
 
     /// Appends one record; on failure cuts the file back to its last complete record.
@@ -812,6 +814,15 @@ impl CostMeter {
 }
 
 /// Prints the status line of snapshot `seq`: elapsed time, `what` is outstanding, the drops.
+/// What the status line puts before a figure: "~" when sampled (an estimate), else nothing.
+pub(crate) fn estimate_mark(cli: &Cli) -> &'static str {
+    if cli.sample_bytes.is_some() {
+        "~"
+    } else {
+        ""
+    }
+}
+
 pub(crate) fn print_status(started: Instant, seq: u32, what: &str, losses: &Losses, last: &Losses) {
     let e = started.elapsed().as_secs();
     let drops = losses.total_drops();
@@ -899,7 +910,8 @@ mod tests {
         assert!(status.success(), "mount a tmpfs");
         let path = fs.0.path().join("run.zst");
         let header = RecordingBuilder::new().header_mut().clone();
-        let mut out = RecordingFile::start(File::create(&path).unwrap(), &path, &header).unwrap();
+        let mut out =
+            RecordingFile::start(File::create(&path).unwrap(), &path, &header, None).unwrap();
         // Something else takes every free page; the recording's page has room left.
         let filler = fs.0.path().join("filler");
         let mut f = File::create(&filler).unwrap();

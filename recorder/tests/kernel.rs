@@ -362,7 +362,7 @@ fn assert_estimate(what: &str, estimate: u64, truth: u64, k: u64, s: u64) {
     let err = (estimate as f64 - truth as f64) / truth as f64;
     assert!(
         err.abs() <= tolerance,
-        "{what}: estimated {estimate}, truth {truth}: {:+.2}% off (5 sd = {:.2}%)",
+        "{what}: estimated {estimate}, truth {truth}: {:+.2}% off (5 sd + 10 blocks = {:.2}%)",
         err * 100.0,
         tolerance * 100.0
     );
