@@ -124,22 +124,38 @@ static __always_inline bool is_target(void)
 	return (bpf_get_current_pid_tgid() >> 32) == target_tgid;
 }
 
-/* Records an allocator call's arguments, or notes that it is nested in another one. */
+/* What a session probe's entry side returns (SEC("uprobe.session"), Linux >= 6.13): run the
+ * call's return side, or skip it. Skipped, the kernel leaves the return address alone, and the
+ * call costs one trap instead of two. */
+#define RUN_RETURN 0
+#define SKIP_RETURN 1
+
+/* Records an allocator call's arguments, or notes that it is nested in another one.
+ *
+ * `session`: the call has a session probe, whose return side runs only if this returns
+ * RUN_RETURN. Such a call stays open only when its return has work to do (a block to record,
+ * an old block to retire); otherwise it leaves no trace, and a nested call's return is skipped
+ * without counting it in `depth`. That is exact only for functions that call no other probed
+ * function while they run, since an open call is what marks a call inside it as nested: the
+ * recorder gives session probes to malloc and mallocx alone, and only when mmap is not probed
+ * (recorder/src/bpf.rs, `Sessions`). Returns RUN_RETURN or SKIP_RETURN; classic probes ignore
+ * it. */
 static __always_inline int enter(struct pt_regs *ctx, __u64 size, __u64 old_ptr, __u64 memptr,
-				 __u32 type)
+				 __u32 type, bool session)
 {
 	__u64 sp = PT_REGS_SP(ctx);
 	struct thread_state *st;
 	struct pending_call *open;
 	__u64 old_ts = 0;
+	bool needed;
 
 	if (!is_target())
-		return 0;
+		return SKIP_RETURN;
 	st = bpf_task_storage_get(&threads, bpf_get_current_task_btf(), 0,
 				  BPF_LOCAL_STORAGE_GET_F_CREATE);
 	if (!st) {
 		count(C_PENDING_FULL, 1);
-		return 0;
+		return SKIP_RETURN;
 	}
 	open = &st->call;
 	if (open->depth) {
@@ -147,9 +163,11 @@ static __always_inline int enter(struct pt_regs *ctx, __u64 size, __u64 old_ptr,
 		 * when the outer call tail-jumps into the inner one (glibc reallocarray -> realloc;
 		 * both return probes then fire, innermost first). */
 		if (sp <= open->sp) {
-			open->depth++;
 			count(C_NESTED, 1);
-			return 0;
+			if (session)
+				return SKIP_RETURN;
+			open->depth++;
+			return RUN_RETURN;
 		}
 		/* The open call's frame is gone: it never returned (exception, longjmp). A call
 		 * abandoned and followed by one from the very same frame looks nested: rare. */
@@ -167,6 +185,14 @@ static __always_inline int enter(struct pt_regs *ctx, __u64 size, __u64 old_ptr,
 	if (sample_bytes && type != CALL_MMAP && type != CALL_IGNORE && size >= min_size &&
 	    size <= max_size)
 		open->sampled = take_sample(&open->sample_left, size);
+	/* What `leave` would do with this call: record a block, or retire the old one. */
+	needed = (type != CALL_IGNORE && open->sampled && size >= min_size && size <= max_size) ||
+		 old_ts;
+	if (session && !needed) {
+		open->depth = 0;
+		count(C_RETURN_SKIPPED, 1);
+		return SKIP_RETURN;
+	}
 	open->size = size;
 	open->old_ptr = old_ptr;
 	open->old_ts = old_ts;
@@ -174,7 +200,7 @@ static __always_inline int enter(struct pt_regs *ctx, __u64 size, __u64 old_ptr,
 	open->sp = sp;
 	open->type = type;
 	open->depth = 1;
-	return 0;
+	return RUN_RETURN;
 }
 
 /* Retires a tracked block. With `expect_ts` set, only if the record is still the one seen then. */
@@ -529,43 +555,62 @@ static __always_inline int leave(struct pt_regs *ctx, __u64 ret)
 SEC("uprobe")
 int BPF_UPROBE(malloc_enter, size_t size)
 {
-	return enter(ctx, size, 0, 0, CALL_PLAIN);
+	enter(ctx, size, 0, 0, CALL_PLAIN, false);
+	return 0;
 }
 
 SEC("uprobe")
 int BPF_UPROBE(calloc_enter, size_t nmemb, size_t size)
 {
-	return enter(ctx, nmemb * size, 0, 0, CALL_PLAIN);
+	enter(ctx, nmemb * size, 0, 0, CALL_PLAIN, false);
+	return 0;
 }
 
 SEC("uprobe")
 int BPF_UPROBE(memalign_enter, size_t alignment, size_t size)
 {
-	return enter(ctx, size, 0, 0, CALL_PLAIN);
+	enter(ctx, size, 0, 0, CALL_PLAIN, false);
+	return 0;
 }
 
 SEC("uprobe")
 int BPF_UPROBE(realloc_enter, void *ptr, size_t size)
 {
-	return enter(ctx, size, (__u64)ptr, 0, CALL_REALLOC);
+	enter(ctx, size, (__u64)ptr, 0, CALL_REALLOC, false);
+	return 0;
 }
 
 SEC("uprobe")
 int BPF_UPROBE(reallocarray_enter, void *ptr, size_t nmemb, size_t size)
 {
-	return enter(ctx, nmemb * size, (__u64)ptr, 0, CALL_REALLOC);
+	enter(ctx, nmemb * size, (__u64)ptr, 0, CALL_REALLOC, false);
+	return 0;
 }
 
 SEC("uprobe")
 int BPF_UPROBE(posix_memalign_enter, void **memptr, size_t alignment, size_t size)
 {
-	return enter(ctx, size, 0, (__u64)memptr, CALL_MEMPTR);
+	enter(ctx, size, 0, (__u64)memptr, CALL_MEMPTR, false);
+	return 0;
 }
 
 SEC("uretprobe")
 int BPF_URETPROBE(alloc_exit, void *ret)
 {
 	return leave(ctx, (__u64)ret);
+}
+
+extern bool bpf_session_is_return(void) __ksym __weak;
+
+/* A session probe (malloc, mallocx): one program runs at the call's entry and, if that asked for
+ * it, at its return. Loaded only where used (recorder/src/bpf.rs, `Sessions`); the classic pair
+ * malloc_enter + alloc_exit otherwise. */
+SEC("uprobe.session")
+int BPF_UPROBE(malloc_session, size_t size)
+{
+	if (bpf_session_is_return())
+		return leave(ctx, PT_REGS_RC(ctx));
+	return enter(ctx, size, 0, 0, CALL_PLAIN, true);
 }
 
 SEC("uretprobe")
@@ -599,7 +644,8 @@ int BPF_UPROBE(mmap_enter, void *addr, size_t len, int prot, int flags, int fd)
 	 * address space, not memory in use. */
 	bool accounted = (flags & MAP_ANONYMOUS) && !(flags & MAP_STACK) && prot != 0;
 
-	return enter(ctx, len, 0, 0, accounted ? CALL_MMAP : CALL_IGNORE);
+	enter(ctx, len, 0, 0, accounted ? CALL_MMAP : CALL_IGNORE, false);
+	return 0;
 }
 
 SEC("uprobe")

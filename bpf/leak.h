@@ -24,7 +24,10 @@ enum leak_counter {
 	C_NESTED = 9,		 /* allocator call inside another traced allocator call */
 	C_ABANDONED = 10,	 /* allocator call that never returned (exception, longjmp) */
 	C_READ_FAILED = 11,	 /* posix_memalign result could not be read */
-	NR_COUNTERS = 12,
+	/* Not a loss: calls not nested in another traced call whose session probe skipped their
+	 * return (nothing to record). */
+	C_RETURN_SKIPPED = 12,
+	NR_COUNTERS = 13,
 };
 
 /* What memory a stack's counters describe. */

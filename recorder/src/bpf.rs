@@ -8,9 +8,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use anyhow::{Context, Result};
 use leak_format::{Losses, Probe, ProbeSide, Stack, StackLoss};
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
-use libbpf_rs::{Link, MapCore, MapFlags, OpenObject, UprobeOpts};
+use libbpf_rs::{Link, MapCore, MapFlags, OpenObject, UprobeMultiOpts, UprobeOpts};
 
-use crate::discover::{Entry, PlannedProbe, Return};
+use crate::discover::{self, Entry, PlannedProbe, Return};
 use crate::sampling;
 
 /// The `.rodata` of an opened skeleton (`$open`), with the filters and the stack-table size
@@ -96,6 +96,82 @@ pub struct LoadOptions {
     pub max_size: u64,
     /// `--sample-bytes`: mean bytes between sampled allocations; 0 records every allocation.
     pub sample_bytes: u64,
+    /// Give malloc and mallocx session probes (`Sessions::choose`).
+    pub sessions: bool,
+}
+
+/// Whether malloc (and jemalloc's mallocx) get session probes: one program that runs at the entry and, only
+/// when the entry asks for it, at the return (Linux >= 6.13, SEC("uprobe.session")). A call
+/// whose return has nothing to do, an unsampled or size-filtered one, then skips the second
+/// trap, about a third of what a traced malloc/free pair costs (docs/performance.md, "Session
+/// probes"). Other functions keep an entry probe and a return probe (`discover::SELF_CONTAINED`
+/// and bpf/leak.bpf.c's `enter` say why).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sessions {
+    Used,
+    /// Every call is recorded (no --sample-bytes, no size filter): no return to skip. The
+    /// classic pair then, whose programs the benchmarks time one by one.
+    NothingToSkip,
+    /// `--mmap`: glibc's malloc calls mmap itself, and only an open malloc call marks that mmap
+    /// as the allocator's own.
+    MmapProbed,
+    /// The kernel has no uprobe sessions (its BTF lacks BPF_TRACE_UPROBE_SESSION or
+    /// bpf_session_is_return).
+    NotInKernel,
+    /// LEAK_RECORD_NO_SESSIONS is set: the classic pair everywhere (tests and benchmarks run
+    /// both here; also a way out should a kernel's sessions misbehave).
+    Disabled,
+}
+
+impl Sessions {
+    /// `skippable`: some calls may have nothing to record (--sample-bytes, --min/max-size).
+    pub fn choose(skippable: bool, mmap_probed: bool) -> Self {
+        if !skippable {
+            Sessions::NothingToSkip
+        } else if std::env::var_os("LEAK_RECORD_NO_SESSIONS").is_some() {
+            Sessions::Disabled
+        } else if mmap_probed {
+            Sessions::MmapProbed
+        } else if !kernel_has_uprobe_sessions() {
+            Sessions::NotInKernel
+        } else {
+            Sessions::Used
+        }
+    }
+
+    /// Why calls with nothing to record still trap at their return, for the probe report;
+    /// None when they do not, or when there are none.
+    pub fn why_not(self) -> Option<&'static str> {
+        match self {
+            Sessions::Used | Sessions::NothingToSkip => None,
+            Sessions::MmapProbed => Some("--mmap needs the return to tell malloc's own mmap calls"),
+            Sessions::NotInKernel => Some("this kernel has no uprobe sessions (Linux >= 6.13)"),
+            Sessions::Disabled => Some("LEAK_RECORD_NO_SESSIONS is set"),
+        }
+    }
+}
+
+/// Whether this kernel attaches uprobe session programs and has the kfunc they call, as
+/// bpf/leak.bpf.c declares it (no argument; a later kernel may pass the context), from its own
+/// BTF: the attach type's enumerator is there exactly when the kernel knows it.
+fn kernel_has_uprobe_sessions() -> bool {
+    use libbpf_rs::btf::types::{Enum, Func, FuncProto};
+    use libbpf_rs::btf::ReferencesType;
+    use std::ffi::OsStr;
+    let Ok(btf) = libbpf_rs::btf::Btf::from_vmlinux() else {
+        return false;
+    };
+    let attach_type = btf
+        .type_by_name::<Enum<'_>>("bpf_attach_type")
+        .is_some_and(|e| {
+            e.iter()
+                .any(|m| m.name == Some(OsStr::new("BPF_TRACE_UPROBE_SESSION")))
+        });
+    let kfunc = btf
+        .type_by_name::<Func<'_>>("bpf_session_is_return")
+        .and_then(|f| btf.type_by_id::<FuncProto<'_>>(f.referenced_type_id()))
+        .is_some_and(|proto| proto.is_empty());
+    attach_type && kfunc
 }
 
 // The largest `--sample-bytes` is the largest the BPF side's fixed-point arithmetic takes.
@@ -159,6 +235,10 @@ pub struct Tracer<'obj> {
     attached: Vec<Probe>,
     /// Block counts are in units of 2^-SAMPLE_COUNT_SHIFT (sampled recording).
     fixed_point_counts: bool,
+    /// malloc and mallocx have session probes (`Sessions`).
+    sessions: bool,
+    /// Why attaching a session probe failed (the classic pair was attached instead).
+    session_failure: Option<String>,
     changed: ChangedStacks,
     stats: StatsArray,
 }
@@ -202,6 +282,8 @@ pub fn load<'obj>(
         let on_demand = flags | libbpf_rs::libbpf_sys::BPF_F_NO_PREALLOC;
         open.maps.allocs.set_map_flags(on_demand)?;
     }
+    // Session programs fail to load on kernels without them: load them only when used.
+    open.progs.malloc_session.set_autoload(opts.sessions);
     let skel = load_skel(open, WHAT)?;
     if opts.sample_bytes > 0 {
         fill_sample_tables(&skel.maps.sample_gaps, &skel.maps.sample_weights)?;
@@ -213,6 +295,8 @@ pub fn load<'obj>(
         links: Vec::new(),
         attached: Vec::new(),
         fixed_point_counts: opts.sample_bytes > 0,
+        sessions: opts.sessions,
+        session_failure: None,
         changed,
         stats,
     })
@@ -497,6 +581,26 @@ impl Tracer<'_> {
         ordered.sort_by_key(|p| !matches!(p.entry, Entry::Free | Entry::Munmap));
         for p in ordered {
             let progs = &self.skel.progs;
+            let session = self.sessions
+                && p.entry == Entry::Malloc
+                && p.ret == Some(Return::Alloc)
+                && discover::is_self_contained(&p.function);
+            if session {
+                // One link and one program for both sides of the call; the classic pair,
+                // loaded anyway, if the kernel refuses it.
+                match attach_session(&progs.malloc_session, pid, p) {
+                    Ok(link) => {
+                        self.links.push(link);
+                        self.attached.push(probe_record(p, ProbeSide::Return));
+                        self.attached.push(probe_record(p, ProbeSide::Entry));
+                        continue;
+                    }
+                    Err(e) => {
+                        self.sessions = false;
+                        self.session_failure = Some(format!("{e:#}"));
+                    }
+                }
+            }
             // Return probe before entry probe: an entry whose return is not yet probed would
             // leave a pending call behind.
             if let Some(ret) = p.ret {
@@ -534,6 +638,21 @@ impl Tracer<'_> {
     /// Sums the per-CPU loss counters.
     pub fn losses(&self) -> Result<Losses> {
         read_losses(&self.skel.maps.counters)
+    }
+
+    /// Why a session probe could not be attached, if one could not (`attach` then attached the
+    /// classic pair there and after).
+    pub fn session_failure(&self) -> Option<&str> {
+        self.session_failure.as_deref()
+    }
+
+    /// malloc calls not nested in another allocator call whose session probe skipped the return
+    /// (`Sessions`). Not a loss; said at the end of the recording.
+    pub fn skipped_returns(&self) -> Result<u64> {
+        read_counter(
+            &self.skel.maps.counters,
+            types::leak_counter::C_RETURN_SKIPPED,
+        )
     }
 
     /// Stack walks that found their CPU's copy of the stack held by a walk preempted on that CPU
@@ -664,17 +783,21 @@ pub(crate) fn size_tables(
     Ok(())
 }
 
-/// Sums a `counters` map (per-CPU, indexed by `enum leak_counter`) into the loss counters.
+/// Sums one counter of a `counters` map (per-CPU, indexed by `enum leak_counter`).
+fn read_counter(map: &libbpf_rs::MapMut<'_>, which: types::leak_counter) -> Result<u64> {
+    let key = which.0.to_ne_bytes();
+    let per_cpu = map.lookup_percpu(&key, MapFlags::ANY)?;
+    Ok(per_cpu.map_or(0, |v| v.iter().map(|c| u64_at(c, 0)).sum()))
+}
+
+/// Sums a `counters` map into the loss counters.
 pub(crate) fn read_losses(map: &libbpf_rs::MapMut<'_>) -> Result<Losses> {
-    let mut c = [0u64; types::leak_counter::NR_COUNTERS.0 as usize];
-    for (i, slot) in c.iter_mut().enumerate() {
-        let key = (i as u32).to_ne_bytes();
-        if let Some(per_cpu) = map.lookup_percpu(&key, MapFlags::ANY)? {
-            *slot = per_cpu.iter().map(|v| u64_at(v, 0)).sum();
-        }
-    }
-    let at = |k: types::leak_counter| c[k.0 as usize];
     use types::leak_counter as C;
+    let mut c = [0u64; C::NR_COUNTERS.0 as usize];
+    for (i, slot) in c.iter_mut().enumerate() {
+        *slot = read_counter(map, C(i as u32))?;
+    }
+    let at = |k: C| c[k.0 as usize];
     Ok(Losses {
         allocs_full: at(C::C_ALLOCS_FULL),
         allocs_full_bytes: at(C::C_ALLOCS_FULL_BYTES),
@@ -787,6 +910,24 @@ fn probe_record(p: &PlannedProbe, side: ProbeSide) -> Probe {
 /// return probe shares its trap; the placement keeps the return address at `*%rsp` there.
 fn probe_offset(p: &PlannedProbe) -> u64 {
     p.entry_offset
+}
+
+/// A session probe (uprobe_multi, by file offset: attaching by name fails on libraries without
+/// `.symtab`, /work/shared/REFERENCE.md) where `p`'s entry probe goes.
+fn attach_session(prog: &libbpf_rs::ProgramMut<'_>, pid: u32, p: &PlannedProbe) -> Result<Link> {
+    let opts = UprobeMultiOpts {
+        offsets: vec![usize::try_from(probe_offset(p))?],
+        session: true,
+        ..UprobeMultiOpts::default()
+    };
+    prog.attach_uprobe_multi_with_opts(pid as i32, &p.open_path, "", opts)
+        .map_err(|e| anyhow::anyhow!("{e:?}"))
+        .with_context(|| {
+            format!(
+                "failed to attach a session uprobe to {} in {}",
+                p.function, p.module
+            )
+        })
 }
 
 fn attach_prog(

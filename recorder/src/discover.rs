@@ -89,6 +89,25 @@ const MMAP_API: Family = &[
     ("munmap", Entry::Munmap, None),
 ];
 
+/// The functions that may skip their return probe when it has nothing to do (bpf::Sessions):
+/// those that call no other probed function while they run, since only an open call marks a
+/// call made inside it as nested. Not calloc (musl's calls malloc), nor operator new (which
+/// calls malloc), nor the aligned and realloc families (glibc's call malloc or realloc). The
+/// rule goes by name: a malloc of one's own (in the executable, or preloaded) that calls
+/// calloc or memalign would have those calls sampled as calls of their own, and its blocks
+/// would then have two chances to be sampled (LEAK_RECORD_NO_SESSIONS=1 avoids that). Names
+/// under a `--symbol-prefix` never skip.
+const SELF_CONTAINED: &[&str] = &["malloc", "mallocx"];
+
+/// Whether `function` (possibly under a known prefix) is one of `SELF_CONTAINED`.
+pub fn is_self_contained(function: &str) -> bool {
+    let base = KNOWN_PREFIXES
+        .iter()
+        .find_map(|p| function.strip_prefix(p))
+        .unwrap_or(function);
+    SELF_CONTAINED.contains(&base)
+}
+
 /// Prefixes under which allocators export their API beside (or instead of) the plain names:
 /// jemalloc built with `--with-jemalloc-prefix=je_`, and Rust's tikv-jemallocator (`_rjem_`).
 const KNOWN_PREFIXES: &[&str] = &["je_", "_rjem_"];

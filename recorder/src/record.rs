@@ -162,14 +162,20 @@ fn setup_and_record(
     )?;
     discover::place_entries(&mut plan, &objs);
 
+    // Only unsampled or size-filtered calls have nothing to record at their return.
+    let skippable = cli.sample_bytes.is_some() || cli.min_size.is_some() || cli.max_size.is_some();
+    let sessions = bpf::Sessions::choose(skippable, cli.mmap);
+    let mut no_sessions = sessions.why_not().map(String::from);
     let mut storage = MaybeUninit::uninit();
-    let load = bpf::LoadOptions {
+    let mut classic_storage = MaybeUninit::uninit();
+    let mut load = bpf::LoadOptions {
         tgid: pid,
         max_allocs: cli.max_allocs as u32,
         max_stacks: cli.max_stacks as u32,
         min_size: cli.min_size.unwrap_or(0),
         max_size: cli.max_size.unwrap_or(u64::MAX),
         sample_bytes: cli.sample_bytes.unwrap_or(0),
+        sessions: sessions == bpf::Sessions::Used,
     };
     let denied = |e: anyhow::Error| {
         if privileges::is_permission_denied(&e) {
@@ -183,9 +189,29 @@ fn setup_and_record(
             e
         }
     };
-    let mut tracer = bpf::load(&mut storage, &load).map_err(denied)?;
+    let mut tracer = match bpf::load(&mut storage, &load) {
+        Ok(tracer) => tracer,
+        // A kernel that announces sessions but refuses the program: the classic pair.
+        Err(e) if load.sessions && !privileges::is_permission_denied(&e) => {
+            no_sessions = Some(format!("the kernel refused the session probe: {e:#}"));
+            load.sessions = false;
+            bpf::load(&mut classic_storage, &load).map_err(denied)?
+        }
+        Err(e) => return Err(denied(e)),
+    };
     tracer.attach(pid, &plan).map_err(denied)?;
-    report_probes(&tracer, &plan, cli.quiet);
+    if let Some(e) = tracer.session_failure() {
+        no_sessions = Some(format!("the kernel refused the session probe: {e}"));
+    }
+    let has_malloc = plan
+        .iter()
+        .any(|p| discover::is_self_contained(&p.function));
+    report_probes(
+        &tracer,
+        &plan,
+        no_sessions.as_deref().filter(|_| has_malloc),
+        cli.quiet,
+    );
 
     let target = Target {
         mode,
@@ -245,7 +271,12 @@ fn exe_name(exe: &str) -> String {
     exe.rsplit('/').next().unwrap_or(exe).to_string()
 }
 
-fn report_probes(tracer: &Tracer<'_>, plan: &[discover::PlannedProbe], quiet: bool) {
+fn report_probes(
+    tracer: &Tracer<'_>,
+    plan: &[discover::PlannedProbe],
+    no_sessions: Option<&str>,
+    quiet: bool,
+) {
     if quiet {
         return;
     }
@@ -269,6 +300,12 @@ fn report_probes(tracer: &Tracer<'_>, plan: &[discover::PlannedProbe], quiet: bo
         if let Some(line) = placement_note(p) {
             eprintln!("leak-record:   {line}");
         }
+    }
+    if let Some(why) = no_sessions {
+        eprintln!(
+            "leak-record:   malloc: every call traps at its return too, also when nothing is \
+             recorded: {why}"
+        );
     }
 }
 
@@ -400,6 +437,14 @@ impl Session<'_, '_> {
         }
         if self.cli.bundle_symbols {
             self.bundle()?;
+        }
+        let skipped = self.tracer.skipped_returns().unwrap_or(0);
+        if skipped > 0 && !self.cli.quiet {
+            eprintln!(
+                "leak-record: {skipped} malloc calls with nothing to record skipped their \
+                 return probe (session probes; calls nested in another allocator call not \
+                 counted)"
+            );
         }
         let chunkless = self.tracer.chunkless_walks();
         if chunkless > 0 && !self.cli.quiet {

@@ -25,9 +25,26 @@ const N: u64 = 1024;
 /// under one byte per sampled block. 5 sigma makes a false failure a one-in-a-million event,
 /// while the chosen k keep 5 sigma below 10%, so that a scaling wrong by 10% fails.
 fn assert_unbiased(k: u64, s: u64) {
-    let r = record(
-        &["-q", "-i", "1s", "--sample-bytes", &N.to_string()],
-        &[&fixture("leaky"), "basic", &k.to_string(), &s.to_string()],
+    assert_unbiased_with(&[], k, s);
+}
+
+/// `assert_unbiased` with leak-record's environment `env`.
+fn assert_unbiased_with(env: &[(&str, &str)], k: u64, s: u64) {
+    let (k_arg, s_arg, n_arg) = (k.to_string(), s.to_string(), N.to_string());
+    let r = record_with_env(
+        env,
+        &[
+            "-q",
+            "-i",
+            "1s",
+            "--sample-bytes",
+            &n_arg,
+            "--",
+            &fixture("leaky"),
+            "basic",
+            &k_arg,
+            &s_arg,
+        ],
     );
     r.assert_clean();
     assert_eq!(r.state.sampling, Some(Sampling { bytes: N }));
@@ -76,6 +93,16 @@ fn small_blocks_sampled_give_unbiased_estimates() {
     }
     // s = N/16: p = 0.061, about 12,000 samples; 5 sd = 4.4%.
     assert_unbiased(200_000, N / 16);
+}
+
+#[test]
+fn small_blocks_sampled_without_session_probes_give_unbiased_estimates() {
+    if !bpf_ready() {
+        return;
+    }
+    // The classic pair (an entry and a return probe on malloc), as on kernels before 6.13:
+    // there every unsampled call still opens and closes its call.
+    assert_unbiased_with(&[("LEAK_RECORD_NO_SESSIONS", "1")], 200_000, N / 16);
 }
 
 #[test]
@@ -155,6 +182,155 @@ fn an_exact_recording_has_no_sampling_record() {
     r.assert_clean();
     assert_eq!(r.state.sampling, None);
     assert_eq!(r.by_function("leak_here").bytes, 1000);
+}
+
+/// The end-of-recording count of malloc calls whose session probe skipped the return; None if
+/// leak-record did not say it (no call skipped).
+fn skipped_returns(stderr: &str) -> Option<u64> {
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("malloc calls with nothing to record skipped their return"))?;
+    let n = line.trim_start_matches("leak-record: ").split(' ').next()?;
+    Some(n.parse().expect("a count"))
+}
+
+/// True when leak-record says the kernel has uprobe sessions (Linux >= 6.13); false (after
+/// saying so) where it has not, outside CI. CI runs on a kernel that has them.
+fn sessions_in_kernel(stderr: &str) -> bool {
+    if !stderr.contains("this kernel has no uprobe sessions") {
+        return true;
+    }
+    let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
+    assert!(!ci, "CI runs on a kernel with uprobe sessions:\n{stderr}");
+    eprintln!("skipping: this kernel has no uprobe sessions");
+    false
+}
+
+#[test]
+fn filtered_mallocs_skip_their_return_probe_and_change_nothing() {
+    if !bpf_ready() {
+        return;
+    }
+    // leak_here's 1000 malloc(100) and churn_balanced's 5000 malloc(16..4096) are all above
+    // --max-size 15: none has anything to record at its return.
+    let args = [
+        "-i",
+        "1s",
+        "--max-size",
+        "15",
+        "--",
+        &fixture("leaky"),
+        "basic",
+        "1000",
+        "100",
+    ];
+    let r = record_with_env(&[], &args);
+    r.assert_clean();
+    if !sessions_in_kernel(&r.stderr) {
+        return;
+    }
+    let skipped = skipped_returns(&r.stderr);
+    assert_eq!(skipped, Some(6000), "{}", r.stderr);
+    assert_eq!(r.by_function("leak_here"), Totals::default());
+    assert_eq!(r.state.losses.total_drops(), 0, "{}", r.stderr);
+    // The classic pair: the same recording, every return run, and leak-record says why.
+    let c = record_with_env(&[("LEAK_RECORD_NO_SESSIONS", "1")], &args);
+    c.assert_clean();
+    assert_eq!(skipped_returns(&c.stderr), None, "{}", c.stderr);
+    assert!(
+        c.stderr.contains(
+            "malloc: every call traps at its return too, also when nothing is recorded: \
+             LEAK_RECORD_NO_SESSIONS is set"
+        ),
+        "{}",
+        c.stderr
+    );
+    assert_eq!(c.by_function("leak_here"), Totals::default());
+    assert_eq!(c.state.losses.total_drops(), 0, "{}", c.stderr);
+}
+
+#[test]
+fn a_malloc_inside_operator_new_stays_nested_with_session_probes() {
+    if !bpf_ready() {
+        return;
+    }
+    // operator new keeps its entry and return probes (it calls malloc), so even a `new` with
+    // nothing to record stays open while it runs, and the malloc inside it is nested: never
+    // a call of its own, so it neither skips as one nor is recorded twice. --max-size 1:
+    // nothing is recorded, and only leaky_cpp's few other mallocs (start-up) skip.
+    let r = record(
+        &["-i", "1s", "--max-size", "1"],
+        &[&fixture("leaky_cpp"), "1000"],
+    );
+    r.assert_clean();
+    if !sessions_in_kernel(&r.stderr) {
+        return;
+    }
+    let l = &r.state.losses;
+    // 1000 `new Widget` and 1000 `new char[200]` (new[] tail-jumps into new, and new calls
+    // malloc: at least 2 nested calls each for new[]).
+    assert!(l.nested_calls >= 3000, "{l:?}");
+    let skipped = skipped_returns(&r.stderr).unwrap_or(0);
+    assert!(
+        skipped < 100,
+        "{skipped} top-level mallocs skipped\n{}",
+        r.stderr
+    );
+    assert_eq!((l.return_without_entry, l.abandoned_calls), (0, 0), "{l:?}");
+    assert_eq!(r.by_function("_Z8leak_newm"), Totals::default());
+    // Sampled: new draws once and stays open; its malloc draws nothing and is nested.
+    let r = record(
+        &["-i", "1s", "--sample-bytes", "64M"],
+        &[&fixture("leaky_cpp"), "1000"],
+    );
+    r.assert_clean();
+    let skipped = skipped_returns(&r.stderr).unwrap_or(0);
+    assert!(
+        skipped < 100,
+        "{skipped} top-level mallocs skipped\n{}",
+        r.stderr
+    );
+    assert!(r.state.losses.nested_calls >= 3000, "{:?}", r.state.losses);
+    // Filtered by size only (--min-size 1): every call has work, and new's blocks are exact,
+    // once each, on new's caller.
+    let r = record(
+        &["-i", "1s", "--min-size", "1"],
+        &[&fixture("leaky_cpp"), "1000"],
+    );
+    r.assert_clean();
+    let new = r.by_function("_Z8leak_newm");
+    let arr = r.by_function("_Z14leak_new_arraym");
+    assert_eq!((new.bytes, new.count), (48_000, 1000), "{new:?}");
+    assert_eq!((arr.bytes, arr.count), (200_000, 1000), "{arr:?}");
+    assert!(r.state.losses.nested_calls >= 3000, "{:?}", r.state.losses);
+}
+
+#[test]
+fn with_mmap_probed_mallocs_keep_their_return_probe() {
+    if !bpf_ready() {
+        return;
+    }
+    // glibc's malloc serves 200 KB with mmap (above its 128 KiB threshold); only the open
+    // malloc call marks that mmap as malloc's own, so with --mmap malloc keeps its return
+    // probe even when sampling. At 1 per 64 MiB hardly any of the 20 blocks is sampled: a
+    // malloc that skipped its return would leave its mmap to be counted as one of its own.
+    let r = record(
+        &["-i", "1s", "--mmap", "--sample-bytes", "64M"],
+        &[&fixture("leaky"), "basic", "20", "200000"],
+    );
+    r.assert_clean();
+    assert!(
+        r.stderr
+            .contains("--mmap needs the return to tell malloc's own mmap calls"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(skipped_returns(&r.stderr), None, "{}", r.stderr);
+    let mmap_bytes = r.state.outstanding_bytes(leak_format::AllocKind::Mmap);
+    assert!(
+        mmap_bytes < 200_000,
+        "malloc's own mmaps were counted: {mmap_bytes}"
+    );
 }
 
 // Bad input: a clear error, exit status 2, nothing written. No BPF needed.
