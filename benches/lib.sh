@@ -108,7 +108,10 @@ bpf_table() {
 # bpf_run_times [ARG...]: per-invocation BPF run time of leak-record's programs (run with ARGs),
 # from kernel.bpf_stats, while it traces `leaky $BPF_WORKLOAD` (default `churn 2000000000`; the
 # workload must outlast the recording): sets BPF_TABLE (markdown) and BPF_PAIR (ns of
-# malloc_enter + alloc_exit + free_enter per pair).
+# malloc_enter + alloc_exit + free_enter per pair; with session probes, malloc_session, which
+# runs at the entry of every malloc and at the return of those it records, takes the place of
+# the first two: the sum of their run times per free_enter run, which is per pair on a workload
+# of malloc/free pairs, as `leaky churn` is).
 # shellcheck disable=SC2120 # ARGs are optional
 bpf_run_times() {
     local old lp rp ids i
@@ -134,8 +137,9 @@ bpf_run_times() {
     bpf_table "$ids" "$WORK/progs.json"
     # shellcheck disable=SC2034 # read by the sourcing script
     BPF_PAIR=$(jq --argjson ids "$ids" "[$BPF_MINE"' | select(.name == "malloc_enter"
-        or .name == "alloc_exit" or .name == "free_enter") | .run_time_ns / .run_cnt]
-        | add | floor' "$WORK/progs.json")
+        or .name == "alloc_exit" or .name == "free_enter" or .name == "malloc_session")]
+        | (map(.run_time_ns) | add) / (map(select(.name == "free_enter") | .run_cnt) | add)
+        | floor' "$WORK/progs.json")
 }
 
 # define_floor RECORDING: one tracefs uprobe event (group leakbench) per probe leak-record

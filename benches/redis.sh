@@ -7,13 +7,16 @@
 #        REQUESTS=200000 requests per redis-benchmark test
 #        CLIENTS=50      parallel connections
 #        TESTS=set,get,lpush,lpop   redis-benchmark -t
+#        SAMPLE=64K      also record with --sample-bytes SAMPLE, with session probes on malloc
+#                        (Linux >= 6.13) and without (LEAK_RECORD_NO_SESSIONS=1); empty: not
 #        BENCH_TARGET_DIR=/tmp/bench-target   cargo target dir (not the repo's)
 #        BENCH_WORK=/tmp/leak-redis           scratch dir
 #
 # Installs redis-server (and redis-tools, perf) if missing, builds leak-record, then per round
 # starts redis-server bare, under count-only probes at exactly the places leak-record probes
 # ("floor": tracefs uprobe events counted by perf stat, no BPF; the places are read from a
-# recording's header), and under `leak-record -i 5s`, runs redis-benchmark against each and
+# recording's header), under `leak-record -i 5s`, and (SAMPLE) under `leak-record -i 5s
+# --sample-bytes SAMPLE` with and without session probes, runs redis-benchmark against each and
 # reads its requests per second. Reports the median per test and the ratios, with the
 # recording's loss counters, and writes the section into docs/performance.md.
 set -euo pipefail
@@ -25,6 +28,7 @@ RUNS=${RUNS:-3}
 REQUESTS=${REQUESTS:-200000}
 CLIENTS=${CLIENTS:-50}
 TESTS=${TESTS:-set,get,lpush,lpop}
+SAMPLE=${SAMPLE-64K}
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 TARGET=${BENCH_TARGET_DIR:-/tmp/bench-target}
 WORK=${BENCH_WORK:-/tmp/leak-redis}
@@ -77,8 +81,13 @@ run() {
     elif [[ $v == floor ]]; then
         perf stat -x, -o "$WORK/perf.out" -e 'leakbench:*' -- "${SERVER[@]}" >>"$LOG" 2>&1 &
     else
-        "$LR" -q -i 5s -o "$WORK/redis.zst" --force -- "${SERVER[@]}" \
-            >>"$LOG" 2>>"$WORK/record.stderr" &
+        local out=redis.zst
+        local -a sample=() env=()
+        [[ $v == recorded ]] || { out=$v.zst; sample=(--sample-bytes "$SAMPLE"); }
+        [[ $v == sampled_classic ]] && env=(LEAK_RECORD_NO_SESSIONS=1)
+        # (the ${a[@]+...} form: an empty array under set -u on bash < 4.4)
+        env ${env[@]+"${env[@]}"} "$LR" -q -i 5s ${sample[@]+"${sample[@]}"} -o "$WORK/$out" \
+            --force -- "${SERVER[@]}" >>"$LOG" 2>>"$WORK/record.stderr" &
     fi
     pid=$!
     wait_ready
@@ -103,6 +112,8 @@ range_of() { # TEST VARIANT
 
 report() {
     local cpu t b r
+    SAMPLED_NOTE=""
+    [[ -n $SAMPLE ]] && SAMPLED_NOTE=" and at \`--sample-bytes $SAMPLE\` with and without session probes"
     cpu=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
     cat <<EOF
 $HEADING
@@ -110,11 +121,11 @@ $HEADING
 - date: $(date -u '+%Y-%m-%d %H:%M UTC'); kernel: $(uname -r); CPU: $cpu ($(nproc) cores);
   load average (1 min) before the run: $LOAD_BEFORE, after: $(cut -d' ' -f1 /proc/loadavg);
   $(redis-server --version | cut -d' ' -f1-3)
-- reproduce (root): \`bash benches/redis.sh\` (RUNS=$RUNS REQUESTS=$REQUESTS CLIENTS=$CLIENTS
+- reproduce (root): \`bash benches/redis.sh\` (RUNS=$RUNS REQUESTS=$REQUESTS CLIENTS=$CLIENTS SAMPLE=$SAMPLE
   TESTS=$TESTS)
 - method: per round, redis-server (no persistence, loopback, port $PORT) is started bare,
-  under count-only probes ("floor") and under \`leak-record -i 5s\` (order reversed every other
-  round), and \`redis-benchmark -n $REQUESTS -c $CLIENTS -t $TESTS\` runs against it; requests
+  under count-only probes ("floor"), under \`leak-record -i 5s\`$SAMPLED_NOTE (order reversed
+  every other round), and \`redis-benchmark -n $REQUESTS -c $CLIENTS -t $TESTS\` runs against it; requests
   per second, median (min-max) over $RUNS rounds.
   redis-benchmark runs on the same $(nproc) cores as the server.
 
@@ -132,7 +143,28 @@ EOF
             "$(awk "BEGIN {printf \"%.2f\", $r / $f}") |"
     done < <(cut -f1 "$WORK/t/bare" | awk '!seen[$0]++')
     echo
+    [[ -n $SAMPLE ]] && sampled_table
     report_probes_and_losses "$WORK/redis.zst"
+}
+
+ratio() { awk "BEGIN {printf \"%.2f\", $1 / $2}"; }
+
+sampled_table() {
+    cat <<EOF
+Sampled at \`--sample-bytes $SAMPLE\`, with session probes on malloc (an unsampled call skips its
+return trap) and without (\`LEAK_RECORD_NO_SESSIONS=1\`: an entry and a return probe on every
+call), in the same rounds:
+
+| test | sampled rps | sampled / bare | without sessions rps | without sessions / bare | with / without sessions |
+|---|---:|---:|---:|---:|---:|
+EOF
+    local t b s c
+    while IFS= read -r t; do
+        b=$(median_of "$t" bare); s=$(median_of "$t" sampled); c=$(median_of "$t" sampled_classic)
+        echo "| $t | $s ($(range_of "$t" sampled)) | $(ratio "$s" "$b") |" \
+            "$c ($(range_of "$t" sampled_classic)) | $(ratio "$c" "$b") | $(ratio "$s" "$c") |"
+    done < <(cut -f1 "$WORK/t/bare" | awk '!seen[$0]++')
+    echo
 }
 
 main() {
@@ -143,12 +175,14 @@ main() {
         | grep -E 'attached|entry probe' >"$WORK/probes.txt" || true
     redis-cli -p "$PORT" shutdown nosave >/dev/null 2>&1 || true
     define_floor "$WORK/probes.zst"
-    local r
+    local r v
+    local -a variants=(bare floor recorded)
+    [[ -n $SAMPLE ]] && variants+=(sampled sampled_classic)
     for ((r = 0; r < RUNS; r++)); do
         if ((r % 2)); then
-            run recorded; run floor; run bare
+            for ((v = ${#variants[@]} - 1; v >= 0; v--)); do run "${variants[v]}"; done
         else
-            run bare; run floor; run recorded
+            for v in "${variants[@]}"; do run "$v"; done
         fi
         log "round $((r + 1))/$RUNS done"
     done

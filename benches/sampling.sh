@@ -6,6 +6,7 @@
 #   env: RUNS=5            rounds of the churn benchmark
 #        N=200000          small churn size; the large one is N2=5*N
 #        RATES="4K 64K 512K"   sampling periods measured
+#        CLASSIC_RATE=64K  the period also measured without session probes
 #        ERR_RUNS=7        recordings per (period, leak) for the error
 #        BENCH_TARGET_DIR=/tmp/bench-target   cargo target dir (not the repo's)
 #        BENCH_WORK=/tmp/leak-sampling-bench  scratch dir (fixtures, logs, recordings)
@@ -14,8 +15,11 @@
 #    leak-record puts its probes (malloc entry, malloc return, free+N);
 # 2. churn: `leaky churn N` and `leaky churn N2` (malloc(64)/free pairs) under each variant,
 #    interleaved in every round (order rotated): bare; traps = the perf count-only probes at
-#    leak-record's places (the trap cost, no BPF); exact = leak-record; sampled-R =
-#    leak-record --sample-bytes R for each R. ns/pair = (cpu(N2) - cpu(N)) / (N2 - N), where
+#    leak-record's places (the trap cost, no BPF); traps_no_return = the same without the
+#    return probe (the traps of a call whose session probe skips its return); exact =
+#    leak-record; sampled-R = leak-record --sample-bytes R for each R (with session probes on
+#    malloc where the kernel has them, Linux >= 6.13); classic-R = the same at CLASSIC_RATE
+#    with LEAK_RECORD_NO_SESSIONS=1 (an entry and a return probe on every malloc). ns/pair = (cpu(N2) - cpu(N)) / (N2 - N), where
 #    cpu is the user + system time of the variant's whole process tree (the traps and the BPF
 #    programs run in the traced process's system time): unlike wall time it does not count
 #    waiting for a core on a shared machine. Median/min/max over rounds, ratios of medians;
@@ -37,6 +41,7 @@ N=${N:-200000}
 N2=${N2:-$((5 * N))}
 RATES=${RATES:-4K 64K 512K}
 ERR_RUNS=${ERR_RUNS:-7}
+CLASSIC_RATE=${CLASSIC_RATE:-64K}
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 TARGET=${BENCH_TARGET_DIR:-/tmp/bench-target}
 WORK=${BENCH_WORK:-/tmp/leak-sampling-bench}
@@ -62,18 +67,23 @@ setup() {
     (cd "$ROOT" && CARGO_TARGET_DIR="$TARGET" cargo build --release --bin leak-record \
         --bin leak-report >>"$LOG" 2>&1)
     define_placed_probes
-    VARIANTS=(bare traps exact)
+    VARIANTS=(bare traps traps_no_return exact)
     local r
     for r in $RATES; do VARIANTS+=("sampled-$r"); done
+    [[ " $RATES " == *" $CLASSIC_RATE "* ]] \
+        || { echo "CLASSIC_RATE=$CLASSIC_RATE must be one of RATES ($RATES)" >&2; exit 2; }
+    VARIANTS+=("classic-$CLASSIC_RATE")
 }
 
 v_bare() { "$FX/leaky" churn "$1" "$T"; }
 v_traps() { v_perf "$1" malloc_entry malloc_return__return free_placed; }
+v_traps_no_return() { v_perf "$1" malloc_entry free_placed; }
 v_exact() { "$LR" -q -o "$WORK/churn.zst" --force -- "$FX/leaky" churn "$1" 2>>"$WORK/record.stderr"; }
 v_sampled() { # R N
     "$LR" -q --sample-bytes "$1" -o "$WORK/churn-$1.zst" --force -- "$FX/leaky" churn "$2" \
         2>>"$WORK/record.stderr"
 }
+v_classic() { LEAK_RECORD_NO_SESSIONS=1 v_sampled "$@"; }
 
 # children_cpu_ns VAR: sets VAR to the user + system time, in ns, of this shell's reaped
 # children so far (bash `times`, run in this very shell: a subshell reports its own children).
@@ -100,6 +110,7 @@ churn_bench() {
             v=${VARIANTS[(i + r) % k]}
             run=("v_$v")
             [[ $v == sampled-* ]] && run=(v_sampled "${v#sampled-}")
+            [[ $v == classic-* ]] && run=(v_classic "${v#classic-}")
             read -r c1 w1 < <(cpu_wall_ns "${run[@]}" "$N")
             read -r c2 w2 < <(cpu_wall_ns "${run[@]}" "$N2")
             calc %.2f "($c2 - $c1) / ($N2 - $N)" >>"$WORK/t/$v.pp"
@@ -140,6 +151,12 @@ $BPF_TABLE
 $BPF_TABLE
 "
     done
+    LEAK_RECORD_NO_SESSIONS=1 bpf_run_times --sample-bytes "$CLASSIC_RATE"
+    BPF_TABLES+="
+--sample-bytes $CLASSIC_RATE without session probes (LEAK_RECORD_NO_SESSIONS=1; ${BPF_PAIR} ns per pair):
+
+$BPF_TABLE
+"
 }
 
 # estimate K S R: leak_here's estimated outstanding bytes in a recording of `leaky basic K S`
@@ -190,9 +207,18 @@ interpretation() {
             "$(calc %.2f "$v / $exact")x exact recording, $(calc %.0f "$v - $traps") ns from" \
             "the traps alone (exact: $(calc %.0f "$exact - $traps") ns)."
     done
-    echo "Sampling removes leak-record's own work on unsampled calls, not the traps: every" \
-        "malloc and free still traps, $(calc %.0f "$traps") ns per pair" \
-        "($(calc %.0f "$traps / $bare")x a bare pair) at every period."
+    local entries classic
+    entries=$(median "$WORK/t/traps_no_return.pp")
+    classic=$(median "$WORK/t/classic-$CLASSIC_RATE.pp")
+    echo "Without session probes (LEAK_RECORD_NO_SESSIONS=1) a pair sampled at $CLASSIC_RATE" \
+        "costs $(calc %.0f "$classic") ns, $(calc %.0f "$classic - $traps") ns from the traps" \
+        "alone: sampling then removes leak-record's own work on unsampled calls, not the traps."
+    echo "With session probes an unsampled malloc skips its return trap: the traps left," \
+        "malloc's entry and free's, cost $(calc %.0f "$entries") ns per pair" \
+        "($(calc %.2f "$entries / $traps")x all three), and a pair sampled at $CLASSIC_RATE" \
+        "costs $(calc %.0f "$(median "$WORK/t/sampled-$CLASSIC_RATE.pp")") ns" \
+        "($(calc %.2f "$(median "$WORK/t/sampled-$CLASSIC_RATE.pp") / $classic")x the same" \
+        "without sessions)."
 }
 
 report() {
@@ -207,7 +233,9 @@ $HEADING
   ERR_RUNS=$ERR_RUNS)
 - method: see the script's header. "traps" = \`perf stat\` count-only uprobes at the places
   leak-record probes (malloc entry, malloc return, free+$FREE_AT): the kernel's trap and
-  return-address handling alone, no BPF program.
+  return-address handling alone, no BPF program; "traps_no_return": the same without malloc's
+  return. sampled-R use session probes on malloc (Linux >= 6.13); classic-$CLASSIC_RATE does
+  not (LEAK_RECORD_NO_SESSIONS=1).
 
 ### Churn: cost per malloc(64)/free pair, exact and sampled
 
