@@ -113,7 +113,7 @@ range_of() { # TEST VARIANT
 report() {
     local cpu t b r
     SAMPLED_NOTE=""
-    [[ -n $SAMPLE ]] && SAMPLED_NOTE=" and at \`--sample-bytes $SAMPLE\` with and without session probes"
+    [[ -n $SAMPLE ]] && SAMPLED_NOTE=$'\n  '"and at \`--sample-bytes $SAMPLE\` with and without session probes"
     cpu=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
     cat <<EOF
 $HEADING

@@ -103,8 +103,8 @@ pub struct LoadOptions {
 /// Whether malloc (and jemalloc's mallocx) get session probes: one program that runs at the entry and, only
 /// when the entry asks for it, at the return (Linux >= 6.13, SEC("uprobe.session")). A call
 /// whose return has nothing to do, an unsampled or size-filtered one, then skips the second
-/// trap, about a third of what a traced malloc/free pair costs (docs/performance.md, "Session
-/// probes"). Other functions keep an entry probe and a return probe (`discover::SELF_CONTAINED`
+/// trap, about a quarter of what a pair's traps cost (docs/performance.md, "Sampling: what it
+/// saves, what it cannot"). Other functions keep an entry probe and a return probe (`discover::SELF_CONTAINED`
 /// and bpf/leak.bpf.c's `enter` say why).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Sessions {

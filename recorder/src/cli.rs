@@ -120,9 +120,10 @@ pub struct Cli {
 
     /// Record only a sample of allocations, one per SIZE bytes allocated on average (e.g. 64K),
     /// as tcmalloc and jemalloc do; figures are scaled back up to unbiased estimates.
-    /// Unsampled allocations skip the stack walk and the table insert, but every malloc and
-    /// free still traps into the kernel (docs/performance.md, "Sampling"). With --kernel no
-    /// trap is involved, and the walk it skips is most of the cost.
+    /// Unsampled allocations skip the stack walk and the table insert, and on Linux >= 6.13 an
+    /// unsampled malloc its return trap, but every malloc and free still traps into the kernel
+    /// at its entry (docs/guide.md, "Sampling"). With --kernel no trap is involved, and the
+    /// walk it skips is most of the cost.
     #[arg(long, value_name = "SIZE", value_parser = parse_sample_bytes)]
     pub sample_bytes: Option<u64>,
 
