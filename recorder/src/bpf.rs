@@ -284,6 +284,13 @@ pub fn load<'obj>(
     }
     // Session programs fail to load on kernels without them: load them only when used.
     open.progs.malloc_session.set_autoload(opts.sessions);
+    if opts.sessions && test_refuse_sessions() == Some(RefuseAt::Load) {
+        // An attach type the kernel refuses for this program: a real refusal, as a kernel that
+        // announces sessions but rejects the program would give.
+        open.progs
+            .malloc_session
+            .set_attach_type(libbpf_rs::ProgramAttachType::CgroupInetIngress);
+    }
     let skel = load_skel(open, WHAT)?;
     if opts.sample_bytes > 0 {
         fill_sample_tables(&skel.maps.sample_gaps, &skel.maps.sample_weights)?;
@@ -597,7 +604,7 @@ impl Tracer<'_> {
                     }
                     Err(e) => {
                         self.sessions = false;
-                        self.session_failure = Some(format!("{e:#}"));
+                        self.session_failure = Some(e.root_cause().to_string());
                     }
                 }
             }
@@ -912,9 +919,28 @@ fn probe_offset(p: &PlannedProbe) -> u64 {
     p.entry_offset
 }
 
+/// Where a test makes the kernel's side of session probes fail
+/// (`LEAK_RECORD_TEST_REFUSE_SESSIONS=load|attach`), to test the fallback to the classic pair.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RefuseAt {
+    Load,
+    Attach,
+}
+
+fn test_refuse_sessions() -> Option<RefuseAt> {
+    match std::env::var("LEAK_RECORD_TEST_REFUSE_SESSIONS").as_deref() {
+        Ok("load") => Some(RefuseAt::Load),
+        Ok("attach") => Some(RefuseAt::Attach),
+        _ => None,
+    }
+}
+
 /// A session probe (uprobe_multi, by file offset: attaching by name fails on libraries without
 /// `.symtab`, /work/shared/REFERENCE.md) where `p`'s entry probe goes.
 fn attach_session(prog: &libbpf_rs::ProgramMut<'_>, pid: u32, p: &PlannedProbe) -> Result<Link> {
+    if test_refuse_sessions() == Some(RefuseAt::Attach) {
+        anyhow::bail!("refused (LEAK_RECORD_TEST_REFUSE_SESSIONS=attach)");
+    }
     let opts = UprobeMultiOpts {
         offsets: vec![usize::try_from(probe_offset(p))?],
         session: true,

@@ -191,9 +191,13 @@ fn setup_and_record(
     };
     let mut tracer = match bpf::load(&mut storage, &load) {
         Ok(tracer) => tracer,
-        // A kernel that announces sessions but refuses the program: the classic pair.
-        Err(e) if load.sessions && !privileges::is_permission_denied(&e) => {
-            no_sessions = Some(format!("the kernel refused the session probe: {e:#}"));
+        // A kernel that announces sessions but refuses the program (the verifier says EACCES
+        // for a kfunc it does not allow): the classic pair. If that fails too, its error.
+        Err(e) if load.sessions => {
+            no_sessions = Some(format!(
+                "the kernel refused the session probe ({}; libbpf's log above says why)",
+                e.root_cause()
+            ));
             load.sessions = false;
             bpf::load(&mut classic_storage, &load).map_err(denied)?
         }
@@ -201,7 +205,7 @@ fn setup_and_record(
     };
     tracer.attach(pid, &plan).map_err(denied)?;
     if let Some(e) = tracer.session_failure() {
-        no_sessions = Some(format!("the kernel refused the session probe: {e}"));
+        no_sessions = Some(format!("the kernel refused the session probe ({e})"));
     }
     let has_malloc = plan
         .iter()

@@ -306,6 +306,63 @@ fn a_malloc_inside_operator_new_stays_nested_with_session_probes() {
 }
 
 #[test]
+fn refused_session_probes_fall_back_to_the_classic_pair() {
+    if !bpf_ready() {
+        return;
+    }
+    // A kernel that announces sessions and then refuses the program (load) or the link
+    // (attach): leak-record says so, uses the classic pair, and records exactly as without.
+    for at in ["load", "attach"] {
+        let r = record_with_env(
+            &[("LEAK_RECORD_TEST_REFUSE_SESSIONS", at)],
+            &[
+                "-i",
+                "1s",
+                "--min-size",
+                "1",
+                "--",
+                &fixture("leaky"),
+                "basic",
+                "1000",
+                "100",
+            ],
+        );
+        r.assert_clean();
+        if !sessions_in_kernel(&r.stderr) {
+            return;
+        }
+        assert!(
+            r.stderr.contains(
+                "malloc: every call traps at its return too, also when nothing is recorded: \
+                 the kernel refused the session probe"
+            ),
+            "{at}: {}",
+            r.stderr
+        );
+        assert_eq!(skipped_returns(&r.stderr), None, "{at}: {}", r.stderr);
+        let leak = r.by_function("leak_here");
+        assert_eq!(
+            (leak.bytes, leak.count),
+            (100_000, 1000),
+            "{at}: {}",
+            r.stderr
+        );
+        let churn = r.by_function("churn_balanced");
+        assert_eq!(
+            (churn.bytes, churn.count, churn.allocs),
+            (0, 0, 5000),
+            "{at}"
+        );
+        assert_eq!(
+            r.state.losses.total_drops(),
+            0,
+            "{at}: {:?}",
+            r.state.losses
+        );
+    }
+}
+
+#[test]
 fn with_mmap_probed_mallocs_keep_their_return_probe() {
     if !bpf_ready() {
         return;
