@@ -340,19 +340,7 @@ fn refused_session_probes_fall_back_to_the_classic_pair() {
             r.stderr
         );
         assert_eq!(skipped_returns(&r.stderr), None, "{at}: {}", r.stderr);
-        let leak = r.by_function("leak_here");
-        assert_eq!(
-            (leak.bytes, leak.count),
-            (100_000, 1000),
-            "{at}: {}",
-            r.stderr
-        );
-        let churn = r.by_function("churn_balanced");
-        assert_eq!(
-            (churn.bytes, churn.count, churn.allocs),
-            (0, 0, 5000),
-            "{at}"
-        );
+        r.assert_leaky_basic(1000, 100);
         assert_eq!(
             r.state.losses.total_drops(),
             0,

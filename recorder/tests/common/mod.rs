@@ -224,6 +224,16 @@ impl Recorded {
         assert!(self.state.end.is_some(), "no end record");
         assert!(self.state.snapshots >= 1);
     }
+
+    /// The truths of `leaky basic K S` recorded exactly: leak_here holds K blocks of S bytes,
+    /// and churn_balanced's 5000 pairs were all seen and all freed.
+    pub fn assert_leaky_basic(&self, k: u64, s: u64) {
+        let leak = self.by_function("leak_here");
+        assert_eq!((leak.bytes, leak.count), (k * s, k), "{}", self.stderr);
+        let churn = self.by_function("churn_balanced");
+        let seen = (churn.bytes, churn.count, churn.allocs, churn.frees);
+        assert_eq!(seen, (0, 0, 5000, 5000), "{}", self.stderr);
+    }
 }
 
 pub fn read_recording(path: &Path) -> (RecordingState, Option<Error>) {
