@@ -10,7 +10,7 @@ use leak_format::{Losses, Probe, ProbeSide, Stack, StackLoss};
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{Link, MapCore, MapFlags, OpenObject, UprobeMultiOpts, UprobeOpts};
 
-use crate::discover::{self, Entry, PlannedProbe, Return};
+use crate::discover::{Entry, PlannedProbe, Return};
 use crate::sampling;
 
 /// The `.rodata` of an opened skeleton (`$open`), with the filters and the stack-table size
@@ -100,12 +100,13 @@ pub struct LoadOptions {
     pub sessions: bool,
 }
 
-/// Whether malloc (and jemalloc's mallocx) get session probes: one program that runs at the entry and, only
-/// when the entry asks for it, at the return (Linux >= 6.13, SEC("uprobe.session")). A call
-/// whose return has nothing to do, an unsampled or size-filtered one, then skips the second
-/// trap, about a quarter of what a pair's traps cost (docs/performance.md, "Sampling: what it
-/// saves, what it cannot"). Other functions keep an entry probe and a return probe (`discover::SELF_CONTAINED`
-/// and bpf/leak.bpf.c's `enter` say why).
+/// Whether malloc (and jemalloc's mallocx) get session probes: one program that runs at the
+/// entry and, only when the entry asks for it, at the return (Linux >= 6.13,
+/// SEC("uprobe.session")). A call whose return has nothing to do, an unsampled or size-filtered
+/// one, then skips the second trap, about a quarter of what a pair's traps cost
+/// (docs/performance.md, "Sampling: what it saves, what it cannot"). Other functions keep an
+/// entry probe and a return probe (`PlannedProbe::may_skip_return`, discover.rs's
+/// `SELF_CONTAINED` and bpf/leak.bpf.c's `enter` say why).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Sessions {
     Used,
@@ -588,11 +589,7 @@ impl Tracer<'_> {
         ordered.sort_by_key(|p| !matches!(p.entry, Entry::Free | Entry::Munmap));
         for p in ordered {
             let progs = &self.skel.progs;
-            let session = self.sessions
-                && p.entry == Entry::Malloc
-                && p.ret == Some(Return::Alloc)
-                && discover::is_self_contained(&p.function);
-            if session {
+            if self.sessions && p.may_skip_return() {
                 // One link and one program for both sides of the call; the classic pair,
                 // loaded anyway, if the kernel refuses it.
                 match attach_session(&progs.malloc_session, pid, p) {

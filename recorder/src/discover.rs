@@ -100,7 +100,7 @@ const MMAP_API: Family = &[
 const SELF_CONTAINED: &[&str] = &["malloc", "mallocx"];
 
 /// Whether `function` (possibly under a known prefix) is one of `SELF_CONTAINED`.
-pub fn is_self_contained(function: &str) -> bool {
+fn is_self_contained(function: &str) -> bool {
     let base = KNOWN_PREFIXES
         .iter()
         .find_map(|p| function.strip_prefix(p))
@@ -291,6 +291,16 @@ pub struct PlannedProbe {
     pub placement: Option<Placement>,
     pub entry: Entry,
     pub ret: Option<Return>,
+}
+
+impl PlannedProbe {
+    /// Whether this probe may be a session probe that skips the return of a call with nothing
+    /// to record (bpf::Sessions): a malloc-like call of one of the `SELF_CONTAINED` functions.
+    pub fn may_skip_return(&self) -> bool {
+        self.entry == Entry::Malloc
+            && self.ret == Some(Return::Alloc)
+            && is_self_contained(&self.function)
+    }
 }
 
 /// How to choose objects and names.

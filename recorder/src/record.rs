@@ -207,9 +207,7 @@ fn setup_and_record(
     if let Some(e) = tracer.session_failure() {
         no_sessions = Some(format!("the kernel refused the session probe ({e})"));
     }
-    let has_malloc = plan
-        .iter()
-        .any(|p| discover::is_self_contained(&p.function));
+    let has_malloc = plan.iter().any(discover::PlannedProbe::may_skip_return);
     report_probes(
         &tracer,
         &plan,

@@ -16,6 +16,11 @@ use object::{Object, ObjectSegment, ObjectSymbol, SymbolKind};
 
 pub const RECORDER: &str = env!("CARGO_BIN_EXE_leak-record");
 
+/// True under CI (CI=true or CI=1), where a BPF test may not skip.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
 /// True when BPF tests can run; false (after saying why) when they may be skipped.
 pub fn bpf_ready() -> bool {
     // SAFETY: geteuid has no preconditions.
@@ -29,7 +34,7 @@ pub fn bpf_ready() -> bool {
     };
     match reason {
         None => true,
-        Some(why) if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") => {
+        Some(why) if in_ci() => {
             panic!("BPF test cannot run in CI: {why}; CI must run these tests as root")
         }
         Some(why) => {
