@@ -356,19 +356,7 @@ fn attach_to_a_running_process() {
     wait_for_line(r_err, "snapshot", Duration::from_secs(10), "recorder");
     drop(t_in);
     assert!(target.wait().unwrap().success());
-    let status = rec.child.wait().unwrap();
-    let mut rest = String::new();
-    let _ = std::io::Read::read_to_string(r_err, &mut rest);
-    assert!(status.success(), "{rest}");
-    let (state, tail) = read_recording(&rec.out);
-    assert!(tail.is_none());
-    let r = Recorded {
-        state,
-        tail,
-        stdout: String::new(),
-        stderr: rest,
-        code: status.code(),
-    };
+    let r = rec.finish();
     r.assert_clean();
     let t = r.by_function("leak_here");
     assert_eq!((t.bytes, t.count), (100_000, 1000), "{t:?}");

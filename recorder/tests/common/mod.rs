@@ -302,6 +302,24 @@ pub fn start_recorder(args: &[&str]) -> Running {
     }
 }
 
+impl Running {
+    /// Waits for the recorder to end (its target gone), then reads the rest of its stderr and
+    /// the recording.
+    pub fn finish(mut self) -> Recorded {
+        let status = self.child.wait().unwrap();
+        let mut stderr = String::new();
+        let _ = std::io::Read::read_to_string(&mut self.stderr, &mut stderr);
+        let (state, tail) = read_recording(&self.out);
+        Recorded {
+            state,
+            tail,
+            stdout: String::new(),
+            stderr,
+            code: status.code(),
+        }
+    }
+}
+
 /// Reads lines from `r` until one contains `needle`, or panics after `limit`.
 pub fn wait_for_line(r: &mut impl BufRead, needle: &str, limit: Duration, what: &str) -> String {
     let start = Instant::now();
