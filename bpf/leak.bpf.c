@@ -31,6 +31,20 @@ const volatile bool test_no_chunks = false;
  * records one by one: slower, same frames. The recorder reports it; not a loss. */
 __u64 chunkless_walks = 0;
 
+/* Leaving session probes when the target forks (recorder/src/bpf.rs, `Tracer::leave_sessions`).
+ * A child forked without exec inherits the breakpoints of its parent's text; a classic probe's
+ * filter takes one out of a process it does not trace at its first hit, a session probe never
+ * does, so the child would trap on every malloc, twice. At the target's first fork the recorder
+ * attaches malloc's classic pair (malloc_enter_late, malloc_exit_late) beside each session
+ * probe, hands new calls over to it (malloc_late: 0 -> 1), waits for the calls in flight to
+ * return, and detaches the session probes (-> 2), which takes their breakpoints out of every
+ * process the classic pair does not trace. Every call is recorded once, by one side. */
+enum malloc_late malloc_late = LATE_OFF;
+/* Processes the target forked with an address space of their own (not threads, not vfork),
+ * while target_forked is attached (with session probes only), and the first of them. */
+__u64 target_forks = 0;
+__u32 first_fork_child = 0;
+
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 1 << 20); /* --max-allocs */
@@ -66,6 +80,8 @@ struct thread_state {
 	__u32 blocks; /* blocks this thread recorded, mod 2^32: their stamps (record) */
 	__u32 last_id; /* the stack id this thread found last (0: none yet) ... */
 	__u64 last_hash; /* ... for this hash (current_stack_id) */
+	__u32 late_inert; /* malloc_enter_late left the open malloc call to its session probe */
+	__u32 pad;
 };
 
 /* Each thread's state, in the thread itself: no hashing, no contention, freed with the thread
@@ -159,10 +175,15 @@ static __always_inline int enter(struct pt_regs *ctx, __u64 size, __u64 old_ptr,
 	}
 	open = &st->call;
 	if (open->depth) {
+		/* A session-probed function calls no probed function (above), so a classic probe's
+		 * call never runs inside its call: the session call's return went unseen (its probe
+		 * was detached while it ran, `malloc_late`), and it counts as abandoned. */
+		bool unseen = (open->flags & CALL_BY_SESSION) && !session;
+
 		/* The stack grows down: a nested call runs below the open call's frame, or at it
 		 * when the outer call tail-jumps into the inner one (glibc reallocarray -> realloc;
 		 * both return probes then fire, innermost first). */
-		if (sp <= open->sp) {
+		if (sp <= open->sp && !unseen) {
 			count(C_NESTED, 1);
 			if (session)
 				return SKIP_RETURN;
@@ -199,6 +220,7 @@ static __always_inline int enter(struct pt_regs *ctx, __u64 size, __u64 old_ptr,
 	open->memptr = memptr;
 	open->sp = sp;
 	open->type = type;
+	open->flags = session ? CALL_BY_SESSION : 0;
 	open->depth = 1;
 	return RUN_RETURN;
 }
@@ -610,7 +632,78 @@ int BPF_UPROBE(malloc_session, size_t size)
 {
 	if (bpf_session_is_return())
 		return leave(ctx, PT_REGS_RC(ctx));
+	if (*(volatile enum malloc_late *)&malloc_late != LATE_OFF) {
+		struct thread_state *st;
+
+		/* The classic pair takes the call, unless its entry ran first, before the hand-over,
+		 * and left the call to this probe. */
+		if (!is_target())
+			return SKIP_RETURN;
+		st = bpf_task_storage_get(&threads, bpf_get_current_task_btf(), 0, 0);
+		if (!st || !st->late_inert)
+			return SKIP_RETURN;
+	}
 	return enter(ctx, size, 0, 0, CALL_PLAIN, true);
+}
+
+/* malloc's classic pair beside its session probe, after the target forked (`malloc_late`).
+ * Both entries run at each call while both are attached, in either order; the one that takes
+ * the call is decided by `malloc_late` as the first of them read it, and by `late_inert`. */
+SEC("uprobe")
+int BPF_UPROBE(malloc_enter_late, size_t size)
+{
+	enum malloc_late late = *(volatile enum malloc_late *)&malloc_late;
+	struct thread_state *st;
+	struct pending_call *open;
+
+	if (!is_target())
+		return 0;
+	st = bpf_task_storage_get(&threads, bpf_get_current_task_btf(), 0,
+				  BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (!st) {
+		if (late != LATE_OFF)
+			count(C_PENDING_FULL, 1);
+		return 0;
+	}
+	open = &st->call;
+	/* Before the hand-over, or when the session probe ran first and opened this very call
+	 * (same trap, same stack pointer; only while it is still attached: once it is gone, such
+	 * a call is one whose return it never saw, which `enter` counts as abandoned). */
+	if (late == LATE_OFF || (late == LATE_TAKING_OVER && open->depth &&
+				 (open->flags & CALL_BY_SESSION) && open->sp == PT_REGS_SP(ctx))) {
+		st->late_inert = 1;
+		return 0;
+	}
+	st->late_inert = 0;
+	enter(ctx, size, 0, 0, CALL_PLAIN, false);
+	return 0;
+}
+
+SEC("uretprobe")
+int BPF_URETPROBE(malloc_exit_late, void *ret)
+{
+	struct thread_state *st;
+
+	if (!is_target())
+		return 0;
+	st = bpf_task_storage_get(&threads, bpf_get_current_task_btf(), 0, 0);
+	/* Its entry left the call to the session probe, whose return records it. */
+	if (st && st->late_inert) {
+		st->late_inert = 0;
+		return 0;
+	}
+	return leave(ctx, (__u64)ret);
+}
+
+/* Counts the target's forks into processes of their own (`malloc_late`). */
+SEC("tp_btf/sched_process_fork")
+int BPF_PROG(target_forked, struct task_struct *parent, struct task_struct *child)
+{
+	if (parent->tgid != target_tgid || child->mm == parent->mm)
+		return 0;
+	if (__sync_fetch_and_add(&target_forks, 1) == 0)
+		first_fork_child = child->tgid;
+	return 0;
 }
 
 SEC("uretprobe")

@@ -105,7 +105,17 @@ struct pending_call {
 	__u32 type;	   /* enum call_type */
 	__u32 depth;	   /* traced allocator calls open on this thread */
 	__u32 sampled;	   /* --sample-bytes: the open call's block is to be recorded */
-	__u32 pad;
+	__u32 flags;	   /* CALL_BY_SESSION */
+};
+
+/* pending_call.flags: the open call was opened by a session probe (bpf/leak.bpf.c, `enter`). */
+#define CALL_BY_SESSION 1
+
+/* Who records malloc's calls when session probes are used (bpf/leak.bpf.c, `malloc_late`). */
+enum malloc_late {
+	LATE_OFF = 0,	      /* the session probe */
+	LATE_TAKING_OVER = 1, /* the classic pair, beside the session probe: new calls */
+	LATE_ALONE = 2,	      /* the classic pair; the session probe is detached */
 };
 
 /*

@@ -240,6 +240,10 @@ pub struct Tracer<'obj> {
     sessions: bool,
     /// Why attaching a session probe failed (the classic pair was attached instead).
     session_failure: Option<String>,
+    /// The session probes attached, with where they are (`leave_sessions`).
+    session_links: Vec<(Link, PlannedProbe)>,
+    /// `target_forked`, attached with the session probes.
+    fork_watch: Option<Link>,
     changed: ChangedStacks,
     stats: StatsArray,
 }
@@ -285,6 +289,9 @@ pub fn load<'obj>(
     }
     // Session programs fail to load on kernels without them: load them only when used.
     open.progs.malloc_session.set_autoload(opts.sessions);
+    open.progs.malloc_enter_late.set_autoload(opts.sessions);
+    open.progs.malloc_exit_late.set_autoload(opts.sessions);
+    open.progs.target_forked.set_autoload(opts.sessions);
     if opts.sessions && test_refuse_sessions() == Some(RefuseAt::Load) {
         // An attach type the kernel refuses for this program: a real refusal, as a kernel that
         // announces sessions but rejects the program would give.
@@ -305,6 +312,8 @@ pub fn load<'obj>(
         fixed_point_counts: opts.sample_bytes > 0,
         sessions: opts.sessions,
         session_failure: None,
+        session_links: Vec::new(),
+        fork_watch: None,
         changed,
         stats,
     })
@@ -587,6 +596,16 @@ impl Tracer<'_> {
     pub fn attach(&mut self, pid: u32, probes: &[PlannedProbe]) -> Result<()> {
         let mut ordered: Vec<&PlannedProbe> = probes.iter().collect();
         ordered.sort_by_key(|p| !matches!(p.entry, Entry::Free | Entry::Munmap));
+        if self.sessions && probes.iter().any(PlannedProbe::may_skip_return) {
+            // Without it a forked child would trap on every malloc (`leave_sessions`).
+            match self.skel.progs.target_forked.attach() {
+                Ok(link) => self.fork_watch = Some(link),
+                Err(e) => {
+                    self.sessions = false;
+                    self.session_failure = Some(format!("cannot watch the target for forks: {e}"));
+                }
+            }
+        }
         for p in ordered {
             let progs = &self.skel.progs;
             if self.sessions && p.may_skip_return() {
@@ -594,7 +613,7 @@ impl Tracer<'_> {
                 // loaded anyway, if the kernel refuses it.
                 match attach_session(&progs.malloc_session, pid, p) {
                     Ok(link) => {
-                        self.links.push(link);
+                        self.session_links.push((link, p.clone()));
                         self.attached.push(probe_record(p, ProbeSide::Return));
                         self.attached.push(probe_record(p, ProbeSide::Entry));
                         continue;
@@ -631,6 +650,71 @@ impl Tracer<'_> {
                 .push(attach_prog(prog, pid, p, ProbeSide::Entry)?);
             self.attached.push(probe_record(p, ProbeSide::Entry));
         }
+        Ok(())
+    }
+
+    /// Whether `forked_child` may find a fork: session probes are attached, and
+    /// `leave_sessions` has not been tried.
+    pub fn watches_forks(&self) -> bool {
+        self.fork_watch.is_some() && !self.session_links.is_empty()
+    }
+
+    /// The first process the target forked while session probes are attached, if it did
+    /// (`leave_sessions`).
+    pub fn forked_child(&self) -> Option<u32> {
+        if !self.watches_forks() {
+            return None;
+        }
+        let bss = self.skel.maps.bss_data.as_deref()?;
+        // SAFETY: `bss` is the loaded object's mapped .bss, valid while the skeleton is; BPF
+        // adds to `target_forks` atomically, so a volatile read of the aligned u64 sees a whole
+        // value. `first_fork_child` is written once, right after the first add.
+        let forks = unsafe { std::ptr::addr_of!(bss.target_forks).read_volatile() };
+        // SAFETY: as above, an aligned u32.
+        let child = unsafe { std::ptr::addr_of!(bss.first_fork_child).read_volatile() };
+        (forks > 0).then_some(child)
+    }
+
+    /// Replaces malloc's session probes with the classic pair, because the target forked: a
+    /// child forked without exec inherits the breakpoints in its parent's text, and only a
+    /// classic probe takes one out of a process it does not trace (at its first hit there),
+    /// so the child would trap on every malloc. Detaching the session probes takes their
+    /// breakpoints out of the child. The classic pair is attached first, beside each session
+    /// probe, and takes new calls over (bpf/leak.bpf.c, `malloc_late`); the session probes go
+    /// once the calls they opened have returned. Nothing is missed or recorded twice.
+    pub fn leave_sessions(&mut self, pid: u32) -> Result<()> {
+        /// How long calls opened by a session probe get to return; one still open then is
+        /// counted as abandoned.
+        const GRACE: std::time::Duration = std::time::Duration::from_millis(100);
+        // Tried once: should it fail, the session probes stay and say so no more.
+        self.fork_watch = None;
+        let progs = &self.skel.progs;
+        // Detached again if one fails: the session probes then carry on alone.
+        let mut late = Vec::new();
+        for (_, p) in &self.session_links {
+            // Entry probe first, unlike `attach`: until the hand-over it opens no call, and
+            // a return probe without it could not tell a call left to the session probe.
+            late.push(attach_prog(&progs.malloc_enter_late, pid, p, ProbeSide::Entry)?);
+            late.push(attach_prog(&progs.malloc_exit_late, pid, p, ProbeSide::Return)?);
+        }
+        self.set_malloc_late(types::malloc_late::LATE_TAKING_OVER)?;
+        self.links.append(&mut late);
+        std::thread::sleep(GRACE);
+        self.session_links.clear();
+        self.sessions = false;
+        self.set_malloc_late(types::malloc_late::LATE_ALONE)
+    }
+
+    fn set_malloc_late(&mut self, state: types::malloc_late) -> Result<()> {
+        let bss = self
+            .skel
+            .maps
+            .bss_data
+            .as_deref_mut()
+            .context("the BPF object's .bss is not mapped")?;
+        // SAFETY: `bss` is the loaded object's mapped .bss, valid while the skeleton is; BPF
+        // only reads `malloc_late`, and a volatile store of the aligned u32 reaches it whole.
+        unsafe { std::ptr::addr_of_mut!(bss.malloc_late).write_volatile(state) };
         Ok(())
     }
 

@@ -54,6 +54,9 @@ pub(crate) fn install_signal_handlers() {
 const BUNDLE_CHUNK: usize = 4 << 20;
 /// How long a started command gets to exit after SIGTERM when the recording stops first.
 const TERM_GRACE: Duration = Duration::from_secs(5);
+/// How often the target is checked for forks while malloc has session probes: a child forked
+/// meanwhile traps on every malloc until they are gone (`Tracer::leave_sessions`).
+const FORK_POLL: Duration = Duration::from_millis(100);
 
 /// Records according to the command line.
 pub fn run(cli: Cli) -> Result<()> {
@@ -259,6 +262,7 @@ fn setup_and_record(
         seq: 0,
         started: Instant::now(),
         last_losses: Losses::default(),
+        sessions_left: None,
     };
     if session.mode == TargetMode::Attach {
         // The process is running and probed: read its map now, so that what it allocates
@@ -377,6 +381,8 @@ struct Session<'a, 'obj> {
     seq: u32,
     started: Instant,
     last_losses: Losses,
+    /// The process whose fork made malloc's session probes make way, and when.
+    sessions_left: Option<(u32, Duration)>,
 }
 
 impl Session<'_, '_> {
@@ -395,7 +401,14 @@ impl Session<'_, '_> {
     fn record_until_end(&mut self, pidfd: &std::os::fd::OwnedFd) -> Result<()> {
         let mut schedule = Schedule::new(self.started, self.cli);
         let reason = loop {
-            let wait_ms = schedule.wait(Duration::from_secs(1)).as_millis() as i32;
+            // A forked child traps on every malloc until the session probes are gone: look
+            // for forks often.
+            let cap = if self.tracer.watches_forks() {
+                FORK_POLL
+            } else {
+                Duration::from_secs(1)
+            };
+            let wait_ms = schedule.wait(cap).as_millis() as i32;
             let exited = target::poll_readable(pidfd, wait_ms);
             if let Some(reason) = stop_requested() {
                 break reason;
@@ -426,6 +439,9 @@ impl Session<'_, '_> {
                     signal: status.and_then(|s| s.signal),
                 };
             }
+            if let Some(child) = self.tracer.forked_child() {
+                self.leave_sessions(child, pidfd);
+            }
             match schedule.due() {
                 Due::End => break EndReason::Duration,
                 Due::Snapshot => self.snapshot(true)?,
@@ -442,10 +458,16 @@ impl Session<'_, '_> {
         }
         let skipped = self.tracer.skipped_returns().unwrap_or(0);
         if skipped > 0 && !self.cli.quiet {
+            let until = self.sessions_left.map_or(String::new(), |(child, at)| {
+                format!(
+                    ", until PID {child} was forked at {:.1} s",
+                    at.as_secs_f64()
+                )
+            });
             eprintln!(
                 "leak-record: {skipped} malloc calls with nothing to record skipped their \
-                 return probe (session probes; calls nested in another allocator call not \
-                 counted)"
+                 return probe (session probes{until}; calls nested in another allocator call \
+                 not counted)"
             );
         }
         let chunkless = self.tracer.chunkless_walks();
@@ -456,6 +478,32 @@ impl Session<'_, '_> {
             );
         }
         self.out.finish(&reason, self.seq, self.cli.quiet)
+    }
+
+    /// The target forked a process of its own: malloc's session probes make way for the
+    /// classic pair (`Tracer::leave_sessions`).
+    fn leave_sessions(&mut self, child: u32, pidfd: &std::os::fd::OwnedFd) {
+        let at = self.started.elapsed();
+        let pid = self.pid;
+        match self.tracer.leave_sessions(pid) {
+            Ok(()) => {
+                self.sessions_left = Some((child, at));
+                if !self.cli.quiet {
+                    eprintln!(
+                        "leak-record: PID {pid} forked PID {child}, which would trap on every \
+                         malloc under session probes: malloc has the classic pair from now on \
+                         (it leaves other processes alone)"
+                    );
+                }
+            }
+            // The target exited meanwhile (no probe attaches to it then): nothing to say.
+            Err(_) if target::poll_readable(pidfd, 0) => {}
+            Err(e) => eprintln!(
+                "leak-record: warning: PID {pid} forked PID {child}, which traps on every malloc \
+                 under session probes, and they could not make way for the classic pair: {e:#}. \
+                 Record a forking process with LEAK_RECORD_NO_SESSIONS=1"
+            ),
+        }
     }
 
     /// The recording stopped before the command it started: ask it to end, then insist.

@@ -3,6 +3,9 @@
 //! derived from the estimator's variance. Root and BPF needed (a skip fails in CI=true).
 #![allow(clippy::unwrap_used)] // a test that cannot unwrap has failed
 
+use std::io::Write;
+use std::time::Duration;
+
 use leak_format::{Losses, Sampling};
 
 mod common;
@@ -350,6 +353,112 @@ fn refused_session_probes_fall_back_to_the_classic_pair() {
             r.state.losses
         );
     }
+}
+
+/// The int3 bytes among the first 32 of malloc that `leaky fork` reports for `who`.
+fn malloc_traps(out: &str, who: &str) -> u32 {
+    let prefix = format!("{who} traps ");
+    let line = out.lines().find_map(|l| l.strip_prefix(&prefix));
+    line.and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no {prefix:?} line in:\n{out}"))
+}
+
+#[test]
+fn a_fork_makes_session_probes_give_way_to_the_classic_pair() {
+    if !bpf_ready() {
+        return;
+    }
+    let leaky = fixture("leaky");
+    // Unrecorded, malloc's first bytes hold no breakpoint in either process.
+    let mut bare = std::process::Command::new(&leaky)
+        .args(["fork", "1", "1"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    bare.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    let bare = bare.wait_with_output().unwrap();
+    let bare = String::from_utf8_lossy(&bare.stdout).into_owned();
+    let none = malloc_traps(&bare, "child");
+    assert_eq!(malloc_traps(&bare, "parent"), none, "{bare}");
+
+    // Recorded with session probes (--min-size), the parent leaks 1000 x 100 B before the fork
+    // and as many after, and churns all the while leak-record hands malloc over to the
+    // classic pair: no call is missed or recorded twice, and the child's malloc is left
+    // without a breakpoint, as classic probes leave a process they do not trace.
+    let args = [&leaky, "--wait-start", "--wait-end", "fork", "1000", "100"];
+    let (mut target, mut t_out) = spawn_waiting(&args);
+    let pid = target.id().to_string();
+    let mut rec = start_recorder(&["-p", &pid, "-i", "200ms", "--min-size", "1"]);
+    let head = wait_for_line(
+        &mut rec.stderr,
+        "recording PID",
+        Duration::from_secs(30),
+        "recorder",
+    );
+    let mut t_in = target.stdin.take().unwrap();
+    if !sessions_in_kernel(&head) {
+        drop(t_in);
+        let _ = target.wait();
+        let _ = rec.finish();
+        return;
+    }
+    t_in.write_all(b"go\n").unwrap();
+    wait_for_line(&mut t_out, "forked", Duration::from_secs(10), "fixture");
+    let said = format!("PID {pid} forked PID ");
+    wait_for_line(&mut rec.stderr, &said, Duration::from_secs(10), "recorder");
+    t_in.write_all(b"go\n").unwrap();
+    let out = wait_for_line(&mut t_out, "done", Duration::from_secs(10), "fixture");
+    assert_eq!(malloc_traps(&out, "child"), none, "{out}");
+    assert!(malloc_traps(&out, "parent") > none, "{out}");
+    wait_for_line(
+        &mut rec.stderr,
+        "snapshot",
+        Duration::from_secs(10),
+        "recorder",
+    );
+    drop(t_in);
+    assert!(target.wait().unwrap().success());
+    let r = rec.finish();
+    r.assert_clean();
+    let leak = r.by_function("leak_here");
+    assert_eq!((leak.bytes, leak.count), (200_000, 2000), "{}", r.stderr);
+    // glibc's realloc(NULL, n) calls malloc: a classic call with a malloc call inside, on
+    // either side of the hand-over.
+    for name in ["churn_balanced", "churn_realloc"] {
+        let churn = r.by_function(name);
+        assert_eq!((churn.bytes, churn.count), (0, 0), "{name}: {churn:?}");
+        let pairs = (churn.allocs, churn.frees);
+        assert!(pairs.0 >= 100 && pairs.0 == pairs.1, "{name}: {churn:?}");
+    }
+    let l = &r.state.losses;
+    assert_no_losses(l);
+    assert_eq!(l.abandoned_calls, 0, "{l:?}");
+    assert_eq!(
+        l.nested_calls,
+        r.by_function("churn_realloc").allocs,
+        "{l:?}"
+    );
+}
+
+#[test]
+fn threads_are_not_forks_and_keep_the_session_probes() {
+    if !bpf_ready() {
+        return;
+    }
+    // Threads share the target's address space: starting them is no reason to leave session
+    // probes. Their 1000 malloc(16) each are filtered out, and skip their returns.
+    let r = record(
+        &["-i", "1s", "--max-size", "15"],
+        &[&fixture("leaky"), "threads", "4", "1000", "16"],
+    );
+    r.assert_clean();
+    if !sessions_in_kernel(&r.stderr) {
+        return;
+    }
+    assert!(!r.stderr.contains("forked PID"), "{}", r.stderr);
+    assert!(skipped_returns(&r.stderr) >= Some(4000), "{}", r.stderr);
+    assert_eq!(r.by_function("thread_leak"), Totals::default());
 }
 
 #[test]
