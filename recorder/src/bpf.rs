@@ -694,8 +694,13 @@ impl Tracer<'_> {
         for (_, p) in &self.session_links {
             // Entry probe first, unlike `attach`: until the hand-over it opens no call, and
             // a return probe without it could not tell a call left to the session probe.
-            late.push(attach_prog(&progs.malloc_enter_late, pid, p, ProbeSide::Entry)?);
-            late.push(attach_prog(&progs.malloc_exit_late, pid, p, ProbeSide::Return)?);
+            let pair = [
+                (&progs.malloc_enter_late, ProbeSide::Entry),
+                (&progs.malloc_exit_late, ProbeSide::Return),
+            ];
+            for (prog, side) in pair {
+                late.push(attach_prog(prog, pid, p, side)?);
+            }
         }
         self.set_malloc_late(types::malloc_late::LATE_TAKING_OVER)?;
         self.links.append(&mut late);
