@@ -37,8 +37,9 @@ __u64 chunkless_walks = 0;
  * does, so the child would trap on every malloc, twice. At the target's first fork the recorder
  * attaches malloc's classic pair (malloc_enter_late, malloc_exit_late) beside each session
  * probe, hands new calls over to it (malloc_late: 0 -> 1), waits for the calls in flight to
- * return, and detaches the session probes (-> 2), which takes their breakpoints out of every
- * process the classic pair does not trace. Every call is recorded once, by one side. */
+ * return (-> 2), and detaches the session probes, which takes their breakpoints out of every
+ * process the classic pair does not trace. Every call is recorded once, by one side, but for
+ * a call of the session probe still open when it goes (counted as abandoned). */
 enum malloc_late malloc_late = LATE_OFF;
 /* Processes the target forked with an address space of their own (not threads, not vfork),
  * while target_forked is attached (with session probes only), and the first of them. */
@@ -156,29 +157,20 @@ static __always_inline bool is_target(void)
  * recorder gives session probes to malloc and mallocx alone, and only when mmap is not probed
  * (recorder/src/bpf.rs, `Sessions`). Returns RUN_RETURN or SKIP_RETURN; classic probes ignore
  * it. */
-static __always_inline int enter(struct pt_regs *ctx, __u64 size, __u64 old_ptr, __u64 memptr,
-				 __u32 type, bool session)
+static __always_inline int enter_thread(struct thread_state *st, __u64 sp, __u64 size,
+					__u64 old_ptr, __u64 memptr, __u32 type, bool session)
 {
-	__u64 sp = PT_REGS_SP(ctx);
-	struct thread_state *st;
-	struct pending_call *open;
+	struct pending_call *open = &st->call;
 	__u64 old_ts = 0;
 	bool needed;
 
-	if (!is_target())
-		return SKIP_RETURN;
-	st = bpf_task_storage_get(&threads, bpf_get_current_task_btf(), 0,
-				  BPF_LOCAL_STORAGE_GET_F_CREATE);
-	if (!st) {
-		count(C_PENDING_FULL, 1);
-		return SKIP_RETURN;
-	}
-	open = &st->call;
 	if (open->depth) {
-		/* A session-probed function calls no probed function (above), so a classic probe's
-		 * call never runs inside its call: the session call's return went unseen (its probe
-		 * was detached while it ran, `malloc_late`), and it counts as abandoned. */
-		bool unseen = (open->flags & CALL_BY_SESSION) && !session;
+		/* After the hand-over (`malloc_late`), a classic probe's call that finds a call of
+		 * the session probe open: a session-probed function calls no probed function
+		 * (above), so it does not run inside it; the session call's return went unseen
+		 * (its probe was detached while it ran), and it counts as abandoned. */
+		bool unseen = (open->flags & CALL_BY_SESSION) && !session &&
+			      *(volatile enum malloc_late *)&malloc_late != LATE_OFF;
 
 		/* The stack grows down: a nested call runs below the open call's frame, or at it
 		 * when the outer call tail-jumps into the inner one (glibc reallocarray -> realloc;
@@ -223,6 +215,23 @@ static __always_inline int enter(struct pt_regs *ctx, __u64 size, __u64 old_ptr,
 	open->flags = session ? CALL_BY_SESSION : 0;
 	open->depth = 1;
 	return RUN_RETURN;
+}
+
+/* `enter_thread` for the current thread, if it is the target's. */
+static __always_inline int enter(struct pt_regs *ctx, __u64 size, __u64 old_ptr, __u64 memptr,
+				 __u32 type, bool session)
+{
+	struct thread_state *st;
+
+	if (!is_target())
+		return SKIP_RETURN;
+	st = bpf_task_storage_get(&threads, bpf_get_current_task_btf(), 0,
+				  BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (!st) {
+		count(C_PENDING_FULL, 1);
+		return SKIP_RETURN;
+	}
+	return enter_thread(st, PT_REGS_SP(ctx), size, old_ptr, memptr, type, session);
 }
 
 /* Retires a tracked block. With `expect_ts` set, only if the record is still the one seen then. */
@@ -516,18 +525,14 @@ static __always_inline void record(struct pt_regs *ctx, struct thread_state *st,
 }
 
 /* The outermost allocator call on this thread returned `ret`. */
-static __always_inline int leave(struct pt_regs *ctx, __u64 ret)
+static __always_inline int leave_thread(struct pt_regs *ctx, struct thread_state *st,
+					__u64 pid_tgid, __u64 ret)
 {
-	struct thread_state *st;
 	struct pending_call *open;
 	struct pending_call call;
 	__u64 ptr = ret;
 	__u32 kind = KIND_HEAP;
-	__u64 pid_tgid = bpf_get_current_pid_tgid();
 
-	if ((pid_tgid >> 32) != target_tgid) /* is_target(), keeping the thread id */
-		return 0;
-	st = bpf_task_storage_get(&threads, bpf_get_current_task_btf(), 0, 0);
 	if (!st || !st->call.depth) {
 		count(C_RET_WITHOUT_ENTRY, 1);
 		return 0;
@@ -572,6 +577,17 @@ static __always_inline int leave(struct pt_regs *ctx, __u64 ret)
 		return 0;
 	record(ctx, st, (__u32)pid_tgid, ptr, call.size, kind);
 	return 0;
+}
+
+/* `leave_thread` for the current thread, if it is the target's. */
+static __always_inline int leave(struct pt_regs *ctx, __u64 ret)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+
+	if ((pid_tgid >> 32) != target_tgid) /* is_target(), keeping the thread id */
+		return 0;
+	return leave_thread(ctx, bpf_task_storage_get(&threads, bpf_get_current_task_btf(), 0, 0),
+			    pid_tgid, ret);
 }
 
 SEC("uprobe")
@@ -642,17 +658,22 @@ int BPF_UPROBE(malloc_session, size_t size)
 		st = bpf_task_storage_get(&threads, bpf_get_current_task_btf(), 0, 0);
 		if (!st || !st->late_inert)
 			return SKIP_RETURN;
+		return enter_thread(st, PT_REGS_SP(ctx), size, 0, 0, CALL_PLAIN, true);
 	}
 	return enter(ctx, size, 0, 0, CALL_PLAIN, true);
 }
 
 /* malloc's classic pair beside its session probe, after the target forked (`malloc_late`).
- * Both entries run at each call while both are attached, in either order; the one that takes
- * the call is decided by `malloc_late` as the first of them read it, and by `late_inert`. */
+ * Both entries run at each call while both are attached: the kernel runs the newest
+ * consumer's handlers first (kernel/events/uprobes.c, consumer_add), so this entry runs
+ * before the session probe's, reads `malloc_late` first, and says in `late_inert` whether it
+ * left the call to the session probe. One flag per thread is enough because malloc calls no
+ * probed function: a malloc in a signal handler that interrupted one is lost (counted). */
 SEC("uprobe")
 int BPF_UPROBE(malloc_enter_late, size_t size)
 {
 	enum malloc_late late = *(volatile enum malloc_late *)&malloc_late;
+	__u64 sp = PT_REGS_SP(ctx);
 	struct thread_state *st;
 	struct pending_call *open;
 
@@ -666,25 +687,26 @@ int BPF_UPROBE(malloc_enter_late, size_t size)
 		return 0;
 	}
 	open = &st->call;
-	/* Before the hand-over, or when the session probe ran first and opened this very call
-	 * (same trap, same stack pointer; only while it is still attached: once it is gone, such
-	 * a call is one whose return it never saw, which `enter` counts as abandoned). */
+	/* Before the hand-over; or, should a kernel run the session probe first, when it opened
+	 * this very call (same trap, same stack pointer), which it can only while the hand-over
+	 * is under way. */
 	if (late == LATE_OFF || (late == LATE_TAKING_OVER && open->depth &&
-				 (open->flags & CALL_BY_SESSION) && open->sp == PT_REGS_SP(ctx))) {
+				 (open->flags & CALL_BY_SESSION) && open->sp == sp)) {
 		st->late_inert = 1;
 		return 0;
 	}
 	st->late_inert = 0;
-	enter(ctx, size, 0, 0, CALL_PLAIN, false);
+	enter_thread(st, sp, size, 0, 0, CALL_PLAIN, false);
 	return 0;
 }
 
 SEC("uretprobe")
 int BPF_URETPROBE(malloc_exit_late, void *ret)
 {
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	struct thread_state *st;
 
-	if (!is_target())
+	if ((pid_tgid >> 32) != target_tgid)
 		return 0;
 	st = bpf_task_storage_get(&threads, bpf_get_current_task_btf(), 0, 0);
 	/* Its entry left the call to the session probe, whose return records it. */
@@ -692,7 +714,7 @@ int BPF_URETPROBE(malloc_exit_late, void *ret)
 		st->late_inert = 0;
 		return 0;
 	}
-	return leave(ctx, (__u64)ret);
+	return leave_thread(ctx, st, pid_tgid, (__u64)ret);
 }
 
 /* Counts the target's forks into processes of their own (`malloc_late`). */
@@ -701,8 +723,9 @@ int BPF_PROG(target_forked, struct task_struct *parent, struct task_struct *chil
 {
 	if (parent->tgid != target_tgid || child->mm == parent->mm)
 		return 0;
-	if (__sync_fetch_and_add(&target_forks, 1) == 0)
-		first_fork_child = child->tgid;
+	/* The child before the count, which the recorder reads first. */
+	__sync_val_compare_and_swap(&first_fork_child, 0, child->tgid);
+	__sync_fetch_and_add(&target_forks, 1);
 	return 0;
 }
 

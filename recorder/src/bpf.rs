@@ -602,7 +602,7 @@ impl Tracer<'_> {
                 Ok(link) => self.fork_watch = Some(link),
                 Err(e) => {
                     self.sessions = false;
-                    self.session_failure = Some(format!("cannot watch the target for forks: {e}"));
+                    self.session_failure = Some(format!("cannot watch the target for forks ({e})"));
                 }
             }
         }
@@ -620,7 +620,10 @@ impl Tracer<'_> {
                     }
                     Err(e) => {
                         self.sessions = false;
-                        self.session_failure = Some(e.root_cause().to_string());
+                        self.session_failure = Some(format!(
+                            "the kernel refused the session probe ({})",
+                            e.root_cause()
+                        ));
                     }
                 }
             }
@@ -681,13 +684,17 @@ impl Tracer<'_> {
     /// so the child would trap on every malloc. Detaching the session probes takes their
     /// breakpoints out of the child. The classic pair is attached first, beside each session
     /// probe, and takes new calls over (bpf/leak.bpf.c, `malloc_late`); the session probes go
-    /// once the calls they opened have returned. Nothing is missed or recorded twice.
+    /// once the calls they opened have returned. No call is missed or recorded twice, but for
+    /// one still open after `GRACE` (counted as abandoned).
     pub fn leave_sessions(&mut self, pid: u32) -> Result<()> {
         /// How long calls opened by a session probe get to return; one still open then is
         /// counted as abandoned.
         const GRACE: std::time::Duration = std::time::Duration::from_millis(100);
         // Tried once: should it fail, the session probes stay and say so no more.
         self.fork_watch = None;
+        if test_refuse_sessions() == Some(RefuseAt::HandOver) {
+            anyhow::bail!("refused (LEAK_RECORD_TEST_REFUSE_SESSIONS=hand-over)");
+        }
         let progs = &self.skel.progs;
         // Detached again if one fails: the session probes then carry on alone.
         let mut late = Vec::new();
@@ -705,9 +712,12 @@ impl Tracer<'_> {
         self.set_malloc_late(types::malloc_late::LATE_TAKING_OVER)?;
         self.links.append(&mut late);
         std::thread::sleep(GRACE);
+        // Before the detach, which waits for the kernel's grace periods: a call of the session
+        // probe still open must not look like one it is about to take.
+        self.set_malloc_late(types::malloc_late::LATE_ALONE)?;
         self.session_links.clear();
         self.sessions = false;
-        self.set_malloc_late(types::malloc_late::LATE_ALONE)
+        Ok(())
     }
 
     fn set_malloc_late(&mut self, state: types::malloc_late) -> Result<()> {
@@ -733,7 +743,7 @@ impl Tracer<'_> {
         read_losses(&self.skel.maps.counters)
     }
 
-    /// Why a session probe could not be attached, if one could not (`attach` then attached the
+    /// Why session probes could not be used, if they could not (`attach` then attached the
     /// classic pair there and after).
     pub fn session_failure(&self) -> Option<&str> {
         self.session_failure.as_deref()
@@ -1006,17 +1016,20 @@ fn probe_offset(p: &PlannedProbe) -> u64 {
 }
 
 /// Where a test makes the kernel's side of session probes fail
-/// (`LEAK_RECORD_TEST_REFUSE_SESSIONS=load|attach`), to test the fallback to the classic pair.
+/// (`LEAK_RECORD_TEST_REFUSE_SESSIONS=load|attach|hand-over`), to test the fallback to the
+/// classic pair, or what happens when a fork cannot make them give way to it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum RefuseAt {
     Load,
     Attach,
+    HandOver,
 }
 
 fn test_refuse_sessions() -> Option<RefuseAt> {
     match std::env::var("LEAK_RECORD_TEST_REFUSE_SESSIONS").as_deref() {
         Ok("load") => Some(RefuseAt::Load),
         Ok("attach") => Some(RefuseAt::Attach),
+        Ok("hand-over") => Some(RefuseAt::HandOver),
         _ => None,
     }
 }

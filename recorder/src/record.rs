@@ -207,8 +207,8 @@ fn setup_and_record(
         Err(e) => return Err(denied(e)),
     };
     tracer.attach(pid, &plan).map_err(denied)?;
-    if let Some(e) = tracer.session_failure() {
-        no_sessions = Some(format!("the kernel refused the session probe ({e})"));
+    if let Some(why) = tracer.session_failure() {
+        no_sessions = Some(why.to_string());
     }
     let has_malloc = plan.iter().any(discover::PlannedProbe::may_skip_return);
     report_probes(

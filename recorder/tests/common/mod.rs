@@ -285,9 +285,15 @@ pub struct Running {
 
 /// Starts leak-record writing to a fresh file, with `args` (including any `-- CMD`).
 pub fn start_recorder(args: &[&str]) -> Running {
+    start_recorder_with_env(&[], args)
+}
+
+/// `start_recorder` with the variables `env` set.
+pub fn start_recorder_with_env(env: &[(&str, &str)], args: &[&str]) -> Running {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("run.zst");
     let mut child = Command::new(RECORDER)
+        .envs(env.iter().copied())
         .args(["-o", out.to_str().unwrap()])
         .args(args)
         .stderr(Stdio::piped())
