@@ -717,6 +717,22 @@ int BPF_URETPROBE(malloc_exit_late, void *ret)
 	return leave_thread(ctx, st, pid_tgid, (__u64)ret);
 }
 
+/* During the hand-over (`malloc_late`): one byte for each of the target's threads with a call
+ * of the session probe open, which the session probe must stay attached for. */
+SEC("iter/task")
+int open_session_calls(struct bpf_iter__task *ctx)
+{
+	struct task_struct *task = ctx->task;
+	struct thread_state *st;
+
+	if (!task || task->tgid != target_tgid)
+		return 0;
+	st = bpf_task_storage_get(&threads, task, 0, 0);
+	if (st && st->call.depth && (st->call.flags & CALL_BY_SESSION))
+		bpf_seq_write(ctx->meta->seq, "s", 1);
+	return 0;
+}
+
 /* Counts the target's forks into processes of their own (`malloc_late`). */
 SEC("tp_btf/sched_process_fork")
 int BPF_PROG(target_forked, struct task_struct *parent, struct task_struct *child)

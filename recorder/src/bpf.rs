@@ -292,6 +292,7 @@ pub fn load<'obj>(
     open.progs.malloc_enter_late.set_autoload(opts.sessions);
     open.progs.malloc_exit_late.set_autoload(opts.sessions);
     open.progs.target_forked.set_autoload(opts.sessions);
+    open.progs.open_session_calls.set_autoload(opts.sessions);
     if opts.sessions && test_refuse_sessions() == Some(RefuseAt::Load) {
         // An attach type the kernel refuses for this program: a real refusal, as a kernel that
         // announces sessions but rejects the program would give.
@@ -684,12 +685,16 @@ impl Tracer<'_> {
     /// so the child would trap on every malloc. Detaching the session probes takes their
     /// breakpoints out of the child. The classic pair is attached first, beside each session
     /// probe, and takes new calls over (bpf/leak.bpf.c, `malloc_late`); the session probes go
-    /// once the calls they opened have returned. No call is missed or recorded twice, but for
-    /// one still open after `GRACE` (counted as abandoned).
+    /// once the calls they opened have returned (`open_session_calls` finds none). No call is
+    /// missed or recorded twice, but for one still open after `GRACE` (counted as abandoned).
     pub fn leave_sessions(&mut self, pid: u32) -> Result<()> {
+        use std::time::{Duration, Instant};
         /// How long calls opened by a session probe get to return; one still open then is
         /// counted as abandoned.
-        const GRACE: std::time::Duration = std::time::Duration::from_millis(100);
+        const GRACE: Duration = Duration::from_millis(100);
+        /// Long enough for a trap under way at the hand-over to have run its entry handlers
+        /// (which may still open a call of the session probe), before looking for open ones.
+        const SETTLE: Duration = Duration::from_millis(5);
         // Tried once: should it fail, the session probes stay and say so no more.
         self.fork_watch = None;
         if test_refuse_sessions() == Some(RefuseAt::HandOver) {
@@ -711,7 +716,13 @@ impl Tracer<'_> {
         }
         self.set_malloc_late(types::malloc_late::LATE_TAKING_OVER)?;
         self.links.append(&mut late);
-        std::thread::sleep(GRACE);
+        let start = Instant::now();
+        // Without it (an iterator the kernel refuses), the whole grace.
+        let scan = self.skel.progs.open_session_calls.attach().ok();
+        std::thread::sleep(SETTLE);
+        while start.elapsed() < GRACE && scan.as_ref().and_then(session_calls_open) != Some(0) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
         // Before the detach, which waits for the kernel's grace periods: a call of the session
         // probe still open must not look like one it is about to take.
         self.set_malloc_late(types::malloc_late::LATE_ALONE)?;
@@ -1013,6 +1024,18 @@ fn probe_record(p: &PlannedProbe, side: ProbeSide) -> Probe {
 /// return probe shares its trap; the placement keeps the return address at `*%rsp` there.
 fn probe_offset(p: &PlannedProbe) -> u64 {
     p.entry_offset
+}
+
+/// The target's threads with a call of a session probe open, by the `open_session_calls`
+/// iterator's `link` (None if it could not run).
+fn session_calls_open(link: &Link) -> Option<usize> {
+    use std::io::Read;
+    let mut open = Vec::new();
+    libbpf_rs::Iter::new(link)
+        .ok()?
+        .read_to_end(&mut open)
+        .ok()?;
+    Some(open.len())
 }
 
 /// Where a test makes the kernel's side of session probes fail

@@ -56,7 +56,7 @@ const BUNDLE_CHUNK: usize = 4 << 20;
 const TERM_GRACE: Duration = Duration::from_secs(5);
 /// How often the target is checked for forks while malloc has session probes: a child forked
 /// meanwhile traps on every malloc until they are gone (`Tracer::leave_sessions`).
-const FORK_POLL: Duration = Duration::from_millis(100);
+const FORK_POLL: Duration = Duration::from_millis(20);
 
 /// Records according to the command line.
 pub fn run(cli: Cli) -> Result<()> {
