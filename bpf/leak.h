@@ -115,7 +115,7 @@ struct pending_call {
 enum malloc_late {
 	LATE_OFF = 0,	      /* the session probe */
 	LATE_TAKING_OVER = 1, /* the classic pair, beside the session probe: new calls */
-	LATE_ALONE = 2,	      /* the classic pair; the session probe is detached */
+	LATE_ALONE = 2,	      /* the classic pair alone (the session probe is being detached) */
 };
 
 /*

@@ -672,7 +672,8 @@ impl Tracer<'_> {
         let bss = self.skel.maps.bss_data.as_deref()?;
         // SAFETY: `bss` is the loaded object's mapped .bss, valid while the skeleton is; BPF
         // adds to `target_forks` atomically, so a volatile read of the aligned u64 sees a whole
-        // value. `first_fork_child` is written once, right after the first add.
+        // value. `first_fork_child` is written once, before the first add: read after a count
+        // above 0, it holds the child.
         let forks = unsafe { std::ptr::addr_of!(bss.target_forks).read_volatile() };
         // SAFETY: as above, an aligned u32.
         let child = unsafe { std::ptr::addr_of!(bss.first_fork_child).read_volatile() };
