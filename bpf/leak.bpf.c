@@ -36,11 +36,11 @@ __u64 chunkless_walks = 0;
  * filter takes one out of a process it does not trace at its first hit, a session probe never
  * does, so the child would trap on every malloc, twice. At the target's first fork the recorder
  * attaches malloc's classic pair (malloc_enter_late, malloc_exit_late) beside each session
- * probe, hands new calls over to it (malloc_late: 0 -> 1), waits for the calls in flight to
- * return (-> 2), and detaches the session probes, which takes their breakpoints out of every
- * process the classic pair does not trace. Every call is recorded once, by one side, but for
- * a call of the session probe still open when it goes (counted as abandoned). */
-enum malloc_late malloc_late = LATE_OFF;
+ * probe, hands new calls over to it (`malloc_late`, set by the recorder), waits for the calls
+ * in flight to return, and detaches the session probes, which takes their breakpoints out of
+ * every process the classic pair does not trace. Every call is recorded once, by one side,
+ * but for a call of the session probe still open when it goes (counted as abandoned). */
+bool malloc_late = false;
 /* Processes the target forked with an address space of their own (not threads, not vfork),
  * while target_forked is attached (with session probes only), and the first of them. */
 __u64 target_forks = 0;
@@ -170,7 +170,7 @@ static __always_inline int enter_thread(struct thread_state *st, __u64 sp, __u64
 		 * (above), so it does not run inside it; the session call's return went unseen
 		 * (its probe was detached while it ran), and it counts as abandoned. */
 		bool unseen = (open->flags & CALL_BY_SESSION) && !session &&
-			      *(volatile enum malloc_late *)&malloc_late != LATE_OFF;
+			      *(volatile bool *)&malloc_late;
 
 		/* The stack grows down: a nested call runs below the open call's frame, or at it
 		 * when the outer call tail-jumps into the inner one (glibc reallocarray -> realloc;
@@ -648,7 +648,7 @@ int BPF_UPROBE(malloc_session, size_t size)
 {
 	if (bpf_session_is_return())
 		return leave(ctx, PT_REGS_RC(ctx));
-	if (*(volatile enum malloc_late *)&malloc_late != LATE_OFF) {
+	if (*(volatile bool *)&malloc_late) {
 		struct thread_state *st;
 
 		/* The classic pair takes the call, unless its entry ran first, before the hand-over,
@@ -665,38 +665,29 @@ int BPF_UPROBE(malloc_session, size_t size)
 
 /* malloc's classic pair beside its session probe, after the target forked (`malloc_late`).
  * Both entries run at each call while both are attached: the kernel runs the newest
- * consumer's handlers first (kernel/events/uprobes.c, consumer_add), so this entry runs
- * before the session probe's, reads `malloc_late` first, and says in `late_inert` whether it
- * left the call to the session probe. One flag per thread is enough because malloc calls no
- * probed function: a malloc in a signal handler that interrupted one is lost (counted). */
+ * consumer's handlers first (kernel/events/uprobes.c, consumer_add; the same order on every
+ * kernel with sessions), so this entry runs before the session probe's, reads `malloc_late`
+ * first, and says in `late_inert` whether it left the call to the session probe. One flag per
+ * thread is enough because malloc calls no probed function: a malloc in a signal handler that
+ * interrupted one is lost (counted). */
 SEC("uprobe")
 int BPF_UPROBE(malloc_enter_late, size_t size)
 {
-	enum malloc_late late = *(volatile enum malloc_late *)&malloc_late;
-	__u64 sp = PT_REGS_SP(ctx);
+	bool late = *(volatile bool *)&malloc_late;
 	struct thread_state *st;
-	struct pending_call *open;
 
 	if (!is_target())
 		return 0;
 	st = bpf_task_storage_get(&threads, bpf_get_current_task_btf(), 0,
 				  BPF_LOCAL_STORAGE_GET_F_CREATE);
 	if (!st) {
-		if (late != LATE_OFF)
+		if (late)
 			count(C_PENDING_FULL, 1);
 		return 0;
 	}
-	open = &st->call;
-	/* Before the hand-over; or, should a kernel run the session probe first, when it opened
-	 * this very call (same trap, same stack pointer), which it can only while the hand-over
-	 * is under way. */
-	if (late == LATE_OFF || (late == LATE_TAKING_OVER && open->depth &&
-				 (open->flags & CALL_BY_SESSION) && open->sp == sp)) {
-		st->late_inert = 1;
-		return 0;
-	}
-	st->late_inert = 0;
-	enter_thread(st, sp, size, 0, 0, CALL_PLAIN, false);
+	st->late_inert = !late;
+	if (late)
+		enter_thread(st, PT_REGS_SP(ctx), size, 0, 0, CALL_PLAIN, false);
 	return 0;
 }
 

@@ -111,13 +111,6 @@ struct pending_call {
 /* pending_call.flags: the open call was opened by a session probe (bpf/leak.bpf.c, `enter`). */
 #define CALL_BY_SESSION 1
 
-/* Who records malloc's calls when session probes are used (bpf/leak.bpf.c, `malloc_late`). */
-enum malloc_late {
-	LATE_OFF = 0,	      /* the session probe */
-	LATE_TAKING_OVER = 1, /* the classic pair, beside the session probe: new calls */
-	LATE_ALONE = 2,	      /* the classic pair alone (the session probe is being detached) */
-};
-
 /*
  * Byte sampling (--sample-bytes N, docs/performance.md "Sampling"). Each thread (kernel mode:
  * each CPU and nesting level) counts down a gap drawn from an exponential distribution of mean N

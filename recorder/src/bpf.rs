@@ -715,7 +715,7 @@ impl Tracer<'_> {
                 late.push(attach_prog(prog, pid, p, side)?);
             }
         }
-        self.set_malloc_late(types::malloc_late::LATE_TAKING_OVER)?;
+        self.hand_malloc_over()?;
         self.links.append(&mut late);
         let start = Instant::now();
         // Without it (an iterator the kernel refuses), the whole grace.
@@ -724,15 +724,13 @@ impl Tracer<'_> {
         while start.elapsed() < GRACE && scan.as_ref().and_then(session_calls_open) != Some(0) {
             std::thread::sleep(Duration::from_millis(1));
         }
-        // Before the detach, which waits for the kernel's grace periods: a call of the session
-        // probe still open must not look like one it is about to take.
-        self.set_malloc_late(types::malloc_late::LATE_ALONE)?;
         self.session_links.clear();
         self.sessions = false;
         Ok(())
     }
 
-    fn set_malloc_late(&mut self, state: types::malloc_late) -> Result<()> {
+    /// Sets bpf/leak.bpf.c's `malloc_late`: the classic pair takes malloc's calls.
+    fn hand_malloc_over(&mut self) -> Result<()> {
         let bss = self
             .skel
             .maps
@@ -740,8 +738,8 @@ impl Tracer<'_> {
             .as_deref_mut()
             .context("the BPF object's .bss is not mapped")?;
         // SAFETY: `bss` is the loaded object's mapped .bss, valid while the skeleton is; BPF
-        // only reads `malloc_late`, and a volatile store of the aligned u32 reaches it whole.
-        unsafe { std::ptr::addr_of_mut!(bss.malloc_late).write_volatile(state) };
+        // only reads `malloc_late`, and a volatile store of the one-byte bool reaches it whole.
+        unsafe { std::ptr::addr_of_mut!(bss.malloc_late).write_volatile(true) };
         Ok(())
     }
 

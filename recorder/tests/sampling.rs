@@ -11,6 +11,23 @@ use leak_format::{Losses, Sampling};
 mod common;
 use common::*;
 
+/// A function's uprobes are one kernel object, shared by every tracer of the file: detaching
+/// any of them takes its breakpoint out of every process that no remaining probe is for, a
+/// forked child included. The test that checks that a child keeps its breakpoint holds this
+/// alone (`bpf_alone`); the other BPF tests of this file, which attach and detach malloc's
+/// probes at any time, share it (`bpf_shared`). (Test files run one after another.)
+static PROBES: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+/// `bpf_ready`, and a share of `PROBES` for the test's length.
+fn bpf_shared() -> Option<std::sync::RwLockReadGuard<'static, ()>> {
+    bpf_ready().then(|| PROBES.read().unwrap_or_else(|e| e.into_inner()))
+}
+
+/// `bpf_ready`, and `PROBES` alone for the test's length.
+fn bpf_alone() -> Option<std::sync::RwLockWriteGuard<'static, ()>> {
+    bpf_ready().then(|| PROBES.write().unwrap_or_else(|e| e.into_inner()))
+}
+
 /// The sampling period of the accuracy tests: small, so that a few hundred thousand
 /// allocations give thousands of samples and a tight tolerance.
 const N: u64 = 1024;
@@ -91,18 +108,18 @@ fn assert_no_losses(l: &Losses) {
 
 #[test]
 fn small_blocks_sampled_give_unbiased_estimates() {
-    if !bpf_ready() {
+    let Some(_probes) = bpf_shared() else {
         return;
-    }
+    };
     // s = N/16: p = 0.061, about 12,000 samples; 5 sd = 4.4%.
     assert_unbiased(200_000, N / 16);
 }
 
 #[test]
 fn small_blocks_sampled_without_session_probes_give_unbiased_estimates() {
-    if !bpf_ready() {
+    let Some(_probes) = bpf_shared() else {
         return;
-    }
+    };
     // The classic pair (an entry and a return probe on malloc), as on kernels before 6.13:
     // there every unsampled call still opens and closes its call.
     assert_unbiased_with(&[("LEAK_RECORD_NO_SESSIONS", "1")], 200_000, N / 16);
@@ -110,9 +127,9 @@ fn small_blocks_sampled_without_session_probes_give_unbiased_estimates() {
 
 #[test]
 fn blocks_larger_than_the_period_sampled_give_unbiased_estimates() {
-    if !bpf_ready() {
+    let Some(_probes) = bpf_shared() else {
         return;
-    }
+    };
     // s = 2N: p = 0.865, each sampled block counts for 1.156 blocks; 5 sd = 1.4%, so
     // forgetting the weight (13.5% low) fails.
     assert_unbiased(20_000, 2 * N);
@@ -120,9 +137,9 @@ fn blocks_larger_than_the_period_sampled_give_unbiased_estimates() {
 
 #[test]
 fn blocks_of_sixteen_periods_or_more_are_all_recorded_exactly() {
-    if !bpf_ready() {
+    let Some(_probes) = bpf_shared() else {
         return;
-    }
+    };
     // A gap never exceeds 10.7 N (the table's tail), so every block of 16 N or more ends one:
     // p = 1 and the figures are exact.
     let r = record(
@@ -142,9 +159,9 @@ fn blocks_of_sixteen_periods_or_more_are_all_recorded_exactly() {
 
 #[test]
 fn sampled_churn_leaves_nothing_outstanding_and_no_losses() {
-    if !bpf_ready() {
+    let Some(_probes) = bpf_shared() else {
         return;
-    }
+    };
     // Two threads, each 100,000 malloc(64)/free pairs: most frees are of unsampled blocks.
     let r = record(
         &["-q", "-i", "1s", "--sample-bytes", "512"],
@@ -175,9 +192,9 @@ fn sampled_churn_leaves_nothing_outstanding_and_no_losses() {
 
 #[test]
 fn an_exact_recording_has_no_sampling_record() {
-    if !bpf_ready() {
+    let Some(_probes) = bpf_shared() else {
         return;
-    }
+    };
     let r = record(
         &["-q", "-i", "1s"],
         &[&fixture("leaky"), "basic", "10", "100"],
@@ -213,9 +230,9 @@ fn sessions_in_kernel(stderr: &str) -> bool {
 
 #[test]
 fn filtered_mallocs_skip_their_return_probe_and_change_nothing() {
-    if !bpf_ready() {
+    let Some(_probes) = bpf_shared() else {
         return;
-    }
+    };
     // leak_here's 1000 malloc(100) and churn_balanced's 5000 malloc(16..4096) are all above
     // --max-size 15: none has anything to record at its return.
     let args = [
@@ -256,9 +273,9 @@ fn filtered_mallocs_skip_their_return_probe_and_change_nothing() {
 
 #[test]
 fn a_malloc_inside_operator_new_stays_nested_with_session_probes() {
-    if !bpf_ready() {
+    let Some(_probes) = bpf_shared() else {
         return;
-    }
+    };
     // operator new keeps its entry and return probes (it calls malloc), so even a `new` with
     // nothing to record stays open while it runs, and the malloc inside it is nested: never
     // a call of its own, so it neither skips as one nor is recorded twice. --max-size 1:
@@ -312,9 +329,9 @@ fn a_malloc_inside_operator_new_stays_nested_with_session_probes() {
 
 #[test]
 fn refused_session_probes_fall_back_to_the_classic_pair() {
-    if !bpf_ready() {
+    let Some(_probes) = bpf_shared() else {
         return;
-    }
+    };
     // A kernel that announces sessions and then refuses the program (load) or the link
     // (attach): leak-record says so, uses the classic pair, and records exactly as without.
     for at in ["load", "attach"] {
@@ -435,9 +452,9 @@ fn assert_fork_parent_exact(r: &Recorded) {
 
 #[test]
 fn a_fork_makes_session_probes_give_way_to_the_classic_pair() {
-    if !bpf_ready() {
+    let Some(_probes) = bpf_shared() else {
         return;
-    }
+    };
     let none = malloc_traps_unprobed();
     // Three times: the two churning threads meet the hand-over at different points.
     for _ in 0..3 {
@@ -455,9 +472,9 @@ fn a_fork_makes_session_probes_give_way_to_the_classic_pair() {
 
 #[test]
 fn a_failed_hand_over_keeps_the_session_probes_and_says_so() {
-    if !bpf_ready() {
+    let Some(_probes) = bpf_alone() else {
         return;
-    }
+    };
     let none = malloc_traps_unprobed();
     let env = [("LEAK_RECORD_TEST_REFUSE_SESSIONS", "hand-over")];
     // The warning, with the way out.
@@ -475,9 +492,9 @@ fn a_failed_hand_over_keeps_the_session_probes_and_says_so() {
 
 #[test]
 fn threads_are_not_forks_and_keep_the_session_probes() {
-    if !bpf_ready() {
+    let Some(_probes) = bpf_shared() else {
         return;
-    }
+    };
     // Threads share the target's address space: starting them is no reason to leave session
     // probes. Their 1000 malloc(16) each are filtered out, and skip their returns.
     let r = record(
@@ -496,9 +513,9 @@ fn threads_are_not_forks_and_keep_the_session_probes() {
 
 #[test]
 fn with_mmap_probed_mallocs_keep_their_return_probe() {
-    if !bpf_ready() {
+    let Some(_probes) = bpf_shared() else {
         return;
-    }
+    };
     // glibc's malloc serves 200 KB with mmap (above its 128 KiB threshold); only the open
     // malloc call marks that mmap as malloc's own, so with --mmap malloc keeps its return
     // probe even when sampling. At 1 per 64 MiB hardly any of the 20 blocks is sampled: a
