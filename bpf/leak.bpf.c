@@ -46,6 +46,13 @@ bool malloc_late = false;
 __u64 target_forks = 0;
 __u32 first_fork_child = 0;
 
+/* Wakes the recorder at the target's first fork (the child's PID, once): until the hand-over,
+ * the child traps on every malloc. The recorder polls the map's fd and never reads it. */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 4096);
+} fork_wake SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 1 << 20); /* --max-allocs */
@@ -728,11 +735,18 @@ int open_session_calls(struct bpf_iter__task *ctx)
 SEC("tp_btf/sched_process_fork")
 int BPF_PROG(target_forked, struct task_struct *parent, struct task_struct *child)
 {
+	__u32 pid;
+	bool first;
+
 	if (parent->tgid != target_tgid || child->mm == parent->mm)
 		return 0;
+	pid = child->tgid;
 	/* The child before the count, which the recorder reads first. */
-	__sync_val_compare_and_swap(&first_fork_child, 0, child->tgid);
+	first = __sync_val_compare_and_swap(&first_fork_child, 0, pid) == 0;
 	__sync_fetch_and_add(&target_forks, 1);
+	/* Should it fail, the recorder finds the fork within a second (its poll's limit). */
+	if (first)
+		bpf_ringbuf_output(&fork_wake, &pid, sizeof(pid), BPF_RB_FORCE_WAKEUP);
 	return 0;
 }
 

@@ -663,6 +663,15 @@ impl Tracer<'_> {
         self.fork_watch.is_some() && !self.session_links.is_empty()
     }
 
+    /// A descriptor that becomes readable when the target forks, while [`Self::watches_forks`]
+    /// (then [`Self::forked_child`] says which child). Read by nobody: poll it only while
+    /// watching.
+    pub fn fork_wake(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        use std::os::fd::AsFd;
+        self.watches_forks()
+            .then(|| self.skel.maps.fork_wake.as_fd())
+    }
+
     /// The first process the target forked while session probes are attached, if it did
     /// (`leave_sessions`).
     pub fn forked_child(&self) -> Option<u32> {

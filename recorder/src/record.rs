@@ -54,9 +54,6 @@ pub(crate) fn install_signal_handlers() {
 const BUNDLE_CHUNK: usize = 4 << 20;
 /// How long a started command gets to exit after SIGTERM when the recording stops first.
 const TERM_GRACE: Duration = Duration::from_secs(5);
-/// How often the target is checked for forks while malloc has session probes: a child forked
-/// meanwhile traps on every malloc until they are gone (`Tracer::leave_sessions`).
-const FORK_POLL: Duration = Duration::from_millis(20);
 
 /// Records according to the command line.
 pub fn run(cli: Cli) -> Result<()> {
@@ -401,15 +398,10 @@ impl Session<'_, '_> {
     fn record_until_end(&mut self, pidfd: &std::os::fd::OwnedFd) -> Result<()> {
         let mut schedule = Schedule::new(self.started, self.cli);
         let reason = loop {
-            // A forked child traps on every malloc until the session probes are gone: look
-            // for forks often.
-            let cap = if self.tracer.watches_forks() {
-                FORK_POLL
-            } else {
-                Duration::from_secs(1)
-            };
-            let wait_ms = schedule.wait(cap).as_millis() as i32;
-            let exited = target::poll_readable(pidfd, wait_ms);
+            let wait_ms = schedule.wait(Duration::from_secs(1)).as_millis() as i32;
+            // A forked child traps on every malloc until the session probes are gone: the
+            // target's first fork wakes this poll.
+            let exited = target::poll_readable_or(pidfd, self.tracer.fork_wake(), wait_ms);
             if let Some(reason) = stop_requested() {
                 break reason;
             }

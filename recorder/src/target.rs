@@ -3,7 +3,7 @@
 //! recorder's own forked image is.
 use std::ffi::{CString, OsStr};
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -211,14 +211,24 @@ pub fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
 
 /// Waits until `fd` is readable or `timeout_ms` passes (or a signal arrives). True if readable.
 pub fn poll_readable(fd: &OwnedFd, timeout_ms: i32) -> bool {
-    let mut p = libc::pollfd {
-        fd: fd.as_raw_fd(),
+    poll_readable_or(fd, None, timeout_ms)
+}
+
+/// [`poll_readable`], also woken when `also` is readable; true only if `fd` is.
+pub fn poll_readable_or(fd: &OwnedFd, also: Option<BorrowedFd<'_>>, timeout_ms: i32) -> bool {
+    let polled = |fd: RawFd| libc::pollfd {
+        fd,
         events: libc::POLLIN,
         revents: 0,
     };
-    // SAFETY: p is a valid pollfd array of length 1.
-    let r = unsafe { libc::poll(&mut p, 1, timeout_ms) };
-    r > 0 && p.revents != 0
+    // A negative fd is ignored by poll().
+    let mut p = [
+        polled(fd.as_raw_fd()),
+        polled(also.map_or(-1, |f| f.as_raw_fd())),
+    ];
+    // SAFETY: p is a valid pollfd array of length 2.
+    let r = unsafe { libc::poll(p.as_mut_ptr(), 2, timeout_ms) };
+    r > 0 && p[0].revents != 0
 }
 
 /// Sends a signal; false if the process is gone.

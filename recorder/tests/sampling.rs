@@ -3,7 +3,7 @@
 //! derived from the estimator's variance. Root and BPF needed (a skip fails in CI=true).
 #![allow(clippy::unwrap_used)] // a test that cannot unwrap has failed
 
-use std::io::Write;
+use std::io::{BufReader, Write};
 use std::time::Duration;
 
 use leak_format::{Losses, Sampling};
@@ -402,18 +402,34 @@ fn malloc_traps_unprobed() -> u32 {
 /// two threads until leak-record has said `said` (about the fork), then leaks 1000 x 100 B
 /// more. Returns the fixture's output and the recording; None where the kernel has no
 /// sessions (outside CI).
-fn record_fork(env: &[(&str, &str)], said: &str) -> Option<(String, Recorded)> {
+fn record_fork(env: &[(&str, &str)], said: &str, how: Target) -> Option<(String, Recorded)> {
     let leaky = fixture("leaky");
-    let args = [&leaky, "--wait-start", "--wait-end", "fork", "1000", "100"];
-    let (mut target, mut t_out) = spawn_waiting(&args);
-    let pid = target.id().to_string();
-    let mut rec = start_recorder_with_env(env, &["-p", &pid, "-i", "200ms", "--min-size", "1"]);
+    let fixture_args = [&leaky, "--wait-start", "--wait-end", "fork", "1000", "100"];
+    let options = ["-i", "200ms", "--min-size", "1"];
+    let (mut rec, mut t_in, mut t_out, attached) = match how {
+        Target::Attached => {
+            let (mut target, t_out) = spawn_waiting(&fixture_args);
+            let pid = target.id().to_string();
+            let args = [&["-p", pid.as_str()][..], &options].concat();
+            let rec = start_recorder_with_env(env, &args);
+            (rec, target.stdin.take().unwrap(), t_out, Some(target))
+        }
+        Target::Started => {
+            let args = [&options[..], &["--"], &fixture_args].concat();
+            let mut rec = start_recorder_piped(env, &args);
+            let t_in = rec.child.stdin.take().unwrap();
+            let mut t_out = BufReader::new(rec.child.stdout.take().unwrap());
+            wait_for_line(&mut t_out, "ready", Duration::from_secs(30), "fixture");
+            (rec, t_in, t_out, None)
+        }
+    };
     let limit = Duration::from_secs(30);
     let head = wait_for_line(&mut rec.stderr, "recording PID", limit, "recorder");
-    let mut t_in = target.stdin.take().unwrap();
     if !sessions_in_kernel(&head) {
         drop(t_in);
-        let _ = target.wait();
+        if let Some(mut target) = attached {
+            let _ = target.wait();
+        }
         let _ = rec.finish();
         return None;
     }
@@ -424,10 +440,21 @@ fn record_fork(env: &[(&str, &str)], said: &str) -> Option<(String, Recorded)> {
     let out = wait_for_line(&mut t_out, "done", limit, "fixture");
     wait_for_line(&mut rec.stderr, "snapshot", limit, "recorder");
     drop(t_in);
-    assert!(target.wait().unwrap().success());
+    if let Some(mut target) = attached {
+        assert!(target.wait().unwrap().success());
+    }
     let r = rec.finish();
     r.assert_clean();
     Some((out, r))
+}
+
+/// How `record_fork` records `leaky fork`.
+#[derive(Clone, Copy, Debug)]
+enum Target {
+    /// Started on its own and attached to with `-p`.
+    Attached,
+    /// Started by leak-record (`-- CMD`).
+    Started,
 }
 
 /// The parent's truths in a recording of `leaky fork 1000 100` (`record_fork`): its 2,000
@@ -456,10 +483,11 @@ fn a_fork_makes_session_probes_give_way_to_the_classic_pair() {
         return;
     };
     let none = malloc_traps_unprobed();
-    // Three times: the two churning threads meet the hand-over at different points.
-    for _ in 0..3 {
+    // Three times: the two churning threads meet the hand-over at different points. The
+    // last time with the fixture started by leak-record, which watches it differently.
+    for how in [Target::Attached, Target::Attached, Target::Started] {
         let said = "malloc has the classic pair from now on";
-        let Some((out, r)) = record_fork(&[], said) else {
+        let Some((out, r)) = record_fork(&[], said, how) else {
             return;
         };
         // The child reads its malloc free of breakpoints, as classic probes leave a process
@@ -481,7 +509,7 @@ fn a_failed_hand_over_keeps_the_session_probes_and_says_so() {
     let said = "could not make way for the classic pair: refused \
                 (LEAK_RECORD_TEST_REFUSE_SESSIONS=hand-over). Record a forking process with \
                 LEAK_RECORD_NO_SESSIONS=1";
-    let Some((out, r)) = record_fork(&env, said) else {
+    let Some((out, r)) = record_fork(&env, said, Target::Attached) else {
         return;
     };
     // The session probe stays in both processes, and the recording stays exact.

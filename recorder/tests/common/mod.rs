@@ -290,12 +290,31 @@ pub fn start_recorder(args: &[&str]) -> Running {
 
 /// `start_recorder` with the variables `env` set.
 pub fn start_recorder_with_env(env: &[(&str, &str)], args: &[&str]) -> Running {
+    spawn_recorder(env, args, false)
+}
+
+/// `start_recorder_with_env` with stdin and stdout piped too (`child.stdin`, `child.stdout`):
+/// those of a command it starts.
+pub fn start_recorder_piped(env: &[(&str, &str)], args: &[&str]) -> Running {
+    spawn_recorder(env, args, true)
+}
+
+fn spawn_recorder(env: &[(&str, &str)], args: &[&str], piped: bool) -> Running {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("run.zst");
+    let stdio = || {
+        if piped {
+            Stdio::piped()
+        } else {
+            Stdio::inherit()
+        }
+    };
     let mut child = Command::new(RECORDER)
         .envs(env.iter().copied())
         .args(["-o", out.to_str().unwrap()])
         .args(args)
+        .stdin(stdio())
+        .stdout(stdio())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
