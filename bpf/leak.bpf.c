@@ -89,7 +89,7 @@ struct thread_state {
 	__u32 last_id; /* the stack id this thread found last (0: none yet) ... */
 	__u64 last_hash; /* ... for this hash (current_stack_id) */
 	__u32 late_inert; /* malloc_enter_late left the open malloc call to its session probe */
-	__u32 pad;
+	__u32 late_took; /* malloc_enter_late took this trap's call: the session entry skips it */
 };
 
 /* Each thread's state, in the thread itself: no hashing, no contention, freed with the thread
@@ -658,13 +658,18 @@ int BPF_UPROBE(malloc_session, size_t size)
 	if (*(volatile bool *)&malloc_late) {
 		struct thread_state *st;
 
-		/* The classic pair takes the call, unless its entry ran first, before the hand-over,
-		 * and left the call to this probe. */
+		/* The classic pair took the call if its entry, which ran first in this trap, saw the
+		 * hand-over. This probe takes it if that entry ran before the hand-over, or did not
+		 * run at all: the trap began its handlers before that probe was attached. */
 		if (!is_target())
 			return SKIP_RETURN;
 		st = bpf_task_storage_get(&threads, bpf_get_current_task_btf(), 0, 0);
-		if (!st || !st->late_inert)
+		if (!st)
+			return enter(ctx, size, 0, 0, CALL_PLAIN, true);
+		if (st->late_took) {
+			st->late_took = 0;
 			return SKIP_RETURN;
+		}
 		return enter_thread(st, PT_REGS_SP(ctx), size, 0, 0, CALL_PLAIN, true);
 	}
 	return enter(ctx, size, 0, 0, CALL_PLAIN, true);
@@ -673,10 +678,12 @@ int BPF_UPROBE(malloc_session, size_t size)
 /* malloc's classic pair beside its session probe, after the target forked (`malloc_late`).
  * Both entries run at each call while both are attached: the kernel runs the newest
  * consumer's handlers first (kernel/events/uprobes.c, consumer_add; the same order on every
- * kernel with sessions), so this entry runs before the session probe's, reads `malloc_late`
- * first, and says in `late_inert` whether it left the call to the session probe. One flag per
- * thread is enough because malloc calls no probed function: a malloc in a signal handler that
- * interrupted one is lost (counted). */
+ * kernel with sessions), so this entry runs before the session probe's and reads
+ * `malloc_late` first. It says in `late_took` that it took the call (the session entry, next,
+ * clears it), and in `late_inert` that it left the call to the session probe (this return then
+ * clears it; the recorder waits for none to be left). One flag of each per thread is enough
+ * because malloc calls no probed function: a malloc in a signal handler that interrupted one is
+ * lost (counted). */
 SEC("uprobe")
 int BPF_UPROBE(malloc_enter_late, size_t size)
 {
@@ -693,8 +700,10 @@ int BPF_UPROBE(malloc_enter_late, size_t size)
 		return 0;
 	}
 	st->late_inert = !late;
-	if (late)
+	if (late) {
+		st->late_took = 1;
 		enter_thread(st, PT_REGS_SP(ctx), size, 0, 0, CALL_PLAIN, false);
+	}
 	return 0;
 }
 
@@ -716,7 +725,8 @@ int BPF_URETPROBE(malloc_exit_late, void *ret)
 }
 
 /* During the hand-over (`malloc_late`): one byte for each of the target's threads with a call
- * of the session probe open, which the session probe must stay attached for. */
+ * of the session probe open, or about to be (its trap's classic entry left it to the session
+ * probe, whose entry has yet to run): the session probe must stay attached for them. */
 SEC("iter/task")
 int open_session_calls(struct bpf_iter__task *ctx)
 {
@@ -726,7 +736,7 @@ int open_session_calls(struct bpf_iter__task *ctx)
 	if (!task || task->tgid != target_tgid)
 		return 0;
 	st = bpf_task_storage_get(&threads, task, 0, 0);
-	if (st && st->call.depth && (st->call.flags & CALL_BY_SESSION))
+	if (st && (st->late_inert || (st->call.depth && (st->call.flags & CALL_BY_SESSION))))
 		bpf_seq_write(ctx->meta->seq, "s", 1);
 	return 0;
 }

@@ -696,15 +696,18 @@ impl Tracer<'_> {
     /// breakpoints out of the child. The classic pair is attached first, beside each session
     /// probe, and takes new calls over (bpf/leak.bpf.c, `malloc_late`); the session probes go
     /// once the calls they opened have returned (`open_session_calls` finds none). No call is
-    /// missed or recorded twice, but for one still open after `GRACE` (counted as abandoned).
+    /// missed or recorded twice; one the session probe still has open when it goes (after
+    /// `GRACE`, or opened after the last look) is counted as abandoned.
     pub fn leave_sessions(&mut self, pid: u32) -> Result<()> {
         use std::time::{Duration, Instant};
         /// How long calls opened by a session probe get to return; one still open then is
         /// counted as abandoned.
         const GRACE: Duration = Duration::from_millis(100);
-        /// Long enough for a trap under way at the hand-over to have run its entry handlers
-        /// (which may still open a call of the session probe), before looking for open ones.
-        const SETTLE: Duration = Duration::from_millis(5);
+        /// Before looking for open calls: time for a trap whose handlers began before the
+        /// classic entry was attached (so it does not run there) to run the session probe's
+        /// entry, which then opens the call. A call opened after the look is counted as
+        /// abandoned. A trap that ran the classic entry is seen at once (`late_inert`).
+        const SETTLE: Duration = Duration::from_millis(1);
         // Tried once: should it fail, the session probes stay and say so no more.
         self.fork_watch = None;
         if test_refuse_sessions() == Some(RefuseAt::HandOver) {
