@@ -697,8 +697,10 @@ impl Tracer<'_> {
     /// probe, and takes new calls over (bpf/leak.bpf.c, `malloc_late`); the session probes go
     /// once the calls they opened have returned (`open_session_calls` finds none). No call is
     /// missed or recorded twice; one the session probe still has open when it goes (after
-    /// `GRACE`, or opened after the last look) is counted as abandoned.
-    pub fn leave_sessions(&mut self, pid: u32) -> Result<()> {
+    /// `GRACE`, or opened after the last look) is counted as abandoned, when its thread next
+    /// calls malloc. Returns the threads with such a call at the last look (None: the kernel
+    /// refused the iterator, and the whole `GRACE` was waited).
+    pub fn leave_sessions(&mut self, pid: u32) -> Result<Option<usize>> {
         use std::time::{Duration, Instant};
         /// How long calls opened by a session probe get to return; one still open then is
         /// counted as abandoned.
@@ -733,12 +735,16 @@ impl Tracer<'_> {
         // Without it (an iterator the kernel refuses), the whole grace.
         let scan = self.skel.progs.open_session_calls.attach().ok();
         std::thread::sleep(SETTLE);
-        while start.elapsed() < GRACE && scan.as_ref().and_then(session_calls_open) != Some(0) {
+        let open = loop {
+            let open = scan.as_ref().and_then(session_calls_open);
+            if open == Some(0) || start.elapsed() >= GRACE {
+                break open;
+            }
             std::thread::sleep(Duration::from_millis(1));
-        }
+        };
         self.session_links.clear();
         self.sessions = false;
-        Ok(())
+        Ok(open)
     }
 
     /// Sets bpf/leak.bpf.c's `malloc_late`: the classic pair takes malloc's calls.

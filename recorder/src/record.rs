@@ -478,13 +478,20 @@ impl Session<'_, '_> {
         let at = self.started.elapsed();
         let pid = self.pid;
         match self.tracer.leave_sessions(pid) {
-            Ok(()) => {
+            Ok(open) => {
                 self.sessions_left = Some((child, at));
                 if !self.cli.quiet {
                     eprintln!(
                         "leak-record: PID {pid} forked PID {child}, which would trap on every \
                          malloc under session probes: malloc has the classic pair from now on \
                          (it leaves other processes alone)"
+                    );
+                }
+                if let Some(n @ 1..) = open {
+                    eprintln!(
+                        "leak-record: warning: {n} malloc call(s) of PID {pid} still running \
+                         when the session probes went: the blocks they return are not \
+                         recorded (counted as abandoned when their thread next calls malloc)"
                     );
                 }
             }
