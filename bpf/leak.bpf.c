@@ -659,8 +659,9 @@ int BPF_UPROBE(malloc_session, size_t size)
 		struct thread_state *st;
 
 		/* The classic pair took the call if its entry, which ran first in this trap, saw the
-		 * hand-over. This probe takes it if that entry ran before the hand-over, or did not
-		 * run at all: the trap began its handlers before that probe was attached. */
+		 * hand-over. This probe takes it if that entry ran before the hand-over, did not run
+		 * (the trap began its handlers before that probe was attached), or could not get the
+		 * thread's state. */
 		if (!is_target())
 			return SKIP_RETURN;
 		st = bpf_task_storage_get(&threads, bpf_get_current_task_btf(), 0, 0);
@@ -680,10 +681,10 @@ int BPF_UPROBE(malloc_session, size_t size)
  * consumer's handlers first (kernel/events/uprobes.c, consumer_add; the same order on every
  * kernel with sessions), so this entry runs before the session probe's and reads
  * `malloc_late` first. It says in `late_took` that it took the call (the session entry, next,
- * clears it), and in `late_inert` that it left the call to the session probe (this return then
- * clears it; the recorder waits for none to be left). One flag of each per thread is enough
- * because malloc calls no probed function: a malloc in a signal handler that interrupted one is
- * lost (counted). */
+ * clears it), and in `late_inert` that it left the call to the session probe, for this return
+ * (which the recorder attaches after this entry: a trap that runs it ran the entry too). One
+ * flag of each per thread is enough because malloc calls no probed function: a malloc in a
+ * signal handler that interrupted one is lost (counted). */
 SEC("uprobe")
 int BPF_UPROBE(malloc_enter_late, size_t size)
 {
@@ -721,12 +722,15 @@ int BPF_URETPROBE(malloc_exit_late, void *ret)
 		st->late_inert = 0;
 		return 0;
 	}
+	/* Nor is a call the session probe opened its own: this entry could not get the thread's
+	 * state. (One it left open past the hand-over is reopened as a classic call.) */
+	if (st && st->call.depth && (st->call.flags & CALL_BY_SESSION))
+		return 0;
 	return leave_thread(ctx, st, pid_tgid, (__u64)ret);
 }
 
 /* During the hand-over (`malloc_late`): one byte for each of the target's threads with a call
- * of the session probe open, or about to be (its trap's classic entry left it to the session
- * probe, whose entry has yet to run): the session probe must stay attached for them. */
+ * of the session probe open, which the session probe must stay attached for. */
 SEC("iter/task")
 int open_session_calls(struct bpf_iter__task *ctx)
 {
@@ -736,7 +740,7 @@ int open_session_calls(struct bpf_iter__task *ctx)
 	if (!task || task->tgid != target_tgid)
 		return 0;
 	st = bpf_task_storage_get(&threads, task, 0, 0);
-	if (st && (st->late_inert || (st->call.depth && (st->call.flags & CALL_BY_SESSION))))
+	if (st && st->call.depth && (st->call.flags & CALL_BY_SESSION))
 		bpf_seq_write(ctx->meta->seq, "s", 1);
 	return 0;
 }

@@ -696,19 +696,20 @@ impl Tracer<'_> {
     /// breakpoints out of the child. The classic pair is attached first, beside each session
     /// probe, and takes new calls over (bpf/leak.bpf.c, `malloc_late`); the session probes go
     /// once the calls they opened have returned (`open_session_calls` finds none). No call is
-    /// missed or recorded twice; one the session probe still has open when it goes (after
-    /// `GRACE`, or opened after the last look) is counted as abandoned, when its thread next
-    /// calls malloc. Returns the threads with such a call at the last look (None: the kernel
-    /// refused the iterator, and the whole `GRACE` was waited).
+    /// recorded twice. One the session probe still has open when it goes (after `GRACE`) is
+    /// not recorded, and counted as abandoned when its thread next calls an allocator.
+    /// Returns the threads with such a call at the last look (None: the kernel refused the
+    /// iterator, and the whole `GRACE` was waited).
     pub fn leave_sessions(&mut self, pid: u32) -> Result<Option<usize>> {
         use std::time::{Duration, Instant};
         /// How long calls opened by a session probe get to return; one still open then is
         /// counted as abandoned.
         const GRACE: Duration = Duration::from_millis(100);
-        /// Before looking for open calls: time for a trap whose handlers began before the
-        /// classic entry was attached (so it does not run there) to run the session probe's
-        /// entry, which then opens the call. A call opened after the look is counted as
-        /// abandoned. A trap that ran the classic entry is seen at once (`late_inert`).
+        /// Time for the uprobe handler runs under way to end (microseconds, unless the kernel
+        /// preempts a thread inside them: only a fully preemptible one can), before setting
+        /// `malloc_late` and before looking for open calls. So no trap runs the classic entry
+        /// without its return, nor opens a call of the session probe after the look. Should
+        /// one still do so, its call is counted as abandoned.
         const SETTLE: Duration = Duration::from_millis(1);
         // Tried once: should it fail, the session probes stay and say so no more.
         self.fork_watch = None;
@@ -729,6 +730,7 @@ impl Tracer<'_> {
                 late.push(attach_prog(prog, pid, p, side)?);
             }
         }
+        std::thread::sleep(SETTLE);
         self.hand_malloc_over()?;
         self.links.append(&mut late);
         let start = Instant::now();
