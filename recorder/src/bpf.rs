@@ -709,7 +709,7 @@ impl Tracer<'_> {
         /// preempts a thread inside them: only a fully preemptible one can), before setting
         /// `malloc_late` and before looking for open calls. So no trap runs the classic entry
         /// without its return, nor opens a call of the session probe after the look. Should
-        /// one still do so, its call is counted as abandoned.
+        /// one still do so, its call goes unrecorded (counted as abandoned, or as nested).
         const SETTLE: Duration = Duration::from_millis(1);
         // Tried once: should it fail, the session probes stay and say so no more.
         self.fork_watch = None;

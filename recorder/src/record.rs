@@ -491,7 +491,7 @@ impl Session<'_, '_> {
                     eprintln!(
                         "leak-record: warning: {n} malloc call(s) of PID {pid} still running \
                          when the session probes went: the blocks they return are not \
-                         recorded (counted as abandoned when their thread next calls malloc)"
+                         recorded (counted as abandoned when their thread next allocates)"
                     );
                 }
             }
