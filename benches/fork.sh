@@ -16,9 +16,10 @@
 # starts, interleaved in every round (order rotated):
 # bare; exact = leak-record (the classic pair on malloc: the child's first hit takes each
 # breakpoint out); sampled = leak-record --sample-bytes SAMPLE (a session probe on malloc where
-# the kernel has them, Linux >= 6.13, which leak-record swaps for the classic pair at the
-# fork); classic = the same with LEAK_RECORD_NO_SESSIONS=1. Reports the child's CPU time
-# (median, min, max), per pair, and above bare at the same start.
+# the kernel has them, Linux >= 6.13, which leak-record swaps for the classic pair once the
+# child has run the target's program for 10 ms); classic = the same with
+# LEAK_RECORD_NO_SESSIONS=1. Reports the child's CPU time (median, min, max), per pair, and
+# above bare at the same start.
 # Prints a markdown report and writes it into docs/performance.md.
 set -euo pipefail
 # shellcheck source=benches/lib.sh
@@ -108,8 +109,8 @@ report() {
             "until the fork, Linux >= 6.13); classic: the same with LEAK_RECORD_NO_SESSIONS=1." \
             "What a child pays beyond bare is a one-off: the classic pair leaves it at its" \
             "first hit of each probe, and leak-record swaps a session probe for the classic" \
-            "pair when the target forks (docs/guide.md, \"Sampling\"), the child trapping on" \
-            "every malloc until then."
+            "pair when a forked child still runs the target's program 10 ms after its fork" \
+            "(docs/guide.md, \"Sampling\"), the child trapping on every malloc until then."
     } >"$WORK/report.md"
     cat "$WORK/report.md"
     write_doc

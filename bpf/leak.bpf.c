@@ -34,20 +34,29 @@ __u64 chunkless_walks = 0;
 /* Leaving session probes when the target forks (recorder/src/bpf.rs, `Tracer::leave_sessions`).
  * A child forked without exec inherits the breakpoints of its parent's text; a classic probe's
  * filter takes one out of a process it does not trace at its first hit, a session probe never
- * does, so the child would trap on every malloc, twice. At the target's first fork the recorder
+ * does, so the child would trap on every malloc, twice. When a child still runs the target's
+ * program a moment after its fork (`image_children`; most exec at once), the recorder
  * attaches malloc's classic pair (malloc_enter_late, malloc_exit_late) beside each session
  * probe, hands new calls over to it (`malloc_late`, set by the recorder), waits for the calls
  * in flight to return, and detaches the session probes, which takes their breakpoints out of
  * every process the classic pair does not trace. Every call is recorded once, by one side,
  * but for a call of the session probe still open when it goes (counted as abandoned). */
 bool malloc_late = false;
-/* Processes the target forked with an address space of their own (not threads, not vfork),
- * while target_forked is attached (with session probes only), and the first of them. */
-__u64 target_forks = 0;
-__u32 first_fork_child = 0;
+/* Processes forked from the target, or from one of these, with an address space of their own
+ * (not threads, not vfork), that still run the target's program: they inherited malloc's
+ * breakpoints. An exec, or the exit of the whole process, takes one out. Kept while
+ * target_forked is attached (with session probes only). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, __u32);  /* PID */
+	__type(value, __u8); /* 1 */
+} image_children SEC(".maps");
+/* Such processes `image_children` had no room for: the recorder hands over at once. */
+__u64 image_children_lost = 0;
 
-/* Wakes the recorder at the target's first fork (the child's PID, once): until the hand-over,
- * the child traps on every malloc. The recorder polls the map's fd and never reads it. */
+/* Wakes the recorder at each fork that adds to `image_children` (until the hand-over, the child
+ * traps on every malloc). The recorder discards what it holds and reads the map. */
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 4096);
@@ -745,22 +754,43 @@ int open_session_calls(struct bpf_iter__task *ctx)
 	return 0;
 }
 
-/* Counts the target's forks into processes of their own (`malloc_late`). */
+/* Adds the target's forks into processes of their own, and their own forks before they exec,
+ * to `image_children`. */
 SEC("tp_btf/sched_process_fork")
 int BPF_PROG(target_forked, struct task_struct *parent, struct task_struct *child)
 {
-	__u32 pid;
-	bool first;
+	__u32 ppid = parent->tgid, pid = child->tgid;
+	__u8 one = 1;
 
-	if (parent->tgid != target_tgid || child->mm == parent->mm)
+	if (child->mm == parent->mm)
 		return 0;
-	pid = child->tgid;
-	/* The child before the count, which the recorder reads first. */
-	first = __sync_val_compare_and_swap(&first_fork_child, 0, pid) == 0;
-	__sync_fetch_and_add(&target_forks, 1);
-	/* Should it fail, the recorder finds the fork within a second (its poll's limit). */
-	if (first)
-		bpf_ringbuf_output(&fork_wake, &pid, sizeof(pid), BPF_RB_FORCE_WAKEUP);
+	if (ppid != target_tgid && !bpf_map_lookup_elem(&image_children, &ppid))
+		return 0;
+	if (bpf_map_update_elem(&image_children, &pid, &one, BPF_ANY))
+		__sync_fetch_and_add(&image_children_lost, 1);
+	/* Should it fail (the ring full), the recorder has yet to read it: it reads the map then. */
+	bpf_ringbuf_output(&fork_wake, &pid, sizeof(pid), BPF_RB_FORCE_WAKEUP);
+	return 0;
+}
+
+/* An exec replaces the process's address space, and the breakpoints with it. */
+SEC("tp_btf/sched_process_exec")
+int BPF_PROG(image_child_exec, struct task_struct *p)
+{
+	__u32 pid = p->tgid;
+
+	bpf_map_delete_elem(&image_children, &pid);
+	return 0;
+}
+
+/* The last thread of a process leaves: its address space goes. */
+SEC("tp_btf/sched_process_exit")
+int BPF_PROG(image_child_exit, struct task_struct *p)
+{
+	__u32 pid = p->tgid;
+
+	if (p->signal->live.counter == 0)
+		bpf_map_delete_elem(&image_children, &pid);
 	return 0;
 }
 

@@ -242,8 +242,8 @@ pub struct Tracer<'obj> {
     session_failure: Option<String>,
     /// The session probes attached, with where they are (`leave_sessions`).
     session_links: Vec<(Link, PlannedProbe)>,
-    /// `target_forked`, attached with the session probes.
-    fork_watch: Option<Link>,
+    /// Watching the target's forks, with the session probes.
+    fork_watch: Option<ForkWatch>,
     changed: ChangedStacks,
     stats: StatsArray,
 }
@@ -292,6 +292,8 @@ pub fn load<'obj>(
     open.progs.malloc_enter_late.set_autoload(opts.sessions);
     open.progs.malloc_exit_late.set_autoload(opts.sessions);
     open.progs.target_forked.set_autoload(opts.sessions);
+    open.progs.image_child_exec.set_autoload(opts.sessions);
+    open.progs.image_child_exit.set_autoload(opts.sessions);
     open.progs.open_session_calls.set_autoload(opts.sessions);
     if opts.sessions && test_refuse_sessions() == Some(RefuseAt::Load) {
         // An attach type the kernel refuses for this program: a real refusal, as a kernel that
@@ -585,6 +587,21 @@ fn u32_at(b: &[u8], off: usize) -> u32 {
         .map_or(0, u32::from_ne_bytes)
 }
 
+/// How long a process forked from the target may run the target's program, and trap on every
+/// malloc under session probes, before leak-record gives malloc the classic pair: most children
+/// exec at once, into a program without breakpoints, and leave the session probes their use.
+pub const FORK_EXEC_WAIT: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// `Tracer::watch_forks`.
+struct ForkWatch {
+    /// target_forked, image_child_exec and image_child_exit.
+    _links: Vec<Link>,
+    /// Emptied of `fork_wake`'s records, which only wake leak-record.
+    ring: libbpf_rs::RingBuffer<'static>,
+    /// The processes of `image_children` seen so far, and when first.
+    seen: HashMap<u32, std::time::Instant>,
+}
+
 fn u64_at(b: &[u8], off: usize) -> u64 {
     b.get(off..off + 8)
         .and_then(|s| s.try_into().ok())
@@ -599,11 +616,12 @@ impl Tracer<'_> {
         ordered.sort_by_key(|p| !matches!(p.entry, Entry::Free | Entry::Munmap));
         if self.sessions && probes.iter().any(PlannedProbe::may_skip_return) {
             // Without it a forked child would trap on every malloc (`leave_sessions`).
-            match self.skel.progs.target_forked.attach() {
-                Ok(link) => self.fork_watch = Some(link),
+            match self.watch_forks() {
+                Ok(watch) => self.fork_watch = Some(watch),
                 Err(e) => {
                     self.sessions = false;
-                    self.session_failure = Some(format!("cannot watch the target for forks ({e})"));
+                    self.session_failure =
+                        Some(format!("cannot watch the target for forks ({e:#})"));
                 }
             }
         }
@@ -657,36 +675,84 @@ impl Tracer<'_> {
         Ok(())
     }
 
-    /// Whether `forked_child` may find a fork: session probes are attached, and
+    /// Follows the forks of the target, and of its children until they exec or exit, into
+    /// `image_children` (bpf/leak.bpf.c): exec and exit first, so that no child is added
+    /// unwatched.
+    fn watch_forks(&self) -> Result<ForkWatch> {
+        let progs = &self.skel.progs;
+        let links = vec![
+            progs.image_child_exit.attach()?,
+            progs.image_child_exec.attach()?,
+            progs.target_forked.attach()?,
+        ];
+        let mut ring = libbpf_rs::RingBufferBuilder::new();
+        // The records only wake leak-record; `image_children` says what they would.
+        ring.add(&self.skel.maps.fork_wake, |_| 0)?;
+        Ok(ForkWatch {
+            _links: links,
+            ring: ring.build()?,
+            seen: HashMap::new(),
+        })
+    }
+
+    /// Whether `image_child` may find a child: session probes are attached, and
     /// `leave_sessions` has not been tried.
     pub fn watches_forks(&self) -> bool {
         self.fork_watch.is_some() && !self.session_links.is_empty()
     }
 
     /// A descriptor that becomes readable when the target forks, while [`Self::watches_forks`]
-    /// (then [`Self::forked_child`] says which child). Read by nobody: poll it only while
-    /// watching.
+    /// (then [`Self::image_child`] empties it).
     pub fn fork_wake(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
         use std::os::fd::AsFd;
         self.watches_forks()
             .then(|| self.skel.maps.fork_wake.as_fd())
     }
 
-    /// The first process the target forked while session probes are attached, if it did
-    /// (`leave_sessions`).
-    pub fn forked_child(&self) -> Option<u32> {
+    /// How long until [`Self::image_child`] may find a child it has seen still running the
+    /// target's program `FORK_EXEC_WAIT` after, if it has seen one.
+    pub fn fork_check_in(&self) -> Option<std::time::Duration> {
+        let watch = self.fork_watch.as_ref().filter(|_| self.watches_forks())?;
+        let first = watch.seen.values().min()?;
+        Some((*first + FORK_EXEC_WAIT).saturating_duration_since(std::time::Instant::now()))
+    }
+
+    /// A process forked from the target (or from such a process) that still runs the
+    /// target's program, without exec, `FORK_EXEC_WAIT` after leak-record first saw it: it
+    /// traps on every malloc until `leave_sessions`. Some(0) if the BPF map of such processes
+    /// ran out of room (one went unfollowed).
+    pub fn image_child(&mut self) -> Option<u32> {
         if !self.watches_forks() {
             return None;
         }
-        let bss = self.skel.maps.bss_data.as_deref()?;
-        // SAFETY: `bss` is the loaded object's mapped .bss, valid while the skeleton is; BPF
-        // adds to `target_forks` atomically, so a volatile read of the aligned u64 sees a whole
-        // value. `first_fork_child` is written once, before the first add: read after a count
-        // above 0, it holds the child.
-        let forks = unsafe { std::ptr::addr_of!(bss.target_forks).read_volatile() };
-        // SAFETY: as above, an aligned u32.
-        let child = unsafe { std::ptr::addr_of!(bss.first_fork_child).read_volatile() };
-        (forks > 0).then_some(child)
+        let lost = self.skel.maps.bss_data.as_deref().map_or(0, |bss| {
+            // SAFETY: `bss` is the loaded object's mapped .bss, valid while the skeleton is;
+            // BPF adds to the aligned u64 atomically, so a volatile read sees a whole value.
+            unsafe { std::ptr::addr_of!(bss.image_children_lost).read_volatile() }
+        });
+        let present: HashSet<u32> = self
+            .skel
+            .maps
+            .image_children
+            .keys()
+            .filter_map(|k| k.as_slice().try_into().ok().map(u32::from_ne_bytes))
+            .collect();
+        let watch = self.fork_watch.as_mut()?;
+        // Nothing to read: the map says it all.
+        let _ = watch.ring.consume();
+        let now = std::time::Instant::now();
+        watch.seen.retain(|pid, _| present.contains(pid));
+        for pid in present {
+            watch.seen.entry(pid).or_insert(now);
+        }
+        let waited = |seen: &std::time::Instant| now.duration_since(*seen) >= FORK_EXEC_WAIT;
+        let child = watch
+            .seen
+            .iter()
+            .filter(|(_, seen)| waited(seen))
+            .map(|(pid, _)| *pid)
+            .min();
+        child.or((lost > 0).then_some(0))
     }
 
     /// Replaces malloc's session probes with the classic pair, because the target forked: a

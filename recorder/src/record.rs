@@ -378,8 +378,8 @@ struct Session<'a, 'obj> {
     seq: u32,
     started: Instant,
     last_losses: Losses,
-    /// The process whose fork made malloc's session probes make way, and when.
-    sessions_left: Option<(u32, Duration)>,
+    /// When malloc's session probes made way, for a forked process.
+    sessions_left: Option<Duration>,
 }
 
 impl Session<'_, '_> {
@@ -398,9 +398,15 @@ impl Session<'_, '_> {
     fn record_until_end(&mut self, pidfd: &std::os::fd::OwnedFd) -> Result<()> {
         let mut schedule = Schedule::new(self.started, self.cli);
         let reason = loop {
-            let wait_ms = schedule.wait(Duration::from_secs(1)).as_millis() as i32;
+            let second = Duration::from_secs(1);
+            let cap = self
+                .tracer
+                .fork_check_in()
+                .map_or(second, |d| d.min(second));
+            // Rounded up: not a spin until a child's time is up.
+            let wait_ms = schedule.wait(cap).as_micros().div_ceil(1000) as i32;
             // A forked child traps on every malloc until the session probes are gone: the
-            // target's first fork wakes this poll.
+            // target's forks wake this poll.
             let exited = target::poll_readable_or(pidfd, self.tracer.fork_wake(), wait_ms);
             if let Some(reason) = stop_requested() {
                 break reason;
@@ -431,7 +437,7 @@ impl Session<'_, '_> {
                     signal: status.and_then(|s| s.signal),
                 };
             }
-            if let Some(child) = self.tracer.forked_child() {
+            if let Some(child) = self.tracer.image_child() {
                 self.leave_sessions(child, pidfd);
             }
             match schedule.due() {
@@ -450,9 +456,9 @@ impl Session<'_, '_> {
         }
         let skipped = self.tracer.skipped_returns().unwrap_or(0);
         if skipped > 0 && !self.cli.quiet {
-            let until = self.sessions_left.map_or(String::new(), |(child, at)| {
+            let until = self.sessions_left.map_or(String::new(), |at| {
                 format!(
-                    ", until PID {child} was forked at {:.1} s",
+                    ", until {:.1} s, when a forked process kept running the target's program",
                     at.as_secs_f64()
                 )
             });
@@ -477,14 +483,24 @@ impl Session<'_, '_> {
     fn leave_sessions(&mut self, child: u32, pidfd: &std::os::fd::OwnedFd) {
         let at = self.started.elapsed();
         let pid = self.pid;
+        let who = if child == 0 {
+            format!(
+                "processes forked from PID {pid} run its program, more than leak-record follows"
+            )
+        } else {
+            format!(
+                "PID {child}, forked from PID {pid}, still runs its program {} ms later",
+                bpf::FORK_EXEC_WAIT.as_millis()
+            )
+        };
         match self.tracer.leave_sessions(pid) {
             Ok(open) => {
-                self.sessions_left = Some((child, at));
+                self.sessions_left = Some(at);
                 if !self.cli.quiet {
                     eprintln!(
-                        "leak-record: PID {pid} forked PID {child}, which would trap on every \
-                         malloc under session probes: malloc has the classic pair from now on \
-                         (it leaves other processes alone)"
+                        "leak-record: {who}: such a process traps on every malloc under session \
+                         probes, so malloc has the classic pair from now on (it leaves other \
+                         processes alone)"
                     );
                 }
                 if let Some(n @ 1..) = open {
@@ -498,8 +514,8 @@ impl Session<'_, '_> {
             // The target exited meanwhile (no probe attaches to it then): nothing to say.
             Err(_) if target::poll_readable(pidfd, 0) => {}
             Err(e) => eprintln!(
-                "leak-record: warning: PID {pid} forked PID {child}, which traps on every malloc \
-                 under session probes, and they could not make way for the classic pair: {e:#}. \
+                "leak-record: warning: {who}: such a process traps on every malloc under \
+                 session probes, and they could not make way for the classic pair: {e:#}. \
                  Record a forking process with LEAK_RECORD_NO_SESSIONS=1"
             ),
         }

@@ -539,6 +539,89 @@ fn a_malloc_running_through_the_hand_over_is_said_and_counted_as_abandoned() {
     assert_eq!(r.state.losses, expected);
 }
 
+/// Children that exec or exit at once (`leaky fork_exec`: one of each) take malloc's
+/// breakpoints with them: the session probes stay to the end of the recording, and the
+/// exec'd program's malloc is free of breakpoints.
+#[test]
+fn children_that_exec_or_exit_leave_the_session_probes_in_place() {
+    let Some(_probes) = bpf_shared() else {
+        return;
+    };
+    let none = malloc_traps_unprobed();
+    let leaky = fixture("leaky");
+    // --min-size 100: leak_here's 100-byte blocks are recorded, churn_loop's 64-byte ones
+    // skip their return (a session probe's saving, which the hand-over would end).
+    let options = [
+        "-i",
+        "200ms",
+        "--min-size",
+        "100",
+        "--",
+        &leaky,
+        "--wait-start",
+    ];
+    let mode = ["--wait-end", "fork_exec", "1000", "100"];
+    let mut rec = start_recorder_piped(&[], &[&options[..], &mode].concat());
+    let mut t_in = rec.child.stdin.take().unwrap();
+    let mut t_out = BufReader::new(rec.child.stdout.take().unwrap());
+    let limit = Duration::from_secs(30);
+    wait_for_line(&mut t_out, "ready", limit, "fixture");
+    let mut said = wait_for_line(&mut rec.stderr, "recording PID", limit, "recorder");
+    if !sessions_in_kernel(&said) {
+        drop(t_in);
+        let _ = rec.finish();
+        return;
+    }
+    t_in.write_all(b"go\n").unwrap();
+    let mut out = wait_for_line(&mut t_out, "exec'd traps", limit, "fixture");
+    // Time for leak-record to look at the children while the exec'd one runs (it looks
+    // 10 ms after it saw them): two snapshots. Then the exec'd child reads its line.
+    for _ in 0..2 {
+        said += &wait_for_line(&mut rec.stderr, "snapshot", limit, "recorder");
+    }
+    t_in.write_all(b"go\n").unwrap();
+    out += &wait_for_line(&mut t_out, "done", limit, "fixture");
+    said += &wait_for_line(&mut rec.stderr, "snapshot", limit, "recorder");
+    drop(t_in);
+    let r = rec.finish();
+    r.assert_clean();
+    said += &r.stderr;
+    assert!(!said.contains("classic pair"), "{said}");
+    let skipped = said
+        .lines()
+        .find(|l| l.contains("skipped their return probe (session probes"))
+        .unwrap_or_else(|| panic!("no skipped returns:\n{said}"));
+    assert!(!skipped.contains("until"), "{skipped}");
+    let n: u64 = skipped.split_whitespace().nth(1).unwrap().parse().unwrap();
+    assert!(n >= 1000, "{skipped}");
+    assert_eq!(malloc_traps(&out, "exec'd"), none, "{out}");
+    let leak = r.by_function("leak_here");
+    assert_eq!((leak.bytes, leak.count), (200_000, 2000), "{said}");
+    // churn_loop's frees are of blocks below --min-size, which were never recorded.
+    let expected = Losses {
+        unknown_free: 1000,
+        ..Losses::default()
+    };
+    assert_eq!(r.state.losses, expected);
+}
+
+/// A grandchild that runs the target's program, its parent gone (`leaky fork_grandchild`: a
+/// double fork): followed as well, it makes the session probes give way.
+#[test]
+fn a_grandchild_without_exec_makes_session_probes_give_way() {
+    let Some(_probes) = bpf_shared() else {
+        return;
+    };
+    let none = malloc_traps_unprobed();
+    let said = "malloc has the classic pair from now on";
+    let mode = ["fork_grandchild"];
+    let Some((out, r)) = record_forking(&[], said, Target::Started, &mode) else {
+        return;
+    };
+    assert_eq!(malloc_traps(&out, "grandchild"), none, "{out}");
+    assert_eq!(r.state.losses, Losses::default());
+}
+
 #[test]
 fn a_failed_hand_over_keeps_the_session_probes_and_says_so() {
     let Some(_probes) = bpf_alone() else {
@@ -574,7 +657,7 @@ fn threads_are_not_forks_and_keep_the_session_probes() {
     if !sessions_in_kernel(&r.stderr) {
         return;
     }
-    assert!(!r.stderr.contains("forked PID"), "{}", r.stderr);
+    assert!(!r.stderr.contains("classic pair"), "{}", r.stderr);
     // Exactly the threads' mallocs: glibc's thread set-up makes no malloc call of its own.
     assert_eq!(skipped_returns(&r.stderr), Some(4000), "{}", r.stderr);
     assert_eq!(r.by_function("thread_leak"), Totals::default());
