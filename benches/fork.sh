@@ -106,7 +106,8 @@ report() {
         done
         echo
         echo "exact: leak-record; sampled: \`--sample-bytes $SAMPLE\` (a session probe on malloc" \
-            "until the fork, Linux >= 6.13); classic: the same with LEAK_RECORD_NO_SESSIONS=1." \
+            "until the hand-over, Linux >= 6.13); classic: the same with" \
+            "LEAK_RECORD_NO_SESSIONS=1." \
             "What a child pays beyond bare is a one-off: the classic pair leaves it at its" \
             "first hit of each probe, and leak-record swaps a session probe for the classic" \
             "pair when a forked child still runs the target's program 10 ms after its fork" \

@@ -42,21 +42,22 @@ __u64 chunkless_walks = 0;
  * every process the classic pair does not trace. Every call is recorded once, by one side,
  * but for a call of the session probe still open when it goes (counted as abandoned). */
 bool malloc_late = false;
-/* Processes forked from the target, or from one of these, with an address space of their own
- * (not threads, not vfork), that still run the target's program: they inherited malloc's
- * breakpoints. An exec, or the exit of the whole process, takes one out. Kept while
+/* Processes forked from the target, or from one of these, that still run the target's program
+ * (not threads): IMAGE_OWN, in a copy of its address space, with malloc's breakpoints; or
+ * IMAGE_SHARED, in the target's own (CLONE_VM, as vfork and posix_spawn do), followed for
+ * their forks. An exec, or the exit of the whole process, takes one out. Kept while
  * target_forked is attached (with session probes only). */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 1024);
-	__type(key, __u32);  /* PID */
-	__type(value, __u8); /* 1 */
+	__type(key, __u32); /* PID */
+	__type(value, struct image_child);
 } image_children SEC(".maps");
 /* Such processes `image_children` had no room for: the recorder hands over at once. */
 __u64 image_children_lost = 0;
 
-/* Wakes the recorder at each fork that adds to `image_children` (until the hand-over, the child
- * traps on every malloc). The recorder discards what it holds and reads the map. */
+/* Wakes the recorder at each fork that adds an IMAGE_OWN process (until the hand-over, it traps
+ * on every malloc). The recorder discards what it holds and reads the map. */
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 4096);
@@ -754,22 +755,35 @@ int open_session_calls(struct bpf_iter__task *ctx)
 	return 0;
 }
 
-/* Adds the target's forks into processes of their own, and their own forks before they exec,
- * to `image_children`. */
+/* Adds the processes the target forks, and those they fork before they exec, to
+ * `image_children`. */
 SEC("tp_btf/sched_process_fork")
 int BPF_PROG(target_forked, struct task_struct *parent, struct task_struct *child)
 {
 	__u32 ppid = parent->tgid, pid = child->tgid;
-	__u8 one = 1;
+	struct image_child c = { .fork_ns = bpf_ktime_get_ns(), .kind = IMAGE_OWN };
+	bool shares = child->mm == parent->mm;
 
-	if (child->mm == parent->mm)
-		return 0;
-	if (ppid != target_tgid && !bpf_map_lookup_elem(&image_children, &ppid))
-		return 0;
-	if (bpf_map_update_elem(&image_children, &pid, &one, BPF_ANY))
+	if (pid == ppid)
+		return 0; /* a thread */
+	if (ppid == target_tgid) {
+		if (shares)
+			c.kind = IMAGE_SHARED;
+	} else {
+		struct image_child *p = bpf_map_lookup_elem(&image_children, &ppid);
+
+		if (!p)
+			return 0;
+		/* Its own copy of an address space with malloc's breakpoints, or (CLONE_VM) its
+		 * parent's. */
+		if (shares)
+			c.kind = p->kind;
+	}
+	if (bpf_map_update_elem(&image_children, &pid, &c, BPF_ANY))
 		__sync_fetch_and_add(&image_children_lost, 1);
 	/* Should it fail (the ring full), the recorder has yet to read it: it reads the map then. */
-	bpf_ringbuf_output(&fork_wake, &pid, sizeof(pid), BPF_RB_FORCE_WAKEUP);
+	if (c.kind == IMAGE_OWN)
+		bpf_ringbuf_output(&fork_wake, &pid, sizeof(pid), BPF_RB_FORCE_WAKEUP);
 	return 0;
 }
 

@@ -592,14 +592,40 @@ fn u32_at(b: &[u8], off: usize) -> u32 {
 /// exec at once, into a program without breakpoints, and leave the session probes their use.
 pub const FORK_EXEC_WAIT: std::time::Duration = std::time::Duration::from_millis(10);
 
+/// `FORK_EXEC_WAIT`, or the test hook LEAK_RECORD_TEST_FORK_EXEC_WAIT_MS (for tests whose
+/// children must exec or exit within it on a loaded machine).
+fn fork_exec_wait() -> std::time::Duration {
+    std::env::var("LEAK_RECORD_TEST_FORK_EXEC_WAIT_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map_or(FORK_EXEC_WAIT, std::time::Duration::from_millis)
+}
+
+/// CLOCK_MONOTONIC in nanoseconds, as BPF's bpf_ktime_get_ns.
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec, which `ts` is.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    let secs = u64::try_from(ts.tv_sec).unwrap_or(0);
+    let nanos = u64::try_from(ts.tv_nsec).unwrap_or(0);
+    secs.saturating_mul(1_000_000_000).saturating_add(nanos)
+}
+
 /// `Tracer::watch_forks`.
 struct ForkWatch {
     /// target_forked, image_child_exec and image_child_exit.
     _links: Vec<Link>,
     /// Emptied of `fork_wake`'s records, which only wake leak-record.
     ring: libbpf_rs::RingBuffer<'static>,
-    /// The processes of `image_children` seen so far, and when first.
-    seen: HashMap<u32, std::time::Instant>,
+    /// `fork_exec_wait()`.
+    wait: std::time::Duration,
+    /// `monotonic_ns()` before the first session probe was attached (u64::MAX before).
+    since: u64,
+    /// When the next process of `image_children` will have run the program for `wait`.
+    next: Option<u64>,
 }
 
 fn u64_at(b: &[u8], off: usize) -> u64 {
@@ -630,6 +656,9 @@ impl Tracer<'_> {
             if self.sessions && p.may_skip_return() {
                 // One link and one program for both sides of the call; the classic pair,
                 // loaded anyway, if the kernel refuses it.
+                if let Some(watch) = self.fork_watch.as_mut() {
+                    watch.since = watch.since.min(monotonic_ns());
+                }
                 match attach_session(&progs.malloc_session, pid, p) {
                     Ok(link) => {
                         self.session_links.push((link, p.clone()));
@@ -691,8 +720,17 @@ impl Tracer<'_> {
         Ok(ForkWatch {
             _links: links,
             ring: ring.build()?,
-            seen: HashMap::new(),
+            wait: fork_exec_wait(),
+            // Set as the first session probe is attached: no fork before has its breakpoints.
+            since: u64::MAX,
+            next: None,
         })
+    }
+
+    /// How long a forked child may run the target's program before `image_child` returns it
+    /// (`FORK_EXEC_WAIT`).
+    pub fn fork_exec_wait(&self) -> std::time::Duration {
+        self.fork_watch.as_ref().map_or(FORK_EXEC_WAIT, |w| w.wait)
     }
 
     /// Whether `image_child` may find a child: session probes are attached, and
@@ -701,57 +739,64 @@ impl Tracer<'_> {
         self.fork_watch.is_some() && !self.session_links.is_empty()
     }
 
-    /// A descriptor that becomes readable when the target forks, while [`Self::watches_forks`]
-    /// (then [`Self::image_child`] empties it).
+    /// A descriptor that becomes readable when the target, or a process it forked, forks,
+    /// while [`Self::watches_forks`] (then [`Self::image_child`] empties it).
     pub fn fork_wake(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
         use std::os::fd::AsFd;
         self.watches_forks()
             .then(|| self.skel.maps.fork_wake.as_fd())
     }
 
-    /// How long until [`Self::image_child`] may find a child it has seen still running the
-    /// target's program `FORK_EXEC_WAIT` after, if it has seen one.
+    /// How long until [`Self::image_child`] may find a child that has run the target's
+    /// program for `fork_exec_wait` since its fork, if one is running it now.
     pub fn fork_check_in(&self) -> Option<std::time::Duration> {
         let watch = self.fork_watch.as_ref().filter(|_| self.watches_forks())?;
-        let first = watch.seen.values().min()?;
-        Some((*first + FORK_EXEC_WAIT).saturating_duration_since(std::time::Instant::now()))
+        let next = watch.next?;
+        let ns = next.saturating_sub(monotonic_ns());
+        Some(std::time::Duration::from_nanos(ns))
     }
 
-    /// A process forked from the target (or from such a process) that still runs the
-    /// target's program, without exec, `FORK_EXEC_WAIT` after leak-record first saw it: it
-    /// traps on every malloc until `leave_sessions`. Some(0) if the BPF map of such processes
-    /// ran out of room (one went unfollowed).
+    /// A process forked from the target (or from such a process, bpf/leak.bpf.c
+    /// `image_children`) that has run the target's program in an address space of its own for
+    /// `fork_exec_wait` since its fork, without exec: it traps on every malloc until
+    /// `leave_sessions`. Some(0) if the BPF map of such processes ran out of room (one went
+    /// unfollowed).
     pub fn image_child(&mut self) -> Option<u32> {
         if !self.watches_forks() {
             return None;
         }
+        let watch = self.fork_watch.as_mut()?;
+        // First: a fork after this wakes the next poll, one before it is in the map.
+        let _ = watch.ring.consume();
         let lost = self.skel.maps.bss_data.as_deref().map_or(0, |bss| {
             // SAFETY: `bss` is the loaded object's mapped .bss, valid while the skeleton is;
             // BPF adds to the aligned u64 atomically, so a volatile read sees a whole value.
             unsafe { std::ptr::addr_of!(bss.image_children_lost).read_volatile() }
         });
-        let present: HashSet<u32> = self
-            .skel
-            .maps
-            .image_children
-            .keys()
-            .filter_map(|k| k.as_slice().try_into().ok().map(u32::from_ne_bytes))
-            .collect();
-        let watch = self.fork_watch.as_mut()?;
-        // Nothing to read: the map says it all.
-        let _ = watch.ring.consume();
-        let now = std::time::Instant::now();
-        watch.seen.retain(|pid, _| present.contains(pid));
-        for pid in present {
-            watch.seen.entry(pid).or_insert(now);
+        let map = &self.skel.maps.image_children;
+        let now = monotonic_ns();
+        let wait = u64::try_from(watch.wait.as_nanos()).unwrap_or(u64::MAX);
+        let (mut child, mut next) = (None::<u32>, None::<u64>);
+        for key in map.keys() {
+            let Ok(Some(value)) = map.lookup(&key, MapFlags::ANY) else {
+                continue; // gone meanwhile
+            };
+            let pid = key.as_slice().try_into().map_or(0, u32::from_ne_bytes);
+            let fork_ns = u64_at(&value, offset_of!(types::image_child, fork_ns));
+            let kind = u32_at(&value, offset_of!(types::image_child, kind));
+            let own = kind == types::image_kind::IMAGE_OWN.0;
+            // Forked before the session probes were attached: without their breakpoints.
+            if pid == 0 || !own || fork_ns < watch.since {
+                continue;
+            }
+            let due = fork_ns.saturating_add(wait);
+            if now >= due {
+                child = Some(child.map_or(pid, |c| c.min(pid)));
+            } else {
+                next = Some(next.map_or(due, |n| n.min(due)));
+            }
         }
-        let waited = |seen: &std::time::Instant| now.duration_since(*seen) >= FORK_EXEC_WAIT;
-        let child = watch
-            .seen
-            .iter()
-            .filter(|(_, seen)| waited(seen))
-            .map(|(pid, _)| *pid)
-            .min();
+        watch.next = next;
         child.or((lost > 0).then_some(0))
     }
 

@@ -490,7 +490,7 @@ impl Session<'_, '_> {
         } else {
             format!(
                 "PID {child}, forked from PID {pid}, still runs its program {} ms later",
-                bpf::FORK_EXEC_WAIT.as_millis()
+                self.tracer.fork_exec_wait().as_millis()
             )
         };
         match self.tracer.leave_sessions(pid) {

@@ -445,17 +445,20 @@ fn record_forking(
         return None;
     }
     t_in.write_all(b"go\n").unwrap();
-    wait_for_line(&mut t_out, "forked", limit, "fixture");
-    wait_for_line(&mut rec.stderr, said, limit, "recorder");
+    let mut out = wait_for_line(&mut t_out, "forked", limit, "fixture");
+    let mut stderr = head;
+    stderr += &wait_for_line(&mut rec.stderr, said, limit, "recorder");
     t_in.write_all(b"go\n").unwrap();
-    let out = wait_for_line(&mut t_out, "done", limit, "fixture");
-    wait_for_line(&mut rec.stderr, "snapshot", limit, "recorder");
+    out += &wait_for_line(&mut t_out, "done", limit, "fixture");
+    stderr += &wait_for_line(&mut rec.stderr, "snapshot", limit, "recorder");
     drop(t_in);
     if let Some(mut target) = attached {
         assert!(target.wait().unwrap().success());
     }
-    let r = rec.finish();
+    let mut r = rec.finish();
     r.assert_clean();
+    // All leak-record said, these lines read on the way included.
+    r.stderr = stderr + &r.stderr;
     Some((out, r))
 }
 
@@ -561,7 +564,9 @@ fn children_that_exec_or_exit_leave_the_session_probes_in_place() {
         "--wait-start",
     ];
     let mode = ["--wait-end", "fork_exec", "1000", "100"];
-    let mut rec = start_recorder_piped(&[], &[&options[..], &mode].concat());
+    // 1 s for the children to exec or exit, on a loaded machine.
+    let env = [("LEAK_RECORD_TEST_FORK_EXEC_WAIT_MS", "1000")];
+    let mut rec = start_recorder_piped(&env, &[&options[..], &mode].concat());
     let mut t_in = rec.child.stdin.take().unwrap();
     let mut t_out = BufReader::new(rec.child.stdout.take().unwrap());
     let limit = Duration::from_secs(30);
@@ -574,9 +579,9 @@ fn children_that_exec_or_exit_leave_the_session_probes_in_place() {
     }
     t_in.write_all(b"go\n").unwrap();
     let mut out = wait_for_line(&mut t_out, "exec'd traps", limit, "fixture");
-    // Time for leak-record to look at the children while the exec'd one runs (it looks
-    // 10 ms after it saw them): two snapshots. Then the exec'd child reads its line.
-    for _ in 0..2 {
+    // Time for leak-record to look at the children while the exec'd one runs (it looks 1 s
+    // after their fork): eight snapshots. Then the exec'd child reads its line.
+    for _ in 0..8 {
         said += &wait_for_line(&mut rec.stderr, "snapshot", limit, "recorder");
     }
     t_in.write_all(b"go\n").unwrap();
@@ -606,7 +611,8 @@ fn children_that_exec_or_exit_leave_the_session_probes_in_place() {
 }
 
 /// A grandchild that runs the target's program, its parent gone (`leaky fork_grandchild`: a
-/// double fork): followed as well, it makes the session probes give way.
+/// double fork), is followed as well, and makes the session probes give way; also when its
+/// parent shared the target's memory (`vm`: clone(CLONE_VM), as vfork and posix_spawn do).
 #[test]
 fn a_grandchild_without_exec_makes_session_probes_give_way() {
     let Some(_probes) = bpf_shared() else {
@@ -614,12 +620,25 @@ fn a_grandchild_without_exec_makes_session_probes_give_way() {
     };
     let none = malloc_traps_unprobed();
     let said = "malloc has the classic pair from now on";
-    let mode = ["fork_grandchild"];
-    let Some((out, r)) = record_forking(&[], said, Target::Started, &mode) else {
-        return;
-    };
-    assert_eq!(malloc_traps(&out, "grandchild"), none, "{out}");
-    assert_eq!(r.state.losses, Losses::default());
+    // 1 s for the child that exits to do so, on a loaded machine: the grandchild is the one.
+    let env = [("LEAK_RECORD_TEST_FORK_EXEC_WAIT_MS", "1000")];
+    for mode in [&["fork_grandchild"][..], &["fork_grandchild", "vm"]] {
+        let Some((out, r)) = record_forking(&env, said, Target::Started, mode) else {
+            return;
+        };
+        let grandchild = out
+            .lines()
+            .find_map(|l| l.strip_prefix("grandchild PID "))
+            .unwrap_or_else(|| panic!("no grandchild PID in:\n{out}"));
+        let named = format!("PID {grandchild}, forked from PID");
+        assert!(
+            r.stderr.contains(&named),
+            "{mode:?}: {named:?} not in:\n{}",
+            r.stderr
+        );
+        assert_eq!(malloc_traps(&out, "grandchild"), none, "{mode:?}: {out}");
+        assert_eq!(r.state.losses, Losses::default(), "{mode:?}");
+    }
 }
 
 #[test]
