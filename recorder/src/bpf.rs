@@ -295,6 +295,14 @@ pub fn load<'obj>(
     open.progs.image_child_exec.set_autoload(opts.sessions);
     open.progs.image_child_exit.set_autoload(opts.sessions);
     open.progs.open_session_calls.set_autoload(opts.sessions);
+    // Test hook: a map of followed children too small, as a process forking thousands would
+    // find it.
+    if let Some(n) = std::env::var("LEAK_RECORD_TEST_IMAGE_CHILDREN")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        open.maps.image_children.set_max_entries(n)?;
+    }
     if opts.sessions && test_refuse_sessions() == Some(RefuseAt::Load) {
         // An attach type the kernel refuses for this program: a real refusal, as a kernel that
         // announces sessions but rejects the program would give.

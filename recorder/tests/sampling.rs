@@ -641,6 +641,29 @@ fn a_grandchild_without_exec_makes_session_probes_give_way() {
     }
 }
 
+/// More children running the target's program than the BPF map follows: the one left out
+/// still loses its breakpoints, as leak-record hands over at once and says why. (A map of
+/// one: the double fork's child fits, the grandchild does not.)
+#[test]
+fn children_beyond_the_followed_ones_make_session_probes_give_way_at_once() {
+    let Some(_probes) = bpf_shared() else {
+        return;
+    };
+    let none = malloc_traps_unprobed();
+    let said = "more than leak-record follows: such a process traps on every malloc";
+    let env = [
+        ("LEAK_RECORD_TEST_IMAGE_CHILDREN", "1"),
+        // Not the child's wait: the hand-over is for the one left out.
+        ("LEAK_RECORD_TEST_FORK_EXEC_WAIT_MS", "60000"),
+    ];
+    let mode = ["fork_grandchild"];
+    let Some((out, r)) = record_forking(&env, said, Target::Started, &mode) else {
+        return;
+    };
+    assert_eq!(malloc_traps(&out, "grandchild"), none, "{out}");
+    assert_eq!(r.state.losses, Losses::default());
+}
+
 #[test]
 fn a_failed_hand_over_keeps_the_session_probes_and_says_so() {
     let Some(_probes) = bpf_alone() else {
