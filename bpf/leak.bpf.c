@@ -234,6 +234,12 @@ static __always_inline int enter_thread(struct thread_state *st, __u64 sp, __u64
 	return RUN_RETURN;
 }
 
+/* A call of a session probe is open on this thread. */
+static __always_inline bool session_call_open(const struct thread_state *st)
+{
+	return st->call.depth && (st->call.flags & CALL_BY_SESSION);
+}
+
 /* `enter_thread` for the current thread, if it is the target's. */
 static __always_inline int enter(struct pt_regs *ctx, __u64 size, __u64 old_ptr, __u64 memptr,
 				 __u32 type, bool session)
@@ -734,7 +740,7 @@ int BPF_URETPROBE(malloc_exit_late, void *ret)
 	}
 	/* Nor is a call the session probe opened its own: this entry could not get the thread's
 	 * state. (One it left open past the hand-over is reopened as a classic call.) */
-	if (st && st->call.depth && (st->call.flags & CALL_BY_SESSION))
+	if (st && session_call_open(st))
 		return 0;
 	return leave_thread(ctx, st, pid_tgid, (__u64)ret);
 }
@@ -750,7 +756,7 @@ int open_session_calls(struct bpf_iter__task *ctx)
 	if (!task || task->tgid != target_tgid)
 		return 0;
 	st = bpf_task_storage_get(&threads, task, 0, 0);
-	if (st && st->call.depth && (st->call.flags & CALL_BY_SESSION))
+	if (st && session_call_open(st))
 		bpf_seq_write(ctx->meta->seq, "s", 1);
 	return 0;
 }

@@ -111,8 +111,8 @@ struct pending_call {
 /* pending_call.flags: the open call was opened by a session probe (bpf/leak.bpf.c, `enter`). */
 #define CALL_BY_SESSION 1
 
-/* A process that may run the target's program in an address space of its own
- * (bpf/leak.bpf.c, `image_children`). */
+/* A process forked from the target that may still run its program (bpf/leak.bpf.c,
+ * `image_children`). */
 enum image_kind {
 	IMAGE_OWN = 1,    /* a copy of the target's address space (or of such a copy) */
 	IMAGE_SHARED = 2, /* the target's own address space (CLONE_VM, not a thread) */

@@ -297,10 +297,7 @@ pub fn load<'obj>(
     open.progs.open_session_calls.set_autoload(opts.sessions);
     // Test hook: a map of followed children too small, as a process forking thousands would
     // find it.
-    if let Some(n) = std::env::var("LEAK_RECORD_TEST_IMAGE_CHILDREN")
-        .ok()
-        .and_then(|v| v.parse().ok())
-    {
+    if let Some(n) = test_hook("LEAK_RECORD_TEST_IMAGE_CHILDREN") {
         open.maps.image_children.set_max_entries(n)?;
     }
     if opts.sessions && test_refuse_sessions() == Some(RefuseAt::Load) {
@@ -598,28 +595,16 @@ fn u32_at(b: &[u8], off: usize) -> u32 {
 /// How long a process forked from the target may run the target's program, and trap on every
 /// malloc under session probes, before leak-record gives malloc the classic pair: most children
 /// exec at once, into a program without breakpoints, and leave the session probes their use.
-pub const FORK_EXEC_WAIT: std::time::Duration = std::time::Duration::from_millis(10);
+const FORK_EXEC_WAIT: std::time::Duration = std::time::Duration::from_millis(10);
 
-/// `FORK_EXEC_WAIT`, or the test hook LEAK_RECORD_TEST_FORK_EXEC_WAIT_MS (for tests whose
-/// children must exec or exit within it on a loaded machine).
-fn fork_exec_wait() -> std::time::Duration {
-    std::env::var("LEAK_RECORD_TEST_FORK_EXEC_WAIT_MS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .map_or(FORK_EXEC_WAIT, std::time::Duration::from_millis)
+/// A number from the test hook variable `name`, if it is set.
+fn test_hook<T: std::str::FromStr>(name: &str) -> Option<T> {
+    std::env::var(name).ok().and_then(|v| v.parse().ok())
 }
 
 /// CLOCK_MONOTONIC in nanoseconds, as BPF's bpf_ktime_get_ns.
 fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes one timespec, which `ts` is.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    let secs = u64::try_from(ts.tv_sec).unwrap_or(0);
-    let nanos = u64::try_from(ts.tv_nsec).unwrap_or(0);
-    secs.saturating_mul(1_000_000_000).saturating_add(nanos)
+    crate::procfs::clock_ns(libc::CLOCK_MONOTONIC)
 }
 
 /// `Tracer::watch_forks`.
@@ -628,7 +613,7 @@ struct ForkWatch {
     _links: Vec<Link>,
     /// Emptied of `fork_wake`'s records, which only wake leak-record.
     ring: libbpf_rs::RingBuffer<'static>,
-    /// `fork_exec_wait()`.
+    /// `FORK_EXEC_WAIT`, or the test hook's.
     wait: std::time::Duration,
     /// `monotonic_ns()` before the first session probe was attached (u64::MAX before).
     since: u64,
@@ -728,7 +713,10 @@ impl Tracer<'_> {
         Ok(ForkWatch {
             _links: links,
             ring: ring.build()?,
-            wait: fork_exec_wait(),
+            // Test hook: longer, for tests whose children must exec or exit within it on a
+            // loaded machine.
+            wait: test_hook("LEAK_RECORD_TEST_FORK_EXEC_WAIT_MS")
+                .map_or(FORK_EXEC_WAIT, std::time::Duration::from_millis),
             // Set as the first session probe is attached: no fork before has its breakpoints.
             since: u64::MAX,
             next: None,
