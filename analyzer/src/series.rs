@@ -373,9 +373,17 @@ impl Shard {
             let (index, k) = (index as usize, k as usize);
             // Slots are numbered in order of first appearance, so a new series comes next.
             if index == self.series.len() {
+                let per_sample = final_per_sample(self.expected, k, self.cap);
+                // Room for the closed samples it ends with, when the length is known: growing
+                // by doubling copied each buffer up to nine times and left half of it unused.
+                let closed = self
+                    .expected
+                    .map_or(0, |n| n.saturating_sub(k).div_ceil(per_sample as usize))
+                    .saturating_sub(1);
                 self.series.push(Series {
                     filled_to: k,
-                    per_sample: final_per_sample(self.expected, k, self.cap),
+                    per_sample,
+                    samples: Vec::with_capacity(closed.min(self.cap)),
                     ..Series::new()
                 });
             }
