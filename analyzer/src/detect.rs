@@ -1232,6 +1232,33 @@ mod tests {
     }
 
     #[test]
+    fn kendall_s_counts_in_total_cmp_order() {
+        let y = [
+            3.0,
+            -0.0,
+            0.0,
+            f64::NAN,
+            1.5,
+            f64::NEG_INFINITY,
+            3.0,
+            -f64::NAN,
+            f64::INFINITY,
+            0.0,
+            -2.5,
+        ];
+        let mut expected = 0i64;
+        for i in 0..y.len() {
+            for j in i + 1..y.len() {
+                expected += y[j].total_cmp(&y[i]) as i64;
+            }
+        }
+        assert_eq!(kendall_s(&y), expected as f64);
+        // -0 before +0, and two equal values, as total_cmp counts them.
+        assert_eq!(kendall_s(&[0.0, -0.0]), -1.0);
+        assert_eq!(kendall_s(&[-0.0, 0.0, 0.0]), 2.0);
+    }
+
+    #[test]
     fn mann_kendall_exact_distribution_for_small_n() {
         // n = 3: S = 3, 1, -1, -3 in 1, 2, 2, 1 of the 6 orders.
         assert!((exact_upper_tail(3, 1.0) - 0.5).abs() < 1e-15);
