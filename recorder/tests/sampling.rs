@@ -571,20 +571,29 @@ fn a_malloc_running_through_the_hand_over_is_said_and_counted_as_abandoned() {
 
 /// Children that exec or exit at once (`leaky fork_exec`: one of each) take malloc's
 /// breakpoints with them: the session probes stay to the end of the recording, and the
-/// exec'd program's malloc is free of breakpoints.
+/// exec'd program's malloc is free of breakpoints. Also when a thread other than the child's
+/// first execs (`thread`: the process keeps its PID).
 #[test]
 fn children_that_exec_or_exit_leave_the_session_probes_in_place() {
     let Some(_probes) = bpf_shared() else {
         return;
     };
+    for mode in [
+        &["fork_exec", "1000", "100"][..],
+        &["fork_exec", "1000", "100", "thread"],
+    ] {
+        children_exec_or_exit(mode);
+    }
+}
+
+fn children_exec_or_exit(mode: &[&str]) {
     let none = malloc_traps_unprobed();
     // --min-size 100: leak_here's 100-byte blocks are recorded, churn_loop's 64-byte ones
     // skip their return (a session probe's saving, which the hand-over would end).
     let options = ["-i", "200ms", "--min-size", "100"];
-    let mode = ["fork_exec", "1000", "100"];
     // 1 s for the children to exec or exit, on a loaded machine.
     let env = [("LEAK_RECORD_TEST_FORK_EXEC_WAIT_MS", "1000")];
-    let (mut rec, mut t_in, mut t_out) = start_leaky_piped(&env, &options, &mode);
+    let (mut rec, mut t_in, mut t_out) = start_leaky_piped(&env, &options, mode);
     let limit = Duration::from_secs(30);
     let mut said = wait_for_line(&mut rec.stderr, "recording PID", limit, "recorder");
     if !sessions_in_kernel(&said) {
@@ -606,27 +615,32 @@ fn children_that_exec_or_exit_leave_the_session_probes_in_place() {
     let r = rec.finish();
     r.assert_clean();
     said += &r.stderr;
-    assert!(!said.contains("classic pair"), "{said}");
+    assert!(!said.contains("classic pair"), "{mode:?}: {said}");
     // The session probes skipped returns to the end, none handed over.
     assert!(
         !said.contains("when a forked process kept running"),
-        "{said}"
+        "{mode:?}: {said}"
     );
-    assert!(skipped_returns(&said) >= Some(1000), "{said}");
-    assert_eq!(malloc_traps(&out, "exec'd"), none, "{out}");
+    assert!(skipped_returns(&said) >= Some(1000), "{mode:?}: {said}");
+    assert_eq!(malloc_traps(&out, "exec'd"), none, "{mode:?}: {out}");
     let leak = r.by_function("leak_here");
-    assert_eq!((leak.bytes, leak.count), (200_000, 2000), "{said}");
+    assert_eq!(
+        (leak.bytes, leak.count),
+        (200_000, 2000),
+        "{mode:?}: {said}"
+    );
     // churn_loop's frees are of blocks below --min-size, which were never recorded.
     let expected = Losses {
         unknown_free: 1000,
         ..Losses::default()
     };
-    assert_eq!(r.state.losses, expected);
+    assert_eq!(r.state.losses, expected, "{mode:?}");
 }
 
 /// A grandchild that runs the target's program, its parent gone (`leaky fork_grandchild`: a
 /// double fork), is followed as well, and makes the session probes give way; also when its
-/// parent shared the target's memory (`vm`: clone(CLONE_VM), as vfork and posix_spawn do).
+/// parent shared the target's memory (`vm`: clone(CLONE_VM), as vfork and posix_spawn do),
+/// or forked it from a thread other than its first (`thread`).
 #[test]
 fn a_grandchild_without_exec_makes_session_probes_give_way() {
     let Some(_probes) = bpf_shared() else {
@@ -636,7 +650,14 @@ fn a_grandchild_without_exec_makes_session_probes_give_way() {
     let said = "malloc has the classic pair from now on";
     // 1 s for the child that exits to do so, on a loaded machine: the grandchild is the one.
     let env = [("LEAK_RECORD_TEST_FORK_EXEC_WAIT_MS", "1000")];
-    for mode in [&["fork_grandchild"][..], &["fork_grandchild", "vm"]] {
+    // The grandchild of a forked child, of a CLONE_VM child, and of a second thread of a
+    // forked child (the fork's parent task is then not the process's leader).
+    let modes = [
+        &["fork_grandchild"][..],
+        &["fork_grandchild", "vm"],
+        &["fork_grandchild", "thread"],
+    ];
+    for mode in modes {
         let Some((out, r)) = record_forking(&env, said, Target::Started, mode) else {
             return;
         };
