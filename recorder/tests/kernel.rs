@@ -99,7 +99,7 @@ fn record_fileleak(args: &[&str], filters: &[&str]) -> Run {
 fn private_copy(src: &Path, name: &str) -> (tempfile::TempDir, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let exe = dir.path().join(name);
-    std::fs::copy(src, &exe).unwrap();
+    copy_program(src, &exe);
     (dir, exe)
 }
 

@@ -658,7 +658,7 @@ fn a_non_root_recorder_needs_exactly_the_documented_capabilities() {
     // The recommended setup: file capabilities on a copy of the binary (not ambient ones, which
     // the started command would inherit). The command form records exactly.
     let bin = dir.path().join("leak-record");
-    fs::copy(RECORDER, &bin).unwrap();
+    copy_program(Path::new(RECORDER), &bin);
     let setcap = Command::new("setcap")
         .arg("cap_sys_admin,cap_bpf,cap_perfmon+ep")
         .arg(&bin)

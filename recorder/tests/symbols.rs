@@ -5,39 +5,20 @@
 #![allow(clippy::unwrap_used)] // a test that cannot unwrap has failed
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use leak_format::AllocKind;
 use leak_report::symbolize::{Options, Resolver, SymFrame};
 use leak_report::{input, series};
 use object::{Object, ObjectSegment};
 
-const RECORDER: &str = env!("CARGO_BIN_EXE_leak-record");
+mod common;
+use common::{bpf_ready, copy_program, fixtures, RECORDER};
 
-fn bpf_ready() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
-        return true;
-    }
-    if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
-        panic!("BPF test cannot run in CI: not root");
-    }
-    eprintln!("skipping BPF test: not root");
-    false
-}
-
-/// A private copy of the fixture `leaky` (built by fixtures/build.sh) at `dir/name`.
+/// A private copy of the fixture `leaky` at `dir/name`.
 fn copy_fixture(dir: &Path, name: &str) -> PathBuf {
-    let built = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("fixtures-symbols");
-    let status = Command::new("bash")
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/build.sh"))
-        .arg(&built)
-        .stdout(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(status.success());
     let dst = dir.join(name);
-    std::fs::copy(built.join("leaky"), &dst).unwrap();
+    copy_program(&fixtures().join("leaky"), &dst);
     dst
 }
 

@@ -376,6 +376,26 @@ pub fn spawn_waiting(args: &[&str]) -> (Child, BufReader<ChildStdout>) {
     (child, out)
 }
 
+/// Copies the program `src` to `dst` with `cp`, in a child process, so that this process never
+/// holds a descriptor open for writing on a file it will run. The test harness forks from
+/// several threads at once: a fork from another thread while `fs::copy` had `dst` open would
+/// carry the writable descriptor into that child until its own exec, and an exec of `dst`
+/// in that window fails with ETXTBSY ("Text file busy"). O_CLOEXEC does not close that window.
+pub fn copy_program(src: &Path, dst: &Path) {
+    let status = Command::new("cp")
+        .arg("--")
+        .arg(src)
+        .arg(dst)
+        .status()
+        .expect("run cp");
+    assert!(
+        status.success(),
+        "cp {} {}: {status}",
+        src.display(),
+        dst.display()
+    );
+}
+
 /// A tmpfs mounted for the test, unmounted however the test ends.
 pub struct Tmpfs(pub PathBuf);
 
