@@ -5,7 +5,7 @@
 #![allow(clippy::unwrap_used)] // a test that cannot unwrap has failed
 use std::collections::HashMap;
 use std::fs;
-use std::io::Write;
+use std::io::{BufReader, Read, Write};
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -386,10 +386,12 @@ fn sigkill_mid_run_leaves_every_complete_snapshot_readable() {
     rec.child.wait().unwrap();
     let out = rec.out.clone();
     let (state, tail) = read_recording(&out);
-    // The fixture runs on (the kernel detached the recorder); end it.
-    let _ = Command::new("pkill")
-        .args(["-f", "leaky slow 100000 100 5"])
-        .status();
+    // The fixture runs on (the kernel detached the recorder); end it. It runs for minutes
+    // yet, so its PID is still its own.
+    if let Some(h) = &state.header {
+        // SAFETY: kill has no memory-safety preconditions.
+        unsafe { libc::kill(h.target.pid as i32, libc::SIGKILL) };
+    }
     assert!(
         state.end.is_none(),
         "a killed recorder writes no end record"
@@ -682,14 +684,16 @@ fn duration_ends_the_recording_and_the_started_command() {
         &[&fixture("leaky"), "slow", "100000", "64", "10"],
     );
     r.assert_clean();
-    assert!(start.elapsed() < Duration::from_secs(15));
+    // Loading and attaching included, on a loaded machine.
+    assert!(start.elapsed() < Duration::from_secs(30));
     assert_eq!(
         r.state.end.as_ref().unwrap().reason,
         leak_format::EndReason::Duration
     );
-    // Ticks at 0.5, 1 and 1.5 s and the final snapshot; a tick missed under load is skipped.
+    // Ticks at 0.5, 1 and 1.5 s and the final snapshot; a tick missed under load is skipped
+    // (two of them on a machine that stalls for a second).
     let n = r.state.snapshots;
-    assert!((3..=5).contains(&n), "{n} snapshots");
+    assert!((2..=5).contains(&n), "{n} snapshots");
     let pid = r.state.header.as_ref().unwrap().target.pid;
     assert!(
         !Path::new(&format!("/proc/{pid}")).exists(),
@@ -705,29 +709,49 @@ fn sigterm_stops_with_a_final_snapshot_and_an_end_record() {
         return;
     }
     let leaky = fixture("leaky");
-    let mut rec = start_recorder(&["-i", "10s", "--", &leaky, "slow", "100000", "64", "10"]);
-    wait_for_line(
-        &mut rec.stderr,
-        "recording PID",
-        Duration::from_secs(30),
-        "recorder",
+    // The command shares the recorder's stdin and stdout: it says "done" after its 20 leaks,
+    // then waits for a line, so the signal comes after a known amount of work, not after a
+    // sleep that a loaded machine may not honour.
+    let mut rec = start_recorder_piped(
+        &[],
+        &[
+            "-i",
+            "10s",
+            "--",
+            &leaky,
+            "--wait-end",
+            "slow",
+            "20",
+            "64",
+            "10",
+        ],
     );
-    std::thread::sleep(Duration::from_millis(500));
-    // SAFETY: kill has no memory-safety preconditions.
+    let stdin = rec.child.stdin.take();
+    let mut stdout = BufReader::new(rec.child.stdout.take().unwrap());
+    wait_for_line(&mut stdout, "done", Duration::from_secs(60), "leaky");
+    // SAFETY: kill has no memory-safety preconditions; the PID is our own live child.
     unsafe { libc::kill(rec.child.id() as i32, libc::SIGTERM) };
-    assert!(rec.child.wait().unwrap().success());
+    let status = rec.child.wait().unwrap();
+    drop(stdin);
+    let mut stderr = String::new();
+    rec.stderr.read_to_string(&mut stderr).unwrap();
     let (state, tail) = read_recording(&rec.out);
-    assert!(tail.is_none());
+    let r = Recorded {
+        state,
+        tail,
+        stdout: String::new(),
+        stderr,
+        code: status.code(),
+    };
+    r.assert_clean();
     assert_eq!(
-        state.end.unwrap().reason,
+        r.state.end.as_ref().unwrap().reason,
         leak_format::EndReason::Signal(libc::SIGTERM)
     );
     // The interval is 10 s: the only snapshot is the final one, taken at the signal.
-    assert_eq!(state.snapshots, 1);
-    assert!(state
-        .totals
-        .values()
-        .any(|t| t.outstanding_bytes() >= 64 * 20));
+    assert_eq!(r.state.snapshots, 1);
+    let t = r.by_function("leak_slowly");
+    assert_eq!((t.bytes, t.count), (64 * 20, 20), "{}", r.stderr);
 }
 
 #[test]
@@ -952,4 +976,36 @@ fn colliding_stack_hashes_are_counted_never_merged() {
         [(100_000, 1000)],
         "counted, on the placeholder"
     );
+}
+
+/// The harness itself: a wait for a line fails once its limit has passed even when the other
+/// end stays silent and open (a blocking read would hang the test run until CI's own limit),
+/// and still finds a last line without a newline.
+#[test]
+fn waiting_for_a_line_fails_on_silence_and_finds_an_unterminated_last_line() {
+    let mut silent = Command::new("sleep")
+        .arg("60")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(silent.stdout.take().unwrap());
+    let start = Instant::now();
+    let waited = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        wait_for_line(&mut out, "ready", Duration::from_millis(300), "sleep")
+    }));
+    let took = start.elapsed();
+    let _ = silent.kill();
+    let _ = silent.wait();
+    assert!(waited.is_err(), "a silent process gave a line");
+    assert!(took < Duration::from_secs(30), "waited {took:?} for 300 ms");
+
+    let mut talker = Command::new("printf")
+        .arg("one\ntwo, no newline: ready")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(talker.stdout.take().unwrap());
+    let seen = wait_for_line(&mut out, "ready", Duration::from_secs(30), "printf");
+    assert_eq!(seen, "one\ntwo, no newline: ready");
+    talker.wait().unwrap();
 }

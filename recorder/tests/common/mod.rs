@@ -5,7 +5,8 @@
 #![allow(clippy::unwrap_used)] // a test that cannot unwrap has failed
 use std::collections::HashMap;
 use std::fs;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
 use std::sync::OnceLock;
@@ -345,19 +346,58 @@ impl Running {
     }
 }
 
-/// Reads lines from `r` until one contains `needle`, or panics after `limit`.
-pub fn wait_for_line(r: &mut impl BufRead, needle: &str, limit: Duration, what: &str) -> String {
-    let start = Instant::now();
+/// Reads lines from `r` until one contains `needle`; panics at end of file, or once `limit`
+/// has passed, also while the other end is silent (a wait in `poll`, not a blocking read: a
+/// process that hangs fails the test instead of hanging it).
+pub fn wait_for_line<R: Read + AsRawFd>(
+    r: &mut BufReader<R>,
+    needle: &str,
+    limit: Duration,
+    what: &str,
+) -> String {
+    let deadline = Instant::now() + limit;
     let mut seen = String::new();
+    let mut line = Vec::new();
     loop {
-        let mut line = String::new();
-        let n = r.read_line(&mut line).unwrap_or(0);
-        if n == 0 || start.elapsed() > limit {
-            panic!("{what}: no line containing {needle:?}; got:\n{seen}");
+        if r.buffer().is_empty() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let mut fd = libc::pollfd {
+                fd: r.get_ref().as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            let ms = left.as_millis().min(i32::MAX as u128) as i32;
+            // SAFETY: fd points to one valid pollfd for the duration of the call.
+            let ready = unsafe { libc::poll(&mut fd, 1, ms) };
+            if ready < 0 {
+                continue; // EINTR: wait again for what is left
+            }
+            if ready == 0 {
+                seen.push_str(&String::from_utf8_lossy(&line));
+                panic!("{what}: no line containing {needle:?} within {limit:?}; got:\n{seen}");
+            }
         }
-        seen.push_str(&line);
-        if line.contains(needle) {
-            return seen;
+        let buf = r.fill_buf().unwrap_or(&[]);
+        if buf.is_empty() {
+            seen.push_str(&String::from_utf8_lossy(&line));
+            if String::from_utf8_lossy(&line).contains(needle) {
+                return seen;
+            }
+            panic!("{what}: no line containing {needle:?} before end of file; got:\n{seen}");
+        }
+        let (take, complete) = match buf.iter().position(|&b| b == b'\n') {
+            Some(i) => (i + 1, true),
+            None => (buf.len(), false),
+        };
+        line.extend_from_slice(&buf[..take]);
+        r.consume(take);
+        if complete {
+            let text = String::from_utf8_lossy(&line).into_owned();
+            line.clear();
+            seen.push_str(&text);
+            if text.contains(needle) {
+                return seen;
+            }
         }
     }
 }
