@@ -96,7 +96,10 @@ fn chromium() -> Option<PathBuf> {
 /// Runs headless chromium on `url` with `args`; returns (stdout, stderr).
 fn headless(browser: &Path, dir: &Path, args: &[&str], url: &str) -> (String, String) {
     let profile = tempfile::tempdir_in(dir).unwrap();
-    let o = Command::new(browser)
+    // Under `timeout`: a browser that wedges fails the test (empty output) instead of hanging it.
+    let o = Command::new("timeout")
+        .args(["--kill-after=10", "120"])
+        .arg(browser)
         .args([
             "--headless",
             "--no-sandbox",

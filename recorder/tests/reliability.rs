@@ -417,7 +417,7 @@ fn after_exec_the_new_program_is_recorded_and_the_old_leak_stays_flat() {
     let r = record(
         &["-i", "100ms"],
         &[
-            &lifecycle, "exec", "50", "100", "400", &leaky, "basic", "1000", "100",
+            &lifecycle, "exec", "50", "100", "1500", &leaky, "basic", "1000", "100",
         ],
     );
     r.assert_clean();
@@ -459,7 +459,7 @@ fn a_leak_in_a_dlclosed_library_is_symbolized_through_the_recorded_maps() {
             "dlopen",
             "100",
             "100",
-            "400",
+            "1500",
             &plugin,
         ])
         .status()

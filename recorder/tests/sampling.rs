@@ -591,8 +591,8 @@ fn children_exec_or_exit(mode: &[&str]) {
     // --min-size 100: leak_here's 100-byte blocks are recorded, churn_loop's 64-byte ones
     // skip their return (a session probe's saving, which the hand-over would end).
     let options = ["-i", "200ms", "--min-size", "100"];
-    // 1 s for the children to exec or exit, on a loaded machine.
-    let env = [("LEAK_RECORD_TEST_FORK_EXEC_WAIT_MS", "1000")];
+    // 3 s for the children to exec or exit, on a loaded machine.
+    let env = [("LEAK_RECORD_TEST_FORK_EXEC_WAIT_MS", "3000")];
     let (mut rec, mut t_in, mut t_out) = start_leaky_piped(&env, &options, mode);
     let limit = Duration::from_secs(30);
     let mut said = wait_for_line(&mut rec.stderr, "recording PID", limit, "recorder");
@@ -603,9 +603,9 @@ fn children_exec_or_exit(mode: &[&str]) {
     }
     t_in.write_all(b"go\n").unwrap();
     let mut out = wait_for_line(&mut t_out, "exec'd traps", limit, "fixture");
-    // Time for leak-record to look at the children while the exec'd one runs (it looks 1 s
-    // after their fork): eight snapshots. Then the exec'd child reads its line.
-    for _ in 0..8 {
+    // Time for leak-record to look at the children while the exec'd one runs (it looks 3 s
+    // after their fork): twenty snapshots. Then the exec'd child reads its line.
+    for _ in 0..20 {
         said += &wait_for_line(&mut rec.stderr, "snapshot", limit, "recorder");
     }
     t_in.write_all(b"go\n").unwrap();
@@ -648,8 +648,8 @@ fn a_grandchild_without_exec_makes_session_probes_give_way() {
     };
     let none = malloc_traps_unprobed();
     let said = "malloc has the classic pair from now on";
-    // 1 s for the child that exits to do so, on a loaded machine: the grandchild is the one.
-    let env = [("LEAK_RECORD_TEST_FORK_EXEC_WAIT_MS", "1000")];
+    // 3 s for the child that exits to do so, on a loaded machine: the grandchild is the one.
+    let env = [("LEAK_RECORD_TEST_FORK_EXEC_WAIT_MS", "3000")];
     // The grandchild of a forked child, of a CLONE_VM child, and of a second thread of a
     // forked child (the fork's parent task is then not the process's leader).
     let modes = [
