@@ -30,6 +30,11 @@ const volatile bool test_no_chunks = false;
 /* Walks that found their CPU's chunk held (by a preempted walk, or the test hook) and read their
  * records one by one: slower, same frames. The recorder reports it; not a loss. */
 __u64 chunkless_walks = 0;
+/* Execs of the target (a started command's first program included), and the first stack id
+ * handed out after the last one (`target_exec`): the stacks below it were walked in a program
+ * the target has left, and the recorder locates them in that program's memory map, not in the
+ * new one's (recorder/src/record.rs, `locate_before_exec`). */
+__u64 target_execs = 0; /* count << 32 | first id: one store, so read whole */
 
 /* Leaving session probes when the target forks (recorder/src/bpf.rs, `Tracer::leave_sessions`).
  * A child forked without exec inherits the breakpoints of its parent's text; a classic probe's
@@ -329,7 +334,9 @@ static __always_inline long walk_user_stack(struct pt_regs *ctx, struct stack_tr
 	struct frame_record fr;
 	__u64 fp = PT_REGS_FP(ctx);
 	__u64 sp = PT_REGS_SP(ctx);
-	__u64 h = 0xcbf29ce484222325ULL;
+	/* The count of execs goes into the hash: without ASLR the next program may run at the same
+	 * addresses, and its stacks must not take the ids of the last one's. */
+	__u64 h = 0xcbf29ce484222325ULL ^ (target_execs >> 32);
 	__u64 step = ~0ULL; /* how far apart the last two records were */
 	__u64 at, len, off;
 	bool read, inside;
@@ -790,6 +797,17 @@ int BPF_PROG(target_forked, struct task_struct *parent, struct task_struct *chil
 	/* Should it fail (the ring full), the recorder has yet to read it: it reads the map then. */
 	if (c.kind == IMAGE_OWN)
 		bpf_ringbuf_output(&fork_wake, &pid, sizeof(pid), BPF_RB_FORCE_WAKEUP);
+	return 0;
+}
+
+/* The target execs: the stack ids handed out from now on are the new program's. (The kernel
+ * lets one thread of a process exec at a time.) */
+SEC("tp_btf/sched_process_exec")
+int BPF_PROG(target_exec, struct task_struct *p)
+{
+	if (p->tgid != target_tgid)
+		return 0;
+	target_execs = ((target_execs >> 32) + 1) << 32 | next_stack_id;
 	return 0;
 }
 

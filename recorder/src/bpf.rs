@@ -631,6 +631,10 @@ impl Tracer<'_> {
     /// Attaches the planned probes, free-side first so that no block allocated after attach can
     /// have its free missed.
     pub fn attach(&mut self, pid: u32, probes: &[PlannedProbe]) -> Result<()> {
+        // The target's execs (`execs`), before any stack can be walked.
+        let exec = self.skel.progs.target_exec.attach();
+        self.links
+            .push(exec.context("cannot watch the target's execs (sched_process_exec)")?);
         let mut ordered: Vec<&PlannedProbe> = probes.iter().collect();
         ordered.sort_by_key(|p| !matches!(p.entry, Entry::Free | Entry::Munmap));
         if self.sessions && probes.iter().any(PlannedProbe::may_skip_return) {
@@ -904,6 +908,19 @@ impl Tracer<'_> {
             // BPF adds to this field atomically, so a volatile read of the aligned u64 sees a
             // whole value, and nothing here writes it.
             unsafe { std::ptr::addr_of!(bss.chunkless_walks).read_volatile() }
+        })
+    }
+
+    /// The target's execs so far (a started command's first program included) and the first
+    /// stack id handed out after the last one: the stacks below it were walked in a program
+    /// the target has left.
+    pub fn execs(&self) -> (u32, u32) {
+        self.skel.maps.bss_data.as_deref().map_or((0, 0), |bss| {
+            // SAFETY: `bss` is the loaded object's mapped .bss, valid while the skeleton is;
+            // BPF writes this aligned u64 with one store, so a volatile read sees a whole
+            // value, and nothing here writes it.
+            let v = unsafe { std::ptr::addr_of!(bss.target_execs).read_volatile() };
+            ((v >> 32) as u32, v as u32)
         })
     }
 

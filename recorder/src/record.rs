@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use leak_format::{
-    AllocKind, BundleChunk, BundleContent, End, EndReason, Header, Losses, Record, RecordConfig,
-    Snapshot, SnapshotCost, Stack, StackStats, Target, TargetMode, Writer,
+    AllocKind, BundleChunk, BundleContent, End, EndReason, Frame, Header, Losses, Record,
+    RecordConfig, Snapshot, SnapshotCost, Stack, StackStats, Target, TargetMode, Writer,
 };
 
 use crate::bpf::{self, RawStats, Tracer};
@@ -260,6 +260,8 @@ fn setup_and_record(
         started: Instant::now(),
         last_losses: Losses::default(),
         sessions_left: None,
+        maps_execs: None,
+        exec_stacks: Vec::new(),
     };
     if session.mode == TargetMode::Attach {
         // The process is running and probed: read its map now, so that what it allocates
@@ -268,6 +270,27 @@ fn setup_and_record(
         session.refresh_maps();
     }
     session.record(pidfd)
+}
+
+/// The record of stack `id`, with return addresses `ips` at `frames`.
+fn stack_record(id: u32, ips: &[u64], frames: Vec<Frame>) -> Stack {
+    Stack {
+        id,
+        truncated: ips.len() >= bpf::MAX_STACK_DEPTH,
+        frames,
+        lost: None,
+    }
+}
+
+/// Frames at `ips` in no module: where no map of their program was read.
+fn unlocated(ips: &[u64]) -> Vec<Frame> {
+    ips.iter()
+        .map(|&addr| Frame {
+            addr,
+            module: None,
+            offset: 0,
+        })
+        .collect()
 }
 
 fn exe_name(exe: &str) -> String {
@@ -380,6 +403,11 @@ struct Session<'a, 'obj> {
     last_losses: Losses,
     /// When malloc's session probes made way, for a forked process.
     sessions_left: Option<Duration>,
+    /// The target's execs when its maps were last read, so which program they are of
+    /// (`locate_before_exec`); None before the first read, or when it execs during one.
+    maps_execs: Option<u32>,
+    /// Stacks of a program the target left, located in its maps, for the next snapshot.
+    exec_stacks: Vec<Stack>,
 }
 
 impl Session<'_, '_> {
@@ -545,7 +573,12 @@ impl Session<'_, '_> {
         let raw = self.tracer.changed_stats(&self.unsent);
         if alive {
             self.refresh_maps();
+        } else {
+            self.locate_before_exec();
         }
+        // Maps of another program than the one the target runs now (it exec'd and exited
+        // before they could be read again) locate none of its stacks.
+        let current_maps = self.maps_execs == Some(self.tracer.execs().0);
         let maps = self.unsent_maps.take();
         let mut stats = Vec::new();
         let mut unknown = HashSet::new();
@@ -568,7 +601,7 @@ impl Session<'_, '_> {
                 stats.push(r.stack_stats(kind));
             }
         }
-        let mut new_stacks = Vec::new();
+        let mut new_stacks = std::mem::take(&mut self.exec_stacks);
         let placeholders: Vec<u32> = unknown
             .iter()
             .copied()
@@ -581,13 +614,20 @@ impl Session<'_, '_> {
         }
         if !unknown.is_empty() {
             let traces = self.tracer.stack_traces(&unknown)?;
+            if !current_maps && !traces.is_empty() && !self.cli.quiet {
+                eprintln!(
+                    "leak-record: the target exec'd and ended before the new program's memory \
+                     map could be read: {} of its stacks are recorded without their modules",
+                    traces.len()
+                );
+            }
             for (id, ips) in traces {
-                new_stacks.push(Stack {
-                    id,
-                    truncated: ips.len() >= bpf::MAX_STACK_DEPTH,
-                    frames: self.modules.normalize(&ips),
-                    lost: None,
-                });
+                let frames = if current_maps {
+                    self.modules.normalize(&ips)
+                } else {
+                    unlocated(&ips)
+                };
+                new_stacks.push(stack_record(id, &ips, frames));
                 self.known_stacks.insert(id);
             }
         }
@@ -626,13 +666,60 @@ impl Session<'_, '_> {
     /// Reads the target's memory map; when it changed, updates the module table and keeps it
     /// for the next snapshot record.
     fn refresh_maps(&mut self) {
-        if let Ok(text) = procfs::maps_text(self.pid) {
-            if text != self.maps_text && !text.is_empty() {
-                let parsed = procfs::parse_maps(&text);
-                self.modules.set_maps(parsed.clone());
-                self.unsent_maps = Some(parsed);
-                self.maps_text = text;
+        self.locate_before_exec();
+        let before = self.tracer.execs().0;
+        match procfs::maps_text(self.pid) {
+            Ok(text) if !text.is_empty() => {
+                if text != self.maps_text {
+                    let parsed = procfs::parse_maps(&text);
+                    self.modules.set_maps(parsed.clone());
+                    self.unsent_maps = Some(parsed);
+                    self.maps_text = text;
+                }
+                let after = self.tracer.execs().0;
+                self.maps_execs = (before == after).then_some(after);
             }
+            _ => {}
+        }
+    }
+
+    /// When the target exec'd since its maps were last read, locates the stacks walked in the
+    /// programs it left, before the maps are read again or its last stacks are written: in the
+    /// maps held, when they are of the program it left; else (it ran a program between two
+    /// reads, or exec'd and exited) they are kept without a module, not located in the wrong
+    /// one, and that is said. They go out with the next snapshot.
+    fn locate_before_exec(&mut self) {
+        let (execs, first_new) = self.tracer.execs();
+        if self.maps_execs == Some(execs) {
+            return;
+        }
+        let located = self.maps_execs.is_some_and(|m| execs == m + 1);
+        let ids: HashSet<u32> = (bpf::FIRST_STACK_ID..first_new)
+            .filter(|id| !self.known_stacks.contains(id))
+            .collect();
+        if ids.is_empty() {
+            return;
+        }
+        // A trace not readable yet is left to the snapshot.
+        let Ok(traces) = self.tracer.stack_traces(&ids) else {
+            return;
+        };
+        let count = traces.len();
+        for (id, ips) in traces {
+            let frames = if located {
+                self.modules.normalize(&ips)
+            } else {
+                unlocated(&ips)
+            };
+            self.exec_stacks.push(stack_record(id, &ips, frames));
+            self.known_stacks.insert(id);
+        }
+        if !located && count > 0 && !self.cli.quiet {
+            eprintln!(
+                "leak-record: the target exec'd before its memory map could be read again: \
+                 {count} stacks of the program it left are recorded without their modules \
+                 (a shorter -i reads the map more often)"
+            );
         }
     }
 

@@ -442,6 +442,59 @@ fn after_exec_the_new_program_is_recorded_and_the_old_leak_stays_flat() {
     assert_eq!(r.state.losses.total_drops(), 0, "{:?}", r.state.losses);
 }
 
+/// A process that execs between two snapshots: the old program's stacks are located in its own
+/// maps, the new program's (which exits before its maps can be read) in none; neither in the
+/// other's, with or without ASLR (without it both run at the same addresses). The exec comes
+/// right after the old program's leak, the target's exit right after the new one's.
+#[test]
+fn stacks_on_either_side_of_an_exec_are_never_located_in_the_other_program() {
+    if !bpf_ready() {
+        return;
+    }
+    let leaky = fixture("leaky");
+    let lifecycle = fixture("lifecycle");
+    for aslr in [true, false] {
+        let mut args = if aslr { vec![] } else { vec!["setarch", "-R"] };
+        args.extend([
+            lifecycle.as_str(),
+            "--wait-start",
+            "exec",
+            "50",
+            "100",
+            "0",
+            &leaky,
+            "basic",
+            "1000",
+            "100",
+        ]);
+        let (mut target, _out) = spawn_waiting(&args);
+        let pid = target.id().to_string();
+        let mut rec = start_recorder(&["-p", &pid, "-i", "10s"]);
+        let limit = Duration::from_secs(30);
+        wait_for_line(&mut rec.stderr, "recording PID", limit, "recorder");
+        target.stdin.take().unwrap().write_all(b"go\n").unwrap();
+        assert!(target.wait().unwrap().success());
+        let r = rec.finish();
+        r.assert_clean();
+        let before = r.by_function("leak_before_exec");
+        assert_eq!((before.bytes, before.count), (5000, 50), "aslr {aslr}");
+        // The new program's leak: 1000 x 100 B on a stack in no module.
+        let after: Vec<&leak_format::Stack> = r
+            .state
+            .totals
+            .iter()
+            .filter(|(_, t)| t.outstanding_bytes() == 100_000)
+            .map(|((id, _), _)| &r.state.stacks[id])
+            .collect();
+        assert_eq!(after.len(), 1, "aslr {aslr}: {:?}", r.state.totals);
+        assert!(
+            after[0].frames.iter().all(|f| f.module.is_none()),
+            "aslr {aslr}: located in a program it did not run in: {:?}",
+            after[0]
+        );
+    }
+}
+
 #[test]
 fn a_leak_in_a_dlclosed_library_is_symbolized_through_the_recorded_maps() {
     if !bpf_ready() {
