@@ -72,11 +72,7 @@ impl ModuleTable {
 
     /// The frame of address `addr`: its module and file offset when a file is mapped there.
     fn frame(&mut self, addr: u64) -> Frame {
-        let unknown = Frame {
-            addr,
-            module: None,
-            offset: 0,
-        };
+        let unknown = unlocated(addr);
         let Some((index, m)) = self.find(addr) else {
             return unknown;
         };
@@ -153,6 +149,16 @@ impl ModuleTable {
             .iter()
             .filter_map(|m| files.remove(&m.id).map(|f| (m.clone(), f)))
             .collect()
+    }
+}
+
+/// The frame of `addr` in no module: no mapping known holds it, or no map of its program was
+/// read.
+pub fn unlocated(addr: u64) -> Frame {
+    Frame {
+        addr,
+        module: None,
+        offset: 0,
     }
 }
 

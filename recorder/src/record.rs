@@ -17,7 +17,7 @@ use leak_format::{
 use crate::bpf::{self, RawStats, Tracer};
 use crate::cli::Cli;
 use crate::discover::{self, Overrides};
-use crate::modules::ModuleTable;
+use crate::modules::{self, ModuleTable};
 use crate::target::{self, HeldChild};
 use crate::{output, privileges, procfs, UsageError};
 
@@ -284,13 +284,7 @@ fn stack_record(id: u32, ips: &[u64], frames: Vec<Frame>) -> Stack {
 
 /// Frames at `ips` in no module: where no map of their program was read.
 fn unlocated(ips: &[u64]) -> Vec<Frame> {
-    ips.iter()
-        .map(|&addr| Frame {
-            addr,
-            module: None,
-            offset: 0,
-        })
-        .collect()
+    ips.iter().map(|&addr| modules::unlocated(addr)).collect()
 }
 
 fn exe_name(exe: &str) -> String {
