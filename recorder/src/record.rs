@@ -662,19 +662,17 @@ impl Session<'_, '_> {
     fn refresh_maps(&mut self) {
         self.locate_before_exec();
         let before = self.tracer.execs().0;
-        match procfs::maps_text(self.pid) {
-            Ok(text) if !text.is_empty() => {
-                if text != self.maps_text {
-                    let parsed = procfs::parse_maps(&text);
-                    self.modules.set_maps(parsed.clone());
-                    self.unsent_maps = Some(parsed);
-                    self.maps_text = text;
-                }
-                let after = self.tracer.execs().0;
-                self.maps_execs = (before == after).then_some(after);
-            }
-            _ => {}
+        let Some(text) = procfs::maps_text(self.pid).ok().filter(|t| !t.is_empty()) else {
+            return;
+        };
+        if text != self.maps_text {
+            let parsed = procfs::parse_maps(&text);
+            self.modules.set_maps(parsed.clone());
+            self.unsent_maps = Some(parsed);
+            self.maps_text = text;
         }
+        let after = self.tracer.execs().0;
+        self.maps_execs = (before == after).then_some(after);
     }
 
     /// When the target exec'd since its maps were last read, locates the stacks walked in the

@@ -378,16 +378,11 @@ pub fn wait_for_line<R: Read + AsRawFd>(
             }
         }
         let buf = r.fill_buf().unwrap_or(&[]);
-        if buf.is_empty() {
-            seen.push_str(&String::from_utf8_lossy(&line));
-            if String::from_utf8_lossy(&line).contains(needle) {
-                return seen;
-            }
-            panic!("{what}: no line containing {needle:?} before end of file; got:\n{seen}");
-        }
+        // The end of file ends the last line, with or without its newline.
+        let eof = buf.is_empty();
         let (take, complete) = match buf.iter().position(|&b| b == b'\n') {
             Some(i) => (i + 1, true),
-            None => (buf.len(), false),
+            None => (buf.len(), eof),
         };
         line.extend_from_slice(&buf[..take]);
         r.consume(take);
@@ -398,6 +393,9 @@ pub fn wait_for_line<R: Read + AsRawFd>(
             if text.contains(needle) {
                 return seen;
             }
+        }
+        if eof {
+            panic!("{what}: no line containing {needle:?} before end of file; got:\n{seen}");
         }
     }
 }
