@@ -239,9 +239,6 @@ fn setup_and_record(
         }
         child.release(&exe_name(exe))?;
     }
-    if !cli.quiet {
-        eprintln!("leak-record: recording PID {pid}{}", destination(path, cli));
-    }
     let mut session = Session {
         cli,
         pid,
@@ -268,6 +265,12 @@ fn setup_and_record(
         // before it exits can be resolved even if it exits before the first snapshot. (A
         // started command is still the recorder's pre-exec copy here; its map comes later.)
         session.refresh_maps();
+    }
+    // Said once the recording is in effect, its map read included: a target told to go on
+    // by this line (a script, the tests) may exec at once, and the stacks of the program it
+    // leaves are located in that map.
+    if !cli.quiet {
+        eprintln!("leak-record: recording PID {pid}{}", destination(path, cli));
     }
     session.record(pidfd)
 }
