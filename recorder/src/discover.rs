@@ -338,14 +338,28 @@ pub fn objects_of_process(pid: u32, prefix: Option<&str>) -> Result<Vec<Obj>> {
     Ok(order.into_iter().filter_map(|i| slots[i].take()).collect())
 }
 
+/// The file name at the end of a path.
+fn base(p: &str) -> &str {
+    p.rsplit('/').next().unwrap_or(p)
+}
+
+/// The object a path, soname or file name (as `DT_NEEDED` and `LD_PRELOAD` give them) names.
+fn position_of(objs: &[Obj], name: &str) -> Option<usize> {
+    objs.iter().position(|o| {
+        o.display == name || o.elf.soname.as_deref() == Some(name) || base(&o.display) == name
+    })
+}
+
+/// Whether every library the mapped objects need is mapped too: false while the dynamic
+/// linker of a program that has just started is still loading them.
+pub fn libraries_mapped(objs: &[Obj]) -> bool {
+    objs.iter()
+        .all(|o| o.elf.needed.iter().all(|n| position_of(objs, n).is_some()))
+}
+
 /// Indices of `objs` in the dynamic linker's lookup order.
 fn lookup_order(objs: &[Obj], exe: &str, preload: &[String]) -> Vec<usize> {
-    let base = |p: &str| p.rsplit('/').next().unwrap_or(p).to_string();
-    let find = |name: &str| {
-        objs.iter().position(|o| {
-            o.display == name || o.elf.soname.as_deref() == Some(name) || base(&o.display) == name
-        })
-    };
+    let find = |name: &str| position_of(objs, name);
     let mut order = Vec::new();
     let mut queue = VecDeque::new();
     let push = |i: usize, order: &mut Vec<usize>, queue: &mut VecDeque<usize>| {
@@ -358,7 +372,7 @@ fn lookup_order(objs: &[Obj], exe: &str, preload: &[String]) -> Vec<usize> {
         push(i, &mut order, &mut queue);
     }
     for p in preload {
-        if let Some(i) = find(p).or_else(|| find(&base(p))) {
+        if let Some(i) = find(p).or_else(|| find(base(p))) {
             push(i, &mut order, &mut queue);
         }
     }

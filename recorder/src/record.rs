@@ -85,7 +85,7 @@ pub fn run(cli: Cli) -> Result<()> {
         .unwrap_or_else(|| output::default_name(start_wall_ns / 1_000_000_000));
 
     // The target: validate before creating anything.
-    let (mode, pid, mut held, exe, command_line) = match cli.pid {
+    let (mode, pid, mut held, exe, program, command_line) = match cli.pid {
         Some(pid) => {
             if !procfs::is_alive(pid) {
                 bail!(UsageError(format!(
@@ -101,10 +101,22 @@ pub fn run(cli: Cli) -> Result<()> {
                 }
             })?;
             let argv = procfs::cmdline(pid).unwrap_or_default();
-            (TargetMode::Attach, pid, None, exe, argv)
+            let program = PathBuf::from(&exe);
+            (TargetMode::Attach, pid, None, exe, program, argv)
         }
         None => {
             let resolved = target::resolve_command(&cli.command[0])?;
+            let (program, scripts) = target::program_of(&resolved)?;
+            if !scripts.is_empty() && !cli.quiet {
+                eprintln!(
+                    "leak-record: {} is a script ({}): probing the allocator of {}, the program \
+                     that runs it; a program it execs is recorded too if it uses the same \
+                     allocator (leak-record warns if not)",
+                    resolved.display(),
+                    scripts.join(", "),
+                    program.display()
+                );
+            }
             let child = target::spawn_held(&resolved, &cli.command)?;
             let pid = child.pid;
             (
@@ -112,11 +124,13 @@ pub fn run(cli: Cli) -> Result<()> {
                 pid,
                 Some(child),
                 resolved.display().to_string(),
+                program,
                 cli.command.clone(),
             )
         }
     };
-    let result = setup_and_record(&cli, &path, mode, pid, held.as_mut(), &exe, command_line);
+    let target = (exe.as_str(), program.as_path());
+    let result = setup_and_record(&cli, &path, mode, pid, held.as_mut(), target, command_line);
     if result.is_err() {
         if let Some(child) = held.as_mut() {
             child.abandon();
@@ -132,7 +146,7 @@ fn setup_and_record(
     mode: TargetMode,
     pid: u32,
     held: Option<&mut HeldChild>,
-    exe: &str,
+    (exe, program): (&str, &std::path::Path),
     command_line: Vec<String>,
 ) -> Result<()> {
     let file = output::create(path, cli.force)?;
@@ -142,7 +156,8 @@ fn setup_and_record(
     let objs = match (&cli.obj, mode) {
         (Some(obj), _) => discover::single_object(obj, Some(pid), prefix)?,
         (None, TargetMode::Attach) => discover::objects_of_process(pid, prefix)?,
-        (None, _) => discover::objects_of_command(exe.as_ref(), prefix)?,
+        // The program the kernel runs: a script's interpreter.
+        (None, _) => discover::objects_of_command(program, prefix)?,
     };
     if let Some(first) = objs.first() {
         if first.elf.is_go && cli.obj.is_none() {
@@ -259,6 +274,13 @@ fn setup_and_record(
         sessions_left: None,
         maps_execs: None,
         exec_stacks: Vec::new(),
+        allocator: ExecAllocator {
+            probed: plan.iter().filter_map(|p| file_id(&p.open_path)).collect(),
+            // A started command's first exec runs the program its probes were chosen for.
+            judged: u32::from(mode == TargetMode::Command),
+            deferred: false,
+            off: cli.obj.is_some(),
+        },
     };
     if session.mode == TargetMode::Attach {
         // The process is running and probed: read its map now, so that what it allocates
@@ -405,6 +427,29 @@ struct Session<'a, 'obj> {
     maps_execs: Option<u32>,
     /// Stacks of a program the target left, located in its maps, for the next snapshot.
     exec_stacks: Vec<Stack>,
+    /// Whose malloc each program the target execs must use to be recorded.
+    allocator: ExecAllocator,
+}
+
+/// After an exec, whether the new program's malloc is one of the probed files: a program
+/// linked with another allocator (jemalloc, a static binary) is not recorded, and leak-record
+/// says so instead of recording nothing silently.
+#[derive(Debug)]
+struct ExecAllocator {
+    /// The probed files, by (device, inode): paths differ between namespaces and symlinks.
+    probed: HashSet<(u64, u64)>,
+    /// The exec count judged last, and whether the one after it was seen with its libraries
+    /// still loading (judged at the next read whatever they are then).
+    judged: u32,
+    deferred: bool,
+    /// `--obj`: the user chose the file; nothing to judge.
+    off: bool,
+}
+
+/// A file's (device, inode).
+fn file_id(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
 }
 
 impl Session<'_, '_> {
@@ -676,6 +721,50 @@ impl Session<'_, '_> {
         }
         let after = self.tracer.execs().0;
         self.maps_execs = (before == after).then_some(after);
+        if let Some(execs) = self.maps_execs {
+            self.judge_allocator(execs);
+        }
+    }
+
+    /// Once per exec, when the new program's libraries are mapped (or at the second read after
+    /// it): warns if its malloc is not in a probed file.
+    fn judge_allocator(&mut self, execs: u32) {
+        let a = &mut self.allocator;
+        if a.off || execs <= a.judged {
+            return;
+        }
+        let prefix = self.cli.symbol_prefix.as_deref();
+        let Ok(objs) = discover::objects_of_process(self.pid, prefix) else {
+            return;
+        };
+        if !discover::libraries_mapped(&objs) && !a.deferred {
+            a.deferred = true;
+            return;
+        }
+        a.judged = execs;
+        a.deferred = false;
+        let overrides = Overrides {
+            symbol_prefix: self.cli.symbol_prefix.clone(),
+            mmap: false,
+        };
+        let malloc = discover::plan(&objs, &overrides).ok().and_then(|plan| {
+            plan.into_iter()
+                .find(|p| p.entry == discover::Entry::Malloc)
+        });
+        let exe = procfs::exe(self.pid).unwrap_or_else(|_| "?".into());
+        let pid = self.pid;
+        let why = match malloc {
+            Some(p) if file_id(&p.open_path).is_some_and(|id| a.probed.contains(&id)) => return,
+            Some(p) => format!(
+                "whose {} is in {}, which is not probed",
+                p.function, p.module
+            ),
+            None => "in which no allocator was found".to_string(),
+        };
+        eprintln!(
+            "leak-record: warning: PID {pid} now runs {exe}, {why}: its allocations are not \
+             recorded; record it on its own (leak-record -- {exe} ..., or leak-record -p {pid})"
+        );
     }
 
     /// When the target exec'd since its maps were last read, locates the stacks walked in the

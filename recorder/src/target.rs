@@ -2,7 +2,7 @@
 //! until every probe is attached, so its first allocation is recorded and nothing of the
 //! recorder's own forked image is.
 use std::ffi::{CString, OsStr};
-use std::io;
+use std::io::{self, Read};
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -39,6 +39,83 @@ pub fn resolve_command(name: &str) -> Result<PathBuf> {
     bail!(UsageError(format!(
         "command not found: {name} (searched PATH); give its path or fix PATH"
     )))
+}
+
+/// Most `#!` scripts run through one another before a program (the kernel allows a few).
+const MAX_SCRIPT_DEPTH: usize = 4;
+
+/// The bytes of a `#!` line the kernel reads (`BINPRM_BUF_SIZE`).
+const SCRIPT_LINE_MAX: usize = 256;
+
+/// What the kernel runs when it execs `path`: the program itself, or for a `#!` script its
+/// interpreter, followed through interpreters that are scripts too, as the kernel does. The
+/// program (an ELF file) and, for each script on the way, `script` -> `its #! line`.
+pub fn program_of(path: &Path) -> Result<(PathBuf, Vec<String>)> {
+    let mut current = path.to_path_buf();
+    let mut chain = Vec::new();
+    loop {
+        let mut head = Vec::with_capacity(SCRIPT_LINE_MAX);
+        std::fs::File::open(&current)
+            .and_then(|f| f.take(SCRIPT_LINE_MAX as u64).read_to_end(&mut head))
+            .with_context(|| format!("cannot read {}", current.display()))?;
+        if head.starts_with(b"\x7fELF") {
+            return Ok((current, chain));
+        }
+        let shown = current.display();
+        let Some(line) = head.strip_prefix(b"#!") else {
+            bail!(UsageError(format!(
+                "{shown} is neither a program (ELF) nor a script (#!), so it cannot be executed; \
+                 give the program that runs it (e.g. -- sh {shown})"
+            )));
+        };
+        let (interpreter, argument) = parse_script_line(line).ok_or_else(|| {
+            UsageError(format!(
+                "{shown} starts with #! but names no interpreter within its first {} bytes; \
+                 fix its first line",
+                SCRIPT_LINE_MAX
+            ))
+        })?;
+        if chain.len() == MAX_SCRIPT_DEPTH {
+            bail!(UsageError(format!(
+                "{} runs through more than {MAX_SCRIPT_DEPTH} #! scripts; give the program at \
+                 the end of the chain",
+                path.display()
+            )));
+        }
+        let next = PathBuf::from(&interpreter);
+        if !next.is_file() {
+            bail!(UsageError(format!(
+                "{shown} is a script for {interpreter}, which does not exist; fix its #! line \
+                 or install the interpreter"
+            )));
+        }
+        chain.push(format!(
+            "{shown} -> #!{interpreter}{}",
+            argument.map(|a| format!(" {a}")).unwrap_or_default()
+        ));
+        current = next;
+    }
+}
+
+/// The interpreter and its optional argument on a `#!` line (after the `#!`), read as the
+/// kernel reads them: blanks around the interpreter, which ends at a blank; the rest of the
+/// line, trimmed, is one argument. None if there is no interpreter, or the line does not end
+/// within the bytes the kernel reads and the interpreter's name reaches their end.
+fn parse_script_line(line: &[u8]) -> Option<(String, Option<String>)> {
+    let end = line.iter().position(|&b| b == b'\n');
+    let text = &line[..end.unwrap_or(line.len())];
+    let blank = |b: &u8| *b == b' ' || *b == b'\t';
+    let start = text.iter().position(|b| !blank(b))?;
+    let text = &text[start..];
+    let name_end = text.iter().position(blank);
+    if end.is_none() && name_end.is_none() {
+        return None;
+    }
+    let name_end = name_end.unwrap_or(text.len());
+    let interpreter = String::from_utf8_lossy(&text[..name_end]).into_owned();
+    let rest = String::from_utf8_lossy(&text[name_end..]);
+    let rest = rest.trim_matches([' ', '\t']);
+    Some((interpreter, (!rest.is_empty()).then(|| rest.to_string())))
 }
 
 /// A forked child blocked before exec until [`HeldChild::release`].
@@ -357,5 +434,70 @@ impl ExitWatch {
                 return;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn script_lines_are_read_as_the_kernel_reads_them() {
+        let parse = |line: &str| parse_script_line(line.as_bytes());
+        let some = |i: &str, a: Option<&str>| Some((i.to_string(), a.map(str::to_string)));
+        assert_eq!(parse("/bin/sh\necho"), some("/bin/sh", None));
+        assert_eq!(
+            parse(" \t/usr/bin/env  bash \t\n"),
+            some("/usr/bin/env", Some("bash"))
+        );
+        // One argument: the rest of the line, blanks inside kept.
+        assert_eq!(
+            parse("/usr/bin/env -S python3 -u\n"),
+            some("/usr/bin/env", Some("-S python3 -u"))
+        );
+        assert_eq!(
+            parse("/bin/sh"),
+            None,
+            "no end of line, name reaches the end"
+        );
+        assert_eq!(parse("/bin/sh -e"), some("/bin/sh", Some("-e")));
+        assert_eq!(parse("   \n/bin/sh"), None, "no interpreter");
+        assert_eq!(parse("\n"), None);
+    }
+
+    #[test]
+    fn scripts_are_followed_to_the_program_that_runs_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, text: &str| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, text).unwrap();
+            p
+        };
+        let sh = std::fs::canonicalize("/bin/sh").unwrap();
+        let inner = write("inner", &format!("#!{}\nexit 0\n", sh.display()));
+        let outer = write("outer", &format!("#! {} -x\n", inner.display()));
+        let (program, chain) = program_of(&outer).unwrap();
+        assert_eq!(program, sh);
+        assert_eq!(chain.len(), 2, "{chain:?}");
+        assert!(
+            chain[0].ends_with(&format!("-> #!{} -x", inner.display())),
+            "{chain:?}"
+        );
+        assert_eq!(program_of(&sh).unwrap(), (sh.clone(), vec![]));
+        // Errors name the problem and the fix.
+        let err = |p: &Path| format!("{:#}", program_of(p).unwrap_err());
+        let e = err(&write("text", "hello\n"));
+        assert!(e.contains("neither a program (ELF) nor a script"), "{e}");
+        let e = err(&write("missing", "#!/no/such/interpreter\n"));
+        assert!(
+            e.contains("/no/such/interpreter, which does not exist"),
+            "{e}"
+        );
+        let e = err(&write("empty", "#!\n"));
+        assert!(e.contains("names no interpreter"), "{e}");
+        let lp = dir.path().join("loop");
+        std::fs::write(&lp, format!("#!{}\n", lp.display())).unwrap();
+        let e = err(&lp);
+        assert!(e.contains("more than 4 #! scripts"), "{e}");
     }
 }

@@ -324,6 +324,72 @@ fn jemalloc_linked_process_is_found_without_flags() {
     assert_eq!((churn.bytes, churn.allocs), (0, 5000));
 }
 
+/// Writes an executable script `name` in `dir` with `text`.
+fn script(dir: &Path, name: &str, text: &str) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let p = dir.join(name);
+    fs::write(&p, text).unwrap();
+    fs::set_permissions(&p, fs::Permissions::from_mode(0o755)).unwrap();
+    p.to_str().unwrap().to_string()
+}
+
+/// A command that is a script (a wrapper, a pyenv shim) is probed in the allocator of the
+/// program that runs it, and the program the script execs is recorded exactly: directly, and
+/// through `env` and a second script.
+#[test]
+fn a_script_command_is_recorded_through_the_programs_it_execs() {
+    if !bpf_ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let leaky = fixture("leaky");
+    let direct = script(
+        dir.path(),
+        "direct",
+        &format!("#!/bin/sh\nexec {leaky} basic \"$@\"\n"),
+    );
+    let via_env = script(
+        dir.path(),
+        "via-env",
+        &format!("#!/usr/bin/env sh\nexec {direct} \"$@\"\n"),
+    );
+    for cmd in [&direct, &via_env] {
+        let r = record(&["-i", "1s"], &[cmd, "1000", "100"]);
+        r.assert_clean();
+        r.assert_leaky_basic(1000, 100);
+        assert!(r.stderr.contains("is a script"), "{}", r.stderr);
+        assert!(!r.stderr.contains("not probed"), "{}", r.stderr);
+        assert!(r.modules_of_probe("malloc")[0].contains("libc.so"));
+    }
+}
+
+/// A program exec'd by the target whose malloc is in a file leak-record did not probe is named,
+/// with what to do: its allocations would otherwise be missing without a word.
+#[test]
+fn an_exec_into_another_allocator_is_warned_about() {
+    if !bpf_ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let leaky = fixture("leaky_jemalloc");
+    let wrapper = script(
+        dir.path(),
+        "wrapper",
+        &format!("#!/bin/sh\nexec {leaky} basic 1000 100\n"),
+    );
+    let r = record(&["-i", "1s"], &[&wrapper]);
+    r.assert_clean();
+    let warning = format!("now runs {leaky}, whose malloc is in ");
+    let line = r.stderr.lines().find(|l| l.contains(&warning));
+    let line = line.unwrap_or_else(|| panic!("no warning:\n{}", r.stderr));
+    assert!(
+        line.contains("libjemalloc.so") && line.contains("not probed"),
+        "{line}"
+    );
+    assert!(line.contains(&format!("leak-record -- {leaky}")), "{line}");
+    assert_eq!(r.by_function("leak_here").count, 0);
+}
+
 #[test]
 fn statically_linked_binary_is_probed_in_the_executable() {
     if !bpf_ready() {
@@ -553,6 +619,8 @@ fn bad_input_is_a_one_line_error_with_status_2() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("x.zst");
     let o = out.to_str().unwrap();
+    let text_file = script(dir.path(), "notes.txt", "not a program\n");
+    let bad_script = script(dir.path(), "bad", "#!/no/such/shell\n");
     for (args, needle) in [
         (
             vec!["-o", o, "-p", "999999999"],
@@ -572,6 +640,14 @@ fn bad_input_is_a_one_line_error_with_status_2() {
             "unknown duration unit",
         ),
         (vec!["-o", o, "--max-stacks", "0", "-p", "1"], "at least 1"),
+        (
+            vec!["-o", o, "--", &text_file],
+            "is neither a program (ELF) nor a script (#!)",
+        ),
+        (
+            vec!["-o", o, "--", &bad_script],
+            "is a script for /no/such/shell, which does not exist",
+        ),
     ] {
         let (code, err) = run_recorder(&args);
         assert_eq!(code, Some(2), "{args:?}: {err}");
