@@ -390,6 +390,87 @@ fn an_exec_into_another_allocator_is_warned_about() {
     assert_eq!(r.by_function("leak_here").count, 0);
 }
 
+/// tcmalloc and mimalloc (Debian's libtcmalloc_minimal and libmimalloc, linked like jemalloc
+/// above) are found by the same lookup, and every allocation function is exact through them.
+#[test]
+fn tcmalloc_and_mimalloc_linked_processes_are_exact() {
+    if !bpf_ready() {
+        return;
+    }
+    // realloc(p, 0): tcmalloc frees p and returns NULL, as glibc does; mimalloc frees p and
+    // returns a new, empty block, which realloc_to_zero then frees. (allocs, frees) of both.
+    for (name, library, realloc_zero) in [
+        ("leaky_tcmalloc", "libtcmalloc_minimal.so", (1, 1)),
+        ("leaky_mimalloc", "libmimalloc.so", (2, 2)),
+    ] {
+        let exe = fixture(name);
+        let r = record(&["-i", "1s"], &[&exe, "basic", "1000", "100"]);
+        r.assert_clean();
+        r.assert_leaky_basic(1000, 100);
+        for function in ["malloc", "free", "calloc", "realloc", "posix_memalign"] {
+            let modules = r.modules_of_probe(function);
+            assert!(
+                modules[0].contains(library),
+                "{name} {function}: {modules:?}"
+            );
+        }
+        assert_eq!(
+            r.state.losses.total_drops(),
+            0,
+            "{name}: {:?}",
+            r.state.losses
+        );
+        let r = record(&["-i", "1s"], &[&exe, "paths", "10"]);
+        r.assert_clean();
+        for (function, size) in [
+            ("leak_calloc", 300),
+            ("leak_realloc", 5000),
+            ("leak_reallocarray", 700),
+            ("leak_posix_memalign", 1000),
+            ("leak_aligned_alloc", 2048),
+            ("leak_memalign", 3000),
+            ("leak_valloc", 4000),
+        ] {
+            let t = r.by_function(function);
+            assert_eq!(
+                (t.bytes, t.count),
+                (10 * size, 10),
+                "{name} {function}: {t:?}"
+            );
+        }
+        let seed = r.by_function("seed_for_realloc");
+        assert_eq!(
+            (seed.bytes, seed.allocs, seed.frees),
+            (0, 10, 10),
+            "{name}: {seed:?}"
+        );
+        assert_eq!(
+            r.by_function("failed_posix_memalign"),
+            Totals::default(),
+            "{name}"
+        );
+        let failed = r.by_function("failed_realloc");
+        assert_eq!(
+            (failed.bytes, failed.allocs, failed.frees),
+            (0, 1, 1),
+            "{name}: {failed:?}"
+        );
+        let zero = r.by_function("realloc_to_zero");
+        let (allocs, frees) = realloc_zero;
+        assert_eq!(
+            (zero.bytes, zero.allocs, zero.frees),
+            (0, allocs, frees),
+            "{name}: {zero:?}"
+        );
+        assert_eq!(
+            r.state.losses.total_drops(),
+            0,
+            "{name}: {:?}",
+            r.state.losses
+        );
+    }
+}
+
 #[test]
 fn statically_linked_binary_is_probed_in_the_executable() {
     if !bpf_ready() {
