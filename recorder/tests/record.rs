@@ -281,29 +281,50 @@ fn rust_rc_cycles_and_box_leak_are_exact() {
     if !bpf_ready() {
         return;
     }
-    let r = record(&["-i", "1s"], &[&fixture("leaky_rs"), "500"]);
-    r.assert_clean();
-    let expect: HashMap<&str, u64> = r
-        .stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("expect "))
-        .expect("the fixture prints its expected figures")
-        .split_whitespace()
-        .filter_map(|kv| kv.split_once('='))
-        .map(|(k, v)| (k, v.parse().unwrap()))
-        .collect();
-    let rc = r.by_function("leaky::leak_rc_cycle");
-    let bx = r.by_function("leaky::leak_box");
-    assert_eq!(
-        (rc.bytes, rc.count),
-        (expect["rc_bytes"], expect["rc_count"]),
-        "{rc:?}"
-    );
-    assert_eq!(
-        (bx.bytes, bx.count),
-        (expect["box_bytes"], expect["box_count"]),
-        "{bx:?}"
-    );
+    // Through std's System allocator (libc malloc), and through tikv-jemallocator: jemalloc
+    // linked into the executable, its API prefixed `_rjem_`, as Rust services use it.
+    for (name, malloc_in) in [
+        ("leaky_rs", "libc.so".to_string()),
+        ("leaky_rs_jemalloc", fixture("leaky_rs_jemalloc")),
+    ] {
+        let r = record(&["-i", "1s"], &[&fixture(name), "500"]);
+        r.assert_clean();
+        let expect: HashMap<&str, u64> = r
+            .stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("expect "))
+            .expect("the fixture prints its expected figures")
+            .split_whitespace()
+            .filter_map(|kv| kv.split_once('='))
+            .map(|(k, v)| (k, v.parse().unwrap()))
+            .collect();
+        let rc = r.by_function("leaky::leak_rc_cycle");
+        let bx = r.by_function("leaky::leak_box");
+        assert_eq!(
+            (rc.bytes, rc.count),
+            (expect["rc_bytes"], expect["rc_count"]),
+            "{name}: {rc:?}"
+        );
+        assert_eq!(
+            (bx.bytes, bx.count),
+            (expect["box_bytes"], expect["box_count"]),
+            "{name}: {bx:?}"
+        );
+        assert_eq!(
+            r.state.losses.total_drops(),
+            0,
+            "{name}: {:?}",
+            r.state.losses
+        );
+        if name == "leaky_rs_jemalloc" {
+            for function in ["_rjem_malloc", "_rjem_sdallocx"] {
+                let modules = r.modules_of_probe(function);
+                assert_eq!(modules, std::slice::from_ref(&malloc_in), "{function}");
+            }
+        } else {
+            assert!(r.modules_of_probe("malloc")[0].contains(&malloc_in));
+        }
+    }
 }
 
 #[test]
