@@ -105,6 +105,7 @@ struct thread_state {
 	__u64 last_hash; /* ... for this hash (current_stack_id) */
 	__u32 late_inert; /* malloc_enter_late left the open malloc call to its session probe */
 	__u32 late_took; /* malloc_enter_late took this trap's call: the session entry skips it */
+	__u64 deleted; /* the block delete_enter retired last on this thread (free_enter) */
 };
 
 /* Each thread's state, in the thread itself: no hashing, no contention, freed with the thread
@@ -838,21 +839,58 @@ int BPF_URETPROBE(posix_memalign_exit, int ret)
 	return leave(ctx, (__u64)(__s64)ret);
 }
 
+/* Retires the block at `p`; false if it is not tracked. */
+static __always_inline bool retire(__u64 p)
+{
+	struct alloc_info *a = bpf_map_lookup_elem(&allocs, &p);
+
+	if (!a)
+		return false;
+	account_block_free(a);
+	bpf_map_delete_elem(&allocs, &p);
+	return true;
+}
+
 SEC("uprobe")
 int BPF_UPROBE(free_enter, void *ptr)
 {
 	__u64 p = (__u64)ptr;
-	struct alloc_info *a;
+	struct thread_state *st;
+
+	if (!p || !is_target() || retire(p))
+		return 0;
+	/* Not tracked. The block an operator delete of this thread has just retired is that
+	 * delete's own call of free (jemalloc's and mimalloc's plain delete jump to free), not an
+	 * unknown block. Looked up only here, off the path of every tracked free. */
+	st = bpf_task_storage_get(&threads, bpf_get_current_task_btf(), 0, 0);
+	if (st && st->deleted == p) {
+		st->deleted = 0;
+		count(C_NESTED, 1);
+		return 0;
+	}
+	unknown_free();
+	return 0;
+}
+
+/* An operator delete that is the allocator's own (jemalloc's, tcmalloc's, mimalloc's sized and
+ * aligned deletes free the block themselves, without calling free): retires the block like
+ * free_enter, and notes it for the free the delete may call next (free_enter). */
+SEC("uprobe")
+int BPF_UPROBE(delete_enter, void *ptr)
+{
+	__u64 p = (__u64)ptr;
+	struct thread_state *st;
 
 	if (!p || !is_target())
 		return 0;
-	a = bpf_map_lookup_elem(&allocs, &p);
-	if (!a) {
+	if (!retire(p)) {
 		unknown_free();
 		return 0;
 	}
-	account_block_free(a);
-	bpf_map_delete_elem(&allocs, &p);
+	st = bpf_task_storage_get(&threads, bpf_get_current_task_btf(), 0,
+				  BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (st)
+		st->deleted = p;
 	return 0;
 }
 

@@ -636,7 +636,7 @@ impl Tracer<'_> {
         self.links
             .push(exec.context("cannot watch the target's execs (sched_process_exec)")?);
         let mut ordered: Vec<&PlannedProbe> = probes.iter().collect();
-        ordered.sort_by_key(|p| !matches!(p.entry, Entry::Free | Entry::Munmap));
+        ordered.sort_by_key(|p| !matches!(p.entry, Entry::Free | Entry::Delete | Entry::Munmap));
         if self.sessions && probes.iter().any(PlannedProbe::may_skip_return) {
             // Without it a forked child would trap on every malloc (`leave_sessions`).
             match self.watch_forks() {
@@ -691,6 +691,7 @@ impl Tracer<'_> {
                 Entry::Reallocarray => &progs.reallocarray_enter,
                 Entry::PosixMemalign => &progs.posix_memalign_enter,
                 Entry::Free => &progs.free_enter,
+                Entry::Delete => &progs.delete_enter,
                 Entry::Mmap => &progs.mmap_enter,
                 Entry::Munmap => &progs.munmap_enter,
             };

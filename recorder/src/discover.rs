@@ -25,6 +25,8 @@ pub enum Entry {
     Reallocarray,
     PosixMemalign,
     Free,
+    /// An operator delete that frees the block itself (`delete_enter`).
+    Delete,
     Mmap,
     Munmap,
 }
@@ -81,6 +83,25 @@ const CXX_NEW: Family = &[
         Entry::Malloc,
         Some(Return::Alloc),
     ),
+];
+
+/// C++ operator delete (all take the pointer first). libstdc++'s call free, which is probed;
+/// an allocator's own (jemalloc's, tcmalloc's, mimalloc's) may free the block without calling
+/// free (jemalloc's and tcmalloc's sized deletes do), so they are probed where the allocator
+/// that serves free defines them and the program would call them (`plan`).
+const CXX_DELETE: &[&str] = &[
+    "_ZdlPv",
+    "_ZdaPv",
+    "_ZdlPvm",
+    "_ZdaPvm",
+    "_ZdlPvRKSt9nothrow_t",
+    "_ZdaPvRKSt9nothrow_t",
+    "_ZdlPvSt11align_val_t",
+    "_ZdaPvSt11align_val_t",
+    "_ZdlPvmSt11align_val_t",
+    "_ZdaPvmSt11align_val_t",
+    "_ZdlPvSt11align_val_tRKSt9nothrow_t",
+    "_ZdaPvSt11align_val_tRKSt9nothrow_t",
 ];
 
 const MMAP_API: Family = &[
@@ -147,6 +168,7 @@ fn wanted_names(extra_prefix: Option<&str>) -> HashSet<String> {
     for (n, ..) in CXX_NEW {
         names.insert(n.to_string());
     }
+    names.extend(CXX_DELETE.iter().map(|n| n.to_string()));
     names
 }
 
@@ -498,6 +520,16 @@ pub fn plan(objs: &[Obj], ov: &Overrides) -> Result<Vec<PlannedProbe>> {
             }
         }
     }
+    // The deletes the program calls, where they are the allocator's own: defined first (in
+    // lookup order) by the object whose free is probed. Those that are free itself (tcmalloc's
+    // and mimalloc's plain delete) are already probed as free.
+    let first_defining = |name: &str| objs.iter().position(|o| o.elf.functions.contains_key(name));
+    let free_object = first_defining(&format!("{user_prefix}free"));
+    for name in CXX_DELETE {
+        if let Some(i) = first_defining(name).filter(|&i| Some(i) == free_object) {
+            add(&objs[i], name, Entry::Delete, None);
+        }
+    }
     if ov.symbol_prefix.is_none() {
         // Allocators exporting a prefixed API beside libc's (Rust's jemallocator, je_ builds).
         for o in objs {
@@ -533,7 +565,7 @@ impl Entry {
             Entry::Calloc | Entry::Memalign | Entry::Realloc => (&[RDI, RSI], true),
             Entry::Reallocarray | Entry::PosixMemalign => (&[RDI, RSI, RDX], true),
             Entry::Mmap => (&[RDI, RSI, RDX, RCX, R8], true),
-            Entry::Free => (&[RDI], false),
+            Entry::Free | Entry::Delete => (&[RDI], false),
             Entry::Munmap => (&[RDI, RSI], false),
         };
         Reads {

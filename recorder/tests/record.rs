@@ -276,6 +276,58 @@ fn cxx_new_is_attributed_to_its_caller() {
     assert_eq!((l.return_without_entry, l.abandoned_calls), (0, 0), "{l:?}");
 }
 
+/// A C++ program linked with jemalloc, tcmalloc or mimalloc calls the allocator's own operator
+/// delete, and the sized ones free the block without calling free (jemalloc's and tcmalloc's):
+/// unprobed, those frees were missed (17,443 "missed free" on this fixture) and a block deleted
+/// and never reused stayed outstanding. Probed, every block is retired once, whether the
+/// delete frees it itself or calls free (jemalloc's plain delete, mimalloc's sized one).
+#[test]
+fn cxx_delete_of_an_allocator_that_frees_by_itself_is_seen() {
+    if !bpf_ready() {
+        return;
+    }
+    for (name, library) in [
+        ("leaky_cpp_jemalloc", "libjemalloc.so"),
+        ("leaky_cpp_tcmalloc", "libtcmalloc_minimal.so"),
+        ("leaky_cpp_mimalloc", "libmimalloc.so"),
+    ] {
+        let r = record(&["-i", "1s"], &[&fixture(name), "1000"]);
+        r.assert_clean();
+        let new = r.by_function("_Z8leak_newm");
+        let arr = r.by_function("_Z14leak_new_arraym");
+        assert_eq!((new.bytes, new.count), (48_000, 1000), "{name}: {new:?}");
+        assert_eq!((arr.bytes, arr.count), (200_000, 1000), "{name}: {arr:?}");
+        // churn_containers' vectors and strings (1000 of each, twice): every block freed, on
+        // stacks whose innermost frame is libstdc++'s template code. The leaks aside, every
+        // stack that allocated more than a few blocks is balanced.
+        let mut churned = 0;
+        for ((stack, kind), t) in &r.state.totals {
+            let f = r.innermost(*stack).unwrap_or_default();
+            if *kind != AllocKind::Heap || t.alloc_count < 100 || f.contains("leak_new") {
+                continue;
+            }
+            churned += t.alloc_count;
+            assert_eq!(
+                (t.outstanding_bytes(), t.free_count),
+                (0, t.alloc_count),
+                "{name}: {f}: {t:?}"
+            );
+        }
+        assert!(churned >= 4000, "{name}: {churned} churned blocks");
+        let l = &r.state.losses;
+        assert_eq!((l.missed_free, l.unknown_free), (0, 0), "{name}: {l:?}");
+        assert_eq!(l.total_drops(), 0, "{name}: {l:?}");
+        let sized = r.modules_of_probe("_ZdlPvm");
+        assert!(
+            sized.iter().all(|m| m.contains(library)),
+            "{name}: {sized:?}"
+        );
+    }
+    // libstdc++'s deletes call free, which is probed: they are not.
+    let r = record(&["-i", "1s"], &[&fixture("leaky_cpp"), "1000"]);
+    assert_eq!(r.modules_of_probe("_ZdlPvm"), Vec::<String>::new());
+}
+
 #[test]
 fn rust_rc_cycles_and_box_leak_are_exact() {
     if !bpf_ready() {
