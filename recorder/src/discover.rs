@@ -10,7 +10,9 @@ use std::process::Command;
 use anyhow::{bail, Context, Result};
 use object::elf;
 use object::read::elf::{Dyn, ElfFile64, ProgramHeader};
-use object::{Endianness, Object, ObjectSection, ObjectSymbol, ReadCache, SymbolKind};
+use object::{
+    Endianness, Object, ObjectSection, ObjectSymbol, ObjectSymbolTable, ReadCache, SymbolKind,
+};
 
 use crate::placement::{self, Placement, Reads};
 use crate::procfs;
@@ -146,6 +148,9 @@ pub struct ElfInfo {
     pub functions: HashMap<String, Function>,
     /// File offsets of every function symbol, sorted: entry points a jump may target.
     pub starts: Vec<u64>,
+    /// The operator deletes whose first instruction jumps to a function of this file (directly,
+    /// or through the PLT to a symbol this file defines): their offset -> the target's.
+    pub tail_jumps: HashMap<u64, u64>,
 }
 
 /// A function symbol in file coordinates.
@@ -231,7 +236,101 @@ pub fn read_elf(path: &Path, extra_prefix: Option<&str>) -> Result<ElfInfo> {
     }
     info.starts.sort_unstable();
     info.starts.dedup();
+    if info.x86_64 && CXX_DELETE.iter().any(|n| info.functions.contains_key(*n)) {
+        info.tail_jumps = delete_tail_jumps(&elf);
+    }
     Ok(info)
+}
+
+/// Where each operator delete defined in `elf` jumps with its first instruction, when that is
+/// a jump to a function of this file: jemalloc's plain delete is `jmp free@plt`, mimalloc's
+/// sized one `jmp mi_free@plt` (mi_free is its free). Such a delete needs no probe of its own
+/// when it lands on the probed free (`plan`). A jump through the PLT is taken to land on this
+/// file's definition of its symbol: if another object's interposes, the delete is probed,
+/// which costs a trap but loses nothing.
+fn delete_tail_jumps<'data, R: object::ReadRef<'data>>(
+    elf: &ElfFile64<'data, Endianness, R>,
+) -> HashMap<u64, u64> {
+    let section_of = |vaddr: u64| {
+        elf.sections()
+            .find(|s| s.address() <= vaddr && vaddr < s.address() + s.size())
+    };
+    // The first instruction at `vaddr` (after an `endbr64`), decoded.
+    let decode_at = |vaddr: u64| -> Option<iced_x86::Instruction> {
+        let section = section_of(vaddr)?;
+        let data = section.data().ok()?;
+        let start = usize::try_from(vaddr - section.address()).ok()?;
+        let code = data.get(start..data.len().min(start + 32))?;
+        let mut decoder = iced_x86::Decoder::with_ip(64, code, vaddr, 0);
+        let mut insn = decoder.decode();
+        if insn.code() == iced_x86::Code::Endbr64 {
+            insn = decoder.decode();
+        }
+        (!insn.is_invalid()).then_some(insn)
+    };
+    let offset_of = |vaddr: u64| {
+        let section = section_of(vaddr)?;
+        let (start, _) = section.file_range()?;
+        Some(start + (vaddr - section.address()))
+    };
+    // GOT slots -> the symbols they are bound to.
+    let mut slots: HashMap<u64, String> = HashMap::new();
+    if let (Some(relocations), Some(table)) =
+        (elf.dynamic_relocations(), elf.dynamic_symbol_table())
+    {
+        for (slot, r) in relocations {
+            if let object::RelocationTarget::Symbol(index) = r.target() {
+                if let Some(name) = table
+                    .symbol_by_index(index)
+                    .ok()
+                    .and_then(|s| s.name().ok())
+                {
+                    slots.insert(slot, name.to_string());
+                }
+            }
+        }
+    }
+    let defined: HashMap<&str, u64> = elf
+        .dynamic_symbols()
+        .chain(elf.symbols())
+        .filter(|s| s.is_definition() && s.kind() == SymbolKind::Text)
+        .filter_map(|s| Some((s.name().ok()?, s.address())))
+        .collect();
+    let mut jumps = HashMap::new();
+    for name in CXX_DELETE {
+        let Some(&vaddr) = defined.get(name) else {
+            continue;
+        };
+        let Some(first) = decode_at(vaddr) else {
+            continue;
+        };
+        if first.flow_control() != iced_x86::FlowControl::UnconditionalBranch
+            || first.op0_kind() != iced_x86::OpKind::NearBranch64
+        {
+            continue;
+        }
+        let mut target = first.near_branch64();
+        if section_of(target)
+            .and_then(|s| s.name().ok())
+            .is_some_and(|n| n.starts_with(".plt"))
+        {
+            // A PLT stub: `jmp *slot(%rip)`, bound to the slot's symbol.
+            let Some(stub) = decode_at(target).filter(|i| i.is_ip_rel_memory_operand()) else {
+                continue;
+            };
+            let Some(&to) = slots
+                .get(&stub.ip_rel_memory_address())
+                .and_then(|symbol| defined.get(symbol.as_str()))
+            else {
+                continue;
+            };
+            target = to;
+        }
+        if let (Some(from), Some(to)) = (offset_of(vaddr), offset_of(target)) {
+            jumps.insert(from, to);
+        }
+    }
+    jumps
 }
 
 /// The GNU build ID of an ELF file, if it has one and can be read.
@@ -523,11 +622,26 @@ pub fn plan(objs: &[Obj], ov: &Overrides) -> Result<Vec<PlannedProbe>> {
     // The deletes the program calls, where they are the allocator's own: defined first (in
     // lookup order) by the object whose free is probed. Those that are free itself (tcmalloc's
     // and mimalloc's plain delete) are already probed as free.
+    let free_name = format!("{user_prefix}free");
     let first_defining = |name: &str| objs.iter().position(|o| o.elf.functions.contains_key(name));
-    let free_object = first_defining(&format!("{user_prefix}free"));
+    let free_object = first_defining(&free_name);
     for name in CXX_DELETE {
-        if let Some(i) = first_defining(name).filter(|&i| Some(i) == free_object) {
-            add(&objs[i], name, Entry::Delete, None);
+        let Some(o) = first_defining(name)
+            .filter(|&i| Some(i) == free_object)
+            .map(|i| &objs[i])
+        else {
+            continue;
+        };
+        // A delete that is free (an alias), or jumps straight to it, is seen by free's probe.
+        let free_at = o.elf.functions.get(&free_name).map(|f| f.offset);
+        let mut at = o.elf.functions.get(*name).map(|f| f.offset);
+        let mut hops = 0;
+        while at.is_some() && at != free_at && hops < 4 {
+            at = at.and_then(|a| o.elf.tail_jumps.get(&a).copied());
+            hops += 1;
+        }
+        if at.is_none() || at != free_at {
+            add(o, name, Entry::Delete, None);
         }
     }
     if ov.symbol_prefix.is_none() {
