@@ -43,7 +43,10 @@ pub fn human_duration(secs: f64) -> String {
         return "never".into();
     }
     let s = secs.max(0.0);
-    if s < 120.0 {
+    if s < 10.0 && (s * 10.0).round() % 10.0 != 0.0 {
+        // Sub-second intervals (-i 500ms) and short runs: "0.5 s", not "0 s".
+        format!("{s:.1} s")
+    } else if s < 120.0 {
         format!("{s:.0} s")
     } else if s < 7200.0 {
         format!("{:.0} min", s / 60.0)
@@ -414,4 +417,27 @@ pub fn folded(a: &Analysis, weight: FoldedWeight) -> String {
         out.push('\n');
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::human_duration;
+
+    #[test]
+    fn durations_keep_a_tenth_below_ten_seconds() {
+        let cases = [
+            (0.0, "0 s"),
+            (0.5, "0.5 s"),
+            (1.0, "1 s"),
+            (2.34, "2.3 s"),
+            (9.96, "10 s"),
+            (91.0, "91 s"),
+            (150.0, "2 min"),
+            (86_400.0, "24.0 h"),
+            (f64::INFINITY, "never"),
+        ];
+        for (secs, shown) in cases {
+            assert_eq!(human_duration(secs), shown, "{secs}");
+        }
+    }
 }
