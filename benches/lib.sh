@@ -106,11 +106,12 @@ bpf_table() {
 }
 
 # bpf_run_times [ARG...]: per-invocation BPF run time of leak-record's programs (run with ARGs),
-# from kernel.bpf_stats, while it traces `leaky $BPF_WORKLOAD` (default `churn 2000000000`; the
-# workload must outlast the recording): sets BPF_TABLE (markdown) and BPF_PAIR (ns of
-# malloc_enter + alloc_exit + free_enter per pair; with session probes, malloc_session, which
+# from kernel.bpf_stats, while it traces `$BPF_FIXTURE $BPF_WORKLOAD` (default `leaky churn
+# 2000000000`; the workload must outlast the recording): sets BPF_TABLE (markdown) and BPF_PAIR (ns of
+# malloc_enter + alloc_exit + free_enter (or delete_enter, for C++ deletes that free by
+# themselves) per pair; with session probes, malloc_session, which
 # runs at the entry of every malloc and at the return of those it records, takes the place of
-# the first two: the sum of their run times per free_enter run, which is per pair on a workload
+# the first two: the sum of their run times per free_enter (or delete_enter) run, which is per pair on a workload
 # of malloc/free pairs, as `leaky churn` is).
 # shellcheck disable=SC2120 # ARGs are optional
 bpf_run_times() {
@@ -119,7 +120,7 @@ bpf_run_times() {
     read -ra workload <<<"${BPF_WORKLOAD:-churn 2000000000}"
     old=$(sysctl -n kernel.bpf_stats_enabled)
     sysctl -qw kernel.bpf_stats_enabled=1
-    "$FX/leaky" "${workload[@]}" & lp=$!
+    "$FX/${BPF_FIXTURE:-leaky}" "${workload[@]}" & lp=$!
     trap 'sysctl -qw kernel.bpf_stats_enabled="$old"; kill "$lp" 2>/dev/null || true' EXIT
     # Attached before the dynamic loader mapped the C library, leak-record finds no allocator.
     for ((i = 0; i < 100; i++)); do
@@ -137,8 +138,10 @@ bpf_run_times() {
     bpf_table "$ids" "$WORK/progs.json"
     # shellcheck disable=SC2034 # read by the sourcing script
     BPF_PAIR=$(jq --argjson ids "$ids" "[$BPF_MINE"' | select(.name == "malloc_enter"
-        or .name == "alloc_exit" or .name == "free_enter" or .name == "malloc_session")]
-        | (map(.run_time_ns) | add) / (map(select(.name == "free_enter") | .run_cnt) | add)
+        or .name == "alloc_exit" or .name == "free_enter" or .name == "delete_enter"
+        or .name == "malloc_session")]
+        | (map(.run_time_ns) | add)
+        / (map(select(.name == "free_enter" or .name == "delete_enter") | .run_cnt) | add)
         | floor' "$WORK/progs.json")
 }
 

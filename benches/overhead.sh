@@ -24,7 +24,8 @@
 #    start-up costs (BPF load + attach, exec, final snapshot) cancel out.
 #    Reported: median/min/max over rounds, ratios of medians;
 # 3. per-invocation BPF run time of leak-record's programs (kernel.bpf_stats), on `leaky churn`
-#    (3-frame stacks) and on `leaky deep_churn N 64` (the walk kept to 64 frames);
+#    (3-frame stacks), on `leaky deep_churn N 64` (the walk kept to 64 frames) and on
+#    `leaky_cpp_jemalloc churn N` (C++ new/delete through jemalloc's own delete);
 # 4. snapshot cost, recording size and peak RSS at 1k and 10k live stacks.
 # Prints a markdown report and writes it into docs/performance.md.
 set -euo pipefail
@@ -257,6 +258,14 @@ from 4 KiB of stack, and the table of live blocks stays small, as on churn.
 
 $BPF_DEEP_TABLE
 
+### BPF run time per invocation on C++ new/delete through jemalloc (\`leaky_cpp_jemalloc churn N\`)
+
+\`new Widget\` / \`delete\` pairs in a program linked with libjemalloc: jemalloc's own
+\`operator new\` and sized \`operator delete\`, which frees the block without calling \`free\`
+(delete_enter).
+
+$BPF_CXX_TABLE
+
 ### Snapshots (\`leak-record -i 1s\` on \`leaky --wait-end many_stacks S\`, kept ~6 s)
 
 Snapshot figures come from the recording's own per-snapshot cost (format/examples/snapshot_costs.rs); peak RSS is \`/usr/bin/time -v\`
@@ -279,6 +288,9 @@ main() {
     # shellcheck disable=SC2119 # no extra leak-record arguments
     BPF_WORKLOAD="deep_churn 2000000000 64" bpf_run_times
     BPF_DEEP_TABLE=$BPF_TABLE
+    # shellcheck disable=SC2119
+    BPF_FIXTURE=leaky_cpp_jemalloc BPF_WORKLOAD="churn 2000000000" bpf_run_times
+    BPF_CXX_TABLE=$BPF_TABLE
     # shellcheck disable=SC2119
     bpf_run_times && snapshot_bench
     report | tee "$WORK/report.md"
