@@ -640,7 +640,7 @@ pub fn plan(objs: &[Obj], ov: &Overrides) -> Result<Vec<PlannedProbe>> {
             at = at.and_then(|a| o.elf.tail_jumps.get(&a).copied());
             hops += 1;
         }
-        if at.is_none() || at != free_at {
+        if at != free_at {
             add(o, name, Entry::Delete, None);
         }
     }
