@@ -84,6 +84,12 @@ pub fn program_of(path: &Path) -> Result<(PathBuf, Vec<String>)> {
         }
         let next = PathBuf::from(&interpreter);
         if !next.is_file() {
+            if let Some(unix) = interpreter.strip_suffix('\r') {
+                bail!(UsageError(format!(
+                    "{shown} has DOS line endings: its #! line names \"{unix}\\r\", which does \
+                     not exist; convert the file (e.g. dos2unix {shown})"
+                )));
+            }
             bail!(UsageError(format!(
                 "{shown} is a script for {interpreter}, which does not exist; fix its #! line \
                  or install the interpreter"
@@ -491,6 +497,11 @@ mod tests {
         let e = err(&write("missing", "#!/no/such/interpreter\n"));
         assert!(
             e.contains("/no/such/interpreter, which does not exist"),
+            "{e}"
+        );
+        let e = err(&write("dos", "#!/bin/sh\r\nexit 0\r\n"));
+        assert!(
+            e.contains("DOS line endings") && e.contains("dos2unix"),
             "{e}"
         );
         let e = err(&write("empty", "#!\n"));
