@@ -61,6 +61,10 @@ pub fn program_of(path: &Path) -> Result<(PathBuf, Vec<String>)> {
         if head.starts_with(b"\x7fELF") {
             return Ok((current, chain));
         }
+        // The kernel's buffer holds zeros past a shorter file: its end ends the line too.
+        if head.len() < SCRIPT_LINE_MAX {
+            head.push(0);
+        }
         let shown = current.display();
         let Some(line) = head.strip_prefix(b"#!") else {
             bail!(UsageError(format!(
@@ -104,11 +108,11 @@ pub fn program_of(path: &Path) -> Result<(PathBuf, Vec<String>)> {
 }
 
 /// The interpreter and its optional argument on a `#!` line (after the `#!`), read as the
-/// kernel reads them: blanks around the interpreter, which ends at a blank; the rest of the
-/// line, trimmed, is one argument. None if there is no interpreter, or the line does not end
+/// kernel reads them: the line ends at a newline or a zero byte; blanks around the
+/// interpreter, which ends at a blank; the rest of the line, trimmed, is one argument. None if there is no interpreter, or the line does not end
 /// within the bytes the kernel reads and the interpreter's name reaches their end.
 fn parse_script_line(line: &[u8]) -> Option<(String, Option<String>)> {
-    let end = line.iter().position(|&b| b == b'\n');
+    let end = line.iter().position(|&b| b == b'\n' || b == 0);
     let text = &line[..end.unwrap_or(line.len())];
     let blank = |b: &u8| *b == b' ' || *b == b'\t';
     let start = text.iter().position(|b| !blank(b))?;
@@ -480,7 +484,8 @@ mod tests {
             p
         };
         let sh = std::fs::canonicalize("/bin/sh").unwrap();
-        let inner = write("inner", &format!("#!{}\nexit 0\n", sh.display()));
+        // No newline at all: the end of the file ends the line, as in the kernel.
+        let inner = write("inner", &format!("#!{}", sh.display()));
         let outer = write("outer", &format!("#! {} -x\n", inner.display()));
         let (program, chain) = program_of(&outer).unwrap();
         assert_eq!(program, sh);
