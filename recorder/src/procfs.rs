@@ -86,6 +86,18 @@ pub fn exe(pid: u32) -> io::Result<String> {
     Ok(s.strip_suffix(" (deleted)").unwrap_or(&s).to_string())
 }
 
+/// The live children of a process's main thread (`/proc/PID/task/PID/children`; a child
+/// forked by another thread is listed under that thread). Empty when unreadable.
+pub fn children(pid: u32) -> Vec<u32> {
+    fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .map(|t| {
+            t.split_whitespace()
+                .filter_map(|w| w.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Entries of LD_PRELOAD in a process's initial environment.
 pub fn ld_preload(pid: u32) -> Vec<String> {
     let Ok(raw) = fs::read(format!("/proc/{pid}/environ")) else {

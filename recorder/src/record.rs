@@ -281,6 +281,7 @@ fn setup_and_record(
             deferred: false,
             off: cli.obj.is_some(),
         },
+        children: HashSet::new(),
     };
     if session.mode == TargetMode::Attach {
         // The process is running and probed: read its map now, so that what it allocates
@@ -429,7 +430,12 @@ struct Session<'a, 'obj> {
     exec_stacks: Vec<Stack>,
     /// Whose malloc each program the target execs must use to be recorded.
     allocator: ExecAllocator,
+    /// The target's child processes seen at snapshots (never recorded: `note_children`).
+    children: HashSet<u32>,
 }
+
+/// The child processes named one by one; any more are only counted at the end.
+const CHILDREN_NAMED: usize = 3;
 
 /// After an exec, whether the new program's malloc is one of the probed files: a program
 /// linked with another allocator (jemalloc, a static binary) is not recorded, and leak-record
@@ -543,6 +549,15 @@ impl Session<'_, '_> {
             eprintln!(
                 "leak-record: {chunkless} stack walks read their frames one at a time (slower, \
                  same stacks): a walk preempted on their CPU held its copy of the stack"
+            );
+        }
+        if self.children.len() > CHILDREN_NAMED {
+            eprintln!(
+                "leak-record: PID {} started {} processes seen at snapshots ({} not named \
+                 above), none of them recorded",
+                self.pid,
+                self.children.len(),
+                self.children.len() - CHILDREN_NAMED
             );
         }
         self.out.finish(&reason, self.seq, self.cli.quiet)
@@ -694,6 +709,7 @@ impl Session<'_, '_> {
         snapshot.maps = maps;
         if alive {
             snapshot.memory = procfs::memory(self.pid);
+            self.note_children();
         }
         snapshot.cost = meter.cost(raw.len());
         self.out.write(&Record::Snapshot(snapshot))?;
@@ -723,6 +739,23 @@ impl Session<'_, '_> {
         self.maps_execs = (before == after).then_some(after);
         if let Some(execs) = self.maps_execs {
             self.judge_allocator(execs);
+        }
+    }
+
+    /// Names the processes the target starts, as the snapshots see them (the first few):
+    /// leak-record records one process, and a wrapper script that runs its program without
+    /// `exec` would otherwise leave an empty recording without a word.
+    fn note_children(&mut self) {
+        let pid = self.pid;
+        for child in procfs::children(pid) {
+            if !self.children.insert(child) || self.children.len() > CHILDREN_NAMED {
+                continue;
+            }
+            let exe = procfs::exe(child).unwrap_or_else(|_| "?".into());
+            eprintln!(
+                "leak-record: PID {pid} started PID {child} ({exe}), which is not recorded \
+                 (leak-record follows one process); to record it: leak-record -p {child}"
+            );
         }
     }
 

@@ -446,6 +446,42 @@ fn a_script_command_is_recorded_through_the_programs_it_execs() {
     }
 }
 
+/// A script that runs its program as a child (no `exec`) records only the shell: the children
+/// the snapshots see are named (the first three; the rest counted at the end), with how to
+/// record one, instead of an empty recording without a word.
+#[test]
+fn child_processes_of_the_target_are_named_not_recorded() {
+    if !bpf_ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let leaky = fixture("leaky");
+    let wrapper = script(
+        dir.path(),
+        "wrapper",
+        &format!("#!/bin/sh\n{leaky} slow 20 100 100 &\nsleep 2 & sleep 2 & sleep 2 &\nwait\n"),
+    );
+    let r = record(&["-i", "500ms"], &[&wrapper]);
+    r.assert_clean();
+    let named: Vec<&str> = r
+        .stderr
+        .lines()
+        .filter(|l| l.contains(" started PID ") && l.contains("which is not recorded"))
+        .collect();
+    assert_eq!(named.len(), 3, "{}", r.stderr);
+    assert!(
+        named.iter().all(|l| l.contains("leak-record -p ")),
+        "{named:?}"
+    );
+    assert!(
+        r.stderr
+            .contains("started 4 processes seen at snapshots (1 not named above)"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(r.by_function("leak_slowly"), Totals::default());
+}
+
 /// A program exec'd by the target whose malloc is in a file leak-record did not probe is named,
 /// with what to do: its allocations would otherwise be missing without a word.
 #[test]
