@@ -192,40 +192,9 @@ fn each_allocation_function_lands_on_its_own_stack_with_exact_sizes() {
         return;
     }
     let r = record(&["-i", "1s"], &[&fixture("leaky"), "paths", "10"]);
-    r.assert_clean();
-    for (function, size) in [
-        ("leak_calloc", 300),
-        ("leak_realloc", 5000),
-        ("leak_reallocarray", 700),
-        ("leak_posix_memalign", 1000),
-        ("leak_aligned_alloc", 2048),
-        ("leak_memalign", 3000),
-        ("leak_valloc", 4000),
-    ] {
-        let t = r.by_function(function);
-        assert_eq!((t.bytes, t.count), (10 * size, 10), "{function}: {t:?}");
-    }
-    // realloc moved (or resized) the seed blocks: freed on the seed's stack.
-    let seed = r.by_function("seed_for_realloc");
-    assert_eq!(
-        (seed.bytes, seed.allocs, seed.frees),
-        (0, 10, 10),
-        "{seed:?}"
-    );
-    // A failed posix_memalign records nothing.
-    assert_eq!(r.by_function("failed_posix_memalign"), Totals::default());
-    // A failed realloc keeps the old block, whose later free is seen.
-    let failed = r.by_function("failed_realloc");
-    assert_eq!(
-        (failed.bytes, failed.allocs, failed.frees),
-        (0, 1, 1),
-        "{failed:?}"
-    );
-    // realloc(p, 0) frees p.
-    let zero = r.by_function("realloc_to_zero");
-    assert_eq!((zero.bytes, zero.allocs, zero.frees), (0, 1, 1), "{zero:?}");
+    // glibc's realloc(p, 0) frees p and returns NULL.
+    r.assert_leaky_paths("glibc", (1, 1));
     let l = r.state.losses;
-    assert_eq!(l.total_drops(), 0, "{l:?}");
     // glibc's reallocarray tail-jumps into realloc: one call, counted once.
     assert!(l.nested_calls >= 10, "{l:?}");
 }
@@ -416,6 +385,15 @@ fn script(dir: &Path, name: &str, text: &str) -> String {
     p.to_str().unwrap().to_string()
 }
 
+/// Records (with `args`) a `/bin/sh` script whose body is `body`, and checks it ended cleanly.
+fn record_wrapper(args: &[&str], body: &str) -> Recorded {
+    let dir = tempfile::tempdir().unwrap();
+    let wrapper = script(dir.path(), "wrapper", &format!("#!/bin/sh\n{body}\n"));
+    let r = record(args, &[&wrapper]);
+    r.assert_clean();
+    r
+}
+
 /// A command that is a script (a wrapper, a pyenv shim) is probed in the allocator of the
 /// program that runs it, and the program the script execs is recorded exactly: directly, and
 /// through `env` and a second script.
@@ -454,15 +432,11 @@ fn child_processes_of_the_target_are_named_not_recorded() {
     if !bpf_ready() {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
     let leaky = fixture("leaky");
-    let wrapper = script(
-        dir.path(),
-        "wrapper",
-        &format!("#!/bin/sh\n{leaky} slow 20 100 100 &\nsleep 2 & sleep 2 & sleep 2 &\nwait\n"),
+    let r = record_wrapper(
+        &["-i", "500ms"],
+        &format!("{leaky} slow 20 100 100 &\nsleep 2 & sleep 2 & sleep 2 &\nwait"),
     );
-    let r = record(&["-i", "500ms"], &[&wrapper]);
-    r.assert_clean();
     let named: Vec<&str> = r
         .stderr
         .lines()
@@ -489,15 +463,8 @@ fn an_exec_into_another_allocator_is_warned_about() {
     if !bpf_ready() {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
     let leaky = fixture("leaky_jemalloc");
-    let wrapper = script(
-        dir.path(),
-        "wrapper",
-        &format!("#!/bin/sh\nexec {leaky} basic 1000 100\n"),
-    );
-    let r = record(&["-i", "1s"], &[&wrapper]);
-    r.assert_clean();
+    let r = record_wrapper(&["-i", "1s"], &format!("exec {leaky} basic 1000 100"));
     let warning = format!("now runs {leaky}, whose malloc is in ");
     let line = r.stderr.lines().find(|l| l.contains(&warning));
     let line = line.unwrap_or_else(|| panic!("no warning:\n{}", r.stderr));
@@ -540,53 +507,7 @@ fn tcmalloc_and_mimalloc_linked_processes_are_exact() {
             r.state.losses
         );
         let r = record(&["-i", "1s"], &[&exe, "paths", "10"]);
-        r.assert_clean();
-        for (function, size) in [
-            ("leak_calloc", 300),
-            ("leak_realloc", 5000),
-            ("leak_reallocarray", 700),
-            ("leak_posix_memalign", 1000),
-            ("leak_aligned_alloc", 2048),
-            ("leak_memalign", 3000),
-            ("leak_valloc", 4000),
-        ] {
-            let t = r.by_function(function);
-            assert_eq!(
-                (t.bytes, t.count),
-                (10 * size, 10),
-                "{name} {function}: {t:?}"
-            );
-        }
-        let seed = r.by_function("seed_for_realloc");
-        assert_eq!(
-            (seed.bytes, seed.allocs, seed.frees),
-            (0, 10, 10),
-            "{name}: {seed:?}"
-        );
-        assert_eq!(
-            r.by_function("failed_posix_memalign"),
-            Totals::default(),
-            "{name}"
-        );
-        let failed = r.by_function("failed_realloc");
-        assert_eq!(
-            (failed.bytes, failed.allocs, failed.frees),
-            (0, 1, 1),
-            "{name}: {failed:?}"
-        );
-        let zero = r.by_function("realloc_to_zero");
-        let (allocs, frees) = realloc_zero;
-        assert_eq!(
-            (zero.bytes, zero.allocs, zero.frees),
-            (0, allocs, frees),
-            "{name}: {zero:?}"
-        );
-        assert_eq!(
-            r.state.losses.total_drops(),
-            0,
-            "{name}: {:?}",
-            r.state.losses
-        );
+        r.assert_leaky_paths(name, realloc_zero);
     }
 }
 

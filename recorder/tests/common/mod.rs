@@ -240,6 +240,45 @@ impl Recorded {
         let seen = (churn.bytes, churn.count, churn.allocs, churn.frees);
         assert_eq!(seen, (0, 0, 5000, 5000), "{}", self.stderr);
     }
+
+    /// The truths of `leaky paths 10` recorded exactly (`who` names the run in messages):
+    /// each allocation function's ten blocks on its own stack with their exact sizes; the
+    /// blocks realloc moved freed on their seed's stack; a failed posix_memalign recording
+    /// nothing; a failed realloc keeping its block, whose later free is seen; realloc(p, 0)
+    /// as `realloc_zero` (allocs, frees) on its stack; and no drops.
+    pub fn assert_leaky_paths(&self, who: &str, realloc_zero: (u64, u64)) {
+        self.assert_clean();
+        for (function, size) in [
+            ("leak_calloc", 300),
+            ("leak_realloc", 5000),
+            ("leak_reallocarray", 700),
+            ("leak_posix_memalign", 1000),
+            ("leak_aligned_alloc", 2048),
+            ("leak_memalign", 3000),
+            ("leak_valloc", 4000),
+        ] {
+            let t = self.by_function(function);
+            assert_eq!(
+                (t.bytes, t.count),
+                (10 * size, 10),
+                "{who} {function}: {t:?}"
+            );
+        }
+        let seed = self.by_function("seed_for_realloc");
+        let seed_seen = (seed.bytes, seed.allocs, seed.frees);
+        assert_eq!(seed_seen, (0, 10, 10), "{who}: {seed:?}");
+        let failed_memalign = self.by_function("failed_posix_memalign");
+        assert_eq!(failed_memalign, Totals::default(), "{who}");
+        let failed = self.by_function("failed_realloc");
+        let failed_seen = (failed.bytes, failed.allocs, failed.frees);
+        assert_eq!(failed_seen, (0, 1, 1), "{who}: {failed:?}");
+        let zero = self.by_function("realloc_to_zero");
+        let (allocs, frees) = realloc_zero;
+        let zero_seen = (zero.bytes, zero.allocs, zero.frees);
+        assert_eq!(zero_seen, (0, allocs, frees), "{who}: {zero:?}");
+        let l = self.state.losses;
+        assert_eq!(l.total_drops(), 0, "{who}: {l:?}");
+    }
 }
 
 pub fn read_recording(path: &Path) -> (RecordingState, Option<Error>) {
