@@ -107,12 +107,12 @@ bpf_table() {
 
 # bpf_run_times [ARG...]: per-invocation BPF run time of leak-record's programs (run with ARGs),
 # from kernel.bpf_stats, while it traces `$BPF_FIXTURE $BPF_WORKLOAD` (default `leaky churn
-# 2000000000`; the workload must outlast the recording): sets BPF_TABLE (markdown) and BPF_PAIR (ns of
-# malloc_enter + alloc_exit + free_enter (or delete_enter, for C++ deletes that free by
-# themselves) per pair; with session probes, malloc_session, which
-# runs at the entry of every malloc and at the return of those it records, takes the place of
-# the first two: the sum of their run times per free_enter (or delete_enter) run, which is per pair on a workload
-# of malloc/free pairs, as `leaky churn` is).
+# 2000000000`; the workload must outlast the recording): sets BPF_TABLE (markdown) and
+# BPF_PAIR (ns of malloc_enter + alloc_exit + free_enter per pair, delete_enter counting as
+# free_enter for C++ deletes that free by themselves; with session probes, malloc_session,
+# which runs at the entry of every malloc and at the return of those it records, takes the
+# place of the first two: the sum of their run times per free-side run, which is per pair on
+# a workload of allocation/free pairs, as `leaky churn` is).
 # shellcheck disable=SC2120 # ARGs are optional
 bpf_run_times() {
     local old lp rp ids i

@@ -860,8 +860,9 @@ int BPF_UPROBE(free_enter, void *ptr)
 	if (!p || !is_target() || retire(p))
 		return 0;
 	/* Not tracked. The block an operator delete of this thread has just retired is that
-	 * delete's own call of free (jemalloc's and mimalloc's plain delete jump to free), not an
-	 * unknown block. Looked up only here, off the path of every tracked free. */
+	 * delete's own call of free (a delete that frees through free after other work; one that
+	 * only jumps to free has no probe of its own), not an unknown block. Looked up only here,
+	 * off the path of every tracked free. */
 	st = bpf_task_storage_get(&threads, bpf_get_current_task_btf(), 0, 0);
 	if (st && st->deleted == p) {
 		st->deleted = 0;

@@ -278,7 +278,7 @@ fn setup_and_record(
             probed: plan.iter().filter_map(|p| file_id(&p.open_path)).collect(),
             // A started command's first exec runs the program its probes were chosen for.
             judged: u32::from(mode == TargetMode::Command),
-            deferred: false,
+            deferred: None,
             off: cli.obj.is_some(),
         },
         children: HashSet::new(),
@@ -444,10 +444,11 @@ const CHILDREN_NAMED: usize = 3;
 struct ExecAllocator {
     /// The probed files, by (device, inode): paths differ between namespaces and symlinks.
     probed: HashSet<(u64, u64)>,
-    /// The exec count judged last, and whether the one after it was seen with its libraries
-    /// still loading (judged at the next read whatever they are then).
+    /// The exec count judged last.
     judged: u32,
-    deferred: bool,
+    /// An exec seen once with its libraries still loading: judged at the next read, whatever
+    /// is mapped then.
+    deferred: Option<u32>,
     /// `--obj`: the user chose the file; nothing to judge.
     off: bool,
 }
@@ -770,12 +771,11 @@ impl Session<'_, '_> {
         let Ok(objs) = discover::objects_of_process(self.pid, prefix) else {
             return;
         };
-        if !discover::libraries_mapped(&objs) && !a.deferred {
-            a.deferred = true;
+        if !discover::libraries_mapped(&objs) && a.deferred != Some(execs) {
+            a.deferred = Some(execs);
             return;
         }
         a.judged = execs;
-        a.deferred = false;
         let overrides = Overrides {
             symbol_prefix: self.cli.symbol_prefix.clone(),
             mmap: false,
