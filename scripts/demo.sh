@@ -6,6 +6,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source scripts/deps.sh
+# shellcheck disable=SC2119 # no extra packages: the demo needs only the default set
 deps_install
 cargo build --release --bin leak-record --bin leak-report
 bash fixtures/build.sh target/fixtures >/dev/null

@@ -479,15 +479,20 @@ fn an_exec_into_another_allocator_is_warned_about() {
 /// tcmalloc and mimalloc (Debian's libtcmalloc_minimal and libmimalloc, linked like jemalloc
 /// above) are found by the same lookup, and every allocation function is exact through them.
 #[test]
-fn tcmalloc_and_mimalloc_linked_processes_are_exact() {
+fn tcmalloc_mimalloc_and_musl_processes_are_exact() {
     if !bpf_ready() {
         return;
     }
     // realloc(p, 0): tcmalloc frees p and returns NULL, as glibc does; mimalloc frees p and
     // returns a new, empty block, which realloc_to_zero then frees. (allocs, frees) of both.
+    // musl (Alpine's libc): dynamic, malloc is in its dynamic loader, which is its libc;
+    // static, in the executable.
+    let musl_static = fixture("leaky_musl_static");
     for (name, library, realloc_zero) in [
         ("leaky_tcmalloc", "libtcmalloc_minimal.so", (1, 1)),
         ("leaky_mimalloc", "libmimalloc.so", (2, 2)),
+        ("leaky_musl", "ld-musl-x86_64.so.1", (2, 2)),
+        ("leaky_musl_static", musl_static.as_str(), (2, 2)),
     ] {
         let exe = fixture(name);
         let r = record(&["-i", "1s"], &[&exe, "basic", "1000", "100"]);
@@ -529,30 +534,41 @@ fn attach_to_a_running_process() {
     if !bpf_ready() {
         return;
     }
-    let leaky = fixture("leaky");
-    let args = [&leaky, "--wait-start", "--wait-end", "basic", "1000", "100"];
-    let (mut target, mut t_out) = spawn_waiting(&args);
-    let pid = target.id().to_string();
-    let mut rec = start_recorder(&["-p", &pid, "-i", "500ms"]);
-    let r_err = &mut rec.stderr;
-    wait_for_line(r_err, "recording PID", Duration::from_secs(30), "recorder");
-    let mut t_in = target.stdin.take().unwrap();
-    t_in.write_all(b"go\n").unwrap();
-    wait_for_line(&mut t_out, "done", Duration::from_secs(10), "fixture");
-    // Let one snapshot see the live process, then let it exit.
-    wait_for_line(r_err, "snapshot", Duration::from_secs(10), "recorder");
-    drop(t_in);
-    assert!(target.wait().unwrap().success());
-    let r = rec.finish();
-    r.assert_clean();
-    let t = r.by_function("leak_here");
-    assert_eq!((t.bytes, t.count), (100_000, 1000), "{t:?}");
-    let churn = r.by_function("churn_balanced");
-    assert_eq!((churn.bytes, churn.allocs, churn.frees), (0, 5000, 5000));
-    assert_eq!(
-        r.state.header.as_ref().unwrap().target.mode,
-        leak_format::TargetMode::Attach
-    );
+    // glibc, and musl, whose libc is its dynamic loader: with -p the allocator is found from
+    // the memory map, where the loader appears under its real path, not the one on the
+    // command line.
+    for (name, library) in [
+        ("leaky", "libc.so.6"),
+        ("leaky_musl", "x86_64-linux-musl/libc.so"),
+    ] {
+        let exe = fixture(name);
+        let args = [&exe, "--wait-start", "--wait-end", "basic", "1000", "100"];
+        let (mut target, mut t_out) = spawn_waiting(&args);
+        let pid = target.id().to_string();
+        let mut rec = start_recorder(&["-p", &pid, "-i", "500ms"]);
+        let r_err = &mut rec.stderr;
+        wait_for_line(r_err, "recording PID", Duration::from_secs(30), "recorder");
+        let mut t_in = target.stdin.take().unwrap();
+        t_in.write_all(b"go\n").unwrap();
+        wait_for_line(&mut t_out, "done", Duration::from_secs(10), "fixture");
+        // Let one snapshot see the live process, then let it exit.
+        wait_for_line(r_err, "snapshot", Duration::from_secs(10), "recorder");
+        drop(t_in);
+        assert!(target.wait().unwrap().success());
+        let r = rec.finish();
+        r.assert_clean();
+        let modules = r.modules_of_probe("malloc");
+        assert!(modules[0].ends_with(library), "{name}: {modules:?}");
+        let t = r.by_function("leak_here");
+        assert_eq!((t.bytes, t.count), (100_000, 1000), "{name}: {t:?}");
+        let churn = r.by_function("churn_balanced");
+        let churn_seen = (churn.bytes, churn.allocs, churn.frees);
+        assert_eq!(churn_seen, (0, 5000, 5000), "{name}");
+        assert_eq!(
+            r.state.header.as_ref().unwrap().target.mode,
+            leak_format::TargetMode::Attach
+        );
+    }
 }
 
 #[test]
