@@ -434,20 +434,20 @@ pub struct Overrides {
 /// The objects of a running process, in lookup order.
 pub fn objects_of_process(pid: u32, prefix: Option<&str>) -> Result<Vec<Obj>> {
     let text = procfs::maps_text(pid).with_context(|| format!("cannot read /proc/{pid}/maps"))?;
-    let mut mapped: Vec<String> = Vec::new();
+    let mut mapped: Vec<leak_format::MapEntry> = Vec::new();
     for m in procfs::parse_maps(&text) {
-        if m.path.starts_with('/') && m.inode != 0 && !mapped.contains(&m.path) {
-            mapped.push(m.path);
+        if m.path.starts_with('/') && m.inode != 0 && !mapped.iter().any(|o| o.path == m.path) {
+            mapped.push(m);
         }
     }
     let exe = procfs::exe(pid).with_context(|| format!("cannot read /proc/{pid}/exe"))?;
     let mut objs: Vec<Obj> = mapped
-        .into_iter()
-        .filter_map(|display| {
-            let open_path = procfs::in_root(pid, &display);
+        .iter()
+        .filter_map(|m| {
+            let (open_path, _) = procfs::open_mapped(pid, m)?;
             let elf = read_elf(&open_path, prefix).ok()?;
             Some(Obj {
-                display,
+                display: procfs::mapped_path(m).to_string(),
                 open_path,
                 elf,
             })

@@ -104,31 +104,17 @@ impl ModuleTable {
             return id;
         }
         let id = self.modules.len() as u32 + 1;
-        // The mapped file itself, even if deleted or replaced on disk since; else the path as
-        // the target sees it.
-        let candidates = [
-            format!("/proc/{}/map_files/{:x}-{:x}", self.pid, m.start, m.end),
-            procfs::in_root(self.pid, &m.path).display().to_string(),
-            m.path.clone(),
-        ];
         let mut module = Module {
             id,
-            path: m
-                .path
-                .strip_suffix(" (deleted)")
-                .unwrap_or(&m.path)
-                .to_string(),
+            path: procfs::mapped_path(m).to_string(),
             build_id: None,
             file_size: 0,
         };
-        for c in &candidates {
-            if let Ok(file) = File::open(c) {
-                module.file_size = file.metadata().map_or(0, |md| md.len());
-                module.build_id = discover::build_id(c.as_ref());
-                if self.keep_files {
-                    self.files.insert(id, file);
-                }
-                break;
+        if let Some((path, file)) = procfs::open_mapped(self.pid, m) {
+            module.file_size = file.metadata().map_or(0, |md| md.len());
+            module.build_id = discover::build_id(&path);
+            if self.keep_files {
+                self.files.insert(id, file);
             }
         }
         self.ids.insert(key, id);

@@ -2,6 +2,7 @@
 use std::ffi::CStr;
 use std::fs;
 use std::io;
+use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 
 use leak_format::{HostInfo, MapEntry, ProcMemory};
@@ -9,6 +10,61 @@ use leak_format::{HostInfo, MapEntry, ProcMemory};
 /// `/proc/PID/root` joined with a path as the target sees it: works for containerized targets.
 pub fn in_root(pid: u32, path: &str) -> PathBuf {
     PathBuf::from(format!("/proc/{pid}/root{path}"))
+}
+
+/// A mapping's path as the target sees it (without the ` (deleted)` the kernel appends to a
+/// file deleted or replaced since it was mapped).
+pub fn mapped_path(m: &MapEntry) -> &str {
+    m.path.strip_suffix(DELETED).unwrap_or(&m.path)
+}
+
+const DELETED: &str = " (deleted)";
+
+/// Opens the file behind a mapping of process `pid`, and returns the path that opened it
+/// (which also names it to the kernel, e.g. to attach a uprobe). Tried in order:
+/// 1. `/proc/PID/map_files/START-END`: the mapped file itself, even deleted or replaced on
+///    disk since (a library upgraded under a running service), whatever the target's root
+///    (needs CAP_SYS_ADMIN or CAP_CHECKPOINT_RESTORE);
+/// 2. `/proc/PID/root` + the path: the file the target sees at that path (a container, whose
+///    maps show paths inside its mount namespace);
+/// 3. the path itself, if it is the mapped file (same device and inode): a chrooted target,
+///    whose maps show paths from our root, which `/proc/PID/root` + path does not resolve.
+///
+/// A deleted file has only the first: anything at its path now is another file.
+pub fn open_mapped(pid: u32, m: &MapEntry) -> Option<(PathBuf, fs::File)> {
+    let own = PathBuf::from(format!("/proc/{pid}/map_files/{:x}-{:x}", m.start, m.end));
+    open_first(own, in_root(pid, &m.path), m)
+}
+
+/// [`open_mapped`] with the first two paths given.
+fn open_first(own: PathBuf, in_ns: PathBuf, m: &MapEntry) -> Option<(PathBuf, fs::File)> {
+    if let Ok(f) = fs::File::open(&own) {
+        return Some((own, f));
+    }
+    if m.path.ends_with(DELETED) {
+        return None;
+    }
+    if let Ok(f) = fs::File::open(&in_ns) {
+        return Some((in_ns, f));
+    }
+    let f = fs::File::open(&m.path).ok()?;
+    let md = f.metadata().ok()?;
+    (same_device(&m.dev, md.dev()) && md.ino() == m.inode).then(|| (PathBuf::from(&m.path), f))
+}
+
+/// Whether a device as /proc/PID/maps writes it (`fe:01`: major and minor, in hex) is `dev`
+/// (a `st_dev`).
+fn same_device(maps_dev: &str, dev: u64) -> bool {
+    let Some((major, minor)) = maps_dev.split_once(':') else {
+        return false;
+    };
+    let (Ok(major), Ok(minor)) = (
+        u32::from_str_radix(major, 16),
+        u32::from_str_radix(minor, 16),
+    ) else {
+        return false;
+    };
+    libc::major(dev) == major && libc::minor(dev) == minor
 }
 
 /// Raw text of /proc/PID/maps.
@@ -183,6 +239,44 @@ pub fn is_alive(pid: u32) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_mapped_file_is_opened_as_mapped_or_not_at_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("lib.so");
+        fs::write(&file, b"x").unwrap();
+        let md = fs::metadata(&file).unwrap();
+        let (major, minor) = (libc::major(md.dev()), libc::minor(md.dev()));
+        let m = |path: &str, dev: String, inode: u64| MapEntry {
+            start: 0x1000,
+            end: 0x2000,
+            perms: "r-xp".into(),
+            offset: 0,
+            dev,
+            inode,
+            path: path.into(),
+        };
+        let path = file.to_str().unwrap();
+        let dev = format!("{major:02x}:{minor:02x}");
+        let none = || dir.path().join("none");
+        let opened = |own, in_ns, m: &MapEntry| open_first(own, in_ns, m).map(|(p, _)| p);
+        // The mapping itself first, even when its file is gone from its path.
+        let deleted = m(&format!("{path} (deleted)"), dev.clone(), md.ino());
+        assert_eq!(opened(file.clone(), none(), &deleted), Some(file.clone()));
+        // Without it, a deleted file's path names another file, or none: nothing.
+        assert_eq!(opened(none(), file.clone(), &deleted), None);
+        // The path in the target's root next, as it is.
+        let mapped = m(path, dev.clone(), md.ino());
+        assert_eq!(opened(none(), file.clone(), &mapped), Some(file.clone()));
+        // Last the path in ours, only if it is the mapped file.
+        assert_eq!(opened(none(), none(), &mapped), Some(file.clone()));
+        let other_inode = m(path, dev.clone(), md.ino() + 1);
+        assert_eq!(opened(none(), none(), &other_inode), None);
+        let other_dev = m(path, format!("{:02x}:{minor:02x}", major + 1), md.ino());
+        assert_eq!(opened(none(), none(), &other_dev), None);
+        assert_eq!(opened(none(), none(), &m(path, "x".into(), md.ino())), None);
+        assert_eq!(mapped_path(&deleted), path);
+    }
 
     #[test]
     fn maps_lines_parse() {

@@ -529,6 +529,44 @@ fn statically_linked_binary_is_probed_in_the_executable() {
     assert_eq!((t.bytes, t.count), (100_000, 1000), "{t:?}\n{}", r.stderr);
 }
 
+/// Starts `args` (a fixture run with `--wait-start --wait-end`), runs `ready` once it waits,
+/// attaches `leak-record -p` to it, lets it run with one snapshot of it alive, and returns the
+/// recording once it exited.
+fn attach_and_record(args: &[&str], ready: impl FnOnce()) -> Recorded {
+    let (mut target, mut t_out) = spawn_waiting(args);
+    ready();
+    let pid = target.id().to_string();
+    let mut rec = start_recorder(&["-p", &pid, "-i", "500ms"]);
+    let r_err = &mut rec.stderr;
+    wait_for_line(r_err, "recording PID", Duration::from_secs(30), "recorder");
+    let mut t_in = target.stdin.take().unwrap();
+    t_in.write_all(b"go\n").unwrap();
+    wait_for_line(&mut t_out, "done", Duration::from_secs(10), "fixture");
+    // Let one snapshot see the live process, then let it exit.
+    wait_for_line(r_err, "snapshot", Duration::from_secs(10), "recorder");
+    drop(t_in);
+    assert!(target.wait().unwrap().success());
+    let r = rec.finish();
+    r.assert_clean();
+    assert_eq!(
+        r.state.header.as_ref().unwrap().target.mode,
+        leak_format::TargetMode::Attach
+    );
+    r
+}
+
+/// `leaky basic 1000 100`'s truths, recorded with malloc probed in a module whose path ends
+/// with `library`.
+fn assert_attached_basic(r: &Recorded, who: &str, library: &str) {
+    let modules = r.modules_of_probe("malloc");
+    assert!(modules[0].ends_with(library), "{who}: {modules:?}");
+    let t = r.by_function("leak_here");
+    assert_eq!((t.bytes, t.count), (100_000, 1000), "{who}: {t:?}");
+    let churn = r.by_function("churn_balanced");
+    let churn_seen = (churn.bytes, churn.allocs, churn.frees);
+    assert_eq!(churn_seen, (0, 5000, 5000), "{who}");
+}
+
 #[test]
 fn attach_to_a_running_process() {
     if !bpf_ready() {
@@ -542,33 +580,105 @@ fn attach_to_a_running_process() {
         ("leaky_musl", "x86_64-linux-musl/libc.so"),
     ] {
         let exe = fixture(name);
-        let args = [&exe, "--wait-start", "--wait-end", "basic", "1000", "100"];
-        let (mut target, mut t_out) = spawn_waiting(&args);
-        let pid = target.id().to_string();
-        let mut rec = start_recorder(&["-p", &pid, "-i", "500ms"]);
-        let r_err = &mut rec.stderr;
-        wait_for_line(r_err, "recording PID", Duration::from_secs(30), "recorder");
-        let mut t_in = target.stdin.take().unwrap();
-        t_in.write_all(b"go\n").unwrap();
-        wait_for_line(&mut t_out, "done", Duration::from_secs(10), "fixture");
-        // Let one snapshot see the live process, then let it exit.
-        wait_for_line(r_err, "snapshot", Duration::from_secs(10), "recorder");
-        drop(t_in);
-        assert!(target.wait().unwrap().success());
-        let r = rec.finish();
-        r.assert_clean();
-        let modules = r.modules_of_probe("malloc");
-        assert!(modules[0].ends_with(library), "{name}: {modules:?}");
-        let t = r.by_function("leak_here");
-        assert_eq!((t.bytes, t.count), (100_000, 1000), "{name}: {t:?}");
-        let churn = r.by_function("churn_balanced");
-        let churn_seen = (churn.bytes, churn.allocs, churn.frees);
-        assert_eq!(churn_seen, (0, 5000, 5000), "{name}");
-        assert_eq!(
-            r.state.header.as_ref().unwrap().target.mode,
-            leak_format::TargetMode::Attach
+        let r = attach_and_record(
+            &[&exe, "--wait-start", "--wait-end", "basic", "1000", "100"],
+            || {},
         );
+        assert_attached_basic(&r, name, library);
     }
+}
+
+#[test]
+fn processes_in_a_container_or_a_chroot_are_probed_in_their_own_libc() {
+    if !bpf_ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let exe = fixture("leaky");
+    let libc = "/lib/x86_64-linux-gnu/libc.so.6";
+    let args = ["--wait-start", "--wait-end", "basic", "1000", "100"];
+    // Each target runs a copy of libc, another file than the host's at the same path: probes
+    // on the host's would see nothing, and leak_here would not be exact.
+    //
+    // A container: a mount namespace of its own, in which the copy is mounted over the host's
+    // libc. Its maps show the path as it sees it, which /proc/PID/root resolves.
+    let copy = dir.path().join("libc.so.6");
+    copy_program(Path::new(libc), &copy);
+    let mount = format!(
+        "mount --bind {} {libc} && exec \"$0\" \"$@\"",
+        copy.display()
+    );
+    let unshare = [
+        "unshare",
+        "-m",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        &mount,
+        &exe,
+    ];
+    let r = attach_and_record(&[&unshare[..], &args[..]].concat(), || {});
+    assert_attached_basic(&r, "container", "libc.so.6");
+    // A chroot whose libc and loader are copies. The kernel shows a chrooted process's
+    // mappings from the reader's root (ROOT/lib/... here), so /proc/PID/root + that path is no
+    // file: leak-record opens the mapping itself (/proc/PID/map_files). (The fixture sits at
+    // its host path inside the root, so the test can name its functions.)
+    let root = dir.path().join("root");
+    for path in [exe.as_str(), libc, "/lib64/ld-linux-x86-64.so.2"] {
+        let inside = root.join(path.trim_start_matches('/'));
+        fs::create_dir_all(inside.parent().unwrap()).unwrap();
+        copy_program(&fs::canonicalize(path).unwrap(), &inside);
+    }
+    let root = root.to_str().unwrap();
+    let r = attach_and_record(&[&["chroot", root, &exe], &args[..]].concat(), || {});
+    let copy = format!("{root}{libc}");
+    assert_eq!(
+        r.modules_of_probe("malloc"),
+        [copy.as_str()],
+        "{}",
+        r.stderr
+    );
+    assert_attached_basic(&r, "chroot", &copy);
+}
+
+#[test]
+fn a_library_replaced_on_disk_is_probed_as_mapped() {
+    if !bpf_ready() {
+        return;
+    }
+    // A library upgraded under a running service: the package manager renames a new file over
+    // the old one, which the process keeps mapped (its maps say "PATH (deleted)"). The probes
+    // must go on the mapped file, not on the new one at the same path, which it never runs.
+    let dir = tempfile::tempdir().unwrap();
+    let libc = dir.path().join("libc.so.6");
+    copy_program(Path::new("/lib/x86_64-linux-gnu/libc.so.6"), &libc);
+    let path = format!("LD_LIBRARY_PATH={}", dir.path().display());
+    let exe = fixture("leaky");
+    let args = [
+        "env",
+        &path,
+        &exe,
+        "--wait-start",
+        "--wait-end",
+        "basic",
+        "1000",
+        "100",
+    ];
+    let upgrade = || {
+        let new = dir.path().join("libc.so.6.new");
+        copy_program(&libc, &new);
+        fs::rename(&new, &libc).unwrap();
+    };
+    let r = attach_and_record(&args, upgrade);
+    let display = libc.display().to_string();
+    assert_eq!(
+        r.modules_of_probe("malloc"),
+        [display.as_str()],
+        "{}",
+        r.stderr
+    );
+    assert_attached_basic(&r, "replaced", &display);
 }
 
 #[test]
