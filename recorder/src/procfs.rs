@@ -226,6 +226,43 @@ pub fn clock_ns(clock: libc::clockid_t) -> u64 {
 }
 
 /// Does this process exist (and is it not a zombie)?
+/// Why a live `pid` is no process whose allocator leak-record can probe, if it is not: a
+/// thread of another process (a TID from `top -H` or `ps -L`), or a kernel thread. None when
+/// it is one, or when /proc says nothing.
+pub fn not_a_process(pid: u32) -> Option<String> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    why_not_a_process(pid, &status)
+}
+
+/// [`not_a_process`] from the text of /proc/PID/status.
+fn why_not_a_process(pid: u32, status: &str) -> Option<String> {
+    let field = |key: &str| {
+        status.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            (k == key).then(|| v.trim())
+        })
+    };
+    let name = field("Name").unwrap_or("?");
+    let tgid = field("Tgid").and_then(|t| t.parse::<u32>().ok());
+    if let Some(tgid) = tgid.filter(|&t| t != pid) {
+        return Some(format!(
+            "PID {pid} is a thread of process {tgid} ({name}), not a process; record the \
+             process: leak-record -p {tgid}"
+        ));
+    }
+    // `Kthread` since Linux 6.9; before, a kernel thread is the only live task without memory.
+    let kthread = match field("Kthread") {
+        Some(k) => k == "1",
+        None => field("VmSize").is_none(),
+    };
+    kthread.then(|| {
+        format!(
+            "PID {pid} ({name}) is a kernel thread, which has no allocator to probe; to record \
+             the kernel's own allocations: leak-record --kernel"
+        )
+    })
+}
+
 pub fn is_alive(pid: u32) -> bool {
     match fs::read_to_string(format!("/proc/{pid}/stat")) {
         Ok(stat) => stat
@@ -239,6 +276,25 @@ pub fn is_alive(pid: u32) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn threads_and_kernel_threads_are_not_processes() {
+        let user = "Name:\tsvc\nState:\tS (sleeping)\nTgid:\t100\nPid:\t100\nVmSize:\t  1000 kB\n";
+        assert_eq!(why_not_a_process(100, user), None);
+        let with_flag = format!("{user}Kthread:\t0\n");
+        assert_eq!(why_not_a_process(100, &with_flag), None);
+        let thread = user.replace("Pid:\t100", "Pid:\t101");
+        let why = why_not_a_process(101, &thread).unwrap();
+        assert!(why.contains("thread of process 100 (svc)"), "{why}");
+        assert!(why.contains("leak-record -p 100"), "{why}");
+        let kthread = "Name:\tkthreadd\nState:\tS (sleeping)\nTgid:\t2\nPid:\t2\n";
+        let why = why_not_a_process(2, kthread).unwrap();
+        assert!(why.contains("(kthreadd) is a kernel thread") && why.contains("--kernel"));
+        let flagged = format!("{kthread}Kthread:\t1\n");
+        assert!(why_not_a_process(2, &flagged).is_some());
+        // This process is one.
+        assert_eq!(not_a_process(std::process::id()), None);
+    }
 
     #[test]
     fn a_mapped_file_is_opened_as_mapped_or_not_at_all() {

@@ -92,10 +92,13 @@ pub fn run(cli: Cli) -> Result<()> {
                     "no process with PID {pid}; check the PID (e.g. with pidof or ps)"
                 )));
             }
+            if let Some(why) = procfs::not_a_process(pid) {
+                bail!(UsageError(why));
+            }
             let exe = procfs::exe(pid).map_err(|e| {
-                let msg = format!("cannot read /proc/{pid}/exe: {e}");
+                let msg = format!("cannot read /proc/{pid}/exe");
                 if e.kind() == std::io::ErrorKind::PermissionDenied {
-                    UsageError(format!("{msg}; {}", privileges::NEEDED)).into()
+                    UsageError(format!("{msg}: {e}; {}", privileges::NEEDED)).into()
                 } else {
                     anyhow::Error::from(e).context(msg)
                 }

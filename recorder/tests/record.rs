@@ -868,7 +868,13 @@ fn bad_input_is_a_one_line_error_with_status_2() {
     let o = out.to_str().unwrap();
     let text_file = script(dir.path(), "notes.txt", "not a program\n");
     let bad_script = script(dir.path(), "bad", "#!/no/such/shell\n");
+    // A thread of this process (the test harness runs each test on a thread of its own).
+    // SAFETY: gettid has no preconditions.
+    let tid = unsafe { libc::gettid() }.to_string();
+    let thread_of = format!("is a thread of process {}", std::process::id());
     for (args, needle) in [
+        (vec!["-o", o, "-p", &tid], thread_of.as_str()),
+        (vec!["-o", o, "-p", "2"], "(kthreadd) is a kernel thread"),
         (
             vec!["-o", o, "-p", "999999999"],
             "no process with PID 999999999",
