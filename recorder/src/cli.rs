@@ -78,7 +78,9 @@ pub struct Cli {
     #[arg(long, requires = "kernel")]
     pub wa_missing_free: bool,
 
-    /// Output file [default: leak-record-<UTC date>-<time>.zst].
+    /// Output file [default: leak-record-<UTC date>-<time>.zst]; `-` streams the recording to
+    /// standard output (not a terminal), e.g. `ssh HOST 'sudo leak-record -p PID -d 10m -o -' >
+    /// run.zst`; a command's own standard output then goes to standard error.
     #[arg(short, long, value_name = "PATH")]
     pub output: Option<PathBuf>,
 

@@ -2,6 +2,7 @@
 //! a symlink, private to its owner, and handed to the invoking user under sudo.
 use std::fs::{File, OpenOptions};
 use std::io;
+use std::os::fd::FromRawFd;
 use std::os::unix::fs::{fchown, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
@@ -17,8 +18,66 @@ pub fn default_name(unix_secs: u64) -> PathBuf {
     ))
 }
 
-/// Creates the output file (mode 0600, no symlink following).
+/// Whether `-o` names standard output (`-o -`).
+pub fn is_stdout(path: &Path) -> bool {
+    path.as_os_str() == "-"
+}
+
+/// How the output is named in messages.
+pub fn name(path: &Path) -> String {
+    if is_stdout(path) {
+        "standard output".into()
+    } else {
+        path.display().to_string()
+    }
+}
+
+/// `-o -`: takes standard output for the recording, then points this process's standard
+/// output at standard error, so that nothing else is written into the recording: not a stray
+/// message, nor the output of a command started after this (which inherits it). Refuses a
+/// terminal.
+pub fn claim_stdout() -> Result<File> {
+    // SAFETY: isatty, fcntl(F_DUPFD_CLOEXEC) and dup2 on the standard descriptors take no
+    // pointers; the duplicate is owned by the File made from it, and by nothing else.
+    unsafe {
+        if libc::isatty(1) == 1 {
+            bail!(UsageError(
+                "-o - writes the recording to standard output, which is a terminal; redirect it \
+                 (leak-record ... -o - > run.zst, or | ssh HOST 'cat > run.zst')"
+                    .into()
+            ));
+        }
+        let fd = libc::fcntl(1, libc::F_DUPFD_CLOEXEC, 3);
+        if fd < 0 {
+            bail!(UsageError(format!(
+                "-o -: cannot use standard output: {}",
+                io::Error::last_os_error()
+            )));
+        }
+        let file = File::from_raw_fd(fd);
+        if libc::dup2(2, 1) < 0 {
+            bail!(
+                "-o -: cannot move standard output: {}",
+                io::Error::last_os_error()
+            );
+        }
+        Ok(file)
+    }
+}
+
+/// Creates the output file (mode 0600, no symlink following); for `-o -`, takes standard
+/// output ([`claim_stdout`]).
 pub fn create(path: &Path, force: bool) -> Result<File> {
+    if is_stdout(path) {
+        return claim_stdout();
+    }
+    if path.symlink_metadata().is_ok_and(|m| m.is_dir()) {
+        bail!(UsageError(format!(
+            "output {} is a directory; give a file name, e.g. -o {}",
+            path.display(),
+            path.join("run.zst").display()
+        )));
+    }
     let mut opts = OpenOptions::new();
     opts.write(true)
         .mode(0o600)

@@ -84,6 +84,10 @@ pub fn run(cli: Cli) -> Result<()> {
         .clone()
         .unwrap_or_else(|| output::default_name(start_wall_ns / 1_000_000_000));
 
+    // `-o -` is taken now, before a command is started: the command then prints to stderr.
+    let claimed = output::is_stdout(&path)
+        .then(output::claim_stdout)
+        .transpose()?;
     // The target: validate before creating anything.
     let (mode, pid, mut held, exe, program, command_line) = match cli.pid {
         Some(pid) => {
@@ -133,7 +137,8 @@ pub fn run(cli: Cli) -> Result<()> {
         }
     };
     let target = (exe.as_str(), program.as_path());
-    let result = setup_and_record(&cli, &path, mode, pid, held.as_mut(), target, command_line);
+    let out = (path.as_path(), claimed);
+    let result = setup_and_record(&cli, out, mode, pid, held.as_mut(), target, command_line);
     if result.is_err() {
         if let Some(child) = held.as_mut() {
             child.abandon();
@@ -145,14 +150,17 @@ pub fn run(cli: Cli) -> Result<()> {
 #[allow(clippy::too_many_arguments)]
 fn setup_and_record(
     cli: &Cli,
-    path: &std::path::Path,
+    (path, claimed): (&std::path::Path, Option<File>),
     mode: TargetMode,
     pid: u32,
     held: Option<&mut HeldChild>,
     (exe, program): (&str, &std::path::Path),
     command_line: Vec<String>,
 ) -> Result<()> {
-    let file = output::create(path, cli.force)?;
+    let file = match claimed {
+        Some(file) => file,
+        None => output::create(path, cli.force)?,
+    };
     let created = scopeguard(path.to_path_buf());
 
     let prefix = cli.symbol_prefix.as_deref();
@@ -389,7 +397,7 @@ fn placement_note(p: &discover::PlannedProbe) -> Option<String> {
 /// Removes the output file unless defused (setup failed before anything was recorded).
 pub(crate) struct Created(Option<PathBuf>);
 pub(crate) fn scopeguard(p: PathBuf) -> Created {
-    Created(Some(p))
+    Created((!output::is_stdout(&p)).then_some(p))
 }
 impl Created {
     pub(crate) fn defuse(mut self) {
@@ -976,7 +984,7 @@ impl RecordingFile {
         sample_bytes: Option<u64>,
     ) -> Result<Self> {
         let writer = Writer::new(file, header)
-            .with_context(|| format!("cannot write {}", path.display()))?;
+            .with_context(|| format!("cannot write {}", output::name(path)))?;
         let mut out = RecordingFile {
             writer,
             path: path.to_path_buf(),
@@ -999,7 +1007,7 @@ impl RecordingFile {
             let _ = file.seek(SeekFrom::Start(good));
             bail!(
                 "cannot write to {}: {e}; the recording up to the previous snapshot is kept",
-                self.path.display()
+                output::name(&self.path)
             );
         }
         // Durable at every snapshot: a crash or power loss keeps everything written so far. A
@@ -1010,7 +1018,7 @@ impl RecordingFile {
             if e.raw_os_error() != Some(libc::EINVAL) {
                 bail!(
                     "cannot flush {} to disk: {e}; the snapshots flushed before this one are kept",
-                    self.path.display()
+                    output::name(&self.path)
                 );
             }
         }
@@ -1034,7 +1042,7 @@ impl RecordingFile {
             eprintln!(
                 "leak-record: {} snapshots written to {} ({}); stopped: {}",
                 snapshots,
-                self.path.display(),
+                output::name(&self.path),
                 human_bytes(self.writer.bytes_written()),
                 describe(reason)
             );
@@ -1047,7 +1055,7 @@ impl RecordingFile {
 pub(crate) fn destination(path: &Path, cli: &Cli) -> String {
     format!(
         " to {} every {:?}{}",
-        path.display(),
+        output::name(path),
         cli.interval,
         cli.duration
             .map(|d| format!(" for {d:?}"))

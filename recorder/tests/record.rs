@@ -682,6 +682,48 @@ fn a_library_replaced_on_disk_is_probed_as_mapped() {
 }
 
 #[test]
+fn dash_records_to_standard_output_and_the_command_prints_to_stderr() {
+    if !bpf_ready() {
+        return;
+    }
+    // `-o -` streams the recording (`ssh HOST 'leak-record -o - ...' > run.zst`); what the
+    // command prints goes to stderr, never into the recording.
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("streamed.zst");
+    let leaky = fixture("leaky");
+    let run = format!("echo marker-from-the-command; exec {leaky} basic 1000 100");
+    let output = Command::new(RECORDER)
+        .current_dir(dir.path())
+        .args(["-i", "1s", "-o", "-", "--", "sh", "-c", &run])
+        .stdin(std::process::Stdio::null())
+        .stdout(fs::File::create(&out).unwrap())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("marker-from-the-command\n"), "{stderr}");
+    assert!(stderr.contains("written to standard output"), "{stderr}");
+    let (state, tail) = read_recording(&out);
+    let r = Recorded {
+        state,
+        tail,
+        stdout: String::new(),
+        stderr,
+        code: output.status.code(),
+    };
+    r.assert_clean();
+    let t = r.by_function("leak_here");
+    assert_eq!((t.bytes, t.count), (100_000, 1000), "{t:?}");
+    // Nothing else was created: no file named "-".
+    let names: Vec<_> = fs::read_dir(dir.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(names, ["streamed.zst"]);
+}
+
+#[test]
 fn sigkill_mid_run_leaves_every_complete_snapshot_readable() {
     if !bpf_ready() {
         return;
@@ -872,9 +914,14 @@ fn bad_input_is_a_one_line_error_with_status_2() {
     // SAFETY: gettid has no preconditions.
     let tid = unsafe { libc::gettid() }.to_string();
     let thread_of = format!("is a thread of process {}", std::process::id());
+    let dir_name = dir.path().display().to_string();
+    let dir_error =
+        format!("output {dir_name} is a directory; give a file name, e.g. -o {dir_name}/run.zst");
     for (args, needle) in [
         (vec!["-o", o, "-p", &tid], thread_of.as_str()),
         (vec!["-o", o, "-p", "2"], "(kthreadd) is a kernel thread"),
+        (vec!["-o", &dir_name, "--", "true"], &dir_error),
+        (vec!["-o", &dir_name, "--force", "--", "true"], &dir_error),
         (
             vec!["-o", o, "-p", "999999999"],
             "no process with PID 999999999",
@@ -907,6 +954,18 @@ fn bad_input_is_a_one_line_error_with_status_2() {
         assert!(err.contains(needle), "{args:?}: {err}");
         assert!(!out.exists(), "{args:?} left a file behind");
     }
+    // `-o -` on a terminal (script(1) gives it one).
+    let on_tty = format!("{RECORDER} -o - -- true");
+    let tty = Command::new("script")
+        .args(["-q", "-e", "-c", &on_tty, "/dev/null"])
+        .output()
+        .expect("run script(1), util-linux");
+    let err = String::from_utf8_lossy(&tty.stdout);
+    assert_eq!(tty.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("standard output, which is a terminal; redirect it"),
+        "{err}"
+    );
     // An existing recording is never overwritten without --force.
     fs::write(&out, b"precious").unwrap();
     let (code, err) = run_recorder(&["-o", o, "--", "true"]);
