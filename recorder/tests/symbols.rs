@@ -1,7 +1,8 @@
 //! Record real fixture processes, then symbolize offline as leak-report does, after the
 //! binaries are gone: bundled symbols must give what `addr2line -f -i` gives on the original
 //! file; a stripped binary's debug file is found through --debug-dir by build ID; a rebuilt
-//! binary with another build ID is refused. Root and BPF required (see record.rs).
+//! binary with another build ID is refused; a copy under --sysroot serves a path that is gone.
+//! Root and BPF required (see record.rs).
 #![allow(clippy::unwrap_used)] // a test that cannot unwrap has failed
 
 use std::path::{Path, PathBuf};
@@ -121,6 +122,35 @@ fn bundled_symbols_match_addr2line_after_the_binary_is_gone() {
         i += want.len();
     }
     assert!(checked >= 3, "leak_here, mode_basic, main: {frames:?}");
+}
+
+#[test]
+fn a_copy_of_the_hosts_files_is_used_through_sysroot() {
+    if !bpf_ready() {
+        return;
+    }
+    // The recorded path is gone from this machine; a copy of the host's (or a container's)
+    // files under --sysroot, at the same path inside it, serves instead.
+    let dir = tempfile::tempdir().unwrap();
+    let exe = copy_fixture(dir.path(), "app");
+    let rec = record(dir.path(), &exe, &[]);
+    let sysroot = dir.path().join("sysroot");
+    let copy = sysroot.join(exe.strip_prefix("/").unwrap());
+    std::fs::create_dir_all(copy.parent().unwrap()).unwrap();
+    std::fs::rename(&exe, &copy).unwrap();
+    let (frames, _) = leak_frames(&rec, &Options::default());
+    assert_eq!(frames[0].function, None, "{frames:?}");
+    let opts = Options {
+        sysroot: Some(sysroot),
+        ..Options::default()
+    };
+    let (frames, warnings) = leak_frames(&rec, &opts);
+    assert!(warnings.is_empty(), "{warnings:?}");
+    let names: Vec<_> = frames.iter().map(|f| f.function.as_deref()).collect();
+    assert_eq!(
+        names[..3],
+        [Some("leak_here"), Some("mode_basic"), Some("main")]
+    );
 }
 
 #[test]
