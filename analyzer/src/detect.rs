@@ -285,8 +285,9 @@ fn classify(d: &mut Detection, a: &Analysis, small: bool, cfg: &Config) {
         format!("Hamed-Rao factor {:.2}", o.mk.factor)
     };
     let growing = o.mk.p_up < alpha;
+    let alpha_text = fmt_alpha(alpha);
     let detail = format!(
-        "S = {:.0}, tau = {:.3}, {method}: p = {} {} {alpha}",
+        "S = {:.0}, tau = {:.3}, {method}: p = {} {} {alpha_text}",
         o.mk.s,
         o.mk.tau,
         fmt_p(o.mk.p_up),
@@ -296,8 +297,10 @@ fn classify(d: &mut Detection, a: &Analysis, small: bool, cfg: &Config) {
         if o.mk.p_down < alpha {
             d.verdict = Verdict::Shrinking;
             if let Some(g) = d.gates.last_mut() {
-                g.detail
-                    .push_str(&format!("; decrease p = {} < {alpha}", fmt_p(o.mk.p_down)));
+                g.detail.push_str(&format!(
+                    "; decrease p = {} < {alpha_text}",
+                    fmt_p(o.mk.p_down)
+                ));
             }
         } else if !small
             && a.head.mk.p_up < alpha
@@ -1046,6 +1049,16 @@ fn erfc(x: f64) -> f64 {
 /// 1 - Phi(z), accurate in the far tail.
 fn upper_tail(z: f64) -> f64 {
     0.5 * erfc(z / std::f64::consts::SQRT_2)
+}
+
+/// A significance level as given (`0.01`), or in scientific notation when small (`1e-13`, not
+/// `0.0000000000001`).
+fn fmt_alpha(alpha: f64) -> String {
+    if alpha >= 1e-3 {
+        format!("{alpha}")
+    } else {
+        format!("{alpha:e}")
+    }
 }
 
 fn fmt_p(p: f64) -> String {

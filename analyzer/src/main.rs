@@ -203,11 +203,19 @@ fn load(path: &Path, cli: &Cli) -> Result<(series::Recording, Analysis)> {
 
 /// Ok(true) when a gate failed.
 fn run(cli: &Cli) -> Result<bool> {
-    let valid = (0.0..=0.5).contains(&cli.warmup) && cli.alpha > 0.0 && cli.alpha < 0.5;
-    if !valid {
-        bail!(UsageError(
-            "--warmup must be within 0..0.5 and --alpha within 0..0.5 (exclusive)".into()
-        ));
+    if !(0.0..=0.5).contains(&cli.warmup) {
+        bail!(UsageError(format!(
+            "--warmup {} is outside 0 to 0.5 (the share of the window skipped at the start, \
+             e.g. 0.1)",
+            cli.warmup
+        )));
+    }
+    if !(cli.alpha > 0.0 && cli.alpha < 0.5) {
+        bail!(UsageError(format!(
+            "--alpha {} is outside 0 to 0.5, both excluded (the significance level of the trend \
+             test, e.g. 0.01)",
+            cli.alpha
+        )));
     }
     let suppressions = match &cli.suppressions {
         Some(p) => Suppressions::load(p).map_err(UsageError)?,

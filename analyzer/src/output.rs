@@ -143,10 +143,11 @@ pub fn text(rec: &Recording, a: &Analysis, top: usize) -> String {
             }
         );
     }
+    let shown = top.min(a.stacks.len());
     let _ = writeln!(
         out,
-        "\nTop {} stacks (leaks first, then by outstanding bytes):",
-        top.min(a.stacks.len())
+        "\nTop {shown} {} (leaks first, then by outstanding bytes):",
+        if shown == 1 { "stack" } else { "stacks" }
     );
     for s in a.stacks.iter().take(top) {
         let d = &s.detection;

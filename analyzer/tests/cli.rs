@@ -144,6 +144,106 @@ fn gates_set_the_exit_status() {
     assert_eq!(run(&[&d]).status.code(), Some(0), "no gate asked: 0");
 }
 
+/// The `detail` of gate `name` of the stack with id `id` in a JSON document.
+fn gate(doc: &serde_json::Value, id: u64, name: &str) -> (bool, String) {
+    let stack = doc["stacks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == id)
+        .unwrap();
+    let g = stack["gates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["name"] == name)
+        .unwrap();
+    (
+        g["passed"].as_bool().unwrap(),
+        g["detail"].as_str().unwrap().to_string(),
+    )
+}
+
+#[test]
+fn detector_and_summary_options_do_what_they_say() {
+    // The demo: 91 snapshots; stack 17 leaks (p = 9.6e-13), 18 is a cache that filled early.
+    let d = json(&[]);
+    let (_, points) = gate(&d, 17, "points");
+    assert_eq!(points, "82 points used (warm-up dropped 9 snapshots)");
+    for (warmup, want) in [
+        ("0", "91 points used (warm-up dropped 0 snapshots)"),
+        ("0.5", "46 points used (warm-up dropped 45 snapshots)"),
+    ] {
+        assert_eq!(gate(&json(&["--warmup", warmup]), 17, "points").1, want);
+    }
+    // --alpha: the leak's p-value is below the default 0.01, not below 1e-13.
+    let (passed, trend) = gate(&d, 17, "trend");
+    assert!(passed && trend.ends_with("p = 9.6e-13 < 0.01"), "{trend}");
+    let strict = json(&["--alpha", "1e-13"]);
+    let (passed, trend) = gate(&strict, 17, "trend");
+    assert!(
+        !passed && trend.ends_with("p = 9.6e-13 >= 1e-13"),
+        "{trend}"
+    );
+    assert_eq!(strict["summary"]["continuous_leaks"], 0);
+    // --memory-limit: the recorded host's memory by default; the time to exhaustion is what
+    // is left of the limit above the last RSS, at the pessimistic rate, so two limits differ
+    // in it by their difference over that rate.
+    let host = d["recording"]["host"]["mem_total_bytes"].as_f64().unwrap();
+    assert_eq!(d["summary"]["memory_limit_bytes"].as_f64(), Some(host));
+    let one_gib = json(&["--memory-limit", "1G"]);
+    assert_eq!(one_gib["summary"]["memory_limit_bytes"], 1u64 << 30);
+    let tte = |doc: &serde_json::Value| doc["summary"]["time_to_exhaustion_seconds"].as_f64();
+    let rate = d["summary"]["leak_rate_high_bytes_per_sec"]
+        .as_f64()
+        .unwrap();
+    let apart = tte(&d).unwrap() - tte(&one_gib).unwrap();
+    let want = (host - (1u64 << 30) as f64) / rate;
+    assert!((apart - want).abs() < 1e-6 * want, "{apart} != {want}");
+    let o = run(&[&demo(), "--memory-limit", "1G"]);
+    assert!(stdout(&o).contains("; 29.2 h to reach 1.0 GiB at the pessimistic rate"));
+    // --min-outstanding: only the 2 MiB cache has 1 MiB or more at the end.
+    let big = json(&["--min-outstanding", "1M"]);
+    let ids: Vec<_> = big["stacks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| &s["id"])
+        .collect();
+    assert_eq!(ids, [18]);
+    // --top: the text summary lists that many stacks (the default 10 covers the demo's 3).
+    for (top, want) in [
+        ("1", "Top 1 stack ("),
+        ("2", "Top 2 stacks ("),
+        ("10", "Top 3 stacks ("),
+    ] {
+        let text = stdout(&run(&[&demo(), "--top", top]));
+        assert!(text.contains(want), "--top {top}: {text}");
+        let listed = text.matches(" from stack ").count();
+        assert_eq!(listed, want[4..5].parse::<usize>().unwrap(), "--top {top}");
+    }
+    let text = stdout(&run(&[&demo()]));
+    assert!(text.contains("Top 3 stacks ("), "{text}");
+    // --timestamp: the HTML report is byte for byte the same from run to run, unless asked.
+    let dir = tempfile::tempdir().unwrap();
+    let html = |name: &str, extra: &[&str]| {
+        let path = dir.path().join(name);
+        let p = path.to_str().unwrap();
+        assert!(run(&[&[demo().as_str(), "-o", p], extra].concat())
+            .status
+            .success());
+        std::fs::read_to_string(path).unwrap()
+    };
+    let (a, b) = (html("a.html", &[]), html("b.html", &[]));
+    assert_eq!(a, b);
+    assert!(!a.contains(", generated "));
+    let stamped = html("c.html", &["--timestamp"]);
+    assert!(
+        stamped.contains("leak-report 0.1.0, generated 20"),
+        "no generation time"
+    );
+}
+
 #[test]
 fn suppressions_and_baseline_remove_known_leaks() {
     let dir = tempfile::tempdir().unwrap();
@@ -269,7 +369,14 @@ fn bad_input_is_one_line_and_status_2() {
             vec![&demo(), "--min-rate", "5/fortnight"],
             "unknown rate unit",
         ),
-        (vec![&demo(), "--warmup", "0.9"], "--warmup must be within"),
+        (
+            vec![&demo(), "--warmup", "0.9"],
+            "--warmup 0.9 is outside 0 to 0.5",
+        ),
+        (
+            vec![&demo(), "--alpha", "0"],
+            "--alpha 0 is outside 0 to 0.5, both excluded",
+        ),
     ] {
         let o = run(&args);
         assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
