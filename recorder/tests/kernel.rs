@@ -540,6 +540,36 @@ fn cache_filter_keeps_one_slab_cache() {
 }
 
 #[test]
+fn no_pages_leaves_the_page_allocator_out_and_wa_missing_free_is_accepted() {
+    if analysis_child() {
+        return;
+    }
+    if !bpf_ready() {
+        return;
+    }
+    // --wa-missing-free is memleak's; leak-record always does it, so it changes nothing.
+    let run = record_fileleak(&["leak", "20", "10"], &["--no-pages", "--wa-missing-free"]);
+    let h = run.state.header.as_ref().unwrap();
+    let probed: Vec<&str> = h.probes.iter().map(|p| p.function.as_str()).collect();
+    assert!(probed.contains(&"kmem_cache_alloc"), "{probed:?}");
+    assert!(
+        !probed.iter().any(|f| f.starts_with("mm_page")),
+        "{probed:?}"
+    );
+    assert!(
+        run.state
+            .totals
+            .keys()
+            .all(|(_, k)| *k != AllocKind::KernelPage),
+        "no pages with --no-pages"
+    );
+    // The slab side is whole: 4 struct files a round, as without the flags.
+    let doc = analyze_masked(&run.out);
+    assert!(pipe_pages(&doc).is_empty());
+    assert_eq!(count(&allocated_by(&doc, "alloc_empty_file")), 80);
+}
+
+#[test]
 fn size_filters_keep_only_the_sizes_asked_for() {
     if !bpf_ready() {
         return;
