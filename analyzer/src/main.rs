@@ -319,6 +319,23 @@ mod tests {
     use super::*;
 
     #[test]
+    fn defaults_are_the_documented_ones() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+        let cli = Cli::try_parse_from(["leak-report", "run.zst"]).unwrap();
+        assert_eq!((cli.top, cli.report_top), (10, 50));
+        assert_eq!((cli.min_rate, cli.warmup, cli.alpha), (96.0, 0.1, 0.01));
+        assert!(matches!(cli.detector, Detector::Robust));
+        assert!(matches!(cli.folded_weight, FoldedWeight::Outstanding));
+        assert_eq!((cli.memory_limit, cli.min_outstanding), (None, None));
+        assert_eq!((cli.max_rate, cli.max_outstanding), (None, None));
+        assert!(!cli.fail_on_leak && !cli.timestamp);
+        assert!(cli.output.is_none() && cli.json.is_none() && cli.folded.is_none());
+        assert!(cli.sysroot.is_none() && cli.debug_dir.is_empty());
+        assert!(cli.suppressions.is_none() && cli.baseline.is_none());
+    }
+
+    #[test]
     fn rates_and_sizes() {
         assert_eq!(parse_rate("96"), Ok(96.0));
         assert_eq!(parse_rate("1K"), Ok(1024.0));
