@@ -393,7 +393,7 @@ fn function_symbols<'data, R: object::ReadRef<'data>>(
 pub struct Obj {
     /// Path as the target sees it.
     pub display: String,
-    /// Path the recorder opens and attaches to (through /proc/PID/root for `-p`).
+    /// Path the recorder opens and attaches to (for `-p`, `procfs::open_mapped`'s).
     pub open_path: PathBuf,
     pub elf: ElfInfo,
 }

@@ -21,16 +21,19 @@ pub fn mapped_path(m: &MapEntry) -> &str {
 const DELETED: &str = " (deleted)";
 
 /// Opens the file behind a mapping of process `pid`, and returns the path that opened it
-/// (which also names it to the kernel, e.g. to attach a uprobe). Tried in order:
-/// 1. `/proc/PID/map_files/START-END`: the mapped file itself, even deleted or replaced on
-///    disk since (a library upgraded under a running service), whatever the target's root
-///    (needs CAP_SYS_ADMIN or CAP_CHECKPOINT_RESTORE);
-/// 2. `/proc/PID/root` + the path: the file the target sees at that path (a container, whose
-///    maps show paths inside its mount namespace);
-/// 3. the path itself, if it is the mapped file (same device and inode): a chrooted target,
-///    whose maps show paths from our root, which `/proc/PID/root` + path does not resolve.
+/// (which also names it to the kernel later, e.g. to attach a uprobe).
 ///
-/// A deleted file has only the first: anything at its path now is another file.
+/// The mapping itself, `/proc/PID/map_files/START-END`, is the file the process runs, even
+/// deleted or replaced on disk since (a library upgraded under a running service), whatever
+/// the target's root (it needs CAP_SYS_ADMIN or CAP_CHECKPOINT_RESTORE, and ptrace access).
+/// Its path lasts only as long as the mapping, so a path to the same file (same device and
+/// inode) is returned instead when there is one: `/proc/PID/root` + the path (a container,
+/// whose maps show paths inside its mount namespace), or the path itself (a chrooted target,
+/// whose maps show paths from our root).
+///
+/// Without the mapping (no such access, or the process is gone): `/proc/PID/root` + the path,
+/// else the path itself if it is the mapped file by its inode. A deleted file then has none:
+/// anything at its path now is another file.
 pub fn open_mapped(pid: u32, m: &MapEntry) -> Option<(PathBuf, fs::File)> {
     let own = PathBuf::from(format!("/proc/{pid}/map_files/{:x}-{:x}", m.start, m.end));
     open_first(own, in_root(pid, &m.path), m)
@@ -38,22 +41,40 @@ pub fn open_mapped(pid: u32, m: &MapEntry) -> Option<(PathBuf, fs::File)> {
 
 /// [`open_mapped`] with the first two paths given.
 fn open_first(own: PathBuf, in_ns: PathBuf, m: &MapEntry) -> Option<(PathBuf, fs::File)> {
+    let deleted = m.path.ends_with(DELETED);
+    let plain = PathBuf::from(&m.path);
     if let Ok(f) = fs::File::open(&own) {
+        let id = file_id(&f);
+        if !deleted {
+            for path in [in_ns, plain] {
+                if let Ok(other) = fs::File::open(&path) {
+                    if id.is_some() && file_id(&other) == id {
+                        return Some((path, other));
+                    }
+                }
+            }
+        }
         return Some((own, f));
     }
-    if m.path.ends_with(DELETED) {
+    if deleted {
         return None;
     }
     if let Ok(f) = fs::File::open(&in_ns) {
         return Some((in_ns, f));
     }
-    let f = fs::File::open(&m.path).ok()?;
+    let f = fs::File::open(&plain).ok()?;
     let md = f.metadata().ok()?;
-    (same_device(&m.dev, md.dev()) && md.ino() == m.inode).then(|| (PathBuf::from(&m.path), f))
+    (md.ino() == m.inode && same_device(&m.dev, md.dev())).then_some((plain, f))
+}
+
+/// An open file's (device, inode).
+fn file_id(f: &fs::File) -> Option<(u64, u64)> {
+    f.metadata().ok().map(|md| (md.dev(), md.ino()))
 }
 
 /// Whether a device as /proc/PID/maps writes it (`fe:01`: major and minor, in hex) is `dev`
-/// (a `st_dev`).
+/// (a `st_dev`). An anonymous device (major 0: btrfs, overlayfs, NFS) matches any: btrfs maps
+/// show the file system's device and `stat` the subvolume's, so only the inode can tell.
 fn same_device(maps_dev: &str, dev: u64) -> bool {
     let Some((major, minor)) = maps_dev.split_once(':') else {
         return false;
@@ -64,7 +85,7 @@ fn same_device(maps_dev: &str, dev: u64) -> bool {
     ) else {
         return false;
     };
-    libc::major(dev) == major && libc::minor(dev) == minor
+    major == 0 || libc::major(dev) == 0 || (libc::major(dev) == major && libc::minor(dev) == minor)
 }
 
 /// Raw text of /proc/PID/maps.
@@ -225,7 +246,6 @@ pub fn clock_ns(clock: libc::clockid_t) -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
-/// Does this process exist (and is it not a zombie)?
 /// Why a live `pid` is no process whose allocator leak-record can probe, if it is not: a
 /// thread of another process (a TID from `top -H` or `ps -L`), or a kernel thread. None when
 /// it is one, or when /proc says nothing.
@@ -263,6 +283,7 @@ fn why_not_a_process(pid: u32, status: &str) -> Option<String> {
     })
 }
 
+/// Does this process exist (and is it not a zombie)?
 pub fn is_alive(pid: u32) -> bool {
     match fs::read_to_string(format!("/proc/{pid}/stat")) {
         Ok(stat) => stat
@@ -276,6 +297,7 @@ pub fn is_alive(pid: u32) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     #[test]
     fn threads_and_kernel_threads_are_not_processes() {
@@ -301,37 +323,71 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("lib.so");
         fs::write(&file, b"x").unwrap();
+        let link = dir.path().join("same.so");
+        fs::hard_link(&file, &link).unwrap();
+        let copy = dir.path().join("copy.so");
+        fs::write(&copy, b"x").unwrap();
         let md = fs::metadata(&file).unwrap();
-        let (major, minor) = (libc::major(md.dev()), libc::minor(md.dev()));
-        let m = |path: &str, dev: String, inode: u64| MapEntry {
+        let dev = format!(
+            "{:02x}:{:02x}",
+            libc::major(md.dev()),
+            libc::minor(md.dev())
+        );
+        let m = |path: &Path, inode: u64| MapEntry {
             start: 0x1000,
             end: 0x2000,
             perms: "r-xp".into(),
             offset: 0,
-            dev,
+            dev: dev.clone(),
             inode,
-            path: path.into(),
+            path: path.display().to_string(),
         };
-        let path = file.to_str().unwrap();
-        let dev = format!("{major:02x}:{minor:02x}");
         let none = || dir.path().join("none");
         let opened = |own, in_ns, m: &MapEntry| open_first(own, in_ns, m).map(|(p, _)| p);
-        // The mapping itself first, even when its file is gone from its path.
-        let deleted = m(&format!("{path} (deleted)"), dev.clone(), md.ino());
-        assert_eq!(opened(file.clone(), none(), &deleted), Some(file.clone()));
-        // Without it, a deleted file's path names another file, or none: nothing.
+        let mapped = m(&file, md.ino());
+        // The mapping (here `file`) is the file; a lasting path to the same file is preferred:
+        // in the target's root, then in ours; another file at those paths is not.
+        assert_eq!(
+            opened(file.clone(), link.clone(), &mapped),
+            Some(link.clone())
+        );
+        assert_eq!(opened(file.clone(), none(), &mapped), Some(file.clone()));
+        assert_eq!(
+            opened(file.clone(), copy.clone(), &m(&copy, md.ino())),
+            Some(file.clone())
+        );
+        // A deleted file: only the mapping, even where its path names a file.
+        let deleted = m(
+            &PathBuf::from(format!("{} (deleted)", file.display())),
+            md.ino(),
+        );
+        assert_eq!(
+            opened(file.clone(), link.clone(), &deleted),
+            Some(file.clone())
+        );
         assert_eq!(opened(none(), file.clone(), &deleted), None);
-        // The path in the target's root next, as it is.
-        let mapped = m(path, dev.clone(), md.ino());
-        assert_eq!(opened(none(), file.clone(), &mapped), Some(file.clone()));
-        // Last the path in ours, only if it is the mapped file.
+        assert_eq!(mapped_path(&deleted), file.to_str().unwrap());
+        // Without the mapping: the path in the target's root as it is; then the path in ours,
+        // only if it is the mapped file.
+        assert_eq!(opened(none(), copy.clone(), &mapped), Some(copy.clone()));
         assert_eq!(opened(none(), none(), &mapped), Some(file.clone()));
-        let other_inode = m(path, dev.clone(), md.ino() + 1);
-        assert_eq!(opened(none(), none(), &other_inode), None);
-        let other_dev = m(path, format!("{:02x}:{minor:02x}", major + 1), md.ino());
-        assert_eq!(opened(none(), none(), &other_dev), None);
-        assert_eq!(opened(none(), none(), &m(path, "x".into(), md.ino())), None);
-        assert_eq!(mapped_path(&deleted), path);
+        assert_eq!(opened(none(), none(), &m(&file, md.ino() + 1)), None);
+        let mut bad_dev = m(&file, md.ino());
+        bad_dev.dev = "x".into();
+        assert_eq!(opened(none(), none(), &bad_dev), None);
+    }
+
+    #[test]
+    fn devices_compare_as_maps_writes_them_anonymous_ones_by_inode_alone() {
+        let dev = |major, minor| libc::makedev(major, minor);
+        assert!(same_device("fe:01", dev(0xfe, 1)));
+        assert!(same_device("103:02", dev(0x103, 2)));
+        assert!(!same_device("fe:01", dev(0xfe, 2)));
+        assert!(!same_device("fe:01", dev(8, 1)));
+        // btrfs: maps show the file system's anonymous device, stat the subvolume's.
+        assert!(same_device("00:2a", dev(0, 0x2b)));
+        assert!(same_device("fe:01", dev(0, 0x2b)));
+        assert!(!same_device("fe", dev(0xfe, 0)) && !same_device("zz:01", dev(0, 1)));
     }
 
     #[test]

@@ -999,6 +999,14 @@ impl RecordingFile {
     pub(crate) fn write(&mut self, record: &Record) -> Result<()> {
         let good = self.writer.bytes_written();
         if let Err(e) = self.writer.write(record) {
+            if output::is_stdout(&self.path) {
+                // Not ours to cut (a pipe, or a file it may have been appended to): what was
+                // written before this record is whole, each record in frames of its own.
+                bail!(
+                    "cannot write to standard output: {e}; the records written before are \
+                     complete"
+                );
+            }
             // Cut the partial frame off and write the next record (the end record) where it
             // began: the file position moved past `good`, and writing there would leave a
             // hole of zeros that the reader sees as a damaged tail.
@@ -1007,7 +1015,7 @@ impl RecordingFile {
             let _ = file.seek(SeekFrom::Start(good));
             bail!(
                 "cannot write to {}: {e}; the recording up to the previous snapshot is kept",
-                output::name(&self.path)
+                self.path.display()
             );
         }
         // Durable at every snapshot: a crash or power loss keeps everything written so far. A

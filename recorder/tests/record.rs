@@ -588,6 +588,31 @@ fn attach_to_a_running_process() {
     }
 }
 
+/// The shared objects `exe` loads, as `ldd` names them (its dynamic loader included), and of
+/// them the C library.
+fn loaded_objects(exe: &str) -> (Vec<String>, String) {
+    let out = Command::new("ldd").arg(exe).output().expect("run ldd");
+    assert!(out.status.success(), "ldd {exe}");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let objects: Vec<String> = text
+        .lines()
+        .filter_map(|l| {
+            let path = l.split("=>").last()?.trim().split(" (").next()?.trim();
+            path.starts_with('/').then(|| path.to_string())
+        })
+        .collect();
+    let libc = objects
+        .iter()
+        .find(|p| {
+            p.rsplit('/')
+                .next()
+                .is_some_and(|f| f.starts_with("libc.so"))
+        })
+        .unwrap_or_else(|| panic!("no libc in ldd {exe}: {text}"))
+        .clone();
+    (objects, libc)
+}
+
 #[test]
 fn processes_in_a_container_or_a_chroot_are_probed_in_their_own_libc() {
     if !bpf_ready() {
@@ -595,7 +620,8 @@ fn processes_in_a_container_or_a_chroot_are_probed_in_their_own_libc() {
     }
     let dir = tempfile::tempdir().unwrap();
     let exe = fixture("leaky");
-    let libc = "/lib/x86_64-linux-gnu/libc.so.6";
+    let (objects, libc) = loaded_objects(&exe);
+    let libc = libc.as_str();
     let args = ["--wait-start", "--wait-end", "basic", "1000", "100"];
     // Each target runs a copy of libc, another file than the host's at the same path: probes
     // on the host's would see nothing, and leak_here would not be exact.
@@ -604,10 +630,8 @@ fn processes_in_a_container_or_a_chroot_are_probed_in_their_own_libc() {
     // libc. Its maps show the path as it sees it, which /proc/PID/root resolves.
     let copy = dir.path().join("libc.so.6");
     copy_program(Path::new(libc), &copy);
-    let mount = format!(
-        "mount --bind {} {libc} && exec \"$0\" \"$@\"",
-        copy.display()
-    );
+    let copy = copy.to_str().unwrap();
+    let mount = r#"mount --bind "$1" "$2" && shift 2 && exec "$0" "$@""#;
     let unshare = [
         "unshare",
         "-m",
@@ -615,8 +639,10 @@ fn processes_in_a_container_or_a_chroot_are_probed_in_their_own_libc() {
         "private",
         "sh",
         "-c",
-        &mount,
+        mount,
         &exe,
+        copy,
+        libc,
     ];
     let r = attach_and_record(&[&unshare[..], &args[..]].concat(), || {});
     assert_attached_basic(&r, "container", "libc.so.6");
@@ -625,7 +651,7 @@ fn processes_in_a_container_or_a_chroot_are_probed_in_their_own_libc() {
     // file: leak-record opens the mapping itself (/proc/PID/map_files). (The fixture sits at
     // its host path inside the root, so the test can name its functions.)
     let root = dir.path().join("root");
-    for path in [exe.as_str(), libc, "/lib64/ld-linux-x86-64.so.2"] {
+    for path in objects.iter().chain([&exe]) {
         let inside = root.join(path.trim_start_matches('/'));
         fs::create_dir_all(inside.parent().unwrap()).unwrap();
         copy_program(&fs::canonicalize(path).unwrap(), &inside);
@@ -652,9 +678,9 @@ fn a_library_replaced_on_disk_is_probed_as_mapped() {
     // must go on the mapped file, not on the new one at the same path, which it never runs.
     let dir = tempfile::tempdir().unwrap();
     let libc = dir.path().join("libc.so.6");
-    copy_program(Path::new("/lib/x86_64-linux-gnu/libc.so.6"), &libc);
-    let path = format!("LD_LIBRARY_PATH={}", dir.path().display());
     let exe = fixture("leaky");
+    copy_program(Path::new(&loaded_objects(&exe).1), &libc);
+    let path = format!("LD_LIBRARY_PATH={}", dir.path().display());
     let args = [
         "env",
         &path,
@@ -691,10 +717,10 @@ fn dash_records_to_standard_output_and_the_command_prints_to_stderr() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("streamed.zst");
     let leaky = fixture("leaky");
-    let run = format!("echo marker-from-the-command; exec {leaky} basic 1000 100");
+    let run = r#"echo marker-from-the-command; exec "$0" basic 1000 100"#;
     let output = Command::new(RECORDER)
         .current_dir(dir.path())
-        .args(["-i", "1s", "-o", "-", "--", "sh", "-c", &run])
+        .args(["-i", "1s", "-o", "-", "--", "sh", "-c", run, &leaky])
         .stdin(std::process::Stdio::null())
         .stdout(fs::File::create(&out).unwrap())
         .output()
@@ -903,6 +929,26 @@ fn bundle_symbols_falls_back_to_the_symbol_table_above_the_cap() {
 
 // Bad input: one clear line, exit status 2, nothing written or lost. No BPF needed.
 
+/// A kernel thread this process can see, with its name: /proc says `Kthread: 1`, or (before
+/// Linux 6.9) a live task with no memory.
+fn a_kernel_thread() -> Option<(u32, String)> {
+    fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+        let status = fs::read_to_string(e.path().join("status")).ok()?;
+        let field = |key: &str| {
+            status.lines().find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                (k == key).then(|| v.trim().to_string())
+            })
+        };
+        let kernel = match field("Kthread") {
+            Some(k) => k == "1",
+            None => field("VmSize").is_none() && !field("State")?.starts_with('Z'),
+        };
+        kernel.then(|| (pid, field("Name").unwrap_or_default()))
+    })
+}
+
 #[test]
 fn bad_input_is_a_one_line_error_with_status_2() {
     let dir = tempfile::tempdir().unwrap();
@@ -912,14 +958,27 @@ fn bad_input_is_a_one_line_error_with_status_2() {
     let bad_script = script(dir.path(), "bad", "#!/no/such/shell\n");
     // A thread of this process (the test harness runs each test on a thread of its own).
     // SAFETY: gettid has no preconditions.
-    let tid = unsafe { libc::gettid() }.to_string();
+    let tid = unsafe { libc::gettid() };
+    assert_ne!(
+        tid as u32,
+        std::process::id(),
+        "this test needs a thread of its own"
+    );
+    let tid = tid.to_string();
     let thread_of = format!("is a thread of process {}", std::process::id());
+    // A kernel thread (kthreadd, PID 2, outside a PID namespace; inside one there may be none
+    // to see).
+    let kthread = a_kernel_thread();
+    let (kthread_pid, kthread_says) = match &kthread {
+        Some((pid, name)) => (pid.to_string(), format!("({name}) is a kernel thread")),
+        None => ("999999998".into(), "no process with PID 999999998".into()),
+    };
     let dir_name = dir.path().display().to_string();
     let dir_error =
         format!("output {dir_name} is a directory; give a file name, e.g. -o {dir_name}/run.zst");
     for (args, needle) in [
         (vec!["-o", o, "-p", &tid], thread_of.as_str()),
-        (vec!["-o", o, "-p", "2"], "(kthreadd) is a kernel thread"),
+        (vec!["-o", o, "-p", &kthread_pid], kthread_says.as_str()),
         (vec!["-o", &dir_name, "--", "true"], &dir_error),
         (vec!["-o", &dir_name, "--force", "--", "true"], &dir_error),
         (
@@ -955,7 +1014,7 @@ fn bad_input_is_a_one_line_error_with_status_2() {
         assert!(!out.exists(), "{args:?} left a file behind");
     }
     // `-o -` on a terminal (script(1) gives it one).
-    let on_tty = format!("{RECORDER} -o - -- true");
+    let on_tty = format!("'{RECORDER}' -o - -- true");
     let tty = Command::new("script")
         .args(["-q", "-e", "-c", &on_tty, "/dev/null"])
         .output()
