@@ -1,5 +1,7 @@
 //! Turns a recording into findings: a verdict per stack (with the strict rule beside it), its
 //! symbolized frames, and recording-wide facts (drops, truncation, time to exhaustion).
+use std::collections::BTreeSet;
+
 use leak_format::{AllocKind, StackLoss};
 use serde::Serialize;
 
@@ -304,6 +306,18 @@ fn quality_warnings(
         w.push(format!(
             "the recorder stopped on an error: {e}; analyzed the {} snapshots before it",
             rec.snapshots
+        ));
+    }
+    let start = rec.header.as_ref().map_or(0, |h| h.start_mono_ns);
+    for late in rec.late_probes.iter().filter(|l| !l.held) {
+        let modules: BTreeSet<&str> = late.probes.iter().map(|p| p.module.as_str()).collect();
+        w.push(format!(
+            "the target exec'd {}, whose allocator ({}) was probed only {:.1} s into the \
+             recording, while it ran: what it allocated before that is not counted (record a \
+             started command, which is held at its execs, to see everything)",
+            late.exe,
+            modules.into_iter().collect::<Vec<_>>().join(", "),
+            late.mono_ns.saturating_sub(start) as f64 / 1e9
         ));
     }
     let l = &rec.losses;

@@ -287,6 +287,8 @@ pub struct Recording {
     pub sample_bytes: Option<u64>,
     /// Frames that come symbolized with the input (memleak text logs), by stack id.
     pub presymbolized: BTreeMap<u32, Vec<crate::symbolize::SymFrame>>,
+    /// Probes attached after the start (the target exec'd a program with another allocator).
+    pub late_probes: Vec<leak_format::LateProbes>,
 }
 
 /// Stack ids below this are looked up in a table indexed by id (the kernel assigns ids from 16
@@ -586,6 +588,7 @@ impl Fold {
                 }
             }
             Record::Sampling(sampling) => rec.sample_bytes = Some(sampling.bytes),
+            Record::Probes(late) => rec.late_probes.push(late),
         }
     }
 

@@ -461,3 +461,41 @@ fn every_output_says_when_figures_are_sampled_estimates() {
         assert_eq!(page.contains(note), sampled);
     }
 }
+
+#[test]
+fn probes_attached_while_the_target_ran_are_a_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    for held in [true, false] {
+        let mut b = leak_format::RecordingBuilder::new();
+        let start = b.header_mut().start_mono_ns;
+        b.module(1, "/usr/bin/svc", None).stack(16, &[(1, 0x1000)]);
+        b.snapshot(&[(16, 4096, 1)]);
+        b.late_probes(leak_format::LateProbes {
+            mono_ns: start + 2_500_000_000,
+            exe: "/usr/bin/svc".into(),
+            probes: vec![leak_format::Probe {
+                function: "malloc".into(),
+                module: "/usr/lib/libjemalloc.so.2".into(),
+                offset: 0x1000,
+                side: leak_format::ProbeSide::Entry,
+            }],
+            held,
+        });
+        b.snapshot(&[(16, 8192, 2)]);
+        let path = dir.path().join("late.zst");
+        std::fs::write(&path, b.to_bytes()).unwrap();
+        let j = json_of(&path);
+        let warned = j["warnings"].as_array().unwrap().iter().any(|w| {
+            w.as_str().unwrap().starts_with(
+                "the target exec'd /usr/bin/svc, whose allocator (/usr/lib/libjemalloc.so.2) \
+                 was probed only 2.5 s into the recording, while it ran",
+            )
+        });
+        assert_eq!(warned, !held, "held {held}: {j:#}");
+    }
+}
+
+fn json_of(path: &Path) -> serde_json::Value {
+    let o = run(&[path.to_str().unwrap(), "--json", "-"]);
+    serde_json::from_slice(&o.stdout).unwrap()
+}

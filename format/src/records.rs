@@ -22,6 +22,25 @@ pub enum Record {
     /// counter of every snapshot is an estimate. Written right after the header, never in an
     /// exact recording.
     Sampling(Sampling),
+    /// Probes attached after the start (format 1.3): the target exec'd a program whose
+    /// allocator was not probed yet. Written before the next snapshot.
+    Probes(LateProbes),
+}
+
+/// Probes attached while recording (format 1.3), in addition to the header's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LateProbes {
+    /// CLOCK_MONOTONIC when they were all attached.
+    pub mono_ns: u64,
+    /// The program the target runs since the exec that called for them.
+    pub exe: String,
+    /// The probes, as in [`Header::probes`].
+    pub probes: Vec<Probe>,
+    /// The target was held at that exec until they were attached (a started command): none of
+    /// the new program's allocations was missed. If false, they were attached while it ran,
+    /// and its allocations from the exec to `mono_ns` were not seen (their frees count as
+    /// `unknown_free`).
+    pub held: bool,
 }
 
 /// How a sampled recording was sampled (format 1.2).

@@ -41,6 +41,8 @@ pub struct RecordingState {
     pub kernel_release: Option<String>,
     /// Sampling (`--sample-bytes`): when set, every counter is an estimate.
     pub sampling: Option<crate::Sampling>,
+    /// Probes attached after the start, in file order.
+    pub late_probes: Vec<crate::LateProbes>,
 }
 
 impl RecordingState {
@@ -60,6 +62,7 @@ impl RecordingState {
                 }
             }
             Record::Sampling(sampling) => self.sampling = Some(sampling),
+            Record::Probes(late) => self.late_probes.push(late),
         }
     }
 

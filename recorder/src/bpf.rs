@@ -635,9 +635,26 @@ impl Tracer<'_> {
         let exec = self.skel.progs.target_exec.attach();
         self.links
             .push(exec.context("cannot watch the target's execs (sched_process_exec)")?);
+        self.attach_probes(pid, probes)
+    }
+
+    /// Attaches more probes while recording (the target exec'd a program whose allocator was
+    /// not probed), the same way; returns those attached, and the error that stopped it.
+    pub fn attach_late(
+        &mut self,
+        pid: u32,
+        probes: &[PlannedProbe],
+    ) -> (Vec<Probe>, Option<anyhow::Error>) {
+        let before = self.attached.len();
+        let failed = self.attach_probes(pid, probes).err();
+        (self.attached[before..].to_vec(), failed)
+    }
+
+    fn attach_probes(&mut self, pid: u32, probes: &[PlannedProbe]) -> Result<()> {
         let mut ordered: Vec<&PlannedProbe> = probes.iter().collect();
         ordered.sort_by_key(|p| !matches!(p.entry, Entry::Free | Entry::Delete | Entry::Munmap));
-        if self.sessions && probes.iter().any(PlannedProbe::may_skip_return) {
+        let watching = self.fork_watch.is_some();
+        if self.sessions && !watching && probes.iter().any(PlannedProbe::may_skip_return) {
             // Without it a forked child would trap on every malloc (`leave_sessions`).
             match self.watch_forks() {
                 Ok(watch) => self.fork_watch = Some(watch),

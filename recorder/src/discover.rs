@@ -3,6 +3,7 @@
 //! DT_NEEDED breadth-first, then dlopened objects), so jemalloc, tcmalloc, mimalloc or a static
 //! binary's own malloc are found without flags.
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::ffi::OsString;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -514,6 +515,16 @@ fn lookup_order(objs: &[Obj], exe: &str, preload: &[String]) -> Vec<usize> {
 
 /// The objects a command will load, in lookup order, from its dynamic linker's `--list`.
 pub fn objects_of_command(exe: &Path, prefix: Option<&str>) -> Result<Vec<Obj>> {
+    objects_of_program(exe, prefix, None)
+}
+
+/// [`objects_of_command`] for a program run with the environment `env` (its `LD_PRELOAD` and
+/// `LD_LIBRARY_PATH` decide what its dynamic linker loads) instead of ours.
+pub fn objects_of_program(
+    exe: &Path,
+    prefix: Option<&str>,
+    env: Option<&[(OsString, OsString)]>,
+) -> Result<Vec<Obj>> {
     let elf = read_elf(exe, prefix)?;
     let mut objs = Vec::new();
     let interp = elf.interp.clone();
@@ -525,9 +536,12 @@ pub fn objects_of_command(exe: &Path, prefix: Option<&str>) -> Result<Vec<Obj>> 
     let Some(interp) = interp else {
         return Ok(objs); // statically linked: the executable is the whole program
     };
-    let out = Command::new(&interp)
-        .arg("--list")
-        .arg(exe)
+    let mut list = Command::new(&interp);
+    list.arg("--list").arg(exe);
+    if let Some(env) = env {
+        list.env_clear().envs(env.iter().map(|(k, v)| (k, v)));
+    }
+    let out = list
         .output()
         .with_context(|| format!("cannot run the dynamic linker {interp} --list"))?;
     if !out.status.success() {

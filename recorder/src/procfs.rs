@@ -146,6 +146,19 @@ fn parse_status(text: &str) -> Option<ProcMemory> {
     seen.then_some(m)
 }
 
+/// The environment of a process (as its program started; empty if unreadable).
+pub fn environ(pid: u32) -> Vec<(std::ffi::OsString, std::ffi::OsString)> {
+    use std::os::unix::ffi::OsStrExt;
+    let raw = fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+    raw.split(|&b| b == 0)
+        .filter_map(|kv| {
+            let eq = kv.iter().position(|&b| b == b'=')?;
+            let os = |b: &[u8]| std::ffi::OsStr::from_bytes(b).to_os_string();
+            Some((os(&kv[..eq]), os(&kv[eq + 1..])))
+        })
+        .collect()
+}
+
 /// argv of a process.
 pub fn cmdline(pid: u32) -> io::Result<Vec<String>> {
     let raw = fs::read(format!("/proc/{pid}/cmdline"))?;

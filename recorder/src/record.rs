@@ -117,8 +117,8 @@ pub fn run(cli: Cli) -> Result<()> {
             if !scripts.is_empty() && !cli.quiet {
                 eprintln!(
                     "leak-record: {} is a script ({}): probing the allocator of {}, the program \
-                     that runs it; a program it execs is recorded too if it uses the same \
-                     allocator (leak-record warns if not)",
+                     that runs it; a program it execs with another allocator is probed at its \
+                     exec",
                     resolved.display(),
                     scripts.join(", "),
                     program.display()
@@ -264,6 +264,9 @@ fn setup_and_record(
             ),
         }
         child.release(&exe_name(exe))?;
+        if let Some(watch) = exit_watch.as_mut() {
+            watch.run_first_exec();
+        }
     }
     let mut session = Session {
         cli,
@@ -287,6 +290,12 @@ fn setup_and_record(
         exec_stacks: Vec::new(),
         allocator: ExecAllocator {
             probed: plan.iter().filter_map(|p| file_id(&p.open_path)).collect(),
+            attached: plan
+                .iter()
+                .filter_map(|p| Some((file_id(&p.open_path)?, p.offset)))
+                .collect(),
+            stops_seen: 1,
+            stop_due_since: None,
             // A started command's first exec runs the program its probes were chosen for.
             judged: u32::from(mode == TargetMode::Command),
             deferred: None,
@@ -448,6 +457,23 @@ struct Session<'a, 'obj> {
 /// The child processes named one by one; any more are only counted at the end.
 const CHILDREN_NAMED: usize = 3;
 
+/// Why the allocator of a program the target exec'd is not probed.
+#[derive(Debug)]
+enum Unprobed {
+    /// None was found, or it may not be probed.
+    Allocator(String),
+    /// The kernel refused a probe.
+    Attach(String),
+}
+
+impl std::fmt::Display for Unprobed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Unprobed::Allocator(e) | Unprobed::Attach(e) => f.write_str(e),
+        }
+    }
+}
+
 /// After an exec, whether the new program's malloc is one of the probed files: a program
 /// linked with another allocator (jemalloc, a static binary) is not recorded, and leak-record
 /// says so instead of recording nothing silently.
@@ -455,6 +481,12 @@ const CHILDREN_NAMED: usize = 3;
 struct ExecAllocator {
     /// The probed files, by (device, inode): paths differ between namespaces and symlinks.
     probed: HashSet<(u64, u64)>,
+    /// The probed functions, by file and offset: never probed twice.
+    attached: HashSet<((u64, u64), u64)>,
+    /// Execs of a held command whose ptrace stop was seen (the command's own included), and
+    /// since when the BPF count has been ahead of them (`exec_stop_due`).
+    stops_seen: u32,
+    stop_due_since: Option<Instant>,
     /// The exec count judged last.
     judged: u32,
     /// An exec seen once with its libraries still loading: judged at the next read, whatever
@@ -492,7 +524,11 @@ impl Session<'_, '_> {
                 .fork_check_in()
                 .map_or(second, |d| d.min(second));
             // Rounded up: not a spin until a child's time is up.
-            let wait_ms = schedule.wait(cap).as_micros().div_ceil(1000) as i32;
+            let mut wait_ms = schedule.wait(cap).as_micros().div_ceil(1000) as i32;
+            if self.exec_stop_due() {
+                // Its SIGCHLD may have come before this poll, and it waits for us.
+                wait_ms = wait_ms.min(2);
+            }
             // A forked child traps on every malloc until the session probes are gone: the
             // target's forks wake this poll.
             let exited = target::poll_readable_or(pidfd, self.tracer.fork_wake(), wait_ms);
@@ -505,6 +541,13 @@ impl Session<'_, '_> {
                 match watch.pump() {
                     target::ChildEvent::Exiting => {
                         self.refresh_maps();
+                        if let Some(watch) = self.exit_watch.as_mut() {
+                            watch.resume();
+                        }
+                    }
+                    target::ChildEvent::Exec => {
+                        self.allocator.stops_seen += 1;
+                        self.probe_held_exec();
                         if let Some(watch) = self.exit_watch.as_mut() {
                             watch.resume();
                         }
@@ -771,8 +814,129 @@ impl Session<'_, '_> {
         }
     }
 
+    /// Whether an exec of the held command is under way: counted by BPF at
+    /// `sched_process_exec`, its ptrace stop not seen yet. The stop follows within
+    /// microseconds, and the command waits in it until handled. An exec by another thread
+    /// than the main one has no stop (only the main thread is traced): after 100 ms it is
+    /// left to `judge_allocator`.
+    fn exec_stop_due(&mut self) -> bool {
+        let a = &mut self.allocator;
+        if self.exit_watch.is_none() || a.off {
+            return false;
+        }
+        let execs = self.tracer.execs().0;
+        if execs <= a.stops_seen {
+            a.stop_due_since = None;
+            return false;
+        }
+        let since = *a.stop_due_since.get_or_insert_with(Instant::now);
+        if since.elapsed() > Duration::from_millis(100) {
+            a.stops_seen = execs;
+            a.stop_due_since = None;
+            return false;
+        }
+        true
+    }
+
+    /// The held command stopped at an exec, before the new program's first instruction:
+    /// probes its allocator if it is not probed yet, from the libraries its dynamic linker
+    /// lists for it with its environment, as for the command itself. (If that misses it,
+    /// `judge_allocator` still looks once its libraries are mapped.)
+    fn probe_held_exec(&mut self) {
+        if self.allocator.off {
+            return;
+        }
+        let Ok(exe) = procfs::exe(self.pid) else {
+            return;
+        };
+        let env = procfs::environ(self.pid);
+        let prefix = self.cli.symbol_prefix.as_deref();
+        let Ok(objs) = discover::objects_of_program(Path::new(&exe), prefix, Some(&env)) else {
+            return;
+        };
+        // No allocator found is not said here: judge_allocator says it once the program's
+        // libraries are mapped, if its malloc is still not probed then.
+        if let Err(Unprobed::Attach(e)) = self.probe_allocator(&objs, &exe, true) {
+            eprintln!("leak-record: warning: PID {} now runs {exe}: {e}", self.pid);
+        }
+    }
+
+    /// Attaches probes to the allocator of the program the target now runs (`objs`, in its
+    /// lookup order) wherever none is yet, writes them to the recording (`Record::Probes`)
+    /// and says so. `held`: the target waits at its exec, so nothing it allocates is missed.
+    fn probe_allocator(
+        &mut self,
+        objs: &[discover::Obj],
+        exe: &str,
+        held: bool,
+    ) -> std::result::Result<(), Unprobed> {
+        if objs.first().is_some_and(|o| o.elf.is_go) {
+            let go = "a Go program: return probes corrupt Go stacks";
+            return Err(Unprobed::Allocator(go.into()));
+        }
+        let overrides = Overrides {
+            symbol_prefix: self.cli.symbol_prefix.clone(),
+            mmap: self.cli.mmap,
+        };
+        let mut plan =
+            discover::plan(objs, &overrides).map_err(|e| Unprobed::Allocator(format!("{e:#}")))?;
+        discover::place_entries(&mut plan, objs);
+        let a = &mut self.allocator;
+        let new: Vec<discover::PlannedProbe> = plan
+            .into_iter()
+            .filter(|p| file_id(&p.open_path).is_some_and(|id| a.attached.insert((id, p.offset))))
+            .collect();
+        if new.is_empty() {
+            return Ok(());
+        }
+        let (probes, failed) = self.tracer.attach_late(self.pid, &new);
+        let a = &mut self.allocator;
+        for p in &new {
+            if probes
+                .iter()
+                .any(|r| r.function == p.function && r.module == p.module)
+            {
+                a.probed.extend(file_id(&p.open_path));
+            }
+        }
+        if !probes.is_empty() {
+            let late = leak_format::LateProbes {
+                mono_ns: procfs::clock_ns(libc::CLOCK_MONOTONIC),
+                exe: exe.to_string(),
+                probes: probes.clone(),
+                held,
+            };
+            if let Err(e) = self.out.write(&Record::Probes(late)) {
+                eprintln!("leak-record: warning: {e:#}");
+            }
+        }
+        if let Some(e) = failed {
+            return Err(Unprobed::Attach(format!(
+                "attaching its probes failed ({} of {} attached): {e:#}",
+                probes.len(),
+                new.len()
+            )));
+        }
+        if !self.cli.quiet {
+            let mut modules: Vec<&str> = probes.iter().map(|p| p.module.as_str()).collect();
+            modules.dedup();
+            let when = if held {
+                "before it ran: nothing it allocates is missed"
+            } else {
+                "while it ran: what it allocated before is not recorded"
+            };
+            eprintln!(
+                "leak-record: PID {} now runs {exe}: attached {} more probes in {}, {when}",
+                self.pid,
+                probes.len(),
+                modules.join(", ")
+            );
+        }
+        Ok(())
+    }
+
     /// Once per exec, when the new program's libraries are mapped (or at the second read after
-    /// it): warns if its malloc is not in a probed file.
+    /// it): probes its malloc if it is not in a probed file, or warns that it cannot.
     fn judge_allocator(&mut self, execs: u32) {
         let a = &mut self.allocator;
         if a.off || execs <= a.judged {
@@ -799,10 +963,21 @@ impl Session<'_, '_> {
         let pid = self.pid;
         let why = match malloc {
             Some(p) if file_id(&p.open_path).is_some_and(|id| a.probed.contains(&id)) => return,
-            Some(p) => format!(
-                "whose {} is in {}, which is not probed",
-                p.function, p.module
-            ),
+            // Probed now, while it runs.
+            Some(p) => {
+                let result = self.probe_allocator(&objs, &exe, false);
+                let probed = &self.allocator.probed;
+                if file_id(&p.open_path).is_some_and(|id| probed.contains(&id)) {
+                    return;
+                }
+                let why = result
+                    .err()
+                    .map_or("its probes were refused".into(), |e| e.to_string());
+                format!(
+                    "whose {} is in {}, which is not probed: {why}",
+                    p.function, p.module
+                )
+            }
             None => "in which no allocator was found".to_string(),
         };
         eprintln!(

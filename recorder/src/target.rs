@@ -331,17 +331,23 @@ pub enum ChildEvent {
     None,
     /// The main thread is about to exit; its memory map is still readable until `resume`.
     Exiting,
+    /// The child has exec'd a program and waits, before its first instruction, until
+    /// `resume`: its executable and dynamic loader are mapped, nothing else yet.
+    Exec,
     /// The child is gone.
     Exited(ExitStatus),
 }
 
-/// Holds a started command at exit (ptrace PTRACE_O_TRACEEXIT on its main thread, no other
-/// stops) so its memory map can be read one last time. Signals sent to the child are passed on
-/// unchanged. If the recorder dies, the kernel detaches and the child runs on.
+/// Holds a started command at exit (ptrace PTRACE_O_TRACEEXIT on its main thread) so its
+/// memory map can be read one last time, and at each exec (PTRACE_O_TRACEEXEC) so the new
+/// program's allocator can be probed before it runs; no other stops. Signals sent to the child
+/// are passed on unchanged. If the recorder dies, the kernel detaches and the child runs on.
 #[derive(Debug)]
 pub struct ExitWatch {
     pid: u32,
     attached: bool,
+    /// An exit seen while waiting for the first exec, for `pump` to report.
+    pending: Option<ChildEvent>,
 }
 
 impl ExitWatch {
@@ -353,7 +359,7 @@ impl ExitWatch {
                 libc::PTRACE_SEIZE,
                 pid as libc::pid_t,
                 0,
-                libc::PTRACE_O_TRACEEXIT as libc::c_long,
+                (libc::PTRACE_O_TRACEEXIT | libc::PTRACE_O_TRACEEXEC) as libc::c_long,
             )
         };
         if r != 0 {
@@ -362,6 +368,7 @@ impl ExitWatch {
         Ok(ExitWatch {
             pid,
             attached: true,
+            pending: None,
         })
     }
 
@@ -370,14 +377,40 @@ impl ExitWatch {
         unsafe { libc::ptrace(req, self.pid as libc::pid_t, 0, data) == 0 }
     }
 
-    /// Handles pending stops without blocking; reports exit.
+    /// Handles pending stops without blocking; reports exit, and execs.
     pub fn pump(&mut self) -> ChildEvent {
+        if let Some(event) = self.pending.take() {
+            return event;
+        }
+        self.next_event(libc::WNOHANG)
+    }
+
+    /// Lets the released child run its command: waits for the exec that starts it and resumes
+    /// it at once (its program was probed before). An exit before it is kept for `pump`.
+    pub fn run_first_exec(&mut self) {
+        loop {
+            match self.next_event(0) {
+                ChildEvent::Exec => return self.resume(),
+                ChildEvent::Exiting => self.resume(),
+                ChildEvent::None => return,
+                gone @ ChildEvent::Exited(_) => {
+                    self.pending = Some(gone);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// The next exit or exec stop, or exit, handling the stops in between (`flags`: WNOHANG or
+    /// 0 to wait).
+    fn next_event(&mut self, flags: i32) -> ChildEvent {
         loop {
             let mut status = 0;
             // SAFETY: status is a valid int for waitpid to fill.
-            let r = unsafe {
-                libc::waitpid(self.pid as i32, &mut status, libc::WNOHANG | libc::__WALL)
-            };
+            let r = unsafe { libc::waitpid(self.pid as i32, &mut status, flags | libc::__WALL) };
+            if r < 0 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+                continue; // SIGCHLD's handler ran
+            }
             if r <= 0 {
                 return ChildEvent::None;
             }
@@ -394,6 +427,8 @@ impl ExitWatch {
             let event = status >> 16;
             if event == libc::PTRACE_EVENT_EXIT {
                 return ChildEvent::Exiting;
+            } else if event == libc::PTRACE_EVENT_EXEC {
+                return ChildEvent::Exec;
             } else if event == libc::PTRACE_EVENT_STOP {
                 // Group stop (SIGSTOP and friends): stay stopped, let SIGCONT resume it.
                 self.ptrace(libc::PTRACE_LISTEN, 0);
@@ -404,7 +439,7 @@ impl ExitWatch {
         }
     }
 
-    /// Lets the child continue from its exit stop.
+    /// Lets the child continue from its exit or exec stop.
     pub fn resume(&mut self) {
         self.ptrace(libc::PTRACE_CONT, 0);
     }

@@ -458,22 +458,110 @@ fn child_processes_of_the_target_are_named_not_recorded() {
 
 /// A program exec'd by the target whose malloc is in a file leak-record did not probe is named,
 /// with what to do: its allocations would otherwise be missing without a word.
+/// The late probes of a recording: (held, probed modules).
+fn late_probes(r: &Recorded) -> Vec<(bool, Vec<String>)> {
+    r.state
+        .late_probes
+        .iter()
+        .map(|l| {
+            let mut modules: Vec<String> = l.probes.iter().map(|p| p.module.clone()).collect();
+            modules.dedup();
+            (l.held, modules)
+        })
+        .collect()
+}
+
 #[test]
-fn an_exec_into_another_allocator_is_warned_about() {
+fn a_program_execd_with_another_allocator_is_probed_before_it_runs() {
     if !bpf_ready() {
         return;
     }
+    // A wrapper (probed in libc, sh's allocator) execs a program linked with jemalloc: the
+    // command is held at that exec until jemalloc is probed, so everything is exact.
     let leaky = fixture("leaky_jemalloc");
     let r = record_wrapper(&["-i", "1s"], &format!("exec {leaky} basic 1000 100"));
-    let warning = format!("now runs {leaky}, whose malloc is in ");
-    let line = r.stderr.lines().find(|l| l.contains(&warning));
-    let line = line.unwrap_or_else(|| panic!("no warning:\n{}", r.stderr));
+    r.assert_leaky_basic(1000, 100);
+    let late = late_probes(&r);
+    assert_eq!(late.len(), 1, "{late:?}\n{}", r.stderr);
+    assert!(late[0].0, "held at the exec");
     assert!(
-        line.contains("libjemalloc.so") && line.contains("not probed"),
-        "{line}"
+        late[0].1.iter().all(|m| m.contains("libjemalloc.so")),
+        "{late:?}"
     );
-    assert!(line.contains(&format!("leak-record -- {leaky}")), "{line}");
-    assert_eq!(r.by_function("leak_here").count, 0);
+    let said = format!("now runs {leaky}: attached ");
+    assert!(r.stderr.contains(&said), "{}", r.stderr);
+    assert!(r
+        .stderr
+        .contains("before it ran: nothing it allocates is missed"));
+    assert!(!r.stderr.contains("warning"), "{}", r.stderr);
+    assert_eq!(r.state.losses.unknown_free, 0, "{:?}", r.state.losses);
+    // A program with no allocator at all: said, and nothing attached.
+    let none = fixture("nomalloc");
+    let r = record_wrapper(&["-i", "1s"], &format!("exec {none}"));
+    let warning = format!(
+        "warning: PID {} now runs {none}, in which no allocator was found",
+        r.state.header.as_ref().unwrap().target.pid
+    );
+    assert!(r.stderr.contains(&warning), "{}", r.stderr);
+    assert!(r.state.late_probes.is_empty());
+}
+
+#[test]
+fn an_attached_process_that_execs_another_allocator_is_probed_while_it_runs() {
+    if !bpf_ready() {
+        return;
+    }
+    // -p cannot hold the process at its exec: the new allocator is probed once its libraries
+    // are mapped, and the recording says that what came before was not seen. The fixture
+    // allocates only when told to, after that.
+    let leaky = fixture("leaky_jemalloc");
+    let script = r#"read line; exec "$0" --wait-start --wait-end basic 1000 100"#;
+    let (mut target, mut t_out) = {
+        let mut child = Command::new("sh")
+            .args(["-c", script, &leaky])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let out = BufReader::new(child.stdout.take().unwrap());
+        (child, out)
+    };
+    let pid = target.id().to_string();
+    let mut rec = start_recorder(&["-p", &pid, "-i", "200ms"]);
+    wait_for_line(
+        &mut rec.stderr,
+        "recording PID",
+        Duration::from_secs(30),
+        "recorder",
+    );
+    let mut t_in = target.stdin.take().unwrap();
+    t_in.write_all(b"exec\n").unwrap();
+    wait_for_line(&mut t_out, "ready", Duration::from_secs(10), "fixture");
+    let said = format!("now runs {leaky}: attached ");
+    wait_for_line(&mut rec.stderr, &said, Duration::from_secs(10), "recorder");
+    t_in.write_all(b"go\n").unwrap();
+    wait_for_line(&mut t_out, "done", Duration::from_secs(10), "fixture");
+    wait_for_line(
+        &mut rec.stderr,
+        "snapshot",
+        Duration::from_secs(10),
+        "recorder",
+    );
+    drop(t_in);
+    assert!(target.wait().unwrap().success());
+    let r = rec.finish();
+    r.assert_clean();
+    let t = r.by_function("leak_here");
+    assert_eq!((t.bytes, t.count), (100_000, 1000), "{t:?}");
+    let churn = r.by_function("churn_balanced");
+    assert_eq!((churn.bytes, churn.allocs, churn.frees), (0, 5000, 5000));
+    let late = late_probes(&r);
+    assert_eq!(late.len(), 1, "{late:?}");
+    assert!(!late[0].0, "not held");
+    assert!(
+        late[0].1.iter().all(|m| m.contains("libjemalloc.so")),
+        "{late:?}"
+    );
 }
 
 /// tcmalloc and mimalloc (Debian's libtcmalloc_minimal and libmimalloc, linked like jemalloc
