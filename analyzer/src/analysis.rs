@@ -309,12 +309,21 @@ fn quality_warnings(
         ));
     }
     let start = rec.header.as_ref().map_or(0, |h| h.start_mono_ns);
+    let attached = rec
+        .header
+        .as_ref()
+        .is_some_and(|h| h.target.mode == leak_format::TargetMode::Attach);
     for late in rec.late_probes.iter().filter(|l| !l.held) {
         let modules: BTreeSet<&str> = late.probes.iter().map(|p| p.module.as_str()).collect();
+        let why = if attached {
+            "record a started command, which is held at its execs, to see everything"
+        } else {
+            "it was not held at that exec: its privileges, root or mount namespace differed \
+             from leak-record's, or a thread other than its main one exec'd"
+        };
         w.push(format!(
             "the target exec'd {}, whose allocator ({}) was probed only {:.1} s into the \
-             recording, while it ran: what it allocated before that is not counted (record a \
-             started command, which is held at its execs, to see everything)",
+             recording, while it ran: what it allocated before that is not counted ({why})",
             late.exe,
             modules.into_iter().collect::<Vec<_>>().join(", "),
             late.mono_ns.saturating_sub(start) as f64 / 1e9

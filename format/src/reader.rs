@@ -14,8 +14,10 @@ pub const MAX_RECORD_SIZE: usize = 64 << 20;
 /// The decompression buffer is kept for the next record up to this capacity, bytes.
 const KEEP_BUFFER: usize = 1 << 20;
 
-/// Number of `Record` variants this reader knows; higher tags are skipped.
-const KNOWN_RECORD_VARIANTS: u64 = 6;
+/// Number of `Record` variants this reader knows; higher tags are skipped. (`tests`
+/// `every_record_variant_is_known` matches on every variant: a new one does not compile there
+/// until this is raised.)
+const KNOWN_RECORD_VARIANTS: u64 = 7;
 
 /// Counts bytes pulled from the file so record offsets can be reported.
 #[derive(Debug)]
@@ -342,4 +344,35 @@ fn describe_start(head: &[u8]) -> String {
         return "it starts with text; memleak text logs are read by leak-report".into();
     }
     format!("it starts with bytes {head:02x?}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The tag postcard writes for each variant: the last is `KNOWN_RECORD_VARIANTS - 1`.
+    fn tag(record: &Record) -> u64 {
+        match record {
+            Record::Header(_) => 0,
+            Record::Snapshot(_) => 1,
+            Record::Bundle(_) => 2,
+            Record::End(_) => 3,
+            Record::Kernel(_) => 4,
+            Record::Sampling(_) => 5,
+            Record::Probes(_) => 6,
+        }
+    }
+
+    #[test]
+    fn every_record_variant_is_known() {
+        let late = Record::Probes(crate::LateProbes {
+            mono_ns: 1,
+            exe: "/x".into(),
+            probes: Vec::new(),
+            held: true,
+        });
+        let bytes = postcard::to_allocvec(&late).unwrap();
+        assert_eq!(u64::from(bytes[0]), tag(&late));
+        assert_eq!(tag(&late), KNOWN_RECORD_VARIANTS - 1);
+    }
 }

@@ -203,6 +203,20 @@ fn late_probes_round_trip() {
     assert!(tail.is_none());
     assert_eq!(state.late_probes, [late]);
     assert_eq!(state.outstanding_bytes(AllocKind::Heap), 200);
+    // A known tag whose content does not decode is an error, not an unknown record.
+    let mut damaged = RecordingBuilder::new().to_bytes();
+    damaged.extend(zstd::bulk::compress(&[6, 1], 3).unwrap());
+    let (_, tail) = read_all(&damaged);
+    assert!(
+        matches!(
+            &tail,
+            Some(Error::Tail {
+                problem: TailProblem::Undecodable(_),
+                ..
+            })
+        ),
+        "{tail:?}"
+    );
 }
 
 #[test]

@@ -244,6 +244,8 @@ pub struct Tracer<'obj> {
     session_links: Vec<(Link, PlannedProbe)>,
     /// Watching the target's forks, with the session probes.
     fork_watch: Option<ForkWatch>,
+    /// The hand-over at a fork was tried (`leave_sessions`): forks are not watched again.
+    forks_handed_over: bool,
     changed: ChangedStacks,
     stats: StatsArray,
 }
@@ -322,6 +324,7 @@ pub fn load<'obj>(
         session_failure: None,
         session_links: Vec::new(),
         fork_watch: None,
+        forks_handed_over: false,
         changed,
         stats,
     })
@@ -653,7 +656,7 @@ impl Tracer<'_> {
     fn attach_probes(&mut self, pid: u32, probes: &[PlannedProbe]) -> Result<()> {
         let mut ordered: Vec<&PlannedProbe> = probes.iter().collect();
         ordered.sort_by_key(|p| !matches!(p.entry, Entry::Free | Entry::Delete | Entry::Munmap));
-        let watching = self.fork_watch.is_some();
+        let watching = self.fork_watch.is_some() || self.forks_handed_over;
         if self.sessions && !watching && probes.iter().any(PlannedProbe::may_skip_return) {
             // Without it a forked child would trap on every malloc (`leave_sessions`).
             match self.watch_forks() {
@@ -842,6 +845,7 @@ impl Tracer<'_> {
         const SETTLE: Duration = Duration::from_millis(1);
         // Tried once: should it fail, the session probes stay and say so no more.
         self.fork_watch = None;
+        self.forks_handed_over = true;
         if test_refuse_sessions() == Some(RefuseAt::HandOver) {
             anyhow::bail!("refused (LEAK_RECORD_TEST_REFUSE_SESSIONS=hand-over)");
         }

@@ -541,8 +541,7 @@ pub fn objects_of_program(
     if let Some(env) = env {
         list.env_clear().envs(env.iter().map(|(k, v)| (k, v)));
     }
-    let out = list
-        .output()
+    let out = output_within(list, LIST_TIMEOUT)
         .with_context(|| format!("cannot run the dynamic linker {interp} --list"))?;
     if !out.status.success() {
         bail!(
@@ -563,6 +562,44 @@ pub fn objects_of_program(
         }
     }
     Ok(objs)
+}
+
+/// How long a dynamic linker gets to list a program's libraries (it lists, it runs nothing of
+/// the program; a held command waits meanwhile).
+const LIST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Runs `cmd` to the end, its output captured, or kills it after `limit`.
+fn output_within(
+    mut cmd: Command,
+    limit: std::time::Duration,
+) -> std::io::Result<std::process::Output> {
+    use std::process::Stdio;
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let waiter = std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let out = match rx.recv_timeout(limit) {
+        Ok(out) => out,
+        Err(_) => {
+            // SAFETY: kill has no memory-safety preconditions. Only the waiter reaps the
+            // child, and it has not answered: `pid` is still the child (unless it was reaped
+            // in this very instant and the PID reused at once).
+            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+            let _ = waiter.join();
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("no answer within {} s", limit.as_secs()),
+            ));
+        }
+    };
+    let _ = waiter.join();
+    out
 }
 
 /// Library paths from `ld.so --list` output, in order.

@@ -146,6 +146,47 @@ fn parse_status(text: &str) -> Option<ProcMemory> {
     seen.then_some(m)
 }
 
+/// Whether process `pid` has exactly this process's privileges and view of the files: the same
+/// user and group ids, groups, capability sets, no-new-privileges bit, seccomp mode and filters,
+/// security label, root directory and mount namespace. Then running a program it names, with
+/// its environment, gives it nothing it does not have already.
+pub fn runs_as_we_do(pid: u32) -> bool {
+    const FIELDS: [&str; 11] = [
+        "Uid",
+        "Gid",
+        "Groups",
+        "CapInh",
+        "CapPrm",
+        "CapEff",
+        "CapBnd",
+        "CapAmb",
+        "NoNewPrivs",
+        "Seccomp",
+        "Seccomp_filters",
+    ];
+    let status = |who: &str| fs::read_to_string(format!("/proc/{who}/status")).ok();
+    let (Some(theirs), Some(ours)) = (status(&pid.to_string()), status("self")) else {
+        return false;
+    };
+    let fields = |text: &str| -> Vec<String> {
+        text.lines()
+            .filter(|l| l.split_once(':').is_some_and(|(k, _)| FIELDS.contains(&k)))
+            .map(str::to_string)
+            .collect()
+    };
+    let id = |path: String| fs::metadata(path).ok().map(|m| (m.dev(), m.ino()));
+    let same = |what: &str| {
+        let theirs = id(format!("/proc/{pid}/{what}"));
+        theirs.is_some() && theirs == id(format!("/proc/self/{what}"))
+    };
+    let label = |who: String| fs::read(format!("/proc/{who}/attr/current")).ok();
+    fields(&theirs).len() == FIELDS.len()
+        && fields(&theirs) == fields(&ours)
+        && same("root")
+        && same("ns/mnt")
+        && label(pid.to_string()) == label("self".into())
+}
+
 /// The environment of a process (as its program started; empty if unreadable).
 pub fn environ(pid: u32) -> Vec<(std::ffi::OsString, std::ffi::OsString)> {
     use std::os::unix::ffi::OsStrExt;
@@ -311,6 +352,22 @@ pub fn is_alive(pid: u32) -> bool {
 mod tests {
     use super::*;
     use std::path::Path;
+
+    #[test]
+    fn privileges_compare_with_our_own() {
+        assert!(runs_as_we_do(std::process::id()));
+        // A process of another user (or none at all) does not.
+        let other = (1..100_000).find(|&p| {
+            fs::read_to_string(format!("/proc/{p}/status")).is_ok_and(|s| {
+                s.lines()
+                    .any(|l| l.starts_with("Uid:") && !l.contains("\t0\t"))
+            })
+        });
+        if let Some(p) = other {
+            assert!(!runs_as_we_do(p), "PID {p}");
+        }
+        assert!(!runs_as_we_do(u32::MAX));
+    }
 
     #[test]
     fn threads_and_kernel_threads_are_not_processes() {

@@ -846,6 +846,12 @@ impl Session<'_, '_> {
         if self.allocator.off {
             return;
         }
+        // Its dynamic linker, with its environment, runs as leak-record: only for a program
+        // with our privileges and files (a wrapper that drops them, chroots or unshares is
+        // left to judge_allocator, which reads the maps once the libraries are in).
+        if !procfs::runs_as_we_do(self.pid) {
+            return;
+        }
         let Ok(exe) = procfs::exe(self.pid) else {
             return;
         };
@@ -881,22 +887,28 @@ impl Session<'_, '_> {
         let mut plan =
             discover::plan(objs, &overrides).map_err(|e| Unprobed::Allocator(format!("{e:#}")))?;
         discover::place_entries(&mut plan, objs);
-        let a = &mut self.allocator;
-        let new: Vec<discover::PlannedProbe> = plan
+        let a = &self.allocator;
+        let new: Vec<(discover::PlannedProbe, (u64, u64))> = plan
             .into_iter()
-            .filter(|p| file_id(&p.open_path).is_some_and(|id| a.attached.insert((id, p.offset))))
+            .filter_map(|p| {
+                let id = file_id(&p.open_path)?;
+                (!a.attached.contains(&(id, p.offset))).then_some((p, id))
+            })
             .collect();
         if new.is_empty() {
             return Ok(());
         }
-        let (probes, failed) = self.tracer.attach_late(self.pid, &new);
+        let planned: Vec<discover::PlannedProbe> = new.iter().map(|(p, _)| p.clone()).collect();
+        let (probes, failed) = self.tracer.attach_late(self.pid, &planned);
+        // Only what was attached counts as probed (what failed may be tried at the next exec).
         let a = &mut self.allocator;
-        for p in &new {
+        for (p, id) in &new {
             if probes
                 .iter()
                 .any(|r| r.function == p.function && r.module == p.module)
             {
-                a.probed.extend(file_id(&p.open_path));
+                a.attached.insert((*id, p.offset));
+                a.probed.insert(*id);
             }
         }
         if !probes.is_empty() {
@@ -918,8 +930,9 @@ impl Session<'_, '_> {
             )));
         }
         if !self.cli.quiet {
-            let mut modules: Vec<&str> = probes.iter().map(|p| p.module.as_str()).collect();
-            modules.dedup();
+            let modules: std::collections::BTreeSet<&str> =
+                probes.iter().map(|p| p.module.as_str()).collect();
+            let modules: Vec<&str> = modules.into_iter().collect();
             let when = if held {
                 "before it ran: nothing it allocates is missed"
             } else {

@@ -456,8 +456,6 @@ fn child_processes_of_the_target_are_named_not_recorded() {
     assert_eq!(r.by_function("leak_slowly"), Totals::default());
 }
 
-/// A program exec'd by the target whose malloc is in a file leak-record did not probe is named,
-/// with what to do: its allocations would otherwise be missing without a word.
 /// The late probes of a recording: (held, probed modules).
 fn late_probes(r: &Recorded) -> Vec<(bool, Vec<String>)> {
     r.state
@@ -504,6 +502,41 @@ fn a_program_execd_with_another_allocator_is_probed_before_it_runs() {
     );
     assert!(r.stderr.contains(&warning), "{}", r.stderr);
     assert!(r.state.late_probes.is_empty());
+}
+
+#[test]
+fn a_program_execd_with_fewer_privileges_is_probed_without_running_its_linker() {
+    if !bpf_ready() {
+        return;
+    }
+    // A wrapper that drops to nobody before it execs: its dynamic linker is not run as
+    // leak-record (root) to list the program's libraries. The allocator is probed from the
+    // maps once they are in, while it runs, and the recording says it was not held.
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let exe = dir.path().join("leaky_jemalloc");
+    copy_program(Path::new(&fixture("leaky_jemalloc")), &exe);
+    let exe = exe.to_str().unwrap();
+    let drop_then_exec =
+        format!("exec setpriv --reuid=65534 --regid=65534 --clear-groups -- {exe} slow 400 100 25");
+    let r = record_wrapper(&["-i", "200ms"], &drop_then_exec);
+    let late = late_probes(&r);
+    assert_eq!(late.len(), 1, "{late:?}\n{}", r.stderr);
+    assert!(!late[0].0, "not held: {}", r.stderr);
+    assert!(
+        late[0].1.iter().all(|m| m.contains("libjemalloc.so")),
+        "{late:?}"
+    );
+    assert!(r
+        .stderr
+        .contains("while it ran: what it allocated before is not recorded"));
+    // Some of its 400 leaks (10 s) were seen, after the probes went in; none before.
+    let t = r.by_function("leak_slowly");
+    assert!(
+        t.count > 0 && t.count < 400 && t.bytes == 100 * t.count,
+        "{t:?}"
+    );
 }
 
 #[test]
