@@ -456,17 +456,16 @@ fn child_processes_of_the_target_are_named_not_recorded() {
     assert_eq!(r.by_function("leak_slowly"), Totals::default());
 }
 
-/// The late probes of a recording: (held, probed modules).
-fn late_probes(r: &Recorded) -> Vec<(bool, Vec<String>)> {
-    r.state
-        .late_probes
-        .iter()
-        .map(|l| {
-            let mut modules: Vec<String> = l.probes.iter().map(|p| p.module.clone()).collect();
-            modules.dedup();
-            (l.held, modules)
-        })
-        .collect()
+/// The recording has one record of probes attached later, all in libjemalloc, `held` or not.
+fn assert_late_jemalloc_probes(r: &Recorded, held: bool) {
+    let late = &r.state.late_probes;
+    assert_eq!(late.len(), 1, "{late:?}\n{}", r.stderr);
+    assert_eq!(late[0].held, held, "{}", r.stderr);
+    let modules: Vec<&str> = late[0].probes.iter().map(|p| p.module.as_str()).collect();
+    assert!(
+        modules.iter().all(|m| m.contains("libjemalloc.so")),
+        "{modules:?}"
+    );
 }
 
 #[test]
@@ -479,13 +478,7 @@ fn a_program_execd_with_another_allocator_is_probed_before_it_runs() {
     let leaky = fixture("leaky_jemalloc");
     let r = record_wrapper(&["-i", "1s"], &format!("exec {leaky} basic 1000 100"));
     r.assert_leaky_basic(1000, 100);
-    let late = late_probes(&r);
-    assert_eq!(late.len(), 1, "{late:?}\n{}", r.stderr);
-    assert!(late[0].0, "held at the exec");
-    assert!(
-        late[0].1.iter().all(|m| m.contains("libjemalloc.so")),
-        "{late:?}"
-    );
+    assert_late_jemalloc_probes(&r, true);
     let said = format!("now runs {leaky}: attached ");
     assert!(r.stderr.contains(&said), "{}", r.stderr);
     assert!(r
@@ -521,13 +514,7 @@ fn a_program_execd_with_fewer_privileges_is_probed_without_running_its_linker() 
     let drop_then_exec =
         format!("exec setpriv --reuid=65534 --regid=65534 --clear-groups -- {exe} slow 400 100 25");
     let r = record_wrapper(&["-i", "200ms"], &drop_then_exec);
-    let late = late_probes(&r);
-    assert_eq!(late.len(), 1, "{late:?}\n{}", r.stderr);
-    assert!(!late[0].0, "not held: {}", r.stderr);
-    assert!(
-        late[0].1.iter().all(|m| m.contains("libjemalloc.so")),
-        "{late:?}"
-    );
+    assert_late_jemalloc_probes(&r, false);
     assert!(r
         .stderr
         .contains("while it ran: what it allocated before is not recorded"));
@@ -588,13 +575,7 @@ fn an_attached_process_that_execs_another_allocator_is_probed_while_it_runs() {
     assert_eq!((t.bytes, t.count), (100_000, 1000), "{t:?}");
     let churn = r.by_function("churn_balanced");
     assert_eq!((churn.bytes, churn.allocs, churn.frees), (0, 5000, 5000));
-    let late = late_probes(&r);
-    assert_eq!(late.len(), 1, "{late:?}");
-    assert!(!late[0].0, "not held");
-    assert!(
-        late[0].1.iter().all(|m| m.contains("libjemalloc.so")),
-        "{late:?}"
-    );
+    assert_late_jemalloc_probes(&r, false);
 }
 
 /// tcmalloc and mimalloc (Debian's libtcmalloc_minimal and libmimalloc, linked like jemalloc
@@ -688,6 +669,17 @@ fn assert_attached_basic(r: &Recorded, who: &str, library: &str) {
     assert_eq!(churn_seen, (0, 5000, 5000), "{who}");
 }
 
+/// [`assert_attached_basic`], with malloc probed in `module` only.
+fn assert_attached_basic_in(r: &Recorded, who: &str, module: &str) {
+    assert_eq!(
+        r.modules_of_probe("malloc"),
+        [module],
+        "{who}: {}",
+        r.stderr
+    );
+    assert_attached_basic(r, who, module);
+}
+
 #[test]
 fn attach_to_a_running_process() {
     if !bpf_ready() {
@@ -779,14 +771,7 @@ fn processes_in_a_container_or_a_chroot_are_probed_in_their_own_libc() {
     }
     let root = root.to_str().unwrap();
     let r = attach_and_record(&[&["chroot", root, &exe], &args[..]].concat(), || {});
-    let copy = format!("{root}{libc}");
-    assert_eq!(
-        r.modules_of_probe("malloc"),
-        [copy.as_str()],
-        "{}",
-        r.stderr
-    );
-    assert_attached_basic(&r, "chroot", &copy);
+    assert_attached_basic_in(&r, "chroot", &format!("{root}{libc}"));
 }
 
 #[test]
@@ -818,14 +803,7 @@ fn a_library_replaced_on_disk_is_probed_as_mapped() {
         fs::rename(&new, &libc).unwrap();
     };
     let r = attach_and_record(&args, upgrade);
-    let display = libc.display().to_string();
-    assert_eq!(
-        r.modules_of_probe("malloc"),
-        [display.as_str()],
-        "{}",
-        r.stderr
-    );
-    assert_attached_basic(&r, "replaced", &display);
+    assert_attached_basic_in(&r, "replaced", &libc.display().to_string());
 }
 
 #[test]
