@@ -11,8 +11,40 @@ use crate::series::{self, Recording};
 /// Largest memleak text log read (they are read whole).
 const MAX_TEXT_LOG: u64 = 1 << 30;
 
-/// Reads `path`; the error is one line naming the problem and what to do.
+/// Reads `path` (`-`: standard input, e.g. a recording streamed by `leak-record -o -`); the
+/// error is one line naming the problem and what to do.
 pub fn read(path: &Path, cap: usize) -> Result<Recording, String> {
+    if path.as_os_str() == "-" {
+        return read_stdin(cap);
+    }
+    read_file(path, cap)
+}
+
+/// Copies standard input to a temporary file (the reader looks for the end record first) and
+/// reads that; the copy is deleted once read.
+fn read_stdin(cap: usize) -> Result<Recording, String> {
+    use std::io::IsTerminal;
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        return Err(
+            "standard input is a terminal; pipe a recording in (ssh HOST 'sudo \
+                    leak-record -p PID -d 10m -o -' | leak-report -), or name a file"
+                .into(),
+        );
+    }
+    let mut copy = tempfile::NamedTempFile::new()
+        .map_err(|e| format!("cannot create a temporary file for standard input: {e}"))?;
+    std::io::copy(&mut stdin.lock(), copy.as_file_mut()).map_err(|e| {
+        format!(
+            "cannot copy standard input to {}: {e}",
+            copy.path().display()
+        )
+    })?;
+    read_file(copy.path(), cap)
+        .map_err(|e| e.replace(&copy.path().display().to_string(), "standard input"))
+}
+
+fn read_file(path: &Path, cap: usize) -> Result<Recording, String> {
     let shown = path.display();
     let mut file = File::open(path).map_err(|e| format!("cannot open {shown}: {e}"))?;
     let mut head = [0u8; 4];

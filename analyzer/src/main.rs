@@ -39,7 +39,8 @@ EXIT STATUS:
 #[derive(Debug, Parser)]
 #[command(name = "leak-report", version, after_help = EXAMPLES)]
 struct Cli {
-    /// The recording (leak-record's .zst) or memleak text log.
+    /// The recording (leak-record's .zst) or memleak text log; `-` reads it from standard input
+    /// (e.g. `ssh HOST 'sudo leak-record -p PID -d 10m -o -' | leak-report -`).
     recording: PathBuf,
 
     /// Write a self-contained HTML report here (charts, sortable stack table, flame graphs).

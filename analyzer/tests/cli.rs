@@ -499,3 +499,49 @@ fn json_of(path: &Path) -> serde_json::Value {
     let o = run(&[path.to_str().unwrap(), "--json", "-"]);
     serde_json::from_slice(&o.stdout).unwrap()
 }
+
+#[test]
+fn a_recording_piped_in_reads_as_the_file_does() {
+    use std::io::Write;
+    use std::process::Stdio;
+    // `ssh HOST 'sudo leak-record ... -o -' | leak-report -`
+    let piped = |input: &[u8], args: &[&str]| {
+        let mut child = Command::new(BIN)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(input).unwrap();
+        drop(stdin);
+        child.wait_with_output().unwrap()
+    };
+    let bytes = std::fs::read(demo()).unwrap();
+    let o = piped(&bytes, &["-", "--json", "-"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let from_pipe: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(from_pipe, json(&[]));
+    let o = piped(b"not a recording\n", &["-"]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = stderr(&o);
+    assert!(
+        err.starts_with("leak-report: standard input is neither"),
+        "{err}"
+    );
+    // Not from a terminal (util-linux's script(1) gives it one; BSD's takes other options).
+    if cfg!(not(target_os = "linux")) {
+        return;
+    }
+    let tty = Command::new("script")
+        .args(["-q", "-e", "-c", &format!("'{BIN}' -"), "/dev/null"])
+        .output()
+        .expect("run script(1), util-linux");
+    let err = String::from_utf8_lossy(&tty.stdout);
+    assert_eq!(tty.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("standard input is a terminal; pipe a recording in"),
+        "{err}"
+    );
+}
