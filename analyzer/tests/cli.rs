@@ -31,11 +31,14 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+/// The JSON document of the demo recording, analyzed with `args`.
 fn json(args: &[&str]) -> serde_json::Value {
-    let mut all = vec![demo(), "--json".into(), "-".into()];
-    all.extend(args.iter().map(|s| s.to_string()));
-    let refs: Vec<&str> = all.iter().map(String::as_str).collect();
-    let o = run(&refs);
+    json_at(&demo(), args)
+}
+
+/// The JSON document of the recording at `path`, analyzed with `args`.
+fn json_at(path: &str, args: &[&str]) -> serde_json::Value {
+    let o = run(&[&[path, "--json", "-"], args].concat());
     assert!(o.status.code().is_some_and(|c| c <= 1), "{}", stderr(&o));
     serde_json::from_slice(&o.stdout).unwrap()
 }
@@ -484,7 +487,7 @@ fn probes_attached_while_the_target_ran_are_a_warning() {
         b.snapshot(&[(16, 8192, 2)]);
         let path = dir.path().join("late.zst");
         std::fs::write(&path, b.to_bytes()).unwrap();
-        let j = json_of(&path);
+        let j = json_at(path.to_str().unwrap(), &[]);
         let warned = j["warnings"].as_array().unwrap().iter().any(|w| {
             w.as_str().unwrap().starts_with(
                 "the target exec'd /usr/bin/svc, whose allocator (/usr/lib/libjemalloc.so.2) \
@@ -493,11 +496,6 @@ fn probes_attached_while_the_target_ran_are_a_warning() {
         });
         assert_eq!(warned, !held, "held {held}: {j:#}");
     }
-}
-
-fn json_of(path: &Path) -> serde_json::Value {
-    let o = run(&[path.to_str().unwrap(), "--json", "-"]);
-    serde_json::from_slice(&o.stdout).unwrap()
 }
 
 #[test]

@@ -72,6 +72,20 @@ fn file_id(f: &fs::File) -> Option<(u64, u64)> {
     f.metadata().ok().map(|md| (md.dev(), md.ino()))
 }
 
+/// The (device, inode) of the file at `path` (symbolic and /proc links followed).
+pub fn path_id(path: impl AsRef<std::path::Path>) -> Option<(u64, u64)> {
+    fs::metadata(path).ok().map(|md| (md.dev(), md.ino()))
+}
+
+/// The value of field `key` in the text of /proc/PID/status (`Uid:\t0\t0\t0\t0` gives
+/// `0\t0\t0\t0`).
+fn status_field<'a>(status: &'a str, key: &str) -> Option<&'a str> {
+    status.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        (k == key).then(|| v.trim())
+    })
+}
+
 /// Whether a device as /proc/PID/maps writes it (`fe:01`: major and minor, in hex) is `dev`
 /// (a `st_dev`). An anonymous device (major 0: btrfs, overlayfs, NFS) matches any: btrfs maps
 /// show the file system's device and `stat` the subvolume's, so only the inode can tell.
@@ -168,22 +182,15 @@ pub fn runs_as_we_do(pid: u32) -> bool {
     let (Some(theirs), Some(ours)) = (status(&pid.to_string()), status("self")) else {
         return false;
     };
-    let fields = |text: &str| -> Vec<String> {
-        text.lines()
-            .filter(|l| l.split_once(':').is_some_and(|(k, _)| FIELDS.contains(&k)))
-            .map(str::to_string)
-            .collect()
-    };
-    let id = |path: String| fs::metadata(path).ok().map(|m| (m.dev(), m.ino()));
+    // A field this kernel lacks (Seccomp_filters before 5.9) is missing from both.
+    let fields = |text: &str| FIELDS.map(|key| status_field(text, key).map(str::to_string));
     let same = |what: &str| {
-        let theirs = id(format!("/proc/{pid}/{what}"));
-        theirs.is_some() && theirs == id(format!("/proc/self/{what}"))
+        let theirs = path_id(format!("/proc/{pid}/{what}"));
+        theirs.is_some() && theirs == path_id(format!("/proc/self/{what}"))
     };
     let label = |who: String| fs::read(format!("/proc/{who}/attr/current")).ok();
-    // The fields this kernel has (Seccomp_filters since 5.9), the same in both.
-    let ours = fields(&ours);
-    ours.len() >= 6
-        && fields(&theirs) == ours
+    status_field(&ours, "Uid").is_some()
+        && fields(&theirs) == fields(&ours)
         && same("root")
         && same("ns/mnt")
         && label(pid.to_string()) == label("self".into())
@@ -216,7 +223,7 @@ pub fn cmdline(pid: u32) -> io::Result<Vec<String>> {
 pub fn exe(pid: u32) -> io::Result<String> {
     let link = fs::read_link(format!("/proc/{pid}/exe"))?;
     let s = link.to_string_lossy();
-    Ok(s.strip_suffix(" (deleted)").unwrap_or(&s).to_string())
+    Ok(s.strip_suffix(DELETED).unwrap_or(&s).to_string())
 }
 
 /// The live children of a process's main thread (`/proc/PID/task/PID/children`; a child
@@ -312,12 +319,7 @@ pub fn not_a_process(pid: u32) -> Option<String> {
 
 /// [`not_a_process`] from the text of /proc/PID/status.
 fn why_not_a_process(pid: u32, status: &str) -> Option<String> {
-    let field = |key: &str| {
-        status.lines().find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            (k == key).then(|| v.trim())
-        })
-    };
+    let field = |key: &str| status_field(status, key);
     let name = field("Name").unwrap_or("?");
     let tgid = field("Tgid").and_then(|t| t.parse::<u32>().ok());
     if let Some(tgid) = tgid.filter(|&t| t != pid) {

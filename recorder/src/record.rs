@@ -289,10 +289,9 @@ fn setup_and_record(
         maps_execs: None,
         exec_stacks: Vec::new(),
         allocator: ExecAllocator {
-            probed: plan.iter().filter_map(|p| file_id(&p.open_path)).collect(),
             attached: plan
                 .iter()
-                .filter_map(|p| Some((file_id(&p.open_path)?, p.offset)))
+                .filter_map(|p| Some((procfs::path_id(&p.open_path)?, p.offset)))
                 .collect(),
             stops_seen: 1,
             stop_due_since: None,
@@ -460,8 +459,8 @@ const CHILDREN_NAMED: usize = 3;
 /// Why the allocator of a program the target exec'd is not probed.
 #[derive(Debug)]
 enum Unprobed {
-    /// None was found, or it may not be probed.
-    Allocator(String),
+    /// A Go program: return probes corrupt Go stacks (bcc #1320).
+    Go,
     /// The kernel refused a probe.
     Attach(String),
 }
@@ -469,7 +468,8 @@ enum Unprobed {
 impl std::fmt::Display for Unprobed {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Unprobed::Allocator(e) | Unprobed::Attach(e) => f.write_str(e),
+            Unprobed::Go => f.write_str("a Go program, whose stacks return probes corrupt"),
+            Unprobed::Attach(e) => f.write_str(e),
         }
     }
 }
@@ -479,9 +479,8 @@ impl std::fmt::Display for Unprobed {
 /// says so instead of recording nothing silently.
 #[derive(Debug)]
 struct ExecAllocator {
-    /// The probed files, by (device, inode): paths differ between namespaces and symlinks.
-    probed: HashSet<(u64, u64)>,
-    /// The probed functions, by file and offset: never probed twice.
+    /// The probed functions, by file (device, inode: paths differ between namespaces and
+    /// symlinks) and offset: never probed twice.
     attached: HashSet<((u64, u64), u64)>,
     /// Execs of a held command whose ptrace stop was seen (the command's own included), and
     /// since when the BPF count has been ahead of them (`exec_stop_due`).
@@ -494,12 +493,6 @@ struct ExecAllocator {
     deferred: Option<u32>,
     /// `--obj`: the user chose the file; nothing to judge.
     off: bool,
-}
-
-/// A file's (device, inode).
-fn file_id(path: &Path) -> Option<(u64, u64)> {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
 }
 
 impl Session<'_, '_> {
@@ -860,45 +853,57 @@ impl Session<'_, '_> {
         let Ok(objs) = discover::objects_of_program(Path::new(&exe), prefix, Some(&env)) else {
             return;
         };
-        // No allocator found is not said here: judge_allocator says it once the program's
-        // libraries are mapped, if its malloc is still not probed then.
-        if let Err(Unprobed::Attach(e)) = self.probe_allocator(&objs, &exe, true) {
+        // No allocator found, or a Go program, is not said here: judge_allocator says it once
+        // the program's libraries are mapped, if its malloc is still not probed then.
+        let Some(plan) = self.plan_program(&objs) else {
+            return;
+        };
+        if let Err(Unprobed::Attach(e)) = self.attach_new(plan, &objs, &exe, true) {
             eprintln!("leak-record: warning: PID {} now runs {exe}: {e}", self.pid);
         }
     }
 
-    /// Attaches probes to the allocator of the program the target now runs (`objs`, in its
-    /// lookup order) wherever none is yet, writes them to the recording (`Record::Probes`)
-    /// and says so. `held`: the target waits at its exec, so nothing it allocates is missed.
-    fn probe_allocator(
-        &mut self,
-        objs: &[discover::Obj],
-        exe: &str,
-        held: bool,
-    ) -> std::result::Result<(), Unprobed> {
-        if objs.first().is_some_and(|o| o.elf.is_go) {
-            let go = "a Go program: return probes corrupt Go stacks";
-            return Err(Unprobed::Allocator(go.into()));
-        }
+    /// The probes the allocator of a program with these objects (in its lookup order) takes,
+    /// as the command's were chosen; None if it has none.
+    fn plan_program(&self, objs: &[discover::Obj]) -> Option<Vec<discover::PlannedProbe>> {
         let overrides = Overrides {
             symbol_prefix: self.cli.symbol_prefix.clone(),
             mmap: self.cli.mmap,
         };
-        let mut plan =
-            discover::plan(objs, &overrides).map_err(|e| Unprobed::Allocator(format!("{e:#}")))?;
-        discover::place_entries(&mut plan, objs);
+        discover::plan(objs, &overrides).ok()
+    }
+
+    /// Whether a file (device, inode) has probes.
+    fn is_probed(&self, file: Option<(u64, u64)>) -> bool {
+        file.is_some_and(|id| self.allocator.attached.iter().any(|(f, _)| *f == id))
+    }
+
+    /// Attaches those of `plan` (for the program the target now runs, whose objects are `objs`)
+    /// that are not attached yet, writes them to the recording (`Record::Probes`) and says so.
+    /// `held`: the target waits at its exec, so nothing it allocates is missed.
+    fn attach_new(
+        &mut self,
+        plan: Vec<discover::PlannedProbe>,
+        objs: &[discover::Obj],
+        exe: &str,
+        held: bool,
+    ) -> std::result::Result<(), Unprobed> {
         let a = &self.allocator;
         let new: Vec<(discover::PlannedProbe, (u64, u64))> = plan
             .into_iter()
             .filter_map(|p| {
-                let id = file_id(&p.open_path)?;
+                let id = procfs::path_id(&p.open_path)?;
                 (!a.attached.contains(&(id, p.offset))).then_some((p, id))
             })
             .collect();
         if new.is_empty() {
             return Ok(());
         }
-        let planned: Vec<discover::PlannedProbe> = new.iter().map(|(p, _)| p.clone()).collect();
+        if objs.first().is_some_and(|o| o.elf.is_go) {
+            return Err(Unprobed::Go);
+        }
+        let mut planned: Vec<discover::PlannedProbe> = new.iter().map(|(p, _)| p.clone()).collect();
+        discover::place_entries(&mut planned, objs);
         let (probes, failed) = self.tracer.attach_late(self.pid, &planned);
         // Only what was attached counts as probed (what failed may be tried at the next exec).
         let a = &mut self.allocator;
@@ -908,7 +913,6 @@ impl Session<'_, '_> {
                 .any(|r| r.function == p.function && r.module == p.module)
             {
                 a.attached.insert((*id, p.offset));
-                a.probed.insert(*id);
             }
         }
         if !probes.is_empty() {
@@ -964,23 +968,22 @@ impl Session<'_, '_> {
             return;
         }
         a.judged = execs;
-        let overrides = Overrides {
-            symbol_prefix: self.cli.symbol_prefix.clone(),
-            mmap: false,
-        };
-        let malloc = discover::plan(&objs, &overrides).ok().and_then(|plan| {
-            plan.into_iter()
-                .find(|p| p.entry == discover::Entry::Malloc)
-        });
         let exe = procfs::exe(self.pid).unwrap_or_else(|_| "?".into());
         let pid = self.pid;
-        let why = match malloc {
-            Some(p) if file_id(&p.open_path).is_some_and(|id| a.probed.contains(&id)) => return,
-            // Probed now, while it runs.
-            Some(p) => {
-                let result = self.probe_allocator(&objs, &exe, false);
-                let probed = &self.allocator.probed;
-                if file_id(&p.open_path).is_some_and(|id| probed.contains(&id)) {
+        let plan = self.plan_program(&objs);
+        let malloc = plan.as_ref().and_then(|plan| {
+            plan.iter()
+                .find(|p| p.entry == discover::Entry::Malloc)
+                .cloned()
+        });
+        let why = match (plan, malloc) {
+            (Some(plan), Some(m)) => {
+                if self.is_probed(procfs::path_id(&m.open_path)) {
+                    return;
+                }
+                // Probed now, while it runs.
+                let result = self.attach_new(plan, &objs, &exe, false);
+                if self.is_probed(procfs::path_id(&m.open_path)) {
                     return;
                 }
                 let why = result
@@ -988,10 +991,10 @@ impl Session<'_, '_> {
                     .map_or("its probes were refused".into(), |e| e.to_string());
                 format!(
                     "whose {} is in {}, which is not probed: {why}",
-                    p.function, p.module
+                    m.function, m.module
                 )
             }
-            None => "in which no allocator was found".to_string(),
+            _ => "in which no allocator was found".to_string(),
         };
         eprintln!(
             "leak-record: warning: PID {pid} now runs {exe}, {why}: its allocations are not \
