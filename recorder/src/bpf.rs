@@ -946,6 +946,28 @@ impl Tracer<'_> {
         })
     }
 
+    /// What the blocks retired at the target's execs counted for on their stacks, in all:
+    /// (blocks, bytes). With sampling, estimates (blocks rounded to whole ones).
+    pub fn exec_retired(&self) -> (u64, u64) {
+        self.skel.maps.bss_data.as_deref().map_or((0, 0), |bss| {
+            // SAFETY: `bss` is the loaded object's mapped .bss, valid while the skeleton is;
+            // BPF adds to these aligned u64s atomically, so volatile reads see whole values,
+            // and nothing here writes them.
+            let (blocks, bytes) = unsafe {
+                (
+                    std::ptr::addr_of!(bss.exec_retired_blocks).read_volatile(),
+                    std::ptr::addr_of!(bss.exec_retired_bytes).read_volatile(),
+                )
+            };
+            let blocks = if self.fixed_point_counts {
+                sampling::whole_blocks(blocks, types::sample_params::SAMPLE_COUNT_SHIFT.0)
+            } else {
+                blocks
+            };
+            (blocks, bytes)
+        })
+    }
+
     /// The counters that changed since the last call, and those of the stacks in `also` (all
     /// of them when a change could not be marked). A counter whose bit was taken but which did
     /// not change after all may be among them; the caller compares with what it has. With

@@ -301,6 +301,7 @@ fn setup_and_record(
             off: cli.obj.is_some(),
         },
         children: HashSet::new(),
+        exec_retired_said: (0, 0),
     };
     if session.mode == TargetMode::Attach {
         // The process is running and probed: read its map now, so that what it allocates
@@ -451,6 +452,8 @@ struct Session<'a, 'obj> {
     allocator: ExecAllocator,
     /// The target's child processes seen at snapshots (never recorded: `note_children`).
     children: HashSet<u32>,
+    /// The blocks retired at the target's execs, as last said (`note_exec_retired`).
+    exec_retired_said: (u64, u64),
 }
 
 /// The child processes named one by one; any more are only counted at the end.
@@ -759,6 +762,7 @@ impl Session<'_, '_> {
             snapshot.memory = procfs::memory(self.pid);
             self.note_children();
         }
+        self.note_exec_retired();
         snapshot.cost = meter.cost(raw.len());
         self.out.write(&Record::Snapshot(snapshot))?;
         self.seq += 1;
@@ -805,6 +809,28 @@ impl Session<'_, '_> {
                  (leak-record follows one process); to record it: leak-record -p {child}"
             );
         }
+    }
+
+    /// Says what the target's execs since the last snapshot took with the program they left:
+    /// its outstanding blocks, retired from their stacks by BPF at each exec.
+    fn note_exec_retired(&mut self) {
+        let now = self.tracer.exec_retired();
+        let said = std::mem::replace(&mut self.exec_retired_said, now);
+        let (blocks, bytes) = (now.0.saturating_sub(said.0), now.1.saturating_sub(said.1));
+        if (blocks, bytes) == (0, 0) || self.cli.quiet {
+            return;
+        }
+        let sampled = if self.cli.sample_bytes.is_some() {
+            " (estimated from samples)"
+        } else {
+            ""
+        };
+        eprintln!(
+            "leak-record: PID {} exec'd: the {blocks} blocks ({}){sampled} the program it left \
+             had outstanding went with its memory, and are freed on their stacks",
+            self.pid,
+            human_bytes(bytes)
+        );
     }
 
     /// Whether an exec of the held command is under way: counted by BPF at

@@ -417,6 +417,8 @@ fn a_script_command_is_recorded_through_the_programs_it_execs() {
     for cmd in [&direct, &via_env] {
         let r = record(&["-i", "1s"], &[cmd, "1000", "100"]);
         r.assert_clean();
+        // The shells' own blocks went with them at their execs.
+        assert_eq!(r.outstanding(), (100_000, 1000), "{}", r.stderr);
         r.assert_leaky_basic(1000, 100);
         assert!(r.stderr.contains("is a script"), "{}", r.stderr);
         assert!(!r.stderr.contains("not probed"), "{}", r.stderr);

@@ -215,6 +215,13 @@ impl Recorded {
         t
     }
 
+    /// Outstanding (bytes, blocks) over every stack of the recording.
+    pub fn outstanding(&self) -> (u64, u64) {
+        let all = self.state.totals.values();
+        let bytes = all.clone().map(|s| s.outstanding_bytes()).sum();
+        (bytes, all.map(|s| s.outstanding_count()).sum())
+    }
+
     pub fn modules_of_probe(&self, function: &str) -> Vec<String> {
         let h = self.state.header.as_ref().expect("header");
         h.probes
