@@ -35,6 +35,10 @@ __u64 chunkless_walks = 0;
  * the target has left, and the recorder locates them in that program's memory map, not in the
  * new one's (recorder/src/record.rs, `locate_before_exec`). */
 __u64 target_execs = 0; /* count << 32 | first id: one store, so read whole */
+/* Of those, execs by another thread than the main one (`target_exec`), and when the last one
+ * happened (CLOCK_MONOTONIC; written before the count). */
+__u64 target_thread_execs = 0;
+__u64 target_thread_exec_ns = 0;
 
 /* Leaving session probes when the target forks (recorder/src/bpf.rs, `Tracer::leave_sessions`).
  * A child forked without exec inherits the breakpoints of its parent's text; a classic probe's
@@ -829,11 +833,19 @@ static long retire_at_exec(struct bpf_map *map, __u64 *addr, struct alloc_info *
  * `allocs` during the sweep. It visits every bucket of the table (--max-allocs): here 4 ms at
  * the default size, and 0.3 us per block it frees (benches/exec.sh, docs/performance.md). */
 SEC("tp_btf/sched_process_exec")
-int BPF_PROG(target_exec, struct task_struct *p)
+int BPF_PROG(target_exec, struct task_struct *p, pid_t old_pid)
 {
 	if (p->tgid != target_tgid)
 		return 0;
 	bpf_for_each_map_elem(&allocs, retire_at_exec, NULL, 0);
+	if (old_pid != p->tgid) {
+		/* Another thread than the main one exec'd: it took the main thread's place, and
+		 * the kernel ended the main thread, to which every uprobe is tied (it filters by
+		 * the memory of the task it was attached for): none fires in the new program
+		 * until the recorder attaches them again. */
+		target_thread_exec_ns = bpf_ktime_get_ns();
+		__sync_fetch_and_add(&target_thread_execs, 1);
+	}
 	target_execs = ((target_execs >> 32) + 1) << 32 | next_stack_id;
 	return 0;
 }

@@ -313,8 +313,32 @@ fn quality_warnings(
         .header
         .as_ref()
         .is_some_and(|h| h.target.mode == leak_format::TargetMode::Attach);
-    for late in rec.late_probes.iter().filter(|l| !l.held) {
+    let mut placed: Vec<&leak_format::Probe> = rec
+        .header
+        .as_ref()
+        .map(|h| h.probes.iter().collect())
+        .unwrap_or_default();
+    for late in &rec.late_probes {
+        // Places probed before: attached again after an exec by another thread than the
+        // main one, which ends the thread the kernel tied them to.
+        let again = late.probes.iter().all(|p| placed.contains(&p));
+        placed.extend(late.probes.iter());
+        if late.held {
+            continue;
+        }
         let modules: BTreeSet<&str> = late.probes.iter().map(|p| p.module.as_str()).collect();
+        let modules = modules.into_iter().collect::<Vec<_>>().join(", ");
+        let at = late.mono_ns.saturating_sub(start) as f64 / 1e9;
+        if again {
+            w.push(format!(
+                "the target exec'd {} from a thread other than its main one, which ends the \
+                 thread the kernel ties probes to: its probes in {modules} were attached again \
+                 {at:.1} s into the recording, while it ran, and what it allocated before that \
+                 is not counted",
+                late.exe
+            ));
+            continue;
+        }
         let why = if attached {
             "record a started command, which is held at its execs, to see everything"
         } else {
@@ -322,11 +346,9 @@ fn quality_warnings(
              from leak-record's, or a thread other than its main one exec'd"
         };
         w.push(format!(
-            "the target exec'd {}, whose allocator ({}) was probed only {:.1} s into the \
-             recording, while it ran: what it allocated before that is not counted ({why})",
+            "the target exec'd {}, whose allocator ({modules}) was probed only {at:.1} s into \
+             the recording, while it ran: what it allocated before that is not counted ({why})",
             late.exe,
-            modules.into_iter().collect::<Vec<_>>().join(", "),
-            late.mono_ns.saturating_sub(start) as f64 / 1e9
         ));
     }
     let l = &rec.losses;

@@ -468,33 +468,54 @@ fn every_output_says_when_figures_are_sampled_estimates() {
 #[test]
 fn probes_attached_while_the_target_ran_are_a_warning() {
     let dir = tempfile::tempdir().unwrap();
-    for held in [true, false] {
+    let malloc = leak_format::Probe {
+        function: "malloc".into(),
+        module: "/usr/lib/libjemalloc.so.2".into(),
+        offset: 0x1000,
+        side: leak_format::ProbeSide::Entry,
+    };
+    let new_allocator = "the target exec'd /usr/bin/svc, whose allocator \
+                         (/usr/lib/libjemalloc.so.2) was probed only 2.5 s into the recording, \
+                         while it ran";
+    let attached_again = "the target exec'd /usr/bin/svc from a thread other than its main \
+                          one, which ends the thread the kernel ties probes to: its probes in \
+                          /usr/lib/libjemalloc.so.2 were attached again 2.5 s into the \
+                          recording, while it ran";
+    // (held, the places were probed from the start: attached again, the warning expected)
+    for (held, again, warning) in [
+        (true, false, None),
+        (false, false, Some(new_allocator)),
+        (false, true, Some(attached_again)),
+    ] {
         let mut b = leak_format::RecordingBuilder::new();
         let start = b.header_mut().start_mono_ns;
+        if again {
+            b.header_mut().probes.push(malloc.clone());
+        }
         b.module(1, "/usr/bin/svc", None).stack(16, &[(1, 0x1000)]);
         b.snapshot(&[(16, 4096, 1)]);
         b.late_probes(leak_format::LateProbes {
             mono_ns: start + 2_500_000_000,
             exe: "/usr/bin/svc".into(),
-            probes: vec![leak_format::Probe {
-                function: "malloc".into(),
-                module: "/usr/lib/libjemalloc.so.2".into(),
-                offset: 0x1000,
-                side: leak_format::ProbeSide::Entry,
-            }],
+            probes: vec![malloc.clone()],
             held,
         });
         b.snapshot(&[(16, 8192, 2)]);
         let path = dir.path().join("late.zst");
         std::fs::write(&path, b.to_bytes()).unwrap();
         let j = json_at(path.to_str().unwrap(), &[]);
-        let warned = j["warnings"].as_array().unwrap().iter().any(|w| {
-            w.as_str().unwrap().starts_with(
-                "the target exec'd /usr/bin/svc, whose allocator (/usr/lib/libjemalloc.so.2) \
-                 was probed only 2.5 s into the recording, while it ran",
-            )
-        });
-        assert_eq!(warned, !held, "held {held}: {j:#}");
+        let warned: Vec<&str> = j["warnings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|w| w.as_str())
+            .filter(|w| w.starts_with("the target exec'd"))
+            .collect();
+        let expected: Vec<&str> = warning.into_iter().collect();
+        assert_eq!(warned.len(), expected.len(), "held {held}: {j:#}");
+        for (w, e) in warned.iter().zip(&expected) {
+            assert!(w.starts_with(e), "held {held}, again {again}: {w}");
+        }
     }
 }
 

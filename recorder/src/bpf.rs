@@ -229,10 +229,51 @@ impl Outstanding {
     }
 }
 
+/// Selects one of the loaded programs: what a uprobe runs, kept to attach it again.
+type ProgOf = for<'a, 'o> fn(&'a skel::LeakProgs<'o>) -> &'a libbpf_rs::ProgramMut<'o>;
+
+/// A uprobe attached, and what it takes to attach it again (`Tracer::reattach`).
+struct Placed {
+    /// Detaches the probe when dropped (or replaced).
+    #[allow(dead_code)]
+    link: Link,
+    /// CLOCK_MONOTONIC when it was attached.
+    at_ns: u64,
+    prog: ProgOf,
+    probe: PlannedProbe,
+    /// The side of a classic probe; None for a session probe (both sides, one link).
+    side: Option<ProbeSide>,
+}
+
+impl Placed {
+    fn free_side(&self) -> bool {
+        matches!(
+            self.probe.entry,
+            Entry::Free | Entry::Delete | Entry::Munmap
+        )
+    }
+
+    /// What it records as, in the header or a `Probes` record.
+    fn records(&self) -> Vec<Probe> {
+        match self.side {
+            Some(side) => vec![probe_record(&self.probe, side)],
+            None => vec![
+                probe_record(&self.probe, ProbeSide::Return),
+                probe_record(&self.probe, ProbeSide::Entry),
+            ],
+        }
+    }
+}
+
 /// The loaded program with its links (probes detach when this is dropped).
 pub struct Tracer<'obj> {
     skel: LeakSkel<'obj>,
+    /// Tracepoints.
     links: Vec<Link>,
+    /// Classic uprobes, in the order they were attached.
+    uprobes: Vec<Placed>,
+    /// Links of uprobes attached again (`reattach`), tied to a thread that has ended.
+    untied: Vec<Link>,
     attached: Vec<Probe>,
     /// Block counts are in units of 2^-SAMPLE_COUNT_SHIFT (sampled recording).
     fixed_point_counts: bool,
@@ -240,8 +281,8 @@ pub struct Tracer<'obj> {
     sessions: bool,
     /// Why attaching a session probe failed (the classic pair was attached instead).
     session_failure: Option<String>,
-    /// The session probes attached, with where they are (`leave_sessions`).
-    session_links: Vec<(Link, PlannedProbe)>,
+    /// The session probes attached (`leave_sessions`).
+    session_links: Vec<Placed>,
     /// Watching the target's forks, with the session probes.
     fork_watch: Option<ForkWatch>,
     /// The hand-over at a fork was tried (`leave_sessions`): forks are not watched again.
@@ -318,6 +359,8 @@ pub fn load<'obj>(
     Ok(Tracer {
         skel,
         links: Vec::new(),
+        uprobes: Vec::new(),
+        untied: Vec::new(),
         attached: Vec::new(),
         fixed_point_counts: opts.sample_bytes > 0,
         sessions: opts.sessions,
@@ -678,9 +721,15 @@ impl Tracer<'_> {
                 }
                 match attach_session(&progs.malloc_session, pid, p) {
                     Ok(link) => {
-                        self.session_links.push((link, p.clone()));
-                        self.attached.push(probe_record(p, ProbeSide::Return));
-                        self.attached.push(probe_record(p, ProbeSide::Entry));
+                        let placed = Placed {
+                            link,
+                            at_ns: monotonic_ns(),
+                            prog: |progs| &progs.malloc_session,
+                            probe: p.clone(),
+                            side: None,
+                        };
+                        self.attached.extend(placed.records());
+                        self.session_links.push(placed);
                         continue;
                     }
                     Err(e) => {
@@ -695,31 +744,93 @@ impl Tracer<'_> {
             // Return probe before entry probe: an entry whose return is not yet probed would
             // leave a pending call behind.
             if let Some(ret) = p.ret {
-                let prog = match ret {
-                    Return::Alloc => &progs.alloc_exit,
-                    Return::PosixMemalign => &progs.posix_memalign_exit,
+                let prog: ProgOf = match ret {
+                    Return::Alloc => |progs| &progs.alloc_exit,
+                    Return::PosixMemalign => |progs| &progs.posix_memalign_exit,
                 };
-                self.links
-                    .push(attach_prog(prog, pid, p, ProbeSide::Return)?);
-                self.attached.push(probe_record(p, ProbeSide::Return));
+                self.place(pid, prog, p, ProbeSide::Return)?;
             }
-            let prog = match p.entry {
-                Entry::Malloc => &progs.malloc_enter,
-                Entry::Calloc => &progs.calloc_enter,
-                Entry::Memalign => &progs.memalign_enter,
-                Entry::Realloc => &progs.realloc_enter,
-                Entry::Reallocarray => &progs.reallocarray_enter,
-                Entry::PosixMemalign => &progs.posix_memalign_enter,
-                Entry::Free => &progs.free_enter,
-                Entry::Delete => &progs.delete_enter,
-                Entry::Mmap => &progs.mmap_enter,
-                Entry::Munmap => &progs.munmap_enter,
+            let prog: ProgOf = match p.entry {
+                Entry::Malloc => |progs| &progs.malloc_enter,
+                Entry::Calloc => |progs| &progs.calloc_enter,
+                Entry::Memalign => |progs| &progs.memalign_enter,
+                Entry::Realloc => |progs| &progs.realloc_enter,
+                Entry::Reallocarray => |progs| &progs.reallocarray_enter,
+                Entry::PosixMemalign => |progs| &progs.posix_memalign_enter,
+                Entry::Free => |progs| &progs.free_enter,
+                Entry::Delete => |progs| &progs.delete_enter,
+                Entry::Mmap => |progs| &progs.mmap_enter,
+                Entry::Munmap => |progs| &progs.munmap_enter,
             };
-            self.links
-                .push(attach_prog(prog, pid, p, ProbeSide::Entry)?);
-            self.attached.push(probe_record(p, ProbeSide::Entry));
+            self.place(pid, prog, p, ProbeSide::Entry)?;
         }
         Ok(())
+    }
+
+    /// Attaches program `prog` as a classic probe on `side` of `p`, and records it.
+    fn place(&mut self, pid: u32, prog: ProgOf, p: &PlannedProbe, side: ProbeSide) -> Result<()> {
+        let link = attach_prog(prog(&self.skel.progs), pid, p, side)?;
+        let placed = Placed {
+            link,
+            at_ns: monotonic_ns(),
+            prog,
+            probe: p.clone(),
+            side: Some(side),
+        };
+        self.attached.extend(placed.records());
+        self.uprobes.push(placed);
+        Ok(())
+    }
+
+    /// Attaches every uprobe attached before `exec_ns` again, in the same place, for process
+    /// `pid`, after another thread than its main one exec'd (at `exec_ns`, `thread_execs`):
+    /// the kernel ties a uprobe to the task it was attached for, whose memory it compares
+    /// with the caller's, and that exec ended the main thread. Free side first, as `attach`
+    /// does. Returns the probes attached, and the first error (the others are tried all the
+    /// same).
+    pub fn reattach(&mut self, pid: u32, exec_ns: u64) -> (Vec<Probe>, Option<anyhow::Error>) {
+        let (mut done, mut failed, mut untied) = (Vec::new(), None, Vec::new());
+        for free_side in [true, false] {
+            let progs = &self.skel.progs;
+            let all = self.uprobes.iter_mut().chain(self.session_links.iter_mut());
+            let tied = |p: &&mut Placed| p.at_ns < exec_ns && p.free_side() == free_side;
+            for placed in all.filter(tied) {
+                let prog = (placed.prog)(progs);
+                let link = match placed.side {
+                    Some(side) => attach_prog(prog, pid, &placed.probe, side),
+                    None => attach_session(prog, pid, &placed.probe),
+                };
+                match link {
+                    Ok(link) => {
+                        untied.push(std::mem::replace(&mut placed.link, link));
+                        placed.at_ns = monotonic_ns();
+                        done.extend(placed.records());
+                    }
+                    Err(e) => {
+                        failed.get_or_insert(e);
+                    }
+                }
+            }
+        }
+        // Kept until the end: they never fire again, and detaching a uprobe waits for the
+        // kernel's RCU grace periods (about 0.1 s each here).
+        self.untied.append(&mut untied);
+        (done, failed)
+    }
+
+    /// Execs of the target by another thread than its main one so far, and when the last one
+    /// happened (CLOCK_MONOTONIC ns): after each, `reattach`.
+    pub fn thread_execs(&self) -> (u64, u64) {
+        self.skel.maps.bss_data.as_deref().map_or((0, 0), |bss| {
+            // SAFETY: `bss` is the loaded object's mapped .bss, valid while the skeleton is;
+            // BPF writes these aligned u64s whole (the time before the count), so volatile
+            // reads see whole values, and nothing here writes them.
+            unsafe {
+                let n = std::ptr::addr_of!(bss.target_thread_execs).read_volatile();
+                let at = std::ptr::addr_of!(bss.target_thread_exec_ns).read_volatile();
+                (n, at)
+            }
+        })
     }
 
     /// Follows the forks of the target, and of its children until they exec or exit, into
@@ -852,20 +963,28 @@ impl Tracer<'_> {
         let progs = &self.skel.progs;
         // Detached again if one fails: the session probes then carry on alone.
         let mut late = Vec::new();
-        for (_, p) in &self.session_links {
+        for session in &self.session_links {
             // Entry probe first, unlike `attach`: until the hand-over it opens no call, and
             // a return probe without it could not tell a call left to the session probe.
-            let pair = [
-                (&progs.malloc_enter_late, ProbeSide::Entry),
-                (&progs.malloc_exit_late, ProbeSide::Return),
+            let pair: [(ProgOf, ProbeSide); 2] = [
+                (|progs| &progs.malloc_enter_late, ProbeSide::Entry),
+                (|progs| &progs.malloc_exit_late, ProbeSide::Return),
             ];
             for (prog, side) in pair {
-                late.push(attach_prog(prog, pid, p, side)?);
+                let probe = session.probe.clone();
+                let link = attach_prog(prog(progs), pid, &probe, side)?;
+                late.push(Placed {
+                    link,
+                    at_ns: monotonic_ns(),
+                    prog,
+                    probe,
+                    side: Some(side),
+                });
             }
         }
         std::thread::sleep(SETTLE);
         self.hand_malloc_over()?;
-        self.links.append(&mut late);
+        self.uprobes.append(&mut late);
         let start = Instant::now();
         // Without it (an iterator the kernel refuses), the whole grace.
         let scan = self.skel.progs.open_session_calls.attach().ok();

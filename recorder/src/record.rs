@@ -302,6 +302,8 @@ fn setup_and_record(
         },
         children: HashSet::new(),
         exec_retired_said: (0, 0),
+        thread_execs_seen: 0,
+        main_exit_at: None,
     };
     if session.mode == TargetMode::Attach {
         // The process is running and probed: read its map now, so that what it allocates
@@ -454,6 +456,11 @@ struct Session<'a, 'obj> {
     children: HashSet<u32>,
     /// The blocks retired at the target's execs, as last said (`note_exec_retired`).
     exec_retired_said: (u64, u64),
+    /// Execs by another thread than the main one, followed (`follow_thread_exec`).
+    thread_execs_seen: u64,
+    /// When a started command's main thread stopped at its exit last, while it may be an exec
+    /// by another thread (`thread_exec_due`).
+    main_exit_at: Option<Instant>,
 }
 
 /// The child processes named one by one; any more are only counted at the end.
@@ -521,8 +528,9 @@ impl Session<'_, '_> {
                 .map_or(second, |d| d.min(second));
             // Rounded up: not a spin until a child's time is up.
             let mut wait_ms = schedule.wait(cap).as_micros().div_ceil(1000) as i32;
-            if self.exec_stop_due() {
-                // Its SIGCHLD may have come before this poll, and it waits for us.
+            if self.exec_stop_due() || self.thread_exec_due() {
+                // Its SIGCHLD may have come before this poll, and it waits for us; or a
+                // program runs without probes.
                 wait_ms = wait_ms.min(2);
             }
             // A forked child traps on every malloc until the session probes are gone: the
@@ -536,6 +544,7 @@ impl Session<'_, '_> {
             if let Some(watch) = self.exit_watch.as_mut() {
                 match watch.pump() {
                     target::ChildEvent::Exiting => {
+                        self.main_exit_at = Some(Instant::now());
                         self.refresh_maps();
                         if let Some(watch) = self.exit_watch.as_mut() {
                             watch.resume();
@@ -564,6 +573,7 @@ impl Session<'_, '_> {
                     signal: status.and_then(|s| s.signal),
                 };
             }
+            self.follow_thread_exec();
             if let Some(child) = self.tracer.image_child() {
                 self.leave_sessions(child, pidfd);
             }
@@ -833,6 +843,19 @@ impl Session<'_, '_> {
         );
     }
 
+    /// Whether the exit stop of a started command's main thread, seen less than 100 ms ago,
+    /// may be that of an exec by another thread (which ends the main thread) not yet
+    /// followed: its new program runs without probes until `follow_thread_exec`.
+    fn thread_exec_due(&mut self) -> bool {
+        let recent = self
+            .main_exit_at
+            .is_some_and(|at| at.elapsed() < Duration::from_millis(100));
+        if !recent {
+            self.main_exit_at = None;
+        }
+        recent
+    }
+
     /// Whether an exec of the held command is under way: counted by BPF at
     /// `sched_process_exec`, its ptrace stop not seen yet. The stop follows within
     /// microseconds, and the command waits in it until handled. An exec by another thread
@@ -941,17 +964,7 @@ impl Session<'_, '_> {
                 a.attached.insert((*id, p.offset));
             }
         }
-        if !probes.is_empty() {
-            let late = leak_format::LateProbes {
-                mono_ns: procfs::clock_ns(libc::CLOCK_MONOTONIC),
-                exe: exe.to_string(),
-                probes: probes.clone(),
-                held,
-            };
-            if let Err(e) = self.out.write(&Record::Probes(late)) {
-                eprintln!("leak-record: warning: {e:#}");
-            }
-        }
+        self.write_late_probes(exe, &probes, held);
         if let Some(e) = failed {
             return Err(Unprobed::Attach(format!(
                 "attaching its probes failed ({} of {} attached): {e:#}",
@@ -976,6 +989,68 @@ impl Session<'_, '_> {
             );
         }
         Ok(())
+    }
+
+    /// Records probes attached while recording (`Record::Probes`), if any.
+    fn write_late_probes(&mut self, exe: &str, probes: &[leak_format::Probe], held: bool) {
+        if probes.is_empty() {
+            return;
+        }
+        let late = leak_format::LateProbes {
+            mono_ns: procfs::clock_ns(libc::CLOCK_MONOTONIC),
+            exe: exe.to_string(),
+            probes: probes.to_vec(),
+            held,
+        };
+        if let Err(e) = self.out.write(&Record::Probes(late)) {
+            eprintln!("leak-record: warning: {e:#}");
+        }
+    }
+
+    /// Another thread than the target's main one exec'd (`Tracer::thread_execs`): no probe
+    /// fires in the new program until they are attached again, which this does at once, and a
+    /// started command is held again (its traced main thread was the one that ended). What
+    /// the program allocated in between is not recorded: said, and recorded as probes
+    /// attached while it ran.
+    fn follow_thread_exec(&mut self) {
+        let (execs, exec_ns) = self.tracer.thread_execs();
+        if execs <= self.thread_execs_seen {
+            return;
+        }
+        self.thread_execs_seen = execs;
+        self.main_exit_at = None;
+        if let Some(watch) = self.exit_watch.as_mut() {
+            if let Err(e) = watch.seize_again() {
+                eprintln!(
+                    "leak-record: warning: cannot hold PID {} at exit again ({e}); frames of \
+                     libraries loaded after the last snapshot may stay unresolved",
+                    self.pid
+                );
+                self.exit_watch = None;
+            }
+        }
+        let (probes, failed) = self.tracer.reattach(self.pid, exec_ns);
+        let after = procfs::clock_ns(libc::CLOCK_MONOTONIC).saturating_sub(exec_ns);
+        let exe = procfs::exe(self.pid).unwrap_or_else(|_| "?".into());
+        self.write_late_probes(&exe, &probes, false);
+        if let Some(e) = failed {
+            eprintln!(
+                "leak-record: warning: PID {} now runs {exe}: attaching its probes again \
+                 failed ({} attached): {e:#}",
+                self.pid,
+                probes.len()
+            );
+        }
+        if !self.cli.quiet {
+            eprintln!(
+                "leak-record: PID {} now runs {exe}, exec'd by another thread than its main \
+                 one, to which the kernel tied the probes: attached {} probes again {:.1} ms \
+                 later; what it allocated in between is not recorded",
+                self.pid,
+                probes.len(),
+                after as f64 / 1e6
+            );
+        }
     }
 
     /// Once per exec, when the new program's libraries are mapped (or at the second read after

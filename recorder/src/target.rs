@@ -338,6 +338,23 @@ pub enum ChildEvent {
     Exited(ExitStatus),
 }
 
+/// PTRACE_SEIZE with the exit and exec stops ([`ExitWatch`]).
+fn seize(pid: u32) -> io::Result<()> {
+    // SAFETY: PTRACE_SEIZE on our own child; the data argument is the option mask.
+    let r = unsafe {
+        libc::ptrace(
+            libc::PTRACE_SEIZE,
+            pid as libc::pid_t,
+            0,
+            (libc::PTRACE_O_TRACEEXIT | libc::PTRACE_O_TRACEEXEC) as libc::c_long,
+        )
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Holds a started command at exit (ptrace PTRACE_O_TRACEEXIT on its main thread) so its
 /// memory map can be read one last time, and at each exec (PTRACE_O_TRACEEXEC) so the new
 /// program's allocator can be probed before it runs; no other stops. Signals sent to the child
@@ -353,23 +370,19 @@ pub struct ExitWatch {
 impl ExitWatch {
     /// Seizes the held (not yet released) child.
     pub fn seize(pid: u32) -> io::Result<Self> {
-        // SAFETY: PTRACE_SEIZE on our own child; the data argument is the option mask.
-        let r = unsafe {
-            libc::ptrace(
-                libc::PTRACE_SEIZE,
-                pid as libc::pid_t,
-                0,
-                (libc::PTRACE_O_TRACEEXIT | libc::PTRACE_O_TRACEEXEC) as libc::c_long,
-            )
-        };
-        if r != 0 {
-            return Err(io::Error::last_os_error());
-        }
+        seize(pid)?;
         Ok(ExitWatch {
             pid,
             attached: true,
             pending: None,
         })
+    }
+
+    /// Holds the process again after another thread than its main one exec'd: that exec
+    /// ended the traced main thread (its exit stop looked like the process's), and the thread
+    /// that took over its PID is not traced. From now on it is held at its exit and execs.
+    pub fn seize_again(&mut self) -> io::Result<()> {
+        seize(self.pid)
     }
 
     fn ptrace(&self, req: libc::c_uint, data: libc::c_long) -> bool {

@@ -458,6 +458,134 @@ fn child_processes_of_the_target_are_named_not_recorded() {
     assert_eq!(r.by_function("leak_slowly"), Totals::default());
 }
 
+/// The recorder and the target of a test: the target's stdin and stdout, and the target
+/// itself if it is ours to wait for.
+type Started = (
+    Running,
+    std::process::ChildStdin,
+    BufReader<std::process::ChildStdout>,
+    Option<std::process::Child>,
+);
+
+/// `lifecycle exec 1000 100 0 thread leaky --wait-start --wait-end basic 1000 100`, recorded
+/// through `start`: the fixture execs from a second thread, which ends the main thread the kernel tied
+/// every probe to; the recorder attaches them again, `check`s the new program (its PID, and
+/// the recorder's) while it waits, and records it exactly once told to go.
+fn record_a_thread_exec(
+    start: impl FnOnce(&[&str]) -> Started,
+    check: impl FnOnce(u32, u32),
+) -> Recorded {
+    let (lifecycle, leaky) = (fixture("lifecycle"), fixture("leaky"));
+    let args = [
+        lifecycle.as_str(),
+        "exec",
+        "1000",
+        "100",
+        "0",
+        "thread",
+        &leaky,
+        "--wait-start",
+        "--wait-end",
+        "basic",
+        "1000",
+        "100",
+    ];
+    let (mut rec, mut t_in, mut t_out, target) = start(&args);
+    let said = wait_for_line(
+        &mut rec.stderr,
+        "exec'd by another thread than its main one",
+        Duration::from_secs(30),
+        "recorder",
+    );
+    assert!(said.contains(" probes again "), "{said}");
+    wait_for_line(&mut t_out, "ready", Duration::from_secs(10), "fixture");
+    let pid: u32 = said
+        .split("PID ")
+        .last()
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|p| p.parse().ok())
+        .unwrap();
+    check(pid, rec.child.id());
+    t_in.write_all(b"go\n").unwrap();
+    wait_for_line(&mut t_out, "done", Duration::from_secs(10), "fixture");
+    drop(t_in);
+    if let Some(mut target) = target {
+        assert!(target.wait().unwrap().success());
+    }
+    let r = rec.finish();
+    r.assert_clean();
+    r.assert_leaky_basic(1000, 100);
+    assert_eq!(r.outstanding(), (100_000, 1000), "{}", r.stderr);
+    let l = r.state.losses;
+    assert_eq!((l.total_drops(), l.unknown_free), (0, 0), "{l:?}");
+    // Recorded as probes attached while it ran: the header's, again.
+    let late = &r.state.late_probes;
+    assert_eq!(late.len(), 1, "{late:?}");
+    assert!(!late[0].held);
+    let mut again = late[0].probes.clone();
+    let mut first = r.state.header.as_ref().unwrap().probes.clone();
+    again.sort_by_key(|p| format!("{p:?}"));
+    first.sort_by_key(|p| format!("{p:?}"));
+    assert_eq!(again, first);
+    r
+}
+
+/// The kernel ties a uprobe to the thread it was attached for: after an exec by another
+/// thread, which ends the main one, no probe fired in the new program (a silent, empty
+/// recording). Now they are attached again at once, and a started command is held again at
+/// its exit and execs (it is traced by the recorder once more).
+#[test]
+fn a_command_that_execs_from_another_thread_is_recorded_on() {
+    if !bpf_ready() {
+        return;
+    }
+    let start = |args: &[&str]| {
+        let mut rec = start_recorder_piped(&[], &[&["-i", "200ms", "--"], args].concat());
+        let t_in = rec.child.stdin.take().unwrap();
+        let t_out = BufReader::new(rec.child.stdout.take().unwrap());
+        (rec, t_in, t_out, None)
+    };
+    let traced_by = |pid: u32, recorder: u32| {
+        let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let tracer = status
+            .lines()
+            .find_map(|l| l.strip_prefix("TracerPid:"))
+            .map(|v| v.trim().to_string());
+        assert_eq!(tracer, Some(recorder.to_string()), "{status}");
+    };
+    record_a_thread_exec(start, traced_by);
+}
+
+/// The same with `-p`: the probes are attached again at the next turn of the recorder's loop
+/// (at most a second, here while the new program waits).
+#[test]
+fn an_attached_process_that_execs_from_another_thread_is_recorded_on() {
+    if !bpf_ready() {
+        return;
+    }
+    let start = |args: &[&str]| {
+        let with_wait: Vec<&str> = [&[args[0], "--wait-start"], &args[1..]].concat();
+        // Waits in `lifecycle` until told to go, then in `leaky` again.
+        let (mut target, t_out) = spawn_waiting(&with_wait);
+        let pid = target.id().to_string();
+        let mut rec = start_recorder(&["-p", &pid, "-i", "200ms"]);
+        wait_for_line(
+            &mut rec.stderr,
+            "recording PID",
+            Duration::from_secs(30),
+            "recorder",
+        );
+        let mut t_in = target.stdin.take().unwrap();
+        t_in.write_all(b"go\n").unwrap();
+        (rec, t_in, t_out, Some(target))
+    };
+    let r = record_a_thread_exec(start, |_, _| {});
+    assert_eq!(
+        r.state.header.as_ref().unwrap().target.mode,
+        leak_format::TargetMode::Attach
+    );
+}
+
 /// The recording has one record of probes attached later, all in libjemalloc, `held` or not.
 fn assert_late_jemalloc_probes(r: &Recorded, held: bool) {
     let late = &r.state.late_probes;
