@@ -65,12 +65,14 @@ struct {
 /* Such processes `image_children` had no room for: the recorder hands over at once. */
 __u64 image_children_lost = 0;
 
-/* Wakes the recorder at each fork that adds an IMAGE_OWN process (until the hand-over, it traps
- * on every malloc). The recorder discards what it holds and reads the map. */
+/* Wakes the recorder: at each fork that adds an IMAGE_OWN process (until the hand-over, it
+ * traps on every malloc), and at each exec of the target by another thread than its main one
+ * (until the probes are attached again, none fires). The records are PIDs; the recorder
+ * discards them and reads `image_children` and `target_thread_execs`. */
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 4096);
-} fork_wake SEC(".maps");
+} wake SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -801,7 +803,7 @@ int BPF_PROG(target_forked, struct task_struct *parent, struct task_struct *chil
 		__sync_fetch_and_add(&image_children_lost, 1);
 	/* Should it fail (the ring full), the recorder has yet to read it: it reads the map then. */
 	if (c.kind == IMAGE_OWN)
-		bpf_ringbuf_output(&fork_wake, &pid, sizeof(pid), BPF_RB_FORCE_WAKEUP);
+		bpf_ringbuf_output(&wake, &pid, sizeof(pid), BPF_RB_FORCE_WAKEUP);
 	return 0;
 }
 
@@ -843,8 +845,11 @@ int BPF_PROG(target_exec, struct task_struct *p, pid_t old_pid)
 		 * the kernel ended the main thread, to which every uprobe is tied (it filters by
 		 * the memory of the task it was attached for): none fires in the new program
 		 * until the recorder attaches them again. */
+		__u32 pid = p->tgid;
+
 		target_thread_exec_ns = bpf_ktime_get_ns();
 		__sync_fetch_and_add(&target_thread_execs, 1);
+		bpf_ringbuf_output(&wake, &pid, sizeof(pid), BPF_RB_FORCE_WAKEUP);
 	}
 	target_execs = ((target_execs >> 32) + 1) << 32 | next_stack_id;
 	return 0;

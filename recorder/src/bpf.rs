@@ -274,6 +274,8 @@ pub struct Tracer<'obj> {
     uprobes: Vec<Placed>,
     /// Links of uprobes attached again (`reattach`), tied to a thread that has ended.
     untied: Vec<Link>,
+    /// Emptied of `wake`'s records (`drain_wake`), which only wake leak-record.
+    wake: libbpf_rs::RingBuffer<'static>,
     attached: Vec<Probe>,
     /// Block counts are in units of 2^-SAMPLE_COUNT_SHIFT (sampled recording).
     fixed_point_counts: bool,
@@ -356,11 +358,16 @@ pub fn load<'obj>(
     }
     let changed = ChangedStacks(MappedArray::map(&skel.maps.changed_stacks, true)?);
     let stats = StatsArray::map(&skel.maps.stats, layout)?;
+    let mut wake = libbpf_rs::RingBufferBuilder::new();
+    // The records only wake leak-record; the maps say what they would.
+    wake.add(&skel.maps.wake, |_| 0)?;
+    let wake = wake.build()?;
     Ok(Tracer {
         skel,
         links: Vec::new(),
         uprobes: Vec::new(),
         untied: Vec::new(),
+        wake,
         attached: Vec::new(),
         fixed_point_counts: opts.sample_bytes > 0,
         sessions: opts.sessions,
@@ -657,8 +664,6 @@ fn monotonic_ns() -> u64 {
 struct ForkWatch {
     /// target_forked, image_child_exec and image_child_exit.
     _links: Vec<Link>,
-    /// Emptied of `fork_wake`'s records, which only wake leak-record.
-    ring: libbpf_rs::RingBuffer<'static>,
     /// `FORK_EXEC_WAIT`, or the test hook's.
     wait: std::time::Duration,
     /// `monotonic_ns()` before the first session probe was attached (u64::MAX before).
@@ -843,12 +848,8 @@ impl Tracer<'_> {
             progs.image_child_exec.attach()?,
             progs.target_forked.attach()?,
         ];
-        let mut ring = libbpf_rs::RingBufferBuilder::new();
-        // The records only wake leak-record; `image_children` says what they would.
-        ring.add(&self.skel.maps.fork_wake, |_| 0)?;
         Ok(ForkWatch {
             _links: links,
-            ring: ring.build()?,
             // Test hook: longer, for tests whose children must exec or exit within it on a
             // loaded machine.
             wait: test_hook("LEAK_RECORD_TEST_FORK_EXEC_WAIT_MS")
@@ -871,12 +872,19 @@ impl Tracer<'_> {
         self.fork_watch.is_some() && !self.session_links.is_empty()
     }
 
-    /// A descriptor that becomes readable when the target, or a process it forked, forks,
-    /// while [`Self::watches_forks`] (then [`Self::image_child`] empties it).
-    pub fn fork_wake(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+    /// A descriptor that becomes readable when the target, or a process it forked, forks
+    /// (while fork are watched), or another thread than the target's main one execs: then
+    /// call [`Self::drain_wake`], and [`Self::image_child`] and [`Self::thread_execs`] say
+    /// what happened.
+    pub fn wake_fd(&self) -> std::os::fd::BorrowedFd<'_> {
         use std::os::fd::AsFd;
-        self.watches_forks()
-            .then(|| self.skel.maps.fork_wake.as_fd())
+        self.skel.maps.wake.as_fd()
+    }
+
+    /// Empties `wake_fd`: an event after this wakes the next poll, one before it is in the
+    /// state read after this.
+    pub fn drain_wake(&self) {
+        let _ = self.wake.consume();
     }
 
     /// How long until [`Self::image_child`] may find a child that has run the target's
@@ -892,14 +900,12 @@ impl Tracer<'_> {
     /// `image_children`) that has run the target's program in an address space of its own for
     /// `fork_exec_wait` since its fork, without exec: it traps on every malloc until
     /// `leave_sessions`. Some(0) if the BPF map of such processes ran out of room (one went
-    /// unfollowed).
+    /// unfollowed). Call [`Self::drain_wake`] first.
     pub fn image_child(&mut self) -> Option<u32> {
         if !self.watches_forks() {
             return None;
         }
         let watch = self.fork_watch.as_mut()?;
-        // First: a fork after this wakes the next poll, one before it is in the map.
-        let _ = watch.ring.consume();
         let lost = self.skel.maps.bss_data.as_deref().map_or(0, |bss| {
             // SAFETY: `bss` is the loaded object's mapped .bss, valid while the skeleton is;
             // BPF adds to the aligned u64 atomically, so a volatile read sees a whole value.

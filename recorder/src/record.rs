@@ -303,7 +303,6 @@ fn setup_and_record(
         children: HashSet::new(),
         exec_retired_said: (0, 0),
         thread_execs_seen: 0,
-        main_exit_at: None,
     };
     if session.mode == TargetMode::Attach {
         // The process is running and probed: read its map now, so that what it allocates
@@ -458,9 +457,6 @@ struct Session<'a, 'obj> {
     exec_retired_said: (u64, u64),
     /// Execs by another thread than the main one, followed (`follow_thread_exec`).
     thread_execs_seen: u64,
-    /// When a started command's main thread stopped at its exit last, while it may be an exec
-    /// by another thread (`thread_exec_due`).
-    main_exit_at: Option<Instant>,
 }
 
 /// The child processes named one by one; any more are only counted at the end.
@@ -528,14 +524,15 @@ impl Session<'_, '_> {
                 .map_or(second, |d| d.min(second));
             // Rounded up: not a spin until a child's time is up.
             let mut wait_ms = schedule.wait(cap).as_micros().div_ceil(1000) as i32;
-            if self.exec_stop_due() || self.thread_exec_due() {
-                // Its SIGCHLD may have come before this poll, and it waits for us; or a
-                // program runs without probes.
+            if self.exec_stop_due() {
+                // Its SIGCHLD may have come before this poll, and it waits for us.
                 wait_ms = wait_ms.min(2);
             }
-            // A forked child traps on every malloc until the session probes are gone: the
-            // target's forks wake this poll.
-            let exited = target::poll_readable_or(pidfd, self.tracer.fork_wake(), wait_ms);
+            // A forked child traps on every malloc until the session probes are gone, and a
+            // program exec'd by another thread than the main one runs without probes until
+            // they are attached again: both wake this poll.
+            let exited = target::poll_readable_or(pidfd, Some(self.tracer.wake_fd()), wait_ms);
+            self.tracer.drain_wake();
             if let Some(reason) = stop_requested() {
                 break reason;
             }
@@ -544,7 +541,6 @@ impl Session<'_, '_> {
             if let Some(watch) = self.exit_watch.as_mut() {
                 match watch.pump() {
                     target::ChildEvent::Exiting => {
-                        self.main_exit_at = Some(Instant::now());
                         self.refresh_maps();
                         if let Some(watch) = self.exit_watch.as_mut() {
                             watch.resume();
@@ -843,19 +839,6 @@ impl Session<'_, '_> {
         );
     }
 
-    /// Whether the exit stop of a started command's main thread, seen less than 100 ms ago,
-    /// may be that of an exec by another thread (which ends the main thread) not yet
-    /// followed: its new program runs without probes until `follow_thread_exec`.
-    fn thread_exec_due(&mut self) -> bool {
-        let recent = self
-            .main_exit_at
-            .is_some_and(|at| at.elapsed() < Duration::from_millis(100));
-        if !recent {
-            self.main_exit_at = None;
-        }
-        recent
-    }
-
     /// Whether an exec of the held command is under way: counted by BPF at
     /// `sched_process_exec`, its ptrace stop not seen yet. The stop follows within
     /// microseconds, and the command waits in it until handled. An exec by another thread
@@ -1018,7 +1001,6 @@ impl Session<'_, '_> {
             return;
         }
         self.thread_execs_seen = execs;
-        self.main_exit_at = None;
         if let Some(watch) = self.exit_watch.as_mut() {
             if let Err(e) = watch.seize_again() {
                 eprintln!(

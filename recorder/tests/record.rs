@@ -498,6 +498,8 @@ fn record_a_thread_exec(
         "recorder",
     );
     assert!(said.contains(" probes again "), "{said}");
+    // A snapshot reads the new program's maps (a -p target is not held at exit).
+    wait_for_line(&mut rec.stderr, "snapshot", Duration::from_secs(10), "recorder");
     wait_for_line(&mut t_out, "ready", Duration::from_secs(10), "fixture");
     let pid: u32 = said
         .split("PID ")
@@ -556,8 +558,7 @@ fn a_command_that_execs_from_another_thread_is_recorded_on() {
     record_a_thread_exec(start, traced_by);
 }
 
-/// The same with `-p`: the probes are attached again at the next turn of the recorder's loop
-/// (at most a second, here while the new program waits).
+/// The same with `-p`.
 #[test]
 fn an_attached_process_that_execs_from_another_thread_is_recorded_on() {
     if !bpf_ready() {
