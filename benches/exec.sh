@@ -103,11 +103,12 @@ report() {
         echo
         echo "\`bash benches/exec.sh\`, $(date -u '+%Y-%m-%d %H:%M') UTC, $(uname -r), load" \
             "$(cut -d' ' -f1-3 /proc/loadavg), RUNS=$RUNS: a chain of $EXECS programs, each" \
-            "exec'ing the next (\`lifecycle exec\`), then \`sleep\`; time target_exec ran per" \
-            "exec of the target (kernel.bpf_stats), which frees the blocks the old program had" \
-            "outstanding:"
+            "exec'ing the next (\`lifecycle exec\`), then \`sleep\`: $((EXECS + 1)) execs, the" \
+            "first (the command's start) with no block outstanding. Time target_exec ran per" \
+            "exec (kernel.bpf_stats; the mean of the $((EXECS + 1))), which frees the blocks the" \
+            "old program had outstanding:"
         echo
-        echo "| --max-allocs | blocks outstanding at each exec | ms per exec median | min | max |"
+        echo "| --max-allocs | blocks outstanding at each later exec | ms per exec median | min | max |"
         echo "|---:|---:|---:|---:|---:|"
         for t in "${TABLES[@]}"; do
             for n in "${LIVES[@]}"; do
@@ -119,8 +120,9 @@ report() {
         echo
         echo "The sweep visits every bucket of the table (its size is --max-allocs rounded up" \
             "to a power of two) and frees each block it finds on its stack's counters. It runs" \
-            "once per exec of the target, in the exec'ing thread, before the new program's" \
-            "first instruction; nothing else pays for it."
+            "once per exec of the target, in the kernel, in the exec'ing thread, before the new" \
+            "program's first instruction: that thread holds its CPU for that long, without" \
+            "yielding it. Per block freed: (live - empty) / LIVE x $((EXECS + 1)) / $EXECS."
     } >"$WORK/report.md"
     cat "$WORK/report.md"
     write_doc

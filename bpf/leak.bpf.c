@@ -809,20 +809,30 @@ int BPF_PROG(target_forked, struct task_struct *parent, struct task_struct *chil
 
 /* What the blocks retired at the target's execs (retire_at_exec) counted for on their stacks,
  * in all: bytes, and blocks (with --sample-bytes, estimates; blocks in units of
- * 2^-SAMPLE_COUNT_SHIFT). */
+ * 2^-SAMPLE_COUNT_SHIFT). Written once per exec, inside an odd `exec_retired_seq` (a
+ * sequence lock: one exec at a time writes), so that the recorder reads both of one sweep. */
+__u64 exec_retired_seq = 0;
 __u64 exec_retired_bytes = 0;
 __u64 exec_retired_blocks = 0;
+/* One sweep's sums, as it goes (one exec of the target at a time: the kernel lets one thread of
+ * a process exec at a time). In .bss rather than on the stack: the verifier then sees them as
+ * unknown values, where stack slots the callback adds to made it tell every step apart. */
+__u64 sweep_bytes = 0;
+__u64 sweep_blocks = 0;
 
-/* One block of the program the target left: freed on its stack, and no longer tracked. */
+/* One block of the program the target left: no longer tracked, and freed on its stack (only
+ * if this took it out of the table: nothing else should, but then it is counted once). */
 static long retire_at_exec(struct bpf_map *map, __u64 *addr, struct alloc_info *a, void *ctx)
 {
+	struct alloc_info block = *a;
 	__u64 bytes, blocks;
 
-	weigh(a->key.kind, a->size, &bytes, &blocks);
-	account_free(&a->key, bytes, blocks);
-	__sync_fetch_and_add(&exec_retired_bytes, bytes);
-	__sync_fetch_and_add(&exec_retired_blocks, blocks);
-	bpf_map_delete_elem(map, addr);
+	if (bpf_map_delete_elem(map, addr))
+		return 0;
+	weigh(block.key.kind, block.size, &bytes, &blocks);
+	account_free(&block.key, bytes, blocks);
+	sweep_bytes += bytes;
+	sweep_blocks += blocks;
 	return 0;
 }
 
@@ -832,14 +842,23 @@ static long retire_at_exec(struct bpf_map *map, __u64 *addr, struct alloc_info *
  * new program's first instruction (PITFALLS 21), rather than left outstanding for ever (and
  * counted as missed frees when the new program's blocks happen to reuse their addresses).
  * Only the target's blocks are tracked, and its other threads are gone by now: nothing adds to
- * `allocs` during the sweep. It visits every bucket of the table (--max-allocs): here 4 ms at
- * the default size, and 0.3 us per block it frees (benches/exec.sh, docs/performance.md). */
+ * `allocs` during the sweep. It visits every bucket of the table (--max-allocs), holding the
+ * CPU: here 4 ms at the default size (56 ms at 16 Mi), and 0.25-0.3 us per block it frees
+ * (benches/exec.sh, docs/performance.md). */
 SEC("tp_btf/sched_process_exec")
 int BPF_PROG(target_exec, struct task_struct *p, pid_t old_pid)
 {
 	if (p->tgid != target_tgid)
 		return 0;
+	sweep_bytes = 0;
+	sweep_blocks = 0;
 	bpf_for_each_map_elem(&allocs, retire_at_exec, NULL, 0);
+	if (sweep_blocks || sweep_bytes) {
+		__sync_fetch_and_add(&exec_retired_seq, 1);
+		exec_retired_bytes += sweep_bytes;
+		exec_retired_blocks += sweep_blocks;
+		__sync_fetch_and_add(&exec_retired_seq, 1);
+	}
 	if (old_pid != p->tgid) {
 		/* Another thread than the main one exec'd: it took the main thread's place, and
 		 * the kernel ended the main thread, to which every uprobe is tied (it filters by

@@ -1074,23 +1074,35 @@ impl Tracer<'_> {
     /// What the blocks retired at the target's execs counted for on their stacks, in all:
     /// (blocks, bytes). With sampling, estimates (blocks rounded to whole ones).
     pub fn exec_retired(&self) -> (u64, u64) {
-        self.skel.maps.bss_data.as_deref().map_or((0, 0), |bss| {
+        use std::sync::atomic::{fence, Ordering::Acquire};
+        let Some(bss) = self.skel.maps.bss_data.as_deref() else {
+            return (0, 0);
+        };
+        // A sequence lock: BPF makes `exec_retired_seq` odd while it adds one exec's sums.
+        let (blocks, bytes) = loop {
             // SAFETY: `bss` is the loaded object's mapped .bss, valid while the skeleton is;
-            // BPF adds to these aligned u64s atomically, so volatile reads see whole values,
+            // these are aligned u64s that BPF writes whole, so volatile reads see whole values,
             // and nothing here writes them.
-            let (blocks, bytes) = unsafe {
-                (
-                    std::ptr::addr_of!(bss.exec_retired_blocks).read_volatile(),
-                    std::ptr::addr_of!(bss.exec_retired_bytes).read_volatile(),
-                )
+            let (seq, blocks, bytes, again) = unsafe {
+                let seq = std::ptr::addr_of!(bss.exec_retired_seq).read_volatile();
+                fence(Acquire);
+                let blocks = std::ptr::addr_of!(bss.exec_retired_blocks).read_volatile();
+                let bytes = std::ptr::addr_of!(bss.exec_retired_bytes).read_volatile();
+                fence(Acquire);
+                let again = std::ptr::addr_of!(bss.exec_retired_seq).read_volatile();
+                (seq, blocks, bytes, again)
             };
-            let blocks = if self.fixed_point_counts {
-                sampling::whole_blocks(blocks, types::sample_params::SAMPLE_COUNT_SHIFT.0)
-            } else {
-                blocks
-            };
-            (blocks, bytes)
-        })
+            if seq % 2 == 0 && seq == again {
+                break (blocks, bytes);
+            }
+            std::hint::spin_loop();
+        };
+        let blocks = if self.fixed_point_counts {
+            sampling::whole_blocks(blocks, types::sample_params::SAMPLE_COUNT_SHIFT.0)
+        } else {
+            blocks
+        };
+        (blocks, bytes)
     }
 
     /// The counters that changed since the last call, and those of the stacks in `also` (all

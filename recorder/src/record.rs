@@ -301,7 +301,8 @@ fn setup_and_record(
             off: cli.obj.is_some(),
         },
         children: HashSet::new(),
-        exec_retired_said: (0, 0),
+        // A started command's first exec, counted by BPF, is its start.
+        exec_retired_said: ((0, 0), u32::from(mode == TargetMode::Command)),
         thread_execs_seen: 0,
     };
     if session.mode == TargetMode::Attach {
@@ -453,8 +454,9 @@ struct Session<'a, 'obj> {
     allocator: ExecAllocator,
     /// The target's child processes seen at snapshots (never recorded: `note_children`).
     children: HashSet<u32>,
-    /// The blocks retired at the target's execs, as last said (`note_exec_retired`).
-    exec_retired_said: (u64, u64),
+    /// The blocks retired at the target's execs, and its execs, as last said
+    /// (`note_exec_retired`).
+    exec_retired_said: ((u64, u64), u32),
     /// Execs by another thread than the main one, followed (`follow_thread_exec`).
     thread_execs_seen: u64,
 }
@@ -817,23 +819,34 @@ impl Session<'_, '_> {
         }
     }
 
-    /// Says what the target's execs since the last snapshot took with the program they left:
-    /// its outstanding blocks, retired from their stacks by BPF at each exec.
+    /// Says what the target's execs since the last snapshot took with the programs they left:
+    /// their outstanding blocks, freed on their stacks by BPF at each exec.
     fn note_exec_retired(&mut self) {
         let now = self.tracer.exec_retired();
-        let said = std::mem::replace(&mut self.exec_retired_said, now);
+        let execs = self.tracer.execs().0;
+        let (said, said_execs) = std::mem::replace(&mut self.exec_retired_said, (now, execs));
         let (blocks, bytes) = (now.0.saturating_sub(said.0), now.1.saturating_sub(said.1));
         if (blocks, bytes) == (0, 0) || self.cli.quiet {
             return;
         }
-        let sampled = if self.cli.sample_bytes.is_some() {
-            " (estimated from samples)"
+        let blocks = if self.cli.sample_bytes.is_some() {
+            format!("an estimated {blocks} blocks")
         } else {
-            ""
+            format!("the {blocks} blocks")
+        };
+        let (what, they) = match execs.saturating_sub(said_execs) {
+            0 | 1 => (
+                "exec'd".to_string(),
+                "the program it left had outstanding went with its",
+            ),
+            n => (
+                format!("exec'd {n} times"),
+                "the programs it left had outstanding went with their",
+            ),
         };
         eprintln!(
-            "leak-record: PID {} exec'd: the {blocks} blocks ({}){sampled} the program it left \
-             had outstanding went with its memory, and are freed on their stacks",
+            "leak-record: PID {} {what}: {blocks} ({}) {they} memory, and are freed on their \
+             stacks",
             self.pid,
             human_bytes(bytes)
         );

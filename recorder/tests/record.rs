@@ -499,7 +499,12 @@ fn record_a_thread_exec(
     );
     assert!(said.contains(" probes again "), "{said}");
     // A snapshot reads the new program's maps (a -p target is not held at exit).
-    wait_for_line(&mut rec.stderr, "snapshot", Duration::from_secs(10), "recorder");
+    wait_for_line(
+        &mut rec.stderr,
+        "snapshot",
+        Duration::from_secs(10),
+        "recorder",
+    );
     wait_for_line(&mut t_out, "ready", Duration::from_secs(10), "fixture");
     let pid: u32 = said
         .split("PID ")
