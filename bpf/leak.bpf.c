@@ -10,6 +10,7 @@
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
 #include "leak.h"
 #define STATS_FIRST_KIND USER_FIRST_KIND
 #define STATS_KINDS USER_KINDS
@@ -35,10 +36,23 @@ __u64 chunkless_walks = 0;
  * the target has left, and the recorder locates them in that program's memory map, not in the
  * new one's (recorder/src/record.rs, `locate_before_exec`). */
 __u64 target_execs = 0; /* count << 32 | first id: one store, so read whole */
-/* Of those, execs by another thread than the main one (`target_exec`), and when the last one
- * happened (CLOCK_MONOTONIC; written before the count). */
+/*
+ * The kernel ties a uprobe to the task it was attached for: a classic probe fires where that
+ * task's memory is the caller's, a session probe (uprobe_multi) for that task's thread group,
+ * and places its breakpoints in that task's memory. The recorder attaches them for one thread
+ * of the target, `probes_tid` (0: the main thread, `target_tgid`; set by the recorder before
+ * it attaches), and attaches them again when that thread ends while the process lives on:
+ * - `target_thread_execs`: another thread than the main one exec'd (`target_exec`). It took
+ *   the main thread's place, in a new memory: no probe fires there, session probes included.
+ * - `probes_thread_exits`: the probes' thread exited, others run on (`probes_thread_exit`;
+ *   e.g. a main thread that calls pthread_exit): classic probes no longer fire.
+ * `untied_ns` is when the last of either happened (CLOCK_MONOTONIC; written before the
+ * counts). Each wakes the recorder (`wake`).
+ */
+__u32 probes_tid = 0;
 __u64 target_thread_execs = 0;
-__u64 target_thread_exec_ns = 0;
+__u64 probes_thread_exits = 0;
+__u64 untied_ns = 0;
 
 /* Leaving session probes when the target forks (recorder/src/bpf.rs, `Tracer::leave_sessions`).
  * A child forked without exec inherits the breakpoints of its parent's text; a classic probe's
@@ -685,6 +699,11 @@ int BPF_UPROBE(malloc_session, size_t size)
 {
 	if (bpf_session_is_return())
 		return leave(ctx, PT_REGS_RC(ctx));
+	/* A link attached before an exec by another thread (its cookie: `target_thread_execs`
+	 * then), which the recorder attached again: until it drops this one (it runs here too,
+	 * for the same thread group), its successor records the call. */
+	if (bpf_get_attach_cookie(ctx) != target_thread_execs)
+		return SKIP_RETURN;
 	if (*(volatile bool *)&malloc_late) {
 		struct thread_state *st;
 
@@ -866,11 +885,44 @@ int BPF_PROG(target_exec, struct task_struct *p, pid_t old_pid)
 		 * until the recorder attaches them again. */
 		__u32 pid = p->tgid;
 
-		target_thread_exec_ns = bpf_ktime_get_ns();
+		untied_ns = bpf_ktime_get_ns();
 		__sync_fetch_and_add(&target_thread_execs, 1);
 		bpf_ringbuf_output(&wake, &pid, sizeof(pid), BPF_RB_FORCE_WAKEUP);
 	}
 	target_execs = ((target_execs >> 32) + 1) << 32 | next_stack_id;
+	return 0;
+}
+
+/* Before Linux 5.16 the exec'ing thread was `group_exit_task`. */
+struct signal_struct___old {
+	struct task_struct *group_exit_task;
+} __attribute__((preserve_access_index));
+
+/* Whether another thread of p's process is exec'ing (it ends the others, then takes the main
+ * thread's place). */
+static __always_inline bool exec_under_way(struct task_struct *p)
+{
+	struct signal_struct *sig = p->signal;
+
+	if (bpf_core_field_exists(sig->group_exec_task))
+		return BPF_CORE_READ(sig, group_exec_task) != NULL;
+	return BPF_CORE_READ((struct signal_struct___old *)sig, group_exit_task) != NULL;
+}
+
+/* The thread the probes are tied to exits while other threads of the target run on
+ * (`probes_tid`). Not when another thread's exec ends it: `target_exec` counts that. */
+SEC("tp_btf/sched_process_exit")
+int BPF_PROG(probes_thread_exit, struct task_struct *p)
+{
+	__u32 tid = probes_tid ? probes_tid : target_tgid;
+	__u32 pid = p->tgid;
+
+	if (pid != target_tgid || p->pid != tid || p->signal->live.counter == 0 ||
+	    exec_under_way(p))
+		return 0;
+	untied_ns = bpf_ktime_get_ns();
+	__sync_fetch_and_add(&probes_thread_exits, 1);
+	bpf_ringbuf_output(&wake, &pid, sizeof(pid), BPF_RB_FORCE_WAKEUP);
 	return 0;
 }
 

@@ -319,8 +319,8 @@ fn quality_warnings(
         .map(|h| h.probes.iter().collect())
         .unwrap_or_default();
     for late in &rec.late_probes {
-        // Places probed before: attached again after an exec by another thread than the
-        // main one, which ends the thread the kernel tied them to.
+        // Places probed before: attached again after the thread the kernel tied them to ended
+        // while the target ran on.
         let again = late.probes.iter().all(|p| placed.contains(&p));
         placed.extend(late.probes.iter());
         if late.held {
@@ -331,10 +331,11 @@ fn quality_warnings(
         let at = late.mono_ns.saturating_sub(start) as f64 / 1e9;
         if again {
             w.push(format!(
-                "the target exec'd {} from a thread other than its main one, which ends the \
-                 thread the kernel ties probes to: its probes in {modules} were attached again \
-                 {at:.1} s into the recording, while it ran, and what it allocated before that \
-                 is not counted",
+                "the target's probes in {modules} were attached again {at:.1} s into the \
+                 recording, while it ran {}: the thread the kernel ties probes to had ended \
+                 (an exec by another thread than the main one, or a main thread that called \
+                 pthread_exit), and what it allocated in between is not counted (leak-record \
+                 said how long that was)",
                 late.exe
             ));
             continue;

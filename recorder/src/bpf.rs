@@ -229,6 +229,24 @@ impl Outstanding {
     }
 }
 
+/// How often the thread the probes are tied to ended while the process lived on (bpf/leak.bpf.c,
+/// `probes_tid`): a probe attached before no longer fires (`Tracer::reattach`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Untied {
+    /// Execs by another thread than the main one: they untie session probes too.
+    pub execs: u64,
+    /// Exits of the probes' thread.
+    pub exits: u64,
+    /// CLOCK_MONOTONIC ns of the last of either.
+    pub at_ns: u64,
+}
+
+impl Untied {
+    pub fn total(&self) -> u64 {
+        self.execs + self.exits
+    }
+}
+
 /// Selects one of the loaded programs: what a uprobe runs, kept to attach it again.
 type ProgOf = for<'a, 'o> fn(&'a skel::LeakProgs<'o>) -> &'a libbpf_rs::ProgramMut<'o>;
 
@@ -237,8 +255,9 @@ struct Placed {
     /// Detaches the probe when dropped (or replaced).
     #[allow(dead_code)]
     link: Link,
-    /// CLOCK_MONOTONIC when it was attached.
-    at_ns: u64,
+    /// A classic probe: `Untied::total` before it was attached; a session probe:
+    /// `Untied::execs` then, also its cookie (bpf/leak.bpf.c, `malloc_session`).
+    generation: u64,
     prog: ProgOf,
     probe: PlannedProbe,
     /// The side of a classic probe; None for a session probe (both sides, one link).
@@ -246,6 +265,14 @@ struct Placed {
 }
 
 impl Placed {
+    /// Whether it may be tied to a thread that has ended (`Tracer::reattach`).
+    fn untied(&self, now: &Untied) -> bool {
+        match self.side {
+            Some(_) => self.generation < now.total(),
+            None => self.generation < now.execs,
+        }
+    }
+
     fn free_side(&self) -> bool {
         matches!(
             self.probe.entry,
@@ -272,8 +299,8 @@ pub struct Tracer<'obj> {
     links: Vec<Link>,
     /// Classic uprobes, in the order they were attached.
     uprobes: Vec<Placed>,
-    /// Links of uprobes attached again (`reattach`), tied to a thread that has ended.
-    untied: Vec<Link>,
+    /// The thread the classic probes are attached for (bpf/leak.bpf.c, `probes_tid`).
+    tid: u32,
     /// Emptied of `wake`'s records (`drain_wake`), which only wake leak-record.
     wake: libbpf_rs::RingBuffer<'static>,
     attached: Vec<Probe>,
@@ -366,7 +393,7 @@ pub fn load<'obj>(
         skel,
         links: Vec::new(),
         uprobes: Vec::new(),
-        untied: Vec::new(),
+        tid: 0,
         wake,
         attached: Vec::new(),
         fixed_point_counts: opts.sample_bytes > 0,
@@ -681,12 +708,39 @@ fn u64_at(b: &[u8], off: usize) -> u64 {
 impl Tracer<'_> {
     /// Attaches the planned probes, free-side first so that no block allocated after attach can
     /// have its free missed.
-    pub fn attach(&mut self, pid: u32, probes: &[PlannedProbe]) -> Result<()> {
+    /// Classic probes are attached for thread `tid` of process `pid` (a live one: the kernel
+    /// ties them to it), session probes for the process.
+    pub fn attach(&mut self, pid: u32, tid: u32, probes: &[PlannedProbe]) -> Result<()> {
         // The target's execs (`execs`), before any stack can be walked.
         let exec = self.skel.progs.target_exec.attach();
         self.links
             .push(exec.context("cannot watch the target's execs (sched_process_exec)")?);
+        self.set_probes_tid(tid)?;
+        let exit = self.skel.progs.probes_thread_exit.attach();
+        self.links
+            .push(exit.context("cannot watch the target's threads (sched_process_exit)")?);
         self.attach_probes(pid, probes)
+    }
+
+    /// The thread classic probes are attached for.
+    pub fn probes_tid(&self) -> u32 {
+        self.tid
+    }
+
+    /// The thread classic probes are attached for from now on (bpf/leak.bpf.c, `probes_tid`):
+    /// set before they are, so that its exit during the attach is seen.
+    pub fn set_probes_tid(&mut self, tid: u32) -> Result<()> {
+        let bss = self
+            .skel
+            .maps
+            .bss_data
+            .as_deref_mut()
+            .context("the BPF object's .bss is not mapped")?;
+        // SAFETY: `bss` is the loaded object's mapped .bss, valid while the skeleton is; BPF
+        // only reads `probes_tid`, and a volatile store of the aligned u32 reaches it whole.
+        unsafe { std::ptr::addr_of_mut!(bss.probes_tid).write_volatile(tid) };
+        self.tid = tid;
+        Ok(())
     }
 
     /// Attaches more probes while recording (the target exec'd a program whose allocator was
@@ -724,11 +778,12 @@ impl Tracer<'_> {
                 if let Some(watch) = self.fork_watch.as_mut() {
                     watch.since = watch.since.min(monotonic_ns());
                 }
-                match attach_session(&progs.malloc_session, pid, p) {
+                let generation = self.untied().execs;
+                match attach_session(&progs.malloc_session, pid, p, generation) {
                     Ok(link) => {
                         let placed = Placed {
                             link,
-                            at_ns: monotonic_ns(),
+                            generation,
                             prog: |progs| &progs.malloc_session,
                             probe: p.clone(),
                             side: None,
@@ -753,7 +808,7 @@ impl Tracer<'_> {
                     Return::Alloc => |progs| &progs.alloc_exit,
                     Return::PosixMemalign => |progs| &progs.posix_memalign_exit,
                 };
-                self.place(pid, prog, p, ProbeSide::Return)?;
+                self.place(prog, p, ProbeSide::Return)?;
             }
             let prog: ProgOf = match p.entry {
                 Entry::Malloc => |progs| &progs.malloc_enter,
@@ -767,17 +822,19 @@ impl Tracer<'_> {
                 Entry::Mmap => |progs| &progs.mmap_enter,
                 Entry::Munmap => |progs| &progs.munmap_enter,
             };
-            self.place(pid, prog, p, ProbeSide::Entry)?;
+            self.place(prog, p, ProbeSide::Entry)?;
         }
         Ok(())
     }
 
-    /// Attaches program `prog` as a classic probe on `side` of `p`, and records it.
-    fn place(&mut self, pid: u32, prog: ProgOf, p: &PlannedProbe, side: ProbeSide) -> Result<()> {
-        let link = attach_prog(prog(&self.skel.progs), pid, p, side)?;
+    /// Attaches program `prog` as a classic probe on `side` of `p`, for the probes' thread,
+    /// and records it.
+    fn place(&mut self, prog: ProgOf, p: &PlannedProbe, side: ProbeSide) -> Result<()> {
+        let generation = self.untied().total();
+        let link = attach_prog(prog(&self.skel.progs), self.tid, p, side)?;
         let placed = Placed {
             link,
-            at_ns: monotonic_ns(),
+            generation,
             prog,
             probe: p.clone(),
             side: Some(side),
@@ -787,28 +844,36 @@ impl Tracer<'_> {
         Ok(())
     }
 
-    /// Attaches every uprobe attached before `exec_ns` again, in the same place, for process
-    /// `pid`, after another thread than its main one exec'd (at `exec_ns`, `thread_execs`):
-    /// the kernel ties a uprobe to the task it was attached for, whose memory it compares
-    /// with the caller's, and that exec ended the main thread. Free side first, as `attach`
-    /// does. Returns the probes attached, and the first error (the others are tried all the
-    /// same).
-    pub fn reattach(&mut self, pid: u32, exec_ns: u64) -> (Vec<Probe>, Option<anyhow::Error>) {
-        let (mut done, mut failed, mut untied) = (Vec::new(), None, Vec::new());
+    /// Attaches the uprobes that may be tied to a thread that has ended again, in the same
+    /// places, after the probes' thread ended while the process lives on (`untied`): classic
+    /// probes for the probes' thread (set it first, `set_probes_tid`), session probes for
+    /// process `pid` (only after an exec by another thread: otherwise they still fire for the
+    /// thread group). Free side first, as `attach` does. Returns the probes attached, and the
+    /// first error (the others are tried all the same). A probe attached while the thread
+    /// ended may have been tied to the new one already; attached again, it fires twice until
+    /// its old link is gone (detached aside, about 0.1 s per link): that takes an end of the
+    /// thread within the microseconds of an attach.
+    pub fn reattach(&mut self, pid: u32) -> (Vec<Probe>, Option<anyhow::Error>) {
+        let now = self.untied();
+        let (mut done, mut failed, mut old) = (Vec::new(), None, Vec::new());
+        let tid = self.tid;
         for free_side in [true, false] {
             let progs = &self.skel.progs;
             let all = self.uprobes.iter_mut().chain(self.session_links.iter_mut());
-            let tied = |p: &&mut Placed| p.at_ns < exec_ns && p.free_side() == free_side;
+            let tied = |p: &&mut Placed| p.untied(&now) && p.free_side() == free_side;
             for placed in all.filter(tied) {
                 let prog = (placed.prog)(progs);
-                let link = match placed.side {
-                    Some(side) => attach_prog(prog, pid, &placed.probe, side),
-                    None => attach_session(prog, pid, &placed.probe),
+                let (link, generation) = match placed.side {
+                    Some(side) => (attach_prog(prog, tid, &placed.probe, side), now.total()),
+                    None => (
+                        attach_session(prog, pid, &placed.probe, now.execs),
+                        now.execs,
+                    ),
                 };
                 match link {
                     Ok(link) => {
-                        untied.push(std::mem::replace(&mut placed.link, link));
-                        placed.at_ns = monotonic_ns();
+                        old.push(std::mem::replace(&mut placed.link, link));
+                        placed.generation = generation;
                         done.extend(placed.records());
                     }
                     Err(e) => {
@@ -817,25 +882,32 @@ impl Tracer<'_> {
                 }
             }
         }
-        // Kept until the end: they never fire again, and detaching a uprobe waits for the
-        // kernel's RCU grace periods (about 0.1 s each here).
-        self.untied.append(&mut untied);
+        // They fire no more (a session probe's cookie is out of date), and each detach waits
+        // for the kernel's RCU grace periods (about 0.1 s here): dropped aside.
+        if !old.is_empty() {
+            std::thread::spawn(move || drop(old));
+        }
         (done, failed)
     }
 
-    /// Execs of the target by another thread than its main one so far, and when the last one
-    /// happened (CLOCK_MONOTONIC ns): after each, `reattach`.
-    pub fn thread_execs(&self) -> (u64, u64) {
-        self.skel.maps.bss_data.as_deref().map_or((0, 0), |bss| {
-            // SAFETY: `bss` is the loaded object's mapped .bss, valid while the skeleton is;
-            // BPF writes these aligned u64s whole (the time before the count), so volatile
-            // reads see whole values, and nothing here writes them.
-            unsafe {
-                let n = std::ptr::addr_of!(bss.target_thread_execs).read_volatile();
-                let at = std::ptr::addr_of!(bss.target_thread_exec_ns).read_volatile();
-                (n, at)
-            }
-        })
+    /// How often the probes' thread has ended while the process lived on, and when last.
+    pub fn untied(&self) -> Untied {
+        self.skel
+            .maps
+            .bss_data
+            .as_deref()
+            .map_or(Untied::default(), |bss| {
+                // SAFETY: `bss` is the loaded object's mapped .bss, valid while the skeleton is;
+                // BPF writes these aligned u64s whole (the time before the counts), so volatile
+                // reads see whole values, and nothing here writes them.
+                unsafe {
+                    Untied {
+                        execs: std::ptr::addr_of!(bss.target_thread_execs).read_volatile(),
+                        exits: std::ptr::addr_of!(bss.probes_thread_exits).read_volatile(),
+                        at_ns: std::ptr::addr_of!(bss.untied_ns).read_volatile(),
+                    }
+                }
+            })
     }
 
     /// Follows the forks of the target, and of its children until they exec or exit, into
@@ -949,7 +1021,7 @@ impl Tracer<'_> {
     /// not recorded, and counted as abandoned when its thread next calls an allocator.
     /// Returns the threads with such a call at the last look (None: the kernel refused the
     /// iterator, and the whole `GRACE` was waited).
-    pub fn leave_sessions(&mut self, pid: u32) -> Result<Option<usize>> {
+    pub fn leave_sessions(&mut self) -> Result<Option<usize>> {
         use std::time::{Duration, Instant};
         /// How long calls opened by a session probe get to return; one still open then is
         /// counted as abandoned.
@@ -978,10 +1050,11 @@ impl Tracer<'_> {
             ];
             for (prog, side) in pair {
                 let probe = session.probe.clone();
-                let link = attach_prog(prog(progs), pid, &probe, side)?;
+                let generation = self.untied().total();
+                let link = attach_prog(prog(progs), self.tid, &probe, side)?;
                 late.push(Placed {
                     link,
-                    at_ns: monotonic_ns(),
+                    generation,
                     prog,
                     probe,
                     side: Some(side),
@@ -1383,12 +1456,19 @@ fn test_refuse_sessions() -> Option<RefuseAt> {
 
 /// A session probe (uprobe_multi, by file offset: attaching by name fails on libraries without
 /// `.symtab`, /work/shared/REFERENCE.md) where `p`'s entry probe goes.
-fn attach_session(prog: &libbpf_rs::ProgramMut<'_>, pid: u32, p: &PlannedProbe) -> Result<Link> {
+/// `generation` is its cookie (bpf/leak.bpf.c, `malloc_session`).
+fn attach_session(
+    prog: &libbpf_rs::ProgramMut<'_>,
+    pid: u32,
+    p: &PlannedProbe,
+    generation: u64,
+) -> Result<Link> {
     if test_refuse_sessions() == Some(RefuseAt::Attach) {
         anyhow::bail!("refused (LEAK_RECORD_TEST_REFUSE_SESSIONS=attach)");
     }
     let opts = UprobeMultiOpts {
         offsets: vec![usize::try_from(probe_offset(p))?],
+        cookies: vec![generation],
         session: true,
         ..UprobeMultiOpts::default()
     };

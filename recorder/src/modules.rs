@@ -40,6 +40,12 @@ impl ModuleTable {
         }
     }
 
+    /// The thread of the process through which its files are opened from now on (one that
+    /// runs: a main thread that has ended has no memory map to open them through).
+    pub fn set_pid(&mut self, tid: u32) {
+        self.pid = tid;
+    }
+
     /// Replaces the current maps; mappings that went away are kept as a fallback for stacks
     /// captured before they did.
     pub fn set_maps(&mut self, mut maps: Vec<MapEntry>) {

@@ -341,15 +341,35 @@ fn why_not_a_process(pid: u32, status: &str) -> Option<String> {
     })
 }
 
-/// Does this process exist (and is it not a zombie)?
+/// Does this process exist, with a thread that has not ended? (Its main thread may have: a
+/// program whose main thread calls pthread_exit runs on in its other threads.)
 pub fn is_alive(pid: u32) -> bool {
-    match fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().next())
-            .is_some_and(|state| state != "Z" && state != "X"),
-        Err(_) => false,
+    live_thread(pid, None).is_some()
+}
+
+/// A thread of process `pid` that has not ended, other than `ending` (a thread that is ending,
+/// not yet a zombie): `pid` itself, the main thread, unless it ended while others run on; then
+/// the first of the others. None if there is none.
+pub fn live_thread(pid: u32, ending: Option<u32>) -> Option<u32> {
+    let running = |tid: u32| {
+        fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat"))
+            .ok()
+            .and_then(|stat| {
+                let (_, rest) = stat.rsplit_once(')')?;
+                rest.split_whitespace().next().map(|s| s != "Z" && s != "X")
+            })
+            .unwrap_or(false)
+            && Some(tid) != ending
+    };
+    if running(pid) {
+        return Some(pid);
     }
+    let mut tids: Vec<u32> = fs::read_dir(format!("/proc/{pid}/task"))
+        .ok()?
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    tids.sort_unstable();
+    tids.into_iter().find(|&tid| tid != pid && running(tid))
 }
 
 #[cfg(test)]
@@ -494,6 +514,7 @@ mod tests {
     fn this_process_is_visible() {
         let me = std::process::id();
         assert!(is_alive(me));
+        assert_eq!(live_thread(me, None), Some(me));
         assert!(memory(me).unwrap().rss > 0);
         assert!(!cmdline(me).unwrap().is_empty());
         assert!(host_info().page_size >= 4096);

@@ -99,15 +99,18 @@ pub fn run(cli: Cli) -> Result<()> {
             if let Some(why) = procfs::not_a_process(pid) {
                 bail!(UsageError(why));
             }
-            let exe = procfs::exe(pid).map_err(|e| {
-                let msg = format!("cannot read /proc/{pid}/exe");
+            // A main thread that has ended (pthread_exit) has no memory in /proc: read it
+            // through a thread that runs.
+            let live = procfs::live_thread(pid, None).unwrap_or(pid);
+            let exe = procfs::exe(live).map_err(|e| {
+                let msg = format!("cannot read /proc/{live}/exe");
                 if e.kind() == std::io::ErrorKind::PermissionDenied {
                     UsageError(format!("{msg}: {e}; {}", privileges::NEEDED)).into()
                 } else {
                     anyhow::Error::from(e).context(msg)
                 }
             })?;
-            let argv = procfs::cmdline(pid).unwrap_or_default();
+            let argv = procfs::cmdline(live).unwrap_or_default();
             let program = PathBuf::from(&exe);
             (TargetMode::Attach, pid, None, exe, program, argv)
         }
@@ -163,10 +166,13 @@ fn setup_and_record(
     };
     let created = scopeguard(path.to_path_buf());
 
+    // The thread through which the process is read in /proc, and which the kernel ties classic
+    // probes to: the main one, unless it has ended while others run on (pthread_exit).
+    let tid = procfs::live_thread(pid, None).unwrap_or(pid);
     let prefix = cli.symbol_prefix.as_deref();
     let objs = match (&cli.obj, mode) {
-        (Some(obj), _) => discover::single_object(obj, Some(pid), prefix)?,
-        (None, TargetMode::Attach) => discover::objects_of_process(pid, prefix)?,
+        (Some(obj), _) => discover::single_object(obj, Some(tid), prefix)?,
+        (None, TargetMode::Attach) => discover::objects_of_process(tid, prefix)?,
         // The program the kernel runs: a script's interpreter.
         (None, _) => discover::objects_of_command(program, prefix)?,
     };
@@ -229,7 +235,7 @@ fn setup_and_record(
         }
         Err(e) => return Err(denied(e)),
     };
-    tracer.attach(pid, &plan).map_err(denied)?;
+    tracer.attach(pid, tid, &plan).map_err(denied)?;
     if let Some(why) = tracer.session_failure() {
         no_sessions = Some(why.to_string());
     }
@@ -278,7 +284,7 @@ fn setup_and_record(
         latest: HashMap::new(),
         unsent: HashSet::new(),
         known_stacks: HashSet::new(),
-        modules: ModuleTable::new(pid, cli.bundle_symbols),
+        modules: ModuleTable::new(tid, cli.bundle_symbols),
         maps_text: String::new(),
         unsent_maps: None,
         exit_watch,
@@ -303,7 +309,7 @@ fn setup_and_record(
         children: HashSet::new(),
         // A started command's first exec, counted by BPF, is its start.
         exec_retired_said: ((0, 0), u32::from(mode == TargetMode::Command)),
-        thread_execs_seen: 0,
+        untied_seen: bpf::Untied::default(),
     };
     if session.mode == TargetMode::Attach {
         // The process is running and probed: read its map now, so that what it allocates
@@ -457,8 +463,8 @@ struct Session<'a, 'obj> {
     /// The blocks retired at the target's execs, and its execs, as last said
     /// (`note_exec_retired`).
     exec_retired_said: ((u64, u64), u32),
-    /// Execs by another thread than the main one, followed (`follow_thread_exec`).
-    thread_execs_seen: u64,
+    /// The ends of the probes' thread followed (`follow_untied`).
+    untied_seen: bpf::Untied,
 }
 
 /// The child processes named one by one; any more are only counted at the end.
@@ -571,7 +577,7 @@ impl Session<'_, '_> {
                     signal: status.and_then(|s| s.signal),
                 };
             }
-            self.follow_thread_exec();
+            self.follow_untied();
             if let Some(child) = self.tracer.image_child() {
                 self.leave_sessions(child, pidfd);
             }
@@ -637,7 +643,7 @@ impl Session<'_, '_> {
                 self.tracer.fork_exec_wait().as_millis()
             )
         };
-        match self.tracer.leave_sessions(pid) {
+        match self.tracer.leave_sessions() {
             Ok(open) => {
                 self.sessions_left = Some(at);
                 if !self.cli.quiet {
@@ -767,7 +773,7 @@ impl Session<'_, '_> {
         snapshot.new_modules = self.modules.take_new();
         snapshot.maps = maps;
         if alive {
-            snapshot.memory = procfs::memory(self.pid);
+            snapshot.memory = procfs::memory(self.tracer.probes_tid());
             self.note_children();
         }
         self.note_exec_retired();
@@ -786,7 +792,8 @@ impl Session<'_, '_> {
     fn refresh_maps(&mut self) {
         self.locate_before_exec();
         let before = self.tracer.execs().0;
-        let Some(text) = procfs::maps_text(self.pid).ok().filter(|t| !t.is_empty()) else {
+        let tid = self.tracer.probes_tid();
+        let Some(text) = procfs::maps_text(tid).ok().filter(|t| !t.is_empty()) else {
             return;
         };
         if text != self.maps_text {
@@ -887,13 +894,14 @@ impl Session<'_, '_> {
         // Its dynamic linker, with its environment, runs as leak-record: only for a program
         // with our privileges and files (a wrapper that drops them, chroots or unshares is
         // left to judge_allocator, which reads the maps once the libraries are in).
-        if !procfs::runs_as_we_do(self.pid) {
+        let tid = self.tracer.probes_tid();
+        if !procfs::runs_as_we_do(tid) {
             return;
         }
-        let Ok(exe) = procfs::exe(self.pid) else {
+        let Ok(exe) = procfs::exe(tid) else {
             return;
         };
-        let env = procfs::environ(self.pid);
+        let env = procfs::environ(tid);
         let prefix = self.cli.symbol_prefix.as_deref();
         let Ok(objs) = discover::objects_of_program(Path::new(&exe), prefix, Some(&env)) else {
             return;
@@ -1003,45 +1011,72 @@ impl Session<'_, '_> {
         }
     }
 
-    /// Another thread than the target's main one exec'd (`Tracer::thread_execs`): no probe
-    /// fires in the new program until they are attached again, which this does at once, and a
-    /// started command is held again (its traced main thread was the one that ended). What
-    /// the program allocated in between is not recorded: said, and recorded as probes
-    /// attached while it ran.
-    fn follow_thread_exec(&mut self) {
-        let (execs, exec_ns) = self.tracer.thread_execs();
-        if execs <= self.thread_execs_seen {
+    /// The thread the probes are tied to ended while the process lives on (`Tracer::untied`):
+    /// another thread exec'd (which ends the main thread) or it exited (a main thread that
+    /// calls pthread_exit). No probe tied to it fires again: they are attached again at once,
+    /// for a thread that runs, and a started command that exec'd is held again (its traced
+    /// main thread was the one that ended). What the program allocated in between is not
+    /// recorded: said, and recorded as probes attached while it ran.
+    fn follow_untied(&mut self) {
+        let now = self.tracer.untied();
+        if now.total() <= self.untied_seen.total() {
             return;
         }
-        self.thread_execs_seen = execs;
-        if let Some(watch) = self.exit_watch.as_mut() {
-            if let Err(e) = watch.seize_again() {
-                eprintln!(
-                    "leak-record: warning: cannot hold PID {} at exit again ({e}); frames of \
-                     libraries loaded after the last snapshot may stay unresolved",
-                    self.pid
-                );
-                self.exit_watch = None;
+        let execs = now.execs - self.untied_seen.execs;
+        self.untied_seen = now;
+        let pid = self.pid;
+        if execs > 0 {
+            // Their exec stops will not come (`exec_stop_due`).
+            self.allocator.stops_seen += u32::try_from(execs).unwrap_or(u32::MAX);
+            if let Some(watch) = self.exit_watch.as_mut() {
+                match watch.seize_again() {
+                    Ok(()) => {}
+                    // It has ended meanwhile: its exit is reported all the same.
+                    Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {}
+                    Err(e) => {
+                        eprintln!(
+                            "leak-record: warning: cannot hold PID {pid} at exit again ({e}); \
+                             frames of libraries loaded after the last snapshot may stay \
+                             unresolved"
+                        );
+                        self.exit_watch = None;
+                    }
+                }
             }
         }
-        let (probes, failed) = self.tracer.reattach(self.pid, exec_ns);
-        let after = procfs::clock_ns(libc::CLOCK_MONOTONIC).saturating_sub(exec_ns);
-        let exe = procfs::exe(self.pid).unwrap_or_else(|_| "?".into());
+        let ended = self.tracer.probes_tid();
+        // After an exec the main thread's ID is the exec'ing thread's; after an exit, the
+        // thread may not be a zombie yet.
+        let ending = (execs == 0).then_some(ended);
+        let Some(tid) = procfs::live_thread(pid, ending) else {
+            return; // the process has ended
+        };
+        if let Err(e) = self.tracer.set_probes_tid(tid) {
+            eprintln!("leak-record: warning: cannot attach the probes again: {e:#}");
+            return;
+        }
+        self.modules.set_pid(tid);
+        let (probes, failed) = self.tracer.reattach(pid);
+        let after = procfs::clock_ns(libc::CLOCK_MONOTONIC).saturating_sub(now.at_ns);
+        // (The main thread's /proc entry has no exe once it has ended.)
+        let exe = procfs::exe(tid).unwrap_or_else(|_| "?".into());
         self.write_late_probes(&exe, &probes, false);
+        let what = if execs > 0 {
+            format!("now runs {exe}, exec'd by another thread than its main one")
+        } else {
+            format!("lives on without thread {ended} (e.g. a main thread that called pthread_exit)")
+        };
         if let Some(e) = failed {
             eprintln!(
-                "leak-record: warning: PID {} now runs {exe}: attaching its probes again \
-                 failed ({} attached): {e:#}",
-                self.pid,
+                "leak-record: warning: PID {pid} {what}: attaching its probes again failed ({} \
+                 attached): {e:#}",
                 probes.len()
             );
-        }
-        if !self.cli.quiet {
+        } else if !self.cli.quiet {
             eprintln!(
-                "leak-record: PID {} now runs {exe}, exec'd by another thread than its main \
-                 one, to which the kernel tied the probes: attached {} probes again {:.1} ms \
-                 later; what it allocated in between is not recorded",
-                self.pid,
+                "leak-record: PID {pid} {what}, to which the kernel tied the probes: attached \
+                 {} probes again, to thread {tid}, {:.1} ms later; what it allocated in \
+                 between is not recorded",
                 probes.len(),
                 after as f64 / 1e6
             );
@@ -1056,7 +1091,8 @@ impl Session<'_, '_> {
             return;
         }
         let prefix = self.cli.symbol_prefix.as_deref();
-        let Ok(objs) = discover::objects_of_process(self.pid, prefix) else {
+        let tid = self.tracer.probes_tid();
+        let Ok(objs) = discover::objects_of_process(tid, prefix) else {
             return;
         };
         if !discover::libraries_mapped(&objs) && a.deferred != Some(execs) {
@@ -1064,7 +1100,7 @@ impl Session<'_, '_> {
             return;
         }
         a.judged = execs;
-        let exe = procfs::exe(self.pid).unwrap_or_else(|_| "?".into());
+        let exe = procfs::exe(tid).unwrap_or_else(|_| "?".into());
         let pid = self.pid;
         let plan = self.plan_program(&objs);
         let malloc = plan.as_ref().and_then(|plan| {
