@@ -722,6 +722,15 @@ impl Tracer<'_> {
         self.attach_probes(pid, probes)
     }
 
+    /// The loaded object's mapped .bss, for the variables the recorder sets.
+    fn bss_mut(&mut self) -> Result<&mut types::bss> {
+        self.skel
+            .maps
+            .bss_data
+            .as_deref_mut()
+            .context("the BPF object's .bss is not mapped")
+    }
+
     /// The thread classic probes are attached for.
     pub fn probes_tid(&self) -> u32 {
         self.tid
@@ -730,12 +739,7 @@ impl Tracer<'_> {
     /// The thread classic probes are attached for from now on (bpf/leak.bpf.c, `probes_tid`):
     /// set before they are, so that its exit during the attach is seen.
     pub fn set_probes_tid(&mut self, tid: u32) -> Result<()> {
-        let bss = self
-            .skel
-            .maps
-            .bss_data
-            .as_deref_mut()
-            .context("the BPF object's .bss is not mapped")?;
+        let bss = self.bss_mut()?;
         // SAFETY: `bss` is the loaded object's mapped .bss, valid while the skeleton is; BPF
         // only reads `probes_tid`, and a volatile store of the aligned u32 reaches it whole.
         unsafe { std::ptr::addr_of_mut!(bss.probes_tid).write_volatile(tid) };
@@ -1082,12 +1086,7 @@ impl Tracer<'_> {
 
     /// Sets bpf/leak.bpf.c's `malloc_late`: the classic pair takes malloc's calls.
     fn hand_malloc_over(&mut self) -> Result<()> {
-        let bss = self
-            .skel
-            .maps
-            .bss_data
-            .as_deref_mut()
-            .context("the BPF object's .bss is not mapped")?;
+        let bss = self.bss_mut()?;
         // SAFETY: `bss` is the loaded object's mapped .bss, valid while the skeleton is; BPF
         // only reads `malloc_late`, and a volatile store of the one-byte bool reaches it whole.
         unsafe { std::ptr::addr_of_mut!(bss.malloc_late).write_volatile(true) };

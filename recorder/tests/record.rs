@@ -543,6 +543,33 @@ fn record_a_thread_exec(
     r
 }
 
+/// Starts leak-record on process `pid` at `interval`, and waits until it records.
+fn attach_recorder(pid: &str, interval: &str) -> Running {
+    let mut rec = start_recorder(&["-p", pid, "-i", interval]);
+    let limit = Duration::from_secs(30);
+    wait_for_line(&mut rec.stderr, "recording PID", limit, "recorder");
+    rec
+}
+
+/// Tells a fixture attached to with `-p` (`target`, waiting on `t_in`) to go, lets a snapshot
+/// see it done, lets it exit, and reads the recording.
+fn go_and_finish(
+    mut rec: Running,
+    mut target: std::process::Child,
+    mut t_in: std::process::ChildStdin,
+    t_out: &mut BufReader<std::process::ChildStdout>,
+) -> Recorded {
+    t_in.write_all(b"go\n").unwrap();
+    wait_for_line(t_out, "done", Duration::from_secs(10), "fixture");
+    let limit = Duration::from_secs(10);
+    wait_for_line(&mut rec.stderr, "snapshot", limit, "recorder");
+    drop(t_in);
+    assert!(target.wait().unwrap().success());
+    let r = rec.finish();
+    r.assert_clean();
+    r
+}
+
 /// Starts leak-record with `flags`, then `-- command`, with the command's stdin and stdout
 /// piped to the test.
 fn start_command(flags: &[&str], command: &[&str]) -> Started {
@@ -643,19 +670,8 @@ fn a_process_whose_main_thread_ends_is_recorded_on() {
         Duration::from_secs(30),
         "recorder",
     );
-    let mut t_in = target.stdin.take().unwrap();
-    t_in.write_all(b"go\n").unwrap();
-    wait_for_line(&mut t_out, "done", Duration::from_secs(10), "fixture");
-    wait_for_line(
-        &mut rec.stderr,
-        "snapshot",
-        Duration::from_secs(10),
-        "recorder",
-    );
-    drop(t_in);
-    assert!(target.wait().unwrap().success());
-    let r = rec.finish();
-    r.assert_clean();
+    let t_in = target.stdin.take().unwrap();
+    let r = go_and_finish(rec, target, t_in, &mut t_out);
     assert_exact(&r);
     assert!(r.state.late_probes.is_empty(), "{}", r.stderr);
 }
@@ -671,13 +687,7 @@ fn an_attached_process_that_execs_from_another_thread_is_recorded_on() {
         // Waits in `lifecycle` until told to go, then in `leaky` again.
         let (mut target, t_out) = spawn_waiting(&with_wait);
         let pid = target.id().to_string();
-        let mut rec = start_recorder(&["-p", &pid, "-i", "200ms"]);
-        wait_for_line(
-            &mut rec.stderr,
-            "recording PID",
-            Duration::from_secs(30),
-            "recorder",
-        );
+        let rec = attach_recorder(&pid, "200ms");
         let mut t_in = target.stdin.take().unwrap();
         t_in.write_all(b"go\n").unwrap();
         (rec, t_in, t_out, Some(target))
@@ -780,30 +790,13 @@ fn an_attached_process_that_execs_another_allocator_is_probed_while_it_runs() {
         (child, out)
     };
     let pid = target.id().to_string();
-    let mut rec = start_recorder(&["-p", &pid, "-i", "200ms"]);
-    wait_for_line(
-        &mut rec.stderr,
-        "recording PID",
-        Duration::from_secs(30),
-        "recorder",
-    );
+    let mut rec = attach_recorder(&pid, "200ms");
     let mut t_in = target.stdin.take().unwrap();
     t_in.write_all(b"exec\n").unwrap();
     wait_for_line(&mut t_out, "ready", Duration::from_secs(10), "fixture");
     let said = format!("now runs {leaky}: attached ");
     wait_for_line(&mut rec.stderr, &said, Duration::from_secs(10), "recorder");
-    t_in.write_all(b"go\n").unwrap();
-    wait_for_line(&mut t_out, "done", Duration::from_secs(10), "fixture");
-    wait_for_line(
-        &mut rec.stderr,
-        "snapshot",
-        Duration::from_secs(10),
-        "recorder",
-    );
-    drop(t_in);
-    assert!(target.wait().unwrap().success());
-    let r = rec.finish();
-    r.assert_clean();
+    let r = go_and_finish(rec, target, t_in, &mut t_out);
     let t = r.by_function("leak_here");
     assert_eq!((t.bytes, t.count), (100_000, 1000), "{t:?}");
     let churn = r.by_function("churn_balanced");
@@ -871,9 +864,8 @@ fn attach_and_record(args: &[&str], ready: impl FnOnce()) -> Recorded {
     let (mut target, mut t_out) = spawn_waiting(args);
     ready();
     let pid = target.id().to_string();
-    let mut rec = start_recorder(&["-p", &pid, "-i", "500ms"]);
+    let mut rec = attach_recorder(&pid, "500ms");
     let r_err = &mut rec.stderr;
-    wait_for_line(r_err, "recording PID", Duration::from_secs(30), "recorder");
     let mut t_in = target.stdin.take().unwrap();
     t_in.write_all(b"go\n").unwrap();
     wait_for_line(&mut t_out, "done", Duration::from_secs(10), "fixture");
