@@ -604,8 +604,8 @@ fn a_command_that_execs_from_another_thread_is_recorded_on() {
     record_a_thread_exec(start, assert_traced_by);
     let start = |args: &[&str]| start_command(&["-i", "200ms", "--min-size", "1"], args);
     let r = record_a_thread_exec(start, assert_traced_by);
-    let sessions = r.state.header.as_ref().unwrap().probes.len() < 17;
-    assert!(sessions || !in_ci(), "CI's kernel has uprobe sessions");
+    // (Which it is, in CI.)
+    sessions_in_kernel(&r.stderr);
 }
 
 /// A main thread that calls pthread_exit ends the thread the probes are tied to while the

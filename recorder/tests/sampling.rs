@@ -214,20 +214,6 @@ fn skipped_returns(stderr: &str) -> Option<u64> {
     Some(n.parse().expect("a count"))
 }
 
-/// True when leak-record says the kernel has uprobe sessions (Linux >= 6.13); false (after
-/// saying so) where it has not, outside CI. CI runs on a kernel that has them.
-fn sessions_in_kernel(stderr: &str) -> bool {
-    if !stderr.contains("this kernel has no uprobe sessions") {
-        return true;
-    }
-    assert!(
-        !in_ci(),
-        "CI runs on a kernel with uprobe sessions:\n{stderr}"
-    );
-    eprintln!("skipping: this kernel has no uprobe sessions");
-    false
-}
-
 #[test]
 fn filtered_mallocs_skip_their_return_probe_and_change_nothing() {
     let Some(_probes) = bpf_shared() else {
