@@ -862,8 +862,9 @@ impl Session<'_, '_> {
     /// Whether an exec of the held command is under way: counted by BPF at
     /// `sched_process_exec`, its ptrace stop not seen yet. The stop follows within
     /// microseconds, and the command waits in it until handled. An exec by another thread
-    /// than the main one has no stop (only the main thread is traced): after 100 ms it is
-    /// left to `judge_allocator`.
+    /// than the main one has no stop (only the main thread is traced): `follow_untied`
+    /// counts it as seen, and the 100 ms limit stays as a safety net; its allocator is left
+    /// to `judge_allocator`.
     fn exec_stop_due(&mut self) -> bool {
         let a = &mut self.allocator;
         if self.exit_watch.is_none() || a.off {
