@@ -60,10 +60,14 @@ __u64 untied_ns = 0;
  * does, so the child would trap on every malloc, twice. When a child still runs the target's
  * program a moment after its fork (`image_children`; most exec at once), the recorder
  * attaches malloc's classic pair (malloc_enter_late, malloc_exit_late) beside each session
- * probe, hands new calls over to it (`malloc_late`, set by the recorder), waits for the calls
- * in flight to return, and detaches the session probes, which takes their breakpoints out of
- * every process the classic pair does not trace. Every call is recorded once, by one side,
- * but for a call of the session probe still open when it goes (counted as abandoned). */
+ * probe, waits until every uprobe trap under way has ended (`handover_settle`), so that every
+ * call from then on meets the classic return probe, hands new calls over to the pair
+ * (`malloc_late`, set by the recorder), waits for the session probe's calls opened before that
+ * to return (`open_session_calls`), and detaches the session probes, which takes their
+ * breakpoints out of every process the classic pair does not trace. The classic return
+ * records a call the session probe opened once the hand-over began (`malloc_exit_late`). Every
+ * call is recorded once, by one side, but for one open from before the hand-over to after it
+ * (counted as abandoned). */
 bool malloc_late = false;
 /* Processes forked from the target, or from one of these, that still run the target's program
  * (not threads): IMAGE_OWN, in a copy of its address space, with malloc's breakpoints; or
@@ -125,6 +129,8 @@ struct thread_state {
 	__u64 last_hash; /* ... for this hash (current_stack_id) */
 	__u32 late_inert; /* malloc_enter_late left the open malloc call to its session probe */
 	__u32 late_took; /* malloc_enter_late took this trap's call: the session entry skips it */
+	__u32 late_closed; /* malloc_exit_late recorded the session probe's call: its return skips */
+	__u32 late_pad;
 	__u64 deleted; /* the block delete_enter retired last on this thread (free_enter) */
 };
 
@@ -255,7 +261,10 @@ static __always_inline int enter_thread(struct thread_state *st, __u64 sp, __u64
 	open->memptr = memptr;
 	open->sp = sp;
 	open->type = type;
-	open->flags = session ? CALL_BY_SESSION : 0;
+	open->flags = 0;
+	if (session)
+		open->flags = CALL_BY_SESSION |
+			      (*(volatile bool *)&malloc_late ? CALL_LATE_RETURN : 0);
 	open->depth = 1;
 	return RUN_RETURN;
 }
@@ -630,15 +639,27 @@ static __always_inline int leave_thread(struct pt_regs *ctx, struct thread_state
 	return 0;
 }
 
-/* `leave_thread` for the current thread, if it is the target's. */
-static __always_inline int leave(struct pt_regs *ctx, __u64 ret)
+/* `leave_thread` for the current thread, if it is the target's. `session`: a session probe's
+ * return side, which skips the call if malloc's classic return probe, which ran before it in
+ * this trap (the newest consumer first), recorded it already (`malloc_exit_late`). */
+static __always_inline int leave_from(struct pt_regs *ctx, __u64 ret, bool session)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	struct thread_state *st;
 
 	if ((pid_tgid >> 32) != target_tgid) /* is_target(), keeping the thread id */
 		return 0;
-	return leave_thread(ctx, bpf_task_storage_get(&threads, bpf_get_current_task_btf(), 0, 0),
-			    pid_tgid, ret);
+	st = bpf_task_storage_get(&threads, bpf_get_current_task_btf(), 0, 0);
+	if (session && st && st->late_closed) {
+		st->late_closed = 0;
+		return 0;
+	}
+	return leave_thread(ctx, st, pid_tgid, ret);
+}
+
+static __always_inline int leave(struct pt_regs *ctx, __u64 ret)
+{
+	return leave_from(ctx, ret, false);
 }
 
 SEC("uprobe")
@@ -691,6 +712,40 @@ int BPF_URETPROBE(alloc_exit, void *ret)
 
 extern bool bpf_session_is_return(void) __ksym __weak;
 
+/* Tests only (LEAK_RECORD_TEST_HANDOVER_HOLD, recorder/src/bpf.rs, `test_hold_next_trap`):
+ * while `test_hold_armed`, the next of the target's threads to enter the session probe outside
+ * other allocator calls before the hand-over (`malloc_late`) disarms it and stays there
+ * `test_hold_ns` before it reads `malloc_late`, as a thread the kernel preempts, or whose
+ * virtual CPU the host deschedules, can stay in a trap. `test_holds` counts the holds. */
+__u64 test_hold_ns = 0;
+__u32 test_hold_armed = 0;
+__u32 test_holds = 0;
+
+static long hold_until(__u64 index, void *deadline)
+{
+	return bpf_ktime_get_ns() >= *(__u64 *)deadline;
+}
+
+static __always_inline void test_hold(void)
+{
+	struct thread_state *st;
+	__u64 deadline;
+
+	if (!*(volatile __u32 *)&test_hold_armed || *(volatile bool *)&malloc_late ||
+	    !is_target())
+		return;
+	/* Not a malloc inside another allocator call (glibc's realloc(NULL, n)): nested, it would
+	 * open no call of its own. */
+	st = bpf_task_storage_get(&threads, bpf_get_current_task_btf(), 0, 0);
+	if (st && st->call.depth)
+		return;
+	if (__sync_val_compare_and_swap(&test_hold_armed, 1, 0) != 1)
+		return;
+	__sync_fetch_and_add(&test_holds, 1);
+	deadline = bpf_ktime_get_ns() + test_hold_ns;
+	bpf_loop(1 << 23, hold_until, &deadline, 0);
+}
+
 /* A session probe (malloc, mallocx): one program runs at the call's entry and, if that asked for
  * it, at its return. Loaded only where used (recorder/src/bpf.rs, `Sessions`); the classic pair
  * malloc_enter + alloc_exit otherwise. */
@@ -698,12 +753,13 @@ SEC("uprobe.session")
 int BPF_UPROBE(malloc_session, size_t size)
 {
 	if (bpf_session_is_return())
-		return leave(ctx, PT_REGS_RC(ctx));
+		return leave_from(ctx, PT_REGS_RC(ctx), true);
 	/* A link attached before an exec by another thread (its cookie: `target_thread_execs`
 	 * then), which the recorder attached again: until it drops this one (it runs here too,
 	 * for the same thread group), its successor records the call. */
 	if (bpf_get_attach_cookie(ctx) != target_thread_execs)
 		return SKIP_RETURN;
+	test_hold();
 	if (*(volatile bool *)&malloc_late) {
 		struct thread_state *st;
 
@@ -750,6 +806,7 @@ int BPF_UPROBE(malloc_enter_late, size_t size)
 		return 0;
 	}
 	st->late_inert = !late;
+	st->late_closed = 0; /* a new call: any earlier trap's return chain is over */
 	if (late) {
 		st->late_took = 1;
 		enter_thread(st, PT_REGS_SP(ctx), size, 0, 0, CALL_PLAIN, false);
@@ -766,20 +823,38 @@ int BPF_URETPROBE(malloc_exit_late, void *ret)
 	if ((pid_tgid >> 32) != target_tgid)
 		return 0;
 	st = bpf_task_storage_get(&threads, bpf_get_current_task_btf(), 0, 0);
-	/* Its entry left the call to the session probe, whose return records it. */
+	if (st && session_call_open(st)) {
+		st->late_inert = 0;
+		/* Before the hand-over, the session probe's return, next in this trap, records it. */
+		if (!*(volatile bool *)&malloc_late)
+			return 0;
+		/* After it, this return does, and tells the session probe's (`leave_from`): the
+		 * recorder may detach the session probe before this trap reaches it. */
+		st->late_closed = 1;
+		return leave_thread(ctx, st, pid_tgid, (__u64)ret);
+	}
+	/* Its entry left the call to the session probe, which did not open it (nothing to
+	 * record). */
 	if (st && st->late_inert) {
 		st->late_inert = 0;
 		return 0;
 	}
-	/* Nor is a call the session probe opened its own: this entry could not get the thread's
-	 * state. (One it left open past the hand-over is reopened as a classic call.) */
-	if (st && session_call_open(st))
-		return 0;
 	return leave_thread(ctx, st, pid_tgid, (__u64)ret);
 }
 
+/* Attached beside the session probe during the hand-over and detached at once: the detach
+ * returns when every uprobe trap under way has ended (kernel/events/uprobes.c,
+ * uprobe_unregister_sync: the traps run their handlers under an RCU tasks trace read lock). */
+SEC("uprobe")
+int handover_settle(struct pt_regs *ctx)
+{
+	return 0;
+}
+
 /* During the hand-over (`malloc_late`): one byte for each of the target's threads with a call
- * of the session probe open, which the session probe must stay attached for. */
+ * of the session probe open that `malloc_exit_late` may not see return, which the session
+ * probe must stay attached for (those opened since the hand-over began it does see: the
+ * recorder waits for every trap that began before it attached that probe, then begins). */
 SEC("iter/task")
 int open_session_calls(struct bpf_iter__task *ctx)
 {
@@ -789,7 +864,7 @@ int open_session_calls(struct bpf_iter__task *ctx)
 	if (!task || task->tgid != target_tgid)
 		return 0;
 	st = bpf_task_storage_get(&threads, task, 0, 0);
-	if (st && session_call_open(st))
+	if (st && session_call_open(st) && !(st->call.flags & CALL_LATE_RETURN))
 		bpf_seq_write(ctx->meta->seq, "s", 1);
 	return 0;
 }

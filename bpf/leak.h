@@ -105,11 +105,14 @@ struct pending_call {
 	__u32 type;	   /* enum call_type */
 	__u32 depth;	   /* traced allocator calls open on this thread */
 	__u32 sampled;	   /* --sample-bytes: the open call's block is to be recorded */
-	__u32 flags;	   /* CALL_BY_SESSION */
+	__u32 flags;	   /* CALL_BY_SESSION, CALL_LATE_RETURN */
 };
 
 /* pending_call.flags: the open call was opened by a session probe (bpf/leak.bpf.c, `enter`). */
 #define CALL_BY_SESSION 1
+/* ... after the hand-over began (`malloc_late`): malloc's classic return probe runs at its
+ * return, and records it should the session probe be gone by then (`malloc_exit_late`). */
+#define CALL_LATE_RETURN 2
 
 /* A process forked from the target that may still run its program (bpf/leak.bpf.c,
  * `image_children`). */

@@ -367,6 +367,7 @@ pub fn load<'obj>(
     open.progs.image_child_exec.set_autoload(opts.sessions);
     open.progs.image_child_exit.set_autoload(opts.sessions);
     open.progs.open_session_calls.set_autoload(opts.sessions);
+    open.progs.handover_settle.set_autoload(opts.sessions);
     // Test hook: a map of followed children too small, as a process forking thousands would
     // find it.
     if let Some(n) = test_hook("LEAK_RECORD_TEST_IMAGE_CHILDREN") {
@@ -1019,28 +1020,31 @@ impl Tracer<'_> {
     /// classic probe takes one out of a process it does not trace (at its first hit there),
     /// so the child would trap on every malloc. Detaching the session probes takes their
     /// breakpoints out of the child. The classic pair is attached first, beside each session
-    /// probe, and takes new calls over (bpf/leak.bpf.c, `malloc_late`); the session probes go
-    /// once the calls they opened have returned (`open_session_calls` finds none). No call is
-    /// recorded twice. One the session probe still has open when it goes (after `GRACE`) is
-    /// not recorded, and counted as abandoned when its thread next calls an allocator.
-    /// Returns the threads with such a call at the last look (None: the kernel refused the
-    /// iterator, and the whole `GRACE` was waited).
+    /// probe; once every trap under way then has ended (`settle`), every call meets its return
+    /// probe, and the pair takes new calls over (bpf/leak.bpf.c, `malloc_late`); its return
+    /// records those the session probe opened since. The session probes go once the calls they
+    /// opened before have returned (`open_session_calls` finds none). No call is recorded
+    /// twice. One the session probe still has open when it goes (after `GRACE`) may go
+    /// unrecorded, and each that does is counted as abandoned when its thread next calls an
+    /// allocator. Returns the threads with such a call at the last look (None: the kernel
+    /// refused the iterator, and the whole `GRACE` was waited).
     pub fn leave_sessions(&mut self) -> Result<Option<usize>> {
         use std::time::{Duration, Instant};
         /// How long calls opened by a session probe get to return; one still open then is
         /// counted as abandoned.
         const GRACE: Duration = Duration::from_millis(100);
-        /// Time for the uprobe handler runs under way to end (microseconds, unless the kernel
-        /// preempts a thread inside them: only a fully preemptible one can), before setting
-        /// `malloc_late` and before looking for open calls. So no trap runs the classic entry
-        /// without its return, nor opens a call of the session probe after the look. Should
-        /// one still do so, its call goes unrecorded (counted as abandoned, or as nested).
-        const SETTLE: Duration = Duration::from_millis(1);
         // Tried once: should it fail, the session probes stay and say so no more.
         self.fork_watch = None;
         self.forks_handed_over = true;
         if test_refuse_sessions() == Some(RefuseAt::HandOver) {
             anyhow::bail!("refused (LEAK_RECORD_TEST_REFUSE_SESSIONS=hand-over)");
+        }
+        // Test hook: a thread held in a trap begun before the classic pair's attach, or in
+        // one begun before the hand-over (bpf/leak.bpf.c, `test_hold`). One at a time: two
+        // would hold both CPUs of a small machine, and leak-record would wait for them.
+        let hold = test_hook::<HoldAt>("LEAK_RECORD_TEST_HANDOVER_HOLD");
+        if hold == Some(HoldAt::Attach) {
+            self.test_hold_next_trap()?;
         }
         let progs = &self.skel.progs;
         // Detached again if one fails: the session probes then carry on alone.
@@ -1065,13 +1069,18 @@ impl Tracer<'_> {
                 });
             }
         }
-        std::thread::sleep(SETTLE);
+        // A fixed pause would not do: a thread can be held inside a trap for longer (a
+        // preemptible kernel, a virtual CPU the host deschedules), and its session entry would
+        // then open a call after the look below that the classic return never sees.
+        self.settle(&late)?;
+        if hold == Some(HoldAt::HandOver) {
+            self.test_hold_next_trap()?;
+        }
         self.hand_malloc_over()?;
         self.uprobes.append(&mut late);
         let start = Instant::now();
         // Without it (an iterator the kernel refuses), the whole grace.
         let scan = self.skel.progs.open_session_calls.attach().ok();
-        std::thread::sleep(SETTLE);
         let open = loop {
             let open = scan.as_ref().and_then(session_calls_open);
             if open == Some(0) || start.elapsed() >= GRACE {
@@ -1081,7 +1090,28 @@ impl Tracer<'_> {
         };
         self.session_links.clear();
         self.sessions = false;
+        if hold.is_some() {
+            let held = self.bss_mut()?.test_holds;
+            eprintln!("leak-record: test hook: {held} trap(s) held at the hand-over");
+        }
         Ok(open)
+    }
+
+    /// Returns when every uprobe trap under way has ended: attaches `handover_settle` where the
+    /// first of `late` is and detaches it, which waits for them (bpf/leak.bpf.c). Every trap
+    /// that begins afterwards runs `late`'s probes, attached before.
+    fn settle(&self, late: &[Placed]) -> Result<()> {
+        let Some(first) = late.first() else {
+            return Ok(());
+        };
+        let link = attach_prog(
+            &self.skel.progs.handover_settle,
+            self.tid,
+            &first.probe,
+            ProbeSide::Entry,
+        )?;
+        drop(link);
+        Ok(())
     }
 
     /// Sets bpf/leak.bpf.c's `malloc_late`: the classic pair takes malloc's calls.
@@ -1090,6 +1120,26 @@ impl Tracer<'_> {
         // SAFETY: `bss` is the loaded object's mapped .bss, valid while the skeleton is; BPF
         // only reads `malloc_late`, and a volatile store of the one-byte bool reaches it whole.
         unsafe { std::ptr::addr_of_mut!(bss.malloc_late).write_volatile(true) };
+        Ok(())
+    }
+
+    /// Test hook: holds the next of the target's threads to enter the session probe 300 ms
+    /// there (bpf/leak.bpf.c, `test_hold`), and returns once one entered (or after 1 s).
+    fn test_hold_next_trap(&mut self) -> Result<()> {
+        const HOLD_NS: u64 = 300_000_000;
+        let bss = self.bss_mut()?;
+        let armed = std::ptr::addr_of_mut!(bss.test_hold_armed);
+        // SAFETY: as in `hand_malloc_over`: volatile stores and loads of aligned integers of
+        // the mapped .bss, which BPF reads and swaps whole.
+        unsafe {
+            std::ptr::addr_of_mut!(bss.test_hold_ns).write_volatile(HOLD_NS);
+            armed.write_volatile(1);
+        }
+        let start = std::time::Instant::now();
+        // SAFETY: as above.
+        while unsafe { armed.read_volatile() } != 0 && start.elapsed().as_secs() < 1 {
+            std::thread::sleep(std::time::Duration::from_micros(100));
+        }
         Ok(())
     }
 
@@ -1432,6 +1482,27 @@ fn session_calls_open(link: &Link) -> Option<usize> {
         .read_to_end(&mut open)
         .ok()?;
     Some(open.len())
+}
+
+/// Where a test holds a thread in a trap during the hand-over
+/// (`LEAK_RECORD_TEST_HANDOVER_HOLD=attach|hand-over`; `Tracer::leave_sessions`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HoldAt {
+    /// In a trap begun before the classic pair is attached.
+    Attach,
+    /// In a trap begun before `malloc_late` is set.
+    HandOver,
+}
+
+impl std::str::FromStr for HoldAt {
+    type Err = ();
+    fn from_str(s: &str) -> std::result::Result<Self, ()> {
+        match s {
+            "attach" => Ok(HoldAt::Attach),
+            "hand-over" => Ok(HoldAt::HandOver),
+            _ => Err(()),
+        }
+    }
 }
 
 /// Where a test makes the kernel's side of session probes fail

@@ -656,8 +656,9 @@ impl Session<'_, '_> {
                 if let Some(n @ 1..) = open {
                     eprintln!(
                         "leak-record: warning: {n} malloc call(s) of PID {pid} still running \
-                         when the session probes went: the blocks they return are not \
-                         recorded (counted as abandoned when their thread next allocates)"
+                         when the session probes went: the blocks they return may go \
+                         unrecorded (each that does is counted as abandoned when its thread \
+                         next allocates)"
                     );
                 }
             }

@@ -525,6 +525,33 @@ fn a_fork_makes_session_probes_give_way_to_the_classic_pair() {
     }
 }
 
+/// A thread held inside a malloc trap while the hand-over begins, as preemption or a
+/// descheduled virtual CPU can hold one (`LEAK_RECORD_TEST_HANDOVER_HOLD`: leak-record holds a
+/// thread 300 ms in the session probe's entry, in a trap begun before it attaches the classic
+/// pair (`attach`) or before it hands malloc over (`hand-over`)): its session entry opens the
+/// call after leak-record looked for open calls, and it returns once the session probe is
+/// gone. It must not be lost. Waiting a fixed millisecond for traps under way, as leak-record
+/// did, loses the first; a classic return probe that leaves such a call to the session probe,
+/// the second: each an unknown free and an abandoned call.
+#[test]
+fn a_thread_held_in_a_trap_through_the_hand_over_loses_no_call() {
+    let Some(_probes) = bpf_shared() else {
+        return;
+    };
+    for at in ["attach", "hand-over"] {
+        let env = [("LEAK_RECORD_TEST_HANDOVER_HOLD", at)];
+        for how in [Target::Attached, Target::Started] {
+            let said = "malloc has the classic pair from now on";
+            let Some((_, r)) = record_fork(&env, said, how) else {
+                return;
+            };
+            let held = "test hook: 1 trap(s) held at the hand-over";
+            assert!(r.stderr.contains(held), "{at}: {}", r.stderr);
+            assert_fork_parent_exact(&r);
+        }
+    }
+}
+
 /// A malloc call open through the whole hand-over: `leaky fork_blocked` forks while its main
 /// thread waits inside malloc(4000) for a lock another thread keeps, and frees the lock only
 /// after leak-record has spoken. The iterator sees the call for the whole grace (a scan that
