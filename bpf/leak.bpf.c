@@ -67,7 +67,11 @@ __u64 untied_ns = 0;
  * breakpoints out of every process the classic pair does not trace. The classic return
  * records a call the session probe opened once the hand-over began (`malloc_exit_late`). Every
  * call is recorded once, by one side, but for one open from before the hand-over to after it
- * (counted as abandoned). */
+ * (counted as abandoned), and one whose thread is held between the pair's entry and the
+ * session probe's in a trap that spans the hand-over and the session probe's detach: the
+ * session entry then never runs, and the call goes unrecorded, its free counted as unknown
+ * (not yet closed: a flag from the pair's entry to the session entry, which
+ * `open_session_calls` would wait for, would close it). */
 bool malloc_late = false;
 /* Processes forked from the target, or from one of these, that still run the target's program
  * (not threads): IMAGE_OWN, in a copy of its address space, with malloc's breakpoints; or

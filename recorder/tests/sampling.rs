@@ -527,7 +527,7 @@ fn a_fork_makes_session_probes_give_way_to_the_classic_pair() {
 
 /// A thread held inside a malloc trap while the hand-over begins, as preemption or a
 /// descheduled virtual CPU can hold one (`LEAK_RECORD_TEST_HANDOVER_HOLD`: leak-record holds a
-/// thread 300 ms in the session probe's entry, in a trap begun before it attaches the classic
+/// thread up to 300 ms (bpf_loop's bound may end it sooner) in the session probe's entry, in a trap begun before it attaches the classic
 /// pair (`attach`) or before it hands malloc over (`hand-over`)): its session entry opens the
 /// call after leak-record looked for open calls, and it returns once the session probe is
 /// gone. It must not be lost. Waiting a fixed millisecond for traps under way, as leak-record
