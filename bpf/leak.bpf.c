@@ -64,14 +64,13 @@ __u64 untied_ns = 0;
  * call from then on meets the classic return probe, hands new calls over to the pair
  * (`malloc_late`, set by the recorder), waits for the session probe's calls opened before that
  * to return (`open_session_calls`), and detaches the session probes, which takes their
- * breakpoints out of every process the classic pair does not trace. The classic return
- * records a call the session probe opened once the hand-over began (`malloc_exit_late`). Every
- * call is recorded once, by one side, but for one open from before the hand-over to after it
- * (counted as abandoned), and one whose thread is held between the pair's entry and the
- * session probe's in a trap that spans the hand-over and the session probe's detach: the
- * session entry then never runs, and the call goes unrecorded, its free counted as unknown
- * (not yet closed: a flag from the pair's entry to the session entry, which
- * `open_session_calls` would wait for, would close it). */
+ * breakpoints out of every process the classic pair does not trace. The classic return,
+ * which runs before the session probe's, records every call the session probe opened that it
+ * sees return, and one whose session entry never ran because the session probe went while its
+ * thread was between the pair's entry and it (`malloc_exit_late`): a thread held between the
+ * two probes of a trap across the detach loses no call. Every call is recorded once, by one
+ * side, but for one whose trap began before the pair was attached and that is still open
+ * after the grace (counted as abandoned). */
 bool malloc_late = false;
 /* Processes forked from the target, or from one of these, that still run the target's program
  * (not threads): IMAGE_OWN, in a copy of its address space, with malloc's breakpoints; or
@@ -134,7 +133,8 @@ struct thread_state {
 	__u32 late_inert; /* malloc_enter_late left the open malloc call to its session probe */
 	__u32 late_took; /* malloc_enter_late took this trap's call: the session entry skips it */
 	__u32 late_closed; /* malloc_exit_late recorded the session probe's call: its return skips */
-	__u32 late_pad;
+	__u32 late_pending; /* malloc_enter_late left this trap's call to a session entry yet to run */
+	__u64 late_size; /* ... of this size (malloc_exit_late records it should that entry not run) */
 	__u64 deleted; /* the block delete_enter retired last on this thread (free_enter) */
 };
 
@@ -217,6 +217,8 @@ static __always_inline int enter_thread(struct thread_state *st, __u64 sp, __u64
 	__u64 old_ts = 0;
 	bool needed;
 
+	if (session)
+		st->late_pending = 0; /* this trap's session entry ran (malloc_enter_late) */
 	if (open->depth) {
 		/* After the hand-over (`malloc_late`), a classic probe's call that finds a call of
 		 * the session probe open: a session-probed function calls no probed function
@@ -717,10 +719,13 @@ int BPF_URETPROBE(alloc_exit, void *ret)
 extern bool bpf_session_is_return(void) __ksym __weak;
 
 /* Tests only (LEAK_RECORD_TEST_HANDOVER_HOLD, recorder/src/bpf.rs, `test_hold_next_trap`):
- * while `test_hold_armed`, the next of the target's threads to enter the session probe outside
- * other allocator calls before the hand-over (`malloc_late`) disarms it and stays there
- * `test_hold_ns` before it reads `malloc_late`, as a thread the kernel preempts, or whose
- * virtual CPU the host deschedules, can stay in a trap. `test_holds` counts the holds. */
+ * while `test_hold_armed` names a place (HOLD_*), the next of the target's threads to reach it
+ * outside other allocator calls before the hand-over (`malloc_late`) disarms it and stays there
+ * `test_hold_ns`, as a thread the kernel preempts, or whose virtual CPU the host deschedules,
+ * can stay in a trap. `test_holds` counts the holds. */
+#define HOLD_SESSION_ENTRY 1 /* the session entry, before it reads `malloc_late` */
+#define HOLD_PAIR_ENTRY 2 /* malloc_enter_late, after it left the call to the session entry */
+#define HOLD_PAIR_RETURN 3 /* malloc_exit_late, after it handled the session probe's call */
 __u64 test_hold_ns = 0;
 __u32 test_hold_armed = 0;
 __u32 test_holds = 0;
@@ -730,20 +735,20 @@ static long hold_until(__u64 index, void *deadline)
 	return bpf_ktime_get_ns() >= *(__u64 *)deadline;
 }
 
-static __always_inline void test_hold(void)
+static __always_inline void test_hold(__u32 at)
 {
 	struct thread_state *st;
 	__u64 deadline;
 
-	if (!*(volatile __u32 *)&test_hold_armed || *(volatile bool *)&malloc_late ||
+	if (*(volatile __u32 *)&test_hold_armed != at || *(volatile bool *)&malloc_late ||
 	    !is_target())
 		return;
 	/* Not a malloc inside another allocator call (glibc's realloc(NULL, n)): nested, it would
-	 * open no call of its own. */
+	 * open no call of its own. (A return closed its call.) */
 	st = bpf_task_storage_get(&threads, bpf_get_current_task_btf(), 0, 0);
-	if (st && st->call.depth)
+	if (at != HOLD_PAIR_RETURN && st && st->call.depth)
 		return;
-	if (__sync_val_compare_and_swap(&test_hold_armed, 1, 0) != 1)
+	if (__sync_val_compare_and_swap(&test_hold_armed, at, 0) != at)
 		return;
 	__sync_fetch_and_add(&test_holds, 1);
 	deadline = bpf_ktime_get_ns() + test_hold_ns;
@@ -763,7 +768,7 @@ int BPF_UPROBE(malloc_session, size_t size)
 	 * for the same thread group), its successor records the call. */
 	if (bpf_get_attach_cookie(ctx) != target_thread_execs)
 		return SKIP_RETURN;
-	test_hold();
+	test_hold(HOLD_SESSION_ENTRY);
 	if (*(volatile bool *)&malloc_late) {
 		struct thread_state *st;
 
@@ -791,9 +796,12 @@ int BPF_UPROBE(malloc_session, size_t size)
  * kernel with sessions), so this entry runs before the session probe's and reads
  * `malloc_late` first. It says in `late_took` that it took the call (the session entry, next,
  * clears it), and in `late_inert` that it left the call to the session probe, for this return
- * (which the recorder attaches after this entry: a trap that runs it ran the entry too). One
- * flag of each per thread is enough because malloc calls no probed function: a malloc in a
- * signal handler that interrupted one is lost (counted). */
+ * (which the recorder attaches after this entry: a trap that runs it ran the entry too). A
+ * call it leaves stays `late_pending`, with its size, until the session entry runs
+ * (`enter_thread`): should the recorder detach the session probe while this thread is between
+ * the two, the entry never runs, and this return records the call. One flag of each per
+ * thread is enough because malloc calls no probed function: a malloc in a signal handler that
+ * interrupted one is lost (counted). */
 SEC("uprobe")
 int BPF_UPROBE(malloc_enter_late, size_t size)
 {
@@ -810,10 +818,14 @@ int BPF_UPROBE(malloc_enter_late, size_t size)
 		return 0;
 	}
 	st->late_inert = !late;
+	st->late_pending = !late;
+	st->late_size = size;
 	st->late_closed = 0; /* a new call: any earlier trap's return chain is over */
 	if (late) {
 		st->late_took = 1;
 		enter_thread(st, PT_REGS_SP(ctx), size, 0, 0, CALL_PLAIN, false);
+	} else {
+		test_hold(HOLD_PAIR_ENTRY);
 	}
 	return 0;
 }
@@ -827,15 +839,28 @@ int BPF_URETPROBE(malloc_exit_late, void *ret)
 	if ((pid_tgid >> 32) != target_tgid)
 		return 0;
 	st = bpf_task_storage_get(&threads, bpf_get_current_task_btf(), 0, 0);
-	if (st && session_call_open(st)) {
+	if (st && st->late_pending) {
+		/* The session entry of this trap did not run (its probe went first): this return
+		 * opens the call its entry left, and records it. A session call still open is then
+		 * from an earlier trap, and counts as abandoned. */
+		st->late_pending = 0;
 		st->late_inert = 0;
-		/* Before the hand-over, the session probe's return, next in this trap, records it. */
-		if (!*(volatile bool *)&malloc_late)
-			return 0;
-		/* After it, this return does, and tells the session probe's (`leave_from`): the
-		 * recorder may detach the session probe before this trap reaches it. */
-		st->late_closed = 1;
+		enter_thread(st, PT_REGS_SP(ctx), st->late_size, 0, 0, CALL_PLAIN, false);
 		return leave_thread(ctx, st, pid_tgid, (__u64)ret);
+	}
+	/* This trap's call, which the session entry opened: not one a malloc in a signal handler
+	 * interrupted, whose frame is above (the stack pointer is back at the entry's, or one
+	 * return address above it). */
+	if (st && session_call_open(st) && PT_REGS_SP(ctx) >= st->call.sp) {
+		st->late_inert = 0;
+		/* This return records it, and tells the session probe's (`leave_from`), next in this
+		 * trap: the recorder may detach the session probe before the trap reaches it. Also
+		 * before the hand-over: the recorder detaches it once no call is open, and this
+		 * thread may be held here until then. */
+		st->late_closed = 1;
+		leave_thread(ctx, st, pid_tgid, (__u64)ret);
+		test_hold(HOLD_PAIR_RETURN);
+		return 0;
 	}
 	/* Its entry left the call to the session probe, which did not open it (nothing to
 	 * record). */

@@ -1022,9 +1022,9 @@ impl Tracer<'_> {
     /// breakpoints out of the child. The classic pair is attached first, beside each session
     /// probe; once every trap under way then has ended (`settle`), every call meets its return
     /// probe, and the pair takes new calls over (bpf/leak.bpf.c, `malloc_late`); its return
-    /// records those the session probe opened since. The session probes go once the calls they
-    /// opened before have returned (`open_session_calls` finds none). No call is recorded
-    /// twice. One the session probe still has open when it goes (after `GRACE`) may go
+    /// records every call of the session probe it sees return, before the session probe's
+    /// return would. The session probes go once the calls they opened before have returned
+    /// (`open_session_calls` finds none). No call is recorded twice. One the session probe still has open when it goes (after `GRACE`) may go
     /// unrecorded, and each that does is counted as abandoned when its thread next calls an
     /// allocator. Returns the threads with such a call at the last look (None: the kernel
     /// refused the iterator, and the whole `GRACE` was waited).
@@ -1040,11 +1040,13 @@ impl Tracer<'_> {
             anyhow::bail!("refused (LEAK_RECORD_TEST_REFUSE_SESSIONS=hand-over)");
         }
         // Test hook: a thread held in a trap begun before the classic pair's attach, or in
-        // one begun before the hand-over (bpf/leak.bpf.c, `test_hold`). One at a time: two
-        // would hold both CPUs of a small machine, and leak-record would wait for them.
+        // one begun before the hand-over, in the session entry, between the pair's entry and
+        // it, or between the pair's return and the session probe's (bpf/leak.bpf.c,
+        // `test_hold`). One at a time: two would hold both CPUs of a small machine, and
+        // leak-record would wait for them.
         let hold = test_hook::<HoldAt>("LEAK_RECORD_TEST_HANDOVER_HOLD");
-        if hold == Some(HoldAt::Attach) {
-            self.test_hold_next_trap()?;
+        if let Some(at @ HoldAt::Attach) = hold {
+            self.test_hold_next_trap(at)?;
         }
         let progs = &self.skel.progs;
         // Detached again if one fails: the session probes then carry on alone.
@@ -1073,8 +1075,8 @@ impl Tracer<'_> {
         // preemptible kernel, a virtual CPU the host deschedules), and its session entry would
         // then open a call after the look below that the classic return never sees.
         self.settle(&late)?;
-        if hold == Some(HoldAt::HandOver) {
-            self.test_hold_next_trap()?;
+        if let Some(at @ (HoldAt::HandOver | HoldAt::PairEntry | HoldAt::PairReturn)) = hold {
+            self.test_hold_next_trap(at)?;
         }
         self.hand_malloc_over()?;
         self.uprobes.append(&mut late);
@@ -1123,17 +1125,18 @@ impl Tracer<'_> {
         Ok(())
     }
 
-    /// Test hook: holds the next of the target's threads to enter the session probe 300 ms
-    /// there (bpf/leak.bpf.c, `test_hold`), and returns once one entered (or after 1 s).
-    fn test_hold_next_trap(&mut self) -> Result<()> {
+    /// Test hook: holds the next of the target's threads to reach the place `at` names 300 ms
+    /// there (bpf/leak.bpf.c, `test_hold`), and returns once one did (or after 1 s).
+    fn test_hold_next_trap(&mut self, at: HoldAt) -> Result<()> {
         const HOLD_NS: u64 = 300_000_000;
+        let place = at.place();
         let bss = self.bss_mut()?;
         let armed = std::ptr::addr_of_mut!(bss.test_hold_armed);
         // SAFETY: as in `hand_malloc_over`: volatile stores and loads of aligned integers of
         // the mapped .bss, which BPF reads and swaps whole.
         unsafe {
             std::ptr::addr_of_mut!(bss.test_hold_ns).write_volatile(HOLD_NS);
-            armed.write_volatile(1);
+            armed.write_volatile(place);
         }
         let start = std::time::Instant::now();
         // SAFETY: as above.
@@ -1485,13 +1488,31 @@ fn session_calls_open(link: &Link) -> Option<usize> {
 }
 
 /// Where a test holds a thread in a trap during the hand-over
-/// (`LEAK_RECORD_TEST_HANDOVER_HOLD=attach|hand-over`; `Tracer::leave_sessions`).
+/// (`LEAK_RECORD_TEST_HANDOVER_HOLD=attach|hand-over|pair-entry|pair-return`;
+/// `Tracer::leave_sessions`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum HoldAt {
     /// In a trap begun before the classic pair is attached.
     Attach,
     /// In a trap begun before `malloc_late` is set.
     HandOver,
+    /// In a trap begun before `malloc_late` is set, between the classic pair's entry, which
+    /// left the call to the session entry, and that entry.
+    PairEntry,
+    /// In a return begun before `malloc_late` is set, between the classic pair's return and
+    /// the session probe's, once the pair's has seen the session probe's call.
+    PairReturn,
+}
+
+impl HoldAt {
+    /// The place's number in bpf/leak.bpf.c (HOLD_*).
+    fn place(self) -> u32 {
+        match self {
+            HoldAt::Attach | HoldAt::HandOver => 1,
+            HoldAt::PairEntry => 2,
+            HoldAt::PairReturn => 3,
+        }
+    }
 }
 
 impl std::str::FromStr for HoldAt {
@@ -1500,6 +1521,8 @@ impl std::str::FromStr for HoldAt {
         match s {
             "attach" => Ok(HoldAt::Attach),
             "hand-over" => Ok(HoldAt::HandOver),
+            "pair-entry" => Ok(HoldAt::PairEntry),
+            "pair-return" => Ok(HoldAt::PairReturn),
             _ => Err(()),
         }
     }

@@ -527,18 +527,29 @@ fn a_fork_makes_session_probes_give_way_to_the_classic_pair() {
 
 /// A thread held inside a malloc trap while the hand-over begins, as preemption or a
 /// descheduled virtual CPU can hold one (`LEAK_RECORD_TEST_HANDOVER_HOLD`: leak-record holds a
-/// thread up to 300 ms (bpf_loop's bound may end it sooner) in the session probe's entry, in a trap begun before it attaches the classic
-/// pair (`attach`) or before it hands malloc over (`hand-over`)): its session entry opens the
-/// call after leak-record looked for open calls, and it returns once the session probe is
-/// gone. It must not be lost. Waiting a fixed millisecond for traps under way, as leak-record
-/// did, loses the first; a classic return probe that leaves such a call to the session probe,
-/// the second: each an unknown free and an abandoned call.
+/// thread up to 300 ms; bpf_loop's bound may end it sooner). It must not be lost.
+/// - `attach`, `hand-over`: held in the session probe's entry, in a trap begun before
+///   leak-record attaches the classic pair or before it hands malloc over. The entry opens the
+///   call after leak-record looked for open calls, and the call returns once the session
+///   probe is gone. Waiting a fixed millisecond for traps under way, as leak-record did, loses
+///   the first; a classic return probe that leaves such a call to the session probe, the
+///   second.
+/// - `pair-entry`: held between the classic pair's entry, which left the call to the session
+///   entry, and that entry, through the hand-over and the session probe's detach: the session
+///   entry never runs. A classic return that does not then record the call loses it.
+/// - `pair-return`: held between the classic pair's return and the session probe's, at the
+///   return of a call the session probe opened before the hand-over, for longer than the
+///   100 ms leak-record waits for such calls: the session probe's return never runs. A
+///   classic return that leaves the call to it before the hand-over loses it (counted as
+///   abandoned).
+///
+/// Each loss shows as an unknown free: the held call's block, freed but never seen allocated.
 #[test]
 fn a_thread_held_in_a_trap_through_the_hand_over_loses_no_call() {
     let Some(_probes) = bpf_shared() else {
         return;
     };
-    for at in ["attach", "hand-over"] {
+    for at in ["attach", "hand-over", "pair-entry", "pair-return"] {
         let env = [("LEAK_RECORD_TEST_HANDOVER_HOLD", at)];
         for how in [Target::Attached, Target::Started] {
             let said = "malloc has the classic pair from now on";
