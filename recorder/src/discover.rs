@@ -902,6 +902,8 @@ mod tests {
         );
     }
 
+    /// Rust's tikv-jemallocator (`_rjem_`, also tested on a real process: rust-jemalloc) and
+    /// a jemalloc built with `--with-jemalloc-prefix=je_` (Redis's bundled one).
     #[test]
     fn prefixed_allocators_are_found_beside_libc() {
         let objs = vec![
@@ -910,6 +912,12 @@ mod tests {
                 None,
                 &[],
                 &[("_rjem_malloc", 0x1), ("_rjem_sdallocx", 0x2)],
+            ),
+            obj(
+                "/usr/lib/libsvc.so",
+                None,
+                &[],
+                &[("je_malloc", 0x10), ("je_free", 0x20), ("je_realloc", 0x30)],
             ),
             obj(
                 "/lib/libc.so.6",
@@ -925,6 +933,14 @@ mod tests {
             "{names:?}"
         );
         assert!(names.contains(&"_rjem_sdallocx"));
+        for name in ["je_malloc", "je_free", "je_realloc"] {
+            let p = probes.iter().find(|p| p.function == name);
+            assert_eq!(
+                p.map(|p| p.module.as_str()),
+                Some("/usr/lib/libsvc.so"),
+                "{name}"
+            );
+        }
     }
 
     #[test]
