@@ -1024,10 +1024,11 @@ impl Tracer<'_> {
     /// probe, and the pair takes new calls over (bpf/leak.bpf.c, `malloc_late`); its return
     /// records every call of the session probe it sees return, before the session probe's
     /// return would. The session probes go once the calls they opened before have returned
-    /// (`open_session_calls` finds none). No call is recorded twice. One the session probe still has open when it goes (after `GRACE`) may go
-    /// unrecorded, and each that does is counted as abandoned when its thread next calls an
-    /// allocator. Returns the threads with such a call at the last look (None: the kernel
-    /// refused the iterator, and the whole `GRACE` was waited).
+    /// (`open_session_calls` finds none). No call is recorded twice. One the session probe
+    /// still has open when it goes (after `GRACE`) may go unrecorded, and each that does is
+    /// counted as abandoned when its thread next calls an allocator. Returns the threads with
+    /// such a call at the last look (None: the kernel refused the iterator, and the whole
+    /// `GRACE` was waited).
     pub fn leave_sessions(&mut self) -> Result<Option<usize>> {
         use std::time::{Duration, Instant};
         /// How long calls opened by a session probe get to return; one still open then is

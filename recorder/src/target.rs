@@ -109,8 +109,9 @@ pub fn program_of(path: &Path) -> Result<(PathBuf, Vec<String>)> {
 
 /// The interpreter and its optional argument on a `#!` line (after the `#!`), read as the
 /// kernel reads them: the line ends at a newline or a zero byte; blanks around the
-/// interpreter, which ends at a blank; the rest of the line, trimmed, is one argument. None if there is no interpreter, or the line does not end
-/// within the bytes the kernel reads and the interpreter's name reaches their end.
+/// interpreter, which ends at a blank; the rest of the line, trimmed, is one argument. None if
+/// there is no interpreter, or the line does not end within the bytes the kernel reads and the
+/// interpreter's name reaches their end.
 fn parse_script_line(line: &[u8]) -> Option<(String, Option<String>)> {
     let end = line.iter().position(|&b| b == b'\n' || b == 0);
     let text = &line[..end.unwrap_or(line.len())];

@@ -468,9 +468,9 @@ type Started = (
 );
 
 /// `lifecycle exec 1000 100 0 --thread leaky --wait-start --wait-end basic 1000 100`, recorded
-/// through `start`: the fixture execs from a second thread, which ends the main thread the kernel tied
-/// every probe to; the recorder attaches them again, `check`s the new program (its PID, and
-/// the recorder's) while it waits, and records it exactly once told to go.
+/// through `start`: the fixture execs from a second thread, which ends the main thread the
+/// kernel tied every probe to; the recorder attaches them again, `check`s the new program (its
+/// PID, and the recorder's) while it waits, and records it exactly once told to go.
 fn record_a_thread_exec(
     start: impl FnOnce(&[&str]) -> Started,
     check: impl FnOnce(u32, u32),
