@@ -69,8 +69,9 @@ __u64 untied_ns = 0;
  * sees return, and one whose session entry never ran because the session probe went while its
  * thread was between the pair's entry and it (`malloc_exit_late`): a thread held between the
  * two probes of a trap across the detach loses no call. Every call is recorded once, by one
- * side, but for one whose trap began before the pair was attached and that is still open
- * after the grace (counted as abandoned). */
+ * side, but for one whose trap began before the pair's return probe was attached and that is
+ * still open after the grace (counted as abandoned), and a malloc in a signal handler that
+ * interrupted another (counted). */
 bool malloc_late = false;
 /* Processes forked from the target, or from one of these, that still run the target's program
  * (not threads): IMAGE_OWN, in a copy of its address space, with malloc's breakpoints; or
@@ -135,6 +136,7 @@ struct thread_state {
 	__u32 late_closed; /* malloc_exit_late recorded the session probe's call: its return skips */
 	__u32 late_pending; /* malloc_enter_late left this trap's call to a session entry yet to run */
 	__u64 late_size; /* ... of this size (malloc_exit_late records it should that entry not run) */
+	__u64 late_sp; /* ... and its stack pointer at entry */
 	__u64 deleted; /* the block delete_enter retired last on this thread (free_enter) */
 };
 
@@ -726,6 +728,7 @@ extern bool bpf_session_is_return(void) __ksym __weak;
 #define HOLD_SESSION_ENTRY 1 /* the session entry, before it reads `malloc_late` */
 #define HOLD_PAIR_ENTRY 2 /* malloc_enter_late, after it left the call to the session entry */
 #define HOLD_PAIR_RETURN 3 /* malloc_exit_late, after it handled the session probe's call */
+#define HOLD_PAIR_ENTRY_NESTED 4 /* as HOLD_PAIR_ENTRY, in a malloc inside another allocator call */
 __u64 test_hold_ns = 0;
 __u32 test_hold_armed = 0;
 __u32 test_holds = 0;
@@ -739,14 +742,17 @@ static __always_inline void test_hold(__u32 at)
 {
 	struct thread_state *st;
 	__u64 deadline;
+	bool nested;
 
 	if (*(volatile __u32 *)&test_hold_armed != at || *(volatile bool *)&malloc_late ||
 	    !is_target())
 		return;
 	/* Not a malloc inside another allocator call (glibc's realloc(NULL, n)): nested, it would
-	 * open no call of its own. (A return closed its call.) */
+	 * open no call of its own; but for HOLD_PAIR_ENTRY_NESTED, only one. (A return closed its
+	 * call.) */
 	st = bpf_task_storage_get(&threads, bpf_get_current_task_btf(), 0, 0);
-	if (at != HOLD_PAIR_RETURN && st && st->call.depth)
+	nested = st && st->call.depth;
+	if (at == HOLD_PAIR_ENTRY_NESTED ? !nested : at != HOLD_PAIR_RETURN && nested)
 		return;
 	if (__sync_val_compare_and_swap(&test_hold_armed, at, 0) != at)
 		return;
@@ -820,12 +826,14 @@ int BPF_UPROBE(malloc_enter_late, size_t size)
 	st->late_inert = !late;
 	st->late_pending = !late;
 	st->late_size = size;
+	st->late_sp = PT_REGS_SP(ctx);
 	st->late_closed = 0; /* a new call: any earlier trap's return chain is over */
 	if (late) {
 		st->late_took = 1;
 		enter_thread(st, PT_REGS_SP(ctx), size, 0, 0, CALL_PLAIN, false);
 	} else {
 		test_hold(HOLD_PAIR_ENTRY);
+		test_hold(HOLD_PAIR_ENTRY_NESTED);
 	}
 	return 0;
 }
@@ -835,40 +843,43 @@ int BPF_URETPROBE(malloc_exit_late, void *ret)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	struct thread_state *st;
+	bool took = false;
 
 	if ((pid_tgid >> 32) != target_tgid)
 		return 0;
 	st = bpf_task_storage_get(&threads, bpf_get_current_task_btf(), 0, 0);
 	if (st && st->late_pending) {
 		/* The session entry of this trap did not run (its probe went first): this return
-		 * opens the call its entry left, and records it. A session call still open is then
-		 * from an earlier trap, and counts as abandoned. */
+		 * opens the call its entry left, as of that entry, and records it. A call still open
+		 * is one it runs in (nested: glibc's realloc(NULL, n) tail-jumps into malloc), or a
+		 * call of the session probe, which counts as abandoned (one a malloc in a signal
+		 * handler interrupted is then lost, counted). */
 		st->late_pending = 0;
 		st->late_inert = 0;
-		enter_thread(st, PT_REGS_SP(ctx), st->late_size, 0, 0, CALL_PLAIN, false);
-		return leave_thread(ctx, st, pid_tgid, (__u64)ret);
-	}
-	/* This trap's call, which the session entry opened: not one a malloc in a signal handler
-	 * interrupted, whose frame is above (the stack pointer is back at the entry's, or one
-	 * return address above it). */
-	if (st && session_call_open(st) && PT_REGS_SP(ctx) >= st->call.sp) {
+		enter_thread(st, st->late_sp, st->late_size, 0, 0, CALL_PLAIN, false);
+	} else if (st && session_call_open(st) && PT_REGS_SP(ctx) >= st->call.sp) {
+		/* This trap's call, which the session entry opened: not one a malloc in a signal
+		 * handler interrupted, whose frame is above (the stack pointer is back at the
+		 * entry's, or one return address above it). This return records it, and tells the
+		 * session probe's (`leave_from`), next in this trap: the recorder may detach the
+		 * session probe before the trap reaches it. Also before the hand-over: the recorder
+		 * detaches it once no call is open, and this thread may be held here until then. */
 		st->late_inert = 0;
-		/* This return records it, and tells the session probe's (`leave_from`), next in this
-		 * trap: the recorder may detach the session probe before the trap reaches it. Also
-		 * before the hand-over: the recorder detaches it once no call is open, and this
-		 * thread may be held here until then. */
 		st->late_closed = 1;
-		leave_thread(ctx, st, pid_tgid, (__u64)ret);
-		test_hold(HOLD_PAIR_RETURN);
-		return 0;
-	}
-	/* Its entry left the call to the session probe, which did not open it (nothing to
-	 * record). */
-	if (st && st->late_inert) {
+		took = true;
+	} else if (st && st->late_inert) {
+		/* Its entry left the call to the session probe, which did not open it (nothing to
+		 * record). */
 		st->late_inert = 0;
 		return 0;
 	}
-	return leave_thread(ctx, st, pid_tgid, (__u64)ret);
+	/* One copy of leave_thread (the compiler made one per path: three times the code for the
+	 * verifier). */
+	barrier_var(took);
+	leave_thread(ctx, st, pid_tgid, (__u64)ret);
+	if (took)
+		test_hold(HOLD_PAIR_RETURN);
+	return 0;
 }
 
 /* Attached beside the session probe during the hand-over and detached at once: the detach

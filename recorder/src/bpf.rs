@@ -1076,7 +1076,7 @@ impl Tracer<'_> {
         // preemptible kernel, a virtual CPU the host deschedules), and its session entry would
         // then open a call after the look below that the classic return never sees.
         self.settle(&late)?;
-        if let Some(at @ (HoldAt::HandOver | HoldAt::PairEntry | HoldAt::PairReturn)) = hold {
+        if let Some(at) = hold.filter(|&at| at != HoldAt::Attach) {
             self.test_hold_next_trap(at)?;
         }
         self.hand_malloc_over()?;
@@ -1489,7 +1489,7 @@ fn session_calls_open(link: &Link) -> Option<usize> {
 }
 
 /// Where a test holds a thread in a trap during the hand-over
-/// (`LEAK_RECORD_TEST_HANDOVER_HOLD=attach|hand-over|pair-entry|pair-return`;
+/// (`LEAK_RECORD_TEST_HANDOVER_HOLD=attach|hand-over|pair-entry|pair-entry-nested|pair-return`;
 /// `Tracer::leave_sessions`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum HoldAt {
@@ -1500,6 +1500,8 @@ enum HoldAt {
     /// In a trap begun before `malloc_late` is set, between the classic pair's entry, which
     /// left the call to the session entry, and that entry.
     PairEntry,
+    /// As `PairEntry`, in a malloc inside another allocator call (glibc's realloc(NULL, n)).
+    PairEntryNested,
     /// In a return begun before `malloc_late` is set, between the classic pair's return and
     /// the session probe's, once the pair's has seen the session probe's call.
     PairReturn,
@@ -1512,6 +1514,7 @@ impl HoldAt {
             HoldAt::Attach | HoldAt::HandOver => 1,
             HoldAt::PairEntry => 2,
             HoldAt::PairReturn => 3,
+            HoldAt::PairEntryNested => 4,
         }
     }
 }
@@ -1524,6 +1527,7 @@ impl std::str::FromStr for HoldAt {
             "hand-over" => Ok(HoldAt::HandOver),
             "pair-entry" => Ok(HoldAt::PairEntry),
             "pair-return" => Ok(HoldAt::PairReturn),
+            "pair-entry-nested" => Ok(HoldAt::PairEntryNested),
             _ => Err(()),
         }
     }

@@ -537,6 +537,9 @@ fn a_fork_makes_session_probes_give_way_to_the_classic_pair() {
 /// - `pair-entry`: held between the classic pair's entry, which left the call to the session
 ///   entry, and that entry, through the hand-over and the session probe's detach: the session
 ///   entry never runs. A classic return that does not then record the call loses it.
+///   `pair-entry-nested`: the same in the malloc glibc's realloc(NULL, n) tail-jumps into:
+///   judged as of its return's stack pointer, it would abandon realloc's call (an abandoned
+///   call, and a return without entry).
 /// - `pair-return`: held between the classic pair's return and the session probe's, at the
 ///   return of a call the session probe opened before the hand-over, for longer than the
 ///   100 ms leak-record waits for such calls: the session probe's return never runs. A
@@ -549,7 +552,14 @@ fn a_thread_held_in_a_trap_through_the_hand_over_loses_no_call() {
     let Some(_probes) = bpf_shared() else {
         return;
     };
-    for at in ["attach", "hand-over", "pair-entry", "pair-return"] {
+    let places = [
+        "attach",
+        "hand-over",
+        "pair-entry",
+        "pair-entry-nested",
+        "pair-return",
+    ];
+    for at in places {
         let env = [("LEAK_RECORD_TEST_HANDOVER_HOLD", at)];
         for how in [Target::Attached, Target::Started] {
             let said = "malloc has the classic pair from now on";
