@@ -1137,6 +1137,9 @@ impl Tracer<'_> {
         // the mapped .bss, which BPF reads and swaps whole.
         unsafe {
             std::ptr::addr_of_mut!(bss.test_hold_ns).write_volatile(HOLD_NS);
+            // The length before the arming, on CPUs that reorder stores (arm64); BPF reads it
+            // after its compare-and-swap of `test_hold_armed`, a full barrier.
+            std::sync::atomic::fence(std::sync::atomic::Ordering::Release);
             armed.write_volatile(place);
         }
         let start = std::time::Instant::now();
