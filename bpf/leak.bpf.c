@@ -71,7 +71,8 @@ __u64 untied_ns = 0;
  * two probes of a trap across the detach loses no call. Every call is recorded once, by one
  * side, but for one whose trap began before the pair's return probe was attached and that is
  * still open after the grace (counted as abandoned), and a malloc in a signal handler that
- * interrupted another (counted). */
+ * interrupted another: one of the two is lost and counted (the handler's as nested; or, if its
+ * thread was held across the detach, the interrupted call, as abandoned). */
 bool malloc_late = false;
 /* Processes forked from the target, or from one of these, that still run the target's program
  * (not threads): IMAGE_OWN, in a copy of its address space, with malloc's breakpoints; or
@@ -722,9 +723,10 @@ extern bool bpf_session_is_return(void) __ksym __weak;
 
 /* Tests only (LEAK_RECORD_TEST_HANDOVER_HOLD, recorder/src/bpf.rs, `test_hold_next_trap`):
  * while `test_hold_armed` names a place (HOLD_*), the next of the target's threads to reach it
- * outside other allocator calls before the hand-over (`malloc_late`) disarms it and stays there
- * `test_hold_ns`, as a thread the kernel preempts, or whose virtual CPU the host deschedules,
- * can stay in a trap. `test_holds` counts the holds. */
+ * outside other allocator calls (HOLD_PAIR_ENTRY_NESTED: inside one; HOLD_PAIR_RETURN: either)
+ * before the hand-over (`malloc_late`) disarms it and stays there `test_hold_ns`, as a thread
+ * the kernel preempts, or whose virtual CPU the host deschedules, can stay in a trap.
+ * `test_holds` counts the holds. */
 #define HOLD_SESSION_ENTRY 1 /* the session entry, before it reads `malloc_late` */
 #define HOLD_PAIR_ENTRY 2 /* malloc_enter_late, after it left the call to the session entry */
 #define HOLD_PAIR_RETURN 3 /* malloc_exit_late, after it handled the session probe's call */
