@@ -827,13 +827,14 @@ int BPF_UPROBE(malloc_enter_late, size_t size)
 	}
 	st->late_inert = !late;
 	st->late_pending = !late;
-	st->late_size = size;
-	st->late_sp = PT_REGS_SP(ctx);
 	st->late_closed = 0; /* a new call: any earlier trap's return chain is over */
 	if (late) {
 		st->late_took = 1;
 		enter_thread(st, PT_REGS_SP(ctx), size, 0, 0, CALL_PLAIN, false);
 	} else {
+		/* Read only while `late_pending`: not stored at every call after the hand-over. */
+		st->late_size = size;
+		st->late_sp = PT_REGS_SP(ctx);
 		test_hold(HOLD_PAIR_ENTRY);
 		test_hold(HOLD_PAIR_ENTRY_NESTED);
 	}

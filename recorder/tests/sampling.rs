@@ -546,7 +546,9 @@ fn a_fork_makes_session_probes_give_way_to_the_classic_pair() {
 ///   classic return that leaves the call to it before the hand-over loses it (counted as
 ///   abandoned).
 ///
-/// Each loss shows as an unknown free: the held call's block, freed but never seen allocated.
+/// Each loss shows in the losses `assert_fork_parent_exact` checks: an unknown free (the held
+/// call's block, freed but never seen allocated), with or without an abandoned call; for
+/// `pair-entry-nested`, an abandoned call and a return without entry.
 #[test]
 fn a_thread_held_in_a_trap_through_the_hand_over_loses_no_call() {
     let Some(_probes) = bpf_shared() else {
