@@ -64,39 +64,30 @@ fn frame_text(line: &str) -> String {
 }
 
 /// `func+0x1d [module]`, `func+0x1d /src/file.c:12`, `func+0x1d`, `[unknown]`, `<null sym>`.
+/// Read from the right: demangled C++ names hold spaces (`operator new(unsigned long)`,
+/// `std::vector<int, std::allocator<int> >::push_back(int const&)`), modules and paths as
+/// printed by bcc and libbpf-tools do not.
 fn to_frame(text: &str) -> SymFrame {
-    let (sym, rest) = match text.split_once(' ') {
-        Some((s, r)) => (s, r.trim()),
-        None => (text, ""),
-    };
+    let mut sym = text;
+    let (mut module, mut file, mut line) = (String::new(), None, None);
+    if let Some((head, m)) = text
+        .strip_suffix(']')
+        .and_then(|t| t.rsplit_once(" ["))
+        .filter(|(_, m)| !m.is_empty() && !m.contains(['[', ']']))
+    {
+        (sym, module) = (head.trim_end(), m.to_string());
+    } else if let Some((head, path, l)) = source_form(text) {
+        (sym, file, line) = (head, Some(path.to_string()), Some(l));
+    }
     let unknown = sym.starts_with('[') || sym.starts_with('<');
-    let (function, offset) = match sym.rsplit_once("+0x") {
-        Some((f, off)) if !unknown => (
-            Some(f.to_string()),
-            u64::from_str_radix(off, 16).unwrap_or(0),
-        ),
-        _ if !unknown => (Some(sym.to_string()), 0),
-        _ => (None, 0),
+    let (function, offset) = match offset_of(sym) {
+        _ if unknown => (None, 0),
+        Some((f, off)) => (Some(f.to_string()), off),
+        None => (Some(sym.to_string()), 0),
     };
-    let (module, file, line) =
-        if let Some(m) = rest.strip_prefix('[').and_then(|r| r.strip_suffix(']')) {
-            (m.to_string(), None, None)
-        } else if let Some((path, line)) = rest
-            .rsplit_once(':')
-            .filter(|(_, l)| l.parse::<u32>().is_ok())
-        {
-            (String::new(), Some(path.to_string()), line.parse().ok())
-        } else {
-            (
-                if unknown {
-                    text.to_string()
-                } else {
-                    String::new()
-                },
-                None,
-                None,
-            )
-        };
+    if unknown && module.is_empty() && file.is_none() {
+        module = text.to_string();
+    }
     SymFrame {
         function,
         file,
@@ -105,6 +96,23 @@ fn to_frame(text: &str) -> SymFrame {
         offset,
         inlined: false,
     }
+}
+
+/// libbpf-tools' `name+0x1d /path/file.c:12` split into `name+0x1d`, the path and the line
+/// (names and paths may hold spaces: the split is after the offset).
+fn source_form(text: &str) -> Option<(&str, &str, u32)> {
+    text.rmatch_indices("+0x").find_map(|(i, _)| {
+        let (hex, src) = text[i + 3..].split_once(' ')?;
+        u64::from_str_radix(hex, 16).ok()?;
+        let (path, line) = src.trim().rsplit_once(':')?;
+        Some((&text[..i + 3 + hex.len()], path, line.parse().ok()?)).filter(|_| !path.is_empty())
+    })
+}
+
+/// `name+0x1d` split into the name and the offset.
+fn offset_of(sym: &str) -> Option<(&str, u64)> {
+    let (f, off) = sym.rsplit_once("+0x")?;
+    Some((f, u64::from_str_radix(off, 16).ok()?))
 }
 
 /// Parses a whole log into a recording (frames already symbolized).
@@ -271,6 +279,63 @@ mod tests {
         assert_eq!(values(&rec, 17), [Some(80.0), None]);
         let f = &rec.presymbolized[&17][0];
         assert_eq!((f.file.as_deref(), f.line), (Some("/src/a.c"), Some(12)));
+    }
+
+    #[test]
+    fn frames_are_read_from_the_right_so_cpp_names_keep_their_spaces() {
+        /// Text, function, module, offset, source file and line.
+        type Case<'a> = (
+            &'a str,
+            Option<&'a str>,
+            &'a str,
+            u64,
+            Option<(&'a str, u32)>,
+        );
+        let cases: [Case; 7] = [
+            (
+                "operator new(unsigned long)+0x1c [libstdc++.so.6.0.30]",
+                Some("operator new(unsigned long)"),
+                "libstdc++.so.6.0.30",
+                0x1c,
+                None,
+            ),
+            (
+                "operator new[](unsigned long)+0x1c [libstdc++.so.6.0.30]",
+                Some("operator new[](unsigned long)"),
+                "libstdc++.so.6.0.30",
+                0x1c,
+                None,
+            ),
+            (
+                "std::vector<int, std::allocator<int> >::_M_realloc_insert(int const&)+0x2a [svc]",
+                Some("std::vector<int, std::allocator<int> >::_M_realloc_insert(int const&)"),
+                "svc",
+                0x2a,
+                None,
+            ),
+            (
+                "Foo::bar() const+0x9 /src/foo file.cc:41",
+                Some("Foo::bar() const"),
+                "",
+                9,
+                Some(("/src/foo file.cc", 41)),
+            ),
+            (
+                "Foo::bar() const+0x9 /src/foo.cc:41",
+                Some("Foo::bar() const"),
+                "",
+                9,
+                Some(("/src/foo.cc", 41)),
+            ),
+            ("[unknown] [libc.so.6]", None, "libc.so.6", 0, None),
+            ("[unknown]", None, "[unknown]", 0, None),
+        ];
+        for (text, function, module, offset, src) in cases {
+            let f = to_frame(text);
+            assert_eq!(f.function.as_deref(), function, "{text}");
+            assert_eq!((f.module.as_str(), f.offset), (module, offset), "{text}");
+            assert_eq!(f.file.as_deref().zip(f.line), src, "{text}");
+        }
     }
 
     #[test]
