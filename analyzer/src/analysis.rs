@@ -64,6 +64,11 @@ pub struct Analysis {
     pub suppressed: usize,
     /// Leaks left out because the baseline leaks there as fast.
     pub in_baseline: usize,
+    /// `--min-outstanding`, and the stacks it left out (and how many of them were continuous
+    /// leaks).
+    pub min_outstanding: Option<u64>,
+    pub below_min: usize,
+    pub below_min_leaks: usize,
 }
 
 /// Analyses every stack of a recording.
@@ -143,13 +148,7 @@ pub fn analyze(rec: &Recording, resolver: &Resolver, s: &Settings) -> Analysis {
             .then(a.id.cmp(&b.id))
             .then(a.kind.cmp(&b.kind))
     });
-    let leaks = stacks
-        .iter()
-        .filter(|r| r.verdict == Verdict::ContinuousLeak);
-    let leak_rate: f64 = leaks.clone().map(|r| r.detection.rate).sum();
-    let leak_rate_high: f64 = leaks
-        .map(|r| r.detection.rate_ci.1.max(r.detection.rate))
-        .sum();
+    let (leak_rate, leak_rate_high) = leak_rates(&stacks);
     let memory_limit = s.memory_limit.or_else(|| {
         rec.header
             .as_ref()
@@ -188,6 +187,9 @@ pub fn analyze(rec: &Recording, resolver: &Resolver, s: &Settings) -> Analysis {
         warnings,
         suppressed: 0,
         in_baseline: 0,
+        min_outstanding: None,
+        below_min: 0,
+        below_min_leaks: 0,
     }
 }
 
@@ -259,21 +261,37 @@ pub fn filter(a: &mut Analysis, suppressions: &Suppressions, min_outstanding: Op
         .retain(|s| suppressions.matching(&s.frames).is_none());
     a.suppressed += before - a.stacks.len();
     if let Some(min) = min_outstanding {
-        a.stacks.retain(|s| s.outstanding_bytes >= min);
+        let (kept, below): (Vec<_>, Vec<_>) = std::mem::take(&mut a.stacks)
+            .into_iter()
+            .partition(|s| s.outstanding_bytes >= min);
+        a.stacks = kept;
+        a.min_outstanding = Some(min);
+        a.below_min += below.len();
+        a.below_min_leaks += below
+            .iter()
+            .filter(|s| s.verdict == Verdict::ContinuousLeak)
+            .count();
     }
     recompute_totals(a);
 }
 
-fn recompute_totals(a: &mut Analysis) {
-    let leaks = a
-        .stacks
+/// The continuous leaks' total rate, and the sum of their upper bounds (bytes/s).
+fn leak_rates(stacks: &[StackReport]) -> (f64, f64) {
+    let leaks = stacks
         .iter()
         .filter(|r| r.verdict == Verdict::ContinuousLeak);
-    let old_high = a.leak_rate_high;
-    a.leak_rate = leaks.clone().map(|r| r.detection.rate).sum();
-    a.leak_rate_high = leaks
+    // `+ 0.0`: an empty sum is -0.0, which would print as such.
+    let rate = leaks.clone().map(|r| r.detection.rate).sum::<f64>() + 0.0;
+    let high = leaks
         .map(|r| r.detection.rate_ci.1.max(r.detection.rate))
-        .sum();
+        .sum::<f64>()
+        + 0.0;
+    (rate, high)
+}
+
+fn recompute_totals(a: &mut Analysis) {
+    let old_high = a.leak_rate_high;
+    (a.leak_rate, a.leak_rate_high) = leak_rates(&a.stacks);
     // The time to exhaustion scales with the rate (same limit and level).
     a.time_to_exhaustion = match a.time_to_exhaustion {
         Some(t) if a.leak_rate_high > 0.0 => Some(t * old_high / a.leak_rate_high),
@@ -308,6 +326,7 @@ fn quality_warnings(
             rec.snapshots
         ));
     }
+    w.extend(order_warnings(rec));
     let start = rec.header.as_ref().map_or(0, |h| h.start_mono_ns);
     let attached = rec
         .header
@@ -368,7 +387,11 @@ fn quality_warnings(
             l.missed_free
         ));
     }
-    let real: Vec<&StackReport> = stacks.iter().filter(|s| s.lost.is_none()).collect();
+    // Undeclared stacks (no frames known) have their own warning.
+    let real: Vec<&StackReport> = stacks
+        .iter()
+        .filter(|s| s.lost.is_none() && !s.frames.is_empty())
+        .collect();
     let shallow = real
         .iter()
         .filter(|s| s.frames.iter().filter(|f| !f.inlined).count() <= 2)
@@ -393,6 +416,53 @@ fn quality_warnings(
         w.push(format!(
             "{} records of a newer format version were skipped; use a newer leak-report",
             rec.skipped_records
+        ));
+    }
+    w
+}
+
+/// The record order's violations (docs/format.md, 1.3), one line each.
+fn order_warnings(rec: &Recording) -> Vec<String> {
+    let mut w = Vec::new();
+    if rec.header.is_none() && rec.presymbolized.is_empty() {
+        w.push(
+            "the recording has no Header record (its first frame is missing): the target, the \
+             probes and the start time are unknown, and times count from the first snapshot"
+                .into(),
+        );
+    }
+    let o = &rec.order;
+    if o.missing_snapshots > 0 {
+        w.push(format!(
+            "{} snapshot(s) are missing from the recording (gaps in their sequence numbers): \
+             the file was cut or spliced; the series pass over the gaps",
+            o.missing_snapshots
+        ));
+    }
+    if o.out_of_order > 0 {
+        w.push(format!(
+            "{} snapshot(s) come out of sequence (a sequence number not above the previous \
+             one's): the file was spliced; they were read in file order",
+            o.out_of_order
+        ));
+    }
+    if let Some(stop) = &o.stopped {
+        let what = if stop.second_header {
+            "a second Header record (two recordings joined, or a damaged frame)"
+        } else {
+            "the End record"
+        };
+        w.push(format!(
+            "{} record(s) follow {what}, after snapshot {}: they were not read; split the file \
+             or record again",
+            stop.records_left, stop.after_snapshots
+        ));
+    }
+    if o.undeclared_stacks > 0 {
+        w.push(format!(
+            "{} stack(s) have counters but no snapshot declared their frames (a snapshot is \
+             missing from the file): they are shown without frames",
+            o.undeclared_stacks
         ));
     }
     w

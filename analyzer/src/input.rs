@@ -20,8 +20,7 @@ pub fn read(path: &Path, cap: usize) -> Result<Recording, String> {
     read_file(path, cap)
 }
 
-/// Copies standard input to a temporary file (the reader looks for the end record first) and
-/// reads that; the copy is deleted once read.
+/// Reads standard input (not a terminal) through [`read_stream`].
 fn read_stdin(cap: usize) -> Result<Recording, String> {
     use std::io::IsTerminal;
     let stdin = std::io::stdin();
@@ -32,21 +31,30 @@ fn read_stdin(cap: usize) -> Result<Recording, String> {
                 .into(),
         );
     }
+    read_stream(&mut stdin.lock(), "standard input", cap)
+}
+
+/// Copies a stream (standard input, a FIFO, `<(...)`) to a temporary file, since the reader
+/// looks for the end record first, and reads that; the copy is deleted once read.
+fn read_stream(source: &mut impl Read, shown: &str, cap: usize) -> Result<Recording, String> {
     let mut copy = tempfile::NamedTempFile::new()
-        .map_err(|e| format!("cannot create a temporary file for standard input: {e}"))?;
-    std::io::copy(&mut stdin.lock(), copy.as_file_mut()).map_err(|e| {
-        format!(
-            "cannot copy standard input to {}: {e}",
-            copy.path().display()
-        )
-    })?;
-    read_file(copy.path(), cap)
-        .map_err(|e| e.replace(&copy.path().display().to_string(), "standard input"))
+        .map_err(|e| format!("cannot create a temporary file for {shown}: {e}"))?;
+    std::io::copy(source, copy.as_file_mut())
+        .map_err(|e| format!("cannot copy {shown} to {}: {e}", copy.path().display()))?;
+    read_file(copy.path(), cap).map_err(|e| e.replace(&copy.path().display().to_string(), shown))
 }
 
 fn read_file(path: &Path, cap: usize) -> Result<Recording, String> {
     let shown = path.display();
     let mut file = File::open(path).map_err(|e| format!("cannot open {shown}: {e}"))?;
+    let kind = file
+        .metadata()
+        .map_err(|e| format!("cannot read {shown}: {e}"))?
+        .file_type();
+    if !kind.is_file() && !kind.is_dir() {
+        // A pipe cannot be read twice: the bytes looked at below would be lost.
+        return read_stream(&mut file, &shown.to_string(), cap);
+    }
     let mut head = [0u8; 4];
     let n = file
         .read(&mut head)
@@ -54,7 +62,13 @@ fn read_file(path: &Path, cap: usize) -> Result<Recording, String> {
     if n == 4 && u32::from_le_bytes(head) == PREAMBLE_FRAME_MAGIC {
         let reader = Reader::open(path).map_err(|e| format!("{shown}: {e}"))?;
         let snapshots = leak_format::find_end(path).map(|end| end.snapshots);
-        return series::read_sized(reader, cap, snapshots).map_err(|e| format!("{shown}: {e}"));
+        let rec =
+            series::read_sized(reader, cap, snapshots).map_err(|e| format!("{shown}: {e}"))?;
+        return if rec.snapshots > 0 {
+            Ok(rec)
+        } else {
+            Err(no_snapshot(&shown.to_string(), &rec))
+        };
     }
     let len = file.metadata().map(|m| m.len()).unwrap_or(0);
     if len > MAX_TEXT_LOG {
@@ -71,4 +85,25 @@ fn read_file(path: &Path, cap: usize) -> Result<Recording, String> {
         "{shown} is neither a leak-record recording nor a memleak log (no \"Top N stacks with \
          outstanding allocations\" lines); record one with leak-record"
     ))
+}
+
+/// Why a recording without a single snapshot cannot be analyzed, and what to do.
+fn no_snapshot(shown: &str, rec: &Recording) -> String {
+    let why = match (&rec.tail, &rec.header, &rec.end) {
+        (Some(tail), _, _) => format!("{tail}, before its first snapshot"),
+        (None, None, _) => "it holds no record at all".into(),
+        (
+            None,
+            Some(_),
+            Some(leak_format::End {
+                reason: leak_format::EndReason::Error(e),
+                ..
+            }),
+        ) => format!("the recorder stopped on an error before its first snapshot: {e}"),
+        (None, Some(_), _) => "it ends before its first snapshot".into(),
+    };
+    format!(
+        "{shown}: nothing to analyze: {why}; record for at least one interval (-i), and copy the \
+         file whole"
+    )
 }

@@ -111,7 +111,7 @@ struct Cli {
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     min_outstanding: Option<u64>,
 
-    /// Exit 1 if any continuous leak remains after suppressions and baseline.
+    /// Exit 1 if any continuous leak remains after suppressions, baseline and --min-outstanding.
     #[arg(long)]
     fail_on_leak: bool,
 
@@ -218,14 +218,22 @@ fn run(cli: &Cli) -> Result<bool> {
             cli.alpha
         )));
     }
+    check_outputs(cli)?;
     let suppressions = match &cli.suppressions {
         Some(p) => Suppressions::load(p).map_err(UsageError)?,
         None => Suppressions::default(),
     };
     let (rec, mut analysis) = load(&cli.recording, cli)?;
     if let Some(old) = &cli.baseline {
-        let (_, base) = load(old, cli).with_context(|| format!("baseline {}", old.display()))?;
+        let (_, base) = load(old, cli).context("--baseline")?;
         analysis::apply_baseline(&mut analysis, &base);
+        // What makes the baseline less trustworthy makes the comparison so too.
+        let shown = old.display();
+        analysis.warnings.extend(
+            base.warnings
+                .iter()
+                .map(|w| format!("baseline {shown}: {w}")),
+        );
     }
     analysis::filter(&mut analysis, &suppressions, cli.min_outstanding);
 
@@ -290,6 +298,89 @@ fn run(cli: &Cli) -> Result<bool> {
         eprintln!("leak-report: gate failed: {}", failed.join("; "));
     }
     Ok(!failed.is_empty())
+}
+
+/// Refuses outputs that would mix or overwrite each other, or overwrite an input: at most one
+/// `-`, no two outputs to the same file, none onto the recording or the baseline.
+fn check_outputs(cli: &Cli) -> Result<()> {
+    let outputs: Vec<(&str, &PathBuf)> = [
+        ("-o", &cli.output),
+        ("--json", &cli.json),
+        ("--folded", &cli.folded),
+    ]
+    .into_iter()
+    .filter_map(|(flag, p)| Some((flag, p.as_ref()?)))
+    .collect();
+    let inputs: Vec<(&str, &PathBuf)> = [("the recording", Some(&cli.recording))]
+        .into_iter()
+        .chain([("--baseline", cli.baseline.as_ref())])
+        .chain([("--suppressions", cli.suppressions.as_ref())])
+        .filter_map(|(what, p)| Some((what, p?)))
+        .collect();
+    if cli.recording.as_os_str() == "-" && cli.baseline.as_ref().is_some_and(|b| b == "-") {
+        bail!(UsageError(
+            "the recording and --baseline cannot both be standard input (-); name a file for one"
+                .into()
+        ));
+    }
+    for (i, (flag, path)) in outputs.iter().enumerate() {
+        for (other, path2) in &outputs[..i] {
+            if same_file(path, path2) {
+                let what = if path.as_os_str() == "-" {
+                    "standard output".to_string()
+                } else {
+                    path.display().to_string()
+                };
+                bail!(UsageError(format!(
+                    "{other} and {flag} both write {what}, where one would overwrite or run \
+                     into the other; give each its own file"
+                )));
+            }
+        }
+        for (what, input) in &inputs {
+            if path.as_os_str() != "-" && same_file(path, input) {
+                bail!(UsageError(format!(
+                    "{flag} {} would overwrite {what}; write the output elsewhere",
+                    path.display()
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Whether two command-line paths name the same file: both `-`, the same path once resolved
+/// (`./x`, symbolic links, a file not yet created), or the same existing file (hard links).
+fn same_file(a: &Path, b: &Path) -> bool {
+    if a == b {
+        return true;
+    }
+    if a.as_os_str() == "-" || b.as_os_str() == "-" {
+        return false;
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        if let (Ok(x), Ok(y)) = (std::fs::metadata(a), std::fs::metadata(b)) {
+            return (x.dev(), x.ino()) == (y.dev(), y.ino());
+        }
+    }
+    resolved(a) == resolved(b)
+}
+
+/// `path` with its directory resolved (the file itself may not exist yet).
+fn resolved(path: &Path) -> PathBuf {
+    if let Ok(p) = path.canonicalize() {
+        return p;
+    }
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    match (parent.canonicalize(), path.file_name()) {
+        (Ok(dir), Some(name)) => dir.join(name),
+        _ => path.to_path_buf(),
+    }
 }
 
 /// The current time, for `--timestamp`.

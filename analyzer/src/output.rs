@@ -133,15 +133,11 @@ pub fn text(rec: &Recording, a: &Analysis, top: usize) -> String {
             if leaks.len() == 1 { "" } else { "s" },
             human_bytes(a.leak_rate),
             format_args!("{:.1}", a.leak_rate * 86400.0 / 1048576.0),
-            match (a.time_to_exhaustion, a.memory_limit) {
-                (Some(t), Some(limit)) => format!(
-                    "; {} to reach {} at the pessimistic rate",
-                    human_duration(t),
-                    human_bytes(limit as f64)
-                ),
-                _ => String::new(),
-            }
+            exhaustion(a).map_or(String::new(), |e| format!("; {e}"))
         );
+    }
+    if let Some(line) = left_out(a) {
+        let _ = writeln!(out, "{line}");
     }
     let shown = top.min(a.stacks.len());
     let _ = writeln!(
@@ -254,6 +250,9 @@ struct JsonSummary {
     memory_limit_bytes: Option<u64>,
     suppressed_stacks: usize,
     baseline_stacks: usize,
+    min_outstanding_bytes: Option<u64>,
+    below_min_outstanding_stacks: usize,
+    below_min_outstanding_leaks: usize,
 }
 
 #[derive(Serialize)]
@@ -354,11 +353,54 @@ pub fn json(rec: &Recording, a: &Analysis) -> String {
             memory_limit_bytes: a.memory_limit,
             suppressed_stacks: a.suppressed,
             baseline_stacks: a.in_baseline,
+            min_outstanding_bytes: a.min_outstanding,
+            below_min_outstanding_stacks: a.below_min,
+            below_min_outstanding_leaks: a.below_min_leaks,
         },
         stacks: a.stacks.iter().map(json_stack).collect(),
         warnings: &a.warnings,
     };
-    serde_json::to_string_pretty(&doc).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+    let mut text =
+        serde_json::to_string_pretty(&doc).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"));
+    text.push('\n');
+    text
+}
+
+/// The stacks the options left out, in one sentence (None when none was).
+pub fn left_out(a: &Analysis) -> Option<String> {
+    let mut parts = Vec::new();
+    if a.suppressed > 0 {
+        parts.push(format!("{} stack(s) suppressed", a.suppressed));
+    }
+    if a.in_baseline > 0 {
+        parts.push(format!(
+            "{} leak(s) already in the baseline, as fast",
+            a.in_baseline
+        ));
+    }
+    if let (Some(min), true) = (a.min_outstanding, a.below_min > 0) {
+        parts.push(format!(
+            "{} stack(s) below --min-outstanding {} ({} of them continuous leaks)",
+            a.below_min,
+            human_bytes(min as f64),
+            a.below_min_leaks
+        ));
+    }
+    (!parts.is_empty()).then(|| format!("Left out: {}.", parts.join("; ")))
+}
+
+/// When the pessimistic rate reaches the memory limit, in one clause (None without leaks).
+pub fn exhaustion(a: &Analysis) -> Option<String> {
+    let (t, limit) = (a.time_to_exhaustion?, a.memory_limit?);
+    let limit = human_bytes(limit as f64);
+    Some(if t > 0.0 {
+        format!(
+            "{} to reach {limit} at the pessimistic rate",
+            human_duration(t)
+        )
+    } else {
+        format!("already above the memory limit of {limit}")
+    })
 }
 
 /// What the folded stacks are weighted by.

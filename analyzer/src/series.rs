@@ -2,7 +2,7 @@
 //! each series keeps at most `cap` samples, halving its resolution (pairwise means) when full,
 //! while exact end values, the strict-rule flag and known/unknown counts are kept on the side.
 use std::collections::hash_map::Entry;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Read;
 use std::sync::mpsc;
 use std::thread;
@@ -289,7 +289,37 @@ pub struct Recording {
     pub presymbolized: BTreeMap<u32, Vec<crate::symbolize::SymFrame>>,
     /// Probes attached after the start (the target exec'd a program with another allocator).
     pub late_probes: Vec<leak_format::LateProbes>,
+    /// Violations of the record order (docs/format.md, 1.3), for the warnings.
+    pub order: OrderProblems,
 }
+
+/// What a recording holds out of the order writers must follow (docs/format.md, 1.3): records
+/// missing, repeated or appended. Each is counted, and the reader warns about it.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct OrderProblems {
+    /// Snapshots missing from 0, 1, 2, ... up to the highest `seq` read.
+    pub missing_snapshots: u64,
+    /// Snapshots whose `seq` is not above the previous one's.
+    pub out_of_order: u64,
+    /// Where reading stopped early and why: the snapshots read before, and the records left.
+    pub stopped: Option<Stopped>,
+    /// Stack ids with counters that no snapshot declared (ids 16 and up).
+    pub undeclared_stacks: usize,
+}
+
+/// Why the fold stopped before the file's end.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stopped {
+    /// `true`: a second Header; `false`: records after the End record.
+    pub second_header: bool,
+    /// Snapshots read before it.
+    pub after_snapshots: u32,
+    /// Records not read from there on.
+    pub records_left: u64,
+}
+
+/// Ids below this are placeholders (docs/format.md, 5.3), not declared stacks.
+const FIRST_STACK_ID: u32 = 16;
 
 /// Stack ids below this are looked up in a table indexed by id (the kernel assigns ids from 16
 /// up, in order); larger ones in a hash map. Bounds the table (4 bytes per id and kind, grown
@@ -486,6 +516,8 @@ struct Fold {
     heap_outstanding: i128,
     partial: BTreeMap<u32, (leak_format::BundleContent, u64, Vec<u8>)>,
     start_mono: Option<u64>,
+    /// The highest snapshot `seq` so far.
+    max_seq: Option<u32>,
     cap: usize,
 }
 
@@ -501,18 +533,38 @@ impl Fold {
             heap_outstanding: 0,
             partial: BTreeMap::new(),
             start_mono: None,
+            max_seq: None,
             cap,
         }
     }
 
     fn add(&mut self, record: Record) {
         let rec = &mut self.rec;
+        // A second Header (two recordings joined, or a damaged frame that decodes as one) or
+        // anything after End: not this recording's; counted, not read.
+        let second_header = matches!(record, Record::Header(_)) && rec.header.is_some();
+        if let Some(stopped) = &mut rec.order.stopped {
+            stopped.records_left += 1;
+            return;
+        }
+        if second_header || rec.end.is_some() {
+            rec.order.stopped = Some(Stopped {
+                second_header: second_header && rec.end.is_none(),
+                after_snapshots: rec.snapshots,
+                records_left: 1,
+            });
+            return;
+        }
         match record {
             Record::Header(h) => {
                 self.start_mono = Some(h.start_mono_ns);
                 rec.header = Some(h);
             }
             Record::Snapshot(s) => {
+                if self.max_seq.is_some_and(|max| s.seq <= max) {
+                    rec.order.out_of_order += 1;
+                }
+                self.max_seq = self.max_seq.max(Some(s.seq));
                 let origin = *self.start_mono.get_or_insert(s.mono_ns);
                 let t = s.mono_ns.saturating_sub(origin) as f64 / 1e9;
                 let k = self.snapshots;
@@ -612,6 +664,18 @@ impl Fold {
     fn finish(mut self, shards: Vec<Vec<Series>>) -> Recording {
         let mut shards: Vec<_> = shards.into_iter().map(Vec::into_iter).collect();
         let n = shards.len();
+        let declared = &self.rec.stacks;
+        let undeclared: BTreeSet<u32> = self
+            .keys
+            .iter()
+            .map(|&(id, _)| id)
+            .filter(|&id| id >= FIRST_STACK_ID && !declared.contains_key(&id))
+            .collect();
+        self.rec.order.undeclared_stacks = undeclared.len();
+        // Snapshots 0 ..= max_seq were written; those not read are missing.
+        self.rec.order.missing_snapshots = self.max_seq.map_or(0, |max| {
+            (u64::from(max) + 1).saturating_sub(u64::from(self.rec.snapshots))
+        });
         for ((slot, key), last) in self.keys.into_iter().enumerate().zip(self.last) {
             if let Some(mut series) = shards[slot % n].next() {
                 series.last = last;

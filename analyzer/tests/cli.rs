@@ -267,6 +267,49 @@ fn suppressions_and_baseline_remove_known_leaks() {
         Some(0)
     );
     assert_eq!(json(&["--baseline", &d])["summary"]["baseline_stacks"], 1);
+    assert!(stdout(&run(&[&d, "--baseline", &d]))
+        .contains("Left out: 1 leak(s) already in the baseline, as fast."));
+    // What each option left out is said in every output.
+    let o = run(&[&d, "--suppressions", s]);
+    assert!(
+        stdout(&o).contains("Left out: 1 stack(s) suppressed."),
+        "{}",
+        stdout(&o)
+    );
+    let html = dir.path().join("r.html");
+    run(&[&d, "--suppressions", s, "-o", html.to_str().unwrap()]);
+    assert!(std::fs::read_to_string(&html)
+        .unwrap()
+        .contains("Left out: 1 stack(s) suppressed."));
+    let o = run(&[&d, "--fail-on-leak", "--min-outstanding", "1M"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains(
+            "Left out: 2 stack(s) below --min-outstanding 1.0 MiB (1 of them continuous leaks)."
+        ),
+        "{}",
+        stdout(&o)
+    );
+    let doc = json(&["--min-outstanding", "1M"]);
+    assert_eq!(doc["summary"]["min_outstanding_bytes"], 1 << 20);
+    assert_eq!(doc["summary"]["below_min_outstanding_stacks"], 2);
+    assert_eq!(doc["summary"]["below_min_outstanding_leaks"], 1);
+    assert_eq!(doc["stacks"].as_array().unwrap().len(), 1);
+    // A damaged baseline's problems are the comparison's: shown, prefixed.
+    let bytes = std::fs::read(&d).unwrap();
+    let cut = dir.path().join("cut.zst");
+    std::fs::write(&cut, &bytes[..bytes.len() * 2 / 3]).unwrap();
+    let doc = json(&["--baseline", cut.to_str().unwrap()]);
+    let warnings = doc["warnings"].as_array().unwrap();
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.as_str().unwrap().starts_with(&format!(
+                "baseline {}: recording is truncated",
+                cut.display()
+            ))),
+        "{warnings:?}"
+    );
     std::fs::write(&supp, "race:foo\n").unwrap();
     let o = run(&[&d, "--suppressions", s]);
     assert_eq!(o.status.code(), Some(2));
@@ -562,4 +605,65 @@ fn a_recording_piped_in_reads_as_the_file_does() {
         err.contains("standard input is a terminal; pipe a recording in"),
         "{err}"
     );
+}
+
+#[test]
+fn outputs_may_not_collide_with_each_other_or_an_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = demo();
+    let html = dir.path().join("r.html");
+    let h = html.to_str().unwrap();
+    let dotted = format!("{}/./r.html", dir.path().display());
+    let link = dir.path().join("link.zst");
+    std::os::unix::fs::symlink(&d, &link).unwrap();
+    for (args, needle) in [
+        (
+            vec![d.as_str(), "--json", "-", "--folded", "-"],
+            "--json and --folded both write standard output",
+        ),
+        (
+            vec![d.as_str(), "-o", "-", "--json", "-"],
+            "-o and --json both write standard output",
+        ),
+        (vec![d.as_str(), "-o", h, "--json", &dotted], "both write"),
+        (
+            vec![link.to_str().unwrap(), "--folded", &d],
+            "would overwrite the recording",
+        ),
+        (
+            vec![d.as_str(), "--baseline", h, "-o", h],
+            "would overwrite --baseline",
+        ),
+        (
+            vec!["-", "--baseline", "-"],
+            "the recording and --baseline cannot both be standard input",
+        ),
+    ] {
+        let o = run(&args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains(needle), "{args:?}: {}", stderr(&o));
+        assert!(!html.exists(), "{args:?}: nothing is written");
+    }
+    assert_eq!(
+        std::fs::read(&d).unwrap()[..4],
+        0x184D_2A5Cu32.to_le_bytes()
+    );
+    // JSON ends its last line.
+    assert!(run(&[&d, "--json", "-"]).stdout.ends_with(b"}\n"));
+}
+
+#[test]
+fn a_recording_named_by_a_pipe_path_reads_as_the_file_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo");
+    let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success());
+    let bytes = std::fs::read(demo()).unwrap();
+    let writer = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || std::fs::write(fifo, bytes).unwrap())
+    };
+    let doc = json_at(fifo.to_str().unwrap(), &[]);
+    writer.join().unwrap();
+    assert_eq!(doc, json(&[]));
 }

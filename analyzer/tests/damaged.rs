@@ -119,3 +119,183 @@ fn the_binary_reports_a_truncated_file_and_exits_cleanly() {
         assert!(!err.contains("panicked"), "cut {cut}: {err}");
     }
 }
+
+/// The demo's records, header first.
+fn demo_records() -> Vec<leak_format::Record> {
+    let bytes = demo();
+    let mut reader = Reader::new(&bytes[..]).unwrap();
+    std::iter::from_fn(|| reader.next_record())
+        .map(Result::unwrap)
+        .collect()
+}
+
+/// A recording of `records` (the first must be the Header), and the length of its preamble and
+/// header frame.
+fn write(records: &[leak_format::Record]) -> (Vec<u8>, usize) {
+    let leak_format::Record::Header(h) = &records[0] else {
+        panic!("no header first")
+    };
+    let mut w = leak_format::Writer::new(Vec::new(), h).unwrap();
+    let header_end = w.bytes_written() as usize;
+    for r in &records[1..] {
+        w.write(r).unwrap();
+    }
+    (w.into_inner(), header_end)
+}
+
+/// The recording read from `bytes`, and the warnings of its analysis.
+fn warnings_of(bytes: &[u8]) -> (series::Recording, Vec<String>) {
+    let rec = series::read(Reader::new(bytes).unwrap(), series::DEFAULT_CAP).unwrap();
+    let resolver = Resolver::new(&rec.modules, &rec.bundles, &rec.maps, &Options::default());
+    let settings = Settings {
+        detector: Detector::Robust,
+        detect: Config::default(),
+        memory_limit: None,
+    };
+    let warnings = analyze(&rec, &resolver, &settings).warnings;
+    (rec, warnings)
+}
+
+fn snapshot_seq(r: &leak_format::Record) -> Option<u32> {
+    match r {
+        leak_format::Record::Snapshot(s) => Some(s.seq),
+        _ => None,
+    }
+}
+
+fn has(warnings: &[String], text: &str) -> bool {
+    warnings.iter().any(|w| w.contains(text))
+}
+
+#[test]
+fn record_order_violations_are_counted_and_warned_about() {
+    let records = demo_records();
+    let snapshots = records.iter().filter_map(snapshot_seq).count() as u32;
+    let (clean, clean_warnings) = warnings_of(&write(&records).0);
+    assert_eq!(clean.order, series::OrderProblems::default());
+    assert_eq!(clean.snapshots, snapshots);
+
+    // A snapshot dropped from the middle.
+    let gap: Vec<_> = records
+        .iter()
+        .filter(|r| snapshot_seq(r) != Some(5))
+        .cloned()
+        .collect();
+    let (rec, w) = warnings_of(&write(&gap).0);
+    assert_eq!(
+        (rec.order.missing_snapshots, rec.order.out_of_order),
+        (1, 0)
+    );
+    assert!(has(&w, "1 snapshot(s) are missing"), "{w:?}");
+
+    // Snapshot 0, which declares the stacks, dropped: the stacks are undeclared, and that is
+    // what the warnings say (not "the program probably lacks frame pointers").
+    let first: Vec<_> = records
+        .iter()
+        .filter(|r| snapshot_seq(r) != Some(0))
+        .cloned()
+        .collect();
+    let (rec, w) = warnings_of(&write(&first).0);
+    assert_eq!(rec.order.missing_snapshots, 1);
+    assert_eq!(rec.order.undeclared_stacks, clean.stacks.len(), "{w:?}");
+    assert!(has(&w, "no snapshot declared their frames"), "{w:?}");
+    assert!(!has(&w, "frame pointers"), "{w:?}");
+
+    // Two snapshots swapped.
+    let mut swapped = records.clone();
+    let at = swapped
+        .iter()
+        .position(|r| snapshot_seq(r) == Some(3))
+        .unwrap();
+    swapped.swap(at, at + 1);
+    let (rec, w) = warnings_of(&write(&swapped).0);
+    assert_eq!(
+        (rec.order.missing_snapshots, rec.order.out_of_order),
+        (0, 1)
+    );
+    assert!(has(&w, "1 snapshot(s) come out of sequence"), "{w:?}");
+
+    // Two recordings joined (`cat a.zst b.zst`): the second is counted, not read.
+    let one = write(&records).0;
+    let mut joined = one.clone();
+    joined.extend_from_slice(&one);
+    let (rec, w) = warnings_of(&joined);
+    assert_eq!(rec.snapshots, snapshots);
+    let left = records.len() as u64;
+    assert_eq!(
+        rec.order.stopped,
+        Some(series::Stopped {
+            second_header: false,
+            after_snapshots: snapshots,
+            records_left: left,
+        })
+    );
+    assert!(
+        has(&w, &format!("{left} record(s) follow the End record")),
+        "{w:?}"
+    );
+
+    // A second Header before any End (a killed recording with another appended).
+    let mut two: Vec<_> = records[..4].to_vec();
+    two.extend(records.iter().cloned());
+    let (rec, w) = warnings_of(&write(&two).0);
+    let read = records[..4].iter().filter_map(snapshot_seq).count() as u32;
+    assert_eq!(rec.snapshots, read);
+    assert!(matches!(
+        rec.order.stopped,
+        Some(series::Stopped { second_header: true, after_snapshots, .. }) if after_snapshots == read
+    ));
+    assert!(has(&w, "follow a second Header record"), "{w:?}");
+
+    // The header frame cut out (the preamble is kept).
+    let (bytes, header_end) = write(&records);
+    let mut headless = bytes[..20].to_vec();
+    headless.extend_from_slice(&bytes[header_end..]);
+    let (rec, w) = warnings_of(&headless);
+    assert!(rec.header.is_none());
+    assert_eq!(rec.snapshots, snapshots);
+    assert!(has(&w, "no Header record"), "{w:?}");
+    assert!(!has(&clean_warnings, "no Header record"));
+}
+
+#[test]
+fn the_binary_refuses_a_recording_without_a_snapshot_even_as_a_ci_gate() {
+    let records = demo_records();
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = demo();
+    let end = records
+        .iter()
+        .find(|r| matches!(r, leak_format::Record::End(_)))
+        .cloned()
+        .unwrap();
+    let cases: [(&str, Vec<u8>, &str); 3] = [
+        ("preamble", bytes[..20].to_vec(), "holds no record at all"),
+        (
+            "cut-header",
+            bytes[..200].to_vec(),
+            "before its first snapshot",
+        ),
+        (
+            "header-end",
+            write(&[records[0].clone(), end]).0,
+            "it ends before its first snapshot",
+        ),
+    ];
+    for (name, content, why) in cases {
+        let p = dir.path().join(format!("{name}.zst"));
+        std::fs::write(&p, content).unwrap();
+        let o = Command::new(env!("CARGO_BIN_EXE_leak-report"))
+            .arg(&p)
+            .args(["--fail-on-leak", "--max-outstanding", "1"])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{name}: {err}");
+        assert!(
+            err.contains("nothing to analyze") && err.contains(why),
+            "{name}: {err}"
+        );
+        assert_eq!(err.lines().count(), 1, "{name}: {err}");
+        assert!(o.stdout.is_empty(), "{name}");
+    }
+}
