@@ -4,13 +4,14 @@
   "use strict";
   var table = document.getElementById("stack-table");
   if (!table) { return; }
-  var body = table.tBodies[0];
+  // One tbody per stack: its row, then the row of its details.
+  var stacks = function () { return Array.prototype.slice.call(table.tBodies); };
   var filter = document.getElementById("filter");
   var verdict = document.getElementById("verdict-filter");
   var shown = document.getElementById("shown");
 
-  function value(row, key, type) {
-    var v = row.dataset[key] || "";
+  function value(stack, key, type) {
+    var v = stack.rows[0].dataset[key] || "";
     return type === "num" ? parseFloat(v) || 0 : v.toLowerCase();
   }
 
@@ -20,14 +21,14 @@
     var key = th.dataset.key;
     headers.forEach(function (c) { c.classList.remove("asc", "desc"); });
     th.classList.add(desc ? "desc" : "asc");
-    var rows = Array.prototype.slice.call(body.rows);
+    var rows = stacks();
     rows.sort(function (a, b) {
       var x = value(a, key, th.dataset.type), y = value(b, key, th.dataset.type);
       var c = x < y ? -1 : x > y ? 1 : 0;
       if (c === 0) { c = value(a, "id", "num") - value(b, "id", "num"); }
       return desc ? -c : c;
     });
-    rows.forEach(function (r) { body.appendChild(r); });
+    rows.forEach(function (r) { table.appendChild(r); });
   }
 
   headers.forEach(function (th) {
@@ -45,13 +46,14 @@
     var text = (filter.value || "").toLowerCase();
     var v = verdict.value;
     var n = 0;
-    Array.prototype.forEach.call(body.rows, function (row) {
-      var ok = (!v || row.dataset.verdict === v) &&
-               (!text || row.textContent.toLowerCase().indexOf(text) !== -1);
-      row.hidden = !ok;
+    var all = stacks();
+    all.forEach(function (stack) {
+      var ok = (!v || stack.rows[0].dataset.verdict === v) &&
+               (!text || stack.textContent.toLowerCase().indexOf(text) !== -1);
+      stack.hidden = !ok;
       if (ok) { n += 1; }
     });
-    shown.textContent = n + " of " + body.rows.length + " stacks shown";
+    shown.textContent = n + " of " + all.length + " stacks shown";
   }
   filter.addEventListener("input", apply);
   verdict.addEventListener("change", apply);

@@ -143,19 +143,12 @@ pub fn render(rec: &Recording, a: &Analysis, opts: &HtmlOptions) -> Result<Strin
             a.leak_rate * 86400.0 / 1048576.0,
             human_bytes(a.leak_rate_high)
         ));
-        if let (Some(t), Some(limit)) = (a.time_to_exhaustion, a.memory_limit) {
-            banner_lines.push(format!(
-                "At that pessimistic rate the process reaches {} in {}.",
-                human_bytes(limit as f64),
-                output::human_duration(t)
-            ));
+        if let Some(e) = output::exhaustion(a) {
+            banner_lines.push(format!("Memory: {e}."));
         }
     }
-    if a.suppressed > 0 || a.in_baseline > 0 {
-        banner_lines.push(format!(
-            "{} stack(s) suppressed, {} leak(s) already in the baseline (not shown).",
-            a.suppressed, a.in_baseline
-        ));
+    if let Some(line) = output::left_out(a) {
+        banner_lines.push(line);
     }
     // Rows: the continuous leaks (at most max(top, 200)), then the top stacks by outstanding
     // bytes; charts for the first `top` rows only; the rest summed. This bounds the size of the

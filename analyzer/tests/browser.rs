@@ -272,6 +272,16 @@ fn demo_report_loads_clean_and_sorts_in_a_real_browser() {
         "rows sorted by outstanding bytes ascending"
     );
     assert!(sorted.contains("class=\"asc\""));
+    // Each stack's details take a full-width row under it: one per stack, spanning every
+    // column of the header.
+    let columns = html_text.matches("<th>").count() + html_text.matches("<th ").count();
+    assert_eq!(columns, 9);
+    assert_eq!(
+        html_text
+            .matches(&format!("<tr class=\"more\"><td colspan=\"{columns}\">"))
+            .count(),
+        3
+    );
     // A screenshot that is not blank.
     let png = dir.path().join("shot.png");
     let (_, err) = headless(
