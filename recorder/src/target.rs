@@ -444,8 +444,18 @@ impl ExitWatch {
             } else if event == libc::PTRACE_EVENT_EXEC {
                 return ChildEvent::Exec;
             } else if event == libc::PTRACE_EVENT_STOP {
-                // Group stop (SIGSTOP and friends): stay stopped, let SIGCONT resume it.
-                self.ptrace(libc::PTRACE_LISTEN, 0);
+                if matches!(
+                    sig,
+                    libc::SIGSTOP | libc::SIGTSTP | libc::SIGTTIN | libc::SIGTTOU
+                ) {
+                    // Group stop (SIGSTOP, Ctrl-Z): stay stopped until SIGCONT.
+                    self.ptrace(libc::PTRACE_LISTEN, 0);
+                } else {
+                    // SIGCONT ended the group stop (the listening tracee reports that as
+                    // another PTRACE_EVENT_STOP, with SIGTRAP): run on. Listening again here
+                    // kept the child stopped for good.
+                    self.ptrace(libc::PTRACE_CONT, 0);
+                }
             } else {
                 // A signal for the child: deliver it unchanged.
                 self.ptrace(libc::PTRACE_CONT, libc::c_long::from(sig));

@@ -295,6 +295,101 @@ fn a_full_disk_stops_the_recorder_with_one_line_and_keeps_every_snapshot() {
 
 // ---- Traced process safety -------------------------------------------------------------
 
+/// The state letter of /proc/PID/stat (R, S, T stopped, t tracing stop, ...).
+fn proc_state(pid: u32) -> char {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after = stat.rsplit_once(") ").unwrap().1;
+    after.chars().next().unwrap()
+}
+
+/// Processes the test SIGKILLs if it fails before they end (the vector is emptied once they
+/// did).
+struct KillOnDrop(Vec<u32>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        for &pid in &self.0 {
+            // SAFETY: kill(2) on PIDs this test started and has not reaped.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        }
+    }
+}
+
+/// The started command's PID: the recorder's only child.
+fn only_child(recorder: u32) -> u32 {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let children: Vec<u32> = std::fs::read_dir(format!("/proc/{recorder}/task"))
+            .unwrap()
+            .flatten()
+            .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
+            .flat_map(|c| {
+                c.split_whitespace()
+                    .map(|p| p.parse().unwrap())
+                    .collect::<Vec<u32>>()
+            })
+            .collect();
+        if let [pid] = children[..] {
+            return pid;
+        }
+        assert!(Instant::now() < deadline, "children: {children:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_started_command_stopped_and_continued_runs_on_as_it_would_bare() {
+    if !bpf_ready() {
+        return;
+    }
+    // SIGSTOP/SIGCONT (kill), then SIGTSTP/SIGCONT (Ctrl-Z and fg): the child stops, resumes,
+    // and finishes its 40 leaks of 100 bytes. Listening again at SIGCONT's wake-up kept it
+    // in a tracing stop for good.
+    for stop in [libc::SIGSTOP, libc::SIGTSTP] {
+        let mut rec = start_recorder(&[
+            "-q",
+            "-i",
+            "100ms",
+            "--",
+            &fixture("leaky"),
+            "slow",
+            "40",
+            "100",
+            "50",
+        ]);
+        let child = only_child(rec.child.id());
+        // A failed assertion must not leave a frozen child, nor its recorder, behind.
+        let mut guard = KillOnDrop(vec![child, rec.child.id()]);
+        std::thread::sleep(Duration::from_millis(500));
+        // SAFETY: signalling the test's own grandchild by PID; it is alive (a zombie at worst).
+        assert_eq!(unsafe { libc::kill(child as i32, stop) }, 0);
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(matches!(proc_state(child), 'T' | 't'), "{stop}: not stopped");
+        // SAFETY: as above.
+        assert_eq!(unsafe { libc::kill(child as i32, libc::SIGCONT) }, 0);
+        std::thread::sleep(Duration::from_millis(300));
+        let state = proc_state(child);
+        assert!(matches!(state, 'R' | 'S' | 'Z'), "{stop}: state {state}");
+        wait_exit(
+            &mut rec.child,
+            Duration::from_secs(30),
+            "the command did not finish after SIGCONT",
+        );
+        guard.0.clear();
+        let r = rec.finish();
+        assert_eq!(r.code, Some(0), "{}", r.stderr);
+        assert_eq!(
+            r.state.end.as_ref().unwrap().reason,
+            EndReason::TargetExited {
+                code: Some(0),
+                signal: None
+            }
+        );
+        let t = r.by_function("leak_slowly");
+        assert_eq!((t.bytes, t.count), (4_000, 40), "{stop}");
+    }
+}
+
 /// How a process ended: (exit code, terminating signal).
 fn ending(status: std::process::ExitStatus) -> (Option<i32>, Option<i32>) {
     use std::os::unix::process::ExitStatusExt;
