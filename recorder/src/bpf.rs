@@ -1095,7 +1095,7 @@ impl Tracer<'_> {
         self.sessions = false;
         if hold.is_some() {
             let held = self.bss_mut()?.test_holds;
-            eprintln!("leak-record: test hook: {held} trap(s) held at the hand-over");
+            say!("leak-record: test hook: {held} trap(s) held at the hand-over");
         }
         Ok(open)
     }

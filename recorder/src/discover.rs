@@ -558,7 +558,7 @@ pub fn objects_of_program(
                 open_path,
                 elf,
             }),
-            Err(e) => eprintln!("leak-record: skipping {path}: {e:#}"),
+            Err(e) => say!("leak-record: skipping {path}: {e:#}"),
         }
     }
     Ok(objs)

@@ -74,7 +74,7 @@ pub fn run(cli: Cli) -> Result<()> {
     };
     let mut tracer = kmem::load(&mut storage, &opts)?;
     for line in &tracer.missing {
-        eprintln!("leak-record: {line}");
+        say!("leak-record: {line}");
     }
     tracer.attach()?;
     if !cli.quiet {
@@ -83,7 +83,7 @@ pub fn run(cli: Cli) -> Result<()> {
             .iter()
             .map(|p| p.function.as_str())
             .collect();
-        eprintln!(
+        say!(
             "leak-record: attached {} kernel tracepoints: {}",
             names.len(),
             names.join(" ")
@@ -123,7 +123,7 @@ pub fn run(cli: Cli) -> Result<()> {
             (None, Some(comm)) => format!("made by tasks named {comm}"),
             (None, None) => "of every task".to_string(),
         };
-        eprintln!(
+        say!(
             "leak-record: recording kernel allocations {whose}{}",
             destination(&path, &cli)
         );
@@ -247,7 +247,7 @@ impl KernelSession<'_, '_> {
             let modules = module_names();
             if modules != self.modules_text {
                 if let Err(e) = self.kallsyms.reload() {
-                    eprintln!("leak-record: warning: {e:#}; new module frames may stay unnamed");
+                    say!("leak-record: warning: {e:#}; new module frames may stay unnamed");
                 }
                 self.modules_text = modules;
             }

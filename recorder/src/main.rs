@@ -3,6 +3,16 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+/// `eprintln!` that ignores a failed write. The recorder's messages go to stderr, which may be
+/// a pipe whose reader is gone (`leak-record ... 2>&1 | head`); `eprintln!` would panic there
+/// and lose the recording.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 #[cfg(target_os = "linux")]
 mod bpf;
 mod cli;
@@ -55,7 +65,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("leak-record: {e:#}");
+            say!("leak-record: {e:#}");
             if e.chain().any(|c| c.downcast_ref::<UsageError>().is_some()) {
                 ExitCode::from(2)
             } else {

@@ -118,7 +118,7 @@ pub fn run(cli: Cli) -> Result<()> {
             let resolved = target::resolve_command(&cli.command[0])?;
             let (program, scripts) = target::program_of(&resolved)?;
             if !scripts.is_empty() && !cli.quiet {
-                eprintln!(
+                say!(
                     "leak-record: {} is a script ({}): probing the allocator of {}, the program \
                      that runs it; a program it execs with another allocator is probed at its \
                      exec",
@@ -264,7 +264,7 @@ fn setup_and_record(
         // exit before the first snapshot).
         match target::ExitWatch::seize(pid) {
             Ok(w) => exit_watch = Some(w),
-            Err(e) => eprintln!(
+            Err(e) => say!(
                 "leak-record: warning: cannot hold PID {pid} at exit ({e}); frames of libraries \
                  loaded after the last snapshot may stay unresolved"
             ),
@@ -321,7 +321,7 @@ fn setup_and_record(
     // by this line (a script, the tests) may exec at once, and the stacks of the program it
     // leaves are located in that map.
     if !cli.quiet {
-        eprintln!("leak-record: recording PID {pid}{}", destination(path, cli));
+        say!("leak-record: recording PID {pid}{}", destination(path, cli));
     }
     session.record(pidfd)
 }
@@ -366,17 +366,17 @@ fn report_probes(
         }
     }
     let n = tracer.probes().len();
-    eprintln!("leak-record: attached {n} probes");
+    say!("leak-record: attached {n} probes");
     for (module, funcs) in by_module {
-        eprintln!("leak-record:   {module}: {}", funcs.join(" "));
+        say!("leak-record:   {module}: {}", funcs.join(" "));
     }
     for p in plan {
         if let Some(line) = placement_note(p) {
-            eprintln!("leak-record:   {line}");
+            say!("leak-record:   {line}");
         }
     }
     if let Some(why) = no_sessions {
-        eprintln!(
+        say!(
             "leak-record:   malloc: every call traps at its return too, also when nothing is \
              recorded: {why}"
         );
@@ -603,7 +603,7 @@ impl Session<'_, '_> {
                     at.as_secs_f64()
                 )
             });
-            eprintln!(
+            say!(
                 "leak-record: {skipped} malloc calls with nothing to record skipped their \
                  return probe (session probes{until}; calls nested in another allocator call \
                  not counted)"
@@ -611,13 +611,13 @@ impl Session<'_, '_> {
         }
         let chunkless = self.tracer.chunkless_walks();
         if chunkless > 0 && !self.cli.quiet {
-            eprintln!(
+            say!(
                 "leak-record: {chunkless} stack walks read their frames one at a time (slower, \
                  same stacks): a walk preempted on their CPU held its copy of the stack"
             );
         }
         if self.children.len() > CHILDREN_NAMED {
-            eprintln!(
+            say!(
                 "leak-record: PID {} started {} processes seen at snapshots ({} not named \
                  above), none of them recorded",
                 self.pid,
@@ -647,14 +647,14 @@ impl Session<'_, '_> {
             Ok(open) => {
                 self.sessions_left = Some(at);
                 if !self.cli.quiet {
-                    eprintln!(
+                    say!(
                         "leak-record: {who}: such a process traps on every malloc under session \
                          probes, so malloc has the classic pair from now on (it leaves other \
                          processes alone)"
                     );
                 }
                 if let Some(n @ 1..) = open {
-                    eprintln!(
+                    say!(
                         "leak-record: warning: {n} malloc call(s) of PID {pid} still running \
                          when the session probes went: the blocks they return may go \
                          unrecorded (each that does is counted as abandoned when its thread \
@@ -664,7 +664,7 @@ impl Session<'_, '_> {
             }
             // The target exited meanwhile (no probe attaches to it then): nothing to say.
             Err(_) if target::poll_readable(pidfd, 0) => {}
-            Err(e) => eprintln!(
+            Err(e) => say!(
                 "leak-record: warning: {who}: such a process traps on every malloc under \
                  session probes, and they could not make way for the classic pair: {e:#}. \
                  Record a forking process with LEAK_RECORD_NO_SESSIONS=1"
@@ -681,7 +681,7 @@ impl Session<'_, '_> {
             return;
         }
         if !target::poll_readable(pidfd, TERM_GRACE.as_millis() as i32) {
-            eprintln!(
+            say!(
                 "leak-record: PID {} ignored SIGTERM for {TERM_GRACE:?}; killing it",
                 self.pid
             );
@@ -738,7 +738,7 @@ impl Session<'_, '_> {
         if !unknown.is_empty() {
             let traces = self.tracer.stack_traces(&unknown)?;
             if !current_maps && !traces.is_empty() && !self.cli.quiet {
-                eprintln!(
+                say!(
                     "leak-record: the target exec'd and ended before the new program's memory \
                      map could be read: {} of its stacks are recorded without their modules",
                     traces.len()
@@ -820,7 +820,7 @@ impl Session<'_, '_> {
                 continue;
             }
             let exe = procfs::exe(child).unwrap_or_else(|_| "?".into());
-            eprintln!(
+            say!(
                 "leak-record: PID {pid} started PID {child} ({exe}), which is not recorded \
                  (leak-record follows one process); to record it: leak-record -p {child}"
             );
@@ -852,7 +852,7 @@ impl Session<'_, '_> {
                 "the programs it left had outstanding went with their",
             ),
         };
-        eprintln!(
+        say!(
             "leak-record: PID {} {what}: {blocks} ({}) {they} memory, and are freed on their \
              stacks",
             self.pid,
@@ -914,7 +914,7 @@ impl Session<'_, '_> {
             return;
         };
         if let Err(Unprobed::Attach(e)) = self.attach_new(plan, &objs, &exe, true) {
-            eprintln!("leak-record: warning: PID {} now runs {exe}: {e}", self.pid);
+            say!("leak-record: warning: PID {} now runs {exe}: {e}", self.pid);
         }
     }
 
@@ -987,7 +987,7 @@ impl Session<'_, '_> {
             } else {
                 "while it ran: what it allocated before is not recorded"
             };
-            eprintln!(
+            say!(
                 "leak-record: PID {} now runs {exe}: attached {} more probes in {}, {when}",
                 self.pid,
                 probes.len(),
@@ -1009,7 +1009,7 @@ impl Session<'_, '_> {
             held,
         };
         if let Err(e) = self.out.write(&Record::Probes(late)) {
-            eprintln!("leak-record: warning: {e:#}");
+            say!("leak-record: warning: {e:#}");
         }
     }
 
@@ -1036,7 +1036,7 @@ impl Session<'_, '_> {
                     // It has ended meanwhile: its exit is reported all the same.
                     Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {}
                     Err(e) => {
-                        eprintln!(
+                        say!(
                             "leak-record: warning: cannot hold PID {pid} at exit again ({e}); \
                              frames of libraries loaded after the last snapshot may stay \
                              unresolved"
@@ -1054,7 +1054,7 @@ impl Session<'_, '_> {
             return; // the process has ended
         };
         if let Err(e) = self.tracer.set_probes_tid(tid) {
-            eprintln!("leak-record: warning: cannot attach the probes again: {e:#}");
+            say!("leak-record: warning: cannot attach the probes again: {e:#}");
             return;
         }
         self.modules.set_pid(tid);
@@ -1069,13 +1069,13 @@ impl Session<'_, '_> {
             format!("lives on without thread {ended} (e.g. a main thread that called pthread_exit)")
         };
         if let Some(e) = failed {
-            eprintln!(
+            say!(
                 "leak-record: warning: PID {pid} {what}: attaching its probes again failed ({} \
                  attached): {e:#}",
                 probes.len()
             );
         } else if !self.cli.quiet {
-            eprintln!(
+            say!(
                 "leak-record: PID {pid} {what}, to which the kernel tied the probes: attached \
                  {} probes again, to thread {tid}, {:.1} ms later; what it allocated in \
                  between is not recorded",
@@ -1130,7 +1130,7 @@ impl Session<'_, '_> {
             }
             _ => "in which no allocator was found".to_string(),
         };
-        eprintln!(
+        say!(
             "leak-record: warning: PID {pid} now runs {exe}, {why}: its allocations are not \
              recorded; record it on its own (leak-record -- {exe} ..., or leak-record -p {pid})"
         );
@@ -1168,7 +1168,7 @@ impl Session<'_, '_> {
             self.known_stacks.insert(id);
         }
         if !located && count > 0 && !self.cli.quiet {
-            eprintln!(
+            say!(
                 "leak-record: the target exec'd before its memory map could be read again: \
                  {count} stacks of the program it left are recorded without their modules \
                  (a shorter -i reads the map more often)"
@@ -1198,7 +1198,7 @@ impl Session<'_, '_> {
                 match discover::symbol_table(file) {
                     Ok(symbols) => {
                         if !self.cli.quiet {
-                            eprintln!(
+                            say!(
                                 "leak-record: {} is {} (above --bundle-max {}): bundling its {} \
                                  function symbols instead",
                                 module.path,
@@ -1213,14 +1213,14 @@ impl Session<'_, '_> {
                         )
                     }
                     Err(e) => {
-                        eprintln!("leak-record: not bundling {}: {e:#}", module.path);
+                        say!("leak-record: not bundling {}: {e:#}", module.path);
                         continue;
                     }
                 }
             } else {
                 let mut data = Vec::with_capacity(len as usize);
                 if let Err(e) = file.read_to_end(&mut data) {
-                    eprintln!("leak-record: not bundling {}: {e}", module.path);
+                    say!("leak-record: not bundling {}: {e}", module.path);
                     continue;
                 }
                 (BundleContent::ElfFile, data)
@@ -1372,7 +1372,7 @@ impl RecordingFile {
     pub(crate) fn finish(&mut self, reason: &EndReason, snapshots: u32, quiet: bool) -> Result<()> {
         self.end(reason.clone(), snapshots)?;
         if !quiet {
-            eprintln!(
+            say!(
                 "leak-record: {} snapshots written to {} ({}); stopped: {}",
                 snapshots,
                 output::name(&self.path),
@@ -1490,7 +1490,7 @@ pub(crate) fn print_status(started: Instant, seq: u32, what: &str, losses: &Loss
     } else {
         String::new()
     };
-    eprintln!(
+    say!(
         "leak-record: {:02}:{:02}:{:02} snapshot {seq} | {what} | drops {drops}{note}",
         e / 3600,
         e / 60 % 60,
@@ -1556,7 +1556,7 @@ mod tests {
                 !std::env::var("CI").is_ok_and(|v| v == "true" || v == "1"),
                 "this test mounts a tmpfs: CI must run it as root"
             );
-            eprintln!("skipping: not root (the test mounts a tmpfs)");
+            say!("skipping: not root (the test mounts a tmpfs)");
             return;
         }
         let fs = Tmpfs(tempfile::tempdir().unwrap());

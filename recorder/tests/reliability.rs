@@ -295,6 +295,39 @@ fn a_full_disk_stops_the_recorder_with_one_line_and_keeps_every_snapshot() {
 
 // ---- Traced process safety -------------------------------------------------------------
 
+#[test]
+fn a_closed_stderr_loses_nothing_and_the_command_is_still_ended() {
+    if !bpf_ready() {
+        return;
+    }
+    // `leak-record ... 2>&1 | head -1`: stderr's reader is gone after the first line. Writing a
+    // status line then failed with EPIPE, eprintln! panicked, and the recording had no
+    // snapshot while the command ran on past -d.
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run.zst");
+    let mut rec = Command::new(RECORDER)
+        .args(["-d", "2s", "-i", "200ms", "-o"])
+        .arg(&out)
+        .args(["--", &fixture("leaky"), "slow", "100", "100", "100"])
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let child = only_child(rec.id());
+    let _guard = KillOnDrop(vec![child]);
+    drop(rec.stderr.take());
+    let status = wait_exit(&mut rec, Duration::from_secs(30), "the recorder did not end");
+    assert_eq!(status.code(), Some(0));
+    let (state, tail) = read_recording(&out);
+    assert!(tail.is_none());
+    assert!(state.snapshots >= 5, "{} snapshots", state.snapshots);
+    assert_eq!(state.end.unwrap().reason, EndReason::Duration);
+    assert!(
+        !Path::new(&format!("/proc/{child}")).exists(),
+        "the command outlived -d"
+    );
+}
+
 /// The state letter of /proc/PID/stat (R, S, T stopped, t tracing stop, ...).
 fn proc_state(pid: u32) -> char {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
