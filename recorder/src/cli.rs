@@ -28,7 +28,9 @@ EXAMPLES:
 
 EXIT STATUS:
     0 recording complete, 1 runtime failure (e.g. BPF unavailable, disk full; what was
-    recorded is kept), 2 bad usage or input (no such process, command not found, output exists).";
+    recorded is kept), 2 bad usage or input (no such process, command not found, output exists).
+    A started command that exits by itself: the recording is complete, and the status is the
+    command's own (128 + N if signal N killed it), as strace and valgrind pass it on.";
 
 /// Record outstanding allocations per call stack of a live process, with eBPF.
 ///
@@ -141,13 +143,33 @@ pub struct Cli {
     #[arg(long, value_name = "SIZE", default_value = "64M", value_parser = parse_size)]
     pub bundle_max: u64,
 
-    /// No status line per snapshot.
+    /// No status line per snapshot, no informational messages and no closing summary (warnings
+    /// about lost data and errors are still printed).
     #[arg(short, long)]
     pub quiet: bool,
 
     /// The command to start and trace (after `--`), searched in PATH.
     #[arg(last = true, value_name = "CMD")]
     pub command: Vec<String>,
+}
+
+impl Cli {
+    /// The first kernel-mode option given without --kernel (clap's `requires` is not enforced
+    /// beside a trailing command).
+    pub fn kernel_option_without_kernel(&self) -> Option<&'static str> {
+        if self.kernel {
+            return None;
+        }
+        [
+            ("--comm", self.comm.is_some()),
+            ("--cache", self.cache.is_some()),
+            ("--percpu", self.percpu),
+            ("--no-pages", self.no_pages),
+            ("--wa-missing-free", self.wa_missing_free),
+        ]
+        .into_iter()
+        .find_map(|(flag, given)| given.then_some(flag))
+    }
 }
 
 /// Parses `500ms`, `5s`, `10m`, `2h`, `1d`; a bare number is seconds.
@@ -262,6 +284,24 @@ mod tests {
         assert!(parse_sample_bytes("0").is_err());
         assert!(parse_sample_bytes("5G").is_err());
         assert!(parse_sample_bytes("lots").is_err());
+    }
+
+    #[test]
+    fn kernel_options_with_a_command_need_kernel_mode_too() {
+        // clap enforces `requires` with -p, not beside the trailing command: checked by hand.
+        for flag in [
+            "--comm=x",
+            "--cache=filp",
+            "--percpu",
+            "--no-pages",
+            "--wa-missing-free",
+        ] {
+            let cli = Cli::try_parse_from(["leak-record", flag, "--", "prog"]).unwrap();
+            let name = flag.split('=').next().unwrap();
+            assert_eq!(cli.kernel_option_without_kernel(), Some(name), "{flag}");
+        }
+        let cli = Cli::try_parse_from(["leak-record", "--", "prog"]).unwrap();
+        assert_eq!(cli.kernel_option_without_kernel(), None);
     }
 
     #[test]

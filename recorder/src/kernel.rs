@@ -40,6 +40,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 "--cache '{cache}' must be 1 to 31 bytes (a name from /proc/slabinfo)"
             )));
         }
+        check_cache(cache)?;
     }
     let start_wall_ns = procfs::clock_ns(libc::CLOCK_REALTIME);
     let path = cli
@@ -324,5 +325,78 @@ impl KernelSession<'_, '_> {
         }
         self.last_losses = losses;
         Ok(())
+    }
+}
+
+/// Refuses a `--cache` that names no slab cache the tracepoint can report: a typo, or a cache
+/// the kernel merged into another (slab merging: the objects are allocated from, and named
+/// by, the cache that absorbed it). Without /proc/slabinfo, nothing is checked.
+fn check_cache(name: &str) -> Result<()> {
+    let Ok(slabinfo) = std::fs::read_to_string("/proc/slabinfo") else {
+        return Ok(());
+    };
+    let canonical = |n: &str| std::fs::canonicalize(format!("/sys/kernel/slab/{n}")).ok();
+    match cache_problem(name, &slabinfo, canonical) {
+        Some(problem) => bail!(UsageError(problem)),
+        None => Ok(()),
+    }
+}
+
+/// What is wrong with `--cache name`, given /proc/slabinfo's text and where a cache's
+/// /sys/kernel/slab entry leads (merged caches lead to the same place).
+fn cache_problem(
+    name: &str,
+    slabinfo: &str,
+    canonical: impl Fn(&str) -> Option<std::path::PathBuf>,
+) -> Option<String> {
+    let names: Vec<&str> = slabinfo
+        .lines()
+        .filter(|l| !l.starts_with("slabinfo") && !l.starts_with('#'))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    if names.contains(&name) {
+        return None;
+    }
+    let Some(target) = canonical(name) else {
+        return Some(format!(
+            "no slab cache named '{name}' in /proc/slabinfo; use a name from its first column \
+             (e.g. filp, dentry)"
+        ));
+    };
+    let into = names
+        .iter()
+        .find(|n| canonical(n).as_ref() == Some(&target))
+        .map_or("another cache".to_string(), |n| format!("'{n}'"));
+    Some(format!(
+        "slab cache '{name}' was merged into {into} by the kernel, whose name its objects carry; \
+         use --cache with that name (it holds the other merged caches' objects too), or boot \
+         with slab_nomerge"
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cache_must_be_listed_or_its_merge_is_named() {
+        let slabinfo = "slabinfo - version: 2.1\n# name <active_objs> ...\n\
+                        filp 714 735 192 21 1 : tunables 0 0 0 : slabdata 35 35 0\n\
+                        kmalloc-64 1 1 64 64 1 : tunables 0 0 0 : slabdata 1 1 0\n";
+        let sys = |n: &str| match n {
+            "filp" => Some(":A-0000192".into()),
+            "kmalloc-64" | "Acpi-Parse" => Some(":0000064".into()),
+            _ => None,
+        };
+        assert_eq!(cache_problem("filp", slabinfo, sys), None);
+        let typo = cache_problem("fliip", slabinfo, sys).unwrap();
+        assert!(typo.starts_with("no slab cache named 'fliip'"), "{typo}");
+        let merged = cache_problem("Acpi-Parse", slabinfo, sys).unwrap();
+        assert!(merged.contains("merged into 'kmalloc-64'"), "{merged}");
+        assert_eq!(
+            cache_problem("slabinfo", slabinfo, sys).map(|p| p.starts_with("no slab")),
+            Some(true),
+            "the header is not a cache"
+        );
     }
 }

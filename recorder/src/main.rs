@@ -55,7 +55,7 @@ fn main() -> ExitCode {
     #[cfg(target_os = "linux")]
     let result = record::run(cli);
     #[cfg(not(target_os = "linux"))]
-    let result: anyhow::Result<()> = {
+    let result: anyhow::Result<u8> = {
         let _ = cli;
         Err(
             UsageError("leak-record needs Linux (eBPF uprobes); leak-report runs anywhere".into())
@@ -63,7 +63,7 @@ fn main() -> ExitCode {
         )
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(status) => ExitCode::from(status),
         Err(e) => {
             say!("leak-record: {e:#}");
             if e.chain().any(|c| c.downcast_ref::<UsageError>().is_some()) {

@@ -56,11 +56,18 @@ const BUNDLE_CHUNK: usize = 4 << 20;
 const TERM_GRACE: Duration = Duration::from_secs(5);
 
 /// Records according to the command line.
-pub fn run(cli: Cli) -> Result<()> {
+/// Records; Ok(the exit status): a started command's own, when it exited by itself (128 + N
+/// when signal N killed it, as shells say), else 0.
+pub fn run(cli: Cli) -> Result<u8> {
     if cli.pid.is_none() && cli.command.is_empty() && !cli.kernel {
         bail!(UsageError(
             "nothing to trace: give -p PID or a command after --; see --help".into()
         ));
+    }
+    if let Some(flag) = cli.kernel_option_without_kernel() {
+        bail!(UsageError(format!(
+            "{flag} applies to kernel recordings only; add --kernel, or drop {flag}"
+        )));
     }
     if let (Some(lo), Some(hi)) = (cli.min_size, cli.max_size) {
         if lo > hi {
@@ -75,7 +82,7 @@ pub fn run(cli: Cli) -> Result<()> {
     if cli.kernel {
         // Kernel mode: --pid is a filter, not a process to read or probe.
         privileges::check(None)?;
-        return crate::kernel::run(cli);
+        return crate::kernel::run(cli).map(|()| 0);
     }
     privileges::check(cli.pid)?;
     let start_wall_ns = procfs::clock_ns(libc::CLOCK_REALTIME);
@@ -159,7 +166,7 @@ fn setup_and_record(
     held: Option<&mut HeldChild>,
     (exe, program): (&str, &std::path::Path),
     command_line: Vec<String>,
-) -> Result<()> {
+) -> Result<u8> {
     let file = match claimed {
         Some(file) => file,
         None => output::create(path, cli.force)?,
@@ -324,6 +331,22 @@ fn setup_and_record(
         say!("leak-record: recording PID {pid}{}", destination(path, cli));
     }
     session.record(pidfd)
+}
+
+/// leak-record's exit status after a complete recording: a started command's own when it
+/// exited by itself (so `leak-record -- ./tests` fails as the tests do), 128 + N when signal
+/// N killed it; 0 when the recording ended it (-d, a signal to leak-record) or for `-p`.
+fn exit_status(reason: &EndReason, mode: TargetMode) -> u8 {
+    match (mode, reason) {
+        (TargetMode::Command, EndReason::TargetExited { code: Some(c), .. }) => *c as u8,
+        (
+            TargetMode::Command,
+            EndReason::TargetExited {
+                signal: Some(sig), ..
+            },
+        ) => 128u8.saturating_add(*sig as u8),
+        _ => 0,
+    }
 }
 
 /// The record of stack `id`, with return addresses `ips` at `frames`.
@@ -511,7 +534,7 @@ struct ExecAllocator {
 
 impl Session<'_, '_> {
     /// Records until the end; if that fails, still tries to end the file with the reason.
-    fn record(&mut self, pidfd: std::os::fd::OwnedFd) -> Result<()> {
+    fn record(&mut self, pidfd: std::os::fd::OwnedFd) -> Result<u8> {
         let result = self.record_until_end(&pidfd);
         if let Err(e) = &result {
             let _ = self.out.end(EndReason::Error(format!("{e:#}")), self.seq);
@@ -522,7 +545,7 @@ impl Session<'_, '_> {
         result
     }
 
-    fn record_until_end(&mut self, pidfd: &std::os::fd::OwnedFd) -> Result<()> {
+    fn record_until_end(&mut self, pidfd: &std::os::fd::OwnedFd) -> Result<u8> {
         let mut schedule = Schedule::new(self.started, self.cli);
         let reason = loop {
             let second = Duration::from_secs(1);
@@ -625,7 +648,8 @@ impl Session<'_, '_> {
                 self.children.len() - CHILDREN_NAMED
             );
         }
-        self.out.finish(&reason, self.seq, self.cli.quiet)
+        self.out.finish(&reason, self.seq, self.cli.quiet)?;
+        Ok(exit_status(&reason, self.mode))
     }
 
     /// The target forked a process of its own: malloc's session probes make way for the
