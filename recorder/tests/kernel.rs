@@ -665,6 +665,35 @@ fn bad_kernel_mode_input_is_a_one_line_error_with_status_2() {
 }
 
 #[test]
+fn a_cache_typo_or_a_kernel_option_beside_a_command_is_refused_before_recording() {
+    // A writable output: the refusal must come from the check, not from the path.
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("x.zst");
+    let o = out.to_str().unwrap();
+    let cases: [(&[&str], &str); 3] = [
+        (
+            &["--kernel", "--cache", "fliip", "-d", "1s"],
+            "no slab cache named 'fliip' in /proc/slabinfo",
+        ),
+        (
+            &["--comm", "x", "--", "/bin/true"],
+            "--comm applies to kernel recordings only",
+        ),
+        (
+            &["--no-pages", "--", "/bin/true"],
+            "--no-pages applies to kernel recordings only",
+        ),
+    ];
+    for (args, needle) in cases {
+        let (code, stderr) = run_recorder(&[&["-o", o], args].concat());
+        assert_eq!(code, Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(needle), "{args:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+        assert!(!out.exists(), "{args:?}: a file was left");
+    }
+}
+
+#[test]
 fn a_full_disk_stops_kernel_mode_with_one_line_and_keeps_every_snapshot() {
     if !bpf_ready() {
         return;
