@@ -84,14 +84,10 @@ impl fmt::Display for Error {
     }
 }
 
-impl std::error::Error for Error {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            Error::Io(e) => Some(e),
-            _ => None,
-        }
-    }
-}
+/// No `source()`: `Display` already says the i/o error's cause, and error chains printed whole
+/// (anyhow's `{:#}`) would say it twice ("i/o error: No space left on device: No space left
+/// on device").
+impl std::error::Error for Error {}
 
 impl From<io::Error> for Error {
     fn from(e: io::Error) -> Self {

@@ -97,6 +97,14 @@ pub fn create(path: &Path, force: bool) -> Result<File> {
             "output {} is a symbolic link; refusing to follow it, choose another -o",
             path.display()
         ))),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+            bail!(UsageError(format!(
+                "cannot create {}: directory {} does not exist; create it or choose another -o",
+                path.display(),
+                dir.unwrap_or(Path::new(".")).display()
+            )))
+        }
         Err(e) => bail!(UsageError(format!("cannot create {}: {e}", path.display()))),
     };
     // Under sudo, give the recording to the user who asked for it so they can copy it away.

@@ -1332,8 +1332,12 @@ impl RecordingFile {
         header: &Header,
         sample_bytes: Option<u64>,
     ) -> Result<Self> {
-        let writer = Writer::new(file, header)
-            .with_context(|| format!("cannot write {}", output::name(path)))?;
+        let writer = Writer::new(file, header).map_err(|e| {
+            anyhow::anyhow!(
+                "cannot write {}: {e}; free space there or choose another -o",
+                output::name(path)
+            )
+        })?;
         let mut out = RecordingFile {
             writer,
             path: path.to_path_buf(),

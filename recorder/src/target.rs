@@ -25,9 +25,7 @@ pub fn resolve_command(name: &str) -> Result<PathBuf> {
         if is_exec(&p) {
             return Ok(p);
         }
-        bail!(UsageError(format!(
-            "cannot execute {name}: no such executable file; check the path"
-        )));
+        bail!(UsageError(not_executable(name, &p)));
     }
     let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
     for dir in std::env::split_paths(&path) {
@@ -39,6 +37,24 @@ pub fn resolve_command(name: &str) -> Result<PathBuf> {
     bail!(UsageError(format!(
         "command not found: {name} (searched PATH); give its path or fix PATH"
     )))
+}
+
+/// Why the path `name` cannot be executed, and what to do.
+fn not_executable(name: &str, p: &Path) -> String {
+    match std::fs::metadata(p) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            format!("cannot execute {name}: no such file; check the path")
+        }
+        Err(e) => format!("cannot execute {name}: {e}"),
+        Ok(m) if m.is_dir() => format!("cannot execute {name}: it is a directory; name a program"),
+        Ok(m) if !m.is_file() => {
+            format!("cannot execute {name}: not a regular file; name a program")
+        }
+        Ok(_) => format!(
+            "cannot execute {name}: permission denied (not executable, or on a noexec mount); \
+             chmod +x it, or run it through its interpreter"
+        ),
+    }
 }
 
 /// Most `#!` scripts run through one another before a program (the kernel allows a few).
@@ -153,8 +169,9 @@ fn cstring(s: &OsStr) -> Result<CString> {
 }
 
 /// Forks a child that waits for the go signal, then execs `path` with `args` (argv[0] first)
-/// and the recorder's environment. Everything the child needs is prepared before the fork: it
-/// only calls read, execve, write and _exit, none of which allocate.
+/// and the recorder's environment; it is killed if the recorder dies. Everything the child
+/// needs is prepared before the fork: it only calls prctl, getppid, read, execve, write and
+/// _exit, none of which allocate.
 pub fn spawn_held(path: &Path, args: &[String]) -> Result<HeldChild> {
     let path_c = cstring(path.as_os_str())?;
     let argv_c: Vec<CString> = args
@@ -177,6 +194,8 @@ pub fn spawn_held(path: &Path, args: &[String]) -> Result<HeldChild> {
     let (go_read, go_write) = pipe_cloexec().context("cannot create a pipe")?;
     let (err_read, err_write) = pipe_cloexec().context("cannot create a pipe")?;
 
+    // SAFETY: getpid has no preconditions.
+    let recorder = unsafe { libc::getpid() };
     // SAFETY: the recorder is single-threaded here (nothing has spawned threads yet), and the
     // child below only calls async-signal-safe functions on memory prepared before the fork.
     let pid = unsafe { libc::fork() };
@@ -188,6 +207,14 @@ pub fn spawn_held(path: &Path, args: &[String]) -> Result<HeldChild> {
         // the child's copy of the address space; never returns.
         unsafe {
             libc::close(go_write.as_raw_fd());
+            // The command dies with the recorder (SIGKILL'd, e.g. by `timeout -s KILL`): an
+            // orphan would run on untraced and unrecorded, holding a CI job's pipes open. The
+            // setting survives exec (not a set-user-ID one). The thread that forked is the
+            // recorder's main thread, which lives as long as the process.
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
+            if libc::getppid() != recorder {
+                libc::_exit(127); // the recorder died before the line above
+            }
             let mut byte = 0u8;
             let n = libc::read(go_read.as_raw_fd(), (&mut byte as *mut u8).cast(), 1);
             if n == 1 {
@@ -359,7 +386,8 @@ fn seize(pid: u32) -> io::Result<()> {
 /// Holds a started command at exit (ptrace PTRACE_O_TRACEEXIT on its main thread) so its
 /// memory map can be read one last time, and at each exec (PTRACE_O_TRACEEXEC) so the new
 /// program's allocator can be probed before it runs; no other stops. Signals sent to the child
-/// are passed on unchanged. If the recorder dies, the kernel detaches and the child runs on.
+/// are passed on unchanged. If the recorder dies, the kernel detaches the child and kills it
+/// ([`spawn_held`] set its parent-death signal).
 #[derive(Debug)]
 pub struct ExitWatch {
     pid: u32,

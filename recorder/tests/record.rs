@@ -1280,6 +1280,14 @@ fn bad_input_is_a_one_line_error_with_status_2() {
     let o = out.to_str().unwrap();
     let text_file = script(dir.path(), "notes.txt", "not a program\n");
     let bad_script = script(dir.path(), "bad", "#!/no/such/shell\n");
+    let not_executable = dir.path().join("not-executable");
+    fs::copy("/bin/true", &not_executable).unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(&not_executable, fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    let not_executable = not_executable.to_str().unwrap();
+    let missing_dir = dir.path().join("no-such-dir/x.zst");
     // A thread of this process (the test harness runs each test on a thread of its own).
     // SAFETY: gettid has no preconditions.
     let tid = unsafe { libc::gettid() };
@@ -1316,6 +1324,15 @@ fn bad_input_is_a_one_line_error_with_status_2() {
         (
             vec!["-o", o, "--", "no-such-command-xyz"],
             "command not found: no-such-command-xyz",
+        ),
+        (
+            vec!["-o", o, "--", not_executable],
+            "permission denied (not executable",
+        ),
+        (vec!["-o", o, "--", &dir_name], "it is a directory"),
+        (
+            vec!["-o", missing_dir.to_str().unwrap(), "--", "true"],
+            "no-such-dir does not exist; create it or choose another -o",
         ),
         (vec!["-o", o], "nothing to trace"),
         (

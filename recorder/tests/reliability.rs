@@ -339,6 +339,50 @@ fn a_closed_stderr_loses_nothing_and_the_command_is_still_ended() {
     );
 }
 
+#[test]
+fn a_started_command_dies_with_a_killed_recorder() {
+    if !bpf_ready() {
+        return;
+    }
+    // `timeout -s KILL 600 leak-record -- ./svc` in CI: the command must not run on,
+    // orphaned, untraced and unrecorded (50 s of work left when the recorder is killed).
+    let mut rec = start_recorder(&[
+        "-i",
+        "100ms",
+        "--",
+        &fixture("leaky"),
+        "slow",
+        "1000",
+        "100",
+        "50",
+    ]);
+    let child = only_child(rec.child.id());
+    let _guard = KillOnDrop(vec![child]);
+    wait_for_line(
+        &mut rec.stderr,
+        "recording PID",
+        Duration::from_secs(60),
+        "recorder start",
+    );
+    rec.child.kill().unwrap(); // SIGKILL
+    rec.child.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    // Gone, or a zombie waiting for its new parent to reap it.
+    while let Ok(stat) = fs::read_to_string(format!("/proc/{child}/stat")) {
+        if stat
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| rest.starts_with('Z'))
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the command outlived its recorder"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// The state letter of /proc/PID/stat (R, S, T stopped, t tracing stop, ...).
 fn proc_state(pid: u32) -> char {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
