@@ -48,11 +48,11 @@ struct Cli {
     output: Option<PathBuf>,
 
     /// Stacks detailed in the HTML report besides the continuous leaks (the rest are summed).
-    #[arg(long, value_name = "N", default_value_t = 50)]
+    #[arg(long, value_name = "N", default_value_t = 50, requires = "output")]
     report_top: usize,
 
     /// Print the generation time in the HTML report (it is otherwise byte-for-byte reproducible).
-    #[arg(long)]
+    #[arg(long, requires = "output")]
     timestamp: bool,
 
     /// Write the findings as JSON (docs/json.md); `-` for stdout.
@@ -64,7 +64,7 @@ struct Cli {
     folded: Option<PathBuf>,
 
     /// Weight of the collapsed stacks.
-    #[arg(long, value_enum, default_value_t = FoldedWeight::Outstanding)]
+    #[arg(long, value_enum, default_value_t = FoldedWeight::Outstanding, requires = "folded")]
     folded_weight: FoldedWeight,
 
     /// Stacks listed in the text summary.
@@ -219,6 +219,20 @@ fn run(cli: &Cli) -> Result<bool> {
         )));
     }
     check_outputs(cli)?;
+    for (flag, dir) in cli
+        .sysroot
+        .iter()
+        .map(|d| ("--sysroot", d))
+        .chain(cli.debug_dir.iter().map(|d| ("--debug-dir", d)))
+    {
+        if !dir.is_dir() {
+            bail!(UsageError(format!(
+                "{flag} {}: no such directory; give the directory that holds the binaries \
+                 (--sysroot) or their debug files (--debug-dir)",
+                dir.display()
+            )));
+        }
+    }
     let suppressions = match &cli.suppressions {
         Some(p) => Suppressions::load(p).map_err(UsageError)?,
         None => Suppressions::default(),
