@@ -130,6 +130,10 @@ fn parse_size(s: &str) -> Result<u64, String> {
 
 /// Bytes per second: `96`, `1K` (= 1024 B/s), `8M/day`, `1M/h`, `10K/min`.
 fn parse_rate(s: &str) -> Result<f64, String> {
+    parse_rate_of(s).map_err(|e| format!("{e} (a rate: e.g. 96, 1K, 10K/min, 1M/h, 8M/day)"))
+}
+
+fn parse_rate_of(s: &str) -> Result<f64, String> {
     let (size, per) = match s.split_once('/') {
         Some((a, b)) => (a, b.trim()),
         None => (s, "s"),
@@ -279,9 +283,10 @@ fn run(cli: &Cli) -> Result<bool> {
         write_to(p, &page, &mut out, &mut wrote_stdout)?;
     }
     if !wrote_stdout {
-        out.write_all(output::text(&rec, &analysis, cli.top).as_bytes())?;
+        out.write_all(output::text(&rec, &analysis, cli.top).as_bytes())
+            .context("cannot write standard output")?;
     }
-    out.flush()?;
+    out.flush().context("cannot write standard output")?;
 
     let leaks: Vec<_> = analysis
         .stacks
@@ -295,8 +300,9 @@ fn run(cli: &Cli) -> Result<bool> {
     if let Some(max) = cli.max_rate {
         if analysis.leak_rate > max {
             failed.push(format!(
-                "leak rate {:.1} B/s above --max-rate {max:.1} B/s",
-                analysis.leak_rate
+                "leak rate {} above --max-rate {}",
+                output::human_rate(analysis.leak_rate),
+                output::human_rate(max)
             ));
         }
     }
@@ -413,7 +419,9 @@ fn write_to(
     wrote_stdout: &mut bool,
 ) -> Result<()> {
     if path.as_os_str() == "-" {
-        stdout.write_all(text.as_bytes())?;
+        stdout
+            .write_all(text.as_bytes())
+            .context("cannot write standard output")?;
         *wrote_stdout = true;
         return Ok(());
     }
@@ -450,5 +458,13 @@ mod tests {
         assert!(parse_rate("1/fortnight").is_err());
         assert_eq!(parse_size("2G"), Ok(2 << 30));
         assert!(parse_size("x").is_err());
+        // The unit as typed, and what a rate looks like.
+        let e = parse_rate("1x").unwrap_err();
+        assert!(e.starts_with("unknown size unit 'x' in '1x'"), "{e}");
+        assert!(e.ends_with("(a rate: e.g. 96, 1K, 10K/min, 1M/h, 8M/day)"), "{e}");
+        assert_eq!(output::human_rate(0.0), "0 B/s");
+        assert_eq!(output::human_rate(10137.6), "9.9 KiB/s");
+        assert_eq!(output::human_rate(1024.0 / 86400.0), "43 B/h");
+        assert_eq!(output::human_rate(10.0 / 86400.0), "10 B/day");
     }
 }

@@ -27,6 +27,19 @@ pub fn human_bytes(n: f64) -> String {
     }
 }
 
+/// A rate in the largest time unit that keeps it at least one byte: `9.9 KiB/s`, `3.4 KiB/h`,
+/// `1.0 KiB/day` (a rate below a byte per second would show as `0 B/s`).
+pub fn human_rate(bytes_per_sec: f64) -> String {
+    let r = bytes_per_sec.abs();
+    if r >= 1.0 || r == 0.0 {
+        format!("{}/s", human_bytes(bytes_per_sec))
+    } else if r * 3600.0 >= 1.0 {
+        format!("{}/h", human_bytes(bytes_per_sec * 3600.0))
+    } else {
+        format!("{}/day", human_bytes(bytes_per_sec * 86400.0))
+    }
+}
+
 /// What a sampled recording's figures are, for every output to say (None when exact).
 pub fn sampling_note(rec: &Recording) -> Option<String> {
     rec.sample_bytes.map(|n| {

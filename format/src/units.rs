@@ -8,15 +8,16 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     let value: u64 = num
         .parse()
         .map_err(|_| format!("'{s}' is not a size; use e.g. 4096, 16K, 1M, 2G"))?;
-    let shift = match unit.trim().to_ascii_uppercase().as_str() {
+    let unit = unit.trim();
+    let shift = match unit.to_ascii_uppercase().as_str() {
         "" | "B" => 0,
         "K" | "KB" | "KIB" => 10,
         "M" | "MB" | "MIB" => 20,
         "G" | "GB" | "GIB" => 30,
         "T" | "TB" | "TIB" => 40,
-        other => {
+        _ => {
             return Err(format!(
-                "unknown size unit '{other}' in '{s}'; use K, M, G or T"
+                "unknown size unit '{unit}' in '{s}'; use K, M, G or T"
             ))
         }
     };
