@@ -178,11 +178,12 @@ fn setup_and_record(
     let tid = procfs::live_thread(pid, None).unwrap_or(pid);
     let prefix = cli.symbol_prefix.as_deref();
     let objs = match (&cli.obj, mode) {
-        (Some(obj), _) => discover::single_object(obj, Some(tid), prefix)?,
-        (None, TargetMode::Attach) => discover::objects_of_process(tid, prefix)?,
+        (Some(obj), _) => discover::single_object(obj, Some(tid), prefix),
+        (None, TargetMode::Attach) => discover::objects_of_process(tid, prefix),
         // The program the kernel runs: a script's interpreter.
-        (None, _) => discover::objects_of_command(program, prefix)?,
-    };
+        (None, _) => discover::objects_of_command(program, prefix),
+    }
+    .map_err(|e| unless_exited(e, pid, mode))?;
     if let Some(first) = objs.first() {
         if first.elf.is_go && cli.obj.is_none() {
             bail!(UsageError(format!(
@@ -198,7 +199,8 @@ fn setup_and_record(
             symbol_prefix: cli.symbol_prefix.clone(),
             mmap: cli.mmap,
         },
-    )?;
+    )
+    .map_err(|e| unless_exited(e, pid, mode))?;
     discover::place_entries(&mut plan, &objs);
 
     // Only unsampled or size-filtered calls have nothing to record at their return.
@@ -242,7 +244,9 @@ fn setup_and_record(
         }
         Err(e) => return Err(denied(e)),
     };
-    tracer.attach(pid, tid, &plan).map_err(denied)?;
+    tracer
+        .attach(pid, tid, &plan)
+        .map_err(|e| unless_exited(denied(e), pid, mode))?;
     if let Some(why) = tracer.session_failure() {
         no_sessions = Some(why.to_string());
     }
@@ -331,6 +335,20 @@ fn setup_and_record(
         say!("leak-record: recording PID {pid}{}", destination(path, cli));
     }
     session.record(pidfd)
+}
+
+/// An error of the attach to `-p PID` whose real cause is that the process exited meanwhile
+/// (a probe's perf event fails with ESRCH, or its maps list no allocator any more): said so, in
+/// one line, as a usage error like "no process with PID N".
+fn unless_exited(e: anyhow::Error, pid: u32, mode: TargetMode) -> anyhow::Error {
+    if mode == TargetMode::Attach && !procfs::is_alive(pid) {
+        UsageError(format!(
+            "PID {pid} exited while leak-record was attaching to it; nothing was recorded"
+        ))
+        .into()
+    } else {
+        e
+    }
 }
 
 /// leak-record's exit status after a complete recording: a started command's own when it

@@ -383,6 +383,50 @@ fn a_started_command_dies_with_a_killed_recorder() {
     }
 }
 
+#[test]
+fn a_target_that_exits_during_the_attach_is_one_line_and_status_2() {
+    if !bpf_ready() {
+        return;
+    }
+    // Targets that live 0.05 to 0.5 s: most end while the probes are being attached, whose
+    // perf events then fail with ESRCH. That was a runtime failure (status 1) over several
+    // lines; it is the process's exit, said in one line, like "no process with PID N".
+    let mut exited = 0;
+    for ms in (50..=500).step_by(50) {
+        let mut target = Target(
+            Command::new("sleep")
+                .arg(format!("{}", ms as f64 / 1000.0))
+                .spawn()
+                .unwrap(),
+        );
+        let pid = target.0.id().to_string();
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("run.zst");
+        let (code, stderr) =
+            run_recorder(&["-q", "-i", "200ms", "-p", &pid, "-o", out.to_str().unwrap()]);
+        let _ = target.0.wait();
+        let ours: Vec<&str> = stderr
+            .lines()
+            .filter(|l| !l.starts_with("libbpf: "))
+            .collect();
+        match code {
+            Some(0) => assert!(out.exists(), "{ms} ms: {stderr}"),
+            Some(2) => {
+                assert_eq!(ours.len(), 1, "{ms} ms: {stderr}");
+                assert!(
+                    ours[0].contains("exited while leak-record was attaching to it")
+                        || ours[0].contains("no process with PID"),
+                    "{ms} ms: {stderr}"
+                );
+                exited += usize::from(ours[0].contains("exited while"));
+                assert!(!out.exists(), "{ms} ms: a file was left");
+            }
+            _ => panic!("{ms} ms: status {code:?}: {stderr}"),
+        }
+    }
+    eprintln!("{exited} of 10 targets exited during the attach");
+}
+
 /// The state letter of /proc/PID/stat (R, S, T stopped, t tracing stop, ...).
 fn proc_state(pid: u32) -> char {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
