@@ -722,10 +722,19 @@ impl Session<'_, '_> {
         if !target::kill(self.pid, libc::SIGTERM) {
             return;
         }
+        let asked = Instant::now();
         if !target::poll_readable(pidfd, TERM_GRACE.as_millis() as i32) {
+            // The wait ends early when another stop signal interrupts it (a second Ctrl-C).
+            let waited = asked.elapsed();
+            let why = if waited + Duration::from_millis(100) < TERM_GRACE {
+                " and another stop signal came"
+            } else {
+                ""
+            };
             say!(
-                "leak-record: PID {} ignored SIGTERM for {TERM_GRACE:?}; killing it",
-                self.pid
+                "leak-record: PID {} was still running {:.1} s after SIGTERM{why}; killing it",
+                self.pid,
+                waited.as_secs_f64()
             );
             target::kill(self.pid, libc::SIGKILL);
         }

@@ -427,6 +427,45 @@ fn a_target_that_exits_during_the_attach_is_one_line_and_status_2() {
     eprintln!("{exited} of 10 targets exited during the attach");
 }
 
+#[test]
+fn a_command_that_ignores_sigterm_is_killed_after_the_grace_and_the_recording_is_whole() {
+    if !bpf_ready() {
+        return;
+    }
+    // The shell ignores SIGTERM, and its program inherits that through exec.
+    let body = format!("trap '' TERM; exec {} slow 1000 100 50", fixture("leaky"));
+    let started = Instant::now();
+    let mut rec = start_recorder(&["-d", "1s", "-i", "200ms", "--", "/bin/sh", "-c", &body]);
+    let child = only_child(rec.child.id());
+    let _guard = KillOnDrop(vec![child]);
+    let status = wait_exit(
+        &mut rec.child,
+        Duration::from_secs(60),
+        "the recorder did not end",
+    );
+    assert!(
+        started.elapsed() >= Duration::from_secs(6),
+        "the 5 s grace was cut short"
+    );
+    let r = rec.finish();
+    assert_eq!(status.code(), Some(0), "-d ended it: {}", r.stderr);
+    let said: Vec<&str> = r
+        .stderr
+        .lines()
+        .filter(|l| l.contains("killing it"))
+        .collect();
+    assert_eq!(said.len(), 1, "{}", r.stderr);
+    assert!(
+        said[0].contains(&format!("PID {child} was still running 5."))
+            && said[0].ends_with(" s after SIGTERM; killing it"),
+        "{}",
+        said[0]
+    );
+    assert_eq!(r.state.end.as_ref().unwrap().reason, EndReason::Duration);
+    assert!(r.by_function("leak_slowly").count > 0);
+    assert!(!Path::new(&format!("/proc/{child}/stat")).exists() || proc_state(child) == 'Z');
+}
+
 /// The state letter of /proc/PID/stat (R, S, T stopped, t tracing stop, ...).
 fn proc_state(pid: u32) -> char {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
