@@ -66,6 +66,29 @@ pub fn check(pid: Option<u32>) -> Result<(), UsageError> {
     Ok(())
 }
 
+/// What to do about a "permission denied" on another process: the capabilities to grant, or,
+/// when leak-record holds them all already, why granting more will not help.
+pub fn fix_for_denied() -> String {
+    let caps = fs::read_to_string("/proc/self/status")
+        .ok()
+        .as_deref()
+        .and_then(effective);
+    fix_for_denied_with(caps)
+}
+
+fn fix_for_denied_with(caps: Option<u64>) -> String {
+    let all = [CAP_SYS_ADMIN, CAP_SYS_PTRACE, CAP_BPF, CAP_PERFMON];
+    if caps.is_some_and(|c| all.iter().all(|&cap| has(c, cap))) {
+        "leak-record already has every capability it needs, so the kernel protects this \
+         process: it may belong to another PID or user namespace (a container's), or a \
+         security module (Yama ptrace_scope 3, SELinux, AppArmor) forbids it; run leak-record \
+         inside the process's container, or record another process"
+            .into()
+    } else {
+        NEEDED.into()
+    }
+}
+
 /// True when an error chain is the kernel refusing for lack of privileges (EACCES, EPERM).
 pub fn is_permission_denied(e: &anyhow::Error) -> bool {
     e.chain().any(|c| {
@@ -84,6 +107,15 @@ pub fn is_permission_denied(e: &anyhow::Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_denial_with_every_capability_does_not_advise_root() {
+        // Root's full set (CapEff 000001ffffffffff): the kernel protects the process.
+        assert!(fix_for_denied_with(Some(0x1ff_ffff_ffff)).starts_with("leak-record already has"));
+        // CAP_BPF and CAP_PERFMON only (setcap without ptrace): grant the rest.
+        assert_eq!(fix_for_denied_with(Some(0xc0_0000_0000)), NEEDED);
+        assert_eq!(fix_for_denied_with(None), NEEDED);
+    }
 
     #[test]
     fn capability_sets_and_uids_are_read_from_proc_status() {

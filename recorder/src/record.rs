@@ -112,7 +112,7 @@ pub fn run(cli: Cli) -> Result<u8> {
             let exe = procfs::exe(live).map_err(|e| {
                 let msg = format!("cannot read /proc/{live}/exe");
                 if e.kind() == std::io::ErrorKind::PermissionDenied {
-                    UsageError(format!("{msg}: {e}; {}", privileges::NEEDED)).into()
+                    UsageError(format!("{msg}: {e}; {}", privileges::fix_for_denied())).into()
                 } else {
                     anyhow::Error::from(e).context(msg)
                 }
