@@ -624,7 +624,17 @@ pub fn single_object(path: &Path, pid: Option<u32>, prefix: Option<&str>) -> Res
         Some(pid) if path.is_absolute() => procfs::in_root(pid, &display),
         _ => path.to_path_buf(),
     };
-    let elf = read_elf(&open_path, prefix)?;
+    // The path as the user typed it (not the target's root under /proc), and status 2.
+    let elf = read_elf(&open_path, prefix).map_err(|e| {
+        let why = match e.root_cause().downcast_ref::<std::io::Error>() {
+            Some(io) => format!("cannot open it: {io}"),
+            None => "it is not a 64-bit ELF file".into(),
+        };
+        crate::UsageError(format!(
+            "--obj {display}: {why}; give the allocator's library as the target sees it (e.g. \
+             /usr/lib/x86_64-linux-gnu/libjemalloc.so.2, from /proc/PID/maps)"
+        ))
+    })?;
     Ok(vec![Obj {
         display,
         open_path,
@@ -711,11 +721,11 @@ pub fn plan(objs: &[Obj], ov: &Overrides) -> Result<Vec<PlannedProbe>> {
     let frees = probes.iter().any(|p| p.entry == Entry::Free);
     if !allocates || !frees {
         let names: Vec<&str> = objs.iter().map(|o| o.display.as_str()).collect();
-        bail!(
+        bail!(crate::UsageError(format!(
             "no allocator found: none of [{}] defines {user_prefix}malloc and {user_prefix}free; \
              pass --obj PATH (and --symbol-prefix if the allocator's names are prefixed)",
             names.join(", ")
-        );
+        )));
     }
     Ok(probes)
 }

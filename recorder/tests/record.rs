@@ -1329,6 +1329,18 @@ fn bad_input_is_a_one_line_error_with_status_2() {
             vec!["-o", o, "--", not_executable],
             "permission denied (not executable",
         ),
+        (
+            vec!["-o", o, "--obj", "/etc/passwd", "--", "true"],
+            "--obj /etc/passwd: it is not a 64-bit ELF file",
+        ),
+        (
+            vec!["-o", o, "--obj", "/nonexistent.so", "--", "true"],
+            "--obj /nonexistent.so: cannot open it",
+        ),
+        (
+            vec!["-o", o, "--symbol-prefix", "zz_", "--", "true"],
+            "defines zz_malloc and zz_free",
+        ),
         (vec!["-o", o, "--", &dir_name], "it is a directory"),
         (
             vec!["-o", missing_dir.to_str().unwrap(), "--", "true"],
