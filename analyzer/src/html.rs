@@ -73,6 +73,15 @@ struct Row {
 #[cfg(test)]
 mod tests {
     #[test]
+    fn flame_graph_controls_go_and_ids_are_prefixed() {
+        let svg = "<svg><defs><linearGradient id=\"background\"/></defs><rect fill=\"url(#background)\"/><text id=\"title\">T</text><text id=\"search\" x=\"1\">Search</text><text id=\"unzoom\" class=\"hide\">Reset Zoom</text><text id=\"details\"> </text><text id=\"matched\"> </text><g id=\"frames\"/></svg>";
+        assert_eq!(
+            super::own_ids(&super::without_controls(svg), "fo"),
+            "<svg><defs><linearGradient id=\"fo-background\"/></defs><rect fill=\"url(#fo-background)\"/><text id=\"fo-title\">T</text><g id=\"fo-frames\"/></svg>"
+        );
+    }
+
+    #[test]
     fn flame_graphs_carry_no_script() {
         let svg = "<svg onload=\"init(evt)\" x=\"1\"><!--see http://x--><script type=\"text/ecmascript\"><![CDATA[var a;]]></script><g>f</g><script>b</script></svg>";
         assert_eq!(super::without_scripts(svg), "<svg x=\"1\"><g>f</g></svg>");
@@ -196,11 +205,17 @@ pub fn render(rec: &Recording, a: &Analysis, opts: &HtmlOptions) -> Result<Strin
             .filter(|s| s.verdict == Verdict::ContinuousLeak)
             .count(),
         aggregated_bytes: human_bytes(rest.iter().map(|s| s.outstanding_bytes as f64).sum()),
-        flame_outstanding: flame(a, FoldedWeight::Outstanding, "Outstanding bytes at the end")?,
+        flame_outstanding: flame(
+            a,
+            FoldedWeight::Outstanding,
+            "Outstanding bytes at the end",
+            "fo",
+        )?,
         flame_growth: flame(
             a,
             FoldedWeight::Growth,
             "Growth of outstanding bytes over the window",
+            "fg",
         )?,
         footer: match &opts.timestamp {
             Some(t) => format!("leak-report {}, generated {t}", env!("CARGO_PKG_VERSION")),
@@ -617,8 +632,14 @@ fn stack_chart(s: &StackReport, points: &[Point]) -> Result<String, String> {
     )
 }
 
-/// An inferno flame graph without JavaScript, ready to inline (no XML prolog).
-fn flame(a: &Analysis, weight: FoldedWeight, title: &str) -> Result<String, String> {
+/// Frames narrower than this many pixels are left out of the flame graphs (their width goes to
+/// their parent): they cannot be seen or pointed at, and a recording of tens of thousands of
+/// stacks would otherwise put every one of them in the report. inferno's default is 0.01.
+const FLAME_MIN_WIDTH: f64 = 1.0;
+
+/// An inferno flame graph without JavaScript, ready to inline (no XML prolog); its element ids
+/// start with `ids` so that two graphs in one page do not share any.
+fn flame(a: &Analysis, weight: FoldedWeight, title: &str, ids: &str) -> Result<String, String> {
     let folded = output::folded(a, weight);
     if folded.trim().is_empty() {
         return Ok("<p class=\"aggregated\">Nothing to draw.</p>".to_string());
@@ -628,6 +649,7 @@ fn flame(a: &Analysis, weight: FoldedWeight, title: &str) -> Result<String, Stri
     opts.count_name = "bytes".to_string();
     opts.deterministic = true;
     opts.no_javascript = true;
+    opts.min_width = FLAME_MIN_WIDTH;
     let mut out = Vec::new();
     inferno::flamegraph::from_lines(&mut opts, folded.lines(), &mut out)
         .map_err(|e| format!("cannot draw a flame graph: {e}"))?;
@@ -636,7 +658,29 @@ fn flame(a: &Analysis, weight: FoldedWeight, title: &str) -> Result<String, Stri
         Some(i) => &svg[i..],
         None => &svg[..],
     };
-    Ok(without_scripts(svg))
+    Ok(own_ids(&without_controls(&without_scripts(svg)), ids))
+}
+
+/// The texts of inferno's interactive controls (search, zoom reset, the details and match
+/// lines), which do nothing without its JavaScript. Frames keep their `<title>` tooltips.
+fn without_controls(svg: &str) -> String {
+    let mut svg = svg.to_string();
+    for id in ["unzoom", "search", "matched", "details"] {
+        let open = format!("<text id=\"{id}\"");
+        if let Some(start) = svg.find(&open) {
+            if let Some(len) = svg[start..].find("</text>") {
+                svg.replace_range(start..start + len + "</text>".len(), "");
+            }
+        }
+    }
+    svg
+}
+
+/// inferno's fixed element ids (`background`, `frames`, `title`) prefixed, with the gradient's
+/// reference.
+fn own_ids(svg: &str, prefix: &str) -> String {
+    svg.replace(" id=\"", &format!(" id=\"{prefix}-"))
+        .replace("url(#", &format!("url(#{prefix}-"))
 }
 
 /// inferno writes a `<script>` block (settings for its JavaScript) and `onload="init(evt)"`

@@ -461,7 +461,10 @@ mod tests {
         // The unit as typed, and what a rate looks like.
         let e = parse_rate("1x").unwrap_err();
         assert!(e.starts_with("unknown size unit 'x' in '1x'"), "{e}");
-        assert!(e.ends_with("(a rate: e.g. 96, 1K, 10K/min, 1M/h, 8M/day)"), "{e}");
+        assert!(
+            e.ends_with("(a rate: e.g. 96, 1K, 10K/min, 1M/h, 8M/day)"),
+            "{e}"
+        );
         assert_eq!(output::human_rate(0.0), "0 B/s");
         assert_eq!(output::human_rate(10137.6), "9.9 KiB/s");
         assert_eq!(output::human_rate(1024.0 / 86400.0), "43 B/h");

@@ -272,6 +272,17 @@ fn demo_report_loads_clean_and_sorts_in_a_real_browser() {
         "rows sorted by outstanding bytes ascending"
     );
     assert!(sorted.contains("class=\"asc\""));
+    // Element ids are unique (the two flame graphs had the same ones), and no control is drawn
+    // that needs a script the page does not run (inferno's search and zoom reset).
+    let mut ids: Vec<&str> = html_text
+        .match_indices(" id=\"")
+        .map(|(i, m)| html_text[i + m.len()..].split('"').next().unwrap())
+        .collect();
+    let count = ids.len();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), count, "duplicate element ids");
+    assert!(!html_text.contains(">Search<") && !html_text.contains(">Reset Zoom<"));
     // Each stack's details take a full-width row under it: one per stack, spanning every
     // column of the header.
     let columns = html_text.matches("<th>").count() + html_text.matches("<th ").count();
