@@ -124,6 +124,19 @@ pub fn text(rec: &Recording, a: &Analysis, top: usize) -> String {
             human_duration(rec.duration),
             human_duration(h.interval_ns as f64 / 1e9)
         );
+    } else {
+        // A memleak log names no target; a recording whose Header is missing lost it.
+        let what = if rec.presymbolized.is_empty() {
+            "Recording without its Header"
+        } else {
+            "memleak log"
+        };
+        let _ = writeln!(
+            out,
+            "{what}: {} snapshots over {}",
+            rec.snapshots,
+            human_duration(rec.duration)
+        );
     }
     if let Some(note) = sampling_note(rec) {
         let _ = writeln!(out, "{note}");

@@ -28,15 +28,20 @@ fn read_bytes(bytes: &[u8]) -> Result<u32, String> {
 fn analyze_bytes(bytes: &[u8]) -> Result<u32, String> {
     let reader = Reader::new(bytes).map_err(|e| e.to_string())?;
     let rec = series::read(reader, series::DEFAULT_CAP).map_err(|e| e.to_string())?;
+    let a = analysis_of(&rec);
+    let _ = leak_report::output::json(&rec, &a);
+    Ok(rec.snapshots)
+}
+
+/// The analysis of `rec` with the default settings (symbols from the recording only).
+fn analysis_of(rec: &series::Recording) -> leak_report::analysis::Analysis {
     let resolver = Resolver::new(&rec.modules, &rec.bundles, &rec.maps, &Options::default());
     let settings = Settings {
         detector: Detector::Robust,
         detect: Config::default(),
         memory_limit: None,
     };
-    let a = analyze(&rec, &resolver, &settings);
-    let _ = leak_report::output::json(&rec, &a);
-    Ok(rec.snapshots)
+    analyze(rec, &resolver, &settings)
 }
 
 #[test]
@@ -146,13 +151,7 @@ fn write(records: &[leak_format::Record]) -> (Vec<u8>, usize) {
 /// The recording read from `bytes`, and the warnings of its analysis.
 fn warnings_of(bytes: &[u8]) -> (series::Recording, Vec<String>) {
     let rec = series::read(Reader::new(bytes).unwrap(), series::DEFAULT_CAP).unwrap();
-    let resolver = Resolver::new(&rec.modules, &rec.bundles, &rec.maps, &Options::default());
-    let settings = Settings {
-        detector: Detector::Robust,
-        detect: Config::default(),
-        memory_limit: None,
-    };
-    let warnings = analyze(&rec, &resolver, &settings).warnings;
+    let warnings = analysis_of(&rec).warnings;
     (rec, warnings)
 }
 
@@ -255,6 +254,13 @@ fn record_order_violations_are_counted_and_warned_about() {
     assert!(rec.header.is_none());
     assert_eq!(rec.snapshots, snapshots);
     assert!(has(&w, "no Header record"), "{w:?}");
+    let text = leak_report::output::text(&rec, &analysis_of(&rec), 3);
+    assert!(
+        text.starts_with(&format!(
+            "Recording without its Header: {snapshots} snapshots"
+        )),
+        "{text}"
+    );
     assert!(!has(&clean_warnings, "no Header record"));
 }
 

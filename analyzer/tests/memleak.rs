@@ -72,6 +72,18 @@ fn text_logs_and_the_native_recording_agree() {
     for log in ["bcc.log", "libbpf-tools.log"] {
         let rec = leak_report::input::read(&root.join(log), series::DEFAULT_CAP).unwrap();
         assert_eq!(rec.snapshots as u64, INTERVALS, "{log}");
+        // The text summary says what it read (a log names no target).
+        let resolver = Resolver::new(&rec.modules, &rec.bundles, &rec.maps, &Options::default());
+        let settings = Settings {
+            detector: Detector::Robust,
+            detect: Config::default(),
+            memory_limit: None,
+        };
+        let summary = leak_report::output::text(&rec, &analyze(&rec, &resolver, &settings), 3);
+        assert!(
+            summary.starts_with("memleak log: 60 snapshots over 5 min\n"),
+            "{log}: {summary}"
+        );
         let text = verdicts(&rec);
         for (function, native_key) in [
             ("leak_connection", "0x1d"),
