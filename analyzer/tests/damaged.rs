@@ -162,6 +162,15 @@ fn snapshot_seq(r: &leak_format::Record) -> Option<u32> {
     }
 }
 
+/// `records` without the snapshot numbered `seq`.
+fn without_snapshot(records: &[leak_format::Record], seq: u32) -> Vec<leak_format::Record> {
+    records
+        .iter()
+        .filter(|r| snapshot_seq(r) != Some(seq))
+        .cloned()
+        .collect()
+}
+
 fn has(warnings: &[String], text: &str) -> bool {
     warnings.iter().any(|w| w.contains(text))
 }
@@ -175,11 +184,7 @@ fn record_order_violations_are_counted_and_warned_about() {
     assert_eq!(clean.snapshots, snapshots);
 
     // A snapshot dropped from the middle.
-    let gap: Vec<_> = records
-        .iter()
-        .filter(|r| snapshot_seq(r) != Some(5))
-        .cloned()
-        .collect();
+    let gap = without_snapshot(&records, 5);
     let (rec, w) = warnings_of(&write(&gap).0);
     assert_eq!(
         (rec.order.missing_snapshots, rec.order.out_of_order),
@@ -189,11 +194,7 @@ fn record_order_violations_are_counted_and_warned_about() {
 
     // Snapshot 0, which declares the stacks, dropped: the stacks are undeclared, and that is
     // what the warnings say (not "the program probably lacks frame pointers").
-    let first: Vec<_> = records
-        .iter()
-        .filter(|r| snapshot_seq(r) != Some(0))
-        .cloned()
-        .collect();
+    let first = without_snapshot(&records, 0);
     let (rec, w) = warnings_of(&write(&first).0);
     assert_eq!(rec.order.missing_snapshots, 1);
     assert_eq!(rec.order.undeclared_stacks, clean.stacks.len(), "{w:?}");
