@@ -8,7 +8,7 @@ use serde::Serialize;
 pub const MIN_POINTS: usize = 12;
 /// From this many usable points on, a full verdict; below, a leak is only "suspected".
 pub const FULL_POINTS: usize = 30;
-/// Share of snapshots since first appearance whose bytes must be known.
+/// Share of samples since first appearance whose bytes must be known.
 pub const MIN_KNOWN_SHARE: f64 = 0.8;
 /// With 12 to 29 points the trend must pass `alpha / STRICT_ALPHA_DIVISOR` (0.001 by default).
 pub const STRICT_ALPHA_DIVISOR: f64 = 10.0;
@@ -198,7 +198,7 @@ pub fn detect(points: &[Point], cfg: &Config) -> Detection {
         "eligibility",
         share >= MIN_KNOWN_SHARE,
         format!(
-            "{known} of {} snapshots since first appearance known ({:.0}%, need >= {:.0}%)",
+            "{known} of {} samples since first appearance known ({:.0}%, need >= {:.0}%)",
             window.len(),
             share * 100.0,
             MIN_KNOWN_SHARE * 100.0
@@ -248,10 +248,7 @@ pub fn detect(points: &[Point], cfg: &Config) -> Detection {
     }
 
     let n = bytes.t.len();
-    let mut detail = format!(
-        "{n} points used (warm-up dropped {} snapshots",
-        bytes.dropped
-    );
+    let mut detail = format!("{n} points used (warm-up dropped {} samples", bytes.dropped);
     if bytes.block > 1 {
         detail.push_str(&format!(", medians of {} points", bytes.block));
     }

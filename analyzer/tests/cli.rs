@@ -172,10 +172,10 @@ fn detector_and_summary_options_do_what_they_say() {
     // The demo: 91 snapshots; stack 17 leaks (p = 9.6e-13), 18 is a cache that filled early.
     let d = json(&[]);
     let (_, points) = gate(&d, 17, "points");
-    assert_eq!(points, "82 points used (warm-up dropped 9 snapshots)");
+    assert_eq!(points, "82 points used (warm-up dropped 9 samples)");
     for (warmup, want) in [
-        ("0", "91 points used (warm-up dropped 0 snapshots)"),
-        ("0.5", "46 points used (warm-up dropped 45 snapshots)"),
+        ("0", "91 points used (warm-up dropped 0 samples)"),
+        ("0.5", "46 points used (warm-up dropped 45 samples)"),
     ] {
         assert_eq!(gate(&json(&["--warmup", warmup]), 17, "points").1, want);
     }
