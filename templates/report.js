@@ -55,6 +55,14 @@
     });
     shown.textContent = n + " of " + all.length + " stacks shown";
   }
+  // A stack's details row shows while its summary is open: CSS :has() does it, and this class
+  // does it in browsers without :has() (Firefox before 121).
+  Array.prototype.forEach.call(table.querySelectorAll("tbody.stack details"), function (d) {
+    d.addEventListener("toggle", function () {
+      d.closest("tbody").classList.toggle("open", d.open);
+    });
+  });
+
   filter.addEventListener("input", apply);
   verdict.addEventListener("change", apply);
   apply();

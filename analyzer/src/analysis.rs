@@ -424,7 +424,7 @@ fn quality_warnings(
 /// The record order's violations (docs/format.md, 1.3), one line each.
 fn order_warnings(rec: &Recording) -> Vec<String> {
     let mut w = Vec::new();
-    if rec.header.is_none() && rec.presymbolized.is_empty() {
+    if rec.header.is_none() && !rec.memleak_log {
         w.push(
             "the recording has no Header record (its first frame is missing): the target, the \
              probes and the start time are unknown, and times count from the first snapshot"

@@ -372,6 +372,17 @@ fn check_outputs(cli: &Cli) -> Result<()> {
 /// Whether two command-line paths name the same file: both `-`, the same path once resolved
 /// (`./x`, symbolic links, a file not yet created), or the same existing file (hard links).
 fn same_file(a: &Path, b: &Path) -> bool {
+    // A character device (/dev/null) takes any number of writers harmlessly.
+    #[cfg(unix)]
+    let device = |p: &Path| {
+        use std::os::unix::fs::FileTypeExt;
+        std::fs::metadata(p).is_ok_and(|m| m.file_type().is_char_device())
+    };
+    #[cfg(not(unix))]
+    let device = |_: &Path| false;
+    if device(a) || device(b) {
+        return false;
+    }
     if a == b {
         return true;
     }

@@ -73,7 +73,14 @@ fn to_frame(text: &str) -> SymFrame {
     if let Some((head, m)) = text
         .strip_suffix(']')
         .and_then(|t| t.rsplit_once(" ["))
-        .filter(|(_, m)| !m.is_empty() && !m.contains(['[', ']']))
+        .filter(|(_, m)| {
+            // bcc prints pseudo-modules bracketed: `[[vdso]]`.
+            let inner = m
+                .strip_prefix('[')
+                .and_then(|m| m.strip_suffix(']'))
+                .unwrap_or(m);
+            !inner.is_empty() && !inner.contains(['[', ']'])
+        })
     {
         (sym, module) = (head.trim_end(), m.to_string());
     } else if let Some((head, path, l)) = source_form(text) {
@@ -167,7 +174,10 @@ pub fn parse(text: &str, cap: usize) -> Result<Recording, String> {
     }
     let t0 = times[0];
     let mut ids: BTreeMap<Vec<String>, u32> = BTreeMap::new();
-    let mut rec = Recording::default();
+    let mut rec = Recording {
+        memleak_log: true,
+        ..Recording::default()
+    };
     let mut first_seen: BTreeMap<u32, usize> = BTreeMap::new();
     for (i, iv) in intervals.iter().enumerate() {
         let mut listed: BTreeMap<u32, StackStats> = BTreeMap::new();
@@ -189,6 +199,9 @@ pub fn parse(text: &str, cap: usize) -> Result<Recording, String> {
             if first > i {
                 continue;
             }
+            // Not `or_default()`, which clippy suggests: `Series::new` is not the default (it
+            // starts one snapshot per sample, strictly increasing).
+            #[allow(clippy::unwrap_or_default)]
             rec.series
                 .entry((id, AllocKind::Heap))
                 .or_insert_with(Series::new)
@@ -291,7 +304,7 @@ mod tests {
             u64,
             Option<(&'a str, u32)>,
         );
-        let cases: [Case; 7] = [
+        let cases: [Case; 8] = [
             (
                 "operator new(unsigned long)+0x1c [libstdc++.so.6.0.30]",
                 Some("operator new(unsigned long)"),
@@ -328,6 +341,13 @@ mod tests {
                 Some(("/src/foo.cc", 41)),
             ),
             ("[unknown] [libc.so.6]", None, "libc.so.6", 0, None),
+            (
+                "__vdso_time+0x10 [[vdso]]",
+                Some("__vdso_time"),
+                "[vdso]",
+                0x10,
+                None,
+            ),
             ("[unknown]", None, "[unknown]", 0, None),
         ];
         for (text, function, module, offset, src) in cases {

@@ -126,10 +126,10 @@ pub fn text(rec: &Recording, a: &Analysis, top: usize) -> String {
         );
     } else {
         // A memleak log names no target; a recording whose Header is missing lost it.
-        let what = if rec.presymbolized.is_empty() {
-            "Recording without its Header"
-        } else {
+        let what = if rec.memleak_log {
             "memleak log"
+        } else {
+            "Recording without its Header"
         };
         let _ = writeln!(
             out,

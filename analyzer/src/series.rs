@@ -291,15 +291,19 @@ pub struct Recording {
     pub late_probes: Vec<leak_format::LateProbes>,
     /// Violations of the record order (docs/format.md, 1.3), for the warnings.
     pub order: OrderProblems,
+    /// Read from a bcc or libbpf-tools memleak text log (which names no target), not from a
+    /// leak-record recording.
+    pub memleak_log: bool,
 }
 
 /// What a recording holds out of the order writers must follow (docs/format.md, 1.3): records
 /// missing, repeated or appended. Each is counted, and the reader warns about it.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct OrderProblems {
-    /// Snapshots missing from 0, 1, 2, ... up to the highest `seq` read.
+    /// Snapshots missing from 0, 1, 2, ... up to the highest `seq` read (never read, whatever
+    /// else was repeated).
     pub missing_snapshots: u64,
-    /// Snapshots whose `seq` is not above the previous one's.
+    /// Snapshots whose `seq` is not above the highest before them (swapped or repeated).
     pub out_of_order: u64,
     /// Where reading stopped early and why: the snapshots read before, and the records left.
     pub stopped: Option<Stopped>,
@@ -502,6 +506,44 @@ fn final_per_sample(expected: Option<usize>, start: usize, cap: usize) -> u32 {
     per_sample
 }
 
+/// Which snapshot `seq` numbers a file holds: 0, 1, 2, ... in order in a sound one.
+#[derive(Debug, Default)]
+struct SeqTracker {
+    /// The highest so far.
+    max: Option<u32>,
+    /// The numbers below it not seen yet, as half-open ranges (none in a sound file).
+    gaps: Vec<(u32, u32)>,
+    /// Numbers at or below the highest before them (swapped or repeated snapshots).
+    out_of_order: u64,
+}
+
+impl SeqTracker {
+    /// A jump past the next number opens a gap; a number at or below the highest is out of
+    /// order, and fills a gap unless it repeats one seen.
+    fn note(&mut self, seq: u32) {
+        let next = self.max.map_or(0, |max| max.saturating_add(1));
+        if seq >= next {
+            if seq > next {
+                self.gaps.push((next, seq));
+            }
+            self.max = Some(seq);
+            return;
+        }
+        self.out_of_order += 1;
+        if let Some(i) = self.gaps.iter().position(|&(a, b)| a <= seq && seq < b) {
+            let (a, b) = self.gaps.swap_remove(i);
+            self.gaps
+                .extend([(a, seq), (seq + 1, b)].into_iter().filter(|(x, y)| x < y));
+        }
+    }
+
+    /// Numbers from 0 to the highest never seen: missing snapshots (a repeated snapshot does
+    /// not make up for one).
+    fn missing(&self) -> u64 {
+        self.gaps.iter().map(|&(a, b)| u64::from(b - a)).sum()
+    }
+}
+
 /// The reading thread's state: everything but the series (which the shards fold), and the
 /// shards' next batches.
 #[derive(Debug)]
@@ -516,8 +558,8 @@ struct Fold {
     heap_outstanding: i128,
     partial: BTreeMap<u32, (leak_format::BundleContent, u64, Vec<u8>)>,
     start_mono: Option<u64>,
-    /// The highest snapshot `seq` so far.
-    max_seq: Option<u32>,
+    /// The snapshots' `seq` numbers so far.
+    seqs: SeqTracker,
     cap: usize,
 }
 
@@ -533,7 +575,7 @@ impl Fold {
             heap_outstanding: 0,
             partial: BTreeMap::new(),
             start_mono: None,
-            max_seq: None,
+            seqs: SeqTracker::default(),
             cap,
         }
     }
@@ -561,10 +603,7 @@ impl Fold {
                 rec.header = Some(h);
             }
             Record::Snapshot(s) => {
-                if self.max_seq.is_some_and(|max| s.seq <= max) {
-                    rec.order.out_of_order += 1;
-                }
-                self.max_seq = self.max_seq.max(Some(s.seq));
+                self.seqs.note(s.seq);
                 let origin = *self.start_mono.get_or_insert(s.mono_ns);
                 let t = s.mono_ns.saturating_sub(origin) as f64 / 1e9;
                 let k = self.snapshots;
@@ -672,10 +711,8 @@ impl Fold {
             .filter(|&id| id >= FIRST_STACK_ID && !declared.contains_key(&id))
             .collect();
         self.rec.order.undeclared_stacks = undeclared.len();
-        // Snapshots 0 ..= max_seq were written; those not read are missing.
-        self.rec.order.missing_snapshots = self.max_seq.map_or(0, |max| {
-            (u64::from(max) + 1).saturating_sub(u64::from(self.rec.snapshots))
-        });
+        self.rec.order.out_of_order = self.seqs.out_of_order;
+        self.rec.order.missing_snapshots = self.seqs.missing();
         for ((slot, key), last) in self.keys.into_iter().enumerate().zip(self.last) {
             if let Some(mut series) = shards[slot % n].next() {
                 series.last = last;
@@ -811,6 +848,21 @@ fn push_timeline(timeline: &mut Vec<TimelinePoint>, p: TimelinePoint, cap: usize
 mod tests {
     use super::*;
     use leak_format::RecordingBuilder;
+
+    #[test]
+    fn snapshot_numbers_count_gaps_that_repeats_do_not_fill() {
+        let count = |seqs: &[u32]| {
+            let mut t = SeqTracker::default();
+            seqs.iter().for_each(|&s| t.note(s));
+            (t.missing(), t.out_of_order)
+        };
+        assert_eq!(count(&[0, 1, 2, 3]), (0, 0));
+        assert_eq!(count(&[0, 1, 3]), (1, 0));
+        assert_eq!(count(&[0, 1, 1, 3]), (1, 1), "a repeat hides no gap");
+        assert_eq!(count(&[0, 2, 1, 3]), (0, 1), "a swap fills its gap");
+        assert_eq!(count(&[1, 2]), (1, 0), "snapshot 0 missing");
+        assert_eq!(count(&[0, 5, 3, 3, 1]), (2, 3));
+    }
 
     #[test]
     fn series_follow_snapshots_and_keep_unchanged_values() {

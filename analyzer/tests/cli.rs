@@ -634,6 +634,7 @@ fn a_recording_piped_in_reads_as_the_file_does() {
 }
 
 #[test]
+#[cfg(unix)]
 fn outputs_may_not_collide_with_each_other_or_an_input() {
     let dir = tempfile::tempdir().unwrap();
     let d = demo();
@@ -679,6 +680,7 @@ fn outputs_may_not_collide_with_each_other_or_an_input() {
 }
 
 #[test]
+#[cfg(unix)]
 fn a_recording_named_by_a_pipe_path_reads_as_the_file_does() {
     let dir = tempfile::tempdir().unwrap();
     let fifo = dir.path().join("fifo");
@@ -692,4 +694,36 @@ fn a_recording_named_by_a_pipe_path_reads_as_the_file_does() {
     let doc = json_at(fifo.to_str().unwrap(), &[]);
     writer.join().unwrap();
     assert_eq!(doc, json(&[]));
+}
+
+#[test]
+fn a_memleak_log_with_nothing_outstanding_is_a_clean_log() {
+    // What a program without leaks gives: every interval lists no stack. It is a memleak log,
+    // not a recording that lost its Header.
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("empty.log");
+    std::fs::write(
+        &log,
+        "[11:16:33] Top 0 stacks with outstanding allocations:\n\
+         [11:16:38] Top 0 stacks with outstanding allocations:\n",
+    )
+    .unwrap();
+    let o = run(&[log.to_str().unwrap(), "--fail-on-leak"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let text = stdout(&o);
+    assert!(
+        text.starts_with("memleak log: 2 snapshots over 5 s\n"),
+        "{text}"
+    );
+    assert!(!text.contains("warning"), "{text}");
+    let doc = json_at(log.to_str().unwrap(), &[]);
+    assert_eq!(doc["warnings"], serde_json::json!([]));
+}
+
+#[test]
+#[cfg(unix)]
+fn outputs_to_a_character_device_do_not_collide() {
+    // `-o /dev/null --json /dev/null`: silencing outputs in a script is harmless.
+    let o = run(&[&demo(), "-o", "/dev/null", "--json", "/dev/null"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
 }

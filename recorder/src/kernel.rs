@@ -360,7 +360,7 @@ fn cache_problem(
     let Some(target) = canonical(name) else {
         return Some(format!(
             "no slab cache named '{name}' in /proc/slabinfo; use a name from its first column \
-             (e.g. filp, dentry)"
+             (e.g. filp, dentry), or load the module that creates it first"
         ));
     };
     let into = names

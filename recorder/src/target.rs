@@ -170,8 +170,8 @@ fn cstring(s: &OsStr) -> Result<CString> {
 
 /// Forks a child that waits for the go signal, then execs `path` with `args` (argv[0] first)
 /// and the recorder's environment; it is killed if the recorder dies. Everything the child
-/// needs is prepared before the fork: it only calls prctl, getppid, read, execve, write and
-/// _exit, none of which allocate.
+/// needs is prepared before the fork: it only calls prctl, getppid, signal, sigprocmask, read,
+/// execve, write and _exit, none of which allocate.
 pub fn spawn_held(path: &Path, args: &[String]) -> Result<HeldChild> {
     let path_c = cstring(path.as_os_str())?;
     let argv_c: Vec<CString> = args
@@ -215,6 +215,14 @@ pub fn spawn_held(path: &Path, args: &[String]) -> Result<HeldChild> {
             if libc::getppid() != recorder {
                 libc::_exit(127); // the recorder died before the line above
             }
+            // The command starts with the signal state a shell would give it: the Rust
+            // runtime ignores SIGPIPE, and an ignored signal stays ignored across exec
+            // (`yes | head -1` would then end `yes` with EPIPE, status 1, instead of SIGPIPE,
+            // 141). std's Command resets it the same way; this fork does not use Command.
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+            let mut none: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut none);
+            libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
             let mut byte = 0u8;
             let n = libc::read(go_read.as_raw_fd(), (&mut byte as *mut u8).cast(), 1);
             if n == 1 {

@@ -466,6 +466,38 @@ fn a_command_that_ignores_sigterm_is_killed_after_the_grace_and_the_recording_is
     assert!(!Path::new(&format!("/proc/{child}/stat")).exists() || proc_state(child) == 'Z');
 }
 
+#[test]
+fn a_started_command_gets_the_signal_dispositions_a_shell_gives() {
+    if !bpf_ready() {
+        return;
+    }
+    // The Rust runtime ignores SIGPIPE, and the raw fork that starts the command kept that:
+    // `yes | head -1` inside it then ended `yes` with status 1, not SIGPIPE's 141, and a
+    // pipefail script failed only under leak-record.
+    let script = "yes | head -1 >/dev/null; echo ${PIPESTATUS[0]}; grep -E '^Sig(Ign|Blk)' /proc/self/status";
+    let bare = Command::new("bash").args(["-c", script]).output().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run.zst");
+    let rec = Command::new(RECORDER)
+        .args(["-q", "-o"])
+        .arg(&out)
+        .args(["--", "bash", "-c", script])
+        .output()
+        .unwrap();
+    assert_eq!(
+        rec.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&rec.stderr)
+    );
+    let (bare, recorded) = (
+        String::from_utf8_lossy(&bare.stdout),
+        String::from_utf8_lossy(&rec.stdout),
+    );
+    assert!(bare.starts_with("141\n"), "{bare}");
+    assert_eq!(recorded, bare);
+}
+
 /// The state letter of /proc/PID/stat (R, S, T stopped, t tracing stop, ...).
 fn proc_state(pid: u32) -> char {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
