@@ -388,9 +388,10 @@ fn a_target_that_exits_during_the_attach_is_one_line_and_status_2() {
     if !bpf_ready() {
         return;
     }
-    // Targets that live 0.05 to 0.5 s: most end while the probes are being attached, whose
-    // perf events then fail with ESRCH. That was a runtime failure (status 1) over several
-    // lines; it is the process's exit, said in one line, like "no process with PID N".
+    // Targets that live 0.05 to 0.5 s, attached to once libc is mapped: most end while the
+    // probes are being attached, whose perf events then fail with ESRCH. That was a runtime
+    // failure (status 1) over several lines; it is the process's exit, said in one line, like
+    // "no process with PID N".
     let mut exited = 0;
     for ms in (50..=500).step_by(50) {
         let mut target = Target(
@@ -400,6 +401,13 @@ fn a_target_that_exits_during_the_attach_is_one_line_and_status_2() {
                 .unwrap(),
         );
         let pid = target.0.id().to_string();
+        // Once the loader has mapped libc (before, the process has no allocator yet, and "no
+        // allocator found" is the truth), or once it has exited.
+        while !fs::read_to_string(format!("/proc/{pid}/maps")).is_ok_and(|m| m.contains("libc.so"))
+            && target.0.try_wait().unwrap().is_none()
+        {
+            std::thread::sleep(Duration::from_millis(1));
+        }
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("run.zst");
         let (code, stderr) =
