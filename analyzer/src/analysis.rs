@@ -441,8 +441,8 @@ fn order_warnings(rec: &Recording) -> Vec<String> {
     }
     if o.out_of_order > 0 {
         w.push(format!(
-            "{} snapshot(s) come out of sequence (a sequence number not above the previous \
-             one's): the file was spliced; they were read in file order",
+            "{} snapshot(s) come out of sequence (a sequence number not above the highest \
+             before it, repeated or swapped): the file was spliced; they were read in file order",
             o.out_of_order
         ));
     }

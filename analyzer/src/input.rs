@@ -47,11 +47,10 @@ fn read_stream(source: &mut impl Read, shown: &str, cap: usize) -> Result<Record
 fn read_file(path: &Path, cap: usize) -> Result<Recording, String> {
     let shown = path.display();
     let mut file = File::open(path).map_err(|e| format!("cannot open {shown}: {e}"))?;
-    let kind = file
+    let meta = file
         .metadata()
-        .map_err(|e| format!("cannot read {shown}: {e}"))?
-        .file_type();
-    if !kind.is_file() && !kind.is_dir() {
+        .map_err(|e| format!("cannot read {shown}: {e}"))?;
+    if !meta.is_file() && !meta.is_dir() {
         // A pipe cannot be read twice: the bytes looked at below would be lost.
         return read_stream(&mut file, &shown.to_string(), cap);
     }
@@ -70,8 +69,7 @@ fn read_file(path: &Path, cap: usize) -> Result<Recording, String> {
             Err(no_snapshot(&shown.to_string(), &rec))
         };
     }
-    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
-    if len > MAX_TEXT_LOG {
+    if meta.len() > MAX_TEXT_LOG {
         return Err(format!(
             "{shown} is not a leak-record recording, and too large for a memleak log"
         ));

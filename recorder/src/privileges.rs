@@ -15,6 +15,11 @@ pub const NEEDED: &str = "run it as root, or grant cap_sys_admin,cap_bpf,cap_per
                           setcap cap_sys_admin,cap_bpf,cap_perfmon,cap_sys_ptrace+ep leak-record; \
                           see docs/security.md";
 
+/// The recorder's own effective capability set (None if /proc/self/status cannot tell).
+fn own_effective() -> Option<u64> {
+    effective(&fs::read_to_string("/proc/self/status").ok()?)
+}
+
 /// A process's effective capability set, from `CapEff:` in /proc/PID/status.
 fn effective(status: &str) -> Option<u64> {
     let hex = status.lines().find_map(|l| l.strip_prefix("CapEff:"))?;
@@ -34,11 +39,7 @@ fn uid_of(status: &str) -> Option<u32> {
 /// Refuses early, in one line, when the capabilities to load BPF and attach uprobes are
 /// missing, or when `pid` belongs to another user and CAP_SYS_PTRACE is missing.
 pub fn check(pid: Option<u32>) -> Result<(), UsageError> {
-    let Some(caps) = fs::read_to_string("/proc/self/status")
-        .ok()
-        .as_deref()
-        .and_then(effective)
-    else {
+    let Some(caps) = own_effective() else {
         return Ok(()); // cannot tell: let the kernel decide
     };
     let bpf = has(caps, CAP_SYS_ADMIN) || (has(caps, CAP_BPF) && has(caps, CAP_PERFMON));
@@ -69,11 +70,7 @@ pub fn check(pid: Option<u32>) -> Result<(), UsageError> {
 /// What to do about a "permission denied" on another process: the capabilities to grant, or,
 /// when leak-record holds them all already, why granting more will not help.
 pub fn fix_for_denied() -> String {
-    let caps = fs::read_to_string("/proc/self/status")
-        .ok()
-        .as_deref()
-        .and_then(effective);
-    fix_for_denied_with(caps)
+    fix_for_denied_with(own_effective())
 }
 
 fn fix_for_denied_with(caps: Option<u64>) -> String {

@@ -69,12 +69,15 @@ fn attach_then_go(args: &[&str], interval: &str) -> (Running, Vec<u8>, std::proc
     (rec, printed, status)
 }
 
-/// Waits (at most 10 s) until a process's memory map holds libc.
-fn wait_for_libc(pid: &str) {
+/// Waits (at most 10 s) until a child's memory map holds libc, or it has exited.
+fn wait_for_libc(child: &mut Child) {
+    let pid = child.id();
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !fs::read_to_string(format!("/proc/{pid}/maps")).is_ok_and(|m| m.contains("libc.so")) {
+    while !fs::read_to_string(format!("/proc/{pid}/maps")).is_ok_and(|m| m.contains("libc.so"))
+        && child.try_wait().unwrap().is_none()
+    {
         assert!(Instant::now() < deadline, "PID {pid} never mapped libc");
-        std::thread::sleep(Duration::from_millis(5));
+        std::thread::sleep(Duration::from_millis(1));
     }
 }
 
@@ -210,7 +213,7 @@ fn sigkill_at_fifty_random_moments_keeps_every_complete_snapshot() {
                 let leaky = leaky.clone();
                 s.spawn(move || {
                     let mut rng = Rng::new(seed ^ w.wrapping_mul(0x5851_F42D_4C95_7F2D));
-                    let target = Target(
+                    let mut target = Target(
                         Command::new(&leaky)
                             .args(["slow", "4000000", "100", "2"])
                             .stdout(Stdio::null())
@@ -220,7 +223,7 @@ fn sigkill_at_fifty_random_moments_keeps_every_complete_snapshot() {
                     let pid = target.0.id().to_string();
                     // Attach once the dynamic loader has mapped libc: before that, the
                     // process has no allocator to probe, and the recorder says so.
-                    wait_for_libc(&pid);
+                    wait_for_libc(&mut target.0);
                     let mut out = Vec::new();
                     for k in 0..KILLS_EACH {
                         // One kill in five lands anywhere in setup, the others while recording.
@@ -333,10 +336,7 @@ fn a_closed_stderr_loses_nothing_and_the_command_is_still_ended() {
     assert!(tail.is_none());
     assert!(state.snapshots >= 5, "{} snapshots", state.snapshots);
     assert_eq!(state.end.unwrap().reason, EndReason::Duration);
-    assert!(
-        !Path::new(&format!("/proc/{child}")).exists(),
-        "the command outlived -d"
-    );
+    assert!(ended(child), "the command outlived -d");
 }
 
 #[test]
@@ -367,14 +367,7 @@ fn a_started_command_dies_with_a_killed_recorder() {
     rec.child.kill().unwrap(); // SIGKILL
     rec.child.wait().unwrap();
     let deadline = Instant::now() + Duration::from_secs(5);
-    // Gone, or a zombie waiting for its new parent to reap it.
-    while let Ok(stat) = fs::read_to_string(format!("/proc/{child}/stat")) {
-        if stat
-            .rsplit_once(") ")
-            .is_some_and(|(_, rest)| rest.starts_with('Z'))
-        {
-            break;
-        }
+    while !ended(child) {
         assert!(
             Instant::now() < deadline,
             "the command outlived its recorder"
@@ -401,13 +394,9 @@ fn a_target_that_exits_during_the_attach_is_one_line_and_status_2() {
                 .unwrap(),
         );
         let pid = target.0.id().to_string();
-        // Once the loader has mapped libc (before, the process has no allocator yet, and "no
-        // allocator found" is the truth), or once it has exited.
-        while !fs::read_to_string(format!("/proc/{pid}/maps")).is_ok_and(|m| m.contains("libc.so"))
-            && target.0.try_wait().unwrap().is_none()
-        {
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        // Before the loader has mapped libc, the process has no allocator yet, and "no
+        // allocator found" is the truth.
+        wait_for_libc(&mut target.0);
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("run.zst");
         let (code, stderr) =
@@ -471,7 +460,7 @@ fn a_command_that_ignores_sigterm_is_killed_after_the_grace_and_the_recording_is
     );
     assert_eq!(r.state.end.as_ref().unwrap().reason, EndReason::Duration);
     assert!(r.by_function("leak_slowly").count > 0);
-    assert!(!Path::new(&format!("/proc/{child}/stat")).exists() || proc_state(child) == 'Z');
+    assert!(ended(child));
 }
 
 #[test]
@@ -506,11 +495,16 @@ fn a_started_command_gets_the_signal_dispositions_a_shell_gives() {
     assert_eq!(recorded, bare);
 }
 
-/// The state letter of /proc/PID/stat (R, S, T stopped, t tracing stop, ...).
-fn proc_state(pid: u32) -> char {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let after = stat.rsplit_once(") ").unwrap().1;
-    after.chars().next().unwrap()
+/// The state letter of /proc/PID/stat (R, S, T stopped, t tracing stop, Z zombie, ...); None
+/// once the process is gone.
+fn proc_state(pid: u32) -> Option<char> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(") ")?.1.chars().next()
+}
+
+/// Whether the process has ended: gone, or a zombie waiting for its parent to reap it.
+fn ended(pid: u32) -> bool {
+    matches!(proc_state(pid), None | Some('Z'))
 }
 
 /// Processes the test SIGKILLs if it fails before they end (the vector is emptied once they
@@ -557,53 +551,47 @@ fn a_started_command_stopped_and_continued_runs_on_as_it_would_bare() {
     // Listening again at SIGCONT's wake-up kept it in a tracing stop for good. (Ctrl-Z's
     // SIGTSTP takes the same path in the tracer, but the kernel discards it in an orphaned
     // process group, which the test's may be, depending on how it was started.)
-    {
-        let stop = libc::SIGSTOP;
-        let mut rec = start_recorder(&[
-            "-q",
-            "-i",
-            "100ms",
-            "--",
-            &fixture("leaky"),
-            "slow",
-            "40",
-            "100",
-            "50",
-        ]);
-        let child = only_child(rec.child.id());
-        // A failed assertion must not leave a frozen child, nor its recorder, behind.
-        let mut guard = KillOnDrop(vec![child, rec.child.id()]);
-        std::thread::sleep(Duration::from_millis(500));
-        // SAFETY: signalling the test's own grandchild by PID; it is alive (a zombie at worst).
-        assert_eq!(unsafe { libc::kill(child as i32, stop) }, 0);
-        std::thread::sleep(Duration::from_millis(300));
-        assert!(
-            matches!(proc_state(child), 'T' | 't'),
-            "{stop}: not stopped"
-        );
-        // SAFETY: as above.
-        assert_eq!(unsafe { libc::kill(child as i32, libc::SIGCONT) }, 0);
-        std::thread::sleep(Duration::from_millis(300));
-        let state = proc_state(child);
-        assert!(matches!(state, 'R' | 'S' | 'Z'), "{stop}: state {state}");
-        wait_exit(
-            &mut rec.child,
-            Duration::from_secs(30),
-            "the command did not finish after SIGCONT",
-        );
-        guard.0.clear();
-        let r = rec.finish();
-        assert_eq!(r.code, Some(0), "{}", r.stderr);
-        assert_eq!(
-            r.state.end.as_ref().unwrap().reason,
-            EndReason::TargetExited {
-                code: Some(0),
-                signal: None
-            }
-        );
-        let t = r.by_function("leak_slowly");
-        assert_eq!((t.bytes, t.count), (4_000, 40), "{stop}");
-    }
+    let mut rec = start_recorder(&[
+        "-q",
+        "-i",
+        "100ms",
+        "--",
+        &fixture("leaky"),
+        "slow",
+        "40",
+        "100",
+        "50",
+    ]);
+    let child = only_child(rec.child.id());
+    // A failed assertion must not leave a frozen child, nor its recorder, behind.
+    let mut guard = KillOnDrop(vec![child, rec.child.id()]);
+    std::thread::sleep(Duration::from_millis(500));
+    // SAFETY: signalling the test's own grandchild by PID; it is alive (a zombie at worst).
+    assert_eq!(unsafe { libc::kill(child as i32, libc::SIGSTOP) }, 0);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(matches!(proc_state(child), Some('T' | 't')), "not stopped");
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::kill(child as i32, libc::SIGCONT) }, 0);
+    std::thread::sleep(Duration::from_millis(300));
+    let state = proc_state(child);
+    assert!(matches!(state, Some('R' | 'S' | 'Z')), "state {state:?}");
+    wait_exit(
+        &mut rec.child,
+        Duration::from_secs(30),
+        "the command did not finish after SIGCONT",
+    );
+    guard.0.clear();
+    let r = rec.finish();
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert_eq!(
+        r.state.end.as_ref().unwrap().reason,
+        EndReason::TargetExited {
+            code: Some(0),
+            signal: None
+        }
+    );
+    let t = r.by_function("leak_slowly");
+    assert_eq!((t.bytes, t.count), (4_000, 40));
 }
 
 /// How a process ended: (exit code, terminating signal).
