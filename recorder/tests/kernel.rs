@@ -223,15 +223,31 @@ fn count(stacks: &[&Value]) -> u64 {
         .sum()
 }
 
-/// The stack (exactly one) of objects `caller` allocated itself when called through `via`,
-/// e.g. the struct file objects of alloc_empty_file on the openat path.
-fn stack_through<'a>(doc: &'a Value, caller: &str, via: &str) -> &'a Value {
+/// The stacks of objects `caller` allocated itself when called through `via`, e.g. the struct
+/// file objects of alloc_empty_file on the openat path: one, or a few that name the same
+/// functions through different call sites (do_filp_open calls path_openat again, from another
+/// place, when the RCU walk fails; a CI rehearsal once split 60 opens 59 + 1 so).
+fn stacks_via<'a>(doc: &'a Value, caller: &str, via: &str) -> Vec<&'a Value> {
     let found: Vec<&Value> = allocated_by(doc, caller)
         .into_iter()
         .filter(|s| functions(s).contains(&via))
         .collect();
-    assert_eq!(found.len(), 1, "stacks of {caller} via {via}: {found:#?}");
-    found[0]
+    assert!(!found.is_empty(), "no stack of {caller} via {via}");
+    let names = functions(found[0]);
+    assert!(
+        found.iter().all(|s| functions(s) == names),
+        "stacks of {caller} via {via}: {found:#?}"
+    );
+    found
+}
+
+/// The one of `stacks` holding the most objects.
+fn largest<'a>(stacks: &[&'a Value]) -> &'a Value {
+    stacks
+        .iter()
+        .copied()
+        .max_by_key(|s| s["outstanding_count"].as_u64().unwrap())
+        .unwrap()
 }
 
 const ROUNDS: u64 = 60;
@@ -265,8 +281,9 @@ fn files_left_open_are_a_continuous_kernel_leak_named_offline() {
     // outstanding through alloc_empty_file, and nothing else of the process reaches it.
     let files = allocated_by(&doc, "alloc_empty_file");
     assert_eq!(count(&files), 4 * ROUNDS, "{files:#?}");
-    let open = stack_through(&doc, "alloc_empty_file", "do_filp_open");
-    assert_eq!(open["outstanding_count"], ROUNDS);
+    let opens = stacks_via(&doc, "alloc_empty_file", "do_filp_open");
+    assert_eq!(count(&opens), ROUNDS, "{opens:#?}");
+    let open = largest(&opens);
     assert_eq!(open["kind"], "kernel_slab");
     assert_eq!(open["kernel"], true);
     assert_eq!(open["verdict"], "continuous_leak", "{open:#}");
@@ -277,8 +294,8 @@ fn files_left_open_are_a_continuous_kernel_leak_named_offline() {
         .filter(|s| functions(s).get(1) == Some(&"alloc_empty_file"))
         .collect();
     assert_eq!(count(&pipe_files), 2 * ROUNDS);
-    let socket = stack_through(&doc, "alloc_empty_file", "__sys_socket");
-    assert_eq!(socket["outstanding_count"], ROUNDS);
+    let sockets = stacks_via(&doc, "alloc_empty_file", "__sys_socket");
+    assert_eq!(count(&sockets), ROUNDS, "{sockets:#?}");
     // One byte left in each pipe holds one page (pipe_write), accounted as PAGE_SIZE << 0.
     let page = h.host.page_size;
     let pages = pipe_pages(&doc);
@@ -466,8 +483,8 @@ fn comm_filter_keeps_the_named_task_only() {
     let (_dir, exe) = private_copy(&fixtures().join("fileleak"), "fileleak_comm");
     let run = record_fixture(&exe, &["leak", "20", "20"], &["--comm", "fileleak_comm"]);
     let doc = analyze_masked(&run.out);
-    let open = stack_through(&doc, "alloc_empty_file", "do_filp_open");
-    assert_eq!(open["outstanding_count"], 20);
+    let opens = stacks_via(&doc, "alloc_empty_file", "do_filp_open");
+    assert_eq!(count(&opens), 20, "{opens:#?}");
     assert_eq!(count(&allocated_by(&doc, "alloc_empty_file")), 80);
 }
 
