@@ -91,11 +91,11 @@ struct Cli {
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     memory_limit: Option<u64>,
 
-    /// Look for the recorded binaries under this directory first.
+    /// Look for the recorded binaries under this directory first (and debug files under its /usr/lib/debug).
     #[arg(long, value_name = "DIR")]
     sysroot: Option<PathBuf>,
 
-    /// Look for debug files here (`.build-id/xx/yyyy.debug` and .gnu_debuglink); repeatable.
+    /// Look for debug files here (`.build-id/xx/yyyy.debug`, or by .gnu_debuglink name under the recorded directory); repeatable.
     #[arg(long, value_name = "DIR")]
     debug_dir: Vec<PathBuf>,
 

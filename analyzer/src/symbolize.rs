@@ -1,6 +1,7 @@
 //! Offline symbolization: (module path, build ID, file offset) → function, file:line and inlined
 //! frames, with blazesym. Each module's file is looked for, in order, in the recording's bundle,
-//! under `--sysroot`, at its original path, and in `--debug-dir` by build ID; a file whose build
+//! under `--sysroot`, at its original path, and in the debug directories by build ID (a copy
+//! without DWARF gets its separate debug file as its recorded path would); a file whose build
 //! ID differs from the recorded one is never used (the frame stays `module+0xoffset`, with a
 //! warning). Each module is parsed once; nothing is dropped: an unresolved frame is still shown.
 use std::collections::{BTreeMap, HashMap};
@@ -108,6 +109,53 @@ fn debug_only_segments(path: &Path) -> Option<Vec<u64>> {
     )
 }
 
+/// The directories that may hold separate debug files, in order: each `--debug-dir`, the
+/// sysroot's `/usr/lib/debug`, then this machine's.
+fn debug_roots(opts: &Options) -> Vec<PathBuf> {
+    let mut dirs = opts.debug_dirs.clone();
+    if let Some(root) = &opts.sysroot {
+        dirs.push(root.join("usr/lib/debug"));
+    }
+    dirs.push(PathBuf::from("/usr/lib/debug"));
+    dirs
+}
+
+/// `.build-id/xx/yyyy.debug` in each debug directory, for a module with a build ID.
+fn build_id_files(m: &Module, opts: &Options) -> Vec<PathBuf> {
+    let Some(b) = m.build_id.as_deref().filter(|b| b.len() > 1) else {
+        return Vec::new();
+    };
+    let h = hex(b);
+    debug_roots(opts)
+        .into_iter()
+        .map(|d| {
+            d.join(".build-id")
+                .join(&h[..2])
+                .join(format!("{}.debug", &h[2..]))
+        })
+        .collect()
+}
+
+/// Whether an ELF file has DWARF (`.debug_info`); None if it cannot be read.
+fn has_dwarf(path: &Path) -> Option<bool> {
+    use object::Object;
+    let data = fs::read(path).ok()?;
+    let file = object::File::parse(&*data).ok()?;
+    Some(file.section_by_name(".debug_info").is_some())
+}
+
+/// The file name in an ELF file's `.gnu_debuglink`, if it is a plain name (never a path: a
+/// hostile recording must not point the search elsewhere).
+fn debug_link(path: &Path) -> Option<PathBuf> {
+    use object::Object;
+    let data = fs::read(path).ok()?;
+    let file = object::File::parse(&*data).ok()?;
+    let (name, _crc) = file.gnu_debuglink().ok().flatten()?;
+    let name = std::str::from_utf8(name).ok()?;
+    let plain = !name.is_empty() && !name.contains('/') && name != "." && name != "..";
+    plain.then(|| PathBuf::from(name))
+}
+
 /// The GNU build ID of an ELF file.
 pub fn build_id(path: &Path) -> Option<Vec<u8>> {
     use object::Object;
@@ -124,9 +172,9 @@ impl Resolver {
         maps: &[leak_format::MapEntry],
         opts: &Options,
     ) -> Self {
-        let mut dirs: Vec<PathBuf> = opts.debug_dirs.clone();
-        dirs.push(PathBuf::from("/usr/lib/debug"));
-        let inner = Symbolizer::builder().set_debug_dirs(Some(&dirs)).build();
+        let inner = Symbolizer::builder()
+            .set_debug_dirs(Some(&debug_roots(opts)))
+            .build();
         let mut r = Resolver {
             inner,
             sources: HashMap::new(),
@@ -164,7 +212,7 @@ impl Resolver {
                 // recorded path, so a hostile recording cannot write outside the scratch folder.
                 if let Some(path) = self.scratch_file(id, bytes) {
                     if let Some(source) = self.accept(m, &path, "bundled copy") {
-                        return source;
+                        return self.with_debug_file(m, source, opts);
                     }
                 }
             }
@@ -175,25 +223,70 @@ impl Resolver {
             candidates.push((root.join(m.path.trim_start_matches('/')), "sysroot copy"));
         }
         candidates.push((PathBuf::from(&m.path), "file"));
-        if let Some(b) = m.build_id.as_deref().filter(|b| b.len() > 1) {
-            let h = hex(b);
-            for d in &opts.debug_dirs {
-                candidates.push((
-                    d.join(".build-id")
-                        .join(&h[..2])
-                        .join(format!("{}.debug", &h[2..])),
-                    "debug file",
-                ));
-            }
-        }
+        candidates.extend(
+            build_id_files(m, opts)
+                .into_iter()
+                .map(|p| (p, "debug file")),
+        );
         for (path, what) in candidates {
             if path.is_file() {
                 if let Some(source) = self.accept(m, &path, what) {
-                    return source;
+                    // blazesym follows the .gnu_debuglink of a file at its recorded path itself.
+                    return if what == "file" {
+                        source
+                    } else {
+                        self.with_debug_file(m, source, opts)
+                    };
                 }
             }
         }
         ModuleSource::Missing
+    }
+
+    /// For a copy of a binary that is not at its recorded path (bundled, or under
+    /// `--sysroot`) and has no DWARF of its own: its separate debug file, found as gdb finds
+    /// one for the recorded path: by build ID in each debug directory, then by its
+    /// `.gnu_debuglink` name in the recorded directory (under the sysroot, and on this
+    /// machine), its `.debug` subdirectory, and each debug directory with the recorded
+    /// directory appended. blazesym cannot do this for a copy, whose own path is elsewhere.
+    /// Only a file with the recorded build ID is used.
+    fn with_debug_file(
+        &mut self,
+        m: &Module,
+        source: ModuleSource,
+        opts: &Options,
+    ) -> ModuleSource {
+        let ModuleSource::Elf(copy) = &source else {
+            return source;
+        };
+        if m.build_id.as_deref().is_none_or(|b| b.len() < 2) || has_dwarf(copy) != Some(false) {
+            return source;
+        }
+        let mut candidates = build_id_files(m, opts);
+        if let Some(link) = debug_link(copy) {
+            let recorded = Path::new(&m.path).parent().unwrap_or(Path::new("/"));
+            let relative = recorded.strip_prefix("/").unwrap_or(recorded);
+            let mut dirs: Vec<PathBuf> = Vec::new();
+            if let Some(root) = &opts.sysroot {
+                dirs.push(root.join(relative));
+            }
+            dirs.push(recorded.to_path_buf());
+            for d in dirs {
+                candidates.push(d.join(&link));
+                candidates.push(d.join(".debug").join(&link));
+            }
+            for root in debug_roots(opts) {
+                candidates.push(root.join(relative).join(&link));
+            }
+        }
+        for path in candidates {
+            if path.is_file() {
+                if let Some(found) = self.accept(m, &path, "debug file") {
+                    return found;
+                }
+            }
+        }
+        source
     }
 
     fn scratch_file(&mut self, id: u32, bytes: &[u8]) -> Option<PathBuf> {

@@ -237,3 +237,105 @@ fn a_rebuilt_binary_with_another_build_id_is_refused() {
         "{warnings:?}"
     );
 }
+
+/// The first frame's function, and whether it has a file and line.
+fn leak_site(rec: &series::Recording, opts: &Options) -> (Option<String>, bool, Vec<String>) {
+    let (frames, warnings) = leak_frames(rec, opts);
+    let f = &frames[0];
+    let lines = f.file.as_deref().is_some_and(|f| f.ends_with("leaky.c")) && f.line.is_some();
+    (f.function.clone(), lines, warnings)
+}
+
+#[test]
+fn a_bundled_or_sysroot_copy_finds_its_debug_file_as_the_recorded_path_would() {
+    if !bpf_ready() {
+        return;
+    }
+    // A binary split the distribution way (stripped, with a .gnu_debuglink to its debug file).
+    // Its copy in the recording's bundle or under --sysroot is not at the recorded path, so
+    // blazesym cannot follow the link to a debug directory that mirrors the recorded path;
+    // and a copy of the host's files holds the host's /usr/lib/debug.
+    let dir = tempfile::tempdir().unwrap();
+    let exe = copy_fixture(dir.path(), "app");
+    let debug = dir.path().join("app.debug");
+    let ok = |c: &mut Command| assert!(c.status().unwrap().success());
+    ok(Command::new("objcopy")
+        .arg("--only-keep-debug")
+        .arg(&exe)
+        .arg(&debug));
+    ok(Command::new("strip").arg("--strip-all").arg(&exe));
+    ok(Command::new("objcopy")
+        .arg(format!("--add-gnu-debuglink={}", debug.display()))
+        .arg(&exe));
+    let bundled = record(dir.path(), &exe, &["--bundle-symbols"]);
+    std::fs::rename(dir.path().join("run.zst"), dir.path().join("bundled.zst")).unwrap();
+    let plain = record(dir.path(), &exe, &[]);
+    let relative = exe.parent().unwrap().strip_prefix("/").unwrap();
+    let put = |to: PathBuf| {
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(&debug, &to).unwrap();
+    };
+    // The debug directory mirrors the recorded directory: DIR/<recorded dir>/app.debug.
+    let mirror = dir.path().join("mirror");
+    put(mirror.join(relative).join("app.debug"));
+    // A sysroot holding the stripped binary and, by build ID, its debug file.
+    let sysroot = dir.path().join("sysroot");
+    let hex: String = leak_report::symbolize::build_id(&exe)
+        .unwrap()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    put(sysroot
+        .join("usr/lib/debug/.build-id")
+        .join(&hex[..2])
+        .join(format!("{}.debug", &hex[2..])));
+    let copy = sysroot.join(exe.strip_prefix("/").unwrap());
+    std::fs::create_dir_all(copy.parent().unwrap()).unwrap();
+    std::fs::rename(&exe, &copy).unwrap();
+    // The link's target next to the binary would be found at the recorded path: gone too.
+    std::fs::remove_file(&debug).unwrap();
+
+    let mirrored = Options {
+        debug_dirs: vec![mirror.clone()],
+        ..Options::default()
+    };
+    let in_sysroot = Options {
+        sysroot: Some(sysroot.clone()),
+        ..Options::default()
+    };
+    // Without a debug file, the stripped copies name nothing.
+    assert_eq!(leak_site(&bundled, &Options::default()).0, None);
+    assert_eq!(leak_site(&plain, &Options::default()).0, None);
+    for (what, rec, opts) in [
+        (
+            "bundled copy, mirrored debug directory",
+            &bundled,
+            &mirrored,
+        ),
+        (
+            "bundled copy, the sysroot's /usr/lib/debug",
+            &bundled,
+            &in_sysroot,
+        ),
+        ("sysroot copy, its /usr/lib/debug", &plain, &in_sysroot),
+    ] {
+        let (function, lines, warnings) = leak_site(rec, opts);
+        assert_eq!(function.as_deref(), Some("leak_here"), "{what}");
+        assert!(lines, "{what}: no file:line");
+        assert!(warnings.is_empty(), "{what}: {warnings:?}");
+    }
+    // A debug file of another build at the mirrored path is refused, with a warning.
+    let other = mirror.join(relative).join("app.debug");
+    ok(Command::new("objcopy")
+        .arg("--only-keep-debug")
+        .arg(fixtures().join("leaky_cpp"))
+        .arg(&other));
+    let (function, _, warnings) = leak_site(&bundled, &mirrored);
+    assert_eq!(function, None);
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.starts_with("debug file") && w.contains("not used")),
+        "{warnings:?}"
+    );
+}
