@@ -226,16 +226,21 @@ pub fn exe(pid: u32) -> io::Result<String> {
     Ok(s.strip_suffix(DELETED).unwrap_or(&s).to_string())
 }
 
-/// The live children of a process's main thread (`/proc/PID/task/PID/children`; a child
-/// forked by another thread is listed under that thread). Empty when unreadable.
+/// The live children of a process, whichever of its threads forked them (each thread's
+/// `/proc/PID/task/TID/children` lists its own), in order. Empty when unreadable.
 pub fn children(pid: u32) -> Vec<u32> {
-    fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
-        .map(|t| {
+    let mut all: Vec<u32> = threads(pid)
+        .into_iter()
+        .filter_map(|tid| fs::read_to_string(format!("/proc/{pid}/task/{tid}/children")).ok())
+        .flat_map(|t| {
             t.split_whitespace()
                 .filter_map(|w| w.parse().ok())
-                .collect()
+                .collect::<Vec<u32>>()
         })
-        .unwrap_or_default()
+        .collect();
+    all.sort_unstable();
+    all.dedup();
+    all
 }
 
 /// Entries of LD_PRELOAD in a process's initial environment.
@@ -364,12 +369,21 @@ pub fn live_thread(pid: u32, ending: Option<u32>) -> Option<u32> {
     if running(pid) {
         return Some(pid);
     }
+    threads(pid)
+        .into_iter()
+        .find(|&tid| tid != pid && running(tid))
+}
+
+/// The thread IDs of a process, in order (empty when it is gone).
+fn threads(pid: u32) -> Vec<u32> {
     let mut tids: Vec<u32> = fs::read_dir(format!("/proc/{pid}/task"))
-        .ok()?
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-        .collect();
+        .map(|dir| {
+            dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
     tids.sort_unstable();
-    tids.into_iter().find(|&tid| tid != pid && running(tid))
+    tids
 }
 
 #[cfg(test)]

@@ -456,6 +456,21 @@ fn child_processes_of_the_target_are_named_not_recorded() {
         r.stderr
     );
     assert_eq!(r.by_function("leak_slowly"), Totals::default());
+
+    // A child forked by a thread other than the main one is named too (each thread lists
+    // its own children under /proc/PID/task/TID/children).
+    let r = record(
+        &["-i", "200ms"],
+        &[&leaky, "fork_churn", "1000", "1500", "thread"],
+    );
+    r.assert_clean();
+    let named: Vec<&str> = r
+        .stderr
+        .lines()
+        .filter(|l| l.contains(" started PID ") && l.contains("which is not recorded"))
+        .collect();
+    assert_eq!(named.len(), 1, "{}", r.stderr);
+    assert!(named[0].contains(&format!("({leaky})")), "{named:?}");
 }
 
 /// The recorder and the target of a test: the target's stdin and stdout, and the target
