@@ -328,6 +328,58 @@ impl std::fmt::Debug for Tracer<'_> {
     }
 }
 
+/// libbpf's log lines held back while an attach runs (None: written as they come).
+static HELD_LOG: std::sync::Mutex<Option<Vec<String>>> = std::sync::Mutex::new(None);
+
+/// Writes libbpf's log to stderr as libbpf would (warnings and information; debug too with
+/// `LIBBPF_LOG_LEVEL=debug`), ignoring a closed stderr, unless [`hold_log`] holds it back.
+pub fn install_log() {
+    fn print(_level: libbpf_rs::PrintLevel, line: String) {
+        let mut held = HELD_LOG
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match held.as_mut() {
+            Some(lines) => lines.push(line),
+            None => {
+                use std::io::Write as _;
+                let _ = std::io::stderr().write_all(line.as_bytes());
+            }
+        }
+    }
+    let debug = std::env::var("LIBBPF_LOG_LEVEL").is_ok_and(|v| v.eq_ignore_ascii_case("debug"));
+    let level = if debug {
+        libbpf_rs::PrintLevel::Debug
+    } else {
+        libbpf_rs::PrintLevel::Info
+    };
+    libbpf_rs::set_print(Some((level, print)));
+}
+
+/// Holds libbpf's log back until [`release_log`]: the attach to a process that exits meanwhile
+/// fails with a line per probe ("failed to create uprobe ... -ESRCH") that one line of ours
+/// says better.
+pub fn hold_log() {
+    *HELD_LOG
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Vec::new());
+}
+
+/// Writes what [`hold_log`] held back if `show`, drops it otherwise, and lets the log through
+/// again.
+pub fn release_log(show: bool) {
+    let held = HELD_LOG
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .take();
+    if show {
+        use std::io::Write as _;
+        let mut err = std::io::stderr().lock();
+        for line in held.unwrap_or_default() {
+            let _ = err.write_all(line.as_bytes());
+        }
+    }
+}
+
 /// Opens and loads the BPF object.
 pub fn load<'obj>(
     storage: &'obj mut MaybeUninit<OpenObject>,

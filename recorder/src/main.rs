@@ -53,6 +53,8 @@ impl std::error::Error for UsageError {}
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     #[cfg(target_os = "linux")]
+    bpf::install_log();
+    #[cfg(target_os = "linux")]
     let result = record::run(cli);
     #[cfg(not(target_os = "linux"))]
     let result: anyhow::Result<u8> = {

@@ -244,9 +244,12 @@ fn setup_and_record(
         }
         Err(e) => return Err(denied(e)),
     };
-    tracer
-        .attach(pid, tid, &plan)
-        .map_err(|e| unless_exited(denied(e), pid, mode))?;
+    bpf::hold_log();
+    let attached = tracer.attach(pid, tid, &plan);
+    // libbpf's lines for the probes of a process that exited meanwhile only repeat the one
+    // line unless_exited gives; any other failure, or a warning of a good attach, is shown.
+    bpf::release_log(attached.is_ok() || mode != TargetMode::Attach || procfs::is_alive(pid));
+    attached.map_err(|e| unless_exited(denied(e), pid, mode))?;
     if let Some(why) = tracer.session_failure() {
         no_sessions = Some(why.to_string());
     }
