@@ -393,3 +393,50 @@ fn demo_report_matches_the_golden_file() {
     );
     assert!(got.len() < 500_000, "the report is {} bytes", got.len());
 }
+
+/// In a browser without CSS `:has()` (Firefox before 121), opening a stack's summary still
+/// shows its details row, through the page's script. Checked in chromium on a copy of the
+/// report whose `:has()` rule is removed (and its CSP with it: the copy's style and the
+/// probe script below are not the hashed ones); the probe opens the first stack's details,
+/// reads every details row's computed display, closes it and reads them again.
+#[test]
+fn details_open_without_css_has_through_the_script() {
+    let Some(browser) = chromium() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let html = dir.path().join("report.html");
+    report(&root().join("fixtures/recordings/demo.zst"), &html);
+    let text = std::fs::read_to_string(&html).unwrap();
+    let has_rule = "tbody.stack:has(details[open]) > tr.more, ";
+    assert_eq!(text.matches(has_rule).count(), 1, "the CSS rule changed");
+    let csp_start = text
+        .find("<meta http-equiv=\"Content-Security-Policy\"")
+        .unwrap();
+    let csp_end = csp_start + text[csp_start..].find('>').unwrap() + 1;
+    let probe = r#"<script>
+var d = document.querySelector("tbody.stack details");
+function shown() {
+  return Array.prototype.map.call(document.querySelectorAll("tr.more"),
+    function (r) { return getComputedStyle(r).display; }).join(",");
+}
+d.open = true;
+setTimeout(function () {
+  document.body.dataset.opened = shown();
+  d.open = false;
+  setTimeout(function () { document.body.dataset.closed = shown(); }, 100);
+}, 100);
+</script></body>"#;
+    let copy = format!("{}{}", &text[..csp_start], &text[csp_end..])
+        .replace(has_rule, "")
+        .replace("</body>", probe);
+    let page = dir.path().join("no-has.html");
+    std::fs::write(&page, copy).unwrap();
+    let url = format!("file://{}", page.display());
+    let (dom, err) = headless(&browser, dir.path(), &["--dump-dom"], &url);
+    assert!(page_problems(&err).is_empty(), "{:?}", page_problems(&err));
+    assert!(
+        dom.contains("data-opened=\"table-row,none,none\""),
+        "the first stack's details did not show: {}",
+        &dom[dom.find("<body").unwrap_or(0)..][..200.min(dom.len())]
+    );
+    assert!(dom.contains("data-closed=\"none,none,none\""));
+}
