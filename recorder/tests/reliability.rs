@@ -545,51 +545,57 @@ fn a_started_command_stopped_and_continued_runs_on_as_it_would_bare() {
     if !bpf_ready() {
         return;
     }
-    // SIGSTOP, then SIGCONT: the child stops, resumes, and finishes its 40 leaks of 100 bytes.
-    // Listening again at SIGCONT's wake-up kept it in a tracing stop for good. (Ctrl-Z's
-    // SIGTSTP takes the same path in the tracer, but the kernel discards it in an orphaned
-    // process group, which the test's may be, depending on how it was started.)
-    let mut rec = start_recorder(&[
-        "-q",
-        "-i",
-        "100ms",
-        "--",
-        &fixture("leaky"),
-        "slow",
-        "40",
-        "100",
-        "50",
-    ]);
-    let child = only_child(rec.child.id());
-    // A failed assertion must not leave a frozen child, nor its recorder, behind.
-    let mut guard = KillOnDrop(vec![child, rec.child.id()]);
-    std::thread::sleep(Duration::from_millis(500));
-    // SAFETY: signalling the test's own grandchild by PID; it is alive (a zombie at worst).
-    assert_eq!(unsafe { libc::kill(child as i32, libc::SIGSTOP) }, 0);
-    std::thread::sleep(Duration::from_millis(300));
-    assert!(matches!(proc_state(child), Some('T' | 't')), "not stopped");
-    // SAFETY: as above.
-    assert_eq!(unsafe { libc::kill(child as i32, libc::SIGCONT) }, 0);
-    std::thread::sleep(Duration::from_millis(300));
-    let state = proc_state(child);
-    assert!(matches!(state, Some('R' | 'S' | 'Z')), "state {state:?}");
-    wait_exit(
-        &mut rec.child,
-        Duration::from_secs(30),
-        "the command did not finish after SIGCONT",
-    );
-    guard.0.clear();
-    let r = rec.finish();
-    assert_eq!(r.code, Some(0), "{}", r.stderr);
-    assert_eq!(
-        r.state.end.as_ref().unwrap().reason,
-        EndReason::TargetExited {
-            code: Some(0),
-            signal: None
-        }
-    );
-    let t = r.by_function("leak_slowly");
-    assert_eq!((t.bytes, t.count), (4_000, 40));
+    // SIGSTOP (or Ctrl-Z's SIGTSTP), then SIGCONT: the child stops, resumes, and finishes its
+    // 40 leaks of 100 bytes. Listening again at SIGCONT's wake-up kept it in a tracing stop
+    // for good. (The recorder runs in its own process group, as under a shell: the kernel
+    // discards SIGTSTP in an orphaned one.)
+    for (name, stop) in [("SIGSTOP", libc::SIGSTOP), ("SIGTSTP", libc::SIGTSTP)] {
+        let mut rec = start_recorder(&[
+            "-q",
+            "-i",
+            "100ms",
+            "--",
+            &fixture("leaky"),
+            "slow",
+            "40",
+            "100",
+            "50",
+        ]);
+        let child = only_child(rec.child.id());
+        // A failed assertion must not leave a frozen child, nor its recorder, behind.
+        let mut guard = KillOnDrop(vec![child, rec.child.id()]);
+        std::thread::sleep(Duration::from_millis(500));
+        // SAFETY: signalling the test's own grandchild by PID; it is alive (a zombie at worst).
+        assert_eq!(unsafe { libc::kill(child as i32, stop) }, 0);
+        std::thread::sleep(Duration::from_millis(300));
+        let state = proc_state(child);
+        assert!(matches!(state, Some('T' | 't')), "{name}: state {state:?}");
+        // SAFETY: as above.
+        assert_eq!(unsafe { libc::kill(child as i32, libc::SIGCONT) }, 0);
+        std::thread::sleep(Duration::from_millis(300));
+        let state = proc_state(child);
+        assert!(
+            matches!(state, Some('R' | 'S' | 'Z')),
+            "{name}: state {state:?}"
+        );
+        wait_exit(
+            &mut rec.child,
+            Duration::from_secs(30),
+            "the command did not finish after SIGCONT",
+        );
+        guard.0.clear();
+        let r = rec.finish();
+        assert_eq!(r.code, Some(0), "{name}: {}", r.stderr);
+        assert_eq!(
+            r.state.end.as_ref().unwrap().reason,
+            EndReason::TargetExited {
+                code: Some(0),
+                signal: None
+            }
+        );
+        let t = r.by_function("leak_slowly");
+        assert_eq!((t.bytes, t.count), (4_000, 40), "{name}");
+    }
 }
 
 /// How a process ended: (exit code, terminating signal).

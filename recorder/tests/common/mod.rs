@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
 use std::sync::OnceLock;
@@ -370,6 +371,9 @@ fn spawn_recorder(env: &[(&str, &str)], args: &[&str], piped: bool) -> Running {
             Stdio::inherit()
         }
     };
+    // Its own process group in the test's session, as a shell runs a job: never orphaned
+    // (its parent, the test, is in another group of the same session), so the kernel delivers
+    // job-control stops (SIGTSTP) to a command it starts instead of discarding them.
     let mut child = Command::new(RECORDER)
         .envs(env.iter().copied())
         .args(["-o", out.to_str().unwrap()])
@@ -377,6 +381,7 @@ fn spawn_recorder(env: &[(&str, &str)], args: &[&str], piped: bool) -> Running {
         .stdin(stdio())
         .stdout(stdio())
         .stderr(Stdio::piped())
+        .process_group(0)
         .spawn()
         .unwrap();
     let stderr = BufReader::new(child.stderr.take().unwrap());
