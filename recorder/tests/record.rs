@@ -439,15 +439,18 @@ fn child_processes_of_the_target_are_named_not_recorded() {
         &["-i", "500ms"],
         &format!("{leaky} slow 20 100 100 &\nsleep 2 & sleep 2 & sleep 2 &\nwait"),
     );
-    let named: Vec<&str> = r
-        .stderr
-        .lines()
-        .filter(|l| l.contains(" started PID ") && l.contains("which is not recorded"))
-        .collect();
-    assert_eq!(named.len(), 3, "{}", r.stderr);
+    let named = |stderr: &str| -> Vec<String> {
+        stderr
+            .lines()
+            .filter(|l| l.contains(" started PID ") && l.contains("which is not recorded"))
+            .map(str::to_string)
+            .collect()
+    };
+    let said = named(&r.stderr);
+    assert_eq!(said.len(), 3, "{}", r.stderr);
     assert!(
-        named.iter().all(|l| l.contains("leak-record -p ")),
-        "{named:?}"
+        said.iter().all(|l| l.contains("leak-record -p ")),
+        "{said:?}"
     );
     assert!(
         r.stderr
@@ -464,13 +467,9 @@ fn child_processes_of_the_target_are_named_not_recorded() {
         &[&leaky, "fork_churn", "1000", "1500", "thread"],
     );
     r.assert_clean();
-    let named: Vec<&str> = r
-        .stderr
-        .lines()
-        .filter(|l| l.contains(" started PID ") && l.contains("which is not recorded"))
-        .collect();
-    assert_eq!(named.len(), 1, "{}", r.stderr);
-    assert!(named[0].contains(&format!("({leaky})")), "{named:?}");
+    let said = named(&r.stderr);
+    assert_eq!(said.len(), 1, "{}", r.stderr);
+    assert!(said[0].contains(&format!("({leaky})")), "{said:?}");
 }
 
 /// The recorder and the target of a test: the target's stdin and stdout, and the target

@@ -51,6 +51,29 @@ fn leak_frames(rec: &series::Recording, opts: &Options) -> (Vec<SymFrame>, Vec<S
     (out, resolver.warnings.clone())
 }
 
+/// Splits `exe` the distribution way: its DWARF and symbols go to `debug`, and it is stripped.
+fn split_debug(exe: &Path, debug: &Path) {
+    let ok = |c: &mut Command| assert!(c.status().unwrap().success());
+    std::fs::create_dir_all(debug.parent().unwrap()).unwrap();
+    ok(Command::new("objcopy")
+        .arg("--only-keep-debug")
+        .arg(exe)
+        .arg(debug));
+    ok(Command::new("strip").arg("--strip-all").arg(exe));
+}
+
+/// `ROOT/.build-id/xx/yyyy.debug` for the build ID of `elf`.
+fn build_id_path(root: &Path, elf: &Path) -> PathBuf {
+    let hex: String = leak_report::symbolize::build_id(elf)
+        .unwrap()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    root.join(".build-id")
+        .join(&hex[..2])
+        .join(format!("{}.debug", &hex[2..]))
+}
+
 /// `addr2line -f -i` for a file offset (return address - 1), innermost first.
 fn addr2line(elf: &Path, file_offset: u64) -> Vec<(String, String)> {
     let data = std::fs::read(elf).unwrap();
@@ -161,19 +184,7 @@ fn stripped_binary_is_symbolized_from_its_debug_file_by_build_id() {
     let dir = tempfile::tempdir().unwrap();
     let exe = copy_fixture(dir.path(), "app");
     let debug_root = dir.path().join("debug");
-    let build_id = leak_report::symbolize::build_id(&exe).unwrap();
-    let hex: String = build_id.iter().map(|b| format!("{b:02x}")).collect();
-    let debug_file = debug_root
-        .join(".build-id")
-        .join(&hex[..2])
-        .join(format!("{}.debug", &hex[2..]));
-    std::fs::create_dir_all(debug_file.parent().unwrap()).unwrap();
-    let ok = |c: &mut Command| assert!(c.status().unwrap().success());
-    ok(Command::new("objcopy")
-        .arg("--only-keep-debug")
-        .arg(&exe)
-        .arg(&debug_file));
-    ok(Command::new("strip").arg("--strip-all").arg(&exe));
+    split_debug(&exe, &build_id_path(&debug_root, &exe));
     let rec = record(dir.path(), &exe, &[]);
     std::fs::remove_file(&exe).unwrap();
     // Without the debug directory nothing serves the stripped module.
@@ -258,12 +269,8 @@ fn a_bundled_or_sysroot_copy_finds_its_debug_file_as_the_recorded_path_would() {
     let dir = tempfile::tempdir().unwrap();
     let exe = copy_fixture(dir.path(), "app");
     let debug = dir.path().join("app.debug");
+    split_debug(&exe, &debug);
     let ok = |c: &mut Command| assert!(c.status().unwrap().success());
-    ok(Command::new("objcopy")
-        .arg("--only-keep-debug")
-        .arg(&exe)
-        .arg(&debug));
-    ok(Command::new("strip").arg("--strip-all").arg(&exe));
     ok(Command::new("objcopy")
         .arg(format!("--add-gnu-debuglink={}", debug.display()))
         .arg(&exe));
@@ -280,15 +287,7 @@ fn a_bundled_or_sysroot_copy_finds_its_debug_file_as_the_recorded_path_would() {
     put(mirror.join(relative).join("app.debug"));
     // A sysroot holding the stripped binary and, by build ID, its debug file.
     let sysroot = dir.path().join("sysroot");
-    let hex: String = leak_report::symbolize::build_id(&exe)
-        .unwrap()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    put(sysroot
-        .join("usr/lib/debug/.build-id")
-        .join(&hex[..2])
-        .join(format!("{}.debug", &hex[2..])));
+    put(build_id_path(&sysroot.join("usr/lib/debug"), &exe));
     let copy = sysroot.join(exe.strip_prefix("/").unwrap());
     std::fs::create_dir_all(copy.parent().unwrap()).unwrap();
     std::fs::rename(&exe, &copy).unwrap();
