@@ -1,6 +1,6 @@
 //! Turns a recording into findings: a verdict per stack (with the strict rule beside it), its
 //! symbolized frames, and recording-wide facts (drops, truncation, time to exhaustion).
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use leak_format::{AllocKind, StackLoss};
 use serde::Serialize;
@@ -168,16 +168,20 @@ pub fn analyze(rec: &Recording, resolver: &Resolver, s: &Settings) -> Analysis {
         _ => None,
     };
     let mut warnings = resolver.warnings.clone();
-    let missing = if rec.presymbolized.is_empty() {
-        resolver
+    let (missing, unnamed) = if rec.presymbolized.is_empty() {
+        let missing: Vec<String> = resolver
             .missing_modules()
             .into_iter()
             .map(str::to_string)
-            .collect()
+            .collect();
+        // A bundled symbol table is all there is of its module: nothing to point the user to.
+        let files: Vec<&str> = resolver.modules_from_files();
+        (missing, unnamed_warning(&stacks, &files))
     } else {
-        Vec::new()
+        (Vec::new(), None)
     };
     warnings.extend(quality_warnings(rec, &stacks, missing));
+    warnings.extend(unnamed);
     Analysis {
         stacks,
         leak_rate,
@@ -419,6 +423,32 @@ fn quality_warnings(
         ));
     }
     w
+}
+
+/// Modules symbolized from a file (`files`) that names none of some of their frames (a
+/// stripped file whose debug file was not found): the frames stay module+offset, and a debug
+/// file would name them.
+fn unnamed_warning(stacks: &[StackReport], files: &[&str]) -> Option<String> {
+    let mut unnamed: BTreeMap<&str, BTreeSet<u64>> = BTreeMap::new();
+    for f in stacks.iter().flat_map(|s| &s.frames) {
+        if f.function.is_none() && files.contains(&f.module.as_str()) {
+            unnamed.entry(&f.module).or_default().insert(f.offset);
+        }
+    }
+    if unnamed.is_empty() {
+        return None;
+    }
+    let list: Vec<String> = unnamed
+        .iter()
+        .map(|(m, offsets)| format!("{m} ({} frames)", offsets.len()))
+        .collect();
+    Some(format!(
+        "{} module(s) have no symbol for some of their frames, which stay module+offset: {}; \
+         the files are probably stripped: give their debug files with --debug-dir (the \
+         .build-id layout; Debian's -dbg/-dbgsym packages install them in /usr/lib/debug)",
+        unnamed.len(),
+        list.join(", ")
+    ))
 }
 
 /// The record order's violations (docs/format.md, 1.3), one line each.

@@ -55,6 +55,10 @@ enum ModuleSource {
     /// addresses but not their file offsets, so frames are placed by address, through the
     /// recorded memory map: (file, virtual address of each executable segment's page start).
     DebugOnly(PathBuf, Vec<u64>),
+    /// A binary without DWARF and its separate debug file: file offsets become virtual
+    /// addresses through the binary's loadable segments (file offset, file size, virtual
+    /// address), which the debug file shares; no memory map needed.
+    Split(PathBuf, Vec<(u64, u64, u64)>),
     Table(Vec<BundledSymbol>),
     Missing,
 }
@@ -156,6 +160,22 @@ fn debug_link(path: &Path) -> Option<PathBuf> {
     plain.then(|| PathBuf::from(name))
 }
 
+/// The loadable segments of an ELF file: (file offset, file size, virtual address).
+fn load_segments(path: &Path) -> Option<Vec<(u64, u64, u64)>> {
+    use object::read::elf::{ElfFile64, ProgramHeader};
+    use object::Endianness;
+    let data = fs::read(path).ok()?;
+    let elf = ElfFile64::<Endianness, &[u8]>::parse(&*data).ok()?;
+    let e = elf.endian();
+    let segments: Vec<_> = elf
+        .elf_program_headers()
+        .iter()
+        .filter(|ph| ph.p_type(e) == object::elf::PT_LOAD && ph.p_filesz(e) > 0)
+        .map(|ph| (ph.p_offset(e), ph.p_filesz(e), ph.p_vaddr(e)))
+        .collect();
+    (!segments.is_empty()).then_some(segments)
+}
+
 /// The GNU build ID of an ELF file.
 pub fn build_id(path: &Path) -> Option<Vec<u8>> {
     use object::Object;
@@ -231,25 +251,20 @@ impl Resolver {
         for (path, what) in candidates {
             if path.is_file() {
                 if let Some(source) = self.accept(m, &path, what) {
-                    // blazesym follows the .gnu_debuglink of a file at its recorded path itself.
-                    return if what == "file" {
-                        source
-                    } else {
-                        self.with_debug_file(m, source, opts)
-                    };
+                    return self.with_debug_file(m, source, opts);
                 }
             }
         }
         ModuleSource::Missing
     }
 
-    /// For a copy of a binary that is not at its recorded path (bundled, or under
-    /// `--sysroot`) and has no DWARF of its own: its separate debug file, found as gdb finds
-    /// one for the recorded path: by build ID in each debug directory, then by its
-    /// `.gnu_debuglink` name in the recorded directory (under the sysroot, and on this
-    /// machine), its `.debug` subdirectory, and each debug directory with the recorded
-    /// directory appended. blazesym cannot do this for a copy, whose own path is elsewhere.
-    /// Only a file with the recorded build ID is used.
+    /// For a binary without DWARF of its own (at its recorded path, bundled, or under
+    /// `--sysroot`): its separate debug file, found as gdb finds one for the recorded path: by
+    /// build ID in each debug directory, then by its `.gnu_debuglink` name in the recorded
+    /// directory (under the sysroot, and on this machine), its `.debug` subdirectory, and each
+    /// debug directory with the recorded directory appended. (blazesym follows a debug link
+    /// only from the file's own path, wrong for a copy, and looks up a build ID only through
+    /// a debug link.) Only a file with the recorded build ID is used.
     fn with_debug_file(
         &mut self,
         m: &Module,
@@ -281,8 +296,15 @@ impl Resolver {
         }
         for path in candidates {
             if path.is_file() {
-                if let Some(found) = self.accept(m, &path, "debug file") {
-                    return found;
+                match self.accept(m, &path, "debug file") {
+                    Some(ModuleSource::DebugOnly(debug, by_map)) => {
+                        return match load_segments(copy) {
+                            Some(segments) => ModuleSource::Split(debug, segments),
+                            None => ModuleSource::DebugOnly(debug, by_map),
+                        }
+                    }
+                    Some(found) => return found,
+                    None => {}
                 }
             }
         }
@@ -374,6 +396,25 @@ impl Resolver {
         (addr < next.addr).then_some(sym)
     }
 
+    /// Modules symbolized from an ELF file (a bundled or local binary, or a debug file), not
+    /// from a bundled symbol table and not missing.
+    pub fn modules_from_files(&self) -> Vec<&str> {
+        self.modules
+            .iter()
+            .filter(|(id, _)| {
+                matches!(
+                    self.sources.get(id),
+                    Some(
+                        ModuleSource::Elf(_)
+                            | ModuleSource::DebugOnly(..)
+                            | ModuleSource::Split(..)
+                    )
+                )
+            })
+            .map(|(_, m)| m.path.as_str())
+            .collect()
+    }
+
     /// Modules for which no usable file was found.
     pub fn missing_modules(&self) -> Vec<&str> {
         self.modules
@@ -448,18 +489,38 @@ impl Resolver {
         Some(addr - m.start + *segments.get(index)?)
     }
 
+    /// Symbolizes, in one batch, the frames at `offsets` of module `path` whose virtual
+    /// address in `file` (a debug file) is known; the others stay module+offset.
+    fn by_address(
+        &self,
+        file: &Path,
+        path: &str,
+        offsets: &[u64],
+        addresses: &[Option<u64>],
+    ) -> Vec<Vec<SymFrame>> {
+        let known: Vec<u64> = addresses.iter().flatten().copied().collect();
+        let src = Source::Elf(Elf::new(file));
+        let mut symbolized = self
+            .inner
+            .symbolize(&src, Input::VirtOffset(&known))
+            .unwrap_or_default()
+            .into_iter();
+        offsets
+            .iter()
+            .zip(addresses)
+            .map(|(&off, address)| {
+                let sym = address.and_then(|_| symbolized.next());
+                match sym {
+                    Some(Symbolized::Sym(sym)) => expand(&sym, path, off),
+                    _ => bare_frame(path, off),
+                }
+            })
+            .collect()
+    }
+
     fn resolve_module(&self, module: u32, path: &str, frames: &[(u64, u64)]) -> Vec<Vec<SymFrame>> {
         let offsets: Vec<u64> = frames.iter().map(|f| f.0).collect();
-        let bare = |off: u64| {
-            vec![SymFrame {
-                function: None,
-                file: None,
-                line: None,
-                module: path.to_string(),
-                offset: off,
-                inlined: false,
-            }]
-        };
+        let bare = |off: u64| bare_frame(path, off);
         match self.sources.get(&module) {
             Some(ModuleSource::Elf(file)) => {
                 let lookup: Vec<u64> = offsets.iter().map(|o| o.saturating_sub(1)).collect();
@@ -477,20 +538,26 @@ impl Resolver {
                 }
             }
             Some(ModuleSource::DebugOnly(file, segments)) => {
-                let src = Source::Elf(Elf::new(file));
-                frames
+                let lookup: Vec<Option<u64>> = frames
                     .iter()
-                    .map(|&(off, addr)| {
-                        let Some(vaddr) = self.virtual_address(path, addr, segments) else {
-                            return bare(off);
-                        };
-                        let input = Input::VirtOffset(vaddr.saturating_sub(1));
-                        match self.inner.symbolize_single(&src, input) {
-                            Ok(Symbolized::Sym(sym)) => expand(&sym, path, off),
-                            _ => bare(off),
-                        }
+                    .map(|&(_, addr)| {
+                        let vaddr = self.virtual_address(path, addr, segments)?;
+                        Some(vaddr.saturating_sub(1))
                     })
-                    .collect()
+                    .collect();
+                self.by_address(file, path, &offsets, &lookup)
+            }
+            Some(ModuleSource::Split(debug, segments)) => {
+                let lookup: Vec<Option<u64>> = offsets
+                    .iter()
+                    .map(|&off| {
+                        let at = off.saturating_sub(1);
+                        let &(start, _, vaddr) =
+                            segments.iter().find(|s| s.0 <= at && at < s.0 + s.1)?;
+                        Some(at - start + vaddr)
+                    })
+                    .collect();
+                self.by_address(debug, path, &offsets, &lookup)
             }
             Some(ModuleSource::Table(table)) => offsets
                 .iter()
@@ -513,6 +580,18 @@ impl Resolver {
             _ => offsets.iter().map(|&o| bare(o)).collect(),
         }
     }
+}
+
+/// A frame left as module+offset.
+fn bare_frame(module: &str, offset: u64) -> Vec<SymFrame> {
+    vec![SymFrame {
+        function: None,
+        file: None,
+        line: None,
+        module: module.to_string(),
+        offset,
+        inlined: false,
+    }]
 }
 
 /// A physical frame as logical frames: the innermost inlined call first, the containing

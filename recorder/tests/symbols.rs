@@ -186,29 +186,44 @@ fn stripped_binary_is_symbolized_from_its_debug_file_by_build_id() {
     let debug_root = dir.path().join("debug");
     split_debug(&exe, &build_id_path(&debug_root, &exe));
     let rec = record(dir.path(), &exe, &[]);
-    std::fs::remove_file(&exe).unwrap();
-    // Without the debug directory nothing serves the stripped module.
-    let (frames, _) = leak_frames(&rec, &Options::default());
-    assert_eq!(frames[0].function, None, "{frames:?}");
     let opts = Options {
         debug_dirs: vec![debug_root],
         ..Options::default()
     };
-    let (frames, warnings) = leak_frames(&rec, &opts);
-    assert!(warnings.is_empty(), "{warnings:?}");
-    assert_eq!(
-        frames[0].function.as_deref(),
-        Some("leak_here"),
-        "{frames:?}"
-    );
-    assert!(
-        frames[0]
-            .file
-            .as_deref()
-            .is_some_and(|f| f.ends_with("leaky.c")),
-        "{frames:?}"
-    );
-    assert!(frames[0].line.is_some());
+    // The stripped binary at its recorded path (it has no .gnu_debuglink, so blazesym alone
+    // would not look up its build ID), then the debug file alone, once the binary is gone.
+    for gone in [false, true] {
+        if gone {
+            std::fs::remove_file(&exe).unwrap();
+        }
+        // Without the debug directory nothing serves the stripped module; the analysis says
+        // so while the stripped file is there (once it is gone: "no usable file").
+        let (function, _, _) = leak_site(&rec, &Options::default());
+        assert_eq!(function, None, "binary gone: {gone}");
+        let said = |opts: &Options| {
+            let resolver = Resolver::new(&rec.modules, &rec.bundles, &rec.maps, opts);
+            let settings = leak_report::analysis::Settings {
+                detector: leak_report::analysis::Detector::Robust,
+                detect: leak_report::detect::Config::default(),
+                memory_limit: None,
+            };
+            let a = leak_report::analysis::analyze(&rec, &resolver, &settings);
+            let exe = exe.display().to_string();
+            a.warnings
+                .iter()
+                .any(|w| w.contains("have no symbol for some of their frames") && w.contains(&exe))
+        };
+        assert_eq!(said(&Options::default()), !gone, "binary gone: {gone}");
+        assert!(!said(&opts), "binary gone: {gone}");
+        let (function, lines, warnings) = leak_site(&rec, &opts);
+        assert!(warnings.is_empty(), "binary gone: {gone}: {warnings:?}");
+        assert_eq!(
+            function.as_deref(),
+            Some("leak_here"),
+            "binary gone: {gone}"
+        );
+        assert!(lines, "binary gone: {gone}: no file:line");
+    }
 }
 
 #[test]
