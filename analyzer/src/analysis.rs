@@ -69,6 +69,10 @@ pub struct Analysis {
     pub min_outstanding: Option<u64>,
     pub below_min: usize,
     pub below_min_leaks: usize,
+    /// Kernel stacks of page-cache and slab pages left out (see [`leave_out_cache_pages`]),
+    /// and their outstanding bytes.
+    pub cache_pages: usize,
+    pub cache_pages_bytes: u64,
 }
 
 /// Analyses every stack of a recording.
@@ -191,6 +195,8 @@ pub fn analyze(rec: &Recording, resolver: &Resolver, s: &Settings) -> Analysis {
         warnings,
         suppressed: 0,
         in_baseline: 0,
+        cache_pages: 0,
+        cache_pages_bytes: 0,
         min_outstanding: None,
         below_min: 0,
         below_min_leaks: 0,
@@ -276,6 +282,109 @@ pub fn filter(a: &mut Analysis, suppressions: &Suppressions, min_outstanding: Op
             .filter(|s| s.verdict == Verdict::ContinuousLeak)
             .count();
     }
+    recompute_totals(a);
+}
+
+/// What a kernel page stack holds when it is not the kernel's to leak: `page cache` (file
+/// pages, which the kernel reclaims under memory pressure: a file written to grows it) or `slab
+/// pages` (the pages a slab cache holds its objects in: the objects are counted on their own
+/// stacks, and the pages again here). None for anything else.
+pub fn cache_pages(kind: AllocKind, frames: &[SymFrame]) -> Option<&'static str> {
+    let names = || frames.iter().filter_map(|f| f.function.as_deref());
+    let any = |prefixes: &[&str]| names().any(|n| prefixes.iter().any(|p| n.starts_with(p)));
+    if kind == AllocKind::KernelSlab {
+        // A page-cache page's buffer heads go with it; a slab page's object extension vector
+        // (memcg accounting) with the slab page.
+        return if any(&[
+            "alloc_buffer_head",
+            "folio_alloc_buffers",
+            "create_empty_buffers",
+        ]) {
+            Some("page cache")
+        } else if any(&["alloc_slab_obj_exts"]) {
+            Some("slab pages")
+        } else {
+            None
+        };
+    }
+    if kind != AllocKind::KernelPage {
+        return None;
+    }
+    const PAGE_CACHE: [&str; 7] = [
+        "filemap_",
+        "__filemap_",
+        "page_cache_",
+        "__page_cache_",
+        "do_read_cache_",
+        "read_cache_",
+        "grab_cache_page",
+    ];
+    if any(&["allocate_slab", "new_slab"]) {
+        Some("slab pages")
+    } else if any(&PAGE_CACHE) {
+        Some("page cache")
+    } else {
+        None
+    }
+}
+
+/// The index of a stack's first frame that is not the allocator: in a kernel stack, the
+/// allocation functions (`kmem_cache_alloc`, `__kmalloc`, `alloc_pages`, ... and their
+/// `_noprof`/`_node` forms) are the first frames, and the caller is what tells stacks apart. A
+/// user stack starts at the allocator's caller already: 0.
+pub fn site(kind: AllocKind, frames: &[SymFrame]) -> usize {
+    const ALLOCATOR: [&str; 27] = [
+        "kmem_cache_alloc",
+        "__kmem_cache_alloc",
+        "kmalloc",
+        "__kmalloc",
+        "kvmalloc",
+        "__kvmalloc",
+        "kvzalloc",
+        "kzalloc",
+        "krealloc",
+        "__krealloc",
+        "kmemdup",
+        "kstrdup",
+        "kstrndup",
+        "__alloc_pages",
+        "__alloc_frozen_pages",
+        "alloc_pages",
+        "alloc_frozen_pages",
+        "__folio_alloc",
+        "folio_alloc",
+        "vma_alloc_folio",
+        "alloc_slab_page",
+        "___slab_alloc",
+        "__slab_alloc",
+        "__get_free_pages",
+        "get_zeroed_page",
+        "pcpu_alloc",
+        "__alloc_percpu",
+    ];
+    if !kind.is_kernel() {
+        return 0;
+    }
+    frames
+        .iter()
+        .position(|f| {
+            f.function
+                .as_deref()
+                .is_none_or(|n| !ALLOCATOR.iter().any(|p| n.starts_with(p)))
+        })
+        .unwrap_or(0)
+}
+
+/// Leaves out the kernel stacks of page-cache and slab pages ([`cache_pages`]), counted: a
+/// log file that grows is not a kernel leak, nor are the pages of a leaking object's cache a
+/// second leak.
+pub fn leave_out_cache_pages(a: &mut Analysis) {
+    let (out, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut a.stacks)
+        .into_iter()
+        .partition(|s| cache_pages(s.kind, &s.frames).is_some());
+    a.stacks = kept;
+    a.cache_pages += out.len();
+    a.cache_pages_bytes += out.iter().map(|s| s.outstanding_bytes).sum::<u64>();
     recompute_totals(a);
 }
 
@@ -496,4 +605,96 @@ fn order_warnings(rec: &Recording) -> Vec<String> {
         ));
     }
     w
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kernel_frames(names: &[&str]) -> Vec<SymFrame> {
+        names
+            .iter()
+            .map(|n| SymFrame {
+                function: Some((*n).to_string()),
+                file: None,
+                line: None,
+                module: "[kernel]".into(),
+                offset: 0x10,
+                inlined: false,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn page_cache_and_slab_pages_are_told_from_kernel_leaks() {
+        use AllocKind::{Heap, KernelPage, KernelSlab};
+        // From a recording of a process appending to a log file (ext4), and of fileleak.
+        let write = ["__filemap_get_folio", "ext4_da_write_begin", "vfs_write"];
+        let page = [
+            &["__alloc_frozen_pages_noprof", "folio_alloc_noprof"][..],
+            &write,
+        ]
+        .concat();
+        assert_eq!(
+            cache_pages(KernelPage, &kernel_frames(&page)),
+            Some("page cache")
+        );
+        let buffers = [
+            "kmem_cache_alloc_noprof",
+            "alloc_buffer_head",
+            "folio_alloc_buffers",
+            "create_empty_buffers",
+            "ext4_block_write_begin",
+        ];
+        assert_eq!(
+            cache_pages(KernelSlab, &kernel_frames(&buffers)),
+            Some("page cache")
+        );
+        let slab = [
+            "__alloc_frozen_pages_noprof",
+            "allocate_slab",
+            "___slab_alloc",
+            "kmem_cache_alloc_lru_noprof",
+            "alloc_inode",
+        ];
+        assert_eq!(
+            cache_pages(KernelPage, &kernel_frames(&slab)),
+            Some("slab pages")
+        );
+        let exts = ["__kmalloc_noprof", "alloc_slab_obj_exts", "allocate_slab"];
+        assert_eq!(
+            cache_pages(KernelSlab, &kernel_frames(&exts)),
+            Some("slab pages")
+        );
+        // Pipe pages and file objects are the kernel's to free: kept.
+        let pipe = [
+            "__alloc_frozen_pages_noprof",
+            "alloc_pages_noprof",
+            "anon_pipe_write",
+        ];
+        assert_eq!(cache_pages(KernelPage, &kernel_frames(&pipe)), None);
+        let filp = ["kmem_cache_alloc_noprof", "alloc_empty_file", "path_openat"];
+        assert_eq!(cache_pages(KernelSlab, &kernel_frames(&filp)), None);
+        // The same names in a user stack are the program's own.
+        assert_eq!(cache_pages(Heap, &kernel_frames(&page)), None);
+    }
+
+    #[test]
+    fn a_kernel_stack_is_named_by_the_allocators_caller() {
+        let frames = kernel_frames(&[
+            "__alloc_frozen_pages_noprof",
+            "alloc_pages_mpol",
+            "alloc_pages_noprof",
+            "anon_pipe_write",
+            "vfs_write",
+        ]);
+        assert_eq!(site(AllocKind::KernelPage, &frames), 3);
+        let frames = kernel_frames(&["kmem_cache_alloc_noprof", "alloc_empty_file"]);
+        assert_eq!(site(AllocKind::KernelSlab, &frames), 1);
+        // Only allocator frames: the first. A user stack: the first (the caller already).
+        let frames = kernel_frames(&["__kmalloc_noprof", "kmalloc_trace"]);
+        assert_eq!(site(AllocKind::KernelSlab, &frames), 0);
+        let frames = kernel_frames(&["kmalloc_wrapper", "main"]);
+        assert_eq!(site(AllocKind::Heap, &frames), 0);
+    }
 }

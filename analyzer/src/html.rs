@@ -304,9 +304,9 @@ fn row(rec: &Recording, s: &StackReport, with_chart: bool) -> Row {
         })
         .collect();
     let leaf = match s.lost {
-        Some(l) => format!("[stack unavailable: {l:?}]"),
+        Some(l) => format!("[stack unavailable: {l}]"),
         None => frames
-            .first()
+            .get(crate::analysis::site(s.kind, &s.frames))
             .map_or_else(|| "[no frames]".to_string(), |f| f.function.clone()),
     };
     let points = rec
@@ -515,6 +515,22 @@ fn value_at(pts: &[(f64, f64)], t: f64) -> f64 {
     }
 }
 
+/// A stacked chart's legend entry: the stack's site (its first frame past the allocator) and
+/// id, the site cut to fit.
+fn legend_label(s: &StackReport) -> String {
+    let name = s
+        .frames
+        .get(crate::analysis::site(s.kind, &s.frames))
+        .and_then(|f| f.function.as_deref())
+        .unwrap_or("?");
+    let name: String = if name.chars().count() > 32 {
+        name.chars().take(31).chain(['…']).collect()
+    } else {
+        name.to_string()
+    };
+    format!("{name} (stack {})", s.id)
+}
+
 /// The five fastest-growing stacks, stacked.
 fn stacked(rec: &Recording, a: &Analysis) -> Result<String, String> {
     let mut growing: Vec<&StackReport> = a.stacks.iter().filter(|s| s.growth_bytes > 0).collect();
@@ -579,7 +595,7 @@ fn stacked(rec: &Recording, a: &Analysis) -> Result<String, String> {
                 chart
                     .draw_series(AreaSeries::new(top, 0.0, color.mix(0.55)).border_style(color))
                     .map_err(draw_err)?
-                    .label(format!("stack {}", growing[i].id))
+                    .label(legend_label(growing[i]))
                     .legend(move |(x, y)| {
                         Rectangle::new([(x, y - 5), (x + 12, y + 5)], color.mix(0.55).filled())
                     });

@@ -111,6 +111,11 @@ struct Cli {
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     min_outstanding: Option<u64>,
 
+    /// Keep kernel stacks of page-cache pages (reclaimable) and of slab pages (their objects are
+    /// counted on their own stacks), which are left out by default.
+    #[arg(long)]
+    keep_cache_pages: bool,
+
     /// Exit 1 if any continuous leak remains after suppressions, baseline and --min-outstanding.
     #[arg(long)]
     fail_on_leak: bool,
@@ -242,8 +247,14 @@ fn run(cli: &Cli) -> Result<bool> {
         None => Suppressions::default(),
     };
     let (rec, mut analysis) = load(&cli.recording, cli)?;
+    if !cli.keep_cache_pages {
+        analysis::leave_out_cache_pages(&mut analysis);
+    }
     if let Some(old) = &cli.baseline {
-        let (_, base) = load(old, cli).context("--baseline")?;
+        let (_, mut base) = load(old, cli).context("--baseline")?;
+        if !cli.keep_cache_pages {
+            analysis::leave_out_cache_pages(&mut base);
+        }
         analysis::apply_baseline(&mut analysis, &base);
         // What makes the baseline less trustworthy makes the comparison so too.
         let shown = old.display();

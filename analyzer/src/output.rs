@@ -195,7 +195,7 @@ pub fn text(rec: &Recording, a: &Analysis, top: usize) -> String {
             }
         );
         if let Some(lost) = s.lost {
-            let _ = writeln!(out, "        [stack unavailable: {lost:?}]");
+            let _ = writeln!(out, "        [stack unavailable: {lost}]");
         }
         for f in &s.frames {
             let _ = writeln!(
@@ -279,6 +279,8 @@ struct JsonSummary {
     min_outstanding_bytes: Option<u64>,
     below_min_outstanding_stacks: usize,
     below_min_outstanding_leaks: usize,
+    cache_page_stacks: usize,
+    cache_page_bytes: u64,
 }
 
 #[derive(Serialize)]
@@ -382,6 +384,8 @@ pub fn json(rec: &Recording, a: &Analysis) -> String {
             min_outstanding_bytes: a.min_outstanding,
             below_min_outstanding_stacks: a.below_min,
             below_min_outstanding_leaks: a.below_min_leaks,
+            cache_page_stacks: a.cache_pages,
+            cache_page_bytes: a.cache_pages_bytes,
         },
         stacks: a.stacks.iter().map(json_stack).collect(),
         warnings: &a.warnings,
@@ -410,6 +414,15 @@ pub fn left_out(a: &Analysis) -> Option<String> {
             a.below_min,
             human_bytes(min as f64),
             a.below_min_leaks
+        ));
+    }
+    if a.cache_pages > 0 {
+        parts.push(format!(
+            "{} kernel stack(s) of page-cache or slab pages holding {} (the page cache is \
+             reclaimable; slab pages hold objects counted on their own stacks; \
+             --keep-cache-pages shows them)",
+            a.cache_pages,
+            human_bytes(a.cache_pages_bytes as f64)
         ));
     }
     (!parts.is_empty()).then(|| format!("Left out: {}.", parts.join("; ")))
@@ -472,7 +485,7 @@ pub fn folded(a: &Analysis, weight: FoldedWeight) -> String {
                 })
                 .collect();
             if let Some(lost) = s.lost {
-                names.push(format!("[stack unavailable: {lost:?}]"));
+                names.push(format!("[stack unavailable: {lost}]"));
             }
             if names.is_empty() {
                 names.push(format!("[stack {}]", s.id));

@@ -35,10 +35,14 @@ pub struct SymFrame {
 }
 
 impl SymFrame {
-    /// `function (file:line)` or `module+0xoffset`.
+    /// `function (file:line)` or `module+0xoffset`; a named kernel frame `function+0xoffset
+    /// ([kernel])`, as the kernel prints its stacks.
     pub fn display(&self) -> String {
         match (&self.function, &self.file, self.line) {
             (Some(f), Some(file), Some(line)) => format!("{f} ({file}:{line})"),
+            (Some(f), _, _) if self.module.starts_with('[') => {
+                format!("{f}+{:#x} ({})", self.offset, self.module)
+            }
             (Some(f), _, _) => format!("{f} ({}+{:#x})", short(&self.module), self.offset),
             (None, ..) => format!("{}+{:#x}", self.module, self.offset),
         }
@@ -365,7 +369,9 @@ impl Resolver {
 
     /// Symbolizes a kernel stack (frames are kernel addresses, `module` unused). Every frame is
     /// a return address, looked up at `address - 1` so that a call at a function's very end
-    /// names the caller.
+    /// names the caller. A named frame's offset is the return address's offset in its function:
+    /// an absolute address would tell a reader of the report where the kernel was loaded
+    /// (KASLR). An unnamed one keeps its address.
     pub fn symbolize_kernel(&self, frames: &[Frame]) -> Vec<SymFrame> {
         frames
             .iter()
@@ -379,7 +385,7 @@ impl Resolver {
                         Some(m) => format!("[{m}]"),
                         None => "[kernel]".to_string(),
                     },
-                    offset: f.addr,
+                    offset: sym.map_or(f.addr, |s| f.addr - s.addr),
                     inlined: false,
                 }
             })
@@ -683,8 +689,12 @@ mod tests {
             [Some("alloc_empty_file"), Some("alloc_empty_file"), None]
         );
         assert_eq!(got[0].module, "[kernel]");
-        assert_eq!(got[0].offset, 0x1011);
-        // Nothing bounds the last entry: no name rather than a guess.
+        // Offsets in their functions, not addresses (KASLR).
+        assert_eq!(got[0].offset, 0x11);
+        assert_eq!(got[1].offset, 0x100);
+        assert_eq!(got[0].display(), "alloc_empty_file+0x11 ([kernel])");
+        // Nothing bounds the last entry: no name rather than a guess, and its address.
         assert_eq!(got[2].module, "[kernel]");
+        assert_eq!(got[2].offset, 0x9010);
     }
 }

@@ -251,6 +251,17 @@ pub enum StackLoss {
     Empty,
 }
 
+impl std::fmt::Display for StackLoss {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            StackLoss::TableFull => "table full",
+            StackLoss::WalkFailed => "walk failed",
+            StackLoss::CountersFull => "counters full",
+            StackLoss::Empty => "no frames",
+        })
+    }
+}
+
 /// A call stack.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Stack {
