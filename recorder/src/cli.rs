@@ -37,7 +37,8 @@ EXIT STATUS:
 /// Attaches uprobes to the allocator that really serves the target (glibc, jemalloc, tcmalloc,
 /// mimalloc, a static binary's own) and appends a snapshot of outstanding bytes and counts per
 /// call stack to a crash-safe, compressed recording every interval. Needs root, or CAP_SYS_ADMIN,
-/// CAP_BPF and CAP_PERFMON (plus CAP_SYS_PTRACE for another user's process; docs/security.md).
+/// CAP_BPF and CAP_PERFMON (plus CAP_SYS_PTRACE for another user's process, CAP_SYSLOG for
+/// --kernel; docs/security.md).
 #[derive(Debug, Parser)]
 #[command(name = "leak-record", version, after_help = EXAMPLES)]
 pub struct Cli {

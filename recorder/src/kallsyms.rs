@@ -21,10 +21,12 @@ impl Kallsyms {
             std::fs::read_to_string("/proc/kallsyms").context("cannot read /proc/kallsyms")?;
         let k = Kallsyms::parse(&text);
         if k.entries.is_empty() {
-            bail!(
-                "/proc/kallsyms shows no addresses (kptr_restrict hides them unless run as root \
-                 with CAP_SYSLOG): kernel frames could not be named"
-            );
+            bail!(crate::UsageError(
+                "/proc/kallsyms shows no kernel addresses (kptr_restrict hides them without \
+                 CAP_SYSLOG), so kernel frames could not be named: run as root, or add \
+                 cap_syslog to the capabilities"
+                    .into()
+            ));
         }
         Ok(k)
     }

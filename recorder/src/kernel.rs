@@ -26,6 +26,12 @@ pub fn run(cli: Cli) -> Result<()> {
                 "no process with PID {pid}; check the PID (e.g. with pidof or ps)"
             )));
         }
+        if let Some((tgid, name)) = procfs::thread_of(pid) {
+            bail!(UsageError(format!(
+                "PID {pid} is a thread of process {tgid} ({name}); --pid takes a process, whose \
+                 threads are all recorded: leak-record --kernel --pid {tgid}"
+            )));
+        }
     }
     if let Some(comm) = &cli.comm {
         if comm.is_empty() || comm.len() > 15 {

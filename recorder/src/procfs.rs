@@ -322,12 +322,24 @@ pub fn not_a_process(pid: u32) -> Option<String> {
     why_not_a_process(pid, &status)
 }
 
+/// For a live `pid` that is a thread of another process (a TID from `top -H` or `ps -L`):
+/// that process's PID, and its name.
+pub fn thread_of(pid: u32) -> Option<(u32, String)> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    thread_in(pid, &status)
+}
+
+fn thread_in(pid: u32, status: &str) -> Option<(u32, String)> {
+    let tgid = status_field(status, "Tgid").and_then(|t| t.parse::<u32>().ok())?;
+    let name = status_field(status, "Name").unwrap_or("?");
+    (tgid != pid).then(|| (tgid, name.to_string()))
+}
+
 /// [`not_a_process`] from the text of /proc/PID/status.
 fn why_not_a_process(pid: u32, status: &str) -> Option<String> {
     let field = |key: &str| status_field(status, key);
     let name = field("Name").unwrap_or("?");
-    let tgid = field("Tgid").and_then(|t| t.parse::<u32>().ok());
-    if let Some(tgid) = tgid.filter(|&t| t != pid) {
+    if let Some((tgid, name)) = thread_in(pid, status) {
         return Some(format!(
             "PID {pid} is a thread of process {tgid} ({name}), not a process; record the \
              process: leak-record -p {tgid}"

@@ -687,7 +687,20 @@ fn a_cache_typo_or_a_kernel_option_beside_a_command_is_refused_before_recording(
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("x.zst");
     let o = out.to_str().unwrap();
-    let cases: [(&[&str], &str); 3] = [
+    // A thread of this test process, alive through the cases.
+    let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    let thread = std::thread::spawn(move || {
+        // SAFETY: gettid has no arguments and cannot fail.
+        tid_tx.send(unsafe { libc::gettid() }).unwrap();
+        let _ = done_rx.recv();
+    });
+    let tid = tid_rx.recv().unwrap().to_string();
+    let cases: [(&[&str], &str); 4] = [
+        (
+            &["--kernel", "--pid", &tid, "-d", "1s"],
+            "is a thread of process",
+        ),
         (
             &["--kernel", "--cache", "fliip", "-d", "1s"],
             "no slab cache named 'fliip' in /proc/slabinfo",
@@ -708,6 +721,8 @@ fn a_cache_typo_or_a_kernel_option_beside_a_command_is_refused_before_recording(
         assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
         assert!(!out.exists(), "{args:?}: a file was left");
     }
+    done_tx.send(()).unwrap();
+    thread.join().unwrap();
 }
 
 #[test]

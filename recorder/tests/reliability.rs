@@ -1032,6 +1032,29 @@ fn a_non_root_recorder_needs_exactly_the_documented_capabilities() {
     let t = r.by_function("leak_here");
     assert_eq!((t.bytes, t.count), (100_000, 1000), "{t:?}\n{}", r.stderr);
 
+    // Kernel mode also reads kernel addresses in /proc/kallsyms, which kptr_restrict hides
+    // without CAP_SYSLOG: one line naming it, status 2, no file; with it, a recording.
+    let kout = dir.path().join("kernel.zst");
+    let kernel = ["--kernel", "-q", "-d", "1s"];
+    let o = as_nobody("+bpf,+perfmon,+sys_admin", &kout, &kernel)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("cap_syslog") && err.trim().lines().count() == 1,
+        "{err}"
+    );
+    assert!(!kout.exists());
+    let o = as_nobody("+bpf,+perfmon,+sys_admin,+syslog", &kout, &kernel)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    let (state, _) = read_recording(&kout);
+    assert!(state.snapshots > 0);
+    fs::remove_file(&kout).unwrap();
+
     // The recommended setup: file capabilities on a copy of the binary (not ambient ones, which
     // the started command would inherit). The command form records exactly.
     let bin = dir.path().join("leak-record");
