@@ -73,6 +73,9 @@ pub struct Analysis {
     /// and their outstanding bytes.
     pub cache_pages: usize,
     pub cache_pages_bytes: u64,
+    /// No stack had the samples a trend verdict needs (a recording too short for its
+    /// interval): a leak gate cannot judge it.
+    pub unjudged: bool,
 }
 
 /// Analyses every stack of a recording.
@@ -186,6 +189,20 @@ pub fn analyze(rec: &Recording, resolver: &Resolver, s: &Settings) -> Analysis {
     };
     warnings.extend(quality_warnings(rec, &stacks, missing));
     warnings.extend(unnamed);
+    let unjudged = !stacks.is_empty()
+        && stacks
+            .iter()
+            .all(|s| s.detection.points_used < detect::MIN_POINTS);
+    if unjudged {
+        warnings.push(format!(
+            "no stack has the {} samples a verdict needs ({} snapshots): growing stacks are \
+             insufficient_data, and no leak can be found; record for longer or with a shorter \
+             -i (e.g. -i 1s for at least {} s)",
+            detect::MIN_POINTS,
+            rec.snapshots,
+            detect::MIN_POINTS + 3
+        ));
+    }
     Analysis {
         stacks,
         leak_rate,
@@ -197,6 +214,7 @@ pub fn analyze(rec: &Recording, resolver: &Resolver, s: &Settings) -> Analysis {
         in_baseline: 0,
         cache_pages: 0,
         cache_pages_bytes: 0,
+        unjudged,
         min_outstanding: None,
         below_min: 0,
         below_min_leaks: 0,

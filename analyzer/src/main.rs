@@ -327,6 +327,18 @@ fn run(cli: &Cli) -> Result<bool> {
     }
     if !failed.is_empty() {
         eprintln!("leak-report: gate failed: {}", failed.join("; "));
+    } else if analysis.unjudged && (cli.fail_on_leak || cli.max_rate.is_some()) {
+        // A leak gate that cannot judge must not pass (the outputs are written all the same).
+        bail!(UsageError(format!(
+            "{} cannot judge this recording: no stack has the {} samples a verdict needs; \
+             record for longer or with a shorter -i (e.g. -i 1s)",
+            if cli.fail_on_leak {
+                "--fail-on-leak"
+            } else {
+                "--max-rate"
+            },
+            leak_report::detect::MIN_POINTS
+        )));
     }
     Ok(!failed.is_empty())
 }

@@ -147,6 +147,42 @@ fn gates_set_the_exit_status() {
     assert_eq!(run(&[&d]).status.code(), Some(0), "no gate asked: 0");
 }
 
+/// A recording too short for any verdict (a 10 s test at the default 5 s interval) makes a leak
+/// gate exit 2, not pass; it is said in every output; the size gate still judges it.
+#[test]
+fn a_leak_gate_on_a_recording_too_short_to_judge_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("short.zst");
+    let mut b = leak_format::RecordingBuilder::new();
+    b.module(1, "/usr/bin/svc", None).stack(16, &[(1, 0x1000)]);
+    for s in 1..=8u64 {
+        b.snapshot(&[(16, 4096 * s, s)]);
+    }
+    std::fs::write(&path, b.to_bytes()).unwrap();
+    let p = path.to_str().unwrap();
+    for gate in [&["--fail-on-leak"][..], &["--max-rate", "1K"]] {
+        let o = run(&[&[p], gate].concat());
+        assert_eq!(o.status.code(), Some(2), "{gate:?}: {}", stderr(&o));
+        let err = stderr(&o);
+        assert!(err.contains("cannot judge this recording"), "{err}");
+        assert!(err.contains("samples a verdict needs"), "{err}");
+    }
+    let o = run(&[p]);
+    assert_eq!(o.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("no stack has the 12 samples"));
+    let doc = json_at(p, &[]);
+    let warnings = doc["warnings"].as_array().unwrap();
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.as_str().unwrap().contains("no leak can be found")),
+        "{warnings:?}"
+    );
+    assert_eq!(run(&[p, "--max-outstanding", "1K"]).status.code(), Some(1));
+    // The demo (91 snapshots) is judged.
+    assert_eq!(run(&[&demo(), "--fail-on-leak"]).status.code(), Some(1));
+}
+
 /// The `detail` of gate `name` of the stack with id `id` in a JSON document.
 fn gate(doc: &serde_json::Value, id: u64, name: &str) -> (bool, String) {
     let stack = doc["stacks"]
