@@ -322,12 +322,20 @@ fn row(rec: &Recording, s: &StackReport, with_chart: bool) -> Row {
         suspected: d.suspected,
         strict: s.strict_monotonic,
         rate: d.rate,
-        rate_text: format!("{}/s", human_bytes(d.rate)),
-        ci_text: format!(
-            "[{} .. {}]",
-            human_bytes(d.rate_ci.0),
-            human_bytes(d.rate_ci.1)
-        ),
+        rate_text: if output::rate_known(d) {
+            format!("{}/s", human_bytes(d.rate))
+        } else {
+            "unknown".to_string()
+        },
+        ci_text: if output::rate_known(d) {
+            format!(
+                "[{}/s .. {}/s]",
+                human_bytes(d.rate_ci.0),
+                human_bytes(d.rate_ci.1)
+            )
+        } else {
+            String::new()
+        },
         outstanding: s.outstanding_bytes,
         outstanding_text: human_bytes(s.outstanding_bytes as f64),
         count: s.outstanding_count,

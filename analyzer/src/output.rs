@@ -175,7 +175,7 @@ pub fn text(rec: &Recording, a: &Analysis, top: usize) -> String {
         let d = &s.detection;
         let _ = writeln!(
             out,
-            "\n{} in {} allocations from stack {}{}: {}{}, {}/s [{} .. {}]{}",
+            "\n{} in {} allocations from stack {}{}: {}{}, {}{}",
             human_bytes(s.outstanding_bytes as f64),
             s.outstanding_count,
             s.id,
@@ -185,9 +185,7 @@ pub fn text(rec: &Recording, a: &Analysis, top: usize) -> String {
             },
             verdict_name(s.verdict),
             if d.suspected { " (suspected)" } else { "" },
-            human_bytes(d.rate),
-            human_bytes(d.rate_ci.0),
-            human_bytes(d.rate_ci.1),
+            rate_with_ci(d),
             if s.strict_monotonic {
                 "; grew at every snapshot"
             } else {
@@ -294,12 +292,12 @@ struct JsonStack<'a> {
     outstanding_bytes: u64,
     outstanding_count: u64,
     growth_bytes: i64,
-    rate_bytes_per_sec: f64,
-    rate_ci: [f64; 2],
+    rate_bytes_per_sec: Option<f64>,
+    rate_ci: Option<[f64; 2]>,
     count_rate_per_sec: Option<f64>,
     mean_object_size: Option<f64>,
-    kendall_tau: f64,
-    p_value: f64,
+    kendall_tau: Option<f64>,
+    p_value: Option<f64>,
     active_at_end: bool,
     lost: Option<String>,
     truncated: bool,
@@ -307,8 +305,29 @@ struct JsonStack<'a> {
     frames: &'a [crate::symbolize::SymFrame],
 }
 
+/// Whether the detector measured a rate: not below the points a trend needs, where the rate,
+/// its interval, tau and p are unknown (not zero).
+pub fn rate_known(d: &crate::detect::Detection) -> bool {
+    d.points_used >= crate::detect::MIN_POINTS
+}
+
+/// `9.9 KiB/s [9.8 KiB/s .. 10.0 KiB/s]`, or `rate unknown` when it was not measured.
+pub fn rate_with_ci(d: &crate::detect::Detection) -> String {
+    if rate_known(d) {
+        format!(
+            "{}/s [{}/s .. {}/s]",
+            human_bytes(d.rate),
+            human_bytes(d.rate_ci.0),
+            human_bytes(d.rate_ci.1)
+        )
+    } else {
+        "rate unknown".to_string()
+    }
+}
+
 fn json_stack(s: &StackReport) -> JsonStack<'_> {
     let d = &s.detection;
+    let known = rate_known(d);
     JsonStack {
         id: s.id,
         kind: s.kind.name(),
@@ -319,12 +338,12 @@ fn json_stack(s: &StackReport) -> JsonStack<'_> {
         outstanding_bytes: s.outstanding_bytes,
         outstanding_count: s.outstanding_count,
         growth_bytes: s.growth_bytes,
-        rate_bytes_per_sec: d.rate,
-        rate_ci: [d.rate_ci.0, d.rate_ci.1],
+        rate_bytes_per_sec: known.then_some(d.rate),
+        rate_ci: known.then_some([d.rate_ci.0, d.rate_ci.1]),
         count_rate_per_sec: d.count_rate,
         mean_object_size: d.mean_object_size,
-        kendall_tau: d.tau,
-        p_value: d.p_value,
+        kendall_tau: known.then_some(d.tau),
+        p_value: known.then_some(d.p_value),
         active_at_end: d.active_at_end,
         lost: s.lost.map(|l| {
             match l {

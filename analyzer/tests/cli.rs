@@ -169,8 +169,15 @@ fn a_leak_gate_on_a_recording_too_short_to_judge_is_an_error() {
     }
     let o = run(&[p]);
     assert_eq!(o.status.code(), Some(0));
-    assert!(String::from_utf8_lossy(&o.stdout).contains("no stack has the 12 samples"));
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("no stack has the 12 samples"), "{text}");
+    // Its rate is unknown, not zero.
+    assert!(text.contains("insufficient data, rate unknown"), "{text}");
     let doc = json_at(p, &[]);
+    let stack = &doc["stacks"][0];
+    for key in ["rate_bytes_per_sec", "rate_ci", "kendall_tau", "p_value"] {
+        assert!(stack[key].is_null(), "{key}: {stack:#}");
+    }
     let warnings = doc["warnings"].as_array().unwrap();
     assert!(
         warnings
