@@ -141,17 +141,21 @@ pub fn analyze(rec: &Recording, resolver: &Resolver, s: &Settings) -> Analysis {
             })
         })
         .collect();
-    // Leaks first, fastest first; then by outstanding bytes; ids break ties (deterministic).
+    // Leaks first, fastest first; then the others by outstanding bytes (what the outputs say);
+    // ids break ties (deterministic).
     stacks.sort_by(|a, b| {
         let leak = |r: &StackReport| r.verdict == Verdict::ContinuousLeak;
+        let by_rate = |x: &StackReport, y: &StackReport| {
+            if leak(x) {
+                y.detection.rate.total_cmp(&x.detection.rate)
+            } else {
+                std::cmp::Ordering::Equal
+            }
+        };
         leak(b)
             .cmp(&leak(a))
-            .then(
-                b.detection
-                    .rate
-                    .total_cmp(&a.detection.rate)
-                    .then(b.outstanding_bytes.cmp(&a.outstanding_bytes)),
-            )
+            .then(by_rate(a, b))
+            .then(b.outstanding_bytes.cmp(&a.outstanding_bytes))
             .then(a.id.cmp(&b.id))
             .then(a.kind.cmp(&b.kind))
     });

@@ -190,6 +190,47 @@ fn a_leak_gate_on_a_recording_too_short_to_judge_is_an_error() {
     assert_eq!(run(&[&demo(), "--fail-on-leak"]).status.code(), Some(1));
 }
 
+/// Stacks are listed as every output says: continuous leaks first, fastest first, then the
+/// others by outstanding bytes (not by rate, which would put a small stack that grew late
+/// above the largest holders and push those out of `--top`).
+#[test]
+fn stacks_are_ordered_leaks_first_then_by_outstanding_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("order.zst");
+    let mut b = leak_format::RecordingBuilder::new();
+    b.module(1, "/usr/bin/svc", None);
+    for id in 16..=19 {
+        b.stack(id, &[(1, 0x1000 * u64::from(id))]);
+    }
+    for s in 1..=40u64 {
+        b.snapshot(&[
+            // 1 MiB from the start, flat: the largest holder.
+            (16, 1 << 20, 1),
+            // Grows for 20 snapshots, then stops: a rate, but no leak.
+            (17, 500 * s.min(20), s.min(20)),
+            // Two steady leaks, 1 KB and 2 KB per snapshot.
+            (18, 1000 * s, s),
+            (19, 2000 * s, s),
+        ]);
+    }
+    std::fs::write(&path, b.to_bytes()).unwrap();
+    let doc = json_at(path.to_str().unwrap(), &[]);
+    let order: Vec<(u64, &str)> = doc["stacks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["id"].as_u64().unwrap(), s["verdict"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        order[..2],
+        [(19, "continuous_leak"), (18, "continuous_leak")]
+    );
+    assert_eq!(order[2].0, 16, "{order:?}");
+    assert_eq!(order[3].0, 17, "{order:?}");
+    assert_ne!(order[3].1, "continuous_leak");
+    assert!(doc["stacks"][3]["rate_bytes_per_sec"].as_f64().unwrap() > 0.0);
+}
+
 /// The `detail` of gate `name` of the stack with id `id` in a JSON document.
 fn gate(doc: &serde_json::Value, id: u64, name: &str) -> (bool, String) {
     let stack = doc["stacks"]
