@@ -223,7 +223,10 @@ impl KernelSession<'_, '_> {
             }
         };
         self.snapshot()?;
-        self.out.finish(&reason, self.seq, self.cli.quiet)
+        // Missed frees are expected in kernel mode (free paths without a tracepoint).
+        let l = &self.last_losses;
+        let lost = l.total_drops() - l.missed_free;
+        self.out.finish(&reason, self.seq, self.cli.quiet, lost)
     }
 
     fn snapshot(&mut self) -> Result<()> {

@@ -669,7 +669,8 @@ impl Session<'_, '_> {
                 self.children.len() - CHILDREN_NAMED
             );
         }
-        self.out.finish(&reason, self.seq, self.cli.quiet)?;
+        let lost = self.last_losses.total_drops();
+        self.out.finish(&reason, self.seq, self.cli.quiet, lost)?;
         Ok(exit_status(&reason, self.mode))
     }
 
@@ -1426,9 +1427,25 @@ impl RecordingFile {
         }))
     }
 
-    /// Ends the recording normally and, unless `quiet`, says what was written and why it stopped.
-    pub(crate) fn finish(&mut self, reason: &EndReason, snapshots: u32, quiet: bool) -> Result<()> {
+    /// Ends the recording normally and, unless `quiet`, says what was written and why it
+    /// stopped; `lost` events (`Losses::total_drops`, less what is expected) are said even
+    /// when quiet.
+    pub(crate) fn finish(
+        &mut self,
+        reason: &EndReason,
+        snapshots: u32,
+        quiet: bool,
+        lost: u64,
+    ) -> Result<()> {
         self.end(reason.clone(), snapshots)?;
+        if lost > 0 {
+            say!(
+                "leak-record: warning: {lost} allocation events were lost or misattributed (a \
+                 full table, a failed stack walk...); leak-report {} says which and what to \
+                 raise",
+                output::name(&self.path)
+            );
+        }
         if !quiet {
             say!(
                 "leak-record: {} snapshots written to {} ({}); stopped: {}",

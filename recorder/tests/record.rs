@@ -1137,12 +1137,27 @@ fn tiny_tables_produce_drop_counters_never_silence() {
         return;
     }
     let n = 2000u64;
+    // Quiet: the losses are said all the same, once, at the end.
     let r = record(
-        &["-i", "1s", "--max-stacks", "64", "--max-allocs", "500"],
+        &[
+            "-q",
+            "-i",
+            "1s",
+            "--max-stacks",
+            "64",
+            "--max-allocs",
+            "500",
+        ],
         &[&fixture("leaky"), "many_stacks", &n.to_string()],
     );
     r.assert_clean();
     let l = r.state.losses;
+    let said = format!(
+        "leak-record: warning: {} allocation events were lost or misattributed",
+        l.total_drops()
+    );
+    assert_eq!(r.stderr.trim().lines().count(), 1, "{}", r.stderr);
+    assert!(r.stderr.starts_with(&said), "{}", r.stderr);
     assert!(l.stack_table_full > 0, "{l:?}");
     assert_eq!(l.counters_full, 0, "{l:?}"); // every stack id handed out has counters
     assert!(l.allocs_full > 0, "{l:?}");
