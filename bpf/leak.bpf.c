@@ -312,6 +312,10 @@ static __always_inline void release(__u64 ptr, __u64 expect_ts)
 	bpf_map_delete_elem(&allocs, &ptr);
 }
 
+/* The highest user address on x86-64 with 5-level paging (TASK_SIZE_MAX, 56 bits); with 4
+ * levels user space ends lower, at 2^47. */
+#define USER_ADDR_MAX 0x00fffffffffff000ULL
+
 /* A frame record of the frame-pointer chain, as the callee's prologue pushed it. */
 struct frame_record {
 	__u64 next; /* the caller's frame pointer */
@@ -422,7 +426,10 @@ static __always_inline long walk_user_stack(struct pt_regs *ctx, struct stack_tr
 		} else if (bpf_probe_read_user(&fr, sizeof(fr), (void *)fp)) {
 			break;
 		}
-		if (!fr.ret)
+		/* 0 ends the chain; an address beyond user space (the highest with 5-level paging
+		 * included) is no return address: data (a shell's environment text) that code
+		 * without frame pointers left %rbp pointing at, above the stack pointer. */
+		if (!fr.ret || fr.ret > USER_ADDR_MAX)
 			break;
 		trace->ips[n] = fr.ret;
 		h = hash_step(h, fr.ret);
