@@ -448,7 +448,9 @@ fn quality_warnings(
         ));
     } else if rec.header.is_some() && rec.end.is_none() {
         w.push(
-            "the recording has no end record: the recorder was killed or is still running".into(),
+            "the recording has no end record: the recorder was killed, stopped on an error it \
+             printed (a full disk), or is still running"
+                .into(),
         );
     }
     if let Some(leak_format::End {

@@ -67,7 +67,7 @@ struct Cli {
     #[arg(long, value_enum, default_value_t = FoldedWeight::Outstanding, requires = "folded")]
     folded_weight: FoldedWeight,
 
-    /// Stacks listed in the text summary.
+    /// Stacks listed in the text summary (the others are counted below it).
     #[arg(long, value_name = "N", default_value_t = 10)]
     top: usize,
 
@@ -120,7 +120,8 @@ struct Cli {
     #[arg(long)]
     fail_on_leak: bool,
 
-    /// Exit 1 if the continuous leaks grow faster than this in total (bytes/s).
+    /// Exit 1 if the continuous leaks grow faster than this in total (bytes per second, or with a
+    /// unit: 1M/h, 10K/min, 8M/day).
     #[arg(long, value_name = "RATE", value_parser = parse_rate)]
     max_rate: Option<f64>,
 

@@ -204,6 +204,20 @@ pub fn text(rec: &Recording, a: &Analysis, top: usize) -> String {
             );
         }
     }
+    let more = a.stacks.len().saturating_sub(top);
+    if more > 0 {
+        let leaks_left = leaks.len().saturating_sub(top);
+        let _ = writeln!(
+            out,
+            "\n{more} more {} not listed{} (--top N lists more; -o, --json list every one)",
+            if more == 1 { "stack" } else { "stacks" },
+            if leaks_left > 0 {
+                format!(", {leaks_left} of them continuous leaks")
+            } else {
+                String::new()
+            }
+        );
+    }
     out
 }
 

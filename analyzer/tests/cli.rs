@@ -228,6 +228,13 @@ fn stacks_are_ordered_leaks_first_then_by_outstanding_bytes() {
     assert_eq!(order[2].0, 16, "{order:?}");
     assert_eq!(order[3].0, 17, "{order:?}");
     assert_ne!(order[3].1, "continuous_leak");
+    // The text lists --top of them, and counts the rest.
+    let o = run(&[path.to_str().unwrap(), "--top", "1"]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.contains("3 more stacks not listed, 1 of them continuous leaks"),
+        "{text}"
+    );
     assert!(doc["stacks"][3]["rate_bytes_per_sec"].as_f64().unwrap() > 0.0);
 }
 
