@@ -48,8 +48,10 @@
     var n = 0;
     var all = stacks();
     all.forEach(function (stack) {
+      // The frames only (function, file, module): not the detector's reasons beside them.
+      var frames = stack.querySelector("ol.frames");
       var ok = (!v || stack.rows[0].dataset.verdict === v) &&
-               (!text || stack.textContent.toLowerCase().indexOf(text) !== -1);
+               (!text || (frames ? frames.textContent : "").toLowerCase().indexOf(text) !== -1);
       stack.hidden = !ok;
       if (ok) { n += 1; }
     });

@@ -103,6 +103,7 @@ struct Page<'a> {
     banner_lines: Vec<String>,
     warnings: &'a [String],
     timeline_svg: String,
+    timeline_caption: &'static str,
     stacked_svg: String,
     verdict_names: Vec<&'static str>,
     rows: Vec<Row>,
@@ -193,6 +194,17 @@ pub fn render(rec: &Recording, a: &Analysis, opts: &HtmlOptions) -> Result<Strin
         banner_lines,
         warnings: &a.warnings,
         timeline_svg: timeline(rec)?,
+        timeline_caption: if rec
+            .header
+            .as_ref()
+            .is_some_and(|h| h.target.mode == leak_format::TargetMode::Kernel)
+        {
+            "Outstanding kernel bytes over all stacks (traced: slab objects, pages and, with \
+             --percpu, per-CPU memory)."
+        } else {
+            "Outstanding heap bytes over all stacks (traced) and the process's resident set \
+             size (RSS)."
+        },
         stacked_svg: stacked(rec, a)?,
         verdict_names: ALL_VERDICTS
             .iter()

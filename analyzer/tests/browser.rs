@@ -394,25 +394,48 @@ fn demo_report_matches_the_golden_file() {
     assert!(got.len() < 500_000, "the report is {} bytes", got.len());
 }
 
+/// The DOM of a copy of `report` (HTML text) without its CSP (the probe script and any edit
+/// are not the hashed ones), `edit`ed, with `probe` (a script) run after the page's own.
+fn probed(
+    browser: &Path,
+    dir: &Path,
+    report: &str,
+    edit: &dyn Fn(String) -> String,
+    probe: &str,
+) -> String {
+    let csp_start = report
+        .find("<meta http-equiv=\"Content-Security-Policy\"")
+        .unwrap();
+    let csp_end = csp_start + report[csp_start..].find('>').unwrap() + 1;
+    let copy = edit(format!("{}{}", &report[..csp_start], &report[csp_end..]))
+        .replace("</body>", &format!("<script>{probe}</script></body>"));
+    let page = dir.join("probed.html");
+    std::fs::write(&page, copy).unwrap();
+    let url = format!("file://{}", page.display());
+    let (dom, err) = headless(browser, dir, &["--dump-dom"], &url);
+    assert!(page_problems(&err).is_empty(), "{:?}", page_problems(&err));
+    dom
+}
+
+/// The demo report's HTML text, made in `dir`.
+fn demo_report(dir: &Path) -> String {
+    let html = dir.join("report.html");
+    report(&root().join("fixtures/recordings/demo.zst"), &html);
+    std::fs::read_to_string(&html).unwrap()
+}
+
 /// In a browser without CSS `:has()` (Firefox before 121), opening a stack's summary still
 /// shows its details row, through the page's script. Checked in chromium on a copy of the
-/// report whose `:has()` rule is removed (and its CSP with it: the copy's style and the
-/// probe script below are not the hashed ones); the probe opens the first stack's details,
-/// reads every details row's computed display, closes it and reads them again.
+/// report whose `:has()` rule is removed; the probe opens the first stack's details, reads
+/// every details row's computed display, closes it and reads them again.
 #[test]
 fn details_open_without_css_has_through_the_script() {
     let Some(browser) = chromium() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let html = dir.path().join("report.html");
-    report(&root().join("fixtures/recordings/demo.zst"), &html);
-    let text = std::fs::read_to_string(&html).unwrap();
+    let text = demo_report(dir.path());
     let has_rule = "tbody.stack:has(details[open]) > tr.more, ";
     assert_eq!(text.matches(has_rule).count(), 1, "the CSS rule changed");
-    let csp_start = text
-        .find("<meta http-equiv=\"Content-Security-Policy\"")
-        .unwrap();
-    let csp_end = csp_start + text[csp_start..].find('>').unwrap() + 1;
-    let probe = r#"<script>
+    let probe = r#"
 var d = document.querySelector("tbody.stack details");
 function shown() {
   return Array.prototype.map.call(document.querySelectorAll("tr.more"),
@@ -424,19 +447,45 @@ setTimeout(function () {
   d.open = false;
   setTimeout(function () { document.body.dataset.closed = shown(); }, 100);
 }, 100);
-</script></body>"#;
-    let copy = format!("{}{}", &text[..csp_start], &text[csp_end..])
-        .replace(has_rule, "")
-        .replace("</body>", probe);
-    let page = dir.path().join("no-has.html");
-    std::fs::write(&page, copy).unwrap();
-    let url = format!("file://{}", page.display());
-    let (dom, err) = headless(&browser, dir.path(), &["--dump-dom"], &url);
-    assert!(page_problems(&err).is_empty(), "{:?}", page_problems(&err));
+"#;
+    let dom = probed(
+        &browser,
+        dir.path(),
+        &text,
+        &|t| t.replace(has_rule, ""),
+        probe,
+    );
     assert!(
         dom.contains("data-opened=\"table-row,none,none\""),
         "the first stack's details did not show: {}",
         &dom[dom.find("<body").unwrap_or(0)..][..200.min(dom.len())]
     );
     assert!(dom.contains("data-closed=\"none,none,none\""));
+}
+
+/// The filter matches a stack's frames (function, file, module), not the detector's reasons
+/// in its details: "p =" and "trend" are in every stack's gates and no frame.
+#[test]
+fn the_filter_matches_frames_only() {
+    let Some(browser) = chromium() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let text = demo_report(dir.path());
+    let probe = r#"
+var f = document.getElementById("filter");
+var out = [];
+["p =", "trend", "leak_per_request", "leaky.c", "libc.so"].forEach(function (q) {
+  f.value = q;
+  f.dispatchEvent(new Event("input"));
+  out.push(q + ":" + document.getElementById("shown").textContent);
+});
+document.body.dataset.filtered = out.join("|");
+"#;
+    let dom = probed(&browser, dir.path(), &text, &|t| t, probe);
+    let want = "p =:0 of 3 stacks shown|trend:0 of 3 stacks shown|leak_per_request:1 of 3 \
+                stacks shown|leaky.c:3 of 3 stacks shown|libc.so:3 of 3 stacks shown";
+    assert!(
+        dom.contains(&format!("data-filtered=\"{want}\"")),
+        "{}",
+        &dom[dom.find("<body").unwrap_or(0)..][..300.min(dom.len())]
+    );
 }
