@@ -124,12 +124,27 @@ pub fn run(cli: Cli) -> Result<()> {
         None => None,
     };
     install_signal_handlers();
+    if let (Some(pid), Some(comm)) = (cli.pid, &cli.comm) {
+        // Both filters apply: the process's threads that bear the name. None now is worth a
+        // word (a thread may take the name later).
+        if !procfs::thread_names(pid).iter().any(|n| n == comm) {
+            say!(
+                "leak-record: warning: no thread of PID {pid} is named {comm} now; only \
+                 allocations by its threads of that name are recorded (--pid and --comm both \
+                 apply)"
+            );
+        }
+    }
     if !cli.quiet {
-        let whose = match (cli.pid, &cli.comm) {
-            (Some(pid), _) => format!("made by PID {pid}"),
+        let mut whose = match (cli.pid, &cli.comm) {
+            (Some(pid), Some(comm)) => format!("made by the threads of PID {pid} named {comm}"),
+            (Some(pid), None) => format!("made by PID {pid}"),
             (None, Some(comm)) => format!("made by tasks named {comm}"),
             (None, None) => "of every task".to_string(),
         };
+        if let Some(cache) = &cli.cache {
+            whose = format!("in slab cache {cache} (kmem_cache_alloc only) {whose}");
+        }
         say!(
             "leak-record: recording kernel allocations {whose}{}",
             destination(&path, &cli)

@@ -73,7 +73,10 @@ pub fn create(path: &Path, force: bool) -> Result<File> {
     }
     // A symbolic link is refused whatever it points at (also nothing: create_new would say
     // "exists", and --force would not help).
-    if path.symlink_metadata().is_ok_and(|m| m.file_type().is_symlink()) {
+    if path
+        .symlink_metadata()
+        .is_ok_and(|m| m.file_type().is_symlink())
+    {
         bail!(UsageError(format!(
             "output {} is a symbolic link; refusing to follow it, choose another -o",
             path.display()

@@ -386,6 +386,15 @@ pub fn live_thread(pid: u32, ending: Option<u32>) -> Option<u32> {
         .find(|&tid| tid != pid && running(tid))
 }
 
+/// The names (`comm`) of a process's threads, in thread order (empty when it is gone).
+pub fn thread_names(pid: u32) -> Vec<String> {
+    threads(pid)
+        .into_iter()
+        .filter_map(|tid| fs::read_to_string(format!("/proc/{pid}/task/{tid}/comm")).ok())
+        .map(|n| n.trim_end_matches('\n').to_string())
+        .collect()
+}
+
 /// The thread IDs of a process, in order (empty when it is gone).
 fn threads(pid: u32) -> Vec<u32> {
     let mut tids: Vec<u32> = fs::read_dir(format!("/proc/{pid}/task"))

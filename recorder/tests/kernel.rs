@@ -539,6 +539,14 @@ fn cache_filter_keeps_one_slab_cache() {
         return;
     }
     let run = record_fileleak(&["leak", "20", "10"], &["--cache", "filp"]);
+    // The start-up line names every filter.
+    assert!(
+        run.stderr.contains(
+            "recording kernel allocations in slab cache filp (kmem_cache_alloc only) made by PID"
+        ),
+        "{}",
+        run.stderr
+    );
     assert!(
         run.state
             .totals
