@@ -210,6 +210,10 @@ struct KernelSession<'a, 'obj> {
     last_losses: Losses,
 }
 
+/// How long after the `--pid` process exits the last snapshot is taken: the frees deferred
+/// past its exit (RCU callbacks, delayed work) take a few milliseconds on an idle machine.
+const EXIT_GRACE: Duration = Duration::from_millis(500);
+
 impl KernelSession<'_, '_> {
     fn record_until_end(&mut self, pidfd: Option<&std::os::fd::OwnedFd>) -> Result<()> {
         let mut schedule = Schedule::new(self.started, self.cli);
@@ -226,6 +230,10 @@ impl KernelSession<'_, '_> {
                 break reason;
             }
             if exited {
+                // What the process held is freed at its exit, but partly later: sockets and
+                // inodes after an RCU grace period, files by deferred work. Wait for those
+                // frees before the last snapshot, or they would stay outstanding in it.
+                std::thread::sleep(EXIT_GRACE);
                 break EndReason::TargetExited {
                     code: None,
                     signal: None,
