@@ -49,7 +49,8 @@ pub struct Cli {
 
     /// Trace kernel allocations (kmalloc, kmem_cache_alloc, page allocator) with kernel stacks,
     /// through the kmem tracepoints, instead of a process's allocator.
-    #[arg(long, conflicts_with_all = ["command", "obj", "symbol_prefix", "mmap", "bundle_symbols"])]
+    // A command beside it is refused by `record::run`, with the way to do it.
+    #[arg(long, conflicts_with_all = ["obj", "symbol_prefix", "mmap", "bundle_symbols"])]
     pub kernel: bool,
 
     /// With --kernel: keep only allocations made by tasks with this command name (comm, at

@@ -64,6 +64,13 @@ pub fn run(cli: Cli) -> Result<u8> {
             "nothing to trace: give -p PID or a command after --; see --help".into()
         ));
     }
+    if cli.kernel && !cli.command.is_empty() {
+        bail!(UsageError(
+            "--kernel records the kernel's allocations and starts no command; start it first, \
+             then record it with leak-record --kernel --pid PID (or --comm NAME)"
+                .into()
+        ));
+    }
     if let Some(flag) = cli.kernel_option_without_kernel() {
         bail!(UsageError(format!(
             "{flag} applies to kernel recordings only; add --kernel, or drop {flag}"

@@ -704,7 +704,11 @@ fn a_cache_typo_or_a_kernel_option_beside_a_command_is_refused_before_recording(
         let _ = done_rx.recv();
     });
     let tid = tid_rx.recv().unwrap().to_string();
-    let cases: [(&[&str], &str); 4] = [
+    let cases: [(&[&str], &str); 5] = [
+        (
+            &["--kernel", "--", "/bin/true"],
+            "--kernel records the kernel's allocations and starts no command",
+        ),
         (
             &["--kernel", "--pid", &tid, "-d", "1s"],
             "is a thread of process",
