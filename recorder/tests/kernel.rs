@@ -150,7 +150,20 @@ fn analysis_child() -> bool {
     assert!(std::fs::read_to_string("/proc/kallsyms")
         .unwrap()
         .is_empty());
-    let rec = leak_report::input::read(Path::new(input), leak_report::series::DEFAULT_CAP).unwrap();
+    let (rec, analysis) = analyze(Path::new(input));
+    std::fs::write(output, leak_report::output::json(&rec, &analysis)).unwrap();
+    true
+}
+
+/// A recording read and analyzed as leak-report does by default (kernel frames named from the
+/// recording alone), before any option leaves stacks out.
+fn analyze(
+    path: &Path,
+) -> (
+    leak_report::series::Recording,
+    leak_report::analysis::Analysis,
+) {
+    let rec = leak_report::input::read(path, leak_report::series::DEFAULT_CAP).unwrap();
     let resolver = leak_report::symbolize::Resolver::new(
         &rec.modules,
         &rec.bundles,
@@ -164,8 +177,7 @@ fn analysis_child() -> bool {
         memory_limit: None,
     };
     let analysis = leak_report::analysis::analyze(&rec, &resolver, &settings);
-    std::fs::write(output, leak_report::output::json(&rec, &analysis)).unwrap();
-    true
+    (rec, analysis)
 }
 
 fn functions(stack: &Value) -> Vec<&str> {
@@ -801,20 +813,7 @@ fn what_a_process_frees_by_exiting_is_freed_in_the_last_snapshot() {
     assert!(allocated >= 600, "{allocated}");
     // Nothing is outstanding but the slab caches' own pages, which stay with their caches
     // (and which leak-report leaves out).
-    let rec = leak_report::input::read(&rec.out, leak_report::series::DEFAULT_CAP).unwrap();
-    let resolver = leak_report::symbolize::Resolver::new(
-        &rec.modules,
-        &rec.bundles,
-        &rec.maps,
-        &leak_report::symbolize::Options::default(),
-    )
-    .with_kernel_symbols(&rec.kernel_symbols);
-    let settings = leak_report::analysis::Settings {
-        detector: leak_report::analysis::Detector::Robust,
-        detect: leak_report::detect::Config::default(),
-        memory_limit: None,
-    };
-    let mut a = leak_report::analysis::analyze(&rec, &resolver, &settings);
+    let (_, mut a) = analyze(&rec.out);
     leak_report::analysis::leave_out_cache_pages(&mut a);
     let held: Vec<(u64, Vec<String>)> = a
         .stacks
