@@ -193,10 +193,7 @@ pub fn analyze(rec: &Recording, resolver: &Resolver, s: &Settings) -> Analysis {
     };
     warnings.extend(quality_warnings(rec, &stacks, missing));
     warnings.extend(unnamed);
-    let unjudged = !stacks.is_empty()
-        && stacks
-            .iter()
-            .all(|s| s.detection.points_used < detect::MIN_POINTS);
+    let unjudged = !stacks.is_empty() && stacks.iter().all(|s| !s.detection.rate_known());
     if unjudged {
         warnings.push(format!(
             "no stack has the {} samples a verdict needs ({} snapshots): growing stacks are \
@@ -509,14 +506,7 @@ fn quality_warnings(
         ));
     }
     let l = &rec.losses;
-    // In kernel mode missed frees are expected (free paths without a tracepoint; guide,
-    // "Kernel mode"): no warning for them alone.
-    let kernel = rec
-        .header
-        .as_ref()
-        .is_some_and(|h| h.target.mode == leak_format::TargetMode::Kernel);
-    let expected = if kernel { l.missed_free } else { 0 };
-    if l.total_drops() > expected {
+    if l.unexpected_drops(rec.is_kernel()) > 0 {
         w.push(format!(
             "the recorder lost data: {} allocations untracked (table full), {} on unknown stacks \
              (stack table full {}, walk failed {}, counters full {}), {} pending-call overflows, \

@@ -153,6 +153,12 @@ pub struct Detection {
 }
 
 impl Detection {
+    /// Whether a rate was measured: not below the points a trend needs, where the rate, its
+    /// interval, tau and p are unknown (not zero).
+    pub fn rate_known(&self) -> bool {
+        self.points_used >= MIN_POINTS
+    }
+
     fn insufficient(strict_monotonic: bool) -> Self {
         Self {
             verdict: Verdict::InsufficientData,
@@ -1941,6 +1947,7 @@ mod tests {
                 continue;
             }
             found += 1;
+            assert_ne!(d.verdict, Verdict::ContinuousLeak, "seed {seed}");
             assert_eq!(failed_gate(&d), "trend");
             assert!(
                 d.gates[3].detail.contains(">= 0.001"),

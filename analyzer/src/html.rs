@@ -194,11 +194,7 @@ pub fn render(rec: &Recording, a: &Analysis, opts: &HtmlOptions) -> Result<Strin
         banner_lines,
         warnings: &a.warnings,
         timeline_svg: timeline(rec)?,
-        timeline_caption: if rec
-            .header
-            .as_ref()
-            .is_some_and(|h| h.target.mode == leak_format::TargetMode::Kernel)
-        {
+        timeline_caption: if rec.is_kernel() {
             "Outstanding kernel bytes over all stacks (traced: slab objects, pages and, with \
              --percpu, per-CPU memory)."
         } else {
@@ -334,12 +330,12 @@ fn row(rec: &Recording, s: &StackReport, with_chart: bool) -> Row {
         suspected: d.suspected,
         strict: s.strict_monotonic,
         rate: d.rate,
-        rate_text: if output::rate_known(d) {
+        rate_text: if d.rate_known() {
             format!("{}/s", human_bytes(d.rate))
         } else {
             "unknown".to_string()
         },
-        ci_text: if output::rate_known(d) {
+        ci_text: if d.rate_known() {
             format!(
                 "[{}/s .. {}/s]",
                 human_bytes(d.rate_ci.0),

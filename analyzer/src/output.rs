@@ -319,15 +319,9 @@ struct JsonStack<'a> {
     frames: &'a [crate::symbolize::SymFrame],
 }
 
-/// Whether the detector measured a rate: not below the points a trend needs, where the rate,
-/// its interval, tau and p are unknown (not zero).
-pub fn rate_known(d: &crate::detect::Detection) -> bool {
-    d.points_used >= crate::detect::MIN_POINTS
-}
-
 /// `9.9 KiB/s [9.8 KiB/s .. 10.0 KiB/s]`, or `rate unknown` when it was not measured.
 pub fn rate_with_ci(d: &crate::detect::Detection) -> String {
-    if rate_known(d) {
+    if d.rate_known() {
         format!(
             "{}/s [{}/s .. {}/s]",
             human_bytes(d.rate),
@@ -341,7 +335,7 @@ pub fn rate_with_ci(d: &crate::detect::Detection) -> String {
 
 fn json_stack(s: &StackReport) -> JsonStack<'_> {
     let d = &s.detection;
-    let known = rate_known(d);
+    let known = d.rate_known();
     JsonStack {
         id: s.id,
         kind: s.kind.name(),

@@ -296,6 +296,15 @@ pub struct Recording {
     pub memleak_log: bool,
 }
 
+impl Recording {
+    /// A kernel-mode recording (`leak-record --kernel`).
+    pub fn is_kernel(&self) -> bool {
+        self.header
+            .as_ref()
+            .is_some_and(|h| h.target.mode == leak_format::TargetMode::Kernel)
+    }
+}
+
 /// What a recording holds out of the order writers must follow (docs/format.md, 1.3): records
 /// missing, repeated or appended. Each is counted, and the reader warns about it.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]

@@ -92,29 +92,69 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// For a debug-only file (executable segments without file contents): the page-aligned
-/// virtual address of each executable segment.
-fn debug_only_segments(path: &Path) -> Option<Vec<u64>> {
-    use object::read::elf::{ElfFile64, ProgramHeader};
-    use object::Endianness;
-    let data = fs::read(path).ok()?;
-    let elf = ElfFile64::<Endianness, &[u8]>::parse(&*data).ok()?;
-    let e = elf.endian();
-    let exec: Vec<_> = elf
-        .elf_program_headers()
-        .iter()
-        .filter(|ph| {
-            ph.p_type(e) == object::elf::PT_LOAD && ph.p_flags(e).0 & object::elf::PF_X.0 != 0
-        })
-        .collect();
-    if exec.is_empty() || exec.iter().any(|ph| ph.p_filesz(e) > 0) {
-        return None;
+/// What symbolization needs to know of an ELF file, from one read of it (a bundled libc and
+/// its debug file are megabytes; each was read once per question before).
+#[derive(Default)]
+struct ElfFacts {
+    build_id: Option<Vec<u8>>,
+    /// For a debug-only file (executable segments without file contents): the page-aligned
+    /// virtual address of each executable segment.
+    debug_only: Option<Vec<u64>>,
+    /// It has DWARF (`.debug_info`).
+    dwarf: bool,
+    /// The file name in its `.gnu_debuglink`, if it is a plain name (never a path: a hostile
+    /// recording must not point the search elsewhere).
+    debug_link: Option<PathBuf>,
+    /// Its loadable segments with contents: (file offset, file size, virtual address).
+    segments: Vec<(u64, u64, u64)>,
+}
+
+impl ElfFacts {
+    /// The facts of the file at `path`; all empty if it cannot be read or parsed.
+    fn of(path: &Path) -> Self {
+        fs::read(path).map_or_else(|_| ElfFacts::default(), |data| ElfFacts::parse(&data))
     }
-    Some(
-        exec.iter()
-            .map(|ph| ph.p_vaddr(e) & !(ph.p_align(e).max(1) - 1))
-            .collect(),
-    )
+
+    fn parse(data: &[u8]) -> Self {
+        use object::read::elf::{ElfFile64, ProgramHeader};
+        use object::{Endianness, Object};
+        let mut facts = ElfFacts::default();
+        if let Ok(file) = object::File::parse(data) {
+            facts.build_id = file.build_id().ok().flatten().map(<[u8]>::to_vec);
+            facts.dwarf = file.section_by_name(".debug_info").is_some();
+            facts.debug_link = file
+                .gnu_debuglink()
+                .ok()
+                .flatten()
+                .and_then(|(name, _crc)| std::str::from_utf8(name).ok())
+                .filter(|n| !n.is_empty() && !n.contains('/') && *n != "." && *n != "..")
+                .map(PathBuf::from);
+        }
+        let Ok(elf) = ElfFile64::<Endianness, &[u8]>::parse(data) else {
+            return facts;
+        };
+        let e = elf.endian();
+        let load = || {
+            elf.elf_program_headers()
+                .iter()
+                .filter(move |ph| ph.p_type(e) == object::elf::PT_LOAD)
+        };
+        facts.segments = load()
+            .filter(|ph| ph.p_filesz(e) > 0)
+            .map(|ph| (ph.p_offset(e), ph.p_filesz(e), ph.p_vaddr(e)))
+            .collect();
+        let exec: Vec<_> = load()
+            .filter(|ph| ph.p_flags(e).0 & object::elf::PF_X.0 != 0)
+            .collect();
+        if !exec.is_empty() && exec.iter().all(|ph| ph.p_filesz(e) == 0) {
+            facts.debug_only = Some(
+                exec.iter()
+                    .map(|ph| ph.p_vaddr(e) & !(ph.p_align(e).max(1) - 1))
+                    .collect(),
+            );
+        }
+        facts
+    }
 }
 
 /// The directories that may hold separate debug files, in order: each `--debug-dir`, the
@@ -144,48 +184,9 @@ fn build_id_files(m: &Module, opts: &Options) -> Vec<PathBuf> {
         .collect()
 }
 
-/// Whether an ELF file has DWARF (`.debug_info`); None if it cannot be read.
-fn has_dwarf(path: &Path) -> Option<bool> {
-    use object::Object;
-    let data = fs::read(path).ok()?;
-    let file = object::File::parse(&*data).ok()?;
-    Some(file.section_by_name(".debug_info").is_some())
-}
-
-/// The file name in an ELF file's `.gnu_debuglink`, if it is a plain name (never a path: a
-/// hostile recording must not point the search elsewhere).
-fn debug_link(path: &Path) -> Option<PathBuf> {
-    use object::Object;
-    let data = fs::read(path).ok()?;
-    let file = object::File::parse(&*data).ok()?;
-    let (name, _crc) = file.gnu_debuglink().ok().flatten()?;
-    let name = std::str::from_utf8(name).ok()?;
-    let plain = !name.is_empty() && !name.contains('/') && name != "." && name != "..";
-    plain.then(|| PathBuf::from(name))
-}
-
-/// The loadable segments of an ELF file: (file offset, file size, virtual address).
-fn load_segments(path: &Path) -> Option<Vec<(u64, u64, u64)>> {
-    use object::read::elf::{ElfFile64, ProgramHeader};
-    use object::Endianness;
-    let data = fs::read(path).ok()?;
-    let elf = ElfFile64::<Endianness, &[u8]>::parse(&*data).ok()?;
-    let e = elf.endian();
-    let segments: Vec<_> = elf
-        .elf_program_headers()
-        .iter()
-        .filter(|ph| ph.p_type(e) == object::elf::PT_LOAD && ph.p_filesz(e) > 0)
-        .map(|ph| (ph.p_offset(e), ph.p_filesz(e), ph.p_vaddr(e)))
-        .collect();
-    (!segments.is_empty()).then_some(segments)
-}
-
 /// The GNU build ID of an ELF file.
 pub fn build_id(path: &Path) -> Option<Vec<u8>> {
-    use object::Object;
-    let data = fs::read(path).ok()?;
-    let file = object::File::parse(&*data).ok()?;
-    file.build_id().ok().flatten().map(<[u8]>::to_vec)
+    ElfFacts::of(path).build_id
 }
 
 impl Resolver {
@@ -235,8 +236,9 @@ impl Resolver {
                 // Bundled files are written under names the analysis chooses, never the
                 // recorded path, so a hostile recording cannot write outside the scratch folder.
                 if let Some(path) = self.scratch_file(id, bytes) {
-                    if let Some(source) = self.accept(m, &path, "bundled copy") {
-                        return self.with_debug_file(m, source, opts);
+                    let facts = ElfFacts::of(&path);
+                    if let Some(source) = self.accept(m, &path, &facts, "bundled copy") {
+                        return self.with_debug_file(m, source, &facts, opts);
                     }
                 }
             }
@@ -254,8 +256,9 @@ impl Resolver {
         );
         for (path, what) in candidates {
             if path.is_file() {
-                if let Some(source) = self.accept(m, &path, what) {
-                    return self.with_debug_file(m, source, opts);
+                let facts = ElfFacts::of(&path);
+                if let Some(source) = self.accept(m, &path, &facts, what) {
+                    return self.with_debug_file(m, source, &facts, opts);
                 }
             }
         }
@@ -273,16 +276,14 @@ impl Resolver {
         &mut self,
         m: &Module,
         source: ModuleSource,
+        copy: &ElfFacts,
         opts: &Options,
     ) -> ModuleSource {
-        let ModuleSource::Elf(copy) = &source else {
-            return source;
-        };
-        if m.build_id.as_deref().is_none_or(|b| b.len() < 2) || has_dwarf(copy) != Some(false) {
+        if !matches!(source, ModuleSource::Elf(_)) || m.build_id.is_none() || copy.dwarf {
             return source;
         }
         let mut candidates = build_id_files(m, opts);
-        if let Some(link) = debug_link(copy) {
+        if let Some(link) = &copy.debug_link {
             let recorded = Path::new(&m.path).parent().unwrap_or(Path::new("/"));
             let relative = recorded.strip_prefix("/").unwrap_or(recorded);
             let mut dirs: Vec<PathBuf> = Vec::new();
@@ -291,21 +292,18 @@ impl Resolver {
             }
             dirs.push(recorded.to_path_buf());
             for d in dirs {
-                candidates.push(d.join(&link));
-                candidates.push(d.join(".debug").join(&link));
+                candidates.push(d.join(link));
+                candidates.push(d.join(".debug").join(link));
             }
             for root in debug_roots(opts) {
-                candidates.push(root.join(relative).join(&link));
+                candidates.push(root.join(relative).join(link));
             }
         }
         for path in candidates {
             if path.is_file() {
-                match self.accept(m, &path, "debug file") {
-                    Some(ModuleSource::DebugOnly(debug, by_map)) => {
-                        return match load_segments(copy) {
-                            Some(segments) => ModuleSource::Split(debug, segments),
-                            None => ModuleSource::DebugOnly(debug, by_map),
-                        }
+                match self.accept(m, &path, &ElfFacts::of(&path), "debug file") {
+                    Some(ModuleSource::DebugOnly(debug, _)) if !copy.segments.is_empty() => {
+                        return ModuleSource::Split(debug, copy.segments.clone());
                     }
                     Some(found) => return found,
                     None => {}
@@ -331,10 +329,15 @@ impl Resolver {
         Some(path)
     }
 
-    /// Uses `path` for `m` only if its build ID is the recorded one.
-    fn accept(&mut self, m: &Module, path: &Path, what: &str) -> Option<ModuleSource> {
-        let found = build_id(path);
-        match (&m.build_id, &found) {
+    /// Uses `path` (whose `facts` are known) for `m` only if its build ID is the recorded one.
+    fn accept(
+        &mut self,
+        m: &Module,
+        path: &Path,
+        facts: &ElfFacts,
+        what: &str,
+    ) -> Option<ModuleSource> {
+        match (&m.build_id, &facts.build_id) {
             (Some(want), Some(got)) if want != got => {
                 self.warnings.push(format!(
                     "{what} {} has build ID {}, the recording needs {}: not used",
@@ -352,8 +355,8 @@ impl Resolver {
                 ));
                 None
             }
-            _ => Some(match debug_only_segments(path) {
-                Some(segments) => ModuleSource::DebugOnly(path.to_path_buf(), segments),
+            _ => Some(match &facts.debug_only {
+                Some(segments) => ModuleSource::DebugOnly(path.to_path_buf(), segments.clone()),
                 None => ModuleSource::Elf(path.to_path_buf()),
             }),
         }

@@ -410,6 +410,12 @@ impl Losses {
             + self.return_without_entry
             + self.missed_free
     }
+
+    /// [`Losses::total_drops`] less what is expected: in kernel mode (`kernel`), missed frees
+    /// (free paths without a tracepoint, retired at the address's next allocation).
+    pub fn unexpected_drops(&self, kernel: bool) -> u64 {
+        self.total_drops() - if kernel { self.missed_free } else { 0 }
+    }
 }
 
 /// What a snapshot cost the recorder.

@@ -246,9 +246,7 @@ impl KernelSession<'_, '_> {
             }
         };
         self.snapshot()?;
-        // Missed frees are expected in kernel mode (free paths without a tracepoint).
-        let l = &self.last_losses;
-        let lost = l.total_drops() - l.missed_free;
+        let lost = self.last_losses.unexpected_drops(true);
         self.out.finish(&reason, self.seq, self.cli.quiet, lost)
     }
 

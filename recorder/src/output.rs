@@ -71,18 +71,16 @@ pub fn create(path: &Path, force: bool) -> Result<File> {
     if is_stdout(path) {
         return claim_stdout();
     }
+    let meta = path.symlink_metadata().ok();
     // A symbolic link is refused whatever it points at (also nothing: create_new would say
     // "exists", and --force would not help).
-    if path
-        .symlink_metadata()
-        .is_ok_and(|m| m.file_type().is_symlink())
-    {
+    if meta.as_ref().is_some_and(|m| m.file_type().is_symlink()) {
         bail!(UsageError(format!(
             "output {} is a symbolic link; refusing to follow it, choose another -o",
             path.display()
         )));
     }
-    if path.symlink_metadata().is_ok_and(|m| m.is_dir()) {
+    if meta.is_some_and(|m| m.is_dir()) {
         bail!(UsageError(format!(
             "output {} is a directory; give a file name, e.g. -o {}",
             path.display(),

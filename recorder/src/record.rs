@@ -676,7 +676,7 @@ impl Session<'_, '_> {
                 self.children.len() - CHILDREN_NAMED
             );
         }
-        let lost = self.last_losses.total_drops();
+        let lost = self.last_losses.unexpected_drops(false);
         self.out.finish(&reason, self.seq, self.cli.quiet, lost)?;
         Ok(exit_status(&reason, self.mode))
     }
@@ -1435,8 +1435,7 @@ impl RecordingFile {
     }
 
     /// Ends the recording normally and, unless `quiet`, says what was written and why it
-    /// stopped; `lost` events (`Losses::total_drops`, less what is expected) are said even
-    /// when quiet.
+    /// stopped; `lost` events (`Losses::unexpected_drops`) are said even when quiet.
     pub(crate) fn finish(
         &mut self,
         reason: &EndReason,
