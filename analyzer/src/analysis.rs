@@ -304,47 +304,11 @@ pub fn filter(a: &mut Analysis, suppressions: &Suppressions, min_outstanding: Op
     recompute_totals(a);
 }
 
-/// What a kernel page stack holds when it is not the kernel's to leak: `page cache` (file
-/// pages, which the kernel reclaims under memory pressure: a file written to grows it) or `slab
-/// pages` (the pages a slab cache holds its objects in: the objects are counted on their own
-/// stacks, and the pages again here). None for anything else.
+/// What a kernel stack holds when it is not the kernel's to leak: `page cache` or `slab
+/// pages` ([`leak_format::kernel::cache_pages`], the rule leak-record's status line follows
+/// too). None for anything else.
 pub fn cache_pages(kind: AllocKind, frames: &[SymFrame]) -> Option<&'static str> {
-    let names = || frames.iter().filter_map(|f| f.function.as_deref());
-    let any = |prefixes: &[&str]| names().any(|n| prefixes.iter().any(|p| n.starts_with(p)));
-    if kind == AllocKind::KernelSlab {
-        // A page-cache page's buffer heads go with it; a slab page's object extension vector
-        // (memcg accounting) with the slab page.
-        return if any(&[
-            "alloc_buffer_head",
-            "folio_alloc_buffers",
-            "create_empty_buffers",
-        ]) {
-            Some("page cache")
-        } else if any(&["alloc_slab_obj_exts"]) {
-            Some("slab pages")
-        } else {
-            None
-        };
-    }
-    if kind != AllocKind::KernelPage {
-        return None;
-    }
-    const PAGE_CACHE: [&str; 7] = [
-        "filemap_",
-        "__filemap_",
-        "page_cache_",
-        "__page_cache_",
-        "do_read_cache_",
-        "read_cache_",
-        "grab_cache_page",
-    ];
-    if any(&["allocate_slab", "new_slab"]) {
-        Some("slab pages")
-    } else if any(&PAGE_CACHE) {
-        Some("page cache")
-    } else {
-        None
-    }
+    leak_format::kernel::cache_pages(kind, frames.iter().filter_map(|f| f.function.as_deref()))
 }
 
 /// The index of a stack's first frame that is not the allocator: in a kernel stack, the

@@ -10,22 +10,7 @@ use crate::series::Recording;
 /// Version of the JSON document; bumped on any incompatible change.
 pub const SCHEMA_VERSION: u32 = 1;
 
-/// `1536` → `1.5 KiB`.
-pub fn human_bytes(n: f64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n.abs();
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    let sign = if n < 0.0 { "-" } else { "" };
-    if u == 0 {
-        format!("{sign}{v:.0} B")
-    } else {
-        format!("{sign}{v:.1} {}", UNITS[u])
-    }
-}
+pub use leak_format::units::human_bytes;
 
 /// A rate in the largest time unit that keeps it at least one byte: `9.9 KiB/s`, `3.4 KiB/h`,
 /// `1.0 KiB/day` (a rate below a byte per second would show as `0 B/s`).

@@ -11,6 +11,7 @@
 mod builder;
 mod error;
 mod fast;
+pub mod kernel;
 mod reader;
 mod records;
 mod state;

@@ -26,6 +26,23 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("size '{s}' is too large"))
 }
 
+/// `1536` → `1.5 KiB` (binary units; the same in both tools' messages).
+pub fn human_bytes(n: f64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n.abs();
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    let sign = if n < 0.0 { "-" } else { "" };
+    if u == 0 {
+        format!("{sign}{v:.0} B")
+    } else {
+        format!("{sign}{v:.1} {}", UNITS[u])
+    }
+}
+
 /// The UTC date and time of `secs` seconds since the Unix epoch:
 /// (year, month, day, hour, minute, second), by Howard Hinnant's days-to-civil algorithm.
 pub fn utc_fields(secs: u64) -> (i64, u32, u32, u32, u32, u32) {

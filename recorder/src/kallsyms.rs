@@ -72,7 +72,7 @@ impl Kallsyms {
     }
 
     /// The name of the entry covering `addr`, if any.
-    fn name_at(&self, addr: u64) -> Option<&str> {
+    pub fn name_at(&self, addr: u64) -> Option<&str> {
         let i = self.entries.partition_point(|e| e.addr <= addr);
         i.checked_sub(1).map(|i| self.entries[i].name.as_str())
     }

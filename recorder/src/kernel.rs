@@ -160,6 +160,7 @@ pub fn run(cli: Cli) -> Result<()> {
         prev: HashMap::new(),
         alias: HashMap::new(),
         by_frames: HashMap::new(),
+        cache_pages: HashSet::new(),
         seq: 0,
         started: Instant::now(),
         last_losses: Losses::default(),
@@ -205,6 +206,9 @@ struct KernelSession<'a, 'obj> {
     alias: HashMap<u32, u32>,
     /// Recorded stacks by their frames.
     by_frames: HashMap<Vec<u64>, u32>,
+    /// The (recorded stack, kind) counters of page-cache and slab pages: the status line counts
+    /// them apart, as leak-report leaves them out (`leak_format::kernel::cache_pages`).
+    cache_pages: HashSet<(u32, AllocKind)>,
     seq: u32,
     started: Instant,
     last_losses: Losses,
@@ -297,6 +301,14 @@ impl KernelSession<'_, '_> {
                 symbols.extend(self.kallsyms.take_covering(lookups));
                 let truncated = all.len() >= bpf::MAX_STACK_DEPTH;
                 new_stacks.push(Stack::kernel(id, &ips, truncated));
+                let names = ips
+                    .iter()
+                    .filter_map(|&ip| self.kallsyms.name_at(kallsyms::lookup_addr(ip)));
+                for kind in [AllocKind::KernelPage, AllocKind::KernelSlab] {
+                    if leak_format::kernel::cache_pages(kind, names.clone()).is_some() {
+                        self.cache_pages.insert((id, kind));
+                    }
+                }
                 self.by_frames.insert(ips, id);
                 self.alias.insert(id, id);
             }
@@ -320,6 +332,12 @@ impl KernelSession<'_, '_> {
             t.free_bytes += r.free_bytes;
             t.free_count += r.free_count;
         }
+        // What the status line shows: kernel memory, and apart from it the page cache and
+        // slab pages leak-report leaves out.
+        let (cached, kernel): (Vec<&RawStats>, Vec<&RawStats>) = totals
+            .values()
+            .partition(|t| self.cache_pages.contains(&(t.stack_id, alloc_kind(t.kind))));
+        let (kernel, cached) = (bpf::Outstanding::of(kernel), bpf::Outstanding::of(cached));
         let mut stats = Vec::new();
         for (key, t) in totals {
             let changed = match self.prev.get(&key) {
@@ -344,13 +362,18 @@ impl KernelSession<'_, '_> {
         self.out.write(&Record::Snapshot(snapshot))?;
         self.seq += 1;
         if !self.cli.quiet {
-            let o = bpf::Outstanding::of(&raw);
             let est = estimate_mark(self.cli);
-            let what = format!(
+            let mut what = format!(
                 "kernel outstanding {est}{} on {} stacks",
-                human_bytes(o.bytes),
-                o.stacks
+                human_bytes(kernel.bytes),
+                kernel.stacks
             );
+            if cached.bytes > 0 {
+                what += &format!(
+                    ", {est}{} more in page cache and slab pages",
+                    human_bytes(cached.bytes)
+                );
+            }
             print_status(self.started, self.seq, &what, &losses, &self.last_losses);
         }
         self.last_losses = losses;

@@ -1594,18 +1594,7 @@ pub(crate) fn describe(reason: &EndReason) -> String {
 
 /// 1536 -> "1.5 KiB".
 pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
+    leak_format::units::human_bytes(n as f64)
 }
 
 #[cfg(test)]
