@@ -46,6 +46,9 @@ pub struct StackReport {
     pub frames: Vec<SymFrame>,
     pub lost: Option<StackLoss>,
     pub truncated: bool,
+    /// Too few samples for a verdict (`insufficient_data`), yet it grew at least the minimum
+    /// rate over its life: perhaps a leak that started late. No gate passes over one.
+    pub young_growth: bool,
 }
 
 /// Everything found in one recording.
@@ -108,6 +111,7 @@ pub fn analyze(rec: &Recording, resolver: &Resolver, s: &Settings) -> Analysis {
     }
     let series: Vec<&Series> = rec.series.values().collect();
     let mut detections = detect_all(&series, &s.detect).into_iter();
+    let interval = rec.duration / f64::from(rec.snapshots.saturating_sub(1).max(1));
     let mut stacks: Vec<StackReport> = keys
         .iter()
         .zip(symbolized)
@@ -126,6 +130,12 @@ pub fn analyze(rec: &Recording, resolver: &Resolver, s: &Settings) -> Analysis {
                 Detector::Strict => detection.verdict,
             };
             let stack = rec.stacks.get(&id);
+            let growth_bytes = series.last.outstanding_bytes() as i64 - series.first_bytes as i64;
+            // Its life: from its first snapshot to the last.
+            let age = series.seen.saturating_sub(1).max(1) as f64 * interval;
+            let young_growth = detection.verdict == Verdict::InsufficientData
+                && growth_bytes > 0
+                && growth_bytes as f64 >= s.detect.min_rate * age;
             Some(StackReport {
                 id,
                 kind,
@@ -133,11 +143,12 @@ pub fn analyze(rec: &Recording, resolver: &Resolver, s: &Settings) -> Analysis {
                 strict_monotonic: detection.strict_monotonic,
                 outstanding_bytes: series.last.outstanding_bytes(),
                 outstanding_count: series.last.outstanding_count(),
-                growth_bytes: series.last.outstanding_bytes() as i64 - series.first_bytes as i64,
+                growth_bytes,
                 detection,
                 frames,
                 lost: stack.and_then(|st| st.lost),
                 truncated: stack.is_some_and(|st| st.truncated),
+                young_growth,
             })
         })
         .collect();
@@ -302,6 +313,42 @@ pub fn filter(a: &mut Analysis, suppressions: &Suppressions, min_outstanding: Op
             .count();
     }
     recompute_totals(a);
+}
+
+/// Warns about the stacks that grew with too few samples to judge ([`StackReport::young_growth`])
+/// among those left after [`filter`]: no output says "no growth" over them, and no leak gate
+/// passes (the caller exits 2).
+pub fn warn_young_growth(a: &mut Analysis) {
+    let young: Vec<&StackReport> = a.stacks.iter().filter(|s| s.young_growth).collect();
+    let Some(first) = young.first() else {
+        return;
+    };
+    let more = match young.len() {
+        1 => String::new(),
+        2 => " (and 1 more stack like it)".to_string(),
+        n => format!(" (and {} more stacks like it)", n - 1),
+    };
+    a.warnings.push(format!(
+        "stack {} grew {} with {} usable samples, and a verdict needs {}{more}: a leak that \
+         started late looks like this; record for longer after the load starts",
+        stack_name(first),
+        crate::output::human_bytes(first.growth_bytes as f64),
+        first.detection.points_used,
+        detect::MIN_POINTS
+    ));
+}
+
+/// A stack as messages name it: `17 (leak_slowly)`, by its site (its first frame past the
+/// allocator), or its id alone when that frame has no name.
+pub fn stack_name(s: &StackReport) -> String {
+    match s
+        .frames
+        .get(site(s.kind, &s.frames))
+        .and_then(|f| f.function.as_deref())
+    {
+        Some(name) => format!("{} ({name})", s.id),
+        None => s.id.to_string(),
+    }
 }
 
 /// What a kernel stack holds when it is not the kernel's to leak: `page cache` or `slab
@@ -484,6 +531,21 @@ fn quality_warnings(
             l.return_without_entry,
             l.missed_free
         ));
+        // What the recorder's closing line promises: which tables to raise.
+        let raise: Vec<&str> = [
+            (l.allocs_full, "--max-allocs"),
+            (l.stack_table_full, "--max-stacks"),
+        ]
+        .into_iter()
+        .filter(|&(n, _)| n > 0)
+        .map(|(_, option)| option)
+        .collect();
+        if let Some(last) = w.last_mut().filter(|_| !raise.is_empty()) {
+            last.push_str(&format!(
+                "; record again with a larger {}",
+                raise.join(" and a larger ")
+            ));
+        }
     }
     // Undeclared stacks (no frames known) have their own warning.
     let real: Vec<&StackReport> = stacks

@@ -134,7 +134,10 @@ pub fn render(rec: &Recording, a: &Analysis, opts: &HtmlOptions) -> Result<Strin
         .filter(|s| s.verdict == Verdict::ContinuousLeak)
         .collect();
     let (banner_class, banner_title) = if leaks.is_empty() {
-        ("ok", "No continuous growth found".to_string())
+        match output::no_leak_headline(a) {
+            (true, title) => ("ok", title),
+            (false, title) => ("unsure", title),
+        }
     } else {
         (
             "leak",

@@ -125,7 +125,9 @@ struct Cli {
     #[arg(long, value_name = "RATE", value_parser = parse_rate)]
     max_rate: Option<f64>,
 
-    /// Exit 1 if more than this is outstanding at the end over all stacks.
+    /// Exit 1 if more than this is outstanding at the end over all stacks, whatever
+    /// --suppressions, --baseline and --min-outstanding leave out of the findings (page-cache
+    /// and slab pages count with --keep-cache-pages only).
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     max_outstanding: Option<u64>,
 }
@@ -173,14 +175,7 @@ fn main() -> ExitCode {
     match run(&cli) {
         Ok(gate_failed) => ExitCode::from(u8::from(gate_failed)),
         Err(e) => {
-            // A closed pipe (`leak-report x | head`) is not an error.
-            if e.chain().any(|c| {
-                c.downcast_ref::<std::io::Error>()
-                    .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
-            }) {
-                return ExitCode::SUCCESS;
-            }
-            eprintln!("leak-report: {e:#}");
+            say(&format!("leak-report: {e:#}"));
             ExitCode::from(2)
         }
     }
@@ -251,6 +246,12 @@ fn run(cli: &Cli) -> Result<bool> {
     if !cli.keep_cache_pages {
         analysis::leave_out_cache_pages(&mut analysis);
     }
+    // What --max-outstanding judges: every stack, whatever the filters below leave out of the
+    // findings (a budget of memory, which no suppression frees).
+    let outstanding = analysis
+        .stacks
+        .iter()
+        .fold(0u64, |sum, s| sum.saturating_add(s.outstanding_bytes));
     if let Some(old) = &cli.baseline {
         let (_, mut base) = load(old, cli).context("--baseline")?;
         if !cli.keep_cache_pages {
@@ -266,25 +267,14 @@ fn run(cli: &Cli) -> Result<bool> {
         );
     }
     analysis::filter(&mut analysis, &suppressions, cli.min_outstanding);
+    analysis::warn_young_growth(&mut analysis);
 
-    let stdout = std::io::stdout();
-    let mut out = stdout.lock();
-    let mut wrote_stdout = false;
+    let mut out = Stdout::default();
     if let Some(p) = &cli.json {
-        write_to(
-            p,
-            &output::json(&rec, &analysis),
-            &mut out,
-            &mut wrote_stdout,
-        )?;
+        write_to(p, &output::json(&rec, &analysis), &mut out)?;
     }
     if let Some(p) = &cli.folded {
-        write_to(
-            p,
-            &output::folded(&analysis, cli.folded_weight),
-            &mut out,
-            &mut wrote_stdout,
-        )?;
+        write_to(p, &output::folded(&analysis, cli.folded_weight), &mut out)?;
     }
     if let Some(p) = &cli.output {
         let opts = html::HtmlOptions {
@@ -292,13 +282,12 @@ fn run(cli: &Cli) -> Result<bool> {
             timestamp: cli.timestamp.then(now_utc),
         };
         let page = html::render(&rec, &analysis, &opts).map_err(|e| anyhow::anyhow!(e))?;
-        write_to(p, &page, &mut out, &mut wrote_stdout)?;
+        write_to(p, &page, &mut out)?;
     }
-    if !wrote_stdout {
-        out.write_all(output::text(&rec, &analysis, cli.top).as_bytes())
-            .context("cannot write standard output")?;
+    if !out.wrote {
+        out.write(&output::text(&rec, &analysis, cli.top))?;
     }
-    out.flush().context("cannot write standard output")?;
+    out.flush()?;
 
     let leaks: Vec<_> = analysis
         .stacks
@@ -319,29 +308,109 @@ fn run(cli: &Cli) -> Result<bool> {
         }
     }
     if let Some(max) = cli.max_outstanding {
-        let total: u64 = analysis.stacks.iter().map(|s| s.outstanding_bytes).sum();
-        if total > max {
+        if outstanding > max {
             failed.push(format!(
-                "{total} bytes outstanding, above --max-outstanding {max}"
+                "{outstanding} bytes outstanding, above --max-outstanding {max}"
             ));
         }
     }
     if !failed.is_empty() {
-        eprintln!("leak-report: gate failed: {}", failed.join("; "));
-    } else if analysis.unjudged && (cli.fail_on_leak || cli.max_rate.is_some()) {
-        // A leak gate that cannot judge must not pass (the outputs are written all the same).
-        bail!(UsageError(format!(
-            "{} cannot judge this recording: no stack has the {} samples a verdict needs; \
-             record for longer or with a shorter -i (e.g. -i 1s)",
-            if cli.fail_on_leak {
-                "--fail-on-leak"
-            } else {
-                "--max-rate"
-            },
-            leak_report::detect::MIN_POINTS
-        )));
+        say(&format!("leak-report: gate failed: {}", failed.join("; ")));
+    } else if cli.fail_on_leak || cli.max_rate.is_some() {
+        // A leak gate passes only on what it could judge (the outputs are written all the same).
+        if let Some(why) = cannot_judge(&rec, &analysis) {
+            bail!(UsageError(format!(
+                "{} cannot judge this recording: {why}",
+                if cli.fail_on_leak {
+                    "--fail-on-leak"
+                } else {
+                    "--max-rate"
+                },
+            )));
+        }
     }
     Ok(!failed.is_empty())
+}
+
+/// Why a leak gate that found nothing cannot pass, with the fix: no stack had the samples a
+/// verdict needs; a stack grew with too few of them (a leak that started late); or the recorder
+/// could not track every allocation (a full table, where a leak may hide).
+fn cannot_judge(rec: &series::Recording, a: &Analysis) -> Option<String> {
+    let needed = leak_report::detect::MIN_POINTS;
+    if a.unjudged {
+        return Some(format!(
+            "no stack has the {needed} samples a verdict needs; record for longer or with a \
+             shorter -i (e.g. -i 1s)"
+        ));
+    }
+    if let Some(young) = a.stacks.iter().find(|s| s.young_growth) {
+        return Some(format!(
+            "stack {} grew {} with {} usable samples, and a verdict needs {needed}; record for \
+             longer after the load starts",
+            analysis::stack_name(young),
+            output::human_bytes(young.growth_bytes as f64),
+            young.detection.points_used
+        ));
+    }
+    let l = &rec.losses;
+    let full = [
+        (
+            l.allocs_full,
+            "untracked (allocation table full)",
+            "--max-allocs",
+        ),
+        (
+            l.stack_table_full,
+            "on unknown stacks (stack table full)",
+            "--max-stacks",
+        ),
+    ];
+    full.iter().find(|(n, ..)| *n > 0).map(|(n, what, option)| {
+        format!("{n} allocations were {what}, and a leak may be among them; record again with a larger {option}")
+    })
+}
+
+/// Writes a line to stderr; a closed stderr is ignored (the exit status still tells).
+fn say(line: &str) {
+    let _ = writeln!(std::io::stderr(), "{line}");
+}
+
+/// Standard output, which may be a pipe closed early (`leak-report x --fail-on-leak | head`):
+/// the rest of the output is then dropped, and the gates still decide the exit status.
+#[derive(Default)]
+struct Stdout {
+    /// Something was written to it (or would have been, had it not been closed).
+    wrote: bool,
+    closed: bool,
+}
+
+impl Stdout {
+    fn write(&mut self, text: &str) -> Result<()> {
+        self.wrote = true;
+        if self.closed {
+            return Ok(());
+        }
+        let result = std::io::stdout().lock().write_all(text.as_bytes());
+        self.check(result)
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        if self.closed {
+            return Ok(());
+        }
+        let result = std::io::stdout().lock().flush();
+        self.check(result)
+    }
+
+    fn check(&mut self, result: std::io::Result<()>) -> Result<()> {
+        match result {
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+                self.closed = true;
+                Ok(())
+            }
+            other => other.context("cannot write standard output"),
+        }
+    }
 }
 
 /// Refuses outputs that would mix or overwrite each other, or overwrite an input: at most one
@@ -447,18 +516,9 @@ fn now_utc() -> String {
 }
 
 /// Writes `text` to a file, or to stdout for `-`.
-fn write_to(
-    path: &Path,
-    text: &str,
-    stdout: &mut impl Write,
-    wrote_stdout: &mut bool,
-) -> Result<()> {
+fn write_to(path: &Path, text: &str, stdout: &mut Stdout) -> Result<()> {
     if path.as_os_str() == "-" {
-        stdout
-            .write_all(text.as_bytes())
-            .context("cannot write standard output")?;
-        *wrote_stdout = true;
-        return Ok(());
+        return stdout.write(text);
     }
     std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
 }

@@ -12,6 +12,28 @@ pub const SCHEMA_VERSION: u32 = 1;
 
 pub use leak_format::units::human_bytes;
 
+/// The headline when no stack is a continuous leak, and whether it is the all-clear: not when
+/// no stack could be judged, nor when a stack grew with too few samples to judge.
+pub fn no_leak_headline(a: &Analysis) -> (bool, String) {
+    let young = a.stacks.iter().filter(|s| s.young_growth).count();
+    if a.unjudged {
+        (
+            false,
+            "No verdict: the recording is too short to judge any stack".to_string(),
+        )
+    } else if young > 0 {
+        (
+            false,
+            format!(
+                "No continuous leak found, but {young} growing stack{} could not be judged",
+                if young == 1 { "" } else { "s" }
+            ),
+        )
+    } else {
+        (true, "No continuous growth found".to_string())
+    }
+}
+
 /// A rate in the largest time unit that keeps it at least one byte: `9.9 KiB/s`, `3.4 KiB/h`,
 /// `1.0 KiB/day` (a rate below a byte per second would show as `0 B/s`).
 pub fn human_rate(bytes_per_sec: f64) -> String {
@@ -135,7 +157,7 @@ pub fn text(rec: &Recording, a: &Analysis, top: usize) -> String {
         .filter(|s| s.verdict == Verdict::ContinuousLeak)
         .collect();
     if leaks.is_empty() {
-        let _ = writeln!(out, "\nNo continuous growth found.");
+        let _ = writeln!(out, "\n{}.", no_leak_headline(a).1);
     } else {
         let _ = writeln!(
             out,

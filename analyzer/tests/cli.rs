@@ -818,3 +818,234 @@ fn outputs_to_a_character_device_do_not_collide() {
     let o = run(&[&demo(), "-o", "/dev/null", "--json", "/dev/null"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
 }
+
+/// A recording of 40 snapshots: stack 16 steady at 1 MiB, stack 17 (in libplugin.so) appearing at snapshot
+/// `40 - late` and growing 4 KiB at each of its snapshots, and `losses` in the last snapshot.
+fn late_leak(dir: &Path, late: u64, losses: leak_format::Losses) -> String {
+    let path = dir.join(format!("late{late}.zst"));
+    let mut b = leak_format::RecordingBuilder::new();
+    b.module(1, "/usr/bin/svc", None)
+        .module(2, "/usr/lib/libplugin.so", None)
+        .stack(16, &[(1, 0x1000)])
+        .stack(17, &[(2, 0x2000)]);
+    for s in 0..40u64 {
+        let mut stats = vec![(16, 1 << 20, 256)];
+        if s >= 40 - late {
+            let k = s - (40 - late) + 1;
+            stats.push((17, 4096 * k, k));
+        }
+        let stats = stats
+            .into_iter()
+            .map(|(stack, bytes, count)| leak_format::StackStats {
+                stack,
+                kind: leak_format::AllocKind::Heap,
+                alloc_bytes: bytes,
+                alloc_count: count,
+                free_bytes: 0,
+                free_count: 0,
+            })
+            .collect();
+        let l = if s == 39 { losses } else { Default::default() };
+        b.snapshot_with(stats, l);
+    }
+    std::fs::write(&path, b.to_bytes()).unwrap();
+    path.display().to_string()
+}
+
+/// A stack that grows at every one of its too few samples (a leak that started late in the
+/// run) is no all-clear: every output warns, the headline says it, and the leak gates exit 2.
+/// Before, "No continuous growth found" and exit 0. Grown for long enough, it is a leak.
+#[test]
+fn a_leak_that_started_too_late_to_judge_fails_no_gate_silently() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = late_leak(dir.path(), 8, Default::default());
+    for gate in [&["--fail-on-leak"][..], &["--max-rate", "1M"]] {
+        let o = run(&[&[p.as_str()], gate].concat());
+        assert_eq!(o.status.code(), Some(2), "{gate:?}: {}", stderr(&o));
+        let err = stderr(&o);
+        assert!(
+            err.contains("cannot judge this recording: stack 17 grew 28.0 KiB with 7 usable samples, and a verdict needs 12"),
+            "{err}"
+        );
+        assert_eq!(err.lines().count(), 1, "{err}");
+    }
+    let text = stdout(&run(&[&p]));
+    assert!(
+        text.contains("No continuous leak found, but 1 growing stack could not be judged."),
+        "{text}"
+    );
+    assert!(text.contains("warning: stack 17 grew 28.0 KiB"), "{text}");
+    let doc = json_at(&p, &[]);
+    let warnings = doc["warnings"].to_string();
+    assert!(warnings.contains("a leak that started late"), "{warnings}");
+    let page = dir.path().join("r.html");
+    assert_eq!(
+        run(&[&p, "-o", page.to_str().unwrap()]).status.code(),
+        Some(0)
+    );
+    let html = std::fs::read_to_string(&page).unwrap();
+    assert!(
+        html.contains("class=\"banner unsure\""),
+        "the banner is not the all-clear"
+    );
+    // Suppressed, it no longer stops the gate; the size gate never minded it.
+    let supp = dir.path().join("s.supp");
+    std::fs::write(&supp, "leak:libplugin.so\n").unwrap();
+    let o = run(&[
+        &p,
+        "--fail-on-leak",
+        "--suppressions",
+        supp.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(run(&[&p, "--max-outstanding", "1G"]).status.code(), Some(0));
+    // Judged (20 samples of steady growth): a continuous leak, and the gate fails with 1.
+    let judged = late_leak(dir.path(), 30, Default::default());
+    assert_eq!(run(&[&judged, "--fail-on-leak"]).status.code(), Some(1));
+    // A stack with nothing growing: the all-clear, exit 0.
+    let flat = stdout(&run(&[&demo_flat(dir.path())]));
+    assert!(flat.contains("\nNo continuous growth found."), "{flat}");
+}
+
+/// 40 snapshots of one steady stack.
+fn demo_flat(dir: &Path) -> String {
+    let path = dir.join("flat.zst");
+    let mut b = leak_format::RecordingBuilder::new();
+    b.module(1, "/usr/bin/svc", None).stack(16, &[(1, 0x1000)]);
+    for _ in 0..40 {
+        b.snapshot(&[(16, 1 << 20, 256)]);
+    }
+    std::fs::write(&path, b.to_bytes()).unwrap();
+    let p = path.display().to_string();
+    assert_eq!(run(&[&p, "--fail-on-leak"]).status.code(), Some(0));
+    p
+}
+
+/// Allocations the recorder could not track (a full table) may hide a leak: a leak gate that
+/// found none exits 2 naming the option to raise, and the warning names it too (leak-record's
+/// closing line sends the user there). Before, the gate passed.
+#[test]
+fn a_leak_gate_does_not_pass_over_allocations_lost_to_a_full_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let lost = leak_format::Losses {
+        allocs_full: 2147,
+        ..Default::default()
+    };
+    let p = late_leak(dir.path(), 0, lost);
+    let o = run(&[&p, "--fail-on-leak"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("2147 allocations were untracked (allocation table full), and a leak may be among them; record again with a larger --max-allocs"),
+        "{}",
+        stderr(&o)
+    );
+    let text = stdout(&run(&[&p]));
+    assert!(
+        text.contains("; record again with a larger --max-allocs"),
+        "{text}"
+    );
+    let stacks = leak_format::Losses {
+        stack_table_full: 5,
+        ..Default::default()
+    };
+    let p = late_leak(dir.path(), 0, stacks);
+    let o = run(&[&p, "--max-rate", "1M"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("larger --max-stacks"), "{}", stderr(&o));
+    // The size gate judges what was recorded.
+    assert_eq!(run(&[&p, "--max-outstanding", "1G"]).status.code(), Some(0));
+}
+
+/// The exit status is the gates' whatever happens to the outputs: standard output closed early
+/// (`leak-report x --fail-on-leak | head -1`) or standard error closed. Before, a closed pipe
+/// exited 0 (the gate passed) and a closed stderr panicked (101).
+#[test]
+fn a_closed_pipe_does_not_change_the_exit_status() {
+    use std::io::Read;
+    use std::process::Stdio;
+    let d = demo();
+    for args in [
+        &["--fail-on-leak"][..],
+        &["--fail-on-leak", "--json", "-"],
+        &["--max-outstanding", "1M", "--folded", "-"],
+    ] {
+        let mut child = Command::new(BIN)
+            .arg(&d)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Close the pipe before the output is written (the analysis takes longer than this):
+        // the output meets a closed pipe. (Output read in part would fit the pipe's buffer.)
+        drop(child.stdout.take());
+        let mut err = String::new();
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut err)
+            .unwrap();
+        let status = child.wait().unwrap();
+        assert_eq!(status.code(), Some(1), "{args:?}: {err}");
+        assert!(err.contains("gate failed"), "{args:?}: {err}");
+        // Stderr closed at once: the status still says the gate failed.
+        let child = Command::new(BIN)
+            .arg(&d)
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut child = child;
+        drop(child.stderr.take());
+        assert_eq!(
+            child.wait().unwrap().code(),
+            Some(1),
+            "{args:?}: stderr closed"
+        );
+    }
+}
+
+/// --max-outstanding is a memory budget over every stack, as its help says: the filters that
+/// leave stacks out of the findings do not free their bytes; and the sum saturates instead of
+/// wrapping. Before, --min-outstanding 1M passed a 2.9 MiB budget of 2.5 MiB.
+#[test]
+fn max_outstanding_counts_every_stack_whatever_the_filters() {
+    let d = demo();
+    assert_eq!(
+        run(&[&d, "--max-outstanding", "2560K"]).status.code(),
+        Some(1)
+    );
+    let supp = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(supp.path(), "leak:cache_insert\n").unwrap();
+    for filter in [
+        &["--min-outstanding", "1M"][..],
+        &["--baseline", &d],
+        &["--suppressions", supp.path().to_str().unwrap()],
+    ] {
+        let o = run(&[&[d.as_str(), "--max-outstanding", "2560K"], filter].concat());
+        assert_eq!(o.status.code(), Some(1), "{filter:?}: {}", stderr(&o));
+        assert!(
+            stderr(&o).contains("3018752 bytes outstanding, above --max-outstanding 2621440"),
+            "{filter:?}: {}",
+            stderr(&o)
+        );
+    }
+    // Two stacks of 2^63 bytes each: the total saturates at u64::MAX, above any budget.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("huge.zst");
+    let mut b = leak_format::RecordingBuilder::new();
+    b.module(1, "/usr/bin/svc", None)
+        .stack(16, &[(1, 0x1000)])
+        .stack(17, &[(1, 0x2000)]);
+    b.snapshot(&[(16, 1 << 63, 1), (17, 1 << 63, 1)]);
+    std::fs::write(&path, b.to_bytes()).unwrap();
+    let o = run(&[path.to_str().unwrap(), "--max-outstanding", "1T"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains(&format!("{} bytes outstanding", u64::MAX)),
+        "{}",
+        stderr(&o)
+    );
+}
