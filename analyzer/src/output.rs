@@ -12,6 +12,11 @@ pub const SCHEMA_VERSION: u32 = 1;
 
 pub use leak_format::units::human_bytes;
 
+/// `1 snapshot`, `2 snapshots`.
+fn count(n: u64, noun: &str) -> String {
+    format!("{n} {noun}{}", if n == 1 { "" } else { "s" })
+}
+
 /// The headline when no stack is a continuous leak, and whether it is the all-clear: not when
 /// no stack could be judged, nor when a stack grew with too few samples to judge.
 pub fn no_leak_headline(a: &Analysis) -> (bool, String) {
@@ -125,9 +130,9 @@ pub fn text(rec: &Recording, a: &Analysis, top: usize) -> String {
         };
         let _ = writeln!(
             out,
-            "{what} on {}: {} snapshots over {}, every {}",
+            "{what} on {}: {} over {}, every {}",
             h.host.hostname,
-            rec.snapshots,
+            count(u64::from(rec.snapshots), "snapshot"),
             human_duration(rec.duration),
             human_duration(h.interval_ns as f64 / 1e9)
         );
@@ -140,8 +145,8 @@ pub fn text(rec: &Recording, a: &Analysis, top: usize) -> String {
         };
         let _ = writeln!(
             out,
-            "{what}: {} snapshots over {}",
-            rec.snapshots,
+            "{what}: {} over {}",
+            count(u64::from(rec.snapshots), "snapshot"),
             human_duration(rec.duration)
         );
     }
@@ -173,11 +178,13 @@ pub fn text(rec: &Recording, a: &Analysis, top: usize) -> String {
         let _ = writeln!(out, "{line}");
     }
     let shown = top.min(a.stacks.len());
-    let _ = writeln!(
-        out,
-        "\nTop {shown} {} (leaks first, then by outstanding bytes):",
-        if shown == 1 { "stack" } else { "stacks" }
-    );
+    if shown > 0 {
+        let _ = writeln!(
+            out,
+            "\nTop {shown} {} (leaks first, then by outstanding bytes):",
+            if shown == 1 { "stack" } else { "stacks" }
+        );
+    }
     for s in a.stacks.iter().take(top) {
         let d = &s.detection;
         let _ = writeln!(
@@ -216,10 +223,17 @@ pub fn text(rec: &Recording, a: &Analysis, top: usize) -> String {
         let leaks_left = leaks.len().saturating_sub(top);
         let _ = writeln!(
             out,
-            "\n{more} more {} not listed{} (--top N lists more; -o, --json list every one)",
+            "\n{more} more {} not listed{} (--top N lists more; --json lists every one)",
             if more == 1 { "stack" } else { "stacks" },
             if leaks_left > 0 {
-                format!(", {leaks_left} of them continuous leaks")
+                format!(
+                    ", {leaks_left} of them {}",
+                    if leaks_left == 1 {
+                        "a continuous leak"
+                    } else {
+                        "continuous leaks"
+                    }
+                )
             } else {
                 String::new()
             }

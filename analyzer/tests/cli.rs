@@ -232,7 +232,7 @@ fn stacks_are_ordered_leaks_first_then_by_outstanding_bytes() {
     let o = run(&[path.to_str().unwrap(), "--top", "1"]);
     let text = String::from_utf8_lossy(&o.stdout);
     assert!(
-        text.contains("3 more stacks not listed, 1 of them continuous leaks"),
+        text.contains("3 more stacks not listed, 1 of them a continuous leak"),
         "{text}"
     );
     assert!(doc["stacks"][3]["rate_bytes_per_sec"].as_f64().unwrap() > 0.0);
@@ -1047,5 +1047,28 @@ fn max_outstanding_counts_every_stack_whatever_the_filters() {
         stderr(&o).contains(&format!("{} bytes outstanding", u64::MAX)),
         "{}",
         stderr(&o)
+    );
+}
+
+/// The text summary's small words: "1 snapshot", no "Top 0 stacks" heading over nothing, and a
+/// footer that sends the user to the output listing every stack (the HTML lists --report-top).
+#[test]
+fn the_text_summary_counts_in_words_that_fit() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("one.zst");
+    let mut b = leak_format::RecordingBuilder::new();
+    b.module(1, "/usr/bin/svc", None).stack(16, &[(1, 0x1000)]);
+    b.snapshot(&[(16, 4096, 1)]);
+    std::fs::write(&path, b.to_bytes()).unwrap();
+    let text = stdout(&run(&[path.to_str().unwrap()]));
+    assert!(text.contains(": 1 snapshot over "), "{text}");
+    let text = stdout(&run(&[&demo(), "--top", "0"]));
+    assert!(!text.contains("Top 0"), "{text}");
+    assert!(
+        text.contains(
+            "3 more stacks not listed, 1 of them a continuous leak (--top N lists more; --json \
+             lists every one)"
+        ),
+        "{text}"
     );
 }

@@ -9,6 +9,11 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         .parse()
         .map_err(|_| format!("'{s}' is not a size; use e.g. 4096, 16K, 1M, 2G"))?;
     let unit = unit.trim();
+    if unit.starts_with(['.', ',']) {
+        return Err(format!(
+            "'{s}' is not a whole number; use a smaller unit (e.g. 2560K for 2.5M)"
+        ));
+    }
     let shift = match unit.to_ascii_uppercase().as_str() {
         "" | "B" => 0,
         "K" | "KB" | "KIB" => 10,
@@ -70,6 +75,9 @@ mod tests {
         assert_eq!(parse_size("16KiB"), Ok(16384));
         assert_eq!(parse_size("2g"), Ok(2 << 30));
         assert!(parse_size("1Q").is_err());
+        assert!(parse_size("2.5M")
+            .unwrap_err()
+            .contains("not a whole number"));
         assert!(parse_size("x").is_err());
         assert!(parse_size("99999999999T").is_err());
     }
