@@ -54,12 +54,23 @@ fn read_file(path: &Path, cap: usize) -> Result<Recording, String> {
         // A pipe cannot be read twice: the bytes looked at below would be lost.
         return read_stream(&mut file, &shown.to_string(), cap);
     }
+    if meta.len() == 0 {
+        return Err(format!(
+            "{shown} is empty; give a recording made by leak-record (copied whole) or a memleak log"
+        ));
+    }
     let mut head = [0u8; 4];
     let n = file
         .read(&mut head)
         .map_err(|e| format!("cannot read {shown}: {e}"))?;
-    if n == 4 && u32::from_le_bytes(head) == PREAMBLE_FRAME_MAGIC {
-        let reader = Reader::open(path).map_err(|e| format!("{shown}: {e}"))?;
+    // A recording starts with the preamble's magic (a file cut shorter, with its start).
+    if n > 0 && head[..n] == PREAMBLE_FRAME_MAGIC.to_le_bytes()[..n] {
+        let reader = Reader::open(path).map_err(|e| match e {
+            e @ leak_format::Error::Tail { .. } => format!(
+                "{shown}: nothing to analyze: {e}, within its preamble; copy the file whole"
+            ),
+            e => format!("{shown}: {e}"),
+        })?;
         let snapshots = leak_format::find_end(path).map(|end| end.snapshots);
         let rec =
             series::read_sized(reader, cap, snapshots).map_err(|e| format!("{shown}: {e}"))?;

@@ -486,6 +486,8 @@ fn bad_input_is_one_line_and_status_2() {
     std::fs::write(&text, "just some text\n").unwrap();
     let empty = dir.path().join("empty.zst");
     std::fs::write(&empty, "").unwrap();
+    let cut = dir.path().join("cut.zst");
+    std::fs::write(&cut, &std::fs::read(demo()).unwrap()[..12]).unwrap();
     for (args, needle) in [
         (vec!["/nonexistent.zst"], "cannot open /nonexistent.zst"),
         (
@@ -494,7 +496,12 @@ fn bad_input_is_one_line_and_status_2() {
         ),
         (
             vec![empty.to_str().unwrap()],
-            "neither a leak-record recording nor a memleak log",
+            "empty.zst is empty; give a recording",
+        ),
+        (
+            vec![cut.to_str().unwrap()],
+            "nothing to analyze: recording is truncated at byte 12, within its preamble; copy \
+             the file whole",
         ),
         (
             vec![&demo(), "-o", "/nonexistent-dir/report.html"],

@@ -71,9 +71,16 @@ impl<R: Read> Reader<R> {
         let mut inner = BufReader::with_capacity(256 << 10, Counting { inner, count: 0 });
         let mut head = [0u8; 8];
         let got = read_up_to(&mut inner, &mut head)?;
-        if got < 8
-            || u32::from_le_bytes([head[0], head[1], head[2], head[3]]) != PREAMBLE_FRAME_MAGIC
-        {
+        let magic = PREAMBLE_FRAME_MAGIC.to_le_bytes();
+        // A recording cut within its preamble: a start of one, not something else.
+        let cut = |at: usize| Error::Tail {
+            offset: at as u64,
+            problem: TailProblem::Truncated,
+        };
+        if got < 8 && got > 0 && head[..got.min(4)] == magic[..got.min(4)] {
+            return Err(cut(got));
+        }
+        if got < 8 || head[..4] != magic {
             return Err(Error::NotARecording {
                 found: describe_start(&head[..got]),
             });
@@ -85,7 +92,11 @@ impl<R: Read> Reader<R> {
             });
         }
         let mut payload = vec![0u8; len];
-        if read_up_to(&mut inner, &mut payload)? < len || payload[..8] != MAGIC {
+        let got = read_up_to(&mut inner, &mut payload)?;
+        if got < len && payload[..got.min(8)] == MAGIC[..got.min(8)] {
+            return Err(cut(8 + got));
+        }
+        if got < len || payload[..8] != MAGIC {
             return Err(Error::NotARecording {
                 found: "a zstd skippable frame without the leak-record magic".into(),
             });

@@ -47,7 +47,12 @@ fn every_truncation_keeps_the_complete_records() {
     let full = read_all(&bytes).0.len();
     for cut in 0..bytes.len() {
         match Reader::new(&bytes[..cut]) {
-            Err(Error::NotARecording { .. }) => assert!(cut < 20, "preamble rejected at {cut}"),
+            Err(Error::NotARecording { .. }) => assert_eq!(cut, 0, "preamble rejected at {cut}"),
+            // Cut within the preamble: said to be a recording cut short, where.
+            Err(Error::Tail {
+                offset,
+                problem: TailProblem::Truncated,
+            }) => assert!(cut < 20 && offset == cut as u64, "cut {cut}: at {offset}"),
             Err(e) => panic!("unexpected error at cut {cut}: {e}"),
             Ok(reader) => {
                 let mut n = 0;
