@@ -66,7 +66,9 @@ fn frame_text(line: &str) -> String {
 /// `func+0x1d [module]`, `func+0x1d /src/file.c:12`, `func+0x1d`, `[unknown]`, `<null sym>`.
 /// Read from the right: demangled C++ names hold spaces (`operator new(unsigned long)`,
 /// `std::vector<int, std::allocator<int> >::push_back(int const&)`), modules and paths as
-/// printed by bcc and libbpf-tools do not.
+/// printed by bcc and libbpf-tools do not. A name may start with `<` (Rust trait impls:
+/// `<alloc::vec::Vec<T> as core::clone::Clone>::clone+0x1d`); only a placeholder bracketed
+/// whole (`[unknown]`, `<null sym>`) names no function.
 fn to_frame(text: &str) -> SymFrame {
     let mut sym = text;
     let (mut module, mut file, mut line) = (String::new(), None, None);
@@ -86,7 +88,7 @@ fn to_frame(text: &str) -> SymFrame {
     } else if let Some((head, path, l)) = source_form(text) {
         (sym, file, line) = (head, Some(path.to_string()), Some(l));
     }
-    let unknown = sym.starts_with('[') || sym.starts_with('<');
+    let unknown = sym.starts_with('[') || (sym.starts_with('<') && sym.ends_with('>'));
     let (function, offset) = match offset_of(sym) {
         _ if unknown => (None, 0),
         Some((f, off)) => (Some(f.to_string()), off),
@@ -304,7 +306,7 @@ mod tests {
             u64,
             Option<(&'a str, u32)>,
         );
-        let cases: [Case; 8] = [
+        let cases: [Case; 11] = [
             (
                 "operator new(unsigned long)+0x1c [libstdc++.so.6.0.30]",
                 Some("operator new(unsigned long)"),
@@ -349,6 +351,22 @@ mod tests {
                 None,
             ),
             ("[unknown]", None, "[unknown]", 0, None),
+            ("<null sym>", None, "<null sym>", 0, None),
+            // Rust trait impls start with `<`: the name and offset are kept (both layouts).
+            (
+                "<alloc::vec::Vec<T> as core::clone::Clone>::clone+0x1d [svc]",
+                Some("<alloc::vec::Vec<T> as core::clone::Clone>::clone"),
+                "svc",
+                0x1d,
+                None,
+            ),
+            (
+                "<A as T>::f+0x9 /src/a.rs:7",
+                Some("<A as T>::f"),
+                "",
+                9,
+                Some(("/src/a.rs", 7)),
+            ),
         ];
         for (text, function, module, offset, src) in cases {
             let f = to_frame(text);
@@ -356,6 +374,22 @@ mod tests {
             assert_eq!((f.module.as_str(), f.offset), (module, offset), "{text}");
             assert_eq!(f.file.as_deref().zip(f.line), src, "{text}");
         }
+    }
+
+    #[test]
+    fn rust_trait_impls_keep_their_names_and_stay_apart() {
+        let log = "[10:0:0] Top 2 stacks with outstanding allocations:\n\
+2000 bytes in 20 allocations from stack\n\
+\t0 [<000055d4a000001d>] <A as T>::f+0x1d [svc]\n\
+4096 bytes in 4 allocations from stack\n\
+\t0 [<000055d4a0000044>] <B as T>::g+0x44 [svc]\n";
+        let rec = parse(log, 64).unwrap();
+        let first = |id: u32| {
+            let f = &rec.presymbolized[&id][0];
+            (f.function.clone(), f.module.clone(), f.offset)
+        };
+        assert_eq!(first(16), (Some("<A as T>::f".into()), "svc".into(), 0x1d));
+        assert_eq!(first(17), (Some("<B as T>::g".into()), "svc".into(), 0x44));
     }
 
     #[test]
