@@ -192,9 +192,10 @@ pub fn parse(text: &str, cap: usize) -> Result<Recording, String> {
                 kind: AllocKind::Heap,
                 ..StackStats::default()
             });
-            // The same stack printed twice in one interval (a log of several processes): sum.
-            st.alloc_bytes += bytes;
-            st.alloc_count += count;
+            // The same stack printed twice in one interval (a log of several processes): sum,
+            // saturating (counts near 2^64 are damage, not memory, but must not wrap to small).
+            st.alloc_bytes = st.alloc_bytes.saturating_add(*bytes);
+            st.alloc_count = st.alloc_count.saturating_add(*count);
         }
         let t = times[i] - t0;
         for (&id, &first) in &first_seen {
@@ -211,7 +212,9 @@ pub fn parse(text: &str, cap: usize) -> Result<Recording, String> {
         }
         rec.timeline.push(TimelinePoint {
             t,
-            outstanding: listed.values().map(|s| s.alloc_bytes).sum(),
+            outstanding: listed
+                .values()
+                .fold(0, |sum: u64, s| sum.saturating_add(s.alloc_bytes)),
             memory: None,
         });
         rec.duration = t;
@@ -390,6 +393,32 @@ mod tests {
         };
         assert_eq!(first(16), (Some("<A as T>::f".into()), "svc".into(), 0x1d));
         assert_eq!(first(17), (Some("<B as T>::g".into()), "svc".into(), 0x44));
+    }
+
+    #[test]
+    fn byte_counts_near_two_to_the_64_saturate() {
+        // Two stacks of 2^63 bytes in one interval, then one stack printed twice in one.
+        let log = "[10:0:0] Top 2 stacks with outstanding allocations:\n\
+9223372036854775808 bytes in 1 allocations from stack\n\
+\t0 [<000055d4a000002a>] cache_store+0x2a [svc]\n\
+9223372036854775808 bytes in 4 allocations from stack\n\
+\t0 [<000055d4a0000044>] init_tables+0x44 [svc]\n\
+[10:0:5] Top 2 stacks with outstanding allocations:\n\
+9223372036854775808 bytes in 1 allocations from stack\n\
+\t0 [<000055d4a000002a>] cache_store+0x2a [svc]\n\
+9223372036854775808 bytes in 18446744073709551615 allocations from stack\n\
+\t0 [<000055d4a000002a>] cache_store+0x2a [svc]\n";
+        let rec = parse(log, 64).unwrap();
+        let outstanding: Vec<u64> = rec.timeline.iter().map(|p| p.outstanding).collect();
+        assert_eq!(outstanding, [u64::MAX, u64::MAX]);
+        let max = u64::MAX as f64;
+        assert_eq!(values(&rec, 16), [Some(2f64.powi(63)), Some(max)]);
+        let counts: Vec<_> = rec.series[&(16, AllocKind::Heap)]
+            .points()
+            .iter()
+            .map(|p| p.count)
+            .collect();
+        assert_eq!(counts, [Some(1.0), Some(max)]);
     }
 
     #[test]
