@@ -32,15 +32,31 @@ fn parse_clock(line: &str) -> Option<f64> {
     Some(h * 3600.0 + m * 60.0 + s)
 }
 
-/// `80 bytes in 5 allocations from stack` (optionally `id(3)` after it, or a leading tab).
-fn parse_header(line: &str) -> Option<(u64, u64)> {
+/// `80 bytes in 5 allocations from stack` (optionally `id(3)` after it, or a leading tab):
+/// the bytes and the count. `None` for a line not shaped like one; an error for one shaped
+/// like one that cannot be read (a count above 2^64 - 1, which memleak never prints): taken
+/// for a frame, its frames would join the stack before it.
+fn parse_header(line: &str) -> Option<Result<(u64, u64), String>> {
     let t = line.trim();
     let (bytes, rest) = t.split_once(" bytes in ")?;
     let (count, rest) = rest.split_once(" allocations from stack")?;
-    if !(rest.is_empty() || rest.trim_start().starts_with("id(")) {
-        return None;
-    }
-    Some((bytes.trim().parse().ok()?, count.trim().parse().ok()?))
+    let number = |s: &str, what: &str| {
+        s.trim()
+            .parse::<u64>()
+            .map_err(|_| format!("the {what} is not a number below 2^64"))
+    };
+    let read = || {
+        if !(rest.is_empty() || rest.trim_start().starts_with("id(")) {
+            return Err(format!("`{rest}` follows \"from stack\""));
+        }
+        Ok((
+            number(bytes, "byte count")?,
+            number(count, "allocation count")?,
+        ))
+    };
+    Some(read().map_err(|why| {
+        format!("expected `N bytes in M allocations from stack`, found `{t}`: {why}")
+    }))
 }
 
 /// A frame line without the parts that vary between runs: libbpf-tools' `3 [<0000…>] ` index
@@ -133,14 +149,15 @@ pub fn parse(text: &str, cap: usize) -> Result<Recording, String> {
             iv.stacks.push(stack);
         }
     };
-    for line in text.lines() {
+    for (n, line) in text.lines().enumerate() {
         if line.contains("stacks with outstanding allocations") {
             flush(&mut intervals, &mut current);
             intervals.push(Interval {
                 clock: parse_clock(line.trim()),
                 stacks: Vec::new(),
             });
-        } else if let Some((bytes, count)) = parse_header(line) {
+        } else if let Some(header) = parse_header(line) {
+            let (bytes, count) = header.map_err(|e| format!("line {}: {e}", n + 1))?;
             flush(&mut intervals, &mut current);
             current = Some((bytes, count, Vec::new()));
         } else if let Some((_, _, frames)) = current.as_mut() {
@@ -419,6 +436,33 @@ mod tests {
             .map(|p| p.count)
             .collect();
         assert_eq!(counts, [Some(1.0), Some(max)]);
+    }
+
+    #[test]
+    fn an_unreadable_stack_header_is_an_error_not_a_frame() {
+        // A byte count above 2^64 - 1: read as a frame, the stack's frames joined the one
+        // before it.
+        let log = BCC.replace("\t400 bytes", "\t99999999999999999999999 bytes");
+        let e = parse(&log, 64).unwrap_err();
+        assert_eq!(
+            e,
+            "line 6: expected `N bytes in M allocations from stack`, found \
+             `99999999999999999999999 bytes in 4 allocations from stack`: the byte count is not \
+             a number below 2^64"
+        );
+        let log = LIBBPF.replace("80 bytes in 5 allocations", "80 bytes in -5 allocations");
+        let e = parse(&log, 64).unwrap_err();
+        assert!(
+            e.starts_with("line 5: ")
+                && e.ends_with("the allocation count is not a number below 2^64"),
+            "{e}"
+        );
+        let log = LIBBPF.replace("from stack\n", "from stack, twice\n");
+        let e = parse(&log, 64).unwrap_err();
+        assert!(e.ends_with("`, twice` follows \"from stack\""), "{e}");
+        // `id(3)` after it is read.
+        let log = LIBBPF.replace("from stack\n", "from stack id(3)\n");
+        assert_eq!(parse(&log, 64).unwrap().snapshots, 2);
     }
 
     #[test]
