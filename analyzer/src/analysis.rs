@@ -625,7 +625,14 @@ fn order_warnings(rec: &Recording) -> Vec<String> {
             o.missing_snapshots
         ));
     }
-    if o.out_of_order > 0 {
+    if o.out_of_order > 0 && rec.memleak_log {
+        w.push(format!(
+            "{} interval(s) of the memleak log have a clock behind the one before them (by \
+             less than 12 h: not midnight): the log was edited or spliced, or the clock set \
+             back; each was placed one interval after the one before",
+            o.out_of_order
+        ));
+    } else if o.out_of_order > 0 {
         w.push(format!(
             "{} snapshot(s) come out of sequence (a sequence number not above the highest \
              before it, repeated or swapped): the file was spliced; they were read in file order",

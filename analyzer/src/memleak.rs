@@ -140,6 +140,47 @@ fn offset_of(sym: &str) -> Option<(&str, u64)> {
     Some((f, u64::from_str_radix(off, 16).ok()?))
 }
 
+/// Seconds of the day: a clock read further back than this from the one before wrapped at
+/// midnight (forward is the shorter way round the dial); a smaller step back is out of order.
+const HALF_DAY: f64 = 43_200.0;
+
+/// Each interval's time, from its bracketed clock: a clock more than 12 h behind the one
+/// before is the next day (`[23:59:58]` then `[0:0:3]`), one less behind (`[10:00:05]` then
+/// `[09:00:05]`: an edited or spliced log, a clock set back) is counted in `out_of_order` and
+/// placed one interval (the last step forward, else 5 s) after the one before. Without a
+/// clock for every interval, one interval per 5 s.
+fn interval_times(intervals: &[Interval], out_of_order: &mut u64) -> Vec<f64> {
+    let mut times = Vec::with_capacity(intervals.len());
+    let all_clocks = intervals.iter().all(|i| i.clock.is_some());
+    let mut day = 0.0;
+    let mut step = FALLBACK_INTERVAL;
+    let mut prev: Option<f64> = None;
+    for (i, iv) in intervals.iter().enumerate() {
+        let t = match (all_clocks, iv.clock, prev) {
+            (true, Some(c), Some(p)) => {
+                if c + day < p - HALF_DAY {
+                    day += 86400.0;
+                }
+                let t = c + day;
+                if t < p {
+                    *out_of_order += 1;
+                    p + step
+                } else {
+                    if t > p {
+                        step = t - p;
+                    }
+                    t
+                }
+            }
+            (true, Some(c), None) => c,
+            _ => i as f64 * FALLBACK_INTERVAL,
+        };
+        prev = Some(t);
+        times.push(t);
+    }
+    times
+}
+
 /// Parses a whole log into a recording (frames already symbolized).
 pub fn parse(text: &str, cap: usize) -> Result<Recording, String> {
     let mut intervals: Vec<Interval> = Vec::new();
@@ -173,30 +214,13 @@ pub fn parse(text: &str, cap: usize) -> Result<Recording, String> {
     if intervals.is_empty() {
         return Err("no \"Top N stacks with outstanding allocations\" interval found".into());
     }
-    // Times: the bracketed clock, unwrapped over midnight; else one interval per 5 s.
-    let mut times = Vec::with_capacity(intervals.len());
-    let mut day = 0.0;
-    let mut prev: Option<f64> = None;
-    let all_clocks = intervals.iter().all(|i| i.clock.is_some());
-    for (i, iv) in intervals.iter().enumerate() {
-        let t = match (all_clocks, iv.clock) {
-            (true, Some(c)) => {
-                if prev.is_some_and(|p| c + day < p) {
-                    day += 86400.0;
-                }
-                c + day
-            }
-            _ => i as f64 * FALLBACK_INTERVAL,
-        };
-        prev = Some(t);
-        times.push(t);
-    }
-    let t0 = times[0];
-    let mut ids: BTreeMap<Vec<String>, u32> = BTreeMap::new();
     let mut rec = Recording {
         memleak_log: true,
         ..Recording::default()
     };
+    let times = interval_times(&intervals, &mut rec.order.out_of_order);
+    let t0 = times[0];
+    let mut ids: BTreeMap<Vec<String>, u32> = BTreeMap::new();
     let mut first_seen: BTreeMap<u32, usize> = BTreeMap::new();
     for (i, iv) in intervals.iter().enumerate() {
         let mut listed: BTreeMap<u32, StackStats> = BTreeMap::new();
@@ -463,6 +487,53 @@ mod tests {
         // `id(3)` after it is read.
         let log = LIBBPF.replace("from stack\n", "from stack id(3)\n");
         assert_eq!(parse(&log, 64).unwrap().snapshots, 2);
+    }
+
+    /// What `leak-report` warns about for this recording.
+    fn warnings(rec: &Recording) -> Vec<String> {
+        use crate::analysis::{analyze, Detector, Settings};
+        use crate::symbolize::{Options, Resolver};
+        let resolver = Resolver::new(&rec.modules, &rec.bundles, &rec.maps, &Options::default());
+        let settings = Settings {
+            detector: Detector::Robust,
+            detect: crate::detect::Config::default(),
+            memory_limit: None,
+        };
+        analyze(rec, &resolver, &settings).warnings
+    }
+
+    #[test]
+    fn a_clock_set_back_less_than_12_hours_is_out_of_order_not_the_next_day() {
+        let at = |clocks: &[&str]| {
+            let log: String = clocks
+                .iter()
+                .map(|c| format!("[{c}] Top 1 stacks with outstanding allocations:\n"))
+                .collect();
+            let rec = parse(&log, 64).unwrap();
+            let times: Vec<f64> = rec.timeline.iter().map(|p| p.t).collect();
+            (times, rec.order.out_of_order, warnings(&rec))
+        };
+        // An hour back: not 23 h forward; placed one interval (5 s) after the one before.
+        let (times, out_of_order, w) = at(&["10:00:00", "09:00:05", "10:00:10", "10:00:15"]);
+        assert_eq!((times, out_of_order), (vec![0.0, 5.0, 10.0, 15.0], 1));
+        assert!(
+            w.iter().any(|w| w.starts_with(
+                "1 interval(s) of the memleak log have a clock behind the one before them"
+            )),
+            "{w:?}"
+        );
+        // The last step forward is the interval; 13:00 then 11:00 is 2 h back, not 22 h on.
+        let (times, out_of_order, _) = at(&["12:59:00", "13:00:00", "11:00:00"]);
+        assert_eq!((times, out_of_order), (vec![0.0, 60.0, 120.0], 1));
+        // Midnight: more than 12 h back is the next day (which a step back then stays on).
+        let (times, out_of_order, w) = at(&["23:00:00", "0:0:0", "1:0:0", "0:59:00"]);
+        assert_eq!(
+            (times, out_of_order),
+            (vec![0.0, 3600.0, 7200.0, 10800.0], 1)
+        );
+        assert_eq!(w.len(), 1, "{w:?}");
+        let (times, out_of_order, w) = at(&["23:59:58", "0:0:3"]);
+        assert_eq!((times, out_of_order, w), (vec![0.0, 5.0], 0, vec![]));
     }
 
     #[test]
