@@ -19,6 +19,8 @@ pub fn looks_like(text: &str) -> bool {
 }
 
 struct Interval {
+    /// Byte offset of its `Top N stacks` line in the text.
+    start: usize,
     clock: Option<f64>,
     stacks: Vec<(u64, u64, Vec<String>)>,
 }
@@ -181,8 +183,13 @@ fn interval_times(intervals: &[Interval], out_of_order: &mut u64) -> Vec<f64> {
     times
 }
 
-/// Parses a whole log into a recording (frames already symbolized).
+/// Parses a whole log into a recording (frames already symbolized). A log cut in the middle
+/// of a line (copied while memleak wrote it, a full disk) loses its last interval, which is
+/// incomplete: the recording's `tail` says where, as for a truncated recording.
 pub fn parse(text: &str, cap: usize) -> Result<Recording, String> {
+    // memleak ends every line it prints: text after the last newline is a cut line.
+    let complete = text.rfind('\n').map_or(0, |i| i + 1);
+    let (text, cut) = (&text[..complete], &text[complete..]);
     let mut intervals: Vec<Interval> = Vec::new();
     let mut current: Option<(u64, u64, Vec<String>)> = None;
     let flush = |intervals: &mut Vec<Interval>, current: &mut Option<(u64, u64, Vec<String>)>| {
@@ -190,10 +197,15 @@ pub fn parse(text: &str, cap: usize) -> Result<Recording, String> {
             iv.stacks.push(stack);
         }
     };
-    for (n, line) in text.lines().enumerate() {
+    let mut start = 0;
+    for (n, raw) in text.split_inclusive('\n').enumerate() {
+        let line = raw.trim_end_matches(['\n', '\r']);
+        let line_start = start;
+        start += raw.len();
         if line.contains("stacks with outstanding allocations") {
             flush(&mut intervals, &mut current);
             intervals.push(Interval {
+                start: line_start,
                 clock: parse_clock(line.trim()),
                 stacks: Vec::new(),
             });
@@ -211,11 +223,35 @@ pub fn parse(text: &str, cap: usize) -> Result<Recording, String> {
         }
     }
     flush(&mut intervals, &mut current);
+    let mut tail = None;
+    if !cut.is_empty() {
+        // The last interval is incomplete, unless the cut line was the next one's
+        // `[clock] Top N stacks` line (stack and frame lines start with a count or a tab).
+        let offset = match intervals.last() {
+            Some(last) if !cut.starts_with('[') => {
+                let start = last.start;
+                intervals.pop();
+                start
+            }
+            _ => complete,
+        };
+        let truncated = leak_format::Error::Tail {
+            offset: offset as u64,
+            problem: leak_format::TailProblem::Truncated,
+        };
+        if intervals.is_empty() {
+            return Err(format!(
+                "nothing to analyze: {truncated}, before the end of its first interval"
+            ));
+        }
+        tail = Some(truncated);
+    }
     if intervals.is_empty() {
         return Err("no \"Top N stacks with outstanding allocations\" interval found".into());
     }
     let mut rec = Recording {
         memleak_log: true,
+        tail,
         ..Recording::default()
     };
     let times = interval_times(&intervals, &mut rec.order.out_of_order);
@@ -534,6 +570,44 @@ mod tests {
         assert_eq!(w.len(), 1, "{w:?}");
         let (times, out_of_order, w) = at(&["23:59:58", "0:0:3"]);
         assert_eq!((times, out_of_order, w), (vec![0.0, 5.0], 0, vec![]));
+    }
+
+    #[test]
+    fn a_log_cut_mid_line_loses_its_incomplete_last_interval_with_a_warning() {
+        // Cut in the last frame (`main+0x5` of `main+0x5d [a.out]`): the last interval goes.
+        let cut = &BCC[..BCC.len() - 10];
+        let second = BCC.find("[11:16:38]").unwrap();
+        let rec = parse(cut, 64).unwrap();
+        assert_eq!((rec.snapshots, rec.timeline.len()), (1, 1));
+        let tail = rec.tail.as_ref().map(ToString::to_string);
+        assert_eq!(
+            tail,
+            Some(format!("recording is truncated at byte {second}"))
+        );
+        assert!(
+            rec.presymbolized.values().all(|f| f.len() == 2),
+            "no phantom stack of the cut frame"
+        );
+        let w = warnings(&rec);
+        assert!(
+            w.contains(&format!(
+                "recording is truncated at byte {second}; analyzed the 1 complete snapshots \
+                 before it"
+            )),
+            "{w:?}"
+        );
+        // Cut in the next interval's clock line: the one before it is complete.
+        let rec = parse(&LIBBPF[..LIBBPF.find("0:3]").unwrap()], 64).unwrap();
+        assert_eq!(rec.snapshots, 1);
+        assert_eq!(values(&rec, 17), [Some(80.0)]);
+        let e = parse(&LIBBPF[..40], 64).unwrap_err();
+        assert_eq!(
+            e,
+            "nothing to analyze: recording is truncated at byte 0, before the end of its first \
+             interval"
+        );
+        // Whole lines are not cut.
+        assert!(parse(BCC, 64).unwrap().tail.is_none());
     }
 
     #[test]
