@@ -207,11 +207,13 @@ pub fn analyze(rec: &Recording, resolver: &Resolver, s: &Settings) -> Analysis {
     let unjudged = !stacks.is_empty() && stacks.iter().all(|s| !s.detection.rate_known());
     if unjudged {
         warnings.push(format!(
-            "no stack has the {} samples a verdict needs ({} snapshots): growing stacks are \
+            "no stack has the {} usable samples a verdict needs (the recording has {} \
+             snapshot{}, the first tenth of each stack's a warm-up): growing stacks are \
              insufficient_data, and no leak can be found; record for longer or with a shorter \
              -i (e.g. -i 1s for at least {} s)",
             detect::MIN_POINTS,
             rec.snapshots,
+            if rec.snapshots == 1 { "" } else { "s" },
             detect::MIN_POINTS + 3
         ));
     }
