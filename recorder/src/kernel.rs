@@ -14,7 +14,7 @@ use crate::cli::Cli;
 use crate::kallsyms::{self, Kallsyms};
 use crate::record::{
     destination, estimate_mark, human_bytes, install_signal_handlers, new_header, new_snapshot,
-    print_status, scopeguard, stop_requested, CostMeter, Due, RecordingFile, Schedule,
+    print_status, stop_requested, CostMeter, Due, RecordingFile, Schedule,
 };
 use crate::{output, procfs, target, UsageError};
 
@@ -53,8 +53,7 @@ pub fn run(cli: Cli) -> Result<()> {
         .output
         .clone()
         .unwrap_or_else(|| output::default_name(start_wall_ns / 1_000_000_000));
-    let file = output::create(&path, cli.force)?;
-    let created = scopeguard(path.clone());
+    let (file, created) = output::create(&path, cli.force)?;
     let modules_text = module_names();
     let kallsyms = Kallsyms::load()?;
     let host = procfs::host_info();
@@ -116,7 +115,7 @@ pub fn run(cli: Cli) -> Result<()> {
     };
     let header = new_header(&cli, host, target, false, tracer.probes());
     let out = RecordingFile::start(file, &path, &header, cli.sample_bytes)?;
-    created.defuse();
+    created.keep()?;
     let pidfd = match cli.pid {
         Some(pid) => {
             Some(target::pidfd_open(pid).with_context(|| format!("cannot watch process {pid}"))?)

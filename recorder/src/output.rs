@@ -6,7 +6,7 @@ use std::os::fd::FromRawFd;
 use std::os::unix::fs::{fchown, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 
 use crate::UsageError;
 
@@ -65,11 +65,43 @@ pub fn claim_stdout() -> Result<File> {
     }
 }
 
-/// Creates the output file (mode 0600, no symlink following); for `-o -`, takes standard
-/// output ([`claim_stdout`]).
-pub fn create(path: &Path, force: bool) -> Result<File> {
+/// The output file until recording starts: removed if the setup fails. With `--force` over an
+/// existing file, the recording goes to a new file beside it, which replaces it only once
+/// recording starts: a failed setup leaves the old file as it was.
+#[derive(Debug, Default)]
+pub struct Created {
+    /// The file written (None: standard output, or kept).
+    written: Option<PathBuf>,
+    /// The existing file it replaces once kept.
+    replaces: Option<PathBuf>,
+}
+
+impl Created {
+    /// Recording has started: the file stays, and replaces the one it was made to replace.
+    pub fn keep(mut self) -> Result<()> {
+        if let (Some(written), Some(target)) = (&self.written, &self.replaces) {
+            std::fs::rename(written, target).with_context(|| {
+                format!("cannot replace {} with the new recording", target.display())
+            })?;
+        }
+        self.written = None;
+        Ok(())
+    }
+}
+
+impl Drop for Created {
+    fn drop(&mut self) {
+        if let Some(p) = self.written.take() {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+/// Creates the output file (mode 0600, no symlink following), and what removes it if the setup
+/// fails; for `-o -`, takes standard output ([`claim_stdout`]).
+pub fn create(path: &Path, force: bool) -> Result<(File, Created)> {
     if is_stdout(path) {
-        return claim_stdout();
+        return Ok((claim_stdout()?, Created::default()));
     }
     let meta = path.symlink_metadata().ok();
     // A symbolic link is refused whatever it points at (also nothing: create_new would say
@@ -80,23 +112,47 @@ pub fn create(path: &Path, force: bool) -> Result<File> {
             path.display()
         )));
     }
-    if meta.is_some_and(|m| m.is_dir()) {
+    if meta.as_ref().is_some_and(|m| m.is_dir()) {
         bail!(UsageError(format!(
             "output {} is a directory; give a file name, e.g. -o {}",
             path.display(),
             path.join("run.zst").display()
         )));
     }
+    if let Some(m) = meta.as_ref().filter(|m| !m.is_file()) {
+        use std::os::unix::fs::FileTypeExt;
+        let t = m.file_type();
+        let kind = if t.is_char_device() || t.is_block_device() {
+            "a device"
+        } else if t.is_fifo() {
+            "a named pipe"
+        } else {
+            "a socket"
+        };
+        bail!(UsageError(format!(
+            "output {} is {kind}, not a regular file; give a file name, or -o - for standard \
+             output",
+            path.display()
+        )));
+    }
+    // Over an existing file (--force): a new file beside it, renamed over it once recording
+    // starts ([`Created::keep`]).
+    let replaces = (force && meta.is_some()).then(|| path.to_path_buf());
+    let written = match &replaces {
+        Some(old) => {
+            let name = old
+                .file_name()
+                .map_or_else(|| "recording".into(), |n| n.to_string_lossy().into_owned());
+            old.with_file_name(format!(".{name}.{}.partial", std::process::id()))
+        }
+        None => path.to_path_buf(),
+    };
     let mut opts = OpenOptions::new();
     opts.write(true)
+        .create_new(true)
         .mode(0o600)
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC);
-    if force {
-        opts.create(true).truncate(true);
-    } else {
-        opts.create_new(true);
-    }
-    let file = match opts.open(path) {
+    let file = match opts.open(&written) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => bail!(UsageError(format!(
             "output file {} exists; pass --force to overwrite it or choose another -o",
@@ -121,7 +177,11 @@ pub fn create(path: &Path, force: bool) -> Result<File> {
     if let (Some(uid), Some(gid)) = (id("SUDO_UID"), id("SUDO_GID")) {
         let _ = fchown(&file, Some(uid), Some(gid));
     }
-    Ok(file)
+    let created = Created {
+        written: Some(written),
+        replaces,
+    };
+    Ok((file, created))
 }
 
 #[cfg(test)]
@@ -144,11 +204,11 @@ mod tests {
     fn existing_files_and_symlinks_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("run.zst");
-        create(&p, false).unwrap();
+        create(&p, false).unwrap().1.keep().unwrap();
         let e = create(&p, false).unwrap_err();
         assert!(e.to_string().contains("--force"), "{e}");
         assert!(e.downcast_ref::<UsageError>().is_some());
-        create(&p, true).unwrap();
+        create(&p, true).unwrap().1.keep().unwrap();
         let link = dir.path().join("link.zst");
         std::os::unix::fs::symlink(dir.path().join("elsewhere"), &link).unwrap();
         // A dangling link: said to be a link with and without --force (not "exists; pass
@@ -163,5 +223,57 @@ mod tests {
             std::fs::metadata(&p).unwrap().permissions().mode() & 0o777,
             0o600
         );
+    }
+
+    /// --force replaces an existing recording only once recording starts: a setup that fails
+    /// leaves it as it was (it deleted it), and a file that is not a regular one (a device, a
+    /// named pipe) is never written or removed (`-o /dev/full --force` unlinked /dev/full).
+    #[test]
+    fn force_replaces_a_file_only_once_recording_starts_and_never_a_device() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("run.zst");
+        std::fs::write(&p, b"earlier recording").unwrap();
+        let listing = || {
+            let mut names: Vec<String> = std::fs::read_dir(dir.path())
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            names.sort();
+            names
+        };
+        // The setup fails: the guard drops unkept.
+        let (mut file, created) = create(&p, true).unwrap();
+        file.write_all(b"new").unwrap();
+        drop(created);
+        assert_eq!(std::fs::read(&p).unwrap(), b"earlier recording");
+        assert_eq!(listing(), ["run.zst"], "the new file is removed");
+        // Recording starts: the new file takes the old one's place.
+        let (mut file, created) = create(&p, true).unwrap();
+        file.write_all(b"new").unwrap();
+        created.keep().unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"new");
+        assert_eq!(listing(), ["run.zst"]);
+        // A file created where none was: removed when the setup fails.
+        let q = dir.path().join("fresh.zst");
+        drop(create(&q, false).unwrap());
+        assert!(!q.exists());
+        // Not regular files: refused with and without --force, and left alone.
+        let fifo = dir.path().join("fifo");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: mkfifo reads a valid NUL-terminated path and has no other preconditions.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        for path in [Path::new("/dev/null"), fifo.as_path()] {
+            for force in [false, true] {
+                let e = create(path, force).unwrap_err();
+                assert!(e.to_string().contains("not a regular file"), "{e}");
+            }
+        }
+        use std::os::unix::fs::FileTypeExt;
+        assert!(std::fs::metadata("/dev/null")
+            .unwrap()
+            .file_type()
+            .is_char_device());
+        assert!(fifo.symlink_metadata().unwrap().file_type().is_fifo());
     }
 }

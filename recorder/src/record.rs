@@ -174,11 +174,10 @@ fn setup_and_record(
     (exe, program): (&str, &std::path::Path),
     command_line: Vec<String>,
 ) -> Result<u8> {
-    let file = match claimed {
-        Some(file) => file,
+    let (file, created) = match claimed {
+        Some(file) => (file, output::Created::default()),
         None => output::create(path, cli.force)?,
     };
-    let created = scopeguard(path.to_path_buf());
 
     // The thread through which the process is read in /proc, and which the kernel ties classic
     // probes to: the main one, unless it has ended while others run on (pthread_exit).
@@ -276,7 +275,7 @@ fn setup_and_record(
     };
     let header = new_header(cli, procfs::host_info(), target, cli.mmap, tracer.probes());
     let out = RecordingFile::start(file, path, &header, cli.sample_bytes)?;
-    created.defuse();
+    created.keep()?;
     let pidfd = target::pidfd_open(pid).with_context(|| format!("cannot watch process {pid}"))?;
     install_signal_handlers();
     let mut exit_watch = None;
@@ -460,24 +459,6 @@ fn placement_note(p: &discover::PlannedProbe) -> Option<String> {
         pl.at,
         pl.why_entry.as_deref().unwrap_or("no reason recorded")
     ))
-}
-
-/// Removes the output file unless defused (setup failed before anything was recorded).
-pub(crate) struct Created(Option<PathBuf>);
-pub(crate) fn scopeguard(p: PathBuf) -> Created {
-    Created((!output::is_stdout(&p)).then_some(p))
-}
-impl Created {
-    pub(crate) fn defuse(mut self) {
-        self.0 = None;
-    }
-}
-impl Drop for Created {
-    fn drop(&mut self) {
-        if let Some(p) = self.0.take() {
-            let _ = std::fs::remove_file(p);
-        }
-    }
 }
 
 struct Session<'a, 'obj> {
