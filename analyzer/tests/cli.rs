@@ -170,7 +170,7 @@ fn a_leak_gate_on_a_recording_too_short_to_judge_is_an_error() {
     let o = run(&[p]);
     assert_eq!(o.status.code(), Some(0));
     let text = String::from_utf8_lossy(&o.stdout);
-    assert!(text.contains("no stack has the 12 samples"), "{text}");
+    assert!(text.contains("no stack has the 12 usable samples"), "{text}");
     // Its rate is unknown, not zero.
     assert!(text.contains("insufficient data, rate unknown"), "{text}");
     let doc = json_at(p, &[]);
