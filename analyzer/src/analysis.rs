@@ -518,6 +518,22 @@ fn quality_warnings(
             late.exe,
         ));
     }
+    let cut_short = rec
+        .header
+        .as_ref()
+        .is_some_and(|h| h.target.mode == leak_format::TargetMode::Command)
+        && rec
+            .end
+            .as_ref()
+            .is_some_and(|e| matches!(e.reason, leak_format::EndReason::Duration));
+    if cut_short {
+        w.push(
+            "leak-record's -d ended the recording with the command still running (it ended the \
+             command): the run did not finish; to bound a test's time, run it under timeout \
+             inside leak-record, whose status fails the step"
+                .to_string(),
+        );
+    }
     let l = &rec.losses;
     if l.unexpected_drops(rec.is_kernel()) > 0 {
         w.push(format!(

@@ -6,6 +6,8 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use leak_format::{EndReason, TargetMode};
+
 const BIN: &str = env!("CARGO_BIN_EXE_leak-report");
 
 fn root() -> PathBuf {
@@ -170,7 +172,10 @@ fn a_leak_gate_on_a_recording_too_short_to_judge_is_an_error() {
     let o = run(&[p]);
     assert_eq!(o.status.code(), Some(0));
     let text = String::from_utf8_lossy(&o.stdout);
-    assert!(text.contains("no stack has the 12 usable samples"), "{text}");
+    assert!(
+        text.contains("no stack has the 12 usable samples"),
+        "{text}"
+    );
     // Its rate is unknown, not zero.
     assert!(text.contains("insufficient data, rate unknown"), "{text}");
     let doc = json_at(p, &[]);
@@ -1078,4 +1083,38 @@ fn the_text_summary_counts_in_words_that_fit() {
         ),
         "{text}"
     );
+}
+
+/// A command that -d ended (still running) did not finish: every output warns, since
+/// leak-record's exit status (0) was not the command's. One that exited by itself, or -d on an
+/// attached process, is no warning.
+#[test]
+fn a_command_that_d_ended_is_a_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let warning = "-d ended the recording with the command still running";
+    for (mode, reason, warned) in [
+        (TargetMode::Command, EndReason::Duration, true),
+        (TargetMode::Attach, EndReason::Duration, false),
+        (
+            TargetMode::Command,
+            EndReason::TargetExited {
+                code: Some(0),
+                signal: None,
+            },
+            false,
+        ),
+    ] {
+        let path = dir.path().join("run.zst");
+        let mut b = leak_format::RecordingBuilder::new();
+        b.header_mut().target.mode = mode;
+        b.module(1, "/usr/bin/svc", None).stack(16, &[(1, 0x1000)]);
+        for _ in 0..20 {
+            b.snapshot(&[(16, 4096, 1)]);
+        }
+        b.end(reason.clone());
+        std::fs::write(&path, b.to_bytes()).unwrap();
+        let doc = json_at(path.to_str().unwrap(), &[]);
+        let said = doc["warnings"].to_string().contains(warning);
+        assert_eq!(said, warned, "{mode:?} {reason:?}: {}", doc["warnings"]);
+    }
 }

@@ -622,6 +622,17 @@ impl Session<'_, '_> {
         let alive = !matches!(reason, EndReason::TargetExited { .. });
         self.snapshot(alive)?;
         if alive && self.mode == TargetMode::Command {
+            if matches!(reason, EndReason::Duration) {
+                // Said even with -q: the command did not finish, and leak-record's exit
+                // status (0) is not its own.
+                say!(
+                    "leak-record: warning: -d ended the recording with the command (PID {}) \
+                     still running; ending it. Its exit status is not known: to bound a test's \
+                     time, run it under timeout (leak-record ... -- timeout 60 ./test), whose \
+                     status fails the step",
+                    self.pid
+                );
+            }
             self.stop_child(pidfd);
         }
         if self.cli.bundle_symbols {

@@ -450,6 +450,15 @@ fn a_command_that_ignores_sigterm_is_killed_after_the_grace_and_the_recording_is
         .filter(|l| l.contains("killing it"))
         .collect();
     assert_eq!(said.len(), 1, "{}", r.stderr);
+    // -d, not the command, ended the run: said, since the exit status (0) is not the command's.
+    assert!(
+        r.stderr.contains(&format!(
+            "leak-record: warning: -d ended the recording with the command (PID {child}) still \
+             running; ending it."
+        )),
+        "{}",
+        r.stderr
+    );
     assert!(
         said[0].contains(&format!("PID {child} was still running 5."))
             && said[0].ends_with(" s after SIGTERM; killing it"),
