@@ -53,6 +53,7 @@ pub fn run(cli: Cli) -> Result<()> {
         .output
         .clone()
         .unwrap_or_else(|| output::default_name(start_wall_ns / 1_000_000_000));
+    crate::record::defer_stop_signals();
     let (file, created) = output::create(&path, cli.force)?;
     let modules_text = module_names();
     let kallsyms = Kallsyms::load()?;

@@ -31,19 +31,40 @@ extern "C" fn on_stop_signal(sig: libc::c_int) {
 extern "C" fn on_child_signal(_: libc::c_int) {}
 
 pub(crate) fn install_signal_handlers() {
-    let handlers: [(libc::c_int, extern "C" fn(libc::c_int)); 4] = [
-        (libc::SIGINT, on_stop_signal),
-        (libc::SIGTERM, on_stop_signal),
-        (libc::SIGHUP, on_stop_signal),
-        // Only to wake poll() when the started command stops or exits.
-        (libc::SIGCHLD, on_child_signal),
-    ];
-    for (sig, handler) in handlers {
+    set_handlers(
+        &[
+            (libc::SIGINT, on_stop_signal),
+            (libc::SIGTERM, on_stop_signal),
+            (libc::SIGHUP, on_stop_signal),
+            // Only to wake poll() when the started command stops or exits.
+            (libc::SIGCHLD, on_child_signal),
+        ],
+        0,
+    );
+}
+
+/// From the moment the output file exists until recording starts: a stop signal is noted, the
+/// setup goes on (its system calls restart), and the recording then stops at once with a whole
+/// file. A stop signal killed leak-record there before, leaving an empty file behind.
+pub(crate) fn defer_stop_signals() {
+    set_handlers(
+        &[
+            (libc::SIGINT, on_stop_signal),
+            (libc::SIGTERM, on_stop_signal),
+            (libc::SIGHUP, on_stop_signal),
+        ],
+        libc::SA_RESTART,
+    );
+}
+
+fn set_handlers(handlers: &[(libc::c_int, extern "C" fn(libc::c_int))], flags: libc::c_int) {
+    for &(sig, handler) in handlers {
         // SAFETY: the handler only stores to an atomic (async-signal-safe); sa is zeroed and
-        // fully initialised before use. No SA_RESTART, so poll() returns early on a signal.
+        // fully initialised before use. Without SA_RESTART, poll() returns early on a signal.
         unsafe {
             let mut sa: libc::sigaction = std::mem::zeroed();
             sa.sa_sigaction = handler as usize;
+            sa.sa_flags = flags;
             libc::sigemptyset(&mut sa.sa_mask);
             libc::sigaction(sig, &sa, std::ptr::null_mut());
         }
@@ -174,6 +195,7 @@ fn setup_and_record(
     (exe, program): (&str, &std::path::Path),
     command_line: Vec<String>,
 ) -> Result<u8> {
+    defer_stop_signals();
     let (file, created) = match claimed {
         Some(file) => (file, output::Created::default()),
         None => output::create(path, cli.force)?,

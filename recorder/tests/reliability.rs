@@ -339,6 +339,43 @@ fn a_closed_stderr_loses_nothing_and_the_command_is_still_ended() {
     assert!(ended(child), "the command outlived -d");
 }
 
+/// A stop signal while leak-record sets up (attaching takes a few hundred ms) ends it cleanly
+/// once recording starts: status 0, a whole recording with its End record. Before, the
+/// signal's default action killed it and left an empty file, which also blocked the next run
+/// ("exists; pass --force").
+#[test]
+fn a_stop_signal_during_the_setup_still_leaves_a_whole_recording() {
+    if !bpf_ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    for (i, delay_ms) in [30u64, 100, 200, 300].into_iter().enumerate() {
+        let out = dir.path().join(format!("run{i}.zst"));
+        let mut rec = Command::new(RECORDER)
+            .args(["-q", "-i", "500ms", "-o"])
+            .arg(&out)
+            .args(["--", &fixture("leaky"), "slow", "100", "100", "100"])
+            .stdin(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        // SAFETY: kill has no memory-safety preconditions; the PID is our own live child.
+        unsafe { libc::kill(rec.id() as i32, libc::SIGTERM) };
+        let status = wait_exit(
+            &mut rec,
+            Duration::from_secs(30),
+            "the recorder did not end",
+        );
+        let mut err = String::new();
+        rec.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+        assert_eq!(status.code(), Some(0), "{delay_ms} ms: {err}");
+        let (state, tail) = read_recording(&out);
+        assert!(tail.is_none(), "{delay_ms} ms");
+        assert!(state.end.is_some(), "{delay_ms} ms: no End record");
+    }
+}
+
 #[test]
 fn a_started_command_dies_with_a_killed_recorder() {
     if !bpf_ready() {
