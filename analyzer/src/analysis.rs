@@ -451,10 +451,20 @@ fn quality_warnings(
     resolver_missing: Vec<String>,
 ) -> Vec<String> {
     let mut w = Vec::new();
+    let snapshots = |n: u32| format!("{n} snapshot{}", if n == 1 { "" } else { "s" });
     if let Some(t) = &rec.tail {
+        let lost = match rec.expected_snapshots {
+            Some(all) if all > rec.snapshots => format!(
+                ", of the {} the file holds (its end record says so): the rest lies past the \
+                 damage and is not read",
+                snapshots(all)
+            ),
+            _ => String::new(),
+        };
+        let n = rec.snapshots;
         w.push(format!(
-            "{t}; analyzed the {} complete snapshots before it",
-            rec.snapshots
+            "{t}; analyzed the {n} complete snapshot{} before it{lost}",
+            if n == 1 { "" } else { "s" }
         ));
     } else if rec.header.is_some() && rec.end.is_none() {
         w.push(
@@ -469,8 +479,8 @@ fn quality_warnings(
     }) = &rec.end
     {
         w.push(format!(
-            "the recorder stopped on an error: {e}; analyzed the {} snapshots before it",
-            rec.snapshots
+            "the recorder stopped on an error: {e}; analyzed the {} before it",
+            snapshots(rec.snapshots)
         ));
     }
     w.extend(order_warnings(rec));
@@ -550,13 +560,21 @@ fn quality_warnings(
             l.missed_free
         ));
         // What the recorder's closing line promises: which tables to raise.
-        let raise: Vec<&str> = [
-            (l.allocs_full, "--max-allocs"),
-            (l.stack_table_full, "--max-stacks"),
+        let config = rec.header.as_ref().map(|h| &h.config);
+        let raise: Vec<String> = [
+            (l.allocs_full, "--max-allocs", config.map(|c| c.max_allocs)),
+            (
+                l.stack_table_full,
+                "--max-stacks",
+                config.map(|c| c.max_stacks),
+            ),
         ]
         .into_iter()
-        .filter(|&(n, _)| n > 0)
-        .map(|(_, option)| option)
+        .filter(|&(n, ..)| n > 0)
+        .map(|(_, option, was)| match was {
+            Some(was) => format!("{option} (it was {was})"),
+            None => option.to_string(),
+        })
         .collect();
         if let Some(last) = w.last_mut().filter(|_| !raise.is_empty()) {
             last.push_str(&format!(
@@ -583,9 +601,15 @@ fn quality_warnings(
     }
     let missing = resolver_missing;
     if !missing.is_empty() {
+        // Bundles come after the last snapshot: a file cut short may have lost them.
+        let cut = if rec.tail.is_some() || rec.end.is_none() {
+            " (if it was, the file was cut before its bundles, which come last)"
+        } else {
+            ""
+        };
         w.push(format!(
             "no usable file for {} module(s), their frames stay module+offset: {}; give --sysroot \
-             or --debug-dir, or record with --bundle-symbols",
+             or --debug-dir, or record with --bundle-symbols{cut}",
             missing.len(),
             missing.join(", ")
         ));

@@ -591,7 +591,7 @@ mod tests {
         let w = warnings(&rec);
         assert!(
             w.contains(&format!(
-                "recording is truncated at byte {second}; analyzed the 1 complete snapshots \
+                "recording is truncated at byte {second}; analyzed the 1 complete snapshot \
                  before it"
             )),
             "{w:?}"

@@ -272,6 +272,9 @@ pub struct Recording {
     pub duration: f64,
     /// The problem with the file's tail, if any (everything before it was read).
     pub tail: Option<Error>,
+    /// The snapshots the file says it holds (its End record, read from the end), when known:
+    /// more than were read when a damaged record in the middle hid the rest.
+    pub expected_snapshots: Option<u32>,
     /// The process-wide timeline (compacted like the series).
     pub timeline: Vec<TimelinePoint>,
     /// Unknown (newer) record kinds skipped.
@@ -785,6 +788,10 @@ pub fn read_sized<R: Read + Send>(
     snapshots: Option<u32>,
 ) -> Result<Recording, Error> {
     let expected = snapshots.map(|n| n as usize);
+    let with_expected = |mut rec: Recording| {
+        rec.expected_snapshots = snapshots;
+        rec
+    };
     let (first, more) = next_batch(&mut reader);
     if !more {
         let mut fold = Fold::new(cap, 1);
@@ -793,7 +800,7 @@ pub fn read_sized<R: Read + Send>(
         shard.add(std::mem::take(&mut fold.batches[0]));
         fold.rec.skipped_records = reader.skipped_unknown();
         result?;
-        return Ok(fold.finish(vec![shard.finish()]));
+        return Ok(with_expected(fold.finish(vec![shard.finish()])));
     }
     let shards = thread::available_parallelism().map_or(1, |n| n.get().min(MAX_SHARDS));
     let mut fold = Fold::new(cap, shards);
@@ -841,7 +848,7 @@ pub fn read_sized<R: Read + Send>(
         (result.map(|_| skipped), series)
     });
     fold.rec.skipped_records = result?;
-    Ok(fold.finish(series))
+    Ok(with_expected(fold.finish(series)))
 }
 
 fn push_timeline(timeline: &mut Vec<TimelinePoint>, p: TimelinePoint, cap: usize) {

@@ -308,3 +308,27 @@ fn the_binary_refuses_a_recording_without_a_snapshot_even_as_a_ci_gate() {
         assert!(o.stdout.is_empty(), "{name}");
     }
 }
+
+/// A damaged record in the middle hides everything after it: the warning says how many
+/// snapshots were read of how many the file holds (its end record, read from the end), where
+/// it said only "analyzed the 6 complete snapshots before it" (review finding).
+#[test]
+fn a_damaged_record_in_the_middle_says_what_was_not_read() {
+    let mut bytes = demo();
+    bytes[3000] ^= 0x10;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("damaged.zst");
+    std::fs::write(&path, &bytes).unwrap();
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_leak-report"))
+        .arg(&path)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.contains(
+            "analyzed the 6 complete snapshots before it, of the 91 snapshots the file holds \
+             (its end record says so): the rest lies past the damage and is not read"
+        ),
+        "{text}"
+    );
+}

@@ -188,7 +188,8 @@ fn check_killed(path: &Path, what: &str) -> Left {
     let (text, rec) = leak_report_text(path).unwrap();
     assert_eq!(rec.snapshots, seq, "{what}");
     let expected = if tail.is_some() {
-        format!("analyzed the {seq} complete snapshots before it")
+        let s = if seq == 1 { "" } else { "s" };
+        format!("analyzed the {seq} complete snapshot{s} before it")
     } else {
         "the recording has no end record: the recorder was killed".to_string()
     };
