@@ -170,6 +170,10 @@ impl Cli {
     }
 }
 
+/// Longest duration accepted (about 31 years): anything longer is a typo, and far beyond it
+/// a `Duration` or a deadline computed from it would overflow.
+const DURATION_MAX_SECS: f64 = 1e9;
+
 /// Parses `500ms`, `5s`, `10m`, `2h`, `1d`; a bare number is seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
@@ -193,8 +197,13 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         }
     };
     let secs = value * scale;
-    if !secs.is_finite() || secs <= 0.0 || secs > 1e9 {
+    if secs <= 0.0 {
         return Err(format!("duration '{s}' must be positive"));
+    }
+    if !secs.is_finite() || secs > DURATION_MAX_SECS {
+        return Err(format!(
+            "duration '{s}' is too large; give at most {DURATION_MAX_SECS}s (about 31 years)"
+        ));
     }
     Ok(Duration::from_secs_f64(secs))
 }
@@ -243,6 +252,15 @@ mod tests {
             .unwrap_err()
             .contains("unknown duration unit"));
         assert!(parse_duration("abc").is_err());
+        // Too large is said as such, not as "must be positive".
+        for huge in ["1000000h", "99999999999999999999s", "1000000000.5"] {
+            let e = parse_duration(huge).unwrap_err();
+            assert!(e.contains("is too large; give at most"), "{huge}: {e}");
+        }
+        assert_eq!(
+            parse_duration("1000000000"),
+            Ok(Duration::from_secs(1_000_000_000))
+        );
     }
 
     #[test]
