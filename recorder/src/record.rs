@@ -106,9 +106,7 @@ pub fn run(cli: Cli) -> Result<u8> {
     let (mode, pid, mut held, exe, program, command_line) = match cli.pid {
         Some(pid) => {
             if !procfs::is_alive(pid) {
-                bail!(UsageError(format!(
-                    "no process with PID {pid}; check the PID (e.g. with pidof or ps)"
-                )));
+                bail!(UsageError(procfs::why_not_alive(pid)));
             }
             if let Some(why) = procfs::not_a_process(pid) {
                 bail!(UsageError(why));
