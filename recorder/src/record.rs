@@ -1357,6 +1357,8 @@ pub(crate) fn new_snapshot(
 pub(crate) struct RecordingFile {
     writer: Writer<File>,
     path: PathBuf,
+    /// Snapshots written whole: what a failed write leaves to report.
+    snapshots: u32,
 }
 
 impl RecordingFile {
@@ -1377,6 +1379,7 @@ impl RecordingFile {
         let mut out = RecordingFile {
             writer,
             path: path.to_path_buf(),
+            snapshots: 0,
         };
         if let Some(bytes) = sample_bytes {
             out.write(&Record::Sampling(leak_format::Sampling { bytes }))?;
@@ -1402,10 +1405,13 @@ impl RecordingFile {
             let mut file = self.writer.get_ref();
             let _ = file.set_len(good);
             let _ = file.seek(SeekFrom::Start(good));
-            bail!(
-                "cannot write to {}: {e}; the recording up to the previous snapshot is kept",
-                self.path.display()
-            );
+            let kept = if self.snapshots == 0 {
+                "no snapshot had been written yet, so the file holds nothing to report; record \
+                 again once there is room (free space there, or choose another -o)"
+            } else {
+                "the recording up to the previous snapshot is kept"
+            };
+            bail!("cannot write to {}: {e}; {kept}", self.path.display());
         }
         // Durable at every snapshot: a crash or power loss keeps everything written so far. A
         // failed flush (EIO, ENOSPC on a delayed allocation, EDQUOT) is a lost write and stops
@@ -1418,6 +1424,9 @@ impl RecordingFile {
                     output::name(&self.path)
                 );
             }
+        }
+        if matches!(record, Record::Snapshot(_)) {
+            self.snapshots += 1;
         }
         Ok(())
     }
@@ -1664,6 +1673,11 @@ mod tests {
         };
         let err = out.write(&Record::Bundle(chunk)).unwrap_err();
         assert!(format!("{err:#}").contains("No space left"), "{err:#}");
+        // Before the first snapshot there is no previous one to keep.
+        assert!(
+            format!("{err:#}").contains("no snapshot had been written yet"),
+            "{err:#}"
+        );
         assert_eq!(std::fs::metadata(&path).unwrap().len(), good, "cut back");
         // Space comes back: the end record goes where the failed record began.
         std::fs::remove_file(&filler).unwrap();
