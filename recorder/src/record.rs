@@ -86,6 +86,16 @@ pub fn run(cli: Cli) -> Result<u8> {
     if cli.interval < Duration::from_millis(100) {
         bail!(UsageError("--interval must be at least 100ms".into()));
     }
+    // Before anything is created: tables the host cannot hold would thrash it, then fail.
+    if let Some(available) = procfs::meminfo("MemAvailable") {
+        let memory = if cli.kernel {
+            bpf::kmem::table_memory
+        } else {
+            bpf::table_memory
+        };
+        bpf::check_table_memory(memory, cli.max_allocs, cli.max_stacks, available)
+            .map_err(UsageError)?;
+    }
     if cli.kernel {
         // Kernel mode: --pid is a filter, not a process to read or probe.
         privileges::check(None)?;
