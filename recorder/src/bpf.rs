@@ -10,6 +10,7 @@ use leak_format::{Losses, Probe, ProbeSide, Stack, StackLoss};
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{Link, MapCore, MapFlags, OpenObject, UprobeMultiOpts, UprobeOpts};
 
+use crate::cli::human_count;
 use crate::discover::{Entry, PlannedProbe, Return};
 use crate::sampling;
 
@@ -1402,6 +1403,117 @@ pub(crate) fn size_tables(
     Ok(())
 }
 
+/// Bytes of a hash table element besides its key and value (`struct htab_elem` on 64-bit).
+const HASH_ELEM_HEADER: u64 = 48;
+/// Bytes of one hash table bucket (`struct bucket`: a list head and a lock); there is one per
+/// entry, rounded up to a power of two.
+const HASH_BUCKET: u64 = 16;
+
+/// Bytes of a key or value in a BPF table: rounded up to 8.
+fn slot(bytes: usize) -> u64 {
+    (bytes as u64).next_multiple_of(8)
+}
+
+/// Kernel memory of a full hash table of `entries` elements of `key` and `value` bytes, as
+/// kernel/bpf/hashtab.c lays it out (what the memory cgroup is charged, near enough).
+fn hash_table_bytes(entries: u64, key: usize, value: usize) -> u64 {
+    let elements = entries.saturating_mul(HASH_ELEM_HEADER + slot(key) + slot(value));
+    let buckets = entries
+        .checked_next_power_of_two()
+        .map_or(u64::MAX, |n| n.saturating_mul(HASH_BUCKET));
+    elements.saturating_add(buckets)
+}
+
+/// Kernel memory of an array of `entries` values of `value` bytes.
+fn array_bytes(entries: u64, value: usize) -> u64 {
+    entries.saturating_mul(slot(value))
+}
+
+/// Kernel memory of the `stats` array for `max_stacks` stacks: one counter set per stack id
+/// (placeholders included) and kind.
+fn stats_bytes(max_stacks: u64, kinds: u32) -> u64 {
+    let entries = max_stacks
+        .saturating_add(u64::from(FIRST_STACK_ID))
+        .saturating_mul(u64::from(kinds));
+    array_bytes(entries, size_of::<types::stack_stats>())
+}
+
+/// The kernel memory of an object's tables when full: those sized by `--max-allocs`, and those
+/// sized by `--max-stacks`. Tables of fixed size (a few pages) are left out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TableMemory {
+    pub allocs: u64,
+    pub stacks: u64,
+}
+
+impl TableMemory {
+    fn total(self) -> u64 {
+        self.allocs.saturating_add(self.stacks)
+    }
+}
+
+/// [`TableMemory`] of user mode's object (bpf/leak.bpf.c): `allocs` (a hash keyed by address),
+/// `stack_ids` (a hash from a stack's 64-bit hash to its id), `stack_traces` (an array of
+/// traces) and `stats`. The live-allocation table is allocated on demand since Linux 6.1, but
+/// full it takes as much.
+pub fn table_memory(max_allocs: u64, max_stacks: u64) -> TableMemory {
+    let address = size_of::<u64>();
+    TableMemory {
+        allocs: hash_table_bytes(max_allocs, address, size_of::<types::alloc_info>()),
+        stacks: hash_table_bytes(max_stacks, size_of::<u64>(), size_of::<u32>())
+            .saturating_add(array_bytes(max_stacks, size_of::<types::stack_trace>()))
+            .saturating_add(stats_bytes(max_stacks, types::stats_layout::USER_KINDS.0)),
+    }
+}
+
+/// Refuses, in one line, `--max-allocs` and `--max-stacks` whose tables (`memory` of the
+/// object to load: [`table_memory`], [`kmem::table_memory`]) would take more than half of the
+/// `available` memory (MemAvailable): loading them would thrash the host, or fail after a
+/// while with ENOMEM. Names the option that takes most, and a power of two of it that fits.
+pub fn check_table_memory(
+    memory: fn(u64, u64) -> TableMemory,
+    max_allocs: u64,
+    max_stacks: u64,
+    available: u64,
+) -> std::result::Result<(), String> {
+    let budget = available / 2;
+    let needed = memory(max_allocs, max_stacks);
+    if needed.total() <= budget {
+        return Ok(());
+    }
+    let by_allocs = needed.allocs >= needed.stacks;
+    let (flag, value) = if by_allocs {
+        ("--max-allocs", max_allocs)
+    } else {
+        ("--max-stacks", max_stacks)
+    };
+    let fits = |n: u64| {
+        let m = if by_allocs {
+            memory(n, max_stacks)
+        } else {
+            memory(max_allocs, n)
+        };
+        m.total() <= budget
+    };
+    // The largest power of two below `value` that fits, if any does.
+    let top = value.checked_ilog2().map(|log| 1u64 << log);
+    let smaller = std::iter::successors(top, |&n| (n > 1).then_some(n / 2))
+        .filter(|&n| n < value)
+        .find(|&n| fits(n));
+    let fix = match smaller {
+        Some(n) => format!("give a smaller {flag}, e.g. {flag} {}", human_count(n)),
+        None => "give smaller --max-allocs and --max-stacks".to_string(),
+    };
+    let human = |b: u64| leak_format::units::human_bytes(b as f64);
+    Err(format!(
+        "{flag} {}: the BPF tables would take {} of kernel memory when full, more than half of \
+         the {} available (MemAvailable); {fix}",
+        human_count(value),
+        human(needed.total()),
+        human(available)
+    ))
+}
+
 /// Sums one counter of a `counters` map (per-CPU, indexed by `enum leak_counter`).
 fn read_counter(map: &libbpf_rs::MapMut<'_>, which: types::leak_counter) -> Result<u64> {
     let key = which.0.to_ne_bytes();
@@ -1661,6 +1773,80 @@ fn attach_prog(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const MIB: u64 = 1 << 20;
+    const GIB: u64 = 1 << 30;
+
+    #[test]
+    fn table_memory_counts_each_entry_with_the_kernel_overhead() {
+        // User mode: a live block 48 + 8 + 24 bytes and a bucket; a stack its trace (512), its
+        // id (48 + 8 + 8 and a bucket) and two counter sets (64).
+        let one = table_memory(1 << 20, 1 << 14);
+        assert_eq!(one.allocs, (1 << 20) * (80 + 16));
+        assert_eq!(
+            one.stacks,
+            (1 << 14) * (512 + 64 + 16) + ((1 << 14) + 16) * 64
+        );
+        // Kernel mode: the key is the address and kind (16); a stack's id is keyed by its
+        // trace, and it has three counter sets.
+        let k = kmem::table_memory(1 << 20, 1 << 14);
+        assert_eq!(k.allocs, (1 << 20) * (88 + 16));
+        assert_eq!(
+            k.stacks,
+            (1 << 14) * (48 + 512 + 8 + 16) + ((1 << 14) + 16) * 96
+        );
+        // Buckets are a power of two; nothing overflows at the largest counts.
+        assert_eq!(table_memory(3, 1).allocs, 3 * 80 + 4 * 16);
+        assert!(table_memory(u64::MAX, u64::MAX).total() == u64::MAX);
+    }
+
+    #[test]
+    fn the_defaults_fit_a_small_host() {
+        // A 1 GB host has about 600 MB available; the defaults must fit half of less.
+        for memory in [table_memory, kmem::table_memory] {
+            assert_eq!(
+                check_table_memory(memory, 1 << 20, 1 << 14, 256 * MIB),
+                Ok(())
+            );
+        }
+    }
+
+    #[test]
+    fn tables_larger_than_half_the_available_memory_are_refused_with_the_option_and_a_fix() {
+        // --max-stacks 64M on a host with 23 GiB available: ~41 GiB.
+        let e = check_table_memory(table_memory, 1 << 20, 64 << 20, 23 * GIB).unwrap_err();
+        assert!(
+            e.starts_with("--max-stacks 64M: the BPF tables would take 41."),
+            "{e}"
+        );
+        assert!(
+            e.contains("more than half of the 23.0 GiB available"),
+            "{e}"
+        );
+        assert!(
+            e.ends_with("give a smaller --max-stacks, e.g. --max-stacks 16M"),
+            "{e}"
+        );
+        assert!(table_memory(1 << 20, 16 << 20).total() <= 23 * GIB / 2);
+        assert!(table_memory(1 << 20, 32 << 20).total() > 23 * GIB / 2);
+        // Kernel mode, --max-allocs 64M on 8 GiB: the live-object table is what is too large.
+        let e = check_table_memory(kmem::table_memory, 64 << 20, 1 << 14, 8 * GIB).unwrap_err();
+        assert!(e.starts_with("--max-allocs 64M:"), "{e}");
+        assert!(e.ends_with("e.g. --max-allocs 32M"), "{e}");
+        // Just above and just below the budget.
+        let need = table_memory(1 << 20, 1 << 14).total();
+        assert_eq!(
+            check_table_memory(table_memory, 1 << 20, 1 << 14, 2 * need),
+            Ok(())
+        );
+        assert!(check_table_memory(table_memory, 1 << 20, 1 << 14, 2 * need - 2).is_err());
+        // Neither option alone can be lowered enough.
+        let e = check_table_memory(table_memory, 1 << 20, 1 << 20, MIB).unwrap_err();
+        assert!(
+            e.ends_with("give smaller --max-allocs and --max-stacks"),
+            "{e}"
+        );
+    }
 
     #[test]
     fn kernel_releases_parse() {

@@ -96,10 +96,13 @@ pub struct Cli {
     pub duration: Option<Duration>,
 
     /// Capacity of the live-allocation table (e.g. 1M); more live blocks are counted as dropped.
+    /// At most 128M; refused when the tables would take more than half of the available memory
+    /// (about 100 bytes of kernel memory per entry).
     #[arg(long, value_name = "N", default_value = "1M", value_parser = parse_count)]
     pub max_allocs: u64,
 
     /// Capacity of the stack table (e.g. 16K); more distinct stacks are counted as dropped.
+    /// At most 128M, each about 660 bytes of kernel memory; the same limit of memory applies.
     #[arg(long, value_name = "N", default_value = "16K", value_parser = parse_count)]
     pub max_stacks: u64,
 
@@ -170,6 +173,10 @@ impl Cli {
     }
 }
 
+/// Longest duration accepted (about 31 years): anything longer is a typo, and far beyond it
+/// a `Duration` or a deadline computed from it would overflow.
+const DURATION_MAX_SECS: f64 = 1e9;
+
 /// Parses `500ms`, `5s`, `10m`, `2h`, `1d`; a bare number is seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
@@ -193,8 +200,13 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         }
     };
     let secs = value * scale;
-    if !secs.is_finite() || secs <= 0.0 || secs > 1e9 {
+    if secs <= 0.0 {
         return Err(format!("duration '{s}' must be positive"));
+    }
+    if !secs.is_finite() || secs > DURATION_MAX_SECS {
+        return Err(format!(
+            "duration '{s}' is too large; give at most {DURATION_MAX_SECS}s (about 31 years)"
+        ));
     }
     Ok(Duration::from_secs_f64(secs))
 }
@@ -216,13 +228,34 @@ pub fn parse_sample_bytes(s: &str) -> Result<u64, String> {
     }
 }
 
-/// A count with the same suffixes as sizes (`16K` = 16384), at least 1.
+/// Most entries of a BPF hash table (`--max-allocs`, `--max-stacks`): the kernel refuses more
+/// with E2BIG, as its buckets (16 bytes each, one per entry rounded up to a power of two) must
+/// stay below 4 GiB (kernel/bpf/hashtab.c, `htab_map_alloc`).
+pub const TABLE_ENTRIES_MAX: u64 = 1 << 27;
+
+/// A count with the same suffixes as sizes (`16K` = 16384), from 1 to [`TABLE_ENTRIES_MAX`].
 pub fn parse_count(s: &str) -> Result<u64, String> {
     match parse_size(s) {
         Ok(0) => Err(format!("'{s}' must be at least 1")),
-        Ok(n) if n > u64::from(u32::MAX) => Err(format!("'{s}' is too large (at most 4G)")),
+        Ok(n) if n > TABLE_ENTRIES_MAX => Err(format!(
+            "'{s}' is too large: at most {} ({TABLE_ENTRIES_MAX}), the most entries the kernel \
+             accepts in a BPF hash table",
+            human_count(TABLE_ENTRIES_MAX)
+        )),
         other => other,
     }
+}
+
+/// A count as it would be given on the command line: `16K`, `8M`, `1G` for exact multiples,
+/// else the number.
+pub fn human_count(n: u64) -> String {
+    [(30, "G"), (20, "M"), (10, "K")]
+        .into_iter()
+        .find(|&(shift, _)| n != 0 && n.is_multiple_of(1 << shift))
+        .map_or_else(
+            || n.to_string(),
+            |(shift, unit)| format!("{}{unit}", n >> shift),
+        )
 }
 
 #[cfg(test)]
@@ -243,6 +276,15 @@ mod tests {
             .unwrap_err()
             .contains("unknown duration unit"));
         assert!(parse_duration("abc").is_err());
+        // Too large is said as such, not as "must be positive".
+        for huge in ["1000000h", "99999999999999999999s", "1000000000.5"] {
+            let e = parse_duration(huge).unwrap_err();
+            assert!(e.contains("is too large; give at most"), "{huge}: {e}");
+        }
+        assert_eq!(
+            parse_duration("1000000000"),
+            Ok(Duration::from_secs(1_000_000_000))
+        );
     }
 
     #[test]
@@ -256,6 +298,16 @@ mod tests {
         assert!(parse_size("99999999999T").is_err());
         assert_eq!(parse_count("16K"), Ok(16384));
         assert!(parse_count("0").is_err());
+        assert_eq!(parse_count("128M"), Ok(TABLE_ENTRIES_MAX));
+        for huge in ["4G", "129M", "134217729"] {
+            let e = parse_count(huge).unwrap_err();
+            assert!(e.contains("at most 128M (134217728)"), "{huge}: {e}");
+        }
+        assert_eq!(human_count(16384), "16K");
+        assert_eq!(human_count(3 << 20), "3M");
+        assert_eq!(human_count(1 << 30), "1G");
+        assert_eq!(human_count(1000), "1000");
+        assert_eq!(human_count(0), "0");
     }
 
     #[test]

@@ -22,9 +22,7 @@ use crate::{output, procfs, target, UsageError};
 pub fn run(cli: Cli) -> Result<()> {
     if let Some(pid) = cli.pid {
         if !procfs::is_alive(pid) {
-            bail!(UsageError(format!(
-                "no process with PID {pid}; check the PID (e.g. with pidof or ps)"
-            )));
+            bail!(UsageError(procfs::why_not_alive(pid)));
         }
         if let Some((tgid, name)) = procfs::thread_of(pid) {
             bail!(UsageError(format!(

@@ -164,10 +164,17 @@ pub fn create(path: &Path, force: bool) -> Result<(File, Created)> {
         ))),
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+            let dir = dir.unwrap_or(Path::new("."));
+            // A directory that exists but makes no files (/proc, /sys) says ENOENT too.
+            let why = if dir.is_dir() {
+                "takes no new files (not a regular filesystem, e.g. /proc or /sys);"
+            } else {
+                "does not exist; create it or"
+            };
             bail!(UsageError(format!(
-                "cannot create {}: directory {} does not exist; create it or choose another -o",
+                "cannot create {}: directory {} {why} choose another -o",
                 path.display(),
-                dir.unwrap_or(Path::new(".")).display()
+                dir.display()
             )))
         }
         Err(e) => bail!(UsageError(format!("cannot create {}: {e}", path.display()))),
@@ -218,6 +225,19 @@ mod tests {
             assert!(e.to_string().contains("symbolic link"), "{force}: {e}");
         }
         assert!(!dir.path().join("elsewhere").exists());
+        // A directory where no file can be made is not said to be missing.
+        for proc_dir in ["/proc/self/x.zst", "/proc/x.zst"] {
+            let e = create(Path::new(proc_dir), false).unwrap_err().to_string();
+            assert!(e.contains("takes no new files"), "{e}");
+            assert!(!e.contains("does not exist"), "{e}");
+            assert!(e.ends_with("choose another -o"), "{e}");
+        }
+        let e = create(&dir.path().join("no/x.zst"), false).unwrap_err();
+        assert!(
+            e.to_string()
+                .ends_with("/no does not exist; create it or choose another -o"),
+            "{e}"
+        );
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(
             std::fs::metadata(&p).unwrap().permissions().mode() & 0o777,

@@ -260,6 +260,20 @@ pub fn ld_preload(pid: u32) -> Vec<String> {
         .collect()
 }
 
+/// A figure of /proc/meminfo in bytes (`MemTotal`, `MemAvailable`), None if it has none.
+pub fn meminfo(key: &str) -> Option<u64> {
+    meminfo_in(&fs::read_to_string("/proc/meminfo").ok()?, key)
+}
+
+/// [`meminfo`] from the text of /proc/meminfo (`MemAvailable:   24175364 kB`).
+fn meminfo_in(text: &str, key: &str) -> Option<u64> {
+    let kb = text.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        (k == key).then(|| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())?
+    })?;
+    kb.checked_mul(1024)
+}
+
 /// Host facts for the header.
 pub fn host_info() -> HostInfo {
     // SAFETY: utsname is plain data; uname fills it and we read NUL-terminated fields only
@@ -285,14 +299,7 @@ pub fn host_info() -> HostInfo {
     };
     // SAFETY: sysconf has no memory-safety preconditions.
     let page_size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(0) as u64;
-    let mem_total_bytes = fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|t| {
-            t.lines()
-                .find_map(|l| l.strip_prefix("MemTotal:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        })
-        .map_or(0, |kb| kb * 1024);
+    let mem_total_bytes = meminfo("MemTotal").unwrap_or(0);
     HostInfo {
         hostname,
         kernel_release,
@@ -358,6 +365,43 @@ fn why_not_a_process(pid: u32, status: &str) -> Option<String> {
     })
 }
 
+/// The state letter of a task from the text of its `stat` (`R`, `S`, `Z`...), after the name
+/// in parentheses (which may hold any character).
+fn stat_state(stat: &str) -> Option<&str> {
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_whitespace().next()
+}
+
+/// Whether a task in `state` has ended: a zombie (`Z`) or dead (`X`).
+fn ended(state: &str) -> bool {
+    state == "Z" || state == "X"
+}
+
+/// Why `pid` cannot be recorded when it is not [`is_alive`], in one line: it has exited and
+/// waits to be reaped (a zombie), or there is no such process.
+pub fn why_not_alive(pid: u32) -> String {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok();
+    why_not_alive_in(pid, stat.as_deref())
+}
+
+/// [`why_not_alive`] from the text of /proc/PID/stat, if there is one.
+fn why_not_alive_in(pid: u32, stat: Option<&str>) -> String {
+    let zombie = stat.filter(|s| stat_state(s).is_some_and(ended));
+    match zombie {
+        Some(stat) => {
+            let name = stat
+                .split_once('(')
+                .and_then(|(_, rest)| rest.rsplit_once(')'))
+                .map_or("?", |(name, _)| name);
+            format!(
+                "PID {pid} ({name}) has exited and its parent has not reaped it yet (a \
+                 zombie): it has no memory left, nothing to record; check the PID"
+            )
+        }
+        None => format!("no process with PID {pid}; check the PID (e.g. with pidof or ps)"),
+    }
+}
+
 /// Does this process exist, with a thread that has not ended? (Its main thread may have: a
 /// program whose main thread calls pthread_exit runs on in its other threads.)
 pub fn is_alive(pid: u32) -> bool {
@@ -371,11 +415,7 @@ pub fn live_thread(pid: u32, ending: Option<u32>) -> Option<u32> {
     let running = |tid: u32| {
         fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat"))
             .ok()
-            .and_then(|stat| {
-                let (_, rest) = stat.rsplit_once(')')?;
-                rest.split_whitespace().next().map(|s| s != "Z" && s != "X")
-            })
-            .unwrap_or(false)
+            .is_some_and(|stat| stat_state(&stat).is_some_and(|state| !ended(state)))
             && Some(tid) != ending
     };
     if running(pid) {
@@ -410,6 +450,29 @@ fn threads(pid: u32) -> Vec<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_zombie_is_said_to_be_one_and_a_missing_pid_to_be_missing() {
+        let zombie = "4242 (my (prog)) Z 1 4242 4242 0 -1 4227084 0 0";
+        let e = why_not_alive_in(4242, Some(zombie));
+        assert!(e.starts_with("PID 4242 (my (prog)) has exited"), "{e}");
+        assert!(e.contains("zombie") && !e.contains("no process"), "{e}");
+        assert!(why_not_alive_in(4242, Some("4242 (x) X 1")).contains("zombie"));
+        let gone = why_not_alive_in(4242, None);
+        assert!(gone.starts_with("no process with PID 4242"), "{gone}");
+        // A live main thread is not a zombie (the process is not alive for another reason).
+        assert!(why_not_alive_in(4242, Some("4242 (x) S 1")).starts_with("no process"));
+    }
+
+    #[test]
+    fn meminfo_figures_are_bytes() {
+        let text = "MemTotal:       32768000 kB\nMemFree:  100 kB\nMemAvailable:   24175364 kB\n";
+        assert_eq!(meminfo_in(text, "MemAvailable"), Some(24_175_364 * 1024));
+        assert_eq!(meminfo_in(text, "MemTotal"), Some(32_768_000 * 1024));
+        assert_eq!(meminfo_in(text, "Mem"), None);
+        assert_eq!(meminfo_in(text, "SwapTotal"), None);
+        assert!(meminfo("MemTotal").is_some_and(|b| b > 0));
+    }
     use std::path::Path;
 
     #[test]

@@ -107,6 +107,16 @@ pub fn run(cli: Cli) -> Result<u8> {
     if cli.interval < Duration::from_millis(100) {
         bail!(UsageError("--interval must be at least 100ms".into()));
     }
+    // Before anything is created: tables the host cannot hold would thrash it, then fail.
+    if let Some(available) = procfs::meminfo("MemAvailable") {
+        let memory = if cli.kernel {
+            bpf::kmem::table_memory
+        } else {
+            bpf::table_memory
+        };
+        bpf::check_table_memory(memory, cli.max_allocs, cli.max_stacks, available)
+            .map_err(UsageError)?;
+    }
     if cli.kernel {
         // Kernel mode: --pid is a filter, not a process to read or probe.
         privileges::check(None)?;
@@ -127,9 +137,7 @@ pub fn run(cli: Cli) -> Result<u8> {
     let (mode, pid, mut held, exe, program, command_line) = match cli.pid {
         Some(pid) => {
             if !procfs::is_alive(pid) {
-                bail!(UsageError(format!(
-                    "no process with PID {pid}; check the PID (e.g. with pidof or ps)"
-                )));
+                bail!(UsageError(procfs::why_not_alive(pid)));
             }
             if let Some(why) = procfs::not_a_process(pid) {
                 bail!(UsageError(why));
@@ -1373,6 +1381,8 @@ pub(crate) fn new_snapshot(
 pub(crate) struct RecordingFile {
     writer: Writer<File>,
     path: PathBuf,
+    /// Snapshots written whole: what a failed write leaves to report.
+    snapshots: u32,
 }
 
 impl RecordingFile {
@@ -1393,6 +1403,7 @@ impl RecordingFile {
         let mut out = RecordingFile {
             writer,
             path: path.to_path_buf(),
+            snapshots: 0,
         };
         if let Some(bytes) = sample_bytes {
             out.write(&Record::Sampling(leak_format::Sampling { bytes }))?;
@@ -1418,10 +1429,13 @@ impl RecordingFile {
             let mut file = self.writer.get_ref();
             let _ = file.set_len(good);
             let _ = file.seek(SeekFrom::Start(good));
-            bail!(
-                "cannot write to {}: {e}; the recording up to the previous snapshot is kept",
-                self.path.display()
-            );
+            let kept = if self.snapshots == 0 {
+                "no snapshot had been written yet, so the file holds nothing to report; record \
+                 again once there is room (free space there, or choose another -o)"
+            } else {
+                "the recording up to the previous snapshot is kept"
+            };
+            bail!("cannot write to {}: {e}; {kept}", self.path.display());
         }
         // Durable at every snapshot: a crash or power loss keeps everything written so far. A
         // failed flush (EIO, ENOSPC on a delayed allocation, EDQUOT) is a lost write and stops
@@ -1434,6 +1448,9 @@ impl RecordingFile {
                     output::name(&self.path)
                 );
             }
+        }
+        if matches!(record, Record::Snapshot(_)) {
+            self.snapshots += 1;
         }
         Ok(())
     }
@@ -1680,6 +1697,11 @@ mod tests {
         };
         let err = out.write(&Record::Bundle(chunk)).unwrap_err();
         assert!(format!("{err:#}").contains("No space left"), "{err:#}");
+        // Before the first snapshot there is no previous one to keep.
+        assert!(
+            format!("{err:#}").contains("no snapshot had been written yet"),
+            "{err:#}"
+        );
         assert_eq!(std::fs::metadata(&path).unwrap().len(), good, "cut back");
         // Space comes back: the end record goes where the failed record began.
         std::fs::remove_file(&filler).unwrap();

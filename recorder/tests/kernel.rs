@@ -716,7 +716,7 @@ fn a_cache_typo_or_a_kernel_option_beside_a_command_is_refused_before_recording(
         let _ = done_rx.recv();
     });
     let tid = tid_rx.recv().unwrap().to_string();
-    let cases: [(&[&str], &str); 5] = [
+    let cases: [(&[&str], &str); 6] = [
         (
             &["--kernel", "--", "/bin/true"],
             "--kernel records the kernel's allocations and starts no command",
@@ -736,6 +736,12 @@ fn a_cache_typo_or_a_kernel_option_beside_a_command_is_refused_before_recording(
         (
             &["--no-pages", "--", "/bin/true"],
             "--no-pages applies to kernel recordings only",
+        ),
+        // 128M preallocated stacks keyed by their trace: about 85 GiB, refused (below 170 GiB
+        // available) before the output is created or the BPF object loaded.
+        (
+            &["--kernel", "--max-stacks", "128M", "-d", "1s"],
+            "--max-stacks 128M: the BPF tables would take",
         ),
     ];
     for (args, needle) in cases {

@@ -1345,7 +1345,41 @@ fn bad_input_is_a_one_line_error_with_status_2() {
     let dir_name = dir.path().display().to_string();
     let dir_error =
         format!("output {dir_name} is a directory; give a file name, e.g. -o {dir_name}/run.zst");
-    for (args, needle) in [
+    // A child of this test that has exited and is not reaped yet.
+    let mut zombie = Command::new("true").spawn().unwrap();
+    let zombie_pid = zombie.id().to_string();
+    let zombie_stat = format!("/proc/{zombie_pid}/stat");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !fs::read_to_string(&zombie_stat).is_ok_and(|s| s.contains(") Z ")) {
+        assert!(Instant::now() < deadline, "true did not exit");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // Tables of 128M live blocks and 128M stacks take about 95 GiB: refused below 190 GiB
+    // available, before anything is loaded or created.
+    let available_gib = fs::read_to_string("/proc/meminfo")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("MemAvailable:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .unwrap()
+        >> 20;
+    let mut cases = vec![
+        (
+            vec!["-o", o, "-p", &zombie_pid],
+            "has exited and its parent has not reaped it yet (a zombie)",
+        ),
+        (
+            vec!["-o", "/proc/self/x.zst", "--", "true"],
+            "directory /proc/self takes no new files",
+        ),
+        (
+            vec!["-o", o, "-i", "1000000h", "-p", "1"],
+            "duration '1000000h' is too large",
+        ),
+        (
+            vec!["-o", o, "--max-allocs", "4G", "-p", "1"],
+            "'4G' is too large: at most 128M (134217728)",
+        ),
         (vec!["-o", o, "-p", &tid], thread_of.as_str()),
         (vec!["-o", o, "-p", &kthread_pid], kthread_says.as_str()),
         (vec!["-o", &dir_name, "--", "true"], &dir_error),
@@ -1397,12 +1431,33 @@ fn bad_input_is_a_one_line_error_with_status_2() {
             vec!["-o", o, "--", &bad_script],
             "is a script for /no/such/shell, which does not exist",
         ),
-    ] {
+    ];
+    if available_gib < 190 {
+        cases.push((
+            vec![
+                "-o",
+                o,
+                "--max-allocs",
+                "128M",
+                "--max-stacks",
+                "128M",
+                "--",
+                "true",
+            ],
+            "--max-stacks 128M: the BPF tables would take",
+        ));
+    }
+    for (args, needle) in cases {
         let (code, err) = run_recorder(&args);
         assert_eq!(code, Some(2), "{args:?}: {err}");
         assert!(err.contains(needle), "{args:?}: {err}");
         assert!(!out.exists(), "{args:?} left a file behind");
+        // One line, but for clap's own errors on a value (its line, then a hint to --help).
+        if !err.starts_with("error: invalid value") {
+            assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");
+        }
     }
+    zombie.wait().unwrap();
     // `-o -` on a terminal (script(1) gives it one).
     let on_tty = format!("'{RECORDER}' -o - -- true");
     let tty = Command::new("script")

@@ -97,6 +97,23 @@ fn has_tracepoint(btf: Option<&Btf<'_>>, name: &str) -> bool {
     })
 }
 
+/// [`super::TableMemory`] of the kernel-mode object (bpf/kmem.bpf.c): `kallocs` (a hash keyed
+/// by address and kind), `stack_ids` (a hash keyed by the whole trace) and `stats`. Both hashes
+/// are preallocated.
+pub fn table_memory(max_allocs: u64, max_stacks: u64) -> super::TableMemory {
+    let trace = size_of::<types::stack_trace>();
+    super::TableMemory {
+        allocs: super::hash_table_bytes(
+            max_allocs,
+            size_of::<types::kalloc_key>(),
+            size_of::<types::alloc_info>(),
+        ),
+        stacks: super::hash_table_bytes(max_stacks, trace, size_of::<u32>()).saturating_add(
+            super::stats_bytes(max_stacks, types::stats_layout::KERNEL_KINDS.0),
+        ),
+    }
+}
+
 /// Opens, configures and loads the kernel-mode object; programs whose tracepoint this kernel
 /// lacks, or whose group was not asked for, are not loaded.
 pub fn load<'obj>(
