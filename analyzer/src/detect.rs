@@ -306,7 +306,7 @@ fn classify(d: &mut Detection, a: &Analysis, small: bool, cfg: &Config) {
                 ));
             }
         } else if a.head.mk.p_up < cfg.alpha
-            && a.head.ci.0 > 0.0
+            && a.head.ci.0 >= 0.0
             && a.head.slope >= cfg.min_rate
             && a.tail.mk.p_up >= cfg.alpha
             && a.rise > PLATEAU_RISE_MADS * a.tail_mad
@@ -314,7 +314,9 @@ fn classify(d: &mut Detection, a: &Analysis, small: bool, cfg: &Config) {
             // No trend over the whole window, but the first 40% grew materially, the rest did
             // not, and the plateau stands well above the start compared with its own noise
             // (which stationary noise never does): it grew, then stopped (a cache that filled
-            // and stayed full). At the plain alpha also in a short series: the strict one
+            // and stayed full). The head's CI may reach 0 when its growth ended within it on an
+            // exactly flat plateau (the zero slopes of the plateau's pairs), as memleak logs of
+            // a full cache show. At the plain alpha also in a short series: the strict one
             // guards the leak verdict, and an exact test of a short head could never pass it.
             d.verdict = Verdict::BoundedGrowth;
             if let Some(g) = d.gates.last_mut() {
@@ -1568,6 +1570,26 @@ mod tests {
             );
             assert_eq!(failed_gate(&d), "persistence");
         }
+    }
+
+    /// The cache of fixtures/memleak/bcc.log: 16 intervals of growth to 50.8 KB, then 44 flat
+    /// ones (the plateau's persistence inflates the trend test's variance 7-fold, so the
+    /// whole-window test fails). It grew, then stopped: bounded growth, not "stable".
+    #[test]
+    fn a_cache_that_filled_early_and_stayed_full_is_bounded() {
+        let points: Vec<Point> = (0..60)
+            .map(|k| Point {
+                t: 5.0 * k as f64,
+                bytes: Some(if k < 16 {
+                    800.0 + 10000.0 * k as f64 / 3.0
+                } else {
+                    50800.0
+                }),
+                count: Some(1.0),
+            })
+            .collect();
+        let d = detect(&points, &Config::default());
+        assert_eq!(d.verdict, Verdict::BoundedGrowth, "{:#?}", d.gates);
     }
 
     #[test]
