@@ -479,7 +479,17 @@ fn same_file(a: &Path, b: &Path) -> bool {
     if a == b {
         return true;
     }
-    if a.as_os_str() == "-" || b.as_os_str() == "-" {
+    // `-` is standard output, which another path may name too (/dev/stdout, /proc/self/fd/1,
+    // or the file it was redirected to).
+    let stdout = |p: &Path| {
+        if p.as_os_str() == "-" {
+            Path::new("/dev/stdout").to_path_buf()
+        } else {
+            p.to_path_buf()
+        }
+    };
+    let (a, b) = (&stdout(a), &stdout(b));
+    if device(a) || device(b) {
         return false;
     }
     #[cfg(unix)]

@@ -755,6 +755,11 @@ fn outputs_may_not_collide_with_each_other_or_an_input() {
             vec![d.as_str(), "-o", "-", "--json", "-"],
             "-o and --json both write standard output",
         ),
+        // Standard output by another name (here a pipe: the test reads it).
+        (
+            vec![d.as_str(), "-o", "/dev/stdout", "--json", "-"],
+            "-o and --json both write standard output",
+        ),
         (vec![d.as_str(), "-o", h, "--json", &dotted], "both write"),
         (
             vec![link.to_str().unwrap(), "--folded", &d],
