@@ -32,6 +32,13 @@ pub fn name(path: &Path) -> String {
     }
 }
 
+/// Whether `file` is the null device (character device 1:3).
+fn is_dev_null(file: &File) -> bool {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    file.metadata()
+        .is_ok_and(|m| m.file_type().is_char_device() && m.rdev() == libc::makedev(1, 3))
+}
+
 /// `-o -`: takes standard output for the recording, then points this process's standard
 /// output at standard error, so that nothing else is written into the recording: not a stray
 /// message, nor the output of a command started after this (which inherits it). Refuses a
@@ -55,6 +62,15 @@ pub fn claim_stdout() -> Result<File> {
             )));
         }
         let file = File::from_raw_fd(fd);
+        // A closed standard output is /dev/null by the time this runs (the Rust runtime opens
+        // it there): the recording would vanish without a word.
+        if is_dev_null(&file) {
+            bail!(UsageError(
+                "-o -: standard output is /dev/null (or was closed), so the recording would be \
+                 discarded; redirect it to a file or a pipe, or give -o FILE"
+                    .into()
+            ));
+        }
         if libc::dup2(2, 1) < 0 {
             bail!(
                 "-o -: cannot move standard output: {}",

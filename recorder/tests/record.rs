@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::fs;
 use std::io::{BufReader, Read, Write};
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use leak_format::{AllocKind, Reader, Record, RecordingState, StackLoss};
@@ -1470,6 +1470,24 @@ fn bad_input_is_a_one_line_error_with_status_2() {
         err.contains("standard output, which is a terminal; redirect it"),
         "{err}"
     );
+    // `-o -` with standard output closed, or /dev/null: the recording would vanish unsaid.
+    for stdout in [
+        Stdio::null(),
+        Stdio::from(fs::File::create("/dev/null").unwrap()),
+    ] {
+        let o = Command::new(RECORDER)
+            .args(["-q", "-o", "-", "--", "true"])
+            .stdout(stdout)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{err}");
+        assert!(
+            err.contains("standard output is /dev/null (or was closed)"),
+            "{err}"
+        );
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+    }
     // An existing recording is never overwritten without --force.
     fs::write(&out, b"precious").unwrap();
     let (code, err) = run_recorder(&["-o", o, "--", "true"]);
