@@ -226,6 +226,22 @@ pub fn exe(pid: u32) -> io::Result<String> {
     Ok(s.strip_suffix(DELETED).unwrap_or(&s).to_string())
 }
 
+/// Every process below `pid` ([`children`], their children, ...), parents first.
+pub fn descendants(pid: u32) -> Vec<u32> {
+    let mut all = children(pid);
+    let mut i = 0;
+    while i < all.len() {
+        let more = children(all[i]);
+        all.extend(more.into_iter().filter(|p| *p != pid));
+        i += 1;
+        // A cycle cannot happen in a process tree; bound it anyway (PIDs reused mid-walk).
+        if all.len() > 1 << 16 {
+            break;
+        }
+    }
+    all
+}
+
 /// The live children of a process, whichever of its threads forked them (each thread's
 /// `/proc/PID/task/TID/children` lists its own), in order. Empty when unreadable.
 pub fn children(pid: u32) -> Vec<u32> {

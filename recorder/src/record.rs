@@ -752,8 +752,14 @@ impl Session<'_, '_> {
         if let Some(watch) = self.exit_watch.as_mut() {
             watch.detach();
         }
+        // The processes it started (a shell's commands): a shell does not pass SIGTERM on, and
+        // they would run on, orphaned, after it (a CI runner's stray processes).
+        let started = procfs::descendants(self.pid);
         if !target::kill(self.pid, libc::SIGTERM) {
             return;
+        }
+        for &pid in &started {
+            target::kill(pid, libc::SIGTERM);
         }
         let asked = Instant::now();
         if !target::poll_readable(pidfd, TERM_GRACE.as_millis() as i32) {
@@ -772,6 +778,30 @@ impl Session<'_, '_> {
             target::kill(self.pid, libc::SIGKILL);
         }
         let _ = target::wait(self.pid, 0);
+        // The rest of the grace for the processes it started; then they are killed too.
+        while started.iter().any(|&p| procfs::is_alive(p)) && asked.elapsed() < TERM_GRACE {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let left: Vec<u32> = started
+            .into_iter()
+            .filter(|&p| procfs::is_alive(p))
+            .collect();
+        if !left.is_empty() {
+            say!(
+                "leak-record: {} process(es) started by PID {} still running {:.1} s after \
+                 SIGTERM ({}); killing them",
+                left.len(),
+                self.pid,
+                asked.elapsed().as_secs_f64(),
+                left.iter()
+                    .map(u32::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            for pid in left {
+                target::kill(pid, libc::SIGKILL);
+            }
+        }
     }
 
     fn snapshot(&mut self, alive: bool) -> Result<()> {

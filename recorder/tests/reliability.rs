@@ -518,6 +518,34 @@ fn a_command_that_ignores_sigterm_is_killed_after_the_grace_and_the_recording_is
     assert!(ended(child));
 }
 
+/// When -d ends a command, the processes it started end too: a shell does not pass SIGTERM on,
+/// and its commands ran on, orphaned (a CI runner's stray processes). Those that ignore
+/// SIGTERM (inherited from `trap '' TERM`) are killed after the grace, and said.
+#[test]
+fn the_processes_a_command_started_end_with_it() {
+    if !bpf_ready() {
+        return;
+    }
+    for (body, ignores) in [
+        ("sleep 30; true", false),
+        ("trap '' TERM; sleep 30; true", true),
+    ] {
+        let mut rec = start_recorder(&["-d", "1s", "-i", "200ms", "--", "/bin/sh", "-c", body]);
+        let shell = only_child(rec.child.id());
+        let sleep = only_child(shell);
+        let _guard = KillOnDrop(vec![shell, sleep]);
+        wait_exit(
+            &mut rec.child,
+            Duration::from_secs(60),
+            "the recorder did not end",
+        );
+        let r = rec.finish();
+        assert!(ended(shell) && ended(sleep), "{body}: {}", r.stderr);
+        let said = format!("1 process(es) started by PID {shell} still running 5.");
+        assert_eq!(r.stderr.contains(&said), ignores, "{body}: {}", r.stderr);
+    }
+}
+
 #[test]
 fn a_started_command_gets_the_signal_dispositions_a_shell_gives() {
     if !bpf_ready() {
