@@ -951,6 +951,52 @@ int BPF_PROG(target_forked, struct task_struct *parent, struct task_struct *chil
 	return 0;
 }
 
+/* Processes (not threads) the target started while the tracepoints below were attached, in all,
+ * and the first STARTED_EXAMPLES of them (`started_examples[i]` for i < started_processes,
+ * filled once its slot is taken: pid 0 until then). leak-record follows one process: it writes
+ * them to the recording (Record::Children), so that leak-report can say why a wrapper that runs
+ * its program without exec left a recording without the program's allocations. */
+__u64 started_processes = 0;
+struct started_process started_examples[STARTED_EXAMPLES] = {};
+
+#define CLONE_THREAD 0x00010000
+
+/* task_newtask runs in the parent's context (the target's, for its children). */
+SEC("tp_btf/task_newtask")
+int BPF_PROG(target_started, struct task_struct *task, __u64 clone_flags)
+{
+	__u64 n;
+
+	if (!is_target() || (clone_flags & CLONE_THREAD))
+		return 0;
+	n = __sync_fetch_and_add(&started_processes, 1);
+	if (n < STARTED_EXAMPLES) {
+		bpf_get_current_comm(started_examples[n].comm, COMM_LEN);
+		started_examples[n].pid = task->tgid;
+	}
+	return 0;
+}
+
+/* A named child execs: it is named after its new program. Every exec in the system comes here;
+ * it costs a load and a compare until the target starts a process, and STARTED_EXAMPLES
+ * compares after. */
+SEC("tp_btf/sched_process_exec")
+int BPF_PROG(started_exec, struct task_struct *p)
+{
+	__u64 n = started_processes;
+	__u32 pid = p->tgid;
+
+	if (n == 0)
+		return 0;
+	for (int i = 0; i < STARTED_EXAMPLES; i++) {
+		if (i < n && started_examples[i].pid == pid) {
+			bpf_get_current_comm(started_examples[i].comm, COMM_LEN);
+			break;
+		}
+	}
+	return 0;
+}
+
 /* What the blocks retired at the target's execs (retire_at_exec) counted for on their stacks,
  * in all: bytes, and blocks (with --sample-bytes, estimates; blocks in units of
  * 2^-SAMPLE_COUNT_SHIFT). Written once per exec, inside an odd `exec_retired_seq` (a

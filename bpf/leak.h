@@ -168,4 +168,13 @@ struct kalloc_key {
 /* Longest slab cache name kept by the `--cache` filter, NUL included. */
 #define CACHE_NAME_LEN 32
 
+/* Processes (not threads) the target started (bpf/leak.bpf.c, `target_started`): the first
+ * STARTED_EXAMPLES of them are named. */
+#define STARTED_EXAMPLES 4
+struct started_process {
+	__u32 pid;	     /* 0 until the slot is filled */
+	__u32 pad;
+	char comm[COMM_LEN]; /* its comm after its last exec; the target's if it did not exec */
+};
+
 #endif /* LEAK_H */

@@ -444,6 +444,23 @@ fn recompute_totals(a: &mut Analysis) {
     };
 }
 
+/// The processes the target started, which leak-record does not record: a wrapper that runs
+/// its program without exec leaves only its own allocations.
+fn children_warning(rec: &Recording) -> Option<String> {
+    let c = rec.children.as_ref().filter(|c| c.started > 0)?;
+    let (n, s) = (c.started, if c.started == 1 { "" } else { "es" });
+    let example = match c.examples.first() {
+        Some(e) if c.started == 1 => format!(" (PID {}, {})", e.pid, e.name),
+        Some(e) => format!(" (the first: PID {}, {})", e.pid, e.name),
+        None => String::new(),
+    };
+    Some(format!(
+        "the target started {n} process{s}{example}, which leak-record did not record (it \
+         follows one process): what they allocated is not in this recording; record the \
+         program itself: leak-record -- PROGRAM, or -p its PID; a wrapper script should exec it"
+    ))
+}
+
 /// What makes the data less trustworthy, one line each.
 fn quality_warnings(
     rec: &Recording,
@@ -528,6 +545,7 @@ fn quality_warnings(
             late.exe,
         ));
     }
+    w.extend(children_warning(rec));
     let cut_short = rec
         .header
         .as_ref()

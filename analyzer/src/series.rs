@@ -292,6 +292,8 @@ pub struct Recording {
     pub presymbolized: BTreeMap<u32, Vec<crate::symbolize::SymFrame>>,
     /// Probes attached after the start (the target exec'd a program with another allocator).
     pub late_probes: Vec<leak_format::LateProbes>,
+    /// Processes the target started, not recorded (the last `Children` record).
+    pub children: Option<leak_format::Children>,
     /// Violations of the record order (docs/format.md, 1.3), for the warnings.
     pub order: OrderProblems,
     /// Read from a bcc or libbpf-tools memleak text log (which names no target), not from a
@@ -692,6 +694,7 @@ impl Fold {
             }
             Record::Sampling(sampling) => rec.sample_bytes = Some(sampling.bytes),
             Record::Probes(late) => rec.late_probes.push(late),
+            Record::Children(children) => rec.children = Some(children),
         }
     }
 

@@ -690,6 +690,71 @@ fn probes_attached_while_the_target_ran_are_a_warning() {
     }
 }
 
+/// Processes the target started (a wrapper that runs its program without exec) are a warning
+/// in every output, with the count, the first one's name and the fix; none started, none said.
+#[test]
+fn processes_the_target_started_are_a_warning_in_every_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let leaky = leak_format::StartedProcess {
+        pid: 4242,
+        name: "leaky".into(),
+    };
+    let fix = "record the program itself: leak-record -- PROGRAM, or -p its PID; a wrapper \
+               script should exec it";
+    for (children, said) in [
+        (None, None),
+        (
+            Some((1, vec![leaky.clone()])),
+            Some("the target started 1 process (PID 4242, leaky), which leak-record did not"),
+        ),
+        (
+            Some((3, vec![leaky.clone()])),
+            Some("the target started 3 processes (the first: PID 4242, leaky), which"),
+        ),
+        (
+            Some((2, Vec::new())),
+            Some("the target started 2 processes, which leak-record did not record"),
+        ),
+    ] {
+        let mut b = leak_format::RecordingBuilder::new();
+        b.module(1, "/bin/sh", None).stack(16, &[(1, 0x1000)]);
+        if let Some((started, examples)) = children.clone() {
+            b.children(leak_format::Children { started, examples });
+        }
+        b.snapshot(&[(16, 4096, 1)]).snapshot(&[(16, 4096, 1)]);
+        let path = dir.path().join("wrapper.zst");
+        std::fs::write(&path, b.to_bytes()).unwrap();
+        let path = path.to_str().unwrap();
+        let text = stdout(&run(&[path]));
+        let j = json_at(path, &[]);
+        let warned: Vec<&str> = j["warnings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|w| w.as_str())
+            .filter(|w| w.starts_with("the target started"))
+            .collect();
+        let html = dir.path().join("r.html");
+        run(&[path, "-o", html.to_str().unwrap()]);
+        let page = std::fs::read_to_string(&html).unwrap();
+        match said {
+            None => {
+                assert!(warned.is_empty(), "{warned:?}");
+                assert!(!text.contains("the target started"), "{text}");
+                assert!(!page.contains("the target started"));
+            }
+            Some(said) => {
+                let [w] = warned[..] else {
+                    panic!("{children:?}: {warned:?}");
+                };
+                assert!(w.starts_with(said) && w.ends_with(fix), "{w}");
+                assert!(text.contains(said) && text.contains(fix), "{text}");
+                assert!(page.contains(said), "{children:?}");
+            }
+        }
+    }
+}
+
 #[test]
 fn a_recording_piped_in_reads_as_the_file_does() {
     use std::io::Write;

@@ -1,8 +1,8 @@
 //! A small builder for recordings in tests: stacks by name, counters per snapshot, valid bytes out.
 use crate::{
-    AllocKind, BundleChunk, BundleContent, End, EndReason, Frame, Header, HostInfo, KernelSymbol,
-    KernelSymbols, LateProbes, Losses, Module, Probe, ProbeSide, ProcMemory, Record, RecordConfig,
-    Sampling, Snapshot, SnapshotCost, Stack, StackStats, Target, TargetMode, Writer,
+    AllocKind, BundleChunk, BundleContent, Children, End, EndReason, Frame, Header, HostInfo,
+    KernelSymbol, KernelSymbols, LateProbes, Losses, Module, Probe, ProbeSide, ProcMemory, Record,
+    RecordConfig, Sampling, Snapshot, SnapshotCost, Stack, StackStats, Target, TargetMode, Writer,
 };
 
 /// Builds a recording in memory.
@@ -128,6 +128,12 @@ impl RecordingBuilder {
     /// Appends a record of probes attached after the start.
     pub fn late_probes(&mut self, late: LateProbes) -> &mut Self {
         self.records.push(Record::Probes(late));
+        self
+    }
+
+    /// Appends a record of the processes the target started.
+    pub fn children(&mut self, children: Children) -> &mut Self {
+        self.records.push(Record::Children(children));
         self
     }
 

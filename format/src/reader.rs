@@ -17,7 +17,7 @@ const KEEP_BUFFER: usize = 1 << 20;
 /// Number of `Record` variants this reader knows; higher tags are skipped. (`tests`
 /// `every_record_variant_is_known` matches on every variant: a new one does not compile there
 /// until this is raised.)
-const KNOWN_RECORD_VARIANTS: u64 = 7;
+const KNOWN_RECORD_VARIANTS: u64 = 8;
 
 /// Counts bytes pulled from the file so record offsets can be reported.
 #[derive(Debug)]
@@ -371,16 +371,15 @@ mod tests {
             Record::Kernel(_) => 4,
             Record::Sampling(_) => 5,
             Record::Probes(_) => 6,
+            Record::Children(_) => 7,
         }
     }
 
     #[test]
     fn every_record_variant_is_known() {
-        let late = Record::Probes(crate::LateProbes {
-            mono_ns: 1,
-            exe: "/x".into(),
-            probes: Vec::new(),
-            held: true,
+        let late = Record::Children(crate::Children {
+            started: 1,
+            examples: Vec::new(),
         });
         let bytes = postcard::to_allocvec(&late).unwrap();
         assert_eq!(u64::from(bytes[0]), tag(&late));

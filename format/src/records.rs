@@ -25,6 +25,30 @@ pub enum Record {
     /// Probes attached after the start (format 1.3): the target exec'd a program whose
     /// allocator was not probed yet. Written before the next snapshot.
     Probes(LateProbes),
+    /// Processes the target started (format 1.4), which are not recorded: leak-record follows
+    /// one process. Cumulative: each supersedes the previous. Written before a snapshot when
+    /// the count or the names changed, never while the target started none.
+    Children(Children),
+}
+
+/// The processes (not threads) the target started while it was recorded (format 1.4).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Children {
+    /// How many, since the probes were attached (counted by the kernel at each fork, so that
+    /// none is missed however short it lives).
+    pub started: u64,
+    /// The first few of them (at most 4), in the order they were started.
+    pub examples: Vec<StartedProcess>,
+}
+
+/// One process the target started (format 1.4).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StartedProcess {
+    /// Its PID (in the recorder's PID namespace).
+    pub pid: u32,
+    /// Its name after its last exec seen (the kernel's `comm`: at most 15 bytes of the
+    /// program's file name); the target's own if it had not exec'd.
+    pub name: String,
 }
 
 /// Probes attached while recording (format 1.3), in addition to the header's.

@@ -43,6 +43,8 @@ pub struct RecordingState {
     pub sampling: Option<crate::Sampling>,
     /// Probes attached after the start, in file order.
     pub late_probes: Vec<crate::LateProbes>,
+    /// Processes the target started (the last `Children` record), if it started any.
+    pub children: Option<crate::Children>,
 }
 
 impl RecordingState {
@@ -63,6 +65,7 @@ impl RecordingState {
             }
             Record::Sampling(sampling) => self.sampling = Some(sampling),
             Record::Probes(late) => self.late_probes.push(late),
+            Record::Children(children) => self.children = Some(children),
         }
     }
 

@@ -132,8 +132,8 @@ fn wrong_magic_and_version_are_clear_errors() {
 #[test]
 fn unknown_record_kinds_are_skipped_and_counted() {
     let mut bytes = demo().to_bytes();
-    // A record with tag 7 (a future kind) appended as a valid zstd frame.
-    bytes.extend(zstd::bulk::compress(&[7, 1, 2, 3], 3).unwrap());
+    // A record with tag 8 (a future kind) appended as a valid zstd frame.
+    bytes.extend(zstd::bulk::compress(&[8, 1, 2, 3], 3).unwrap());
     let mut reader = Reader::new(&bytes[..]).unwrap();
     let n = (&mut reader).filter(|r| r.is_ok()).count();
     assert_eq!(n, 5);
@@ -222,6 +222,51 @@ fn late_probes_round_trip() {
         ),
         "{tail:?}"
     );
+}
+
+#[test]
+fn children_round_trip() {
+    let first = Children {
+        started: 1,
+        examples: vec![StartedProcess {
+            pid: 4242,
+            name: "sh".into(),
+        }],
+    };
+    let last = Children {
+        started: 3,
+        examples: vec![StartedProcess {
+            pid: 4242,
+            name: "leaky".into(),
+        }],
+    };
+    let mut b = RecordingBuilder::new();
+    b.stack(16, &[(0, 0x1234)])
+        .children(first.clone())
+        .snapshot(&[(16, 100, 1)])
+        .children(last.clone())
+        .snapshot(&[(16, 200, 2)])
+        .end(EndReason::Duration);
+    let bytes = b.to_bytes();
+    // Minor version 4 or later: the record of started processes exists.
+    assert_eq!(&bytes[16..20], &[1, 0, FORMAT_VERSION_MINOR as u8, 0]);
+    const { assert!(FORMAT_VERSION_MINOR >= 4) };
+    let mut reader = Reader::new(&bytes[..]).unwrap();
+    let records: Vec<Record> = (&mut reader).map(|r| r.unwrap()).collect();
+    assert_eq!(reader.skipped_unknown(), 0, "tag 7 is a known record kind");
+    assert_eq!(records[1], Record::Children(first));
+    assert_eq!(records[3], Record::Children(last.clone()));
+    // The wire form (§2): tag 7, then started and the examples as varints and a string.
+    let wire = postcard::to_allocvec(&records[3]).unwrap();
+    assert_eq!(wire, [7, 3, 1, 0x92, 0x21, 5, b'l', b'e', b'a', b'k', b'y']);
+    // Cumulative: the last record is the state.
+    let (state, tail) = RecordingState::read(Reader::new(&bytes[..]).unwrap()).unwrap();
+    assert!(tail.is_none());
+    assert_eq!(state.children, Some(last));
+    assert_eq!(state.outstanding_bytes(AllocKind::Heap), 200);
+    // A recording without one: none started.
+    let (state, _) = RecordingState::read(Reader::new(&demo().to_bytes()[..]).unwrap()).unwrap();
+    assert_eq!(state.children, None);
 }
 
 #[test]

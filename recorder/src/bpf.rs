@@ -773,6 +773,13 @@ impl Tracer<'_> {
         let exit = self.skel.progs.probes_thread_exit.attach();
         self.links
             .push(exit.context("cannot watch the target's threads (sched_process_exit)")?);
+        // The processes it starts (`started`), which are not recorded.
+        let started = self.skel.progs.target_started.attach();
+        self.links
+            .push(started.context("cannot watch the target's children (task_newtask)")?);
+        let named = self.skel.progs.started_exec.attach();
+        self.links
+            .push(named.context("cannot name the target's children (sched_process_exec)")?);
         self.attach_probes(pid, probes)
     }
 
@@ -1251,6 +1258,36 @@ impl Tracer<'_> {
             let v = unsafe { std::ptr::addr_of!(bss.target_execs).read_volatile() };
             ((v >> 32) as u32, v as u32)
         })
+    }
+
+    /// The processes (not threads) the target started since `attach`, in all, and the first
+    /// few of them that could be read whole: PID and name (comm after its last exec).
+    pub fn started(&self) -> (u64, Vec<(u32, String)>) {
+        let Some(bss) = self.skel.maps.bss_data.as_deref() else {
+            return (0, Vec::new());
+        };
+        // SAFETY: `bss` is the loaded object's mapped .bss, valid while the skeleton is; BPF
+        // adds to this aligned u64 atomically, so a volatile read sees a whole value, and
+        // nothing here writes it.
+        let count = unsafe { std::ptr::addr_of!(bss.started_processes).read_volatile() };
+        std::sync::atomic::fence(std::sync::atomic::Ordering::Acquire);
+        let mut named = Vec::new();
+        for slot in bss.started_examples.iter().take(count as usize) {
+            // SAFETY: as above; the slot is plain bytes BPF may be writing (a name at an
+            // exec): a volatile copy may mix two names, which the next snapshot corrects.
+            let slot = unsafe { std::ptr::addr_of!(*slot).read_volatile() };
+            if slot.pid == 0 {
+                continue; // taken, not filled yet
+            }
+            let comm: Vec<u8> = slot
+                .comm
+                .iter()
+                .map(|&c| c as u8)
+                .take_while(|&c| c != 0)
+                .collect();
+            named.push((slot.pid, String::from_utf8_lossy(&comm).into_owned()));
+        }
+        (count, named)
     }
 
     /// What the blocks retired at the target's execs counted for on their stacks, in all:

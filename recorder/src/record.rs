@@ -357,6 +357,7 @@ fn setup_and_record(
             off: cli.obj.is_some(),
         },
         children: HashSet::new(),
+        children_written: (0, Vec::new()),
         // A started command's first exec, counted by BPF, is its start.
         exec_retired_said: ((0, 0), u32::from(mode == TargetMode::Command)),
         untied_seen: bpf::Untied::default(),
@@ -522,6 +523,8 @@ struct Session<'a, 'obj> {
     allocator: ExecAllocator,
     /// The target's child processes seen at snapshots (never recorded: `note_children`).
     children: HashSet<u32>,
+    /// The processes the target started as last written (`Record::Children`, `write_children`).
+    children_written: (u64, Vec<(u32, String)>),
     /// The blocks retired at the target's execs, and its execs, as last said
     /// (`note_exec_retired`).
     exec_retired_said: ((u64, u64), u32),
@@ -689,13 +692,16 @@ impl Session<'_, '_> {
                  same stacks): a walk preempted on their CPU held its copy of the stack"
             );
         }
-        if self.children.len() > CHILDREN_NAMED {
+        // Every process it started (counted by BPF), short-lived ones included.
+        let started = self.tracer.started().0.max(self.children.len() as u64);
+        let named = self.children.len().min(CHILDREN_NAMED) as u64;
+        if started > named {
+            let s = if started == 1 { "" } else { "es" };
             say!(
-                "leak-record: PID {} started {} processes seen at snapshots ({} not named \
-                 above), none of them recorded",
-                self.pid,
-                self.children.len(),
-                self.children.len() - CHILDREN_NAMED
+                "leak-record: PID {} started {started} process{s} ({named} named above), \
+                 none of them recorded (leak-record follows one process; a wrapper script \
+                 should exec its program)",
+                self.pid
             );
         }
         let lost = self.last_losses.unexpected_drops(false);
@@ -892,6 +898,7 @@ impl Session<'_, '_> {
             self.note_children();
         }
         self.note_exec_retired();
+        self.write_children()?;
         snapshot.cost = meter.cost(raw.len());
         self.out.write(&Record::Snapshot(snapshot))?;
         self.seq += 1;
@@ -939,6 +946,31 @@ impl Session<'_, '_> {
                  (leak-record follows one process); to record it: leak-record -p {child}"
             );
         }
+    }
+
+    /// Records the processes the target started (`Record::Children`) when they changed since
+    /// the last snapshot: BPF counts them at their fork, so that leak-report can say why a
+    /// wrapper's recording lacks its program, even when the program lived less than one
+    /// interval and no snapshot saw it.
+    fn write_children(&mut self) -> Result<()> {
+        let now = self.tracer.started();
+        if now.0 == 0 || now == self.children_written {
+            return Ok(());
+        }
+        let children = leak_format::Children {
+            started: now.0,
+            examples: now
+                .1
+                .iter()
+                .map(|(pid, name)| leak_format::StartedProcess {
+                    pid: *pid,
+                    name: name.clone(),
+                })
+                .collect(),
+        };
+        self.out.write(&Record::Children(children))?;
+        self.children_written = now;
+        Ok(())
     }
 
     /// Says what the target's execs since the last snapshot took with the programs they left:

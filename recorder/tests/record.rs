@@ -462,7 +462,7 @@ fn child_processes_of_the_target_are_named_not_recorded() {
     );
     assert!(
         r.stderr
-            .contains("started 4 processes seen at snapshots (1 not named above)"),
+            .contains("started 4 processes (3 named above), none of them recorded"),
         "{}",
         r.stderr
     );

@@ -797,6 +797,64 @@ fn a_forked_child_is_not_recorded_and_the_parent_stays_exact() {
     assert_eq!((l.total_drops(), l.unknown_free), (0, 0), "{l:?}");
 }
 
+/// A wrapper that runs its program as a child (no exec) for less than one interval: no snapshot
+/// sees the child alive, yet the recording counts it (BPF counts at the fork), names it after
+/// its program, and leak-report warns with the fix. A command that starts no process gets
+/// neither the record nor the warning.
+#[test]
+fn processes_the_target_started_are_recorded_and_warned_about() {
+    if !bpf_ready() {
+        return;
+    }
+    let leaky = fixture("leaky");
+    let dir = tempfile::tempdir().unwrap();
+    let run = |name: &str, cmd: &[&str]| {
+        let out = dir.path().join(name);
+        let o = Command::new(RECORDER)
+            .args(["-i", "200ms", "-o", out.to_str().unwrap(), "--"])
+            .args(cmd)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert!(o.status.success(), "{stderr}");
+        let (state, tail) = read_recording(&out);
+        assert!(tail.is_none(), "{tail:?}");
+        let (text, _) = leak_report_text(&out).unwrap();
+        (state, text, stderr)
+    };
+    let warning = "which leak-record did not record (it follows one process)";
+    let body = format!("{leaky} basic 10 100; true");
+    let (state, text, stderr) = run("wrapper.zst", &["sh", "-c", &body]);
+    let children = state.children.expect("a Children record");
+    assert_eq!(children.started, 1, "{children:?}\n{stderr}");
+    let [child] = &children.examples[..] else {
+        panic!("{children:?}");
+    };
+    assert_eq!(child.name, "leaky", "named after its exec: {children:?}");
+    let said = format!(
+        "the target started 1 process (PID {}, leaky), {warning}",
+        child.pid
+    );
+    assert!(text.contains(&said), "{text}");
+    assert!(
+        text.contains(
+            "record the program itself: leak-record -- PROGRAM, or -p its PID; a \
+             wrapper script should exec it"
+        ),
+        "{text}"
+    );
+    assert!(
+        stderr.contains("started 1 process (0 named above), none of them recorded"),
+        "{stderr}"
+    );
+    // The same program as the command: it starts none.
+    let (state, text, stderr) = run("direct.zst", &[&leaky, "basic", "10", "100"]);
+    assert_eq!(state.children, None, "{stderr}");
+    assert!(!text.contains(warning), "{text}");
+    assert!(!stderr.contains("none of them recorded"), "{stderr}");
+}
+
 /// An exec takes the old program's memory with it (PITFALLS 21): every block it had
 /// outstanding is freed on its stack at the exec, and said; nothing recorded before an exec
 /// outlives it.
