@@ -331,25 +331,34 @@ pub fn warn_young_growth(a: &mut Analysis) {
         n => format!(" (and {} more stacks like it)", n - 1),
     };
     a.warnings.push(format!(
-        "stack {} grew {} with {} usable samples, and a verdict needs {}{more}: a leak that \
-         started late looks like this; record for longer after the load starts",
-        stack_name(first),
-        crate::output::human_bytes(first.growth_bytes as f64),
-        first.detection.points_used,
-        detect::MIN_POINTS
+        "{}{more}: a leak that started late looks like this; record for longer after the load \
+         starts",
+        young_growth(first)
     ));
 }
 
-/// A stack as messages name it: `17 (leak_slowly)`, by its site (its first frame past the
-/// allocator), or its id alone when that frame has no name.
-pub fn stack_name(s: &StackReport) -> String {
-    match s
-        .frames
-        .get(site(s.kind, &s.frames))
-        .and_then(|f| f.function.as_deref())
-    {
-        Some(name) => format!("{} ({name})", s.id),
+/// What a stack with [`StackReport::young_growth`] did, for the warning and the gates' error:
+/// `stack 17 (leak_slowly) grew 43.9 KiB with 10 usable samples, and a verdict needs 12`.
+pub fn young_growth(s: &StackReport) -> String {
+    let name = match s.site_function() {
+        Some(function) => format!("{} ({function})", s.id),
         None => s.id.to_string(),
+    };
+    format!(
+        "stack {name} grew {} with {} usable samples, and a verdict needs {}",
+        crate::output::human_bytes(s.growth_bytes as f64),
+        s.detection.points_used,
+        detect::MIN_POINTS
+    )
+}
+
+impl StackReport {
+    /// The function of the stack's site (its first frame past the allocator, [`site`]), if
+    /// named.
+    pub fn site_function(&self) -> Option<&str> {
+        self.frames
+            .get(site(self.kind, &self.frames))
+            .and_then(|f| f.function.as_deref())
     }
 }
 

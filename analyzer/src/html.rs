@@ -537,11 +537,7 @@ fn value_at(pts: &[(f64, f64)], t: f64) -> f64 {
 /// A stacked chart's legend entry: the stack's site (its first frame past the allocator) and
 /// id, the site cut to fit.
 fn legend_label(s: &StackReport) -> String {
-    let name = s
-        .frames
-        .get(crate::analysis::site(s.kind, &s.frames))
-        .and_then(|f| f.function.as_deref())
-        .unwrap_or("?");
+    let name = s.site_function().unwrap_or("?");
     let name: String = if name.chars().count() > 32 {
         name.chars().take(31).chain(['…']).collect()
     } else {

@@ -345,11 +345,8 @@ fn cannot_judge(rec: &series::Recording, a: &Analysis) -> Option<String> {
     }
     if let Some(young) = a.stacks.iter().find(|s| s.young_growth) {
         return Some(format!(
-            "stack {} grew {} with {} usable samples, and a verdict needs {needed}; record for \
-             longer after the load starts",
-            analysis::stack_name(young),
-            output::human_bytes(young.growth_bytes as f64),
-            young.detection.points_used
+            "{}; record for longer after the load starts",
+            analysis::young_growth(young)
         ));
     }
     let l = &rec.losses;
