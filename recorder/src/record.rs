@@ -28,15 +28,19 @@ extern "C" fn on_stop_signal(sig: libc::c_int) {
     STOP_SIGNAL.store(sig, Ordering::SeqCst);
 }
 
-extern "C" fn on_child_signal(_: libc::c_int) {}
+extern "C" fn on_child_signal(_: libc::c_int) {
+    target::wake_on_child_signal();
+}
 
 pub(crate) fn install_signal_handlers() {
+    target::child_wake();
     set_handlers(
         &[
             (libc::SIGINT, on_stop_signal),
             (libc::SIGTERM, on_stop_signal),
             (libc::SIGHUP, on_stop_signal),
-            // Only to wake poll() when the started command stops or exits.
+            // Only to wake the polls (target::child_wake) when the started command stops or
+            // exits.
             (libc::SIGCHLD, on_child_signal),
         ],
         0,
@@ -319,10 +323,9 @@ fn setup_and_record(
                  loaded after the last snapshot may stay unresolved"
             ),
         }
-        child.release(&exe_name(exe))?;
-        if let Some(watch) = exit_watch.as_mut() {
-            watch.run_first_exec();
-        }
+        child.release(&exe_name(exe), exit_watch.as_mut(), &|| {
+            stop_requested().is_some()
+        })?;
     }
     let mut session = Session {
         cli,
@@ -604,8 +607,13 @@ impl Session<'_, '_> {
             // A forked child traps on every malloc until the session probes are gone, and a
             // program exec'd by another thread than the main one runs without probes until
             // they are attached again: both wake this poll.
-            let exited = target::poll_readable_or(pidfd, Some(self.tracer.wake_fd()), wait_ms);
+            let wakes: Vec<_> = [Some(self.tracer.wake_fd()), target::child_wake()]
+                .into_iter()
+                .flatten()
+                .collect();
+            let exited = target::poll_readable_or(pidfd, &wakes, wait_ms);
             self.tracer.drain_wake();
+            target::drain_child_wake();
             if let Some(reason) = stop_requested() {
                 break reason;
             }

@@ -6,6 +6,8 @@ use std::io::{self, Read};
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::OnceLock;
 
 use anyhow::{bail, Context, Result};
 
@@ -243,8 +245,17 @@ pub fn spawn_held(path: &Path, args: &[String]) -> Result<HeldChild> {
 }
 
 impl HeldChild {
-    /// Lets the child exec; fails if exec failed.
-    pub fn release(&mut self, name: &str) -> Result<()> {
+    /// Lets the child exec; fails if exec failed. With `watch` (the child is traced), its stops
+    /// until the exec are handled meanwhile, and it is resumed from the exec stop: a child
+    /// stopped (SIGSTOP, Ctrl-Z) or signalled before its exec waits for its tracer, which
+    /// waited for the exec before (a hang for good). `give_up` ends the wait for a child
+    /// that stays stopped, when a stop signal came for the recorder.
+    pub fn release(
+        &mut self,
+        name: &str,
+        watch: Option<&mut ExitWatch>,
+        give_up: &dyn Fn() -> bool,
+    ) -> Result<()> {
         let Some(go) = self.go.take() else {
             return Ok(());
         };
@@ -255,9 +266,14 @@ impl HeldChild {
         if n != 1 {
             bail!("cannot start {name}: {}", io::Error::last_os_error());
         }
+        // The exec's outcome is known once the child passed its exec (the write end closes
+        // at a successful one, CLOEXEC) or exited (after writing errno). Waited for only then.
+        let passed = watch.is_none_or(|w| w.run_first_exec(give_up));
+        if !passed && !poll_readable(&self.exec_error, 0) {
+            return Ok(());
+        }
         let mut errno = 0i32;
-        // SAFETY: exec_error is an open pipe read end; errno is a valid 4-byte buffer. The
-        // write end closes on a successful exec (CLOEXEC), so read returns 0 then.
+        // SAFETY: exec_error is an open pipe read end; errno is a valid 4-byte buffer.
         let n = unsafe {
             libc::read(
                 self.exec_error.as_raw_fd(),
@@ -334,24 +350,74 @@ pub fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
 
 /// Waits until `fd` is readable or `timeout_ms` passes (or a signal arrives). True if readable.
 pub fn poll_readable(fd: &OwnedFd, timeout_ms: i32) -> bool {
-    poll_readable_or(fd, None, timeout_ms)
+    poll_readable_or(fd, &[], timeout_ms)
 }
 
-/// [`poll_readable`], also woken when `also` is readable; true only if `fd` is.
-pub fn poll_readable_or(fd: &OwnedFd, also: Option<BorrowedFd<'_>>, timeout_ms: i32) -> bool {
+/// [`poll_readable`], also woken when one of `also` is readable; true only if `fd` is.
+pub fn poll_readable_or(fd: &OwnedFd, also: &[BorrowedFd<'_>], timeout_ms: i32) -> bool {
     let polled = |fd: RawFd| libc::pollfd {
         fd,
         events: libc::POLLIN,
         revents: 0,
     };
-    // A negative fd is ignored by poll().
-    let mut p = [
-        polled(fd.as_raw_fd()),
-        polled(also.map_or(-1, |f| f.as_raw_fd())),
-    ];
-    // SAFETY: p is a valid pollfd array of length 2.
-    let r = unsafe { libc::poll(p.as_mut_ptr(), 2, timeout_ms) };
+    let mut p: Vec<libc::pollfd> = std::iter::once(fd.as_raw_fd())
+        .chain(also.iter().map(|f| f.as_raw_fd()))
+        .map(polled)
+        .collect();
+    // SAFETY: p is a valid pollfd array of its length.
+    let r = unsafe { libc::poll(p.as_mut_ptr(), p.len() as libc::nfds_t, timeout_ms) };
     r > 0 && p[0].revents != 0
+}
+
+/// The write end of [`child_wake`]'s pipe, -1 until it exists.
+static CHILD_WAKE: AtomicI32 = AtomicI32::new(-1);
+
+/// For the SIGCHLD handler: makes [`child_wake`] readable. Async-signal-safe.
+pub fn wake_on_child_signal() {
+    let fd = CHILD_WAKE.load(Ordering::SeqCst);
+    if fd >= 0 {
+        // SAFETY: write(2) and errno are async-signal-safe; the byte is a valid 1-byte buffer;
+        // errno is restored so that the interrupted code's check of it is unchanged. A full
+        // pipe (non-blocking) already wakes the poll: the lost byte does not matter.
+        unsafe {
+            let errno = *libc::__errno_location();
+            libc::write(fd, [1u8].as_ptr().cast(), 1);
+            *libc::__errno_location() = errno;
+        }
+    }
+}
+
+/// A descriptor that becomes readable at every SIGCHLD (once the handler calls
+/// [`wake_on_child_signal`]), whichever thread the signal is delivered to. A signal
+/// interrupting poll() was not enough: one that came between the handling of the child's
+/// stops and the poll left the poll to sleep its whole timeout, and a command resumed by
+/// SIGCONT waited for it. Created at the first call; None if the pipe cannot be made (the
+/// callers' timeouts still bound the delay).
+pub fn child_wake() -> Option<BorrowedFd<'static>> {
+    use std::os::fd::AsFd;
+    static PIPE: OnceLock<Option<(OwnedFd, OwnedFd)>> = OnceLock::new();
+    let pipe = PIPE.get_or_init(|| {
+        let mut fds = [0; 2];
+        // SAFETY: fds is a valid array of two ints for pipe2 to fill.
+        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) } != 0 {
+            return None;
+        }
+        // SAFETY: pipe2 returned two new descriptors that nothing else owns.
+        let ends = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        CHILD_WAKE.store(fds[1], Ordering::SeqCst);
+        Some(ends)
+    });
+    pipe.as_ref().map(|(read, _)| read.as_fd())
+}
+
+/// Empties [`child_wake`]: a SIGCHLD after this wakes the next poll; the stops of one before
+/// it are handled after this.
+pub fn drain_child_wake() {
+    if let Some(fd) = child_wake() {
+        let mut buf = [0u8; 64];
+        // SAFETY: reading into a valid buffer of its length from a non-blocking pipe we own.
+        while unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) } > 0 {}
+    }
 }
 
 /// Sends a signal; false if the process is gone.
@@ -402,6 +468,8 @@ pub struct ExitWatch {
     attached: bool,
     /// An exit seen while waiting for the first exec, for `pump` to report.
     pending: Option<ChildEvent>,
+    /// waitpid failed for a reason other than a signal: nothing more will come from it.
+    lost: bool,
 }
 
 impl ExitWatch {
@@ -412,6 +480,7 @@ impl ExitWatch {
             pid,
             attached: true,
             pending: None,
+            lost: false,
         })
     }
 
@@ -432,36 +501,62 @@ impl ExitWatch {
         if let Some(event) = self.pending.take() {
             return event;
         }
-        self.next_event(libc::WNOHANG)
+        self.next_event()
     }
 
     /// Lets the released child run its command: waits for the exec that starts it and resumes
     /// it at once (its program was probed before). An exit before it is kept for `pump`.
-    pub fn run_first_exec(&mut self) {
+    /// False if the child has not passed its exec: `give_up` said so (the child stays
+    /// stopped, and the recorder was asked to stop), or it cannot be waited for.
+    fn run_first_exec(&mut self, give_up: &dyn Fn() -> bool) -> bool {
         loop {
-            match self.next_event(0) {
-                ChildEvent::Exec => return self.resume(),
+            match self.next_event() {
+                ChildEvent::Exec => {
+                    self.resume();
+                    return true;
+                }
                 ChildEvent::Exiting => self.resume(),
-                ChildEvent::None => return,
                 gone @ ChildEvent::Exited(_) => {
                     self.pending = Some(gone);
-                    return;
+                    return true;
+                }
+                ChildEvent::None if self.lost || give_up() => return false,
+                ChildEvent::None => {
+                    // Until the next SIGCHLD; the timeout bounds a wait without the pipe.
+                    if let Some(wake) = child_wake() {
+                        let polled = libc::pollfd {
+                            fd: wake.as_raw_fd(),
+                            events: libc::POLLIN,
+                            revents: 0,
+                        };
+                        let mut p = [polled];
+                        // SAFETY: p is a valid pollfd array of length 1.
+                        unsafe { libc::poll(p.as_mut_ptr(), 1, 100) };
+                        drain_child_wake();
+                    } else {
+                        std::thread::sleep(std::time::Duration::from_millis(10));
+                    }
                 }
             }
         }
     }
 
-    /// The next exit or exec stop, or exit, handling the stops in between (`flags`: WNOHANG or
-    /// 0 to wait).
-    fn next_event(&mut self, flags: i32) -> ChildEvent {
+    /// The next exit or exec stop, or exit, handling the stops in between, without waiting.
+    fn next_event(&mut self) -> ChildEvent {
         loop {
             let mut status = 0;
             // SAFETY: status is a valid int for waitpid to fill.
-            let r = unsafe { libc::waitpid(self.pid as i32, &mut status, flags | libc::__WALL) };
-            if r < 0 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
-                continue; // SIGCHLD's handler ran
+            let r = unsafe {
+                libc::waitpid(self.pid as i32, &mut status, libc::WNOHANG | libc::__WALL)
+            };
+            if r < 0 {
+                if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+                    continue; // SIGCHLD's handler ran
+                }
+                self.lost = true;
+                return ChildEvent::None;
             }
-            if r <= 0 {
+            if r == 0 {
                 return ChildEvent::None;
             }
             if libc::WIFEXITED(status) || libc::WIFSIGNALED(status) {
