@@ -50,6 +50,19 @@ impl std::fmt::Display for UsageError {
 
 impl std::error::Error for UsageError {}
 
+/// A failure whose exit status is given: a started command that ended before it ran (Ctrl-C
+/// during the set-up) passes its status on, as a recording of it would.
+#[derive(Debug)]
+pub struct ExitWith(pub String, pub u8);
+
+impl std::fmt::Display for ExitWith {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ExitWith {}
+
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     #[cfg(target_os = "linux")]
@@ -68,7 +81,9 @@ fn main() -> ExitCode {
         Ok(status) => ExitCode::from(status),
         Err(e) => {
             say!("leak-record: {e:#}");
-            if e.chain().any(|c| c.downcast_ref::<UsageError>().is_some()) {
+            if let Some(ExitWith(_, status)) = e.downcast_ref::<ExitWith>() {
+                ExitCode::from(*status)
+            } else if e.chain().any(|c| c.downcast_ref::<UsageError>().is_some()) {
                 ExitCode::from(2)
             } else {
                 ExitCode::FAILURE

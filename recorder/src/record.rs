@@ -189,12 +189,39 @@ pub fn run(cli: Cli) -> Result<u8> {
     let target = (exe.as_str(), program.as_path());
     let out = (path.as_path(), claimed);
     let result = setup_and_record(&cli, out, mode, pid, held.as_mut(), target, command_line);
-    if result.is_err() {
-        if let Some(child) = held.as_mut() {
+    match (result, held.as_mut()) {
+        (Err(e), Some(child)) => {
+            // A command killed before it ran (Ctrl-C to the job during the set-up) fails the
+            // attach or the start: said as what it is, with its status.
+            if let Some(status) = child.ended_before_start() {
+                return Err(ended_before_start(&cli.command[0], pid, status));
+            }
             child.abandon();
+            Err(e)
         }
+        (result, _) => result,
     }
-    result
+}
+
+/// The error for a started command that ended before it ran: its status passed on.
+fn ended_before_start(name: &str, pid: u32, status: target::ExitStatus) -> anyhow::Error {
+    let how = match status {
+        target::ExitStatus {
+            signal: Some(sig), ..
+        } => format!("was killed by signal {sig}"),
+        target::ExitStatus { code, .. } => format!("exited with status {}", code.unwrap_or(0)),
+    };
+    crate::ExitWith(
+        format!("{name} (PID {pid}) {how} before it started; nothing was recorded"),
+        exit_status(
+            &EndReason::TargetExited {
+                code: status.code,
+                signal: status.signal,
+            },
+            TargetMode::Command,
+        ),
+    )
+    .into()
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -288,7 +315,7 @@ fn setup_and_record(
     let attached = tracer.attach(pid, tid, &plan);
     // libbpf's lines for the probes of a process that exited meanwhile only repeat the one
     // line unless_exited gives; any other failure, or a warning of a good attach, is shown.
-    bpf::release_log(attached.is_ok() || mode != TargetMode::Attach || procfs::is_alive(pid));
+    bpf::release_log(attached.is_ok() || procfs::is_alive(pid));
     attached.map_err(|e| unless_exited(denied(e), pid, mode))?;
     if let Some(why) = tracer.session_failure() {
         no_sessions = Some(why.to_string());

@@ -264,7 +264,13 @@ impl HeldChild {
         let n = unsafe { libc::write(go.as_raw_fd(), (&byte as *const u8).cast(), 1) };
         drop(go);
         if n != 1 {
-            bail!("cannot start {name}: {}", io::Error::last_os_error());
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::EPIPE) {
+                // It was killed while held: the session finds it ended, and ends the recording
+                // with its status.
+                return Ok(());
+            }
+            bail!("cannot start {name}: {e}");
         }
         // The exec's outcome is known once the child passed its exec (the write end closes
         // at a successful one, CLOEXEC) or exited (after writing errno). Waited for only then.
@@ -289,6 +295,15 @@ impl HeldChild {
             )));
         }
         Ok(())
+    }
+
+    /// How the child ended, if it ended while it was held (killed: Ctrl-C to the job during
+    /// the set-up). Reaps it.
+    pub fn ended_before_start(&mut self) -> Option<ExitStatus> {
+        self.go.as_ref()?;
+        let status = wait(self.pid, libc::WNOHANG).ok().flatten()?;
+        self.go = None;
+        Some(status)
     }
 
     /// Ends a child that was never released (setup failed).

@@ -767,6 +767,49 @@ fn a_command_stopped_before_it_starts_runs_once_continued_or_ends_with_the_recor
     }
 }
 
+#[test]
+fn a_command_killed_before_it_starts_is_one_line_and_its_status() {
+    if !bpf_ready() {
+        return;
+    }
+    // Ctrl-C during the set-up kills the command, which waits, forked, for its go. The attach
+    // then failed on the dead process: libbpf's lines, "failed to attach a uprobe", status 1.
+    let mut rec = start_recorder(&["-i", "1s", "--", &fixture("leaky"), "basic", "10", "100"]);
+    let child = only_child(rec.child.id());
+    let mut guard = KillOnDrop(vec![rec.child.id()]);
+    // SAFETY: signalling the test's own grandchild by PID.
+    assert_eq!(unsafe { libc::kill(child as i32, libc::SIGINT) }, 0);
+    let status = wait_exit(
+        &mut rec.child,
+        Duration::from_secs(30),
+        "leak-record did not end",
+    );
+    guard.0.clear();
+    assert_eq!(status.code(), Some(130), "128 + SIGINT, as a shell says");
+    let mut stderr = String::new();
+    rec.stderr.read_to_string(&mut stderr).unwrap();
+    let name = fixture("leaky");
+    if rec.out.exists() {
+        // Killed between the attach and its start: a whole recording of its end.
+        let (state, _) = read_recording(&rec.out);
+        assert_eq!(
+            state.end.unwrap().reason,
+            EndReason::TargetExited {
+                code: None,
+                signal: Some(libc::SIGINT)
+            }
+        );
+    } else {
+        assert_eq!(
+            stderr,
+            format!(
+                "leak-record: {name} (PID {child}) was killed by signal 2 before it started; \
+                 nothing was recorded\n"
+            )
+        );
+    }
+}
+
 /// How a process ended: (exit code, terminating signal).
 fn ending(status: std::process::ExitStatus) -> (Option<i32>, Option<i32>) {
     use std::os::unix::process::ExitStatusExt;
