@@ -140,6 +140,14 @@ pub fn run(cli: Cli) -> Result<u8> {
     // The target: validate before creating anything.
     let (mode, pid, mut held, exe, program, command_line) = match cli.pid {
         Some(pid) => {
+            if pid == std::process::id() {
+                // `exec leak-record -p $$` in a shell: its own probes would trace its own
+                // allocations, and their return probes trip on the calls under way.
+                bail!(UsageError(format!(
+                    "PID {pid} is leak-record itself (a shell that ran `exec leak-record -p $$`?); \
+                     give the PID of the process to record"
+                )));
+            }
             if !procfs::is_alive(pid) {
                 bail!(UsageError(procfs::why_not_alive(pid)));
             }

@@ -1458,6 +1458,19 @@ fn bad_input_is_a_one_line_error_with_status_2() {
         }
     }
     zombie.wait().unwrap();
+    // Its own PID: a shell that execs it with its own $$.
+    let own = Command::new("sh")
+        .args(["-c", &format!("exec '{RECORDER}' -o '{o}' -d 2s -p $$")])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&own.stderr);
+    assert_eq!(own.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains(" is leak-record itself (a shell that ran"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(!out.exists(), "its own PID left a file behind");
     // `-o -` on a terminal (script(1) gives it one).
     let on_tty = format!("'{RECORDER}' -o - -- true");
     let tty = Command::new("script")
