@@ -478,7 +478,14 @@ fn quality_warnings(
 ) -> Vec<String> {
     let mut w = Vec::new();
     let snapshots = |n: u32| format!("{n} snapshot{}", if n == 1 { "" } else { "s" });
-    if let Some(t) = &rec.tail {
+    if let (Some(leak_format::Error::Tail { offset, .. }), true) = (&rec.tail, rec.memleak_log) {
+        let n = rec.snapshots;
+        w.push(format!(
+            "{}; analyzed the {n} complete interval{} before it",
+            crate::memleak::cut_at(*offset),
+            if n == 1 { "" } else { "s" }
+        ));
+    } else if let Some(t) = &rec.tail {
         let lost = match rec.expected_snapshots {
             Some(all) if all > rec.snapshots => format!(
                 ", of the {} the file holds (its end record says so): the rest lies past the \

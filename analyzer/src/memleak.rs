@@ -183,6 +183,12 @@ fn interval_times(intervals: &[Interval], out_of_order: &mut u64) -> Vec<f64> {
     times
 }
 
+/// Where a log ends in the middle of a line, said of a log (a recording's `tail` says
+/// "recording is truncated").
+pub fn cut_at(offset: u64) -> String {
+    format!("the memleak log is cut at byte {offset}, in the middle of a line")
+}
+
 /// Parses a whole log into a recording (frames already symbolized). A log cut in the middle
 /// of a line (copied while memleak wrote it, a full disk) loses its last interval, which is
 /// incomplete: the recording's `tail` says where, as for a truncated recording.
@@ -241,7 +247,8 @@ pub fn parse(text: &str, cap: usize) -> Result<Recording, String> {
         };
         if intervals.is_empty() {
             return Err(format!(
-                "nothing to analyze: {truncated}, before the end of its first interval"
+                "nothing to analyze: {}, before the end of its first interval",
+                cut_at(offset as u64)
             ));
         }
         tail = Some(truncated);
@@ -591,8 +598,8 @@ mod tests {
         let w = warnings(&rec);
         assert!(
             w.contains(&format!(
-                "recording is truncated at byte {second}; analyzed the 1 complete snapshot \
-                 before it"
+                "the memleak log is cut at byte {second}, in the middle of a line; analyzed \
+                 the 1 complete interval before it"
             )),
             "{w:?}"
         );
@@ -603,8 +610,8 @@ mod tests {
         let e = parse(&LIBBPF[..40], 64).unwrap_err();
         assert_eq!(
             e,
-            "nothing to analyze: recording is truncated at byte 0, before the end of its first \
-             interval"
+            "nothing to analyze: the memleak log is cut at byte 0, in the middle of a line, before \
+             the end of its first interval"
         );
         // Whole lines are not cut.
         assert!(parse(BCC, 64).unwrap().tail.is_none());
