@@ -636,7 +636,8 @@ impl Session<'_, '_> {
             // Rounded up: not a spin until a child's time is up.
             let mut wait_ms = schedule.wait(cap).as_micros().div_ceil(1000) as i32;
             if self.exec_stop_due() {
-                // Its SIGCHLD may have come before this poll, and it waits for us.
+                // It waits for us. Its SIGCHLD wakes the poll (target::child_wake); short
+                // polls until then are a safety net should the pipe be missing.
                 wait_ms = wait_ms.min(2);
             }
             // A forked child traps on every malloc until the session probes are gone, and a
