@@ -79,6 +79,95 @@ pub struct Analysis {
     /// No stack had the samples a trend verdict needs (a recording too short for its
     /// interval): a leak gate cannot judge it.
     pub unjudged: bool,
+    /// `--allow-children`: the processes the target started, which are not recorded, do not
+    /// keep a run without a leak from being called clean.
+    pub children_ok: bool,
+}
+
+/// Why a run in which no continuous leak was found cannot be called clean: the headline every
+/// output gives instead of the all-clear, and the reason with its fix, for the leak gates
+/// (which exit 2).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Unvouched {
+    pub headline: String,
+    pub why: String,
+}
+
+/// [`Unvouched`], if so: no stack has the samples a verdict needs; a stack grew with too few
+/// of them (a leak that started late); the recorder could not track every allocation (a full
+/// table, where a leak may hide); or the target started processes that were not recorded
+/// (a wrapper or script whose work runs in them), unless `children_ok`.
+pub fn cannot_vouch(rec: &Recording, a: &Analysis) -> Option<Unvouched> {
+    let plural = |n: u64, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
+    if a.unjudged {
+        return Some(Unvouched {
+            headline: "No verdict: the recording is too short to judge any stack".into(),
+            why: format!(
+                "no stack has the {} samples a verdict needs; record for longer or with a \
+                 shorter -i (e.g. -i 1s)",
+                detect::MIN_POINTS
+            ),
+        });
+    }
+    let young: Vec<_> = a.stacks.iter().filter(|s| s.young_growth).collect();
+    if let Some(first) = young.first() {
+        return Some(Unvouched {
+            headline: format!(
+                "No continuous leak found, but {} could not be judged",
+                plural(young.len() as u64, "growing stack", "growing stacks")
+            ),
+            why: format!(
+                "{}; record for longer after the load starts",
+                young_growth(first)
+            ),
+        });
+    }
+    let l = &rec.losses;
+    let full = [
+        (
+            l.allocs_full,
+            "untracked (allocation table full)",
+            "--max-allocs",
+        ),
+        (
+            l.stack_table_full,
+            "on unknown stacks (stack table full)",
+            "--max-stacks",
+        ),
+    ];
+    if let Some((n, what, option)) = full.iter().find(|(n, ..)| *n > 0) {
+        return Some(Unvouched {
+            headline: format!(
+                "No continuous leak found, but {} lost to a full table",
+                plural(*n, "allocation was", "allocations were")
+            ),
+            why: format!(
+                "{n} allocations were {what}, and a leak may be among them; record again with \
+                 a larger {option}"
+            ),
+        });
+    }
+    let children = rec
+        .children
+        .as_ref()
+        .filter(|c| c.started > 0 && !a.children_ok)?;
+    let one = children.started == 1;
+    Some(Unvouched {
+        headline: format!(
+            "No continuous leak found in the recorded process, but it started {} that {} not \
+             recorded",
+            plural(children.started, "process", "processes"),
+            if one { "was" } else { "were" }
+        ),
+        why: format!(
+            "the target started {} that leak-record did not record, and a leak in {} would not \
+             show; record the program itself (leak-record -- PROGRAM, or -p its PID; a wrapper \
+             script should exec it), or pass --allow-children if only the target's own \
+             allocations are to be judged",
+            started_processes(children),
+            if one { "it" } else { "them" }
+        ),
+    })
 }
 
 /// Analyses every stack of a recording.
@@ -229,6 +318,7 @@ pub fn analyze(rec: &Recording, resolver: &Resolver, s: &Settings) -> Analysis {
         cache_pages: 0,
         cache_pages_bytes: 0,
         unjudged,
+        children_ok: false,
         min_outstanding: None,
         below_min: 0,
         below_min_leaks: 0,
@@ -457,17 +547,23 @@ fn recompute_totals(a: &mut Analysis) {
 /// its program without exec leaves only its own allocations.
 fn children_warning(rec: &Recording) -> Option<String> {
     let c = rec.children.as_ref().filter(|c| c.started > 0)?;
+    Some(format!(
+        "the target started {}, which leak-record did not record (it follows one process): \
+         what they allocated is not in this recording; record the program itself: leak-record \
+         -- PROGRAM, or -p its PID; a wrapper script should exec it",
+        started_processes(c)
+    ))
+}
+
+/// "1 process (PID 4242, leaky)", "3 processes (the first: PID 4242, leaky)".
+fn started_processes(c: &leak_format::Children) -> String {
     let (n, s) = (c.started, if c.started == 1 { "" } else { "es" });
     let example = match c.examples.first() {
         Some(e) if c.started == 1 => format!(" (PID {}, {})", e.pid, e.name),
         Some(e) => format!(" (the first: PID {}, {})", e.pid, e.name),
         None => String::new(),
     };
-    Some(format!(
-        "the target started {n} process{s}{example}, which leak-record did not record (it \
-         follows one process): what they allocated is not in this recording; record the \
-         program itself: leak-record -- PROGRAM, or -p its PID; a wrapper script should exec it"
-    ))
+    format!("{n} process{s}{example}")
 }
 
 /// What makes the data less trustworthy, one line each.
@@ -573,8 +669,8 @@ fn quality_warnings(
     if cut_short {
         w.push(
             "leak-record's -d ended the recording with the command still running (it ended the \
-             command): the run did not finish; to bound a test's time, run it under timeout \
-             inside leak-record, whose status fails the step"
+             command): the run did not finish; to bound a test's time, run leak-record under \
+             timeout (timeout 60 leak-record ... -- ./test), whose status 124 fails the step"
                 .to_string(),
         );
     }

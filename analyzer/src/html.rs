@@ -134,7 +134,7 @@ pub fn render(rec: &Recording, a: &Analysis, opts: &HtmlOptions) -> Result<Strin
         .filter(|s| s.verdict == Verdict::ContinuousLeak)
         .collect();
     let (banner_class, banner_title) = if leaks.is_empty() {
-        match output::no_leak_headline(a) {
+        match output::no_leak_headline(rec, a) {
             (true, title) => ("ok", title),
             (false, title) => ("unsure", title),
         }

@@ -32,7 +32,10 @@ EXAMPLES:
 
 EXIT STATUS:
     0 no gate failed, 1 a gate failed (--fail-on-leak, --max-rate, --max-outstanding),
-    2 bad usage or unreadable input.";
+    2 bad usage or unreadable input, or a leak gate that found no leak but cannot vouch for
+    the recording (too short, growth too young to judge, a full table, processes the target
+    started that were not recorded: the outputs are written, stderr says why).
+SIZE and RATE: a whole number of bytes, or with K, M, G, T (powers of 1024): 64M, 1M/h.";
 
 /// Find the call stacks whose memory keeps growing, in a leak-record recording (or a bcc /
 /// libbpf-tools memleak log), offline: symbols, verdicts, rates, and a CI gate.
@@ -119,6 +122,12 @@ struct Cli {
     /// Exit 1 if any continuous leak remains after suppressions, baseline and --min-outstanding.
     #[arg(long)]
     fail_on_leak: bool,
+
+    /// Let the leak gates pass a run whose target started processes that were not recorded
+    /// (by default they cannot vouch for it, and exit 2): only the target's own allocations
+    /// are judged.
+    #[arg(long)]
+    allow_children: bool,
 
     /// Exit 1 if the continuous leaks grow faster than this in total (bytes per second, or with a
     /// unit: 1M/h, 10K/min, 8M/day).
@@ -268,6 +277,7 @@ fn run(cli: &Cli) -> Result<bool> {
     }
     analysis::filter(&mut analysis, &suppressions, cli.min_outstanding);
     analysis::warn_young_growth(&mut analysis);
+    analysis.children_ok = cli.allow_children;
 
     let mut out = Stdout::default();
     if let Some(p) = &cli.json {
@@ -318,7 +328,7 @@ fn run(cli: &Cli) -> Result<bool> {
         say(&format!("leak-report: gate failed: {}", failed.join("; ")));
     } else if cli.fail_on_leak || cli.max_rate.is_some() {
         // A leak gate passes only on what it could judge (the outputs are written all the same).
-        if let Some(why) = cannot_judge(&rec, &analysis) {
+        if let Some(why) = analysis::cannot_vouch(&rec, &analysis).map(|u| u.why) {
             bail!(UsageError(format!(
                 "{} cannot judge this recording: {why}",
                 if cli.fail_on_leak {
@@ -330,41 +340,6 @@ fn run(cli: &Cli) -> Result<bool> {
         }
     }
     Ok(!failed.is_empty())
-}
-
-/// Why a leak gate that found nothing cannot pass, with the fix: no stack had the samples a
-/// verdict needs; a stack grew with too few of them (a leak that started late); or the recorder
-/// could not track every allocation (a full table, where a leak may hide).
-fn cannot_judge(rec: &series::Recording, a: &Analysis) -> Option<String> {
-    let needed = leak_report::detect::MIN_POINTS;
-    if a.unjudged {
-        return Some(format!(
-            "no stack has the {needed} samples a verdict needs; record for longer or with a \
-             shorter -i (e.g. -i 1s)"
-        ));
-    }
-    if let Some(young) = a.stacks.iter().find(|s| s.young_growth) {
-        return Some(format!(
-            "{}; record for longer after the load starts",
-            analysis::young_growth(young)
-        ));
-    }
-    let l = &rec.losses;
-    let full = [
-        (
-            l.allocs_full,
-            "untracked (allocation table full)",
-            "--max-allocs",
-        ),
-        (
-            l.stack_table_full,
-            "on unknown stacks (stack table full)",
-            "--max-stacks",
-        ),
-    ];
-    full.iter().find(|(n, ..)| *n > 0).map(|(n, what, option)| {
-        format!("{n} allocations were {what}, and a leak may be among them; record again with a larger {option}")
-    })
 }
 
 /// Writes a line to stderr; a closed stderr is ignored (the exit status still tells).

@@ -18,24 +18,11 @@ fn count(n: u64, noun: &str) -> String {
 }
 
 /// The headline when no stack is a continuous leak, and whether it is the all-clear: not when
-/// no stack could be judged, nor when a stack grew with too few samples to judge.
-pub fn no_leak_headline(a: &Analysis) -> (bool, String) {
-    let young = a.stacks.iter().filter(|s| s.young_growth).count();
-    if a.unjudged {
-        (
-            false,
-            "No verdict: the recording is too short to judge any stack".to_string(),
-        )
-    } else if young > 0 {
-        (
-            false,
-            format!(
-                "No continuous leak found, but {young} growing stack{} could not be judged",
-                if young == 1 { "" } else { "s" }
-            ),
-        )
-    } else {
-        (true, "No continuous growth found".to_string())
+/// the run cannot be vouched for ([`crate::analysis::cannot_vouch`]).
+pub fn no_leak_headline(rec: &Recording, a: &Analysis) -> (bool, String) {
+    match crate::analysis::cannot_vouch(rec, a) {
+        Some(u) => (false, u.headline),
+        None => (true, "No continuous growth found".to_string()),
     }
 }
 
@@ -162,7 +149,7 @@ pub fn text(rec: &Recording, a: &Analysis, top: usize) -> String {
         .filter(|s| s.verdict == Verdict::ContinuousLeak)
         .collect();
     if leaks.is_empty() {
-        let _ = writeln!(out, "\n{}.", no_leak_headline(a).1);
+        let _ = writeln!(out, "\n{}.", no_leak_headline(rec, a).1);
     } else {
         let _ = writeln!(
             out,

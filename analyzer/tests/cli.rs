@@ -1026,6 +1026,13 @@ fn a_leak_gate_does_not_pass_over_allocations_lost_to_a_full_table() {
         text.contains("; record again with a larger --max-allocs"),
         "{text}"
     );
+    // The headline is no all-clear either.
+    assert!(
+        text.contains(
+            "\nNo continuous leak found, but 2147 allocations were lost to a full table.\n"
+        ),
+        "{text}"
+    );
     let stacks = leak_format::Losses {
         stack_table_full: 5,
         ..Default::default()
@@ -1036,6 +1043,71 @@ fn a_leak_gate_does_not_pass_over_allocations_lost_to_a_full_table() {
     assert!(stderr(&o).contains("larger --max-stacks"), "{}", stderr(&o));
     // The size gate judges what was recorded.
     assert_eq!(run(&[&p, "--max-outstanding", "1G"]).status.code(), Some(0));
+}
+
+/// A target that started processes leak-record did not record (a wrapper such as `timeout`,
+/// or a script that runs its program without exec) cannot be vouched for: the work may have run
+/// in them. The headline says so and the leak gates exit 2, unless --allow-children. Before,
+/// "No continuous growth found" and exit 0 for a recording of `timeout` alone.
+#[test]
+fn a_leak_gate_does_not_pass_a_run_whose_work_went_to_unrecorded_processes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("wrapper.zst");
+    let mut b = leak_format::RecordingBuilder::new();
+    b.module(1, "/usr/bin/timeout", None)
+        .stack(16, &[(1, 0x1000)])
+        .children(leak_format::Children {
+            started: 1,
+            examples: vec![leak_format::StartedProcess {
+                pid: 4242,
+                name: "integration-test".into(),
+            }],
+        });
+    for _ in 0..40 {
+        b.snapshot(&[(16, 4096, 1)]);
+    }
+    std::fs::write(&path, b.to_bytes()).unwrap();
+    let p = path.to_str().unwrap();
+    for gate in [&["--fail-on-leak"][..], &["--max-rate", "1M"]] {
+        let o = run(&[&[p], gate].concat());
+        assert_eq!(o.status.code(), Some(2), "{gate:?}: {}", stderr(&o));
+        let err = stderr(&o);
+        assert!(
+            err.ends_with(
+                "cannot judge this recording: the target started 1 process (PID 4242, \
+                 integration-test) that leak-record did not record, and a leak in it would not \
+                 show; record the program itself (leak-record -- PROGRAM, or -p its PID; a \
+                 wrapper script should exec it), or pass --allow-children if only the target's \
+                 own allocations are to be judged\n"
+            ),
+            "{err}"
+        );
+        assert_eq!(err.lines().count(), 1, "{err}");
+        let text = stdout(&o);
+        assert!(
+            text.contains(
+                "\nNo continuous leak found in the recorded process, but it started 1 process \
+                 that was not recorded.\n"
+            ),
+            "{text}"
+        );
+        // Accepted: the gate judges the target alone, and it has no leak.
+        let o = run(&[&[p, "--allow-children"], gate].concat());
+        assert_eq!(o.status.code(), Some(0), "{gate:?}: {}", stderr(&o));
+        assert!(stdout(&o).contains("\nNo continuous growth found.\n"));
+    }
+    let page = dir.path().join("r.html");
+    assert_eq!(
+        run(&[p, "-o", page.to_str().unwrap()]).status.code(),
+        Some(0)
+    );
+    let html = std::fs::read_to_string(&page).unwrap();
+    assert!(
+        html.contains("class=\"banner unsure\""),
+        "not the all-clear"
+    );
+    // The size gate judges what was recorded.
+    assert_eq!(run(&[p, "--max-outstanding", "1G"]).status.code(), Some(0));
 }
 
 /// The exit status is the gates' whatever happens to the outputs: standard output closed early

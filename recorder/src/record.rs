@@ -705,8 +705,8 @@ impl Session<'_, '_> {
                 say!(
                     "leak-record: warning: -d ended the recording with the command (PID {}) \
                      still running; ending it. Its exit status is not known: to bound a test's \
-                     time, run it under timeout (leak-record ... -- timeout 60 ./test), whose \
-                     status fails the step",
+                     time, run leak-record under timeout (timeout 60 leak-record ... -- ./test), \
+                     whose status 124 fails the step",
                     self.pid
                 );
             }
@@ -821,7 +821,8 @@ impl Session<'_, '_> {
                 ""
             };
             say!(
-                "leak-record: PID {} was still running {:.1} s after SIGTERM{why}; killing it",
+                "leak-record: warning: PID {} was still running {:.1} s after SIGTERM{why}; \
+                 killing it",
                 self.pid,
                 waited.as_secs_f64()
             );
@@ -986,8 +987,9 @@ impl Session<'_, '_> {
             }
             let exe = procfs::exe(child).unwrap_or_else(|_| "?".into());
             say!(
-                "leak-record: PID {pid} started PID {child} ({exe}), which is not recorded \
-                 (leak-record follows one process); to record it: leak-record -p {child}"
+                "leak-record: warning: PID {pid} started PID {child} ({exe}), which is not \
+                 recorded (leak-record follows one process); to record it: leak-record -p \
+                 {child}"
             );
         }
     }

@@ -450,7 +450,11 @@ fn child_processes_of_the_target_are_named_not_recorded() {
     let named = |stderr: &str| -> Vec<String> {
         stderr
             .lines()
-            .filter(|l| l.contains(" started PID ") && l.contains("which is not recorded"))
+            .filter(|l| {
+                l.starts_with("leak-record: warning: PID ")
+                    && l.contains(" started PID ")
+                    && l.contains("which is not recorded")
+            })
             .map(str::to_string)
             .collect()
     };

@@ -508,8 +508,9 @@ fn a_command_that_ignores_sigterm_is_killed_after_the_grace_and_the_recording_is
         r.stderr
     );
     assert!(
-        said[0].contains(&format!("PID {child} was still running 5."))
-            && said[0].ends_with(" s after SIGTERM; killing it"),
+        said[0].contains(&format!(
+            "leak-record: warning: PID {child} was still running 5."
+        )) && said[0].ends_with(" s after SIGTERM; killing it"),
         "{}",
         said[0]
     );
