@@ -321,9 +321,13 @@ fn setup_and_record(
     };
     bpf::hold_log();
     let attached = tracer.attach(pid, tid, &plan);
-    // libbpf's lines for the probes of a process that exited meanwhile only repeat the one
-    // line unless_exited gives; any other failure, or a warning of a good attach, is shown.
-    bpf::release_log(attached.is_ok() || procfs::is_alive(pid));
+    // libbpf's lines for the probes of a process that exited meanwhile, or of a denied attach,
+    // only repeat the one line unless_exited or denied gives; any other failure, or a warning
+    // of a good attach, is shown.
+    bpf::release_log(match &attached {
+        Ok(_) => true,
+        Err(e) => procfs::is_alive(pid) && !privileges::is_permission_denied(e),
+    });
     attached.map_err(|e| unless_exited(denied(e), pid, mode))?;
     if let Some(why) = tracer.session_failure() {
         no_sessions = Some(why.to_string());
