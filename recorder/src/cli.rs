@@ -34,8 +34,8 @@ EXIT STATUS:
 
 /// Record outstanding allocations per call stack of a live process, with eBPF.
 ///
-/// Attaches uprobes to the allocator that really serves the target (glibc, jemalloc, tcmalloc,
-/// mimalloc, a static binary's own) and appends a snapshot of outstanding bytes and counts per
+/// Attaches uprobes to the allocator that really serves the target (glibc, musl, jemalloc,
+/// tcmalloc, mimalloc, a static binary's own) and appends a snapshot of outstanding bytes and counts per
 /// call stack to a crash-safe, compressed recording every interval. Needs root, or CAP_SYS_ADMIN,
 /// CAP_BPF and CAP_PERFMON (plus CAP_SYS_PTRACE for another user's process, CAP_SYSLOG for
 /// --kernel; docs/security.md).

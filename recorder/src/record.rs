@@ -188,7 +188,12 @@ pub fn run(cli: Cli) -> Result<u8> {
                 TargetMode::Command,
                 pid,
                 Some(child),
-                resolved.display().to_string(),
+                // Absolute, as /proc/PID/exe gives it for -p (a relative path means nothing
+                // on the machine that reads the recording); symlinks kept, as typed.
+                std::path::absolute(&resolved)
+                    .unwrap_or_else(|_| resolved.clone())
+                    .display()
+                    .to_string(),
                 program,
                 cli.command.clone(),
             )

@@ -1058,6 +1058,43 @@ fn a_library_replaced_on_disk_is_probed_as_mapped() {
 }
 
 #[test]
+fn a_command_started_by_a_relative_path_is_recorded_with_an_absolute_one() {
+    if !bpf_ready() {
+        return;
+    }
+    // `leak-record -- ./bin/svc`: the recording is read elsewhere, where "./bin/svc" names
+    // nothing; -p gives the kernel's absolute path.
+    let dir = tempfile::tempdir().unwrap();
+    fs::create_dir(dir.path().join("bin")).unwrap();
+    copy_program(Path::new(&fixture("leaky")), &dir.path().join("bin/leaky"));
+    let out = dir.path().join("run.zst");
+    let output = Command::new(RECORDER)
+        .current_dir(dir.path())
+        .args([
+            "-q",
+            "-o",
+            "run.zst",
+            "--",
+            "./bin/leaky",
+            "basic",
+            "10",
+            "100",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    let (state, _) = read_recording(&out);
+    let target = &state.header.as_ref().unwrap().target;
+    assert_eq!(
+        target.exe,
+        dir.path().join("bin/leaky").display().to_string()
+    );
+    assert_eq!(target.command_line, ["./bin/leaky", "basic", "10", "100"]);
+}
+
+#[test]
 fn dash_records_to_standard_output_and_the_command_prints_to_stderr() {
     if !bpf_ready() {
         return;
