@@ -5,7 +5,7 @@ use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::mem::MaybeUninit;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -23,12 +23,24 @@ use crate::{output, privileges, procfs, UsageError};
 
 /// The signal that asked us to stop, 0 if none.
 pub(crate) static STOP_SIGNAL: AtomicI32 = AtomicI32::new(0);
+/// How many stop signals have come.
+static STOP_COUNT: AtomicU32 = AtomicU32::new(0);
+/// The first one came from a terminal (Ctrl-C, a hang-up): the kernel sent it to the whole
+/// foreground process group, the started command included.
+static STOP_FROM_TERMINAL: AtomicBool = AtomicBool::new(false);
 
-extern "C" fn on_stop_signal(sig: libc::c_int) {
+type Handler = extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void);
+
+extern "C" fn on_stop_signal(sig: libc::c_int, info: *mut libc::siginfo_t, _: *mut libc::c_void) {
+    if STOP_COUNT.fetch_add(1, Ordering::SeqCst) == 0 {
+        // SAFETY: with SA_SIGINFO the kernel passes a valid siginfo_t (checked for null).
+        let code = unsafe { info.as_ref() }.map_or(0, |i| i.si_code);
+        STOP_FROM_TERMINAL.store(code == libc::SI_KERNEL, Ordering::SeqCst);
+    }
     STOP_SIGNAL.store(sig, Ordering::SeqCst);
 }
 
-extern "C" fn on_child_signal(_: libc::c_int) {
+extern "C" fn on_child_signal(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {
     target::wake_on_child_signal();
 }
 
@@ -61,14 +73,14 @@ pub(crate) fn defer_stop_signals() {
     );
 }
 
-fn set_handlers(handlers: &[(libc::c_int, extern "C" fn(libc::c_int))], flags: libc::c_int) {
+fn set_handlers(handlers: &[(libc::c_int, Handler)], flags: libc::c_int) {
     for &(sig, handler) in handlers {
-        // SAFETY: the handler only stores to an atomic (async-signal-safe); sa is zeroed and
+        // SAFETY: the handlers only use atomics and write(2) (async-signal-safe); sa is zeroed and
         // fully initialised before use. Without SA_RESTART, poll() returns early on a signal.
         unsafe {
             let mut sa: libc::sigaction = std::mem::zeroed();
             sa.sa_sigaction = handler as usize;
-            sa.sa_flags = flags;
+            sa.sa_flags = flags | libc::SA_SIGINFO;
             libc::sigemptyset(&mut sa.sa_mask);
             libc::sigaction(sig, &sa, std::ptr::null_mut());
         }
@@ -636,6 +648,8 @@ impl Session<'_, '_> {
 
     fn record_until_end(&mut self, pidfd: &std::os::fd::OwnedFd) -> Result<u8> {
         let mut schedule = Schedule::new(self.started, self.cli);
+        // Since when a terminal's stop signal has let the command end by itself.
+        let mut own_end_since: Option<Instant> = None;
         let reason = loop {
             let second = Duration::from_secs(1);
             let cap = self
@@ -644,6 +658,10 @@ impl Session<'_, '_> {
                 .map_or(second, |d| d.min(second));
             // Rounded up: not a spin until a child's time is up.
             let mut wait_ms = schedule.wait(cap).as_micros().div_ceil(1000) as i32;
+            if let Some(since) = own_end_since {
+                let left = TERM_GRACE.saturating_sub(since.elapsed());
+                wait_ms = wait_ms.min(left.as_millis() as i32 + 1);
+            }
             if self.exec_stop_due() {
                 // It waits for us. Its SIGCHLD wakes the poll (target::child_wake); short
                 // polls until then are a safety net should the pipe be missing.
@@ -660,7 +678,28 @@ impl Session<'_, '_> {
             self.tracer.drain_wake();
             target::drain_child_wake();
             if let Some(reason) = stop_requested() {
-                break reason;
+                // Ctrl-C reached the command too (the same process group): it may be ending
+                // in its own way (cleaning up, saving state), with a status of its own. It
+                // gets the grace for that before it is ended; a second signal ends it now.
+                // Ended at once before, its clean-up was cut short and its status lost.
+                let own_end = self.mode == TargetMode::Command
+                    && STOP_FROM_TERMINAL.load(Ordering::SeqCst)
+                    && STOP_COUNT.load(Ordering::SeqCst) == 1
+                    && own_end_since.is_none_or(|t| t.elapsed() < TERM_GRACE);
+                if !own_end {
+                    break reason;
+                }
+                if own_end_since.is_none() {
+                    own_end_since = Some(Instant::now());
+                    if !self.cli.quiet {
+                        say!(
+                            "leak-record: the command (PID {}) got the interrupt too; waiting up \
+                             to {} s for it to end",
+                            self.pid,
+                            TERM_GRACE.as_secs()
+                        );
+                    }
+                }
             }
             let mut status = None;
             let mut gone = exited && self.exit_watch.is_none();

@@ -811,6 +811,54 @@ fn a_command_killed_before_it_starts_is_one_line_and_its_status() {
     }
 }
 
+#[test]
+fn ctrl_c_lets_the_command_end_in_its_own_way_and_passes_its_status_on() {
+    if !bpf_ready() {
+        return;
+    }
+    // Ctrl-C on a terminal goes to the whole foreground job: leak-record and the command. A
+    // command that cleans up on SIGINT (1 s here) and exits 42 must get to, and its status be
+    // leak-record's, as a shell would report it. leak-record sent it SIGTERM at once before:
+    // the clean-up cut short, exit status 0. (script(1) gives the job a terminal; ^C written
+    // to it is a real Ctrl-C.)
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("cc.zst");
+    let command = format!(
+        "'{RECORDER}' -q -i 1s -o '{}' -- sh -c 'trap \"sleep 1; echo cleaned; exit 42\" INT; \
+         echo ready; while :; do sleep 0.1; done'",
+        out.display()
+    );
+    let mut job = Command::new("script")
+        .args(["-q", "-e", "-c", &command, "/dev/null"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run script(1), util-linux");
+    let mut tty = BufReader::new(job.stdout.take().unwrap());
+    wait_for_line(&mut tty, "ready", Duration::from_secs(60), "the command");
+    let mut keys = job.stdin.take().unwrap();
+    keys.write_all(b"\x03").unwrap();
+    keys.flush().unwrap();
+    let mut rest = String::new();
+    tty.read_to_string(&mut rest).unwrap();
+    let status = wait_exit(&mut job, Duration::from_secs(60), "the job did not end");
+    drop(keys);
+    assert!(
+        rest.contains("cleaned"),
+        "the clean-up ran to its end: {rest}"
+    );
+    assert_eq!(status.code(), Some(42), "{rest}");
+    let (state, _) = read_recording(&out);
+    assert_eq!(
+        state.end.unwrap().reason,
+        EndReason::TargetExited {
+            code: Some(42),
+            signal: None
+        }
+    );
+}
+
 /// How a process ended: (exit code, terminating signal).
 fn ending(status: std::process::ExitStatus) -> (Option<i32>, Option<i32>) {
     use std::os::unix::process::ExitStatusExt;
