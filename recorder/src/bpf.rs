@@ -319,6 +319,8 @@ pub struct Tracer<'obj> {
     forks_handed_over: bool,
     changed: ChangedStacks,
     stats: StatsArray,
+    /// Returns without entry while probes were being placed (`attach_probes`).
+    attach_returns: u64,
 }
 
 impl Drop for Tracer<'_> {
@@ -475,6 +477,7 @@ pub fn load<'obj>(
         sessions: opts.sessions,
         session_failure: None,
         session_links: Vec::new(),
+        attach_returns: 0,
         fork_watch: None,
         forks_handed_over: false,
         changed,
@@ -841,7 +844,26 @@ impl Tracer<'_> {
         (self.attached[before..].to_vec(), failed)
     }
 
+    /// [`Self::place_probes`], not counting the returns without entry it causes: a return
+    /// probe is placed before its entry probe (an entry without its return would leave a call
+    /// pending), and the calls under way meanwhile return without an entry, by the thousand in
+    /// a busy process, which the loss counters then said were lost (`-p` on a churning loop).
+    /// They are allocations made before the recording, as a free of a block from before it is.
     fn attach_probes(&mut self, pid: u32, probes: &[PlannedProbe]) -> Result<()> {
+        let returns = |t: &Self| {
+            read_counter(
+                &t.skel.maps.counters,
+                types::leak_counter::C_RET_WITHOUT_ENTRY,
+            )
+            .unwrap_or(0)
+        };
+        let before = returns(self);
+        let placed = self.place_probes(pid, probes);
+        self.attach_returns += returns(self).saturating_sub(before);
+        placed
+    }
+
+    fn place_probes(&mut self, pid: u32, probes: &[PlannedProbe]) -> Result<()> {
         let mut ordered: Vec<&PlannedProbe> = probes.iter().collect();
         ordered.sort_by_key(|p| !matches!(p.entry, Entry::Free | Entry::Delete | Entry::Munmap));
         let watching = self.fork_watch.is_some() || self.forks_handed_over;
@@ -1236,9 +1258,12 @@ impl Tracer<'_> {
         &self.attached
     }
 
-    /// Sums the per-CPU loss counters.
+    /// Sums the per-CPU loss counters (less the returns without entry of the probes' own
+    /// placing, `attach_probes`).
     pub fn losses(&self) -> Result<Losses> {
-        read_losses(&self.skel.maps.counters)
+        let mut l = read_losses(&self.skel.maps.counters)?;
+        l.return_without_entry = l.return_without_entry.saturating_sub(self.attach_returns);
+        Ok(l)
     }
 
     /// Why session probes could not be used, if they could not (`attach` then attached the
