@@ -293,17 +293,20 @@ pub fn analyze(rec: &Recording, resolver: &Resolver, s: &Settings) -> Analysis {
     };
     warnings.extend(quality_warnings(rec, &stacks, missing));
     warnings.extend(unnamed);
-    let unjudged = !stacks.is_empty() && stacks.iter().all(|s| !s.detection.rate_known());
+    // Stacks that hold nothing at the end need no verdict (a churn loop that appeared late).
+    let unjudged = stacks.iter().any(|s| s.outstanding_bytes > 0)
+        && stacks.iter().all(|s| !s.detection.rate_known());
     if unjudged {
         warnings.push(format!(
             "no stack has the {} usable samples a verdict needs (the recording has {} \
              snapshot{}, the first tenth of each stack's a warm-up): growing stacks are \
              insufficient_data, and no leak can be found; record for longer or with a shorter \
-             -i (e.g. -i 1s for at least {} s)",
+             -i (e.g. -i 1s for at least {} s after the load starts)",
             detect::MIN_POINTS,
             rec.snapshots,
             if rec.snapshots == 1 { "" } else { "s" },
-            detect::MIN_POINTS + 3
+            // The warm-up, and a margin for stacks that appear after the first snapshot.
+            detect::MIN_POINTS * 5 / 3
         ));
     }
     Analysis {
