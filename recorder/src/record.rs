@@ -789,10 +789,14 @@ impl Session<'_, '_> {
         let named = self.children.len().min(CHILDREN_NAMED) as u64;
         if started > named {
             let s = if started == 1 { "" } else { "es" };
+            let above = match named {
+                0 => String::new(),
+                n => format!(" ({n} named above)"),
+            };
             say!(
-                "leak-record: PID {} started {started} process{s} ({named} named above), \
-                 none of them recorded (leak-record follows one process; a wrapper script \
-                 should exec its program)",
+                "leak-record: warning: PID {} started {started} process{s}{above}, none of \
+                 them recorded (leak-record follows one process; a wrapper script should exec \
+                 its program)",
                 self.pid
             );
         }
@@ -1641,8 +1645,9 @@ impl RecordingFile {
         }
         if !quiet {
             say!(
-                "leak-record: {} snapshots written to {} ({}); stopped: {}",
+                "leak-record: {} snapshot{} written to {} ({}); stopped: {}",
                 snapshots,
+                if snapshots == 1 { "" } else { "s" },
                 output::name(&self.path),
                 human_bytes(self.writer.bytes_written()),
                 describe(reason)

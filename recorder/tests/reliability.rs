@@ -1066,7 +1066,8 @@ fn processes_the_target_started_are_recorded_and_warned_about() {
         "{text}"
     );
     assert!(
-        stderr.contains("started 1 process (0 named above), none of them recorded"),
+        stderr.contains("leak-record: warning: PID ")
+            && stderr.contains(" started 1 process, none of them recorded"),
         "{stderr}"
     );
     // The same program as the command: it starts none.
