@@ -8,7 +8,7 @@ use serde::Serialize;
 use crate::detect::{self, Detection, Verdict};
 use crate::series::{Recording, Series};
 use crate::suppress::Suppressions;
-use crate::symbolize::{Resolver, SymFrame};
+use crate::symbolize::{Resolver, SymFrame, UNMAPPED};
 
 /// Which verdict decides (the other is always reported too).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
@@ -287,9 +287,12 @@ pub fn analyze(rec: &Recording, resolver: &Resolver, s: &Settings) -> Analysis {
             .collect();
         // A bundled symbol table is all there is of its module: nothing to point the user to.
         let files: Vec<&str> = resolver.modules_from_files();
-        (missing, unnamed_warning(&stacks, &files))
+        let unnamed = unnamed_warning(&stacks, &files)
+            .into_iter()
+            .chain(unmapped_warning(&stacks));
+        (missing, unnamed.collect())
     } else {
-        (Vec::new(), None)
+        (Vec::new(), Vec::new())
     };
     warnings.extend(quality_warnings(rec, &stacks, missing));
     warnings.extend(unnamed);
@@ -780,6 +783,32 @@ fn unnamed_warning(stacks: &[StackReport], files: &[&str]) -> Option<String> {
         unnamed.len(),
         list.join(", ")
     ))
+}
+
+/// Frames in no mapping the recording holds (`[unknown]+address`): said, with the likely
+/// causes, as a module without symbols is.
+fn unmapped_warning(stacks: &[StackReport]) -> Option<String> {
+    let on: Vec<&StackReport> = stacks
+        .iter()
+        .filter(|s| s.frames.iter().any(|f| f.module == UNMAPPED))
+        .collect();
+    let frames: BTreeSet<u64> = on
+        .iter()
+        .flat_map(|s| &s.frames)
+        .filter(|f| f.module == UNMAPPED)
+        .map(|f| f.offset)
+        .collect();
+    let (n, stacks) = (frames.len(), on.len());
+    (n > 0).then(|| {
+        format!(
+            "{n} frame address{} on {stacks} stack{} lie in no memory mapping the recording \
+             holds, shown as {UNMAPPED}+address: code loaded and unloaded between two snapshots \
+             (a library dlopen'ed and dlclose'd, a JIT), which a shorter -i may catch, or a \
+             bogus frame of a stack walked without frame pointers",
+            if n == 1 { "" } else { "es" },
+            if stacks == 1 { "" } else { "s" },
+        )
+    })
 }
 
 /// The record order's violations (docs/format.md, 1.3), one line each.

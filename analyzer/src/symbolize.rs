@@ -67,6 +67,9 @@ enum ModuleSource {
     Missing,
 }
 
+/// The module of a frame in no recorded mapping.
+pub const UNMAPPED: &str = "[unknown]";
+
 /// Symbolizes the frames of one recording.
 pub struct Resolver {
     inner: Symbolizer,
@@ -469,7 +472,7 @@ impl Resolver {
                                 function: None,
                                 file: None,
                                 line: None,
-                                module: "[unknown]".into(),
+                                module: UNMAPPED.into(),
                                 offset: f.addr,
                                 inlined: false,
                             }],

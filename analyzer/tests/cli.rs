@@ -1134,6 +1134,46 @@ fn a_leak_gate_does_not_pass_a_run_whose_work_went_to_unrecorded_processes() {
     assert_eq!(run(&[p, "--max-outstanding", "1G"]).status.code(), Some(0));
 }
 
+/// A frame in no recorded mapping (a library loaded and unloaded between two snapshots) shows
+/// as [unknown]+address, and a warning says why; before, without a word.
+#[test]
+fn frames_in_no_recorded_mapping_are_a_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("unmapped.zst");
+    let mut b = leak_format::RecordingBuilder::new();
+    let frame = |addr, module, offset| leak_format::Frame {
+        addr,
+        module,
+        offset,
+    };
+    b.module(1, "/usr/bin/svc", None)
+        .stack(16, &[(1, 0x1000)])
+        .stack_frames(
+            17,
+            vec![
+                frame(0x7f00_0000_7000, None, 0),
+                frame(0x5500_0000_1000, Some(1), 0x1000),
+            ],
+        );
+    for s in 1..=20u64 {
+        b.snapshot(&[(16, 4096, 1), (17, 100 * s, s)]);
+    }
+    std::fs::write(&path, b.to_bytes()).unwrap();
+    let p = path.to_str().unwrap();
+    let text = stdout(&run(&[p]));
+    assert!(
+        text.contains(
+            "warning: 1 frame address on 1 stack lie in no memory mapping the recording holds, \
+             shown as [unknown]+address: code loaded and unloaded between two snapshots"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("[unknown]+0x"), "{text}");
+    // None, none said.
+    let flat = stdout(&run(&[&demo_flat(dir.path())]));
+    assert!(!flat.contains("no memory mapping"), "{flat}");
+}
+
 /// The exit status is the gates' whatever happens to the outputs: standard output closed early
 /// (`leak-report x --fail-on-leak | head -1`) or standard error closed. Before, a closed pipe
 /// exited 0 (the gate passed) and a closed stderr panicked (101).

@@ -103,6 +103,18 @@ impl RecordingBuilder {
         self
     }
 
+    /// Declares a stack of the frames given as they are, e.g. one in no mapping (`module`
+    /// None), as for code unloaded between two snapshots (emitted with the next snapshot).
+    pub fn stack_frames(&mut self, id: u32, frames: Vec<Frame>) -> &mut Self {
+        self.pending_stacks.push(Stack {
+            id,
+            frames,
+            truncated: false,
+            lost: None,
+        });
+        self
+    }
+
     /// Declares a kernel stack of kernel addresses (emitted with the next snapshot).
     pub fn kernel_stack(&mut self, id: u32, addrs: &[u64]) -> &mut Self {
         self.pending_stacks.push(Stack::kernel(id, addrs, false));
