@@ -324,9 +324,10 @@ pub struct Tracer<'obj> {
 }
 
 impl Drop for Tracer<'_> {
-    /// Detaches every probe at once. Each detach waits for the kernel's RCU grace periods
-    /// (0.1-0.7 s here, in `perf_uprobe_destroy`); one after the other they kept leak-record
-    /// 2-15 s in state D after its last line, added to every recorded test run.
+    /// Detaches every probe at once. Each detach waits for the kernel's RCU grace periods (in
+    /// `perf_uprobe_destroy`, about 0.1 s each here); one after the other they kept leak-record
+    /// seconds in state D after its last line (4-15 s in a review), added to every recorded
+    /// run. The kernel serialises them, so this saves less than hoped (docs/performance.md).
     fn drop(&mut self) {
         let links: Vec<Link> = std::mem::take(&mut self.uprobes)
             .into_iter()
