@@ -875,11 +875,13 @@ fn ctrl_c_lets_the_command_end_in_its_own_way_and_passes_its_status_on() {
     // command that cleans up on SIGINT (1 s here) and exits 42 must get to, and its status be
     // leak-record's, as a shell would report it. leak-record sent it SIGTERM at once before:
     // the clean-up cut short, exit status 0. (script(1) gives the job a terminal; ^C written
-    // to it is a real Ctrl-C.)
+    // to it is a real Ctrl-C. It runs the job with $SHELL -c: `exec`, so that the shell does
+    // not stay between the terminal and leak-record. A non-interactive dash, CI's /bin/sh,
+    // dies of the Ctrl-C itself, and script(1) reported its 130.)
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("cc.zst");
     let command = format!(
-        "'{RECORDER}' -q -i 1s -o '{}' -- sh -c 'trap \"sleep 1; echo cleaned; exit 42\" INT; \
+        "exec '{RECORDER}' -q -i 1s -o '{}' -- sh -c 'trap \"sleep 1; echo cleaned; exit 42\" INT; \
          echo ready; while :; do sleep 0.1; done'",
         out.display()
     );
