@@ -2,7 +2,8 @@
 use crate::{
     AllocKind, BundleChunk, BundleContent, Children, End, EndReason, Frame, Header, HostInfo,
     KernelSymbol, KernelSymbols, LateProbes, Losses, Module, Probe, ProbeSide, ProcMemory, Record,
-    RecordConfig, Sampling, Snapshot, SnapshotCost, Stack, StackStats, Target, TargetMode, Writer,
+    RecordConfig, Sampling, Snapshot, SnapshotCost, Stack, StackStats, Target, TargetMode, Unseen,
+    Writer,
 };
 
 /// Builds a recording in memory.
@@ -146,6 +147,12 @@ impl RecordingBuilder {
     /// Appends a record of the processes the target started.
     pub fn children(&mut self, children: Children) -> &mut Self {
         self.records.push(Record::Children(children));
+        self
+    }
+
+    /// Appends a record of the allocator events not recorded so far.
+    pub fn unseen(&mut self, allocs: u64, frees: u64) -> &mut Self {
+        self.records.push(Record::Unseen(Unseen { allocs, frees }));
         self
     }
 

@@ -29,6 +29,31 @@ pub enum Record {
     /// one process. Cumulative: each supersedes the previous. Written before a snapshot when
     /// the count or the names changed, never while the target started none.
     Children(Children),
+    /// Allocator events that happened but were not recorded (format 1.5), beyond `Losses`.
+    /// Cumulative: each supersedes the previous. Written before a snapshot when they changed,
+    /// never while both are 0.
+    Unseen(Unseen),
+}
+
+/// Allocator events that happened while recording but that the recorder's BPF programs did not
+/// record (format 1.5). The kernel does not run a tracing program inside itself on one CPU: an
+/// interrupt that allocates or frees while the program runs on its CPU goes unseen (the kernel
+/// counts these skipped runs); and a table the interrupted program holds is busy for the
+/// interrupt's run, which then records nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Unseen {
+    /// Allocations not recorded: counted on no stack (their frees count as `unknown_free`).
+    pub allocs: u64,
+    /// Frees not recorded: each leaves a freed block counted as outstanding on its stack (in
+    /// kernel mode until its address is allocated again, which retires it as a `missed_free`).
+    pub frees: u64,
+}
+
+impl Unseen {
+    /// Every unseen event.
+    pub fn total(&self) -> u64 {
+        self.allocs + self.frees
+    }
 }
 
 /// The processes (not threads) the target started while it was recorded (format 1.4).

@@ -45,6 +45,8 @@ pub struct RecordingState {
     pub late_probes: Vec<crate::LateProbes>,
     /// Processes the target started (the last `Children` record), if it started any.
     pub children: Option<crate::Children>,
+    /// Allocator events not recorded (the last `Unseen` record); zero if none.
+    pub unseen: crate::Unseen,
 }
 
 impl RecordingState {
@@ -66,6 +68,7 @@ impl RecordingState {
             Record::Sampling(sampling) => self.sampling = Some(sampling),
             Record::Probes(late) => self.late_probes.push(late),
             Record::Children(children) => self.children = Some(children),
+            Record::Unseen(unseen) => self.unseen = unseen,
         }
     }
 

@@ -132,8 +132,8 @@ fn wrong_magic_and_version_are_clear_errors() {
 #[test]
 fn unknown_record_kinds_are_skipped_and_counted() {
     let mut bytes = demo().to_bytes();
-    // A record with tag 8 (a future kind) appended as a valid zstd frame.
-    bytes.extend(zstd::bulk::compress(&[8, 1, 2, 3], 3).unwrap());
+    // A record with tag 9 (a future kind) appended as a valid zstd frame.
+    bytes.extend(zstd::bulk::compress(&[9, 1, 2, 3], 3).unwrap());
     let mut reader = Reader::new(&bytes[..]).unwrap();
     let n = (&mut reader).filter(|r| r.is_ok()).count();
     assert_eq!(n, 5);
@@ -410,4 +410,34 @@ fn the_end_record_is_found_without_reading_the_rest() {
     // The small demo recording, read in one chunk.
     std::fs::write(&path, demo().to_bytes()).unwrap();
     assert_eq!(find_end(&path).map(|e| e.snapshots), Some(3));
+}
+
+/// `Record::Unseen` (format 1.5, §5.11): cumulative, the last one is the state; none means 0.
+#[test]
+fn unseen_events_round_trip_and_the_last_record_is_the_state() {
+    let mut b = RecordingBuilder::new();
+    b.stack(16, &[(0, 0x1234)])
+        .unseen(0, 1)
+        .snapshot(&[(16, 100, 1)])
+        .unseen(0, 84)
+        .snapshot(&[(16, 200, 2)])
+        .end(EndReason::Duration);
+    let bytes = b.to_bytes();
+    assert_eq!(&bytes[16..20], &[1, 0, FORMAT_VERSION_MINOR as u8, 0]);
+    const { assert!(FORMAT_VERSION_MINOR >= 5) };
+    let mut reader = Reader::new(&bytes[..]).unwrap();
+    let records: Vec<Record> = (&mut reader).map(|r| r.unwrap()).collect();
+    assert_eq!(reader.skipped_unknown(), 0, "tag 8 is a known record kind");
+    let last = Unseen {
+        allocs: 0,
+        frees: 84,
+    };
+    assert_eq!(records[3], Record::Unseen(last));
+    // The wire form given in §5.11.
+    assert_eq!(postcard::to_allocvec(&records[3]).unwrap(), [8, 0, 84]);
+    let (state, tail) = RecordingState::read(Reader::new(&bytes[..]).unwrap()).unwrap();
+    assert!(tail.is_none());
+    assert_eq!(state.unseen, last);
+    let (state, _) = RecordingState::read(Reader::new(&demo().to_bytes()[..]).unwrap()).unwrap();
+    assert_eq!(state.unseen, Unseen::default());
 }
