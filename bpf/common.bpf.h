@@ -8,6 +8,8 @@
 #ifndef LEAK_COMMON_BPF_H
 #define LEAK_COMMON_BPF_H
 
+#define ENOENT 2
+#define EBUSY 16
 #define EEXIST 17
 
 /* Never used: they make the shared enums part of the BTF, hence of the Rust skeleton's types. */
@@ -266,6 +268,32 @@ static __always_inline void account_block_free(struct alloc_info *a)
 
 	weigh(a->key.kind, a->size, &bytes, &blocks);
 	account_free(&a->key, bytes, blocks);
+}
+
+/* Takes the record at `key` out of `map` (a table of live blocks) and its block off its stack's
+ * outstanding counters. 1 if it did; 0 if the block was not tracked (or, with `expect_ts` set,
+ * its record is no longer the one seen then), or another CPU retired it meanwhile (a double
+ * free racing with itself; that CPU counted it); -1 if the kernel refused the delete (counted:
+ * the table was busy on this CPU, and the block stays tracked and outstanding rather than be
+ * counted freed twice). The record is copied first: once deleted, its element may be reused. */
+static __always_inline int retire_block(void *map, void *key, __u64 expect_ts)
+{
+	struct alloc_info *a = bpf_map_lookup_elem(map, key);
+	struct alloc_info block;
+	long err;
+
+	if (!a || (expect_ts && a->ts != expect_ts))
+		return 0;
+	block = *a;
+	err = bpf_map_delete_elem(map, key);
+	if (err == -ENOENT)
+		return 0;
+	if (err) {
+		count(C_FREE_BUSY, 1);
+		return -1;
+	}
+	account_block_free(&block);
+	return 1;
 }
 
 /* A free (or realloc) of an address not tracked. With sampling, most such blocks were simply

@@ -107,6 +107,11 @@ static __always_inline __u32 stack_id_in(void *ctx, struct stack_trace *trace)
 	if (!id)
 		return STACK_LOST_TABLE_FULL;
 	err = bpf_map_update_elem(&stack_ids, trace, &id, BPF_NOEXIST);
+	/* The table is busy on this CPU: this program interrupted one that holds it. The stack
+	 * cannot be had now; counted as a failed walk rather than as a full table, which would
+	 * call for a larger --max-stacks. */
+	if (err == -EBUSY)
+		return STACK_LOST_WALK_FAILED;
 	if (err == -EEXIST) {
 		/* Another CPU inserted the same stack first; use its id. */
 		known = bpf_map_lookup_elem(&stack_ids, trace);
@@ -166,50 +171,37 @@ static __always_inline bool cache_wanted(struct kmem_cache *s)
 	return true;
 }
 
-/* Retires a tracked object seen allocated again: its free was missed (a free path without a
- * tracepoint). Counted, and treated as freed. Returns it (NULL when the address was not
- * tracked). */
-static __always_inline struct alloc_info *retire_stale(struct kalloc_key *k)
-{
-	struct alloc_info *stale = bpf_map_lookup_elem(&kallocs, k);
-
-	if (stale) {
-		count(C_MISSED_FREE, 1);
-		account_block_free(stale);
-	}
-	return stale;
-}
-
 /* Records a new kernel allocation on the current stack. */
 static __always_inline int on_alloc(void *ctx, __u64 addr, __u64 size, __u32 kind)
 {
 	struct kalloc_key k = { .addr = addr, .kind = kind };
 	struct stats_key key = { .kind = kind };
 	struct alloc_info info = {};
-	struct alloc_info *stale;
 	struct stack_stats *s;
+	long err;
 
 	if (!addr || size < min_size || size > max_size || !wanted())
 		return 0;
+	/* An object still tracked at this address had its free missed (a free path without a
+	 * tracepoint): counted, and retired as freed. Also when this one is not sampled. */
+	if (retire_block(&kallocs, &k, 0) > 0)
+		count(C_MISSED_FREE, 1);
 	key.stack_id = current_stack_id(ctx, size);
-	if (key.stack_id == NOT_SAMPLED) {
-		/* No stack walk, no table insert: the point of sampling. A tracked object at this
-		 * address still had its free missed, and is retired as it would be otherwise. */
-		if (retire_stale(&k))
-			bpf_map_delete_elem(&kallocs, &k);
-		return 0;
-	}
+	if (key.stack_id == NOT_SAMPLED)
+		return 0; /* no stack walk, no table insert: the point of sampling */
 	s = stack_counters(&key);
 	if (!s)
 		return 0;
-	stale = retire_stale(&k);
 	info.size = size; /* ts stays 0: nothing here reads it */
 	info.key = key;
-	if (bpf_map_update_elem(&kallocs, &k, &info, BPF_ANY)) {
+	err = bpf_map_update_elem(&kallocs, &k, &info, BPF_ANY);
+	if (err == -EBUSY) {
+		count(C_ALLOC_BUSY, 1);
+		return 0;
+	}
+	if (err) {
 		count(C_ALLOCS_FULL, 1);
 		count(C_ALLOCS_FULL_BYTES, size);
-		if (stale)
-			bpf_map_delete_elem(&kallocs, &k);
 		return 0;
 	}
 	account_block_alloc(s, key.stack_id, kind, size);
@@ -220,18 +212,11 @@ static __always_inline int on_alloc(void *ctx, __u64 addr, __u64 size, __u32 kin
 static __always_inline int on_free(__u64 addr, __u32 kind)
 {
 	struct kalloc_key k = { .addr = addr, .kind = kind };
-	struct alloc_info *a;
 
-	if (!addr)
-		return 0;
-	a = bpf_map_lookup_elem(&kallocs, &k);
-	if (!a) {
-		/* Not allocated while recording, by a task the filters leave out, or not sampled. */
+	/* Not tracked: not allocated while recording, by a task the filters leave out, or not
+	 * sampled. */
+	if (addr && retire_block(&kallocs, &k, 0) == 0)
 		unknown_free();
-		return 0;
-	}
-	account_block_free(a);
-	bpf_map_delete_elem(&kallocs, &k);
 	return 0;
 }
 

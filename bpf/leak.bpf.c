@@ -301,17 +301,6 @@ static __always_inline int enter(struct pt_regs *ctx, __u64 size, __u64 old_ptr,
 	return enter_thread(st, PT_REGS_SP(ctx), size, old_ptr, memptr, type, session);
 }
 
-/* Retires a tracked block. With `expect_ts` set, only if the record is still the one seen then. */
-static __always_inline void release(__u64 ptr, __u64 expect_ts)
-{
-	struct alloc_info *a = bpf_map_lookup_elem(&allocs, &ptr);
-
-	if (!a || (expect_ts && a->ts != expect_ts))
-		return;
-	account_block_free(a);
-	bpf_map_delete_elem(&allocs, &ptr);
-}
-
 /* The highest user address on x86-64 with 5-level paging (TASK_SIZE_MAX, 56 bits); with 4
  * levels user space ends lower, at 2^47. */
 #define USER_ADDR_MAX 0x00fffffffffff000ULL
@@ -563,7 +552,6 @@ static __always_inline void record(struct pt_regs *ctx, struct thread_state *st,
 {
 	struct stats_key key = { .kind = kind };
 	struct alloc_info info = {};
-	struct alloc_info *stale;
 	struct stack_stats *s;
 	long err;
 
@@ -583,14 +571,17 @@ static __always_inline void record(struct pt_regs *ctx, struct thread_state *st,
 	err = bpf_map_update_elem(&allocs, &ptr, &info, BPF_NOEXIST);
 	if (err == -EEXIST) {
 		/* The allocator handed out a tracked address again: its free was missed. */
-		stale = bpf_map_lookup_elem(&allocs, &ptr);
-		if (stale) {
+		int retired = retire_block(&allocs, &ptr, 0);
+
+		if (retired > 0)
 			count(C_MISSED_FREE, 1);
-			account_block_free(stale);
-		}
-		err = bpf_map_update_elem(&allocs, &ptr, &info, BPF_ANY);
-		if (err && stale)
-			bpf_map_delete_elem(&allocs, &ptr);
+		/* Still tracked if the table was busy: not replaced, or its bytes would stay
+		 * outstanding with no record left to retire them. */
+		err = retired < 0 ? -EBUSY : bpf_map_update_elem(&allocs, &ptr, &info, BPF_ANY);
+	}
+	if (err == -EBUSY) {
+		count(C_ALLOC_BUSY, 1);
+		return;
 	}
 	if (err) {
 		count(C_ALLOCS_FULL, 1);
@@ -636,11 +627,11 @@ static __always_inline int leave_thread(struct pt_regs *ctx, struct thread_state
 		if (!ptr) {
 			/* realloc(p, 0) freed p; any other failure leaves p allocated. */
 			if (call.size == 0 && call.old_ts)
-				release(call.old_ptr, call.old_ts);
+				retire_block(&allocs, &call.old_ptr, call.old_ts);
 			return 0;
 		}
 		if (call.old_ts)
-			release(call.old_ptr, call.old_ts);
+			retire_block(&allocs, &call.old_ptr, call.old_ts);
 		break;
 	case CALL_MMAP:
 		if (ptr == ~0ULL) /* MAP_FAILED */
@@ -1124,25 +1115,13 @@ int BPF_URETPROBE(posix_memalign_exit, int ret)
 	return leave(ctx, (__u64)(__s64)ret);
 }
 
-/* Retires the block at `p`; false if it is not tracked. */
-static __always_inline bool retire(__u64 p)
-{
-	struct alloc_info *a = bpf_map_lookup_elem(&allocs, &p);
-
-	if (!a)
-		return false;
-	account_block_free(a);
-	bpf_map_delete_elem(&allocs, &p);
-	return true;
-}
-
 SEC("uprobe")
 int BPF_UPROBE(free_enter, void *ptr)
 {
 	__u64 p = (__u64)ptr;
 	struct thread_state *st;
 
-	if (!p || !is_target() || retire(p))
+	if (!p || !is_target() || retire_block(&allocs, &p, 0))
 		return 0;
 	/* Not tracked. The block an operator delete of this thread has just retired is that
 	 * delete's own call of free (a delete that frees through free after other work; one that
@@ -1169,9 +1148,12 @@ int BPF_UPROBE(delete_enter, void *ptr)
 
 	if (!p || !is_target())
 		return 0;
-	if (!retire(p)) {
+	switch (retire_block(&allocs, &p, 0)) {
+	case 0:
 		unknown_free();
 		return 0;
+	case -1:
+		return 0; /* still tracked: the free this delete may call retires it */
 	}
 	st = bpf_task_storage_get(&threads, bpf_get_current_task_btf(), 0,
 				  BPF_LOCAL_STORAGE_GET_F_CREATE);

@@ -27,7 +27,11 @@ enum leak_counter {
 	/* Not a loss: calls not nested in another traced call whose session probe skipped their
 	 * return (nothing to record). */
 	C_RETURN_SKIPPED = 12,
-	NR_COUNTERS = 13,
+	/* A table update the kernel refused because it was busy on this CPU (EBUSY: this program
+	 * interrupted one that holds it), so the event was not recorded. */
+	C_ALLOC_BUSY = 13, /* allocation not recorded */
+	C_FREE_BUSY = 14,  /* free not recorded: the block stays tracked, as outstanding */
+	NR_COUNTERS = 15,
 };
 
 /* What memory a stack's counters describe. */

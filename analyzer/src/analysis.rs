@@ -562,6 +562,48 @@ fn children_warning(rec: &Recording) -> Option<String> {
 }
 
 /// "1 process (PID 4242, leaky)", "3 processes (the first: PID 4242, leaky)".
+/// What the allocator events the recorder could not see (`Record::Unseen`) do to the figures.
+fn unseen_warning(rec: &Recording) -> Option<String> {
+    let u = &rec.unseen;
+    if u.total() == 0 {
+        return None;
+    }
+    let mut effects = Vec::new();
+    if u.frees > 0 {
+        let until = if rec.is_kernel() {
+            " (each until its address was allocated again)"
+        } else {
+            ""
+        };
+        effects.push(format!(
+            "up to {} block{} counted as outstanding {} in fact freed{until}",
+            u.frees,
+            if u.frees == 1 { "" } else { "s" },
+            if u.frees == 1 { "was" } else { "were" },
+        ));
+    }
+    if u.allocs > 0 {
+        effects.push(format!(
+            "{} allocation{} counted on no stack",
+            u.allocs,
+            if u.allocs == 1 { " is" } else { "s are" }
+        ));
+    }
+    let events: Vec<String> = [(u.allocs, "allocation"), (u.frees, "free")]
+        .into_iter()
+        .filter(|&(n, _)| n > 0)
+        .map(|(n, what)| format!("{n} {what}{}", if n == 1 { "" } else { "s" }))
+        .collect();
+    Some(format!(
+        "{} {} not recorded: the kernel does not run a tracing program inside itself on one \
+         CPU, so an interrupt that allocated or freed while leak-record's program ran on that \
+         CPU went unseen; {}",
+        events.join(" and "),
+        if u.total() == 1 { "was" } else { "were" },
+        effects.join(", and ")
+    ))
+}
+
 fn started_processes(c: &leak_format::Children) -> String {
     let (n, s) = (c.started, if c.started == 1 { "" } else { "es" });
     let example = match c.examples.first() {
@@ -719,6 +761,7 @@ fn quality_warnings(
             ));
         }
     }
+    w.extend(unseen_warning(rec));
     // Undeclared stacks (no frames known) have their own warning.
     let real: Vec<&StackReport> = stacks
         .iter()

@@ -294,6 +294,8 @@ pub struct Recording {
     pub late_probes: Vec<leak_format::LateProbes>,
     /// Processes the target started, not recorded (the last `Children` record).
     pub children: Option<leak_format::Children>,
+    /// Allocator events not recorded (the last `Unseen` record); zero if none.
+    pub unseen: leak_format::Unseen,
     /// Violations of the record order (docs/format.md, 1.3), for the warnings.
     pub order: OrderProblems,
     /// Read from a bcc or libbpf-tools memleak text log (which names no target), not from a
@@ -695,6 +697,7 @@ impl Fold {
             Record::Sampling(sampling) => rec.sample_bytes = Some(sampling.bytes),
             Record::Probes(late) => rec.late_probes.push(late),
             Record::Children(children) => rec.children = Some(children),
+            Record::Unseen(unseen) => rec.unseen = unseen,
         }
     }
 

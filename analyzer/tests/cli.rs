@@ -1324,3 +1324,37 @@ fn a_command_that_d_ended_is_a_warning() {
         assert_eq!(said, warned, "{mode:?} {reason:?}: {}", doc["warnings"]);
     }
 }
+
+/// Events the recorder could not see (`Record::Unseen`; the kernel skipped its program's run,
+/// or a table was busy) are said with what they do to the figures, and counted in the JSON. The
+/// last record supersedes the earlier ones (the counts are cumulative).
+#[test]
+fn unseen_allocator_events_are_said_and_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("unseen.zst");
+    let mut b = leak_format::RecordingBuilder::new();
+    b.module(1, "/usr/bin/svc", None).stack(16, &[(1, 0x1000)]);
+    b.unseen(0, 1);
+    b.snapshot(&[(16, 4096, 1)]);
+    b.unseen(2, 5);
+    b.snapshot(&[(16, 4096, 1)]);
+    std::fs::write(&path, b.to_bytes()).unwrap();
+    let p = path.to_str().unwrap();
+    let o = run(&[p]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains(
+            "warning: 2 allocations and 5 frees were not recorded: the kernel does not run a \
+             tracing program inside itself on one CPU, so an interrupt that allocated or freed \
+             while leak-record's program ran on that CPU went unseen; up to 5 blocks counted as \
+             outstanding were in fact freed, and 2 allocations are counted on no stack\n"
+        ),
+        "{}",
+        stdout(&o)
+    );
+    let o = run(&[p, "--json", "-"]);
+    let json: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let r = &json["recording"];
+    assert_eq!(r["unseen"], serde_json::json!({"allocs": 2, "frees": 5}));
+    assert_eq!(r["total_drops"], 7);
+}

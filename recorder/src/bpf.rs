@@ -6,7 +6,7 @@ use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::{Context, Result};
-use leak_format::{Losses, Probe, ProbeSide, Stack, StackLoss};
+use leak_format::{Losses, Probe, ProbeSide, Stack, StackLoss, Unseen};
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{Link, MapCore, MapFlags, OpenObject, UprobeMultiOpts, UprobeOpts};
 
@@ -1267,6 +1267,12 @@ impl Tracer<'_> {
         Ok(l)
     }
 
+    /// The allocation and free events a busy table refused (its programs are uprobes, whose
+    /// runs the kernel never skips).
+    pub fn unseen(&self) -> Result<Unseen> {
+        read_busy(&self.skel.maps.counters)
+    }
+
     /// Why session probes could not be used, if they could not (`attach` then attached the
     /// classic pair there and after).
     pub fn session_failure(&self) -> Option<&str> {
@@ -1625,6 +1631,16 @@ pub(crate) fn read_losses(map: &libbpf_rs::MapMut<'_>) -> Result<Losses> {
         missed_free: at(C::C_MISSED_FREE),
         nested_calls: at(C::C_NESTED),
         abandoned_calls: at(C::C_ABANDONED),
+    })
+}
+
+/// The events a `counters` map says a busy table refused (`Unseen`, without the runs the
+/// kernel skipped).
+pub(crate) fn read_busy(map: &libbpf_rs::MapMut<'_>) -> Result<Unseen> {
+    use types::leak_counter as C;
+    Ok(Unseen {
+        allocs: read_counter(map, C::C_ALLOC_BUSY)?,
+        frees: read_counter(map, C::C_FREE_BUSY)?,
     })
 }
 

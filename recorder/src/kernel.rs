@@ -6,15 +6,18 @@ use std::mem::MaybeUninit;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use leak_format::{AllocKind, EndReason, KernelSymbols, Losses, Record, Stack, Target, TargetMode};
+use leak_format::{
+    AllocKind, EndReason, KernelSymbols, Losses, Record, Stack, Target, TargetMode, Unseen,
+};
 
 use crate::bpf::kmem::{self, Group, KmemTracer};
 use crate::bpf::{self, RawStats};
 use crate::cli::Cli;
 use crate::kallsyms::{self, Kallsyms};
 use crate::record::{
-    destination, estimate_mark, human_bytes, install_signal_handlers, new_header, new_snapshot,
-    print_status, stop_requested, CostMeter, Due, RecordingFile, Schedule,
+    destination, drops, estimate_mark, human_bytes, install_signal_handlers, new_header,
+    new_snapshot, print_status, stop_requested, write_unseen, CostMeter, Due, RecordingFile,
+    Schedule,
 };
 use crate::{output, procfs, target, UsageError};
 
@@ -162,6 +165,7 @@ pub fn run(cli: Cli) -> Result<()> {
         seq: 0,
         started: Instant::now(),
         last_losses: Losses::default(),
+        last_unseen: Unseen::default(),
     };
     let result = session.record_until_end(pidfd.as_ref());
     if let Err(e) = &result {
@@ -210,6 +214,8 @@ struct KernelSession<'a, 'obj> {
     seq: u32,
     started: Instant,
     last_losses: Losses,
+    /// The events not recorded as last written.
+    last_unseen: Unseen,
 }
 
 /// How long after the `--pid` process exits the last snapshot is taken: the frees deferred
@@ -248,13 +254,14 @@ impl KernelSession<'_, '_> {
             }
         };
         self.snapshot()?;
-        let lost = self.last_losses.unexpected_drops(true);
+        let lost = self.last_losses.unexpected_drops(true) + self.last_unseen.total();
         self.out.finish(&reason, self.seq, self.cli.quiet, lost)
     }
 
     fn snapshot(&mut self) -> Result<()> {
         let meter = CostMeter::start();
         let losses = self.tracer.losses()?;
+        let unseen = self.tracer.unseen()?;
         let raw = self.tracer.stats();
         // Name every stack id not seen before; the ones whose trace cannot be read yet are
         // retried next time, with their counters.
@@ -355,6 +362,7 @@ impl KernelSession<'_, '_> {
                 symbols,
             }))?;
         }
+        write_unseen(&mut self.out, unseen, self.last_unseen)?;
         let mut snapshot = new_snapshot(self.seq, new_stacks, stats, losses);
         snapshot.cost = meter.cost(raw.len());
         self.out.write(&Record::Snapshot(snapshot))?;
@@ -372,9 +380,14 @@ impl KernelSession<'_, '_> {
                     human_bytes(cached.bytes)
                 );
             }
-            print_status(self.started, self.seq, &what, &losses, &self.last_losses);
+            let (now, last) = (
+                drops(&losses, &unseen),
+                drops(&self.last_losses, &self.last_unseen),
+            );
+            print_status(self.started, self.seq, &what, now, last);
         }
         self.last_losses = losses;
+        self.last_unseen = unseen;
         Ok(())
     }
 }

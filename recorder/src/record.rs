@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use leak_format::{
     AllocKind, BundleChunk, BundleContent, End, EndReason, Frame, Header, Losses, Record,
-    RecordConfig, Snapshot, SnapshotCost, Stack, StackStats, Target, TargetMode, Writer,
+    RecordConfig, Snapshot, SnapshotCost, Stack, StackStats, Target, TargetMode, Unseen, Writer,
 };
 
 use crate::bpf::{self, RawStats, Tracer};
@@ -400,6 +400,7 @@ fn setup_and_record(
         seq: 0,
         started: Instant::now(),
         last_losses: Losses::default(),
+        last_unseen: Unseen::default(),
         sessions_left: None,
         maps_execs: None,
         exec_stacks: Vec::new(),
@@ -571,6 +572,8 @@ struct Session<'a, 'obj> {
     seq: u32,
     started: Instant,
     last_losses: Losses,
+    /// The events not recorded as last written.
+    last_unseen: Unseen,
     /// When malloc's session probes made way, for a forked process.
     sessions_left: Option<Duration>,
     /// The target's execs when its maps were last read, so which program they are of
@@ -800,7 +803,7 @@ impl Session<'_, '_> {
                 self.pid
             );
         }
-        let lost = self.last_losses.unexpected_drops(false);
+        let lost = self.last_losses.unexpected_drops(false) + self.last_unseen.total();
         self.out.finish(&reason, self.seq, self.cli.quiet, lost)?;
         Ok(exit_status(&reason, self.mode))
     }
@@ -910,6 +913,7 @@ impl Session<'_, '_> {
     fn snapshot(&mut self, alive: bool) -> Result<()> {
         let meter = CostMeter::start();
         let losses = self.tracer.losses()?;
+        let unseen = self.tracer.unseen()?;
         let raw = self.tracer.changed_stats(&self.unsent);
         if alive {
             self.refresh_maps();
@@ -996,13 +1000,15 @@ impl Session<'_, '_> {
         }
         self.note_exec_retired();
         self.write_children()?;
+        write_unseen(&mut self.out, unseen, self.last_unseen)?;
         snapshot.cost = meter.cost(raw.len());
         self.out.write(&Record::Snapshot(snapshot))?;
         self.seq += 1;
         if !self.cli.quiet {
-            self.status_line(&losses);
+            self.status_line(drops(&losses, &unseen));
         }
         self.last_losses = losses;
+        self.last_unseen = unseen;
         Ok(())
     }
 
@@ -1420,7 +1426,7 @@ impl Session<'_, '_> {
         }
     }
 
-    fn status_line(&self, losses: &Losses) {
+    fn status_line(&self, drops_now: u64) {
         let o = bpf::Outstanding::of(self.latest.values());
         let est = estimate_mark(self.cli);
         let what = format!(
@@ -1429,7 +1435,8 @@ impl Session<'_, '_> {
             o.blocks,
             o.stacks
         );
-        print_status(self.started, self.seq, &what, losses, &self.last_losses);
+        let last = drops(&self.last_losses, &self.last_unseen);
+        print_status(self.started, self.seq, &what, drops_now, last);
     }
 
     /// Embeds each referenced module file up to --bundle-max, and the symbol table of larger
@@ -1638,8 +1645,8 @@ impl RecordingFile {
         if lost > 0 {
             say!(
                 "leak-record: warning: {lost} allocation events were lost or misattributed (a \
-                 full table, a failed stack walk...); leak-report {} says which and what to \
-                 raise",
+                 full table, a failed stack walk, an event the kernel did not let it see...); \
+                 leak-report {} says which and what to raise",
                 output::name(&self.path)
             );
         }
@@ -1744,6 +1751,21 @@ impl CostMeter {
     }
 }
 
+/// The events lost so far, as the status line counts them: every loss counter that means lost
+/// or misattributed data, and every event not recorded.
+pub(crate) fn drops(losses: &Losses, unseen: &Unseen) -> u64 {
+    losses.total_drops() + unseen.total()
+}
+
+/// Writes the allocator events not recorded so far (`Record::Unseen`) when they changed since
+/// `last`, before the snapshot that counts them.
+pub(crate) fn write_unseen(out: &mut RecordingFile, unseen: Unseen, last: Unseen) -> Result<()> {
+    if unseen != last {
+        out.write(&Record::Unseen(unseen))?;
+    }
+    Ok(())
+}
+
 /// Prints the status line of snapshot `seq`: elapsed time, `what` is outstanding, the drops.
 /// What the status line puts before a figure: "~" when sampled (an estimate), else nothing.
 pub(crate) fn estimate_mark(cli: &Cli) -> &'static str {
@@ -1754,10 +1776,9 @@ pub(crate) fn estimate_mark(cli: &Cli) -> &'static str {
     }
 }
 
-pub(crate) fn print_status(started: Instant, seq: u32, what: &str, losses: &Losses, last: &Losses) {
+pub(crate) fn print_status(started: Instant, seq: u32, what: &str, drops: u64, last_drops: u64) {
     let e = started.elapsed().as_secs();
-    let drops = losses.total_drops();
-    let new_drops = drops.saturating_sub(last.total_drops());
+    let new_drops = drops.saturating_sub(last_drops);
     let note = if new_drops > 0 {
         format!(" (+{new_drops}: see leak-report)")
     } else {

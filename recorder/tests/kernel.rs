@@ -821,16 +821,31 @@ fn what_a_process_frees_by_exiting_is_freed_in_the_last_snapshot() {
     // (and which leak-report leaves out).
     let (_, mut a) = analyze(&rec.out);
     leak_report::analysis::leave_out_cache_pages(&mut a);
-    let held: Vec<(u64, Vec<String>)> = a
+    let held: Vec<(u64, u64, Vec<String>)> = a
         .stacks
         .iter()
         .filter(|s| s.outstanding_bytes > 0)
         .map(|s| {
             let names = s.frames.iter().filter_map(|f| f.function.clone());
-            (s.outstanding_bytes, names.take(4).collect())
+            (
+                s.outstanding_bytes,
+                s.outstanding_count,
+                names.take(4).collect(),
+            )
         })
         .collect();
-    assert!(held.is_empty(), "{held:?}\n{log}");
+    // The one excuse: a free the kernel did not let the recorder see (an interrupt's, while
+    // the program ran on its CPU) leaves its block outstanding, and is counted as unseen. CI
+    // once kept an fdtable (4,096 + 64 B) outstanding, with nothing counted then.
+    let held_blocks: u64 = held.iter().map(|h| h.1).sum();
+    assert!(
+        held_blocks <= state.unseen.frees,
+        "{held:?} {:?}\n{log}",
+        state.unseen
+    );
+    if !held.is_empty() {
+        return;
+    }
     // The status line of that last snapshot says so, by the same rule: nothing outstanding but
     // the page cache and slab pages, shown apart. (It counted them as kernel memory before.)
     assert!(a.cache_pages_bytes > 0, "{log}");
@@ -842,5 +857,66 @@ fn what_a_process_frees_by_exiting_is_freed_in_the_last_snapshot() {
     assert!(
         last.is_some_and(|l| l.contains(&expected)),
         "{expected}\n{log}"
+    );
+}
+
+/// The kernel does not run a tracing program inside itself on one CPU: an interrupt that frees
+/// (RCU callbacks in a softirq, here those of short-lived processes) while the kfree program
+/// runs on that CPU is not seen. Those skipped runs are counted (`Record::Unseen`) and said by
+/// leak-record and leak-report. Lost silently before: a CI run kept an fdtable outstanding
+/// that the process had freed.
+#[test]
+fn frees_the_kernel_did_not_let_the_program_see_are_counted_and_said() {
+    if analysis_child() {
+        return;
+    }
+    if !bpf_ready() {
+        return;
+    }
+    let (mut rec, mut log) = start_kernel_recorder(&["-i", "200ms"]);
+    // Short-lived processes, until a snapshot counts some skipped runs (about 25 for 400
+    // processes on the 2-CPU VM), 60 s at most.
+    let start = std::time::Instant::now();
+    let mut seen = leak_format::Unseen::default();
+    while seen.frees == 0 && start.elapsed() < Duration::from_secs(60) {
+        for _ in 0..100 {
+            Command::new("true").status().unwrap();
+        }
+        let reader = leak_format::Reader::open(&rec.out).unwrap();
+        if let Ok((state, _)) = RecordingState::read(reader) {
+            seen = state.unseen;
+        }
+    }
+    let status = stop_after_snapshots(&mut rec, 1, &mut log);
+    assert!(status.success(), "{log}");
+    assert!(seen.frees > 0, "no skipped run in 60 s of processes\n{log}");
+    let (state, tail) = read_recording(&rec.out);
+    assert!(tail.is_none());
+    let u = state.unseen;
+    assert!(u.frees >= seen.frees, "{u:?} {seen:?}");
+    // The status line of the last snapshot counts them as drops.
+    let last = log.lines().rfind(|l| l.contains("| drops ")).unwrap();
+    let drops = state.losses.total_drops() + u.total();
+    let shown = last
+        .split("| drops ")
+        .nth(1)
+        .and_then(|d| d.split(' ').next());
+    assert_eq!(shown, Some(drops.to_string().as_str()), "{last}");
+    // leak-record's closing warning, and leak-report's.
+    let lost = state.losses.unexpected_drops(true) + u.total();
+    assert!(
+        log.contains(&format!("warning: {lost} allocation events were lost")),
+        "{lost}\n{log}"
+    );
+    let (_, a) = analyze(&rec.out);
+    let frees = format!(
+        "{} free{} not recorded",
+        u.frees,
+        if u.frees == 1 { " was" } else { "s were" }
+    );
+    assert!(
+        a.warnings.iter().any(|w| w.contains(&frees)),
+        "{frees}: {:?}",
+        a.warnings
     );
 }

@@ -3,9 +3,10 @@
 //! skeleton's `types`, and its maps are read by the same readers as user mode's.
 use std::collections::{HashMap, HashSet};
 use std::mem::{size_of, MaybeUninit};
+use std::os::fd::{AsFd, AsRawFd};
 
 use anyhow::{Context, Result};
-use leak_format::{Losses, Probe, ProbeSide};
+use leak_format::{Losses, Probe, ProbeSide, Unseen};
 use libbpf_rs::btf::{Btf, BtfType};
 use libbpf_rs::skel::{OpenSkel, Skel};
 use libbpf_rs::{Link, OpenObject};
@@ -226,6 +227,25 @@ impl KmemTracer<'_> {
         super::read_losses(&self.skel.maps.counters)
     }
 
+    /// Allocation and free events that were not recorded: the runs of its programs the kernel
+    /// skipped (it does not run a tracing program inside itself on one CPU: an interrupt that
+    /// allocates or frees while the program runs there), and the events refused by a table busy
+    /// on their CPU for the same reason.
+    pub fn unseen(&self) -> Result<Unseen> {
+        let mut unseen = super::read_busy(&self.skel.maps.counters)?;
+        for prog in self.skel.object().progs().filter(|p| p.autoload()) {
+            let skipped = skipped_runs(prog.as_fd())
+                .with_context(|| format!("cannot read the {:?} program's counters", prog.name()))?;
+            // Each program is named after its tracepoint.
+            if prog.name().to_string_lossy().contains("free") {
+                unseen.frees += skipped;
+            } else {
+                unseen.allocs += skipped;
+            }
+        }
+        Ok(unseen)
+    }
+
     /// Every stack's counters. With sampling, they are estimates (block counts rounded to whole
     /// blocks).
     pub fn stats(&self) -> Vec<RawStats> {
@@ -240,4 +260,21 @@ impl KmemTracer<'_> {
     pub fn stack_traces(&self, wanted: &HashSet<u32>) -> Result<HashMap<u32, Vec<u64>>> {
         super::read_traces(&self.skel.maps.stack_ids, wanted)
     }
+}
+
+/// The runs of a loaded program the kernel skipped so as not to run it inside itself on one CPU
+/// (`recursion_misses`, Linux 5.12).
+fn skipped_runs(fd: std::os::fd::BorrowedFd<'_>) -> Result<u64> {
+    let mut info = libbpf_rs::libbpf_sys::bpf_prog_info::default();
+    let mut len = size_of::<libbpf_rs::libbpf_sys::bpf_prog_info>() as u32;
+    // SAFETY: `fd` is a loaded program's, open while borrowed; `info` is a zeroed bpf_prog_info
+    // (no array pointers set: the kernel fills in fixed fields only) of `len` bytes, both live
+    // across the call.
+    let rc = unsafe {
+        libbpf_rs::libbpf_sys::bpf_prog_get_info_by_fd(fd.as_raw_fd(), &mut info, &mut len)
+    };
+    if rc != 0 {
+        return Err(std::io::Error::from_raw_os_error(-rc).into());
+    }
+    Ok(info.recursion_misses)
 }
