@@ -1186,16 +1186,22 @@ int BPF_UPROBE(munmap_enter, void *addr, size_t len)
 	if (!a || a->key.kind != KIND_MMAP)
 		return 0;
 	if (len >= a->size) {
-		account_block_free(a);
-		bpf_map_delete_elem(&allocs, &p);
+		retire_block(&allocs, &p, 0);
 	} else {
 		/* The head of the mapping was unmapped: the rest stays, shorter. */
 		struct alloc_info rest = *a;
 		__u64 tail = p + len;
 
-		account_free(&a->key, len, 0);
+		long err = bpf_map_delete_elem(&allocs, &p);
+
+		/* As in retire_block: accounted only once out of the table. */
+		if (err) {
+			if (err != -ENOENT)
+				count(C_FREE_BUSY, 1);
+			return 0;
+		}
+		account_free(&rest.key, len, 0);
 		rest.size -= len;
-		bpf_map_delete_elem(&allocs, &p);
 		if (bpf_map_update_elem(&allocs, &tail, &rest, BPF_ANY)) {
 			count(C_ALLOCS_FULL, 1);
 			count(C_ALLOCS_FULL_BYTES, rest.size);

@@ -197,9 +197,14 @@ impl Recorded {
 
     /// Sums the heap counters of every stack whose innermost function matches `name`.
     pub fn by_function(&self, name: &str) -> Totals {
+        self.by_function_of(AllocKind::Heap, name)
+    }
+
+    /// Sums the `kind` counters of every stack whose innermost function matches `name`.
+    pub fn by_function_of(&self, of: AllocKind, name: &str) -> Totals {
         let mut t = Totals::default();
         for ((stack, kind), s) in &self.state.totals {
-            if *kind != AllocKind::Heap {
+            if *kind != of {
                 continue;
             }
             let Some(f) = self.innermost(*stack) else {
