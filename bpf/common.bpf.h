@@ -9,8 +9,9 @@
 #define LEAK_COMMON_BPF_H
 
 #define ENOENT 2
-#define EBUSY 16
+#define ENOMEM 12
 #define EEXIST 17
+#define E2BIG 7
 
 /* Never used: they make the shared enums part of the BTF, hence of the Rust skeleton's types. */
 enum leak_counter btf_leak_counter;
@@ -270,21 +271,33 @@ static __always_inline void account_block_free(struct alloc_info *a)
 	account_free(&a->key, bytes, blocks);
 }
 
+/* Whether a failed table update means the table is full (a preallocated hash map has no free
+ * element: E2BIG; an on-demand one could not allocate: ENOMEM). Any other error means its
+ * lock was busy on this CPU: EBUSY before Linux 6.15, EDEADLK or ETIMEDOUT from the resilient
+ * locks since (a program that interrupted one holding it, from an NMI or a tracepoint inside
+ * the locked section). */
+static __always_inline bool table_full(long err)
+{
+	return err == -E2BIG || err == -ENOMEM;
+}
+
 /* Takes the record at `key` out of `map` (a table of live blocks) and its block off its stack's
  * outstanding counters. 1 if it did; 0 if the block was not tracked (or, with `expect_ts` set,
  * its record is no longer the one seen then), or another CPU retired it meanwhile (a double
  * free racing with itself; that CPU counted it); -1 if the kernel refused the delete (counted:
- * the table was busy on this CPU, and the block stays tracked and outstanding rather than be
- * counted freed twice). The record is copied first: once deleted, its element may be reused. */
+ * its lock was busy, and the block stays tracked and outstanding rather than be counted freed
+ * twice). The record is copied first: once deleted, its element may be reused. */
 static __always_inline int retire_block(void *map, void *key, __u64 expect_ts)
 {
 	struct alloc_info *a = bpf_map_lookup_elem(map, key);
 	struct alloc_info block;
 	long err;
 
-	if (!a || (expect_ts && a->ts != expect_ts))
+	if (!a)
 		return 0;
 	block = *a;
+	if (expect_ts && block.ts != expect_ts)
+		return 0;
 	err = bpf_map_delete_elem(map, key);
 	if (err == -ENOENT)
 		return 0;

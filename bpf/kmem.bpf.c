@@ -107,10 +107,9 @@ static __always_inline __u32 stack_id_in(void *ctx, struct stack_trace *trace)
 	if (!id)
 		return STACK_LOST_TABLE_FULL;
 	err = bpf_map_update_elem(&stack_ids, trace, &id, BPF_NOEXIST);
-	/* The table is busy on this CPU: this program interrupted one that holds it. The stack
-	 * cannot be had now; counted as a failed walk rather than as a full table, which would
-	 * call for a larger --max-stacks. */
-	if (err == -EBUSY)
+	/* The table's lock is busy (table_full): the stack cannot be had now. Counted as a failed
+	 * walk rather than as a full table, which would call for a larger --max-stacks. */
+	if (err && err != -EEXIST && !table_full(err))
 		return STACK_LOST_WALK_FAILED;
 	if (err == -EEXIST) {
 		/* Another CPU inserted the same stack first; use its id. */
@@ -184,8 +183,16 @@ static __always_inline int on_alloc(void *ctx, __u64 addr, __u64 size, __u32 kin
 		return 0;
 	/* An object still tracked at this address had its free missed (a free path without a
 	 * tracepoint): counted, and retired as freed. Also when this one is not sampled. */
-	if (retire_block(&kallocs, &k, 0) > 0)
+	switch (retire_block(&kallocs, &k, 0)) {
+	case 1:
 		count(C_MISSED_FREE, 1);
+		break;
+	case -1:
+		/* Still tracked (its lock busy): not replaced, or its bytes would stay outstanding
+		 * with no record left to retire them. */
+		count(C_ALLOC_BUSY, 1);
+		return 0;
+	}
 	key.stack_id = current_stack_id(ctx, size);
 	if (key.stack_id == NOT_SAMPLED)
 		return 0; /* no stack walk, no table insert: the point of sampling */
@@ -195,7 +202,7 @@ static __always_inline int on_alloc(void *ctx, __u64 addr, __u64 size, __u32 kin
 	info.size = size; /* ts stays 0: nothing here reads it */
 	info.key = key;
 	err = bpf_map_update_elem(&kallocs, &k, &info, BPF_ANY);
-	if (err == -EBUSY) {
+	if (err && !table_full(err)) {
 		count(C_ALLOC_BUSY, 1);
 		return 0;
 	}

@@ -575,11 +575,15 @@ static __always_inline void record(struct pt_regs *ctx, struct thread_state *st,
 
 		if (retired > 0)
 			count(C_MISSED_FREE, 1);
-		/* Still tracked if the table was busy: not replaced, or its bytes would stay
+		/* Still tracked if its lock was busy: not replaced, or its bytes would stay
 		 * outstanding with no record left to retire them. */
-		err = retired < 0 ? -EBUSY : bpf_map_update_elem(&allocs, &ptr, &info, BPF_ANY);
+		if (retired < 0) {
+			count(C_ALLOC_BUSY, 1);
+			return;
+		}
+		err = bpf_map_update_elem(&allocs, &ptr, &info, BPF_ANY);
 	}
-	if (err == -EBUSY) {
+	if (err && !table_full(err)) {
 		count(C_ALLOC_BUSY, 1);
 		return;
 	}

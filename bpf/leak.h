@@ -27,8 +27,8 @@ enum leak_counter {
 	/* Not a loss: calls not nested in another traced call whose session probe skipped their
 	 * return (nothing to record). */
 	C_RETURN_SKIPPED = 12,
-	/* A table update the kernel refused because it was busy on this CPU (EBUSY: this program
-	 * interrupted one that holds it), so the event was not recorded. */
+	/* A table update or delete the kernel refused because the table's lock was busy
+	 * (table_full in common.bpf.h), so the event was not recorded. */
 	C_ALLOC_BUSY = 13, /* allocation not recorded */
 	C_FREE_BUSY = 14,  /* free not recorded: the block stays tracked, as outstanding */
 	NR_COUNTERS = 15,

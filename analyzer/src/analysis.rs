@@ -561,49 +561,50 @@ fn children_warning(rec: &Recording) -> Option<String> {
     ))
 }
 
-/// "1 process (PID 4242, leaky)", "3 processes (the first: PID 4242, leaky)".
 /// What the allocator events the recorder could not see (`Record::Unseen`) do to the figures.
 fn unseen_warning(rec: &Recording) -> Option<String> {
     let u = &rec.unseen;
     if u.total() == 0 {
         return None;
     }
+    let plural = |n: u64, what: &str| format!("{n} {what}{}", if n == 1 { "" } else { "s" });
     let mut effects = Vec::new();
     if u.frees > 0 {
         let until = if rec.is_kernel() {
-            " (each until its address was allocated again)"
+            " (each until its address is allocated again, if ever)"
         } else {
             ""
         };
         effects.push(format!(
-            "up to {} block{} counted as outstanding {} in fact freed{until}",
-            u.frees,
-            if u.frees == 1 { "" } else { "s" },
+            "up to {} counted as outstanding {} in fact freed{until}",
+            plural(u.frees, "block"),
             if u.frees == 1 { "was" } else { "were" },
         ));
     }
     if u.allocs > 0 {
         effects.push(format!(
-            "{} allocation{} counted on no stack",
-            u.allocs,
-            if u.allocs == 1 { " is" } else { "s are" }
+            "up to {} {} counted on no stack",
+            plural(u.allocs, "allocation"),
+            if u.allocs == 1 { "is" } else { "are" }
         ));
     }
     let events: Vec<String> = [(u.allocs, "allocation"), (u.frees, "free")]
         .into_iter()
         .filter(|&(n, _)| n > 0)
-        .map(|(n, what)| format!("{n} {what}{}", if n == 1 { "" } else { "s" }))
+        .map(|(n, what)| plural(n, what))
         .collect();
     Some(format!(
-        "{} {} not recorded: the kernel does not run a tracing program inside itself on one \
-         CPU, so an interrupt that allocated or freed while leak-record's program ran on that \
-         CPU went unseen; {}",
+        "up to {} {} not recorded (the kernel skips a tracing program that would run inside \
+         itself on one CPU, as for an interrupt that allocates or frees while it runs, and \
+         counts such runs whether or not the recording's filters would have kept them; or a \
+         table's lock was busy): {}",
         events.join(" and "),
         if u.total() == 1 { "was" } else { "were" },
         effects.join(", and ")
     ))
 }
 
+/// "1 process (PID 4242, leaky)", "3 processes (the first: PID 4242, leaky)".
 fn started_processes(c: &leak_format::Children) -> String {
     let (n, s) = (c.started, if c.started == 1 { "" } else { "es" });
     let example = match c.examples.first() {

@@ -35,17 +35,19 @@ pub enum Record {
     Unseen(Unseen),
 }
 
-/// Allocator events that happened while recording but that the recorder's BPF programs did not
-/// record (format 1.5). The kernel does not run a tracing program inside itself on one CPU: an
-/// interrupt that allocates or frees while the program runs on its CPU goes unseen (the kernel
-/// counts these skipped runs); and a table the interrupted program holds is busy for the
-/// interrupt's run, which then records nothing.
+/// Allocator events that may have happened while recording without the recorder's BPF programs
+/// recording them (format 1.5, §5.11); both counts are upper bounds. The kernel does not run a
+/// tracing program inside itself on one CPU: an interrupt that allocates or frees while the
+/// program runs on its CPU is skipped, and counted whether or not the recording's filters would
+/// have kept it. A table whose lock is busy refuses an update or a delete.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Unseen {
-    /// Allocations not recorded: counted on no stack (their frees count as `unknown_free`).
+    /// Allocations not recorded, at most: counted on no stack (their frees count as
+    /// `unknown_free`).
     pub allocs: u64,
-    /// Frees not recorded: each leaves a freed block counted as outstanding on its stack (in
-    /// kernel mode until its address is allocated again, which retires it as a `missed_free`).
+    /// Frees not recorded, at most: each may leave a freed block counted as outstanding on its
+    /// stack (in kernel mode until its address is allocated again, which retires it as a
+    /// `missed_free`, if ever).
     pub frees: u64,
 }
 

@@ -1645,8 +1645,8 @@ impl RecordingFile {
         if lost > 0 {
             say!(
                 "leak-record: warning: {lost} allocation events were lost or misattributed (a \
-                 full table, a failed stack walk, an event the kernel did not let it see...); \
-                 leak-report {} says which and what to raise",
+                 full table, a failed stack walk, a busy table...); leak-report {} says which and \
+                 what to raise",
                 output::name(&self.path)
             );
         }

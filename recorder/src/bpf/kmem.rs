@@ -71,17 +71,24 @@ impl std::fmt::Debug for KmemTracer<'_> {
     }
 }
 
-/// (tracepoint, group), free side first in each group: attached in this order, no object
+/// Whether a tracepoint's events are frees or allocations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Free,
+    Alloc,
+}
+
+/// (tracepoint, group, side), free side first in each group: attached in this order, no object
 /// allocated after attach can have its free missed. Each program is named after its tracepoint.
-const TRACEPOINTS: [(&str, Group); 8] = [
-    ("kfree", Group::Slab),
-    ("kmem_cache_free", Group::Slab),
-    ("kmalloc", Group::Slab),
-    ("kmem_cache_alloc", Group::Slab),
-    ("mm_page_free", Group::Page),
-    ("mm_page_alloc", Group::Page),
-    ("percpu_free_percpu", Group::Percpu),
-    ("percpu_alloc_percpu", Group::Percpu),
+const TRACEPOINTS: [(&str, Group, Side); 8] = [
+    ("kfree", Group::Slab, Side::Free),
+    ("kmem_cache_free", Group::Slab, Side::Free),
+    ("kmalloc", Group::Slab, Side::Alloc),
+    ("kmem_cache_alloc", Group::Slab, Side::Alloc),
+    ("mm_page_free", Group::Page, Side::Free),
+    ("mm_page_alloc", Group::Page, Side::Alloc),
+    ("percpu_free_percpu", Group::Percpu, Side::Free),
+    ("percpu_alloc_percpu", Group::Percpu, Side::Alloc),
 ];
 
 /// Whether the running kernel has this tracepoint (its BTF declares `btf_trace_<name>`).
@@ -154,7 +161,7 @@ pub fn load<'obj>(
     let btf = Btf::from_vmlinux().ok();
     let mut missing = Vec::new();
     let mut enabled = Vec::new();
-    for (name, group) in TRACEPOINTS {
+    for (name, group, _) in TRACEPOINTS {
         let wanted = opts.groups.contains(&group);
         let present = has_tracepoint(btf.as_ref(), name);
         if wanted && !present {
@@ -190,7 +197,7 @@ impl KmemTracer<'_> {
     /// Attaches every loaded program, free side first so that no object allocated after attach
     /// can have its free missed.
     pub fn attach(&mut self) -> Result<()> {
-        for (name, _) in TRACEPOINTS {
+        for (name, ..) in TRACEPOINTS {
             let Some(prog) = self
                 .skel
                 .object()
@@ -227,20 +234,20 @@ impl KmemTracer<'_> {
         super::read_losses(&self.skel.maps.counters)
     }
 
-    /// Allocation and free events that were not recorded: the runs of its programs the kernel
-    /// skipped (it does not run a tracing program inside itself on one CPU: an interrupt that
-    /// allocates or frees while the program runs there), and the events refused by a table busy
-    /// on their CPU for the same reason.
+    /// Allocation and free events that may not have been recorded: the runs of its programs the
+    /// kernel skipped (it does not run a tracing program inside itself on one CPU: an interrupt
+    /// that allocates or frees while the program runs there; some of them the filters would
+    /// have left out anyway), and the events refused by a table whose lock was busy.
     pub fn unseen(&self) -> Result<Unseen> {
         let mut unseen = super::read_busy(&self.skel.maps.counters)?;
         for prog in self.skel.object().progs().filter(|p| p.autoload()) {
+            let name = prog.name().to_string_lossy();
             let skipped = skipped_runs(prog.as_fd())
-                .with_context(|| format!("cannot read the {:?} program's counters", prog.name()))?;
-            // Each program is named after its tracepoint.
-            if prog.name().to_string_lossy().contains("free") {
-                unseen.frees += skipped;
-            } else {
-                unseen.allocs += skipped;
+                .with_context(|| format!("cannot read the {name} program's counters"))?;
+            match TRACEPOINTS.iter().find(|t| t.0 == name).map(|t| t.2) {
+                Some(Side::Free) => unseen.frees += skipped,
+                Some(Side::Alloc) => unseen.allocs += skipped,
+                None => {}
             }
         }
         Ok(unseen)

@@ -13,7 +13,7 @@ use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use leak_format::{AllocKind, Error, Reader, RecordingState};
+use leak_format::{AllocKind, Error, Reader, RecordingState, TargetMode};
 use object::{Object, ObjectSegment, ObjectSymbol, SymbolKind};
 
 pub const RECORDER: &str = env!("CARGO_BIN_EXE_leak-record");
@@ -242,6 +242,16 @@ impl Recorded {
         assert!(self.tail.is_none(), "recording tail: {:?}", self.tail);
         assert!(self.state.end.is_some(), "no end record");
         assert!(self.state.snapshots >= 1);
+        // Uprobes are never skipped, and nothing else holds a user-mode table: every event
+        // was seen (kernel mode is another matter).
+        if !self
+            .state
+            .header
+            .as_ref()
+            .is_some_and(|h| h.target.mode == TargetMode::Kernel)
+        {
+            assert_eq!(self.state.unseen, leak_format::Unseen::default());
+        }
     }
 
     /// The truths of `leaky basic K S` recorded exactly: leak_here holds K blocks of S bytes,
