@@ -762,6 +762,20 @@ fn quality_warnings(
             ));
         }
     }
+    if rec.is_kernel() && l.missed_free > 0 {
+        // Expected in kernel mode, so not among the losses above; but it inflates the stacks
+        // whose objects are freed that way, and nothing else would say so.
+        w.push(format!(
+            "{} kernel object{} freed without a free event (in bulk: kfree_rcu batches, \
+             kfree_bulk, slab sheaves) stayed counted as outstanding until {} address was \
+             allocated again, and more may still be: a stack whose objects are freed that way \
+             (maple tree nodes, for one) can show growth that is not there; compare it with \
+             its cache in /proc/slabinfo",
+            l.missed_free,
+            if l.missed_free == 1 { "" } else { "s" },
+            if l.missed_free == 1 { "its" } else { "their" },
+        ));
+    }
     w.extend(unseen_warning(rec));
     // Undeclared stacks (no frames known) have their own warning.
     let real: Vec<&StackReport> = stacks

@@ -96,6 +96,12 @@ const TERM_GRACE: Duration = Duration::from_secs(5);
 /// Records; Ok(the exit status): a started command's own, when it exited by itself (128 + N
 /// when signal N killed it, as shells say), else 0.
 pub fn run(cli: Cli) -> Result<u8> {
+    // First: `leak-record --cache filp` forgot --kernel, not a target.
+    if let Some(flag) = cli.kernel_option_without_kernel() {
+        bail!(UsageError(format!(
+            "{flag} applies to kernel recordings only; add --kernel, or drop {flag}"
+        )));
+    }
     if cli.pid.is_none() && cli.command.is_empty() && !cli.kernel {
         bail!(UsageError(
             "nothing to trace: give -p PID or a command after --; see --help".into()
@@ -107,11 +113,6 @@ pub fn run(cli: Cli) -> Result<u8> {
              then record it with leak-record --kernel --pid PID (or --comm NAME)"
                 .into()
         ));
-    }
-    if let Some(flag) = cli.kernel_option_without_kernel() {
-        bail!(UsageError(format!(
-            "{flag} applies to kernel recordings only; add --kernel, or drop {flag}"
-        )));
     }
     if let (Some(lo), Some(hi)) = (cli.min_size, cli.max_size) {
         if lo > hi {
@@ -1644,9 +1645,9 @@ impl RecordingFile {
         self.end(reason.clone(), snapshots)?;
         if lost > 0 {
             say!(
-                "leak-record: warning: {lost} allocation events were lost or misattributed (a \
-                 full table, a failed stack walk, a busy table...); leak-report {} says which and \
-                 what to raise",
+                "leak-record: warning: {lost} allocator events (allocations or frees) were lost or \
+                 misattributed (a full table, a failed stack walk, a busy table...); leak-report \
+                 {} says which and what to raise",
                 output::name(&self.path)
             );
         }

@@ -716,7 +716,7 @@ fn a_cache_typo_or_a_kernel_option_beside_a_command_is_refused_before_recording(
         let _ = done_rx.recv();
     });
     let tid = tid_rx.recv().unwrap().to_string();
-    let cases: [(&[&str], &str); 6] = [
+    let cases: [(&[&str], &str); 7] = [
         (
             &["--kernel", "--", "/bin/true"],
             "--kernel records the kernel's allocations and starts no command",
@@ -736,6 +736,11 @@ fn a_cache_typo_or_a_kernel_option_beside_a_command_is_refused_before_recording(
         (
             &["--no-pages", "--", "/bin/true"],
             "--no-pages applies to kernel recordings only",
+        ),
+        // No target either: the missing --kernel is the mistake ("give -p PID" before).
+        (
+            &["--cache", "filp", "-d", "1s"],
+            "--cache applies to kernel recordings only; add --kernel",
         ),
         // 128M preallocated stacks keyed by their trace: about 85 GiB, refused (below 170 GiB
         // available) before the output is created or the BPF object loaded.
@@ -903,7 +908,10 @@ fn frees_the_kernel_did_not_let_the_program_see_are_counted_and_said() {
         .and_then(|d| d.split(' ').next());
     assert_eq!(shown, Some(drops.to_string().as_str()), "{last}");
     // leak-record's closing warning leaves them to leak-report, whose warning gives them.
-    assert!(!log.contains("allocation events were lost"), "{log}");
+    assert!(
+        !log.contains("events (allocations or frees) were lost"),
+        "{log}"
+    );
     let (_, a) = analyze(&rec.out);
     let frees = format!(
         " {} free{} {} not recorded (",

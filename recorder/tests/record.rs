@@ -1202,7 +1202,7 @@ fn tiny_tables_produce_drop_counters_never_silence() {
     r.assert_clean();
     let l = r.state.losses;
     let said = format!(
-        "leak-record: warning: {} allocation events were lost or misattributed",
+        "leak-record: warning: {} allocator events (allocations or frees) were lost or misattributed",
         l.total_drops()
     );
     assert_eq!(r.stderr.trim().lines().count(), 1, "{}", r.stderr);
