@@ -434,17 +434,27 @@ pub fn warn_young_growth(a: &mut Analysis) {
 }
 
 /// What a stack with [`StackReport::young_growth`] did, for the warning and the gates' error:
-/// `stack 17 (leak_slowly) grew 43.9 KiB with 10 usable samples, and a verdict needs 12`.
+/// `stack 17 (leak_slowly) grew 43.9 KiB with 10 usable samples, and a verdict needs 12` (with
+/// 12 to 29 samples: `..., and a verdict on growth this weak needs 30`).
 pub fn young_growth(s: &StackReport) -> String {
     let name = match s.site_function() {
         Some(function) => format!("{} ({function})", s.id),
         None => s.id.to_string(),
     };
+    // From MIN_POINTS on, growth that is significant only at the plain alpha needs
+    // FULL_POINTS (detect::classify); below, any verdict needs MIN_POINTS.
+    let needs = if s.detection.points_used >= detect::MIN_POINTS {
+        format!(
+            "a verdict on growth this weak needs {}",
+            detect::FULL_POINTS
+        )
+    } else {
+        format!("a verdict needs {}", detect::MIN_POINTS)
+    };
     format!(
-        "stack {name} grew {} with {} usable samples, and a verdict needs {}",
+        "stack {name} grew {} with {} usable samples, and {needs}",
         crate::output::human_bytes(s.growth_bytes as f64),
         s.detection.points_used,
-        detect::MIN_POINTS
     )
 }
 

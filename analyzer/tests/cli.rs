@@ -1360,3 +1360,39 @@ fn unseen_allocator_events_are_said_and_counted() {
     assert_eq!(r["unseen"], serde_json::json!({"allocs": 2, "frees": 5}));
     assert_eq!(r["total_drops"], 7);
 }
+
+/// A stack that grew with 12 to 29 usable samples, significantly only at the plain alpha, is
+/// insufficient data because a verdict on it needs 30 samples (`detect::FULL_POINTS`): the
+/// warning says that number, not the 12 any verdict needs (it said "with 22 usable samples,
+/// and a verdict needs 12" before).
+#[test]
+fn weak_growth_in_too_few_samples_names_the_samples_it_needs() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("weak.zst");
+    let mut b = leak_format::RecordingBuilder::new();
+    b.module(1, "/usr/bin/svc", None).stack(17, &[(1, 0x1000)]);
+    let noise = [
+        0u64, 9, 2, 7, 4, 11, 1, 8, 5, 12, 3, 10, 6, 0, 9, 2, 13, 4, 7, 1, 11, 5, 8, 3,
+    ];
+    for s in 0..40u64 {
+        // It appears at snapshot 16 and grows, noisily, to the end.
+        if s < 16 {
+            b.snapshot(&[]);
+            continue;
+        }
+        let k = 20 + (s - 16) + noise[(s - 16) as usize] * 6 / 4;
+        b.snapshot(&[(17, 4096 * k, k)]);
+    }
+    std::fs::write(&path, b.to_bytes()).unwrap();
+    let p = path.to_str().unwrap();
+    let o = run(&[p, "--fail-on-leak"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains(
+            "stack 17 grew 108.0 KiB with 22 usable samples, and a verdict on growth this weak \
+             needs 30;"
+        ),
+        "{}",
+        stderr(&o)
+    );
+}
