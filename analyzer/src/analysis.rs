@@ -49,6 +49,9 @@ pub struct StackReport {
     /// Too few samples for a verdict (`insufficient_data`), yet it grew at least the minimum
     /// rate over its life: perhaps a leak that started late. No gate passes over one.
     pub young_growth: bool,
+    /// A `--pid` kernel recording that ended with the process's exit: the bytes still
+    /// outstanding after it (the other figures judge the process as it ran, up to its exit).
+    pub after_exit_bytes: Option<u64>,
 }
 
 /// Everything found in one recording.
@@ -200,7 +203,9 @@ pub fn analyze(rec: &Recording, resolver: &Resolver, s: &Settings) -> Analysis {
     }
     let series: Vec<&Series> = rec.series.values().collect();
     let mut detections = detect_all(&series, &s.detect).into_iter();
-    let interval = rec.duration / f64::from(rec.snapshots.saturating_sub(1).max(1));
+    // The snapshots judged: not those after a `--pid` kernel target's exit.
+    let judged = rec.snapshots - rec.after_exit.as_ref().map_or(0, |a| a.snapshots);
+    let interval = rec.duration / f64::from(judged.saturating_sub(1).max(1));
     let mut stacks: Vec<StackReport> = keys
         .iter()
         .zip(symbolized)
@@ -238,6 +243,12 @@ pub fn analyze(rec: &Recording, resolver: &Resolver, s: &Settings) -> Analysis {
                 lost: stack.and_then(|st| st.lost),
                 truncated: stack.is_some_and(|st| st.truncated),
                 young_growth,
+                after_exit_bytes: rec.after_exit.as_ref().map(|after| {
+                    after
+                        .stats
+                        .get(&(id, kind))
+                        .map_or(series.last.outstanding_bytes(), |st| st.outstanding_bytes())
+                }),
             })
         })
         .collect();
@@ -295,6 +306,7 @@ pub fn analyze(rec: &Recording, resolver: &Resolver, s: &Settings) -> Analysis {
         (Vec::new(), Vec::new())
     };
     warnings.extend(quality_warnings(rec, &stacks, missing));
+    warnings.extend(exit_warning(rec, resolver, &stacks));
     warnings.extend(unnamed);
     // Stacks that hold nothing at the end need no verdict (a churn loop that appeared late).
     let unjudged = stacks.iter().any(|s| s.outstanding_bytes > 0)
@@ -568,6 +580,68 @@ fn children_warning(rec: &Recording) -> Option<String> {
          what they allocated is not in this recording; record the program itself: leak-record \
          -- PROGRAM, or -p its PID; a wrapper script should exec it",
         started_processes(c)
+    ))
+}
+
+/// A `--pid` kernel recording that ended with the process's exit: what the exit freed, what
+/// stayed, and that the verdicts judge the process as it ran (its exit frees its descriptors,
+/// sockets and pipes: an fd leak would otherwise end at 0 and pass every gate).
+fn exit_warning(rec: &Recording, resolver: &Resolver, stacks: &[StackReport]) -> Option<String> {
+    let after = rec.after_exit.as_ref()?;
+    let pid = rec.header.as_ref().map_or(0, |h| h.target.pid);
+    // As the outputs count: without the page cache and slab pages (leave_out_cache_pages).
+    let counted = |kind: AllocKind, frames: &[SymFrame]| cache_pages(kind, frames).is_none();
+    let judged: Vec<&StackReport> = stacks
+        .iter()
+        .filter(|s| counted(s.kind, &s.frames))
+        .collect();
+    let before: u64 = judged.iter().map(|s| s.outstanding_bytes).sum();
+    let freed: u64 = judged
+        .iter()
+        .map(|s| {
+            let after = s.after_exit_bytes.unwrap_or(s.outstanding_bytes);
+            s.outstanding_bytes.saturating_sub(after)
+        })
+        .sum();
+    let mut left: Vec<u64> = judged.iter().filter_map(|s| s.after_exit_bytes).collect();
+    // Stacks that first held something after the exit (allocated by the exit itself, or
+    // since the last snapshot before it): in no series, so named here.
+    let mut late = Vec::new();
+    for (&(id, kind), st) in &after.stats {
+        let frames = rec.stacks.get(&id).map_or(&[][..], |s| s.frames.as_slice());
+        let frames = resolver.symbolize_kernel(frames);
+        let bytes = st.outstanding_bytes();
+        if !rec.series.contains_key(&(id, kind)) && bytes > 0 && counted(kind, &frames) {
+            left.push(bytes);
+            let name = frames
+                .get(site(kind, &frames))
+                .and_then(|f| f.function.clone());
+            late.push(match name {
+                Some(function) => format!("stack {id} ({function})"),
+                None => format!("stack {id}"),
+            });
+        }
+    }
+    left.retain(|&b| b > 0);
+    let left_bytes: u64 = left.iter().sum();
+    let late = match late.len() {
+        0 => String::new(),
+        n => format!(
+            ", {n} of them first seen after the exit: {}",
+            late.into_iter().take(3).collect::<Vec<_>>().join(", ")
+        ),
+    };
+    Some(format!(
+        "PID {pid} exited, and the snapshot {:.1} s into the recording, after its exit, is left \
+         out of the verdicts and figures, which judge the process as it ran: its exit freed \
+         {} of the {} outstanding before it, and {} on {} stack{} stayed allocated after it \
+         (page cache and slab pages apart; JSON: after_exit_bytes){late}",
+        after.t,
+        crate::output::human_bytes(freed as f64),
+        crate::output::human_bytes(before as f64),
+        crate::output::human_bytes(left_bytes as f64),
+        left.len(),
+        if left.len() == 1 { "" } else { "s" },
     ))
 }
 

@@ -71,9 +71,9 @@ fn read_file(path: &Path, cap: usize) -> Result<Recording, String> {
             ),
             e => format!("{shown}: {e}"),
         })?;
-        let snapshots = leak_format::find_end(path).map(|end| end.snapshots);
+        let end = leak_format::find_end(path);
         let rec =
-            series::read_sized(reader, cap, snapshots).map_err(|e| format!("{shown}: {e}"))?;
+            series::read_ended(reader, cap, end.as_ref()).map_err(|e| format!("{shown}: {e}"))?;
         return if rec.snapshots > 0 {
             Ok(rec)
         } else {

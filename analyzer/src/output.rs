@@ -324,6 +324,7 @@ struct JsonStack<'a> {
     active_at_end: bool,
     lost: Option<String>,
     truncated: bool,
+    after_exit_bytes: Option<u64>,
     gates: &'a [crate::detect::Gate],
     frames: &'a [crate::symbolize::SymFrame],
 }
@@ -372,6 +373,7 @@ fn json_stack(s: &StackReport) -> JsonStack<'_> {
             .to_string()
         }),
         truncated: s.truncated,
+        after_exit_bytes: s.after_exit_bytes,
         gates: &d.gates,
         frames: &s.frames,
     }

@@ -296,11 +296,26 @@ pub struct Recording {
     pub children: Option<leak_format::Children>,
     /// Allocator events not recorded (the last `Unseen` record); zero if none.
     pub unseen: leak_format::Unseen,
+    /// A kernel recording of one process (`--pid`) that ended with its exit: the snapshots
+    /// after the exit, which are not in the series (the verdicts judge the process as it ran;
+    /// its exit frees what it held).
+    pub after_exit: Option<AfterExit>,
     /// Violations of the record order (docs/format.md, 1.3), for the warnings.
     pub order: OrderProblems,
     /// Read from a bcc or libbpf-tools memleak text log (which names no target), not from a
     /// leak-record recording.
     pub memleak_log: bool,
+}
+
+/// What a kernel recording of one process saw after the process exited (`Recording::after_exit`).
+#[derive(Debug, Default)]
+pub struct AfterExit {
+    /// Seconds since the start of the first snapshot after the exit.
+    pub t: f64,
+    /// How many (the recorder takes one).
+    pub snapshots: u32,
+    /// The counters that changed in the snapshots after the exit, last values.
+    pub stats: BTreeMap<(u32, AllocKind), StackStats>,
 }
 
 impl Recording {
@@ -577,6 +592,9 @@ struct Fold {
     /// The snapshots' `seq` numbers so far.
     seqs: SeqTracker,
     cap: usize,
+    /// The index of the first snapshot after a `--pid` kernel target's exit, if the recording
+    /// ended with it: that one and the rest go to `Recording::after_exit`, not to the series.
+    exit_at: Option<u32>,
 }
 
 impl Fold {
@@ -593,6 +611,7 @@ impl Fold {
             start_mono: None,
             seqs: SeqTracker::default(),
             cap,
+            exit_at: None,
         }
     }
 
@@ -622,6 +641,26 @@ impl Fold {
                 self.seqs.note(s.seq);
                 let origin = *self.start_mono.get_or_insert(s.mono_ns);
                 let t = s.mono_ns.saturating_sub(origin) as f64 / 1e9;
+                let exited = self.exit_at.is_some_and(|at| self.snapshots >= at)
+                    && rec.header.as_ref().is_some_and(|h| {
+                        h.target.mode == leak_format::TargetMode::Kernel && h.target.pid != 0
+                    });
+                if exited {
+                    for st in s.new_stacks {
+                        rec.stacks.insert(st.id, st);
+                    }
+                    let after = rec.after_exit.get_or_insert_with(|| AfterExit {
+                        t,
+                        ..AfterExit::default()
+                    });
+                    after.snapshots += 1;
+                    after
+                        .stats
+                        .extend(s.stats.into_iter().map(|st| ((st.stack, st.kind), st)));
+                    rec.losses = s.losses;
+                    rec.snapshots += 1;
+                    return;
+                }
                 let k = self.snapshots;
                 self.snapshots += 1;
                 for batch in &mut self.batches {
@@ -785,13 +824,37 @@ pub fn read<R: Read + Send>(reader: Reader<R>, cap: usize) -> Result<Recording, 
     read_sized(reader, cap, None)
 }
 
+/// [`read_sized`], told by the recording's End record (`leak_format::find_end`): the number of
+/// snapshots, and whether its target exited (then a `--pid` kernel recording's last snapshot,
+/// taken after the exit, is kept apart in `Recording::after_exit`).
+pub fn read_ended<R: Read + Send>(
+    reader: Reader<R>,
+    cap: usize,
+    end: Option<&leak_format::End>,
+) -> Result<Recording, Error> {
+    let exit_at = end.and_then(|e| {
+        let exited = matches!(e.reason, leak_format::EndReason::TargetExited { .. });
+        (exited && e.snapshots >= 2).then(|| e.snapshots - 1)
+    });
+    read_folded(reader, cap, end.map(|e| e.snapshots), exit_at)
+}
+
 /// [`read`], told how many snapshots the recording holds (`leak_format::find_end`): each series
 /// then starts at the resolution it would end with, which saves the work of the finer samples
 /// (the samples are the same, up to the order of floating-point additions).
 pub fn read_sized<R: Read + Send>(
+    reader: Reader<R>,
+    cap: usize,
+    snapshots: Option<u32>,
+) -> Result<Recording, Error> {
+    read_folded(reader, cap, snapshots, None)
+}
+
+fn read_folded<R: Read + Send>(
     mut reader: Reader<R>,
     cap: usize,
     snapshots: Option<u32>,
+    exit_at: Option<u32>,
 ) -> Result<Recording, Error> {
     let expected = snapshots.map(|n| n as usize);
     let with_expected = |mut rec: Recording| {
@@ -801,6 +864,7 @@ pub fn read_sized<R: Read + Send>(
     let (first, more) = next_batch(&mut reader);
     if !more {
         let mut fold = Fold::new(cap, 1);
+        fold.exit_at = exit_at;
         let mut shard = Shard::new(cap, expected);
         let result = fold.add_batch(first);
         shard.add(std::mem::take(&mut fold.batches[0]));
@@ -810,6 +874,7 @@ pub fn read_sized<R: Read + Send>(
     }
     let shards = thread::available_parallelism().map_or(1, |n| n.get().min(MAX_SHARDS));
     let mut fold = Fold::new(cap, shards);
+    fold.exit_at = exit_at;
     let (tx, rx) = mpsc::sync_channel::<Batch>(1);
     let (result, series) = thread::scope(|scope| {
         let decoder = scope.spawn(move || {

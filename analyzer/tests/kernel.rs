@@ -144,3 +144,102 @@ fn kernel_stacks_are_named_from_the_recording_and_marked() {
         )
     );
 }
+
+/// A `--pid` kernel recording of a process that leaked files until it exited: its exit closed
+/// them all, and the recorder's last snapshot, taken after the exit, shows nothing
+/// outstanding. That snapshot is left out of the verdicts, which judge the process as it ran:
+/// the leak is found, and the JSON gives what stayed after the exit (0 here). Before, it was
+/// "No continuous growth found", and --fail-on-leak passed every descriptor leak of a test
+/// that exits. The same recording stopped by leak-record (not by the exit) is judged whole.
+#[test]
+fn a_process_that_leaked_files_until_it_exited_is_judged_as_it_ran() {
+    let dir = tempfile::tempdir().unwrap();
+    let build = |end: EndReason| {
+        let mut b = RecordingBuilder::new();
+        b.header_mut().target.mode = TargetMode::Kernel;
+        b.header_mut().target.pid = 42;
+        b.header_mut().target.command_line = vec!["--pid".into(), "42".into()];
+        b.kernel_symbols(
+            "6.18.0",
+            &[
+                (0xffff_ffff_8110_0000, "__send_signal_locked"),
+                (0xffff_ffff_816b_b390, "alloc_empty_file"),
+            ],
+        )
+        .kernel_stack(16, &[0xffff_ffff_816b_b3cc])
+        .kernel_stack(18, &[0xffff_ffff_8110_0040]);
+        let files = |i: u64, freed: u64| StackStats {
+            stack: 16,
+            kind: AllocKind::KernelSlab,
+            alloc_bytes: 10 * i * FILE_SIZE,
+            alloc_count: 10 * i,
+            free_bytes: freed * FILE_SIZE,
+            free_count: freed,
+        };
+        for i in 1..=40u64 {
+            b.snapshot_with(vec![files(i, 0)], Losses::default());
+        }
+        // After the exit: every file closed, and the signal to its parent queued.
+        let signal = StackStats {
+            stack: 18,
+            kind: AllocKind::KernelSlab,
+            alloc_bytes: 80,
+            alloc_count: 1,
+            free_bytes: 0,
+            free_count: 0,
+        };
+        b.snapshot_with(vec![files(40, 400), signal], Losses::default());
+        let name = format!("{end:?}.zst").replace(['{', '}', ' ', ':', '(', ')'], "");
+        b.end(end);
+        let path = dir.path().join(name);
+        std::fs::write(&path, b.to_bytes()).unwrap();
+        path
+    };
+    let settings = Settings {
+        detector: Detector::Robust,
+        detect: detect::Config::default(),
+        memory_limit: None,
+    };
+    let judge = |path: &std::path::Path| {
+        let rec = input::read(path, series::DEFAULT_CAP).unwrap();
+        let resolver = Resolver::new(&rec.modules, &rec.bundles, &rec.maps, &Options::default())
+            .with_kernel_symbols(&rec.kernel_symbols);
+        let a = analyze(&rec, &resolver, &settings);
+        (rec, a)
+    };
+    let exited = build(EndReason::TargetExited {
+        code: Some(0),
+        signal: None,
+    });
+    let (rec, a) = judge(&exited);
+    assert_eq!(rec.snapshots, 41);
+    assert_eq!(
+        a.stacks.len(),
+        1,
+        "the stack first seen after the exit has no series"
+    );
+    let s = &a.stacks[0];
+    assert_eq!(s.verdict, leak_report::detect::Verdict::ContinuousLeak);
+    assert_eq!(s.outstanding_bytes, 400 * FILE_SIZE);
+    assert_eq!(s.after_exit_bytes, Some(0));
+    assert!(
+        a.warnings.iter().any(|w| w
+            == ("PID 42 exited, and the snapshot 205.0 s into the recording, after its exit, is \
+             left out of the verdicts and figures, which judge the process as it ran: its exit \
+             freed 100.0 KiB of the 100.0 KiB outstanding before it, and 80 B on 1 stack \
+             stayed allocated after it (page cache and slab pages apart; JSON: \
+             after_exit_bytes), 1 of them first seen after the exit: stack 18 \
+             (__send_signal_locked)")),
+        "{:?}",
+        a.warnings
+    );
+    let doc: serde_json::Value = serde_json::from_str(&json(&rec, &a)).unwrap();
+    assert_eq!(doc["stacks"][0]["after_exit_bytes"], 0);
+    // Stopped by leak-record with the process alive: the last snapshot is the process's, and
+    // it holds nothing.
+    let (rec, a) = judge(&build(EndReason::Signal(2)));
+    assert!(rec.after_exit.is_none());
+    let s = a.stacks.iter().find(|s| s.id == 16).unwrap();
+    assert_ne!(s.verdict, leak_report::detect::Verdict::ContinuousLeak);
+    assert_eq!((s.outstanding_bytes, s.after_exit_bytes), (0, None));
+}
