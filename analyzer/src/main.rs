@@ -91,7 +91,7 @@ struct Cli {
     alpha: f64,
 
     /// Memory available to the process, for the time to exhaustion [default: the recorded host's memory].
-    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    #[arg(long, value_name = "SIZE", value_parser = parse_limit)]
     memory_limit: Option<u64>,
 
     /// Look for the recorded binaries under this directory first (and debug files under its /usr/lib/debug).
@@ -143,6 +143,14 @@ struct Cli {
 
 fn parse_size(s: &str) -> Result<u64, String> {
     leak_format::units::parse_size(s)
+}
+
+/// A memory limit: a size above 0 (0 put every process "already above" it).
+fn parse_limit(s: &str) -> Result<u64, String> {
+    match parse_size(s)? {
+        0 => Err("a memory limit must be above 0 (e.g. 512M, 4G)".into()),
+        n => Ok(n),
+    }
 }
 
 /// Bytes per second: `96`, `1K` (= 1024 B/s), `8M/day`, `1M/h`, `10K/min`.

@@ -549,6 +549,10 @@ fn bad_input_is_one_line_and_status_2() {
             "--alpha 0 is outside 0 to 0.5, both excluded",
         ),
         (
+            vec![&demo(), "--memory-limit", "0"],
+            "a memory limit must be above 0 (e.g. 512M, 4G)",
+        ),
+        (
             vec![&demo(), "--sysroot", "/nonexistent-root"],
             "--sysroot /nonexistent-root: no such directory",
         ),
