@@ -1061,6 +1061,21 @@ mod tests {
             cache_pages(KernelPage, &kernel_frames(&slab)),
             Some("slab pages")
         );
+        // The page cache's index: xarray nodes added with a page (a 200 MiB write, ext4).
+        let index = [
+            "kmem_cache_alloc_lru_noprof",
+            "xas_alloc",
+            "xas_create",
+            "xas_store",
+            "__filemap_add_folio",
+            "filemap_add_folio",
+            "__filemap_get_folio",
+            "ext4_da_write_begin",
+        ];
+        assert_eq!(
+            cache_pages(KernelSlab, &kernel_frames(&index)),
+            Some("page cache")
+        );
         let exts = ["__kmalloc_noprof", "alloc_slab_obj_exts", "allocate_slab"];
         assert_eq!(
             cache_pages(KernelSlab, &kernel_frames(&exts)),
