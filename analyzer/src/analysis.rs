@@ -203,9 +203,7 @@ pub fn analyze(rec: &Recording, resolver: &Resolver, s: &Settings) -> Analysis {
     }
     let series: Vec<&Series> = rec.series.values().collect();
     let mut detections = detect_all(&series, &s.detect).into_iter();
-    // The snapshots judged: not those after a `--pid` kernel target's exit.
-    let judged = rec.snapshots - rec.after_exit.as_ref().map_or(0, |a| a.snapshots);
-    let interval = rec.duration / f64::from(judged.saturating_sub(1).max(1));
+    let interval = rec.duration / f64::from(rec.snapshots.saturating_sub(1).max(1));
     let mut stacks: Vec<StackReport> = keys
         .iter()
         .zip(symbolized)
@@ -309,8 +307,16 @@ pub fn analyze(rec: &Recording, resolver: &Resolver, s: &Settings) -> Analysis {
     warnings.extend(exit_warning(rec, resolver, &stacks));
     warnings.extend(unnamed);
     // Stacks that hold nothing at the end need no verdict (a churn loop that appeared late).
-    let unjudged = stacks.iter().any(|s| s.outstanding_bytes > 0)
-        && stacks.iter().all(|s| !s.detection.rate_known());
+    // A `--pid` kernel target that exited before any snapshot of its life: everything it
+    // allocated is in the snapshot after its exit, which no verdict judges.
+    let exited_unseen = rec.snapshots == 0
+        && rec
+            .after_exit
+            .as_ref()
+            .is_some_and(|a| a.stats.values().any(|st| st.alloc_count > 0));
+    let unjudged = exited_unseen
+        || (stacks.iter().any(|s| s.outstanding_bytes > 0)
+            && stacks.iter().all(|s| !s.detection.rate_known()));
     if unjudged {
         warnings.push(format!(
             "no stack has the {} usable samples a verdict needs (the recording has {} \
@@ -611,7 +617,8 @@ fn exit_warning(rec: &Recording, resolver: &Resolver, stacks: &[StackReport]) ->
         let frames = rec.stacks.get(&id).map_or(&[][..], |s| s.frames.as_slice());
         let frames = resolver.symbolize_kernel(frames);
         let bytes = st.outstanding_bytes();
-        if !rec.series.contains_key(&(id, kind)) && bytes > 0 && counted(kind, &frames) {
+        let judged = stacks.iter().any(|s| (s.id, s.kind) == (id, kind));
+        if !judged && bytes > 0 && counted(kind, &frames) {
             left.push(bytes);
             let name = frames
                 .get(site(kind, &frames))
@@ -715,8 +722,9 @@ fn quality_warnings(
             if n == 1 { "" } else { "s" }
         ));
     } else if let Some(t) = &rec.tail {
+        let read = rec.snapshots + rec.after_exit.as_ref().map_or(0, |a| a.snapshots);
         let lost = match rec.expected_snapshots {
-            Some(all) if all > rec.snapshots => format!(
+            Some(all) if all > read => format!(
                 ", of the {} the file holds (its end record says so): the rest lies past the \
                  damage and is not read",
                 snapshots(all)

@@ -74,7 +74,9 @@ fn read_file(path: &Path, cap: usize) -> Result<Recording, String> {
         let end = leak_format::find_end(path);
         let rec =
             series::read_ended(reader, cap, end.as_ref()).map_err(|e| format!("{shown}: {e}"))?;
-        return if rec.snapshots > 0 {
+        // A `--pid` kernel target that exited before the first interval: its one snapshot is
+        // after the exit, analyzed as such (and too short to judge).
+        return if rec.snapshots > 0 || rec.after_exit.is_some() {
             Ok(rec)
         } else {
             Err(no_snapshot(&shown.to_string(), &rec))

@@ -136,7 +136,8 @@ struct Cli {
 
     /// Exit 1 if more than this is outstanding at the end over all stacks, whatever
     /// --suppressions, --baseline and --min-outstanding leave out of the findings (page-cache
-    /// and slab pages count with --keep-cache-pages only).
+    /// and slab pages count with --keep-cache-pages only). A --kernel --pid recording that
+    /// ended with the process's exit ends before the exit.
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     max_outstanding: Option<u64>,
 }

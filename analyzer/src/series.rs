@@ -312,7 +312,7 @@ pub struct Recording {
 pub struct AfterExit {
     /// Seconds since the start of the first snapshot after the exit.
     pub t: f64,
-    /// How many (the recorder takes one).
+    /// How many (the recorder takes one); not counted in `Recording::snapshots`.
     pub snapshots: u32,
     /// The counters that changed in the snapshots after the exit, last values.
     pub stats: BTreeMap<(u32, AllocKind), StackStats>,
@@ -592,8 +592,10 @@ struct Fold {
     /// The snapshots' `seq` numbers so far.
     seqs: SeqTracker,
     cap: usize,
-    /// The index of the first snapshot after a `--pid` kernel target's exit, if the recording
-    /// ended with it: that one and the rest go to `Recording::after_exit`, not to the series.
+    /// The `seq` of the snapshot taken after a `--pid` kernel target's exit, if the recording
+    /// ended with it (the End record's count less one: the recorder numbers snapshots from 0):
+    /// that one and any later go to `Recording::after_exit`, not to the series. By `seq`, not
+    /// by count, so that a missing or repeated snapshot does not move it.
     exit_at: Option<u32>,
 }
 
@@ -641,7 +643,7 @@ impl Fold {
                 self.seqs.note(s.seq);
                 let origin = *self.start_mono.get_or_insert(s.mono_ns);
                 let t = s.mono_ns.saturating_sub(origin) as f64 / 1e9;
-                let exited = self.exit_at.is_some_and(|at| self.snapshots >= at)
+                let exited = self.exit_at.is_some_and(|at| s.seq >= at)
                     && rec.header.as_ref().is_some_and(|h| {
                         h.target.mode == leak_format::TargetMode::Kernel && h.target.pid != 0
                     });
@@ -657,8 +659,8 @@ impl Fold {
                     after
                         .stats
                         .extend(s.stats.into_iter().map(|st| ((st.stack, st.kind), st)));
+                    // Not counted in `rec.snapshots`: the snapshots analyzed.
                     rec.losses = s.losses;
-                    rec.snapshots += 1;
                     return;
                 }
                 let k = self.snapshots;
@@ -826,7 +828,8 @@ pub fn read<R: Read + Send>(reader: Reader<R>, cap: usize) -> Result<Recording, 
 
 /// [`read_sized`], told by the recording's End record (`leak_format::find_end`): the number of
 /// snapshots, and whether its target exited (then a `--pid` kernel recording's last snapshot,
-/// taken after the exit, is kept apart in `Recording::after_exit`).
+/// taken after the exit, is kept apart in `Recording::after_exit`). What leak-report reads
+/// with (`input::read`); [`read`] and [`read_sized`] fold every snapshot.
 pub fn read_ended<R: Read + Send>(
     reader: Reader<R>,
     cap: usize,
@@ -834,7 +837,7 @@ pub fn read_ended<R: Read + Send>(
 ) -> Result<Recording, Error> {
     let exit_at = end.and_then(|e| {
         let exited = matches!(e.reason, leak_format::EndReason::TargetExited { .. });
-        (exited && e.snapshots >= 2).then(|| e.snapshots - 1)
+        e.snapshots.checked_sub(1).filter(|_| exited)
     });
     read_folded(reader, cap, end.map(|e| e.snapshots), exit_at)
 }

@@ -212,7 +212,9 @@ fn a_process_that_leaked_files_until_it_exited_is_judged_as_it_ran() {
         signal: None,
     });
     let (rec, a) = judge(&exited);
-    assert_eq!(rec.snapshots, 41);
+    // The snapshots analyzed; the one after the exit apart.
+    assert_eq!(rec.snapshots, 40);
+    assert_eq!(rec.after_exit.as_ref().map(|x| x.snapshots), Some(1));
     assert_eq!(
         a.stacks.len(),
         1,
@@ -235,6 +237,30 @@ fn a_process_that_leaked_files_until_it_exited_is_judged_as_it_ran() {
     );
     let doc: serde_json::Value = serde_json::from_str(&json(&rec, &a)).unwrap();
     assert_eq!(doc["stacks"][0]["after_exit_bytes"], 0);
+    // A snapshot missing from the middle: the one after the exit is still the one left out
+    // (told by its number, not by counting).
+    let bytes = std::fs::read(&exited).unwrap();
+    let mut reader = leak_format::Reader::new(&bytes[..]).unwrap();
+    let records: Vec<leak_format::Record> = std::iter::from_fn(|| reader.next_record())
+        .map(Result::unwrap)
+        .filter(|r| !matches!(r, leak_format::Record::Snapshot(s) if s.seq == 20))
+        .collect();
+    let leak_format::Record::Header(h) = &records[0] else {
+        panic!("no header first")
+    };
+    let mut w = leak_format::Writer::new(Vec::new(), h).unwrap();
+    for r in &records[1..] {
+        w.write(r).unwrap();
+    }
+    let gap = dir.path().join("gap.zst");
+    std::fs::write(&gap, w.into_inner()).unwrap();
+    let (rec, a) = judge(&gap);
+    assert_eq!((rec.snapshots, rec.order.missing_snapshots), (39, 1));
+    assert_eq!(
+        a.stacks[0].verdict,
+        leak_report::detect::Verdict::ContinuousLeak
+    );
+    assert_eq!(a.stacks[0].after_exit_bytes, Some(0));
     // Stopped by leak-record with the process alive: the last snapshot is the process's, and
     // it holds nothing.
     let (rec, a) = judge(&build(EndReason::Signal(2)));
@@ -242,4 +268,45 @@ fn a_process_that_leaked_files_until_it_exited_is_judged_as_it_ran() {
     let s = a.stacks.iter().find(|s| s.id == 16).unwrap();
     assert_ne!(s.verdict, leak_report::detect::Verdict::ContinuousLeak);
     assert_eq!((s.outstanding_bytes, s.after_exit_bytes), (0, None));
+}
+
+/// A `--pid` kernel target that exited before the first interval: the recording's one snapshot
+/// comes after the exit, and holds nothing. No verdict can judge the process, so no gate may
+/// pass it: the gates' "cannot judge" (exit 2), not "No continuous growth found".
+#[test]
+fn a_process_that_exited_before_the_first_snapshot_is_not_judged_clean() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut b = RecordingBuilder::new();
+    b.header_mut().target.mode = TargetMode::Kernel;
+    b.header_mut().target.pid = 42;
+    b.header_mut().target.command_line = vec!["--pid".into(), "42".into()];
+    b.kernel_symbols("6.18.0", &[(0xffff_ffff_816b_b390, "alloc_empty_file")])
+        .kernel_stack(16, &[0xffff_ffff_816b_b3cc]);
+    let closed = StackStats {
+        stack: 16,
+        kind: AllocKind::KernelSlab,
+        alloc_bytes: 100 * FILE_SIZE,
+        alloc_count: 100,
+        free_bytes: 100 * FILE_SIZE,
+        free_count: 100,
+    };
+    b.snapshot_with(vec![closed], Losses::default());
+    b.end(EndReason::TargetExited {
+        code: Some(0),
+        signal: None,
+    });
+    let path = dir.path().join("short.zst");
+    std::fs::write(&path, b.to_bytes()).unwrap();
+    let rec = input::read(&path, series::DEFAULT_CAP).unwrap();
+    assert_eq!(rec.snapshots, 0);
+    let resolver = Resolver::new(&rec.modules, &rec.bundles, &rec.maps, &Options::default())
+        .with_kernel_symbols(&rec.kernel_symbols);
+    let settings = Settings {
+        detector: Detector::Robust,
+        detect: detect::Config::default(),
+        memory_limit: None,
+    };
+    let a = analyze(&rec, &resolver, &settings);
+    assert!(a.unjudged, "{:?}", a.warnings);
+    assert!(leak_report::analysis::cannot_vouch(&rec, &a).is_some());
 }

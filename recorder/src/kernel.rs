@@ -234,8 +234,12 @@ impl KernelSession<'_, '_> {
                     false
                 }
             };
-            if let Some(reason) = stop_requested() {
-                break reason;
+            // The exit first: a stop signal that comes as the process exits (`./test; kill
+            // -INT $recorder`) must not skip the wait for what its exit frees.
+            if !exited {
+                if let Some(reason) = stop_requested() {
+                    break reason;
+                }
             }
             if exited {
                 // What the process held is freed at its exit, but partly later: sockets and
