@@ -76,11 +76,9 @@ fn kernel_recording(dir: &std::path::Path) -> std::path::PathBuf {
     path
 }
 
-#[test]
-fn kernel_stacks_are_named_from_the_recording_and_marked() {
-    let dir = tempfile::tempdir().unwrap();
-    let rec = input::read(&kernel_recording(dir.path()), series::DEFAULT_CAP).unwrap();
-    assert_eq!(rec.kernel_release.as_deref(), Some("6.18.0"));
+/// The analysis of `rec` as leak-report makes it by default (kernel frames named from the
+/// recording's own symbols).
+fn analyzed(rec: &series::Recording) -> leak_report::analysis::Analysis {
     let resolver = Resolver::new(&rec.modules, &rec.bundles, &rec.maps, &Options::default())
         .with_kernel_symbols(&rec.kernel_symbols);
     let settings = Settings {
@@ -88,7 +86,15 @@ fn kernel_stacks_are_named_from_the_recording_and_marked() {
         detect: detect::Config::default(),
         memory_limit: None,
     };
-    let mut a = analyze(&rec, &resolver, &settings);
+    analyze(rec, &resolver, &settings)
+}
+
+#[test]
+fn kernel_stacks_are_named_from_the_recording_and_marked() {
+    let dir = tempfile::tempdir().unwrap();
+    let rec = input::read(&kernel_recording(dir.path()), series::DEFAULT_CAP).unwrap();
+    assert_eq!(rec.kernel_release.as_deref(), Some("6.18.0"));
+    let mut a = analyzed(&rec);
     assert!(
         !a.warnings.iter().any(|w| w.contains("lost data")),
         "{:?}",
@@ -195,16 +201,9 @@ fn a_process_that_leaked_files_until_it_exited_is_judged_as_it_ran() {
         std::fs::write(&path, b.to_bytes()).unwrap();
         path
     };
-    let settings = Settings {
-        detector: Detector::Robust,
-        detect: detect::Config::default(),
-        memory_limit: None,
-    };
     let judge = |path: &std::path::Path| {
         let rec = input::read(path, series::DEFAULT_CAP).unwrap();
-        let resolver = Resolver::new(&rec.modules, &rec.bundles, &rec.maps, &Options::default())
-            .with_kernel_symbols(&rec.kernel_symbols);
-        let a = analyze(&rec, &resolver, &settings);
+        let a = analyzed(&rec);
         (rec, a)
     };
     let exited = build(EndReason::TargetExited {
@@ -299,14 +298,7 @@ fn a_process_that_exited_before_the_first_snapshot_is_not_judged_clean() {
     std::fs::write(&path, b.to_bytes()).unwrap();
     let rec = input::read(&path, series::DEFAULT_CAP).unwrap();
     assert_eq!(rec.snapshots, 0);
-    let resolver = Resolver::new(&rec.modules, &rec.bundles, &rec.maps, &Options::default())
-        .with_kernel_symbols(&rec.kernel_symbols);
-    let settings = Settings {
-        detector: Detector::Robust,
-        detect: detect::Config::default(),
-        memory_limit: None,
-    };
-    let a = analyze(&rec, &resolver, &settings);
+    let a = analyzed(&rec);
     assert!(a.unjudged, "{:?}", a.warnings);
     assert!(leak_report::analysis::cannot_vouch(&rec, &a).is_some());
 }
