@@ -1260,17 +1260,12 @@ impl Tracer<'_> {
     }
 
     /// Sums the per-CPU loss counters (less the returns without entry of the probes' own
-    /// placing, `attach_probes`).
-    pub fn losses(&self) -> Result<Losses> {
-        let mut l = read_losses(&self.skel.maps.counters)?;
+    /// placing, `attach_probes`), and the events a busy table refused (its programs are
+    /// uprobes, whose runs the kernel never skips).
+    pub fn losses(&self) -> Result<(Losses, Unseen)> {
+        let (mut l, unseen) = read_losses(&self.skel.maps.counters)?;
         l.return_without_entry = l.return_without_entry.saturating_sub(self.attach_returns);
-        Ok(l)
-    }
-
-    /// The allocation and free events a busy table refused (its programs are uprobes, whose
-    /// runs the kernel never skips).
-    pub fn unseen(&self) -> Result<Unseen> {
-        read_busy(&self.skel.maps.counters)
+        Ok((l, unseen))
     }
 
     /// Why session probes could not be used, if they could not (`attach` then attached the
@@ -1611,15 +1606,16 @@ fn read_counter(map: &libbpf_rs::MapMut<'_>, which: types::leak_counter) -> Resu
     Ok(per_cpu.map_or(0, |v| v.iter().map(|c| u64_at(c, 0)).sum()))
 }
 
-/// Sums a `counters` map into the loss counters.
-pub(crate) fn read_losses(map: &libbpf_rs::MapMut<'_>) -> Result<Losses> {
+/// Sums a `counters` map into the loss counters, and the events a busy table refused
+/// (`Unseen`, without the runs the kernel skipped): one read of every counter.
+pub(crate) fn read_losses(map: &libbpf_rs::MapMut<'_>) -> Result<(Losses, Unseen)> {
     use types::leak_counter as C;
     let mut c = [0u64; C::NR_COUNTERS.0 as usize];
     for (i, slot) in c.iter_mut().enumerate() {
         *slot = read_counter(map, C(i as u32))?;
     }
     let at = |k: C| c[k.0 as usize];
-    Ok(Losses {
+    let losses = Losses {
         allocs_full: at(C::C_ALLOCS_FULL),
         allocs_full_bytes: at(C::C_ALLOCS_FULL_BYTES),
         stack_table_full: at(C::C_STACK_TABLE_FULL),
@@ -1631,17 +1627,12 @@ pub(crate) fn read_losses(map: &libbpf_rs::MapMut<'_>) -> Result<Losses> {
         missed_free: at(C::C_MISSED_FREE),
         nested_calls: at(C::C_NESTED),
         abandoned_calls: at(C::C_ABANDONED),
-    })
-}
-
-/// The events a `counters` map says a busy table refused (`Unseen`, without the runs the
-/// kernel skipped).
-pub(crate) fn read_busy(map: &libbpf_rs::MapMut<'_>) -> Result<Unseen> {
-    use types::leak_counter as C;
-    Ok(Unseen {
-        allocs: read_counter(map, C::C_ALLOC_BUSY)?,
-        frees: read_counter(map, C::C_FREE_BUSY)?,
-    })
+    };
+    let busy = Unseen {
+        allocs: at(C::C_ALLOC_BUSY),
+        frees: at(C::C_FREE_BUSY),
+    };
+    Ok((losses, busy))
 }
 
 /// The traces (addresses, innermost first) of the wanted ids of a `stack_ids` map.

@@ -267,8 +267,7 @@ impl KernelSession<'_, '_> {
 
     fn snapshot(&mut self) -> Result<()> {
         let meter = CostMeter::start();
-        let losses = self.tracer.losses()?;
-        let unseen = self.tracer.unseen()?;
+        let (losses, unseen) = self.tracer.losses()?;
         let raw = self.tracer.stats();
         // Name every stack id not seen before; the ones whose trace cannot be read yet are
         // retried next time, with their counters.

@@ -913,8 +913,7 @@ impl Session<'_, '_> {
 
     fn snapshot(&mut self, alive: bool) -> Result<()> {
         let meter = CostMeter::start();
-        let losses = self.tracer.losses()?;
-        let unseen = self.tracer.unseen()?;
+        let (losses, unseen) = self.tracer.losses()?;
         let raw = self.tracer.changed_stats(&self.unsent);
         if alive {
             self.refresh_maps();

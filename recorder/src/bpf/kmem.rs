@@ -229,17 +229,13 @@ impl KmemTracer<'_> {
         &self.attached
     }
 
-    /// Sums the per-CPU loss counters.
-    pub fn losses(&self) -> Result<Losses> {
-        super::read_losses(&self.skel.maps.counters)
-    }
-
-    /// Allocation and free events that may not have been recorded: the runs of its programs the
-    /// kernel skipped (it does not run a tracing program inside itself on one CPU: an interrupt
-    /// that allocates or frees while the program runs there; some of them the filters would
-    /// have left out anyway), and the events refused by a table whose lock was busy.
-    pub fn unseen(&self) -> Result<Unseen> {
-        let mut unseen = super::read_busy(&self.skel.maps.counters)?;
+    /// Sums the per-CPU loss counters; and the allocation and free events that may not have
+    /// been recorded: the events refused by a table whose lock was busy, and the runs of its
+    /// programs the kernel skipped (it does not run a tracing program inside itself on one
+    /// CPU: an interrupt that allocates or frees while the program runs there; some of them
+    /// the filters would have left out anyway).
+    pub fn losses(&self) -> Result<(Losses, Unseen)> {
+        let (losses, mut unseen) = super::read_losses(&self.skel.maps.counters)?;
         for prog in self.skel.object().progs().filter(|p| p.autoload()) {
             let name = prog.name().to_string_lossy();
             let skipped = skipped_runs(prog.as_fd())
@@ -250,7 +246,7 @@ impl KmemTracer<'_> {
                 None => {}
             }
         }
-        Ok(unseen)
+        Ok((losses, unseen))
     }
 
     /// Every stack's counters. With sampling, they are estimates (block counts rounded to whole
