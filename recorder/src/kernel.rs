@@ -222,6 +222,15 @@ struct KernelSession<'a, 'obj> {
 /// past its exit (RCU callbacks, delayed work) take a few milliseconds on an idle machine.
 const EXIT_GRACE: Duration = Duration::from_millis(500);
 
+/// Waits until every RCU callback queued so far has run (`rcu_barrier()`, which the kernel
+/// offers root as the `rcutree.do_rcu_barrier` parameter): the frees an exit queued behind
+/// RCU, which lazy RCU (CPUs whose callbacks are offloaded) may hold back for up to 10 s, past
+/// `EXIT_GRACE`. It took 23 ms here. Best effort: without the parameter, or the right to
+/// write it (CAP_BPF without root), the grace alone.
+fn rcu_barrier() {
+    let _ = std::fs::write("/sys/module/rcutree/parameters/do_rcu_barrier", "1");
+}
+
 impl KernelSession<'_, '_> {
     fn record_until_end(&mut self, pidfd: Option<&std::os::fd::OwnedFd>) -> Result<()> {
         let mut schedule = Schedule::new(self.started, self.cli);
@@ -246,6 +255,7 @@ impl KernelSession<'_, '_> {
                 // inodes after an RCU grace period, files by deferred work. Wait for those
                 // frees before the last snapshot, or they would stay outstanding in it.
                 std::thread::sleep(EXIT_GRACE);
+                rcu_barrier();
                 break EndReason::TargetExited {
                     code: None,
                     signal: None,
