@@ -296,6 +296,8 @@ pub struct Recording {
     pub children: Option<leak_format::Children>,
     /// Allocator events not recorded (the last `Unseen` record); zero if none.
     pub unseen: leak_format::Unseen,
+    /// The process a `--kernel --pid` recording follows (its `Process` record), if written.
+    pub process: Option<leak_format::Process>,
     /// A kernel recording of one process (`--pid`) that ended with its exit: the snapshots
     /// after the exit, which are not in the series (the verdicts judge the process as it ran;
     /// its exit frees what it held).
@@ -739,6 +741,7 @@ impl Fold {
             Record::Probes(late) => rec.late_probes.push(late),
             Record::Children(children) => rec.children = Some(children),
             Record::Unseen(unseen) => rec.unseen = unseen,
+            Record::Process(process) => rec.process = Some(process),
         }
     }
 

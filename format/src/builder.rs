@@ -1,9 +1,9 @@
 //! A small builder for recordings in tests: stacks by name, counters per snapshot, valid bytes out.
 use crate::{
     AllocKind, BundleChunk, BundleContent, Children, End, EndReason, Frame, Header, HostInfo,
-    KernelSymbol, KernelSymbols, LateProbes, Losses, Module, Probe, ProbeSide, ProcMemory, Record,
-    RecordConfig, Sampling, Snapshot, SnapshotCost, Stack, StackStats, Target, TargetMode, Unseen,
-    Writer,
+    KernelSymbol, KernelSymbols, LateProbes, Losses, Module, Probe, ProbeSide, ProcMemory, Process,
+    Record, RecordConfig, Sampling, Snapshot, SnapshotCost, Stack, StackStats, Target, TargetMode,
+    Unseen, Writer,
 };
 
 /// Builds a recording in memory.
@@ -153,6 +153,17 @@ impl RecordingBuilder {
     /// Appends a record of the allocator events not recorded so far.
     pub fn unseen(&mut self, allocs: u64, frees: u64) -> &mut Self {
         self.records.push(Record::Unseen(Unseen { allocs, frees }));
+        self
+    }
+
+    /// Appends the record naming a `--kernel --pid` recording's process.
+    pub fn process(&mut self, pid: u32, name: &str, command_line: &[&str], exe: &str) -> &mut Self {
+        self.records.push(Record::Process(Process {
+            pid,
+            name: name.to_string(),
+            command_line: command_line.iter().map(ToString::to_string).collect(),
+            exe: exe.to_string(),
+        }));
         self
     }
 

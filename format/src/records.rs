@@ -33,6 +33,24 @@ pub enum Record {
     /// Cumulative: each supersedes the previous. Written before a snapshot when they changed,
     /// never while both are 0.
     Unseen(Unseen),
+    /// The process a `--kernel --pid` recording follows (format 1.6): its name, command line
+    /// and executable, which the kernel-mode `Header.target` does not give. Written once, right
+    /// after the header (and the `Sampling` record, if any).
+    Process(Process),
+}
+
+/// Who the process of a `--kernel --pid` recording is (format 1.6, §5.12), as read from
+/// `/proc/PID` when the recording started.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Process {
+    /// Process id (tgid): the same as `Header.target.pid`.
+    pub pid: u32,
+    /// Its name (`comm`, at most 15 bytes).
+    pub name: String,
+    /// Its command line (argv); empty for a kernel thread.
+    pub command_line: Vec<String>,
+    /// Path of its executable, as the process sees it; empty when unreadable (a kernel thread).
+    pub exe: String,
 }
 
 /// Allocator events that may have happened while recording without the recorder's BPF programs

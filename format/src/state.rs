@@ -47,6 +47,8 @@ pub struct RecordingState {
     pub children: Option<crate::Children>,
     /// Allocator events not recorded (the last `Unseen` record); zero if none.
     pub unseen: crate::Unseen,
+    /// The process of a `--kernel --pid` recording (its `Process` record), if written.
+    pub process: Option<crate::Process>,
 }
 
 impl RecordingState {
@@ -69,6 +71,7 @@ impl RecordingState {
             Record::Probes(late) => self.late_probes.push(late),
             Record::Children(children) => self.children = Some(children),
             Record::Unseen(unseen) => self.unseen = unseen,
+            Record::Process(process) => self.process = Some(process),
         }
     }
 

@@ -132,8 +132,8 @@ fn wrong_magic_and_version_are_clear_errors() {
 #[test]
 fn unknown_record_kinds_are_skipped_and_counted() {
     let mut bytes = demo().to_bytes();
-    // A record with tag 9 (a future kind) appended as a valid zstd frame.
-    bytes.extend(zstd::bulk::compress(&[9, 1, 2, 3], 3).unwrap());
+    // A record with tag 10 (a future kind) appended as a valid zstd frame.
+    bytes.extend(zstd::bulk::compress(&[10, 1, 2, 3], 3).unwrap());
     let mut reader = Reader::new(&bytes[..]).unwrap();
     let n = (&mut reader).filter(|r| r.is_ok()).count();
     assert_eq!(n, 5);
@@ -440,4 +440,40 @@ fn unseen_events_round_trip_and_the_last_record_is_the_state() {
     assert_eq!(state.unseen, last);
     let (state, _) = RecordingState::read(Reader::new(&demo().to_bytes()[..]).unwrap()).unwrap();
     assert_eq!(state.unseen, Unseen::default());
+}
+
+/// `Record::Process` (format 1.6, §5.12): who the process of a `--kernel --pid` recording is.
+#[test]
+fn the_process_of_a_kernel_pid_recording_round_trips() {
+    let mut b = RecordingBuilder::new();
+    b.header_mut().target.mode = TargetMode::Kernel;
+    b.header_mut().target.pid = 4242;
+    b.process(4242, "svc", &["./svc", "-v"], "/srv/svc")
+        .kernel_symbols("6.18.0", &[(0x1000, "alloc_empty_file")])
+        .kernel_stack(16, &[0x1011]);
+    b.snapshot_with(Vec::new(), Losses::default());
+    b.end(EndReason::Duration);
+    let bytes = b.to_bytes();
+    const { assert!(FORMAT_VERSION_MINOR >= 6) };
+    let mut reader = Reader::new(&bytes[..]).unwrap();
+    let records: Vec<Record> = (&mut reader).map(|r| r.unwrap()).collect();
+    assert_eq!(reader.skipped_unknown(), 0, "tag 9 is a known record kind");
+    let process = Process {
+        pid: 4242,
+        name: "svc".into(),
+        command_line: vec!["./svc".into(), "-v".into()],
+        exe: "/srv/svc".into(),
+    };
+    assert_eq!(records[1], Record::Process(process.clone()));
+    // The wire form given in §5.12.
+    let wire = [
+        9, 0x92, 0x21, 3, b's', b'v', b'c', 2, 5, b'.', b'/', b's', b'v', b'c', 2, b'-', b'v', 8,
+        b'/', b's', b'r', b'v', b'/', b's', b'v', b'c',
+    ];
+    assert_eq!(postcard::to_allocvec(&records[1]).unwrap(), wire);
+    let (state, tail) = RecordingState::read(Reader::new(&bytes[..]).unwrap()).unwrap();
+    assert!(tail.is_none());
+    assert_eq!(state.process, Some(process));
+    let (state, _) = RecordingState::read(Reader::new(&demo().to_bytes()[..]).unwrap()).unwrap();
+    assert_eq!(state.process, None);
 }
