@@ -116,7 +116,10 @@ pub fn run(cli: Cli) -> Result<()> {
         exe: "[kernel]".to_string(),
     };
     let header = new_header(&cli, host, target, false, tracer.probes());
-    let out = RecordingFile::start(file, &path, &header, cli.sample_bytes)?;
+    let mut out = RecordingFile::start(file, &path, &header, cli.sample_bytes)?;
+    if let Some(pid) = cli.pid {
+        out.write(&Record::Process(procfs::process(pid)))?;
+    }
     created.keep()?;
     let pidfd = match cli.pid {
         Some(pid) => {

@@ -219,6 +219,18 @@ pub fn cmdline(pid: u32) -> io::Result<Vec<String>> {
         .collect())
 }
 
+/// Who a process is (a `--kernel --pid` recording's `Process` record): what cannot be read (a
+/// kernel thread's command line and executable, a process gone) is left empty.
+pub fn process(pid: u32) -> leak_format::Process {
+    let name = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+    leak_format::Process {
+        pid,
+        name: name.trim_end_matches('\n').to_string(),
+        command_line: cmdline(pid).unwrap_or_default(),
+        exe: exe(pid).unwrap_or_default(),
+    }
+}
+
 /// The executable of a process, as the process sees it.
 pub fn exe(pid: u32) -> io::Result<String> {
     let link = fs::read_link(format!("/proc/{pid}/exe"))?;

@@ -530,6 +530,8 @@ fn percpu_allocations_are_traced_with_percpu() {
     let (state, _) = read_recording(&rec.out);
     let probes = &state.header.as_ref().unwrap().probes;
     assert!(probes.iter().any(|p| p.function == "percpu_alloc_percpu"));
+    // No --pid, no process to name.
+    assert_eq!(state.process, None);
     let doc = analyze_masked(&rec.out);
     let mounts: Vec<&Value> = stacks_through(&doc, "alloc_vfsmnt")
         .into_iter()
@@ -818,6 +820,21 @@ fn what_a_process_frees_by_exiting_is_freed_in_the_last_snapshot() {
             leak_format::EndReason::TargetExited { .. }
         ),
         "{log}"
+    );
+    // Named by a Process record (format 1.6): the header's target holds the filters.
+    let process = state.process.as_ref().expect("a Process record");
+    let path = fileleak.to_str().unwrap();
+    assert_eq!(
+        (process.pid, process.name.as_str()),
+        (target.id(), "fileleak")
+    );
+    assert_eq!(
+        process.command_line,
+        [path, "--wait-start", "leak", "150", "20"]
+    );
+    assert_eq!(
+        process.exe,
+        std::fs::canonicalize(&fileleak).unwrap().to_str().unwrap()
     );
     // It did allocate: 150 rounds of files, sockets and pipes.
     let allocated: u64 = state.totals.values().map(|t| t.alloc_count).sum();
