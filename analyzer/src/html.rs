@@ -60,6 +60,8 @@ struct Row {
     ci_text: String,
     outstanding: u64,
     outstanding_text: String,
+    /// What stayed after a `--kernel --pid` target's exit (`StackReport::after_exit_bytes`).
+    after_exit_text: Option<String>,
     count: u64,
     growth: i64,
     growth_text: String,
@@ -123,11 +125,11 @@ pub fn render(rec: &Recording, a: &Analysis, opts: &HtmlOptions) -> Result<Strin
          base-uri 'none'; form-action 'none'",
         base64::engine::general_purpose::STANDARD.encode(hash)
     );
-    let title = rec
-        .header
-        .as_ref()
-        .map(|h| h.target.command_line.join(" "))
-        .unwrap_or_else(|| "memleak log".to_string());
+    let title = match (&rec.header, &rec.process) {
+        (_, Some(p)) => output::process_label(p),
+        (Some(h), None) => h.target.command_line.join(" "),
+        (None, None) => "memleak log".to_string(),
+    };
     let leaks: Vec<&StackReport> = a
         .stacks
         .iter()
@@ -262,6 +264,12 @@ fn facts(rec: &Recording) -> Vec<Fact> {
                     false => format!("kernel allocations ({filters})"),
                 },
             );
+            if let Some(p) = &rec.process {
+                add(
+                    "process",
+                    format!("PID {}: {}", p.pid, output::process_label(p)),
+                );
+            }
         } else {
             add("PID", h.target.pid.to_string());
         }
@@ -349,6 +357,7 @@ fn row(rec: &Recording, s: &StackReport, with_chart: bool) -> Row {
         },
         outstanding: s.outstanding_bytes,
         outstanding_text: human_bytes(s.outstanding_bytes as f64),
+        after_exit_text: s.after_exit_bytes.map(|b| human_bytes(b as f64)),
         count: s.outstanding_count,
         growth: s.growth_bytes,
         growth_text: human_bytes(s.growth_bytes as f64),

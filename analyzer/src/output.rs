@@ -99,14 +99,46 @@ pub fn verdict_id(v: Verdict) -> &'static str {
     }
 }
 
+/// How a `--kernel --pid` recording's process is named: its command line, or `[name]` (as ps
+/// names a kernel thread, which has none).
+pub fn process_label(p: &leak_format::Process) -> String {
+    match p.command_line.is_empty() {
+        true => format!("[{}]", p.name),
+        false => p.command_line.join(" "),
+    }
+}
+
 /// The memleak-like text summary.
 pub fn text(rec: &Recording, a: &Analysis, top: usize) -> String {
     let mut out = String::new();
     if let Some(h) = &rec.header {
         let what = if h.target.mode == leak_format::TargetMode::Kernel {
-            match h.target.command_line.is_empty() {
-                true => "Kernel recording (every task)".to_string(),
-                false => format!("Kernel recording ({})", h.target.command_line.join(" ")),
+            let filters = h.target.command_line.join(" ");
+            match (&rec.process, filters.is_empty()) {
+                (Some(p), _) => {
+                    // The filters beside --pid (--comm, --cache): the name says that one.
+                    let mut more = Vec::new();
+                    let mut args = h.target.command_line.iter();
+                    while let Some(arg) = args.next() {
+                        match arg.as_str() {
+                            "--pid" => _ = args.next(),
+                            arg => more.push(arg),
+                        }
+                    }
+                    let more = more.join(" ");
+                    format!(
+                        "Kernel recording of PID {} ({}){}",
+                        p.pid,
+                        process_label(p),
+                        if more.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" with {more}")
+                        }
+                    )
+                }
+                (None, true) => "Kernel recording (every task)".to_string(),
+                (None, false) => format!("Kernel recording ({filters})"),
             }
         } else {
             format!(
@@ -176,7 +208,7 @@ pub fn text(rec: &Recording, a: &Analysis, top: usize) -> String {
         let d = &s.detection;
         let _ = writeln!(
             out,
-            "\n{} in {} allocations from stack {}{}: {}{}, {}{}",
+            "\n{} in {} allocations from stack {}{}: {}{}, {}{}{}",
             human_bytes(s.outstanding_bytes as f64),
             s.outstanding_count,
             s.id,
@@ -191,7 +223,11 @@ pub fn text(rec: &Recording, a: &Analysis, top: usize) -> String {
                 "; grew at every snapshot"
             } else {
                 ""
-            }
+            },
+            s.after_exit_bytes.map_or(String::new(), |b| format!(
+                "; {} after the exit",
+                human_bytes(b as f64)
+            ))
         );
         if let Some(lost) = s.lost {
             let _ = writeln!(out, "        [stack unavailable: {lost}]");
@@ -251,6 +287,7 @@ struct JsonRecording<'a> {
     ended: Option<JsonEnd>,
     drops: &'a leak_format::Losses,
     unseen: &'a leak_format::Unseen,
+    process: Option<&'a leak_format::Process>,
     total_drops: u64,
     sample_bytes: Option<u64>,
     estimates: bool,
@@ -404,6 +441,7 @@ pub fn json(rec: &Recording, a: &Analysis) -> String {
             ended: rec.end.as_ref().map(|e| json_end(&e.reason)),
             drops: &rec.losses,
             unseen: &rec.unseen,
+            process: rec.process.as_ref(),
             total_drops: rec.losses.total_drops() + rec.unseen.total(),
             sample_bytes: rec.sample_bytes,
             estimates: rec.sample_bytes.is_some(),

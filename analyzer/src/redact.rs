@@ -24,14 +24,11 @@ pub fn redact(input: &str, output: &str) -> Result<u64, String> {
         Some(Ok(Record::Header(h))) => h,
         _ => return Err(format!("{input}: no header record")),
     };
-    let name = header
-        .target
-        .exe
-        .rsplit('/')
-        .next()
-        .unwrap_or("")
-        .to_string();
-    header.target.command_line = vec![name];
+    // A kernel recording's command line is the recorder's filters (--pid N, --comm, --cache);
+    // its process's own is in the Process record.
+    if header.target.mode != leak_format::TargetMode::Kernel {
+        header.target.command_line = vec![file_name(&header.target.exe).to_string()];
+    }
     header.host.hostname = "redacted".into();
     let mut opts = OpenOptions::new();
     opts.write(true).create_new(true);
@@ -57,6 +54,14 @@ pub fn redact(input: &str, output: &str) -> Result<u64, String> {
                 }
                 Record::Snapshot(s)
             }
+            Ok(Record::Process(mut p)) => {
+                let name = match file_name(&p.exe) {
+                    "" => p.name.clone(),
+                    name => name.to_string(),
+                };
+                p.command_line = vec![name];
+                Record::Process(p)
+            }
             Ok(other) => other,
             Err(e) => {
                 eprintln!("redact: {input}: {e}; the copy ends before it");
@@ -68,4 +73,9 @@ pub fn redact(input: &str, output: &str) -> Result<u64, String> {
             .map_err(|e| format!("{output}: {e}"))?;
     }
     Ok(dropped)
+}
+
+/// The last component of a path ("" for "").
+fn file_name(path: &str) -> &str {
+    path.rsplit('/').next().unwrap_or("")
 }

@@ -165,6 +165,12 @@ fn a_process_that_leaked_files_until_it_exited_is_judged_as_it_ran() {
         b.header_mut().target.mode = TargetMode::Kernel;
         b.header_mut().target.pid = 42;
         b.header_mut().target.command_line = vec!["--pid".into(), "42".into()];
+        b.process(
+            42,
+            "fileleak",
+            &["./fileleak", "leak", "--token=s3cret"],
+            "/opt/fileleak",
+        );
         b.kernel_symbols(
             "6.18.0",
             &[
@@ -236,6 +242,53 @@ fn a_process_that_leaked_files_until_it_exited_is_judged_as_it_ran() {
     );
     let doc: serde_json::Value = serde_json::from_str(&json(&rec, &a)).unwrap();
     assert_eq!(doc["stacks"][0]["after_exit_bytes"], 0);
+    // The text and the report give it per stack too.
+    let text = leak_report::output::text(&rec, &a, 5);
+    let line = text.lines().find(|l| l.contains("from stack 16")).unwrap();
+    assert!(line.ends_with("; 0 B after the exit"), "{line}");
+    let opts = leak_report::html::HtmlOptions {
+        top: 5,
+        timestamp: None,
+    };
+    let html = leak_report::html::render(&rec, &a, &opts).unwrap();
+    assert_eq!(html.matches("0 B after the exit</small>").count(), 1);
+    // Each names the process by its Process record (format 1.6), not by its PID alone.
+    let named = "PID 42 (./fileleak leak --token=s3cret) on ";
+    assert!(
+        text.starts_with(&format!("Kernel recording of {named}")),
+        "{text}"
+    );
+    assert!(html.contains("<title>leak-report: ./fileleak leak --token=s3cret</title>"));
+    assert!(html.contains("PID 42: ./fileleak leak --token=s3cret</"));
+    let process = &doc["recording"]["process"];
+    assert_eq!(process["name"], "fileleak");
+    assert_eq!(process["command_line"][2], "--token=s3cret");
+    assert_eq!(process["exe"], "/opt/fileleak");
+    // A redacted copy keeps the filters and the process's name, not its arguments.
+    let redacted = dir.path().join("redacted.zst");
+    leak_report::redact::redact(exited.to_str().unwrap(), redacted.to_str().unwrap()).unwrap();
+    let (rec, a) = judge(&redacted);
+    let p = rec.process.as_ref().unwrap();
+    assert_eq!(
+        (p.pid, p.name.as_str(), p.exe.as_str()),
+        (42, "fileleak", "/opt/fileleak")
+    );
+    assert_eq!(p.command_line, ["fileleak"]);
+    assert_eq!(
+        rec.header.as_ref().unwrap().target.command_line,
+        ["--pid", "42"]
+    );
+    let text = leak_report::output::text(&rec, &a, 5);
+    assert!(text.starts_with("Kernel recording of PID 42 (fileleak) on "));
+    // Filters beside --pid are said after the name.
+    let mut rec = rec;
+    let filters = &mut rec.header.as_mut().unwrap().target.command_line;
+    filters.extend(["--cache".to_string(), "filp".to_string()]);
+    let text = leak_report::output::text(&rec, &a, 5);
+    assert!(text.starts_with("Kernel recording of PID 42 (fileleak) with --cache filp on "));
+    assert!(!leak_report::html::render(&rec, &a, &opts)
+        .unwrap()
+        .contains("s3cret"));
     // A snapshot missing from the middle: the one after the exit is still the one left out
     // (told by its number, not by counting).
     let bytes = std::fs::read(&exited).unwrap();
@@ -267,6 +320,7 @@ fn a_process_that_leaked_files_until_it_exited_is_judged_as_it_ran() {
     let s = a.stacks.iter().find(|s| s.id == 16).unwrap();
     assert_ne!(s.verdict, leak_report::detect::Verdict::ContinuousLeak);
     assert_eq!((s.outstanding_bytes, s.after_exit_bytes), (0, None));
+    assert!(!leak_report::output::text(&rec, &a, 5).contains("after the exit"));
 }
 
 /// A `--pid` kernel target that exited before the first interval: the recording's one snapshot
