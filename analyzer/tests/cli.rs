@@ -118,6 +118,20 @@ fn json_matches_its_documentation_both_ways() {
     let mut actual = BTreeSet::new();
     paths(&json(&[]), "", &mut actual);
     // `recording.ended` is null for killed recorders; the demo ended cleanly, so all are present.
+    // `recording.process` is null but in `--kernel --pid` recordings: one of those too.
+    let dir = tempfile::tempdir().unwrap();
+    let kernel = dir.path().join("kernel-pid.zst");
+    let mut b = leak_format::RecordingBuilder::new();
+    b.header_mut().target.mode = TargetMode::Kernel;
+    b.header_mut().target.pid = 42;
+    b.header_mut().target.command_line = vec!["--pid".into(), "42".into()];
+    b.process(42, "svc", &["./svc"], "/srv/svc");
+    b.snapshot_with(Vec::new(), leak_format::Losses::default());
+    b.end(EndReason::Duration);
+    std::fs::write(&kernel, b.to_bytes()).unwrap();
+    let process = json_at(kernel.to_str().unwrap(), &[]);
+    assert_eq!(process["recording"]["process"]["exe"], "/srv/svc");
+    paths(&process, "", &mut actual);
     let undocumented: Vec<_> = actual.difference(&documented).collect();
     let missing: Vec<_> = documented.difference(&actual).collect();
     assert!(
