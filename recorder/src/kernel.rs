@@ -117,16 +117,17 @@ pub fn run(cli: Cli) -> Result<()> {
     };
     let header = new_header(&cli, host, target, false, tracer.probes());
     let mut out = RecordingFile::start(file, &path, &header, cli.sample_bytes)?;
-    if let Some(pid) = cli.pid {
-        out.write(&Record::Process(procfs::process(pid)))?;
-    }
-    created.keep()?;
     let pidfd = match cli.pid {
         Some(pid) => {
             Some(target::pidfd_open(pid).with_context(|| format!("cannot watch process {pid}"))?)
         }
         None => None,
     };
+    // Named once it is held: the process the recording ends with.
+    if let Some(pid) = cli.pid {
+        out.write(&Record::Process(procfs::process(pid)))?;
+    }
+    created.keep()?;
     install_signal_handlers();
     if let (Some(pid), Some(comm)) = (cli.pid, &cli.comm) {
         // Both filters apply: the process's threads that bear the name. None now is worth a
@@ -225,13 +226,26 @@ struct KernelSession<'a, 'obj> {
 /// past its exit (RCU callbacks, delayed work) take a few milliseconds on an idle machine.
 const EXIT_GRACE: Duration = Duration::from_millis(500);
 
-/// Waits until every RCU callback queued so far has run (`rcu_barrier()`, which the kernel
-/// offers root as the `rcutree.do_rcu_barrier` parameter): the frees an exit queued behind
-/// RCU, which lazy RCU (CPUs whose callbacks are offloaded) may hold back for up to 10 s, past
-/// `EXIT_GRACE`. It took 23 ms here. Best effort: without the parameter, or the right to
-/// write it (CAP_BPF without root), the grace alone.
+/// Waits until every `call_rcu` callback queued so far has run (`rcu_barrier()`, which the
+/// kernel offers root as the `rcutree.do_rcu_barrier` parameter): the frees an exit queued that
+/// way (socket inodes), which lazy RCU (CPUs whose callbacks are offloaded) may hold back for up
+/// to 10 s, past `EXIT_GRACE`. It took 23 ms here; `kfree_rcu` batches are not covered (the
+/// kernel offers no barrier for them). Best effort: without the parameter, or the right to
+/// write it (CAP_BPF without root, a read-only /sys), the grace alone. The barrier sleeps in
+/// the kernel where no signal reaches it, so it runs on a thread of its own, waited for at most
+/// `BARRIER_WAIT`: the last snapshot is taken then anyway.
 fn rcu_barrier() {
-    let _ = std::fs::write("/sys/module/rcutree/parameters/do_rcu_barrier", "1");
+    const BARRIER_WAIT: Duration = Duration::from_secs(2);
+    let (done, wait) = std::sync::mpsc::channel();
+    let barrier = std::thread::Builder::new()
+        .name("rcu_barrier".into())
+        .spawn(move || {
+            let _ = std::fs::write("/sys/module/rcutree/parameters/do_rcu_barrier", "1");
+            let _ = done.send(());
+        });
+    if barrier.is_ok() {
+        let _ = wait.recv_timeout(BARRIER_WAIT);
+    }
 }
 
 impl KernelSession<'_, '_> {

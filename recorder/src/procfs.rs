@@ -222,10 +222,13 @@ pub fn cmdline(pid: u32) -> io::Result<Vec<String>> {
 /// Who a process is (a `--kernel --pid` recording's `Process` record): what cannot be read (a
 /// kernel thread's command line and executable, a process gone) is left empty.
 pub fn process(pid: u32) -> leak_format::Process {
-    let name = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+    // Any bytes (prctl(PR_SET_NAME) takes any).
+    let name = fs::read(format!("/proc/{pid}/comm")).unwrap_or_default();
     leak_format::Process {
         pid,
-        name: name.trim_end_matches('\n').to_string(),
+        name: String::from_utf8_lossy(&name)
+            .trim_end_matches('\n')
+            .to_string(),
         command_line: cmdline(pid).unwrap_or_default(),
         exe: exe(pid).unwrap_or_default(),
     }
