@@ -126,9 +126,9 @@ pub fn render(rec: &Recording, a: &Analysis, opts: &HtmlOptions) -> Result<Strin
         base64::engine::general_purpose::STANDARD.encode(hash)
     );
     let title = match (&rec.header, &rec.process) {
-        (_, Some(p)) => output::process_label(p),
-        (Some(h), None) => h.target.command_line.join(" "),
-        (None, None) => "memleak log".to_string(),
+        (Some(_), Some(p)) if rec.is_kernel() => output::process_label(p),
+        (Some(h), _) => h.target.command_line.join(" "),
+        (None, _) => "memleak log".to_string(),
     };
     let leaks: Vec<&StackReport> = a
         .stacks

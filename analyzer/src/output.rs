@@ -99,12 +99,14 @@ pub fn verdict_id(v: Verdict) -> &'static str {
     }
 }
 
-/// How a `--kernel --pid` recording's process is named: its command line, or `[name]` (as ps
-/// names a kernel thread, which has none).
+/// How a `--kernel --pid` recording's process is named: its command line; `[name]` for a kernel
+/// thread (no command line, no executable: as ps names it); else what could be read of it.
 pub fn process_label(p: &leak_format::Process) -> String {
-    match p.command_line.is_empty() {
-        true => format!("[{}]", p.name),
-        false => p.command_line.join(" "),
+    match (&p.command_line[..], p.exe.as_str(), p.name.as_str()) {
+        ([], "", "") => "name unknown".to_string(),
+        ([], "", name) => format!("[{name}]"),
+        ([], exe, _) => exe.to_string(),
+        (argv, ..) => argv.join(" "),
     }
 }
 

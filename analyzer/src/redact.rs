@@ -1,5 +1,6 @@
-//! Rewrites a recording for sharing: the command line becomes the executable's name, the host
-//! name becomes "redacted", memory maps keep only the binaries that appear on stacks (data
+//! Rewrites a recording for sharing: the command line (a `--kernel --pid` process's too)
+//! becomes the executable's name, a kernel recording's filters stay, the host name becomes
+//! "redacted", memory maps keep only the binaries that appear on stacks (data
 //! files, sockets and home-directory paths go), and bundled binaries are dropped. Stacks,
 //! counters, module paths and build IDs stay, so the analysis of the copy is the same
 //! (docs/security.md).
@@ -55,11 +56,14 @@ pub fn redact(input: &str, output: &str) -> Result<u64, String> {
                 Record::Snapshot(s)
             }
             Ok(Record::Process(mut p)) => {
+                // A kernel thread has none, and keeps none.
                 let name = match file_name(&p.exe) {
                     "" => p.name.clone(),
                     name => name.to_string(),
                 };
-                p.command_line = vec![name];
+                if !p.command_line.is_empty() {
+                    p.command_line = vec![name].into_iter().filter(|n| !n.is_empty()).collect();
+                }
                 Record::Process(p)
             }
             Ok(other) => other,
