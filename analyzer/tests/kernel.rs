@@ -356,3 +356,44 @@ fn a_process_that_exited_before_the_first_snapshot_is_not_judged_clean() {
     assert!(a.unjudged, "{:?}", a.warnings);
     assert!(leak_report::analysis::cannot_vouch(&rec, &a).is_some());
 }
+
+/// A `--kernel --pid` recording of a kernel thread: no command line and no executable, named
+/// `[name]` as ps names it, and redacted without gaining a command line.
+#[test]
+fn a_kernel_thread_is_named_as_ps_names_it_and_stays_so_redacted() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut b = RecordingBuilder::new();
+    b.header_mut().target.mode = TargetMode::Kernel;
+    b.header_mut().target.pid = 7;
+    b.header_mut().target.command_line = vec!["--pid".into(), "7".into()];
+    b.process(7, "kworker/0:1", &[], "");
+    b.snapshot_with(Vec::new(), Losses::default());
+    b.end(EndReason::Duration);
+    let path = dir.path().join("kthread.zst");
+    std::fs::write(&path, b.to_bytes()).unwrap();
+    let redacted = dir.path().join("redacted.zst");
+    leak_report::redact::redact(path.to_str().unwrap(), redacted.to_str().unwrap()).unwrap();
+    for p in [&path, &redacted] {
+        let rec = input::read(p, series::DEFAULT_CAP).unwrap();
+        assert_eq!(
+            rec.process.as_ref().unwrap().command_line,
+            Vec::<String>::new()
+        );
+        let text = leak_report::output::text(&rec, &analyzed(&rec), 5);
+        assert!(
+            text.starts_with("Kernel recording of PID 7 ([kworker/0:1]) on "),
+            "{text}"
+        );
+    }
+    // What could not be read at all (a process gone): said so, not shown as a kernel thread.
+    let gone = leak_format::Process {
+        pid: 9,
+        ..Default::default()
+    };
+    assert_eq!(leak_report::output::process_label(&gone), "name unknown");
+    let exe_only = leak_format::Process {
+        exe: "/srv/svc".into(),
+        ..gone
+    };
+    assert_eq!(leak_report::output::process_label(&exe_only), "/srv/svc");
+}

@@ -850,8 +850,10 @@ fn what_a_process_frees_by_exiting_is_freed_in_the_last_snapshot() {
             .stacks
             .get(&id)
             .map_or(&[][..], |s| s.frames.as_slice());
+        // Each frame is a return address: its call is the byte before (as the recorder and
+        // leak-report look it up).
         let sym = |addr: u64| {
-            let e = state.kernel_symbols.range(..=addr).next_back();
+            let e = state.kernel_symbols.range(..addr).next_back();
             e.map_or(format!("{addr:#x}"), |(_, k)| k.name.clone())
         };
         frames.iter().map(|f| sym(f.addr)).collect()
