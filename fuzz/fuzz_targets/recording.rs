@@ -4,18 +4,30 @@
 //! 0x00 0xFF into record payloads, each compressed into its own zstd frame after a valid
 //! preamble and header, so postcard decoding and the series logic see arbitrary records
 //! (random bytes rarely survive zstd's checksums). Bit 1 chooses the reader on top:
-//! leak-format's RecordingState or leak-report's series.
+//! leak-format's RecordingState or leak-report's series. Bit 2 makes the series reader the
+//! one leak-report uses on a `--kernel --pid` recording that ended with the target's exit
+//! (`read_ended`, which keeps the snapshots from number `mode >> 3` apart), and the valid
+//! header such a recording's.
 #![no_main]
 use std::cell::RefCell;
 use std::sync::OnceLock;
 
-use leak_format::{Reader, RecordingBuilder, RecordingState};
+use leak_format::{End, EndReason, Reader, RecordingBuilder, RecordingState, TargetMode};
 use libfuzzer_sys::fuzz_target;
 
-/// A valid preamble and header record.
-fn valid_start() -> &'static [u8] {
-    static START: OnceLock<Vec<u8>> = OnceLock::new();
-    START.get_or_init(|| RecordingBuilder::new().to_bytes())
+/// A valid preamble and header record: a user-mode recording's, or a `--kernel --pid` one's.
+fn valid_start(kernel_pid: bool) -> &'static [u8] {
+    static USER: OnceLock<Vec<u8>> = OnceLock::new();
+    static KERNEL: OnceLock<Vec<u8>> = OnceLock::new();
+    if !kernel_pid {
+        return USER.get_or_init(|| RecordingBuilder::new().to_bytes());
+    }
+    KERNEL.get_or_init(|| {
+        let mut b = RecordingBuilder::new();
+        b.header_mut().target.mode = TargetMode::Kernel;
+        b.header_mut().target.pid = 42;
+        b.to_bytes()
+    })
 }
 
 thread_local! {
@@ -28,8 +40,8 @@ fn file_from(data: &[u8]) -> Vec<u8> {
     match data.split_first() {
         None => Vec::new(),
         Some((mode, rest)) if mode & 1 == 0 => rest.to_vec(),
-        Some((_, rest)) => {
-            let mut file = valid_start().to_vec();
+        Some((mode, rest)) => {
+            let mut file = valid_start(mode & 4 != 0).to_vec();
             let mut start = 0;
             let mut i = 0;
             while i <= rest.len() {
@@ -54,9 +66,23 @@ fuzz_target!(|data: &[u8]| {
     let Ok(reader) = Reader::new(&file[..]) else {
         return;
     };
-    if data.first().is_some_and(|m| m & 2 == 0) {
+    let mode = data.first().copied().unwrap_or(0);
+    let cap = leak_report::series::DEFAULT_CAP;
+    if mode & 2 == 0 {
         let _ = RecordingState::read(reader);
+    } else if mode & 4 == 0 {
+        let _ = leak_report::series::read(reader, cap);
     } else {
-        let _ = leak_report::series::read(reader, leak_report::series::DEFAULT_CAP);
+        let end = End {
+            wall_ns: 0,
+            mono_ns: 0,
+            reason: EndReason::TargetExited {
+                code: Some(0),
+                signal: None,
+            },
+            // The snapshots from number `mode >> 3` on are after the exit.
+            snapshots: u32::from(mode >> 3) + 1,
+        };
+        let _ = leak_report::series::read_ended(reader, cap, Some(&end));
     }
 });
