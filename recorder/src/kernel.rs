@@ -230,21 +230,28 @@ const EXIT_GRACE: Duration = Duration::from_millis(500);
 /// kernel offers root as the `rcutree.do_rcu_barrier` parameter): the frees an exit queued that
 /// way (socket inodes), which lazy RCU (CPUs whose callbacks are offloaded) may hold back for up
 /// to 10 s, past `EXIT_GRACE`. It took 23 ms here; `kfree_rcu` batches are not covered (the
-/// kernel offers no barrier for them). Best effort: without the parameter, or the right to
-/// write it (CAP_BPF without root, a read-only /sys), the grace alone. The barrier sleeps in
-/// the kernel where no signal reaches it, so it runs on a thread of its own, waited for at most
-/// `BARRIER_WAIT`: the last snapshot is taken then anyway.
+/// kernel has no barrier for them that user space can trigger). Best effort: without the
+/// parameter, or the right to write it (CAP_BPF without root, a read-only /sys), the grace
+/// alone. The barrier sleeps in the kernel where no signal reaches it, and a thread of ours
+/// sleeping there would hold leak-record's exit (and its stderr) until it returned: a child
+/// process writes the parameter, holding none of leak-record's descriptors, waited for at
+/// most `BARRIER_WAIT` and otherwise left to finish on its own.
 fn rcu_barrier() {
     const BARRIER_WAIT: Duration = Duration::from_secs(2);
-    let (done, wait) = std::sync::mpsc::channel();
-    let barrier = std::thread::Builder::new()
-        .name("rcu_barrier".into())
-        .spawn(move || {
-            let _ = std::fs::write("/sys/module/rcutree/parameters/do_rcu_barrier", "1");
-            let _ = done.send(());
-        });
-    if barrier.is_ok() {
-        let _ = wait.recv_timeout(BARRIER_WAIT);
+    const PARAMETER: &str = "/sys/module/rcutree/parameters/do_rcu_barrier";
+    use std::process::{Command, Stdio};
+    // `-w` first: a /sys that is not sysfs (a sandbox's) gets no new file.
+    let child = Command::new("/bin/sh")
+        .args(["-c", "[ -w \"$1\" ] && echo 1 > \"$1\"", "sh", PARAMETER])
+        .env_clear()
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn();
+    let Ok(mut child) = child else { return };
+    let start = Instant::now();
+    while matches!(child.try_wait(), Ok(None)) && start.elapsed() < BARRIER_WAIT {
+        std::thread::sleep(Duration::from_millis(5));
     }
 }
 
