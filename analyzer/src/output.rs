@@ -99,8 +99,9 @@ pub fn verdict_id(v: Verdict) -> &'static str {
     }
 }
 
-/// How a `--kernel --pid` recording's process is named: its command line; `[name]` for a kernel
-/// thread (no command line, no executable: as ps names it); else what could be read of it.
+/// How a `--kernel --pid` recording's process is named: its command line; `[name]` when neither
+/// it nor the executable could be read (a kernel thread, or a process that had exited: as ps
+/// shows both); else what could be read of it.
 pub fn process_label(p: &leak_format::Process) -> String {
     match (&p.command_line[..], p.exe.as_str(), p.name.as_str()) {
         ([], "", "") => "name unknown".to_string(),

@@ -385,6 +385,20 @@ fn a_kernel_thread_is_named_as_ps_names_it_and_stays_so_redacted() {
             "{text}"
         );
     }
+    // Redacted without an executable: the name stands for the command line; with neither,
+    // nothing does.
+    for (name, redacted_argv) in [("x", vec!["x".to_string()]), ("", Vec::new())] {
+        let mut b = RecordingBuilder::new();
+        b.header_mut().target.mode = TargetMode::Kernel;
+        b.process(8, name, &["./x", "--secret"], "");
+        b.snapshot_with(Vec::new(), Losses::default());
+        let (from, to) = (dir.path().join("x.zst"), dir.path().join("x-redacted.zst"));
+        let _ = std::fs::remove_file(&to);
+        std::fs::write(&from, b.to_bytes()).unwrap();
+        leak_report::redact::redact(from.to_str().unwrap(), to.to_str().unwrap()).unwrap();
+        let rec = input::read(&to, series::DEFAULT_CAP).unwrap();
+        assert_eq!(rec.process.unwrap().command_line, redacted_argv, "{name}");
+    }
     // What could not be read at all (a process gone): said so, not shown as a kernel thread.
     let gone = leak_format::Process {
         pid: 9,

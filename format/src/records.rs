@@ -45,7 +45,7 @@ pub enum Record {
 pub struct Process {
     /// Process id (tgid): the same as `Header.target.pid`.
     pub pid: u32,
-    /// Its name (`comm`, at most 15 bytes).
+    /// Its name (`comm`: 15 bytes at most, invalid UTF-8 replaced by U+FFFD).
     pub name: String,
     /// Its command line (argv); empty for a kernel thread.
     pub command_line: Vec<String>,
