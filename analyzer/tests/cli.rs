@@ -121,10 +121,7 @@ fn json_matches_its_documentation_both_ways() {
     // `recording.process` is null but in `--kernel --pid` recordings: one of those too.
     let dir = tempfile::tempdir().unwrap();
     let kernel = dir.path().join("kernel-pid.zst");
-    let mut b = leak_format::RecordingBuilder::new();
-    b.header_mut().target.mode = TargetMode::Kernel;
-    b.header_mut().target.pid = 42;
-    b.header_mut().target.command_line = vec!["--pid".into(), "42".into()];
+    let mut b = leak_format::RecordingBuilder::kernel_pid(42);
     b.process(42, "svc", &["./svc"], "/srv/svc");
     b.snapshot_with(Vec::new(), leak_format::Losses::default());
     b.end(EndReason::Duration);

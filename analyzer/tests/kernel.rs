@@ -161,10 +161,7 @@ fn kernel_stacks_are_named_from_the_recording_and_marked() {
 fn a_process_that_leaked_files_until_it_exited_is_judged_as_it_ran() {
     let dir = tempfile::tempdir().unwrap();
     let build = |end: EndReason| {
-        let mut b = RecordingBuilder::new();
-        b.header_mut().target.mode = TargetMode::Kernel;
-        b.header_mut().target.pid = 42;
-        b.header_mut().target.command_line = vec!["--pid".into(), "42".into()];
+        let mut b = RecordingBuilder::kernel_pid(42);
         b.process(
             42,
             "fileleak",
@@ -329,10 +326,7 @@ fn a_process_that_leaked_files_until_it_exited_is_judged_as_it_ran() {
 #[test]
 fn a_process_that_exited_before_the_first_snapshot_is_not_judged_clean() {
     let dir = tempfile::tempdir().unwrap();
-    let mut b = RecordingBuilder::new();
-    b.header_mut().target.mode = TargetMode::Kernel;
-    b.header_mut().target.pid = 42;
-    b.header_mut().target.command_line = vec!["--pid".into(), "42".into()];
+    let mut b = RecordingBuilder::kernel_pid(42);
     b.kernel_symbols("6.18.0", &[(0xffff_ffff_816b_b390, "alloc_empty_file")])
         .kernel_stack(16, &[0xffff_ffff_816b_b3cc]);
     let closed = StackStats {
@@ -362,10 +356,7 @@ fn a_process_that_exited_before_the_first_snapshot_is_not_judged_clean() {
 #[test]
 fn a_kernel_thread_is_named_as_ps_names_it_and_stays_so_redacted() {
     let dir = tempfile::tempdir().unwrap();
-    let mut b = RecordingBuilder::new();
-    b.header_mut().target.mode = TargetMode::Kernel;
-    b.header_mut().target.pid = 7;
-    b.header_mut().target.command_line = vec!["--pid".into(), "7".into()];
+    let mut b = RecordingBuilder::kernel_pid(7);
     b.process(7, "kworker/0:1", &[], "");
     b.snapshot_with(Vec::new(), Losses::default());
     b.end(EndReason::Duration);
@@ -388,8 +379,7 @@ fn a_kernel_thread_is_named_as_ps_names_it_and_stays_so_redacted() {
     // Redacted without an executable: the name stands for the command line; with neither,
     // nothing does.
     for (name, redacted_argv) in [("x", vec!["x".to_string()]), ("", Vec::new())] {
-        let mut b = RecordingBuilder::new();
-        b.header_mut().target.mode = TargetMode::Kernel;
+        let mut b = RecordingBuilder::kernel_pid(8);
         b.process(8, name, &["./x", "--secret"], "");
         b.snapshot_with(Vec::new(), Losses::default());
         let (from, to) = (dir.path().join("x.zst"), dir.path().join("x-redacted.zst"));

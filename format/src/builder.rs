@@ -70,6 +70,18 @@ impl RecordingBuilder {
         }
     }
 
+    /// A kernel-mode recording of one process (`leak-record --kernel --pid PID`), with the
+    /// header the recorder writes for it (no `Process` record: see [`Self::process`]).
+    pub fn kernel_pid(pid: u32) -> Self {
+        let mut b = Self::new();
+        let target = &mut b.header.target;
+        target.mode = TargetMode::Kernel;
+        target.pid = pid;
+        target.command_line = vec!["--pid".into(), pid.to_string()];
+        target.exe = "[kernel]".into();
+        b
+    }
+
     /// Mutable access to the header.
     pub fn header_mut(&mut self) -> &mut Header {
         &mut self.header

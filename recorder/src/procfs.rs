@@ -222,13 +222,9 @@ pub fn cmdline(pid: u32) -> io::Result<Vec<String>> {
 /// Who a process is (a `--kernel --pid` recording's `Process` record): what cannot be read (a
 /// kernel thread's command line and executable, a process gone) is left empty.
 pub fn process(pid: u32) -> leak_format::Process {
-    // Any bytes (prctl(PR_SET_NAME) takes any).
-    let name = fs::read(format!("/proc/{pid}/comm")).unwrap_or_default();
     leak_format::Process {
         pid,
-        name: String::from_utf8_lossy(&name)
-            .trim_end_matches('\n')
-            .to_string(),
+        name: comm(&format!("/proc/{pid}/comm")).unwrap_or_default(),
         command_line: cmdline(pid).unwrap_or_default(),
         exe: exe(pid).unwrap_or_default(),
     }
@@ -461,9 +457,19 @@ pub fn live_thread(pid: u32, ending: Option<u32>) -> Option<u32> {
 pub fn thread_names(pid: u32) -> Vec<String> {
     threads(pid)
         .into_iter()
-        .filter_map(|tid| fs::read_to_string(format!("/proc/{pid}/task/{tid}/comm")).ok())
-        .map(|n| n.trim_end_matches('\n').to_string())
+        .filter_map(|tid| comm(&format!("/proc/{pid}/task/{tid}/comm")))
         .collect()
+}
+
+/// A `comm` file's name. Any bytes (prctl(PR_SET_NAME) takes any): what is not UTF-8 is
+/// replaced, where reading it as a string would lose the name.
+fn comm(path: &str) -> Option<String> {
+    let raw = fs::read(path).ok()?;
+    Some(
+        String::from_utf8_lossy(&raw)
+            .trim_end_matches('\n')
+            .to_string(),
+    )
 }
 
 /// The thread IDs of a process, in order (empty when it is gone).

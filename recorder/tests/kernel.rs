@@ -164,13 +164,7 @@ fn analyze(
     leak_report::analysis::Analysis,
 ) {
     let rec = leak_report::input::read(path, leak_report::series::DEFAULT_CAP).unwrap();
-    let resolver = leak_report::symbolize::Resolver::new(
-        &rec.modules,
-        &rec.bundles,
-        &rec.maps,
-        &leak_report::symbolize::Options::default(),
-    )
-    .with_kernel_symbols(&rec.kernel_symbols);
+    let resolver = resolver(&rec);
     let settings = leak_report::analysis::Settings {
         detector: leak_report::analysis::Detector::Robust,
         detect: leak_report::detect::Config::default(),
@@ -178,6 +172,17 @@ fn analyze(
     };
     let analysis = leak_report::analysis::analyze(&rec, &resolver, &settings);
     (rec, analysis)
+}
+
+/// leak-report's default symbolizer for a recording (kernel frames named from it alone).
+fn resolver(rec: &leak_report::series::Recording) -> leak_report::symbolize::Resolver {
+    leak_report::symbolize::Resolver::new(
+        &rec.modules,
+        &rec.bundles,
+        &rec.maps,
+        &leak_report::symbolize::Options::default(),
+    )
+    .with_kernel_symbols(&rec.kernel_symbols)
 }
 
 fn functions(stack: &Value) -> Vec<&str> {
@@ -844,20 +849,8 @@ fn what_a_process_frees_by_exiting_is_freed_in_the_last_snapshot() {
     // recording's own frames: the exit allocates too (a slab page, 16 KiB with its 128 B
     // extension vector, came and stayed 2 times in 25 runs here), and a stack first seen
     // after the exit is in no analysis (CI kept 4 KiB outstanding so, named nowhere).
-    let (_, a) = analyze(&rec.out);
-    let functions = |id: u32| -> Vec<String> {
-        let frames = state
-            .stacks
-            .get(&id)
-            .map_or(&[][..], |s| s.frames.as_slice());
-        // Each frame is a return address: its call is the byte before (as the recorder and
-        // leak-report look it up).
-        let sym = |addr: u64| {
-            let e = state.kernel_symbols.range(..addr).next_back();
-            e.map_or(format!("{addr:#x}"), |(_, k)| k.name.clone())
-        };
-        frames.iter().map(|f| sym(f.addr)).collect()
-    };
+    let (r, a) = analyze(&rec.out);
+    let resolver = resolver(&r);
     let mut cached = 0;
     let mut held: Vec<(u64, u64, AllocKind, Vec<String>)> = Vec::new();
     for (&(id, kind), t) in state
@@ -865,12 +858,17 @@ fn what_a_process_frees_by_exiting_is_freed_in_the_last_snapshot() {
         .iter()
         .filter(|(_, t)| t.outstanding_bytes() > 0)
     {
-        let f = functions(id);
-        if leak_format::kernel::cache_pages(kind, f.iter().map(String::as_str)).is_some() {
+        let frames = state
+            .stacks
+            .get(&id)
+            .map_or(&[][..], |s| s.frames.as_slice());
+        let frames = resolver.symbolize_kernel(frames);
+        if leak_report::analysis::cache_pages(kind, &frames).is_some() {
             cached += t.outstanding_bytes();
         } else {
             let (n, b) = (t.outstanding_count(), t.outstanding_bytes());
-            held.push((b, n, kind, f.into_iter().take(6).collect()));
+            let names = frames.iter().take(6).map(|f| f.display());
+            held.push((b, n, kind, names.collect()));
         }
     }
     // The one excuse: a free the kernel did not let the recorder see (an interrupt's, while
