@@ -36,8 +36,9 @@ pub const FORMAT_VERSION_MAJOR: u16 = 1;
 /// `Record::Probes`, written when probes are attached after the start (§5.9). 1.4 added
 /// `Record::Children`, written when the target started processes (§5.10). 1.5 added
 /// `Record::Unseen`, written when allocator events went unrecorded (§5.11). 1.6 added
-/// `Record::Process`, which names the process of a `--kernel --pid` recording (§5.12).
-pub const FORMAT_VERSION_MINOR: u16 = 6;
+/// `Record::Process`, which names the process of a `--kernel --pid` recording (§5.12). 1.7
+/// writes it in user mode too, naming the program a target runs after an exec (§5.12).
+pub const FORMAT_VERSION_MINOR: u16 = 7;
 /// The zstd skippable-frame magic used for the preamble (any of 0x184D2A50..=0x184D2A5F is
 /// skippable; this one is ours).
 pub const PREAMBLE_FRAME_MAGIC: u32 = 0x184D_2A5C;

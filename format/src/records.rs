@@ -35,12 +35,15 @@ pub enum Record {
     Unseen(Unseen),
     /// The process a `--kernel --pid` recording follows (format 1.6): its name, command line
     /// and executable, which the kernel-mode `Header.target` does not give. Written once, right
-    /// after the header (and the `Sampling` record, if any).
+    /// after the header (and the `Sampling` record, if any). In user mode (format 1.7): the
+    /// program the target runs after an exec, written between two snapshots once the recorder
+    /// saw the exec; each supersedes the previous.
     Process(Process),
 }
 
 /// Who the process of a `--kernel --pid` recording is (format 1.6, §5.12), as read from
-/// `/proc/PID` when the recording started.
+/// `/proc/PID` when the recording started; or what a user-mode target runs after an exec
+/// (format 1.7), as read when the recorder saw the exec.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Process {
     /// Process id (tgid): the same as `Header.target.pid`.

@@ -47,7 +47,8 @@ pub struct RecordingState {
     pub children: Option<crate::Children>,
     /// Allocator events not recorded (the last `Unseen` record); zero if none.
     pub unseen: crate::Unseen,
-    /// The process of a `--kernel --pid` recording (its `Process` record), if written.
+    /// The process of a `--kernel --pid` recording, or the program a user-mode target runs
+    /// after its last exec seen (the last `Process` record), if written.
     pub process: Option<crate::Process>,
 }
 

@@ -422,6 +422,7 @@ fn setup_and_record(
         // A started command's first exec, counted by BPF, is its start.
         exec_retired_said: ((0, 0), u32::from(mode == TargetMode::Command)),
         untied_seen: bpf::Untied::default(),
+        execs_named: u32::from(mode == TargetMode::Command),
     };
     if session.mode == TargetMode::Attach {
         // The process is running and probed: read its map now, so that what it allocates
@@ -593,6 +594,8 @@ struct Session<'a, 'obj> {
     exec_retired_said: ((u64, u64), u32),
     /// The ends of the probes' thread followed (`follow_untied`).
     untied_seen: bpf::Untied,
+    /// The target's execs whose program the recording names (`name_exec`).
+    execs_named: u32,
 }
 
 /// The child processes named one by one; any more are only counted at the end.
@@ -711,12 +714,14 @@ impl Session<'_, '_> {
                 match watch.pump() {
                     target::ChildEvent::Exiting => {
                         self.refresh_maps();
+                        self.name_exec();
                         if let Some(watch) = self.exit_watch.as_mut() {
                             watch.resume();
                         }
                     }
                     target::ChildEvent::Exec => {
                         self.allocator.stops_seen += 1;
+                        self.name_exec();
                         self.probe_held_exec();
                         if let Some(watch) = self.exit_watch.as_mut() {
                             watch.resume();
@@ -998,6 +1003,7 @@ impl Session<'_, '_> {
             snapshot.memory = procfs::memory(self.tracer.probes_tid());
             self.note_children();
         }
+        self.name_exec();
         self.note_exec_retired();
         self.write_children()?;
         write_unseen(&mut self.out, unseen, self.last_unseen)?;
@@ -1075,6 +1081,23 @@ impl Session<'_, '_> {
         self.out.write(&Record::Children(children))?;
         self.children_written = now;
         Ok(())
+    }
+
+    /// Names the program the target runs after an exec (`Record::Process`, format 1.7), once
+    /// for each count of execs seen: read while a started command is held at its exec stop or
+    /// at its exit, else before the next snapshot (a process that exec'd several times in
+    /// between is named after the last; one that has ended by then, by what is left of it).
+    /// The header's command line stays the one that was started or attached to.
+    fn name_exec(&mut self) {
+        let execs = self.tracer.execs().0;
+        if execs <= self.execs_named {
+            return;
+        }
+        self.execs_named = execs;
+        let process = procfs::process(self.pid);
+        if let Err(e) = self.out.write(&Record::Process(process)) {
+            say!("leak-record: warning: {e:#}");
+        }
     }
 
     /// Says what the target's execs since the last snapshot took with the programs they left:

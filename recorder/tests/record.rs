@@ -39,6 +39,8 @@ fn leak_from_a_named_function_is_exact_and_churn_is_zero() {
     );
     let h = r.state.header.as_ref().unwrap();
     assert_eq!(h.target.command_line[1..], ["basic", "1000", "100"]);
+    // The command's own exec is its start: no program after an exec to name.
+    assert_eq!(r.state.process, None);
     assert!(r.modules_of_probe("malloc")[0].contains("libc.so"));
     assert!(
         r.stderr.contains("attached"),
@@ -422,9 +424,23 @@ fn a_script_command_is_recorded_through_the_programs_it_execs() {
         "via-env",
         &format!("#!/usr/bin/env sh\nexec {direct} \"$@\"\n"),
     );
+    let leaky_exe = fs::canonicalize(&leaky).unwrap().display().to_string();
     for cmd in [&direct, &via_env] {
         let r = record(&["-i", "1s"], &[cmd, "1000", "100"]);
         r.assert_clean();
+        // The header keeps what was started; the recording names what it became, as read at
+        // the last exec stop (env, then sh, then leaky, for via-env).
+        assert_eq!(
+            r.state.header.as_ref().unwrap().target.command_line,
+            [cmd, "1000", "100"]
+        );
+        let after_exec = leak_format::Process {
+            pid: r.state.header.as_ref().unwrap().target.pid,
+            name: "leaky".into(),
+            command_line: vec![leaky.clone(), "basic".into(), "1000".into(), "100".into()],
+            exe: leaky_exe.clone(),
+        };
+        assert_eq!(r.state.process.as_ref(), Some(&after_exec), "{}", r.stderr);
         // The shells' own blocks went with them at their execs.
         assert_eq!(r.outstanding(), (100_000, 1000), "{}", r.stderr);
         r.assert_leaky_basic(1000, 100);
@@ -828,6 +844,20 @@ fn an_attached_process_that_execs_another_allocator_is_probed_while_it_runs() {
     let churn = r.by_function("churn_balanced");
     assert_eq!((churn.bytes, churn.allocs, churn.frees), (0, 5000, 5000));
     assert_late_jemalloc_probes(&r, false);
+    // Named after the exec, as read before the next snapshot (-p holds nothing).
+    let p = r
+        .state
+        .process
+        .as_ref()
+        .expect("the program after the exec is named");
+    assert_eq!(p.pid.to_string(), pid);
+    assert_eq!(p.name, "leaky_jemalloc");
+    let argv = [&leaky, "--wait-start", "--wait-end", "basic", "1000", "100"];
+    assert_eq!(p.command_line, argv);
+    assert_eq!(
+        p.exe,
+        fs::canonicalize(&leaky).unwrap().display().to_string()
+    );
 }
 
 /// tcmalloc and mimalloc (Debian's libtcmalloc_minimal and libmimalloc, linked like jemalloc
