@@ -127,7 +127,9 @@ pub fn render(rec: &Recording, a: &Analysis, opts: &HtmlOptions) -> Result<Strin
     );
     let title = match (&rec.header, &rec.process) {
         (Some(_), Some(p)) if rec.is_kernel() => output::process_label(p),
-        (Some(h), _) => h.target.command_line.join(" "),
+        (Some(h), _) => rec
+            .exec_process()
+            .map_or_else(|| h.target.command_line.join(" "), output::process_label),
         (None, _) => "memleak log".to_string(),
     };
     let leaks: Vec<&StackReport> = a
@@ -272,6 +274,16 @@ fn facts(rec: &Recording) -> Vec<Fact> {
             }
         } else {
             add("PID", h.target.pid.to_string());
+            if let Some(p) = rec.exec_process() {
+                add("exec'd", output::process_label(p));
+                add(
+                    match h.target.mode {
+                        leak_format::TargetMode::Attach => "attached to",
+                        _ => "started as",
+                    },
+                    h.target.command_line.join(" "),
+                );
+            }
         }
         add("host", h.host.hostname.clone());
         add(

@@ -99,9 +99,9 @@ pub fn verdict_id(v: Verdict) -> &'static str {
     }
 }
 
-/// How a `--kernel --pid` recording's process is named: its command line; `[name]` when neither
-/// it nor the executable could be read (a kernel thread, or a process that had exited: as ps
-/// shows both); else what could be read of it.
+/// How a `--kernel --pid` recording's process, or the program a user-mode target exec'd, is
+/// named: its command line; `[name]` when neither it nor the executable could be read (a kernel
+/// thread, or a process that had exited: as ps shows both); else what could be read of it.
 pub fn process_label(p: &leak_format::Process) -> String {
     match (&p.command_line[..], p.exe.as_str(), p.name.as_str()) {
         ([], "", "") => "name unknown".to_string(),
@@ -144,8 +144,11 @@ pub fn text(rec: &Recording, a: &Analysis, top: usize) -> String {
                 (None, false) => format!("Kernel recording ({filters})"),
             }
         } else {
+            let exec = rec.exec_process().map_or(String::new(), |p| {
+                format!(", which exec'd {}", process_label(p))
+            });
             format!(
-                "Recording of PID {} ({})",
+                "Recording of PID {} ({}{exec})",
                 h.target.pid,
                 h.target.command_line.join(" ")
             )

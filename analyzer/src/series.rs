@@ -296,7 +296,8 @@ pub struct Recording {
     pub children: Option<leak_format::Children>,
     /// Allocator events not recorded (the last `Unseen` record); zero if none.
     pub unseen: leak_format::Unseen,
-    /// The process a `--kernel --pid` recording follows (its `Process` record), if written.
+    /// The process a `--kernel --pid` recording follows, or the program a user-mode target
+    /// runs after its last exec seen (the last `Process` record), if written.
     pub process: Option<leak_format::Process>,
     /// A kernel recording of one process (`--pid`) that ended with its exit: the snapshots
     /// after the exit, which are not in the series (the verdicts judge the process as it ran;
@@ -326,6 +327,14 @@ impl Recording {
         self.header
             .as_ref()
             .is_some_and(|h| h.target.mode == leak_format::TargetMode::Kernel)
+    }
+
+    /// The program a user-mode target runs after its last exec seen (format 1.7), when the
+    /// recording names it (any of its fields read): not what the header says was started.
+    pub fn exec_process(&self) -> Option<&leak_format::Process> {
+        let p = self.process.as_ref()?;
+        let named = !(p.name.is_empty() && p.command_line.is_empty() && p.exe.is_empty());
+        (self.header.is_some() && !self.is_kernel() && named).then_some(p)
     }
 }
 

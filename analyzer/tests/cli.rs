@@ -794,6 +794,68 @@ fn processes_the_target_started_are_a_warning_in_every_output() {
     }
 }
 
+/// A target that exec'd (a wrapper: `env`, `sh -c 'exec ...'`) is named after the program it
+/// became, the last one named, in every output, with what was started beside it; redacted like
+/// the header; and a program that could not be read at all leaves the header's name alone.
+#[test]
+fn a_target_that_execd_is_named_after_its_program_in_every_output() {
+    let dir = tempfile::tempdir().unwrap();
+    for readable in [true, false] {
+        let mut b = leak_format::RecordingBuilder::new();
+        b.header_mut().target.command_line = vec!["./run.sh".into(), "--fast".into()];
+        b.module(1, "/srv/svc", None).stack(16, &[(1, 0x1000)]);
+        b.process(4242, "env", &["env", "A=1", "./svc"], "/usr/bin/env");
+        b.snapshot(&[(16, 4096, 1)]);
+        if readable {
+            b.process(4242, "svc", &["./svc", "--port", "8080"], "/srv/svc");
+        } else {
+            b.process(4242, "", &[], "");
+        }
+        b.snapshot(&[(16, 4096, 1)]).end(EndReason::Duration);
+        let path = dir.path().join("execd.zst");
+        std::fs::write(&path, b.to_bytes()).unwrap();
+        let path = path.to_str().unwrap();
+        let text = stdout(&run(&[path]));
+        let j = json_at(path, &[]);
+        let html = dir.path().join("r.html");
+        run(&[path, "-o", html.to_str().unwrap()]);
+        let page = std::fs::read_to_string(&html).unwrap();
+        assert_eq!(j["recording"]["target"]["command_line"][0], "./run.sh");
+        if readable {
+            let said = "Recording of PID 4242 (./run.sh --fast, which exec'd ./svc --port 8080) on";
+            assert!(text.starts_with(said), "{text}");
+            assert_eq!(j["recording"]["process"]["command_line"][2], "8080");
+            assert_eq!(j["recording"]["process"]["exe"], "/srv/svc");
+            assert!(page.contains("<title>leak-report: ./svc --port 8080</title>"));
+            assert!(
+                page.contains("started as"),
+                "the started command is shown too"
+            );
+            assert!(page.contains("./run.sh --fast"));
+        } else {
+            // Exec'd and gone before it could be read: the header names it, as before 1.7.
+            assert!(
+                text.starts_with("Recording of PID 4242 (./run.sh --fast) on"),
+                "{text}"
+            );
+            assert_eq!(j["recording"]["process"]["name"], "");
+            assert!(page.contains("<title>leak-report: ./run.sh --fast</title>"));
+            assert!(!page.contains("started as"));
+        }
+        // Redacted: the argv of both becomes the executable's file name.
+        let redacted = dir.path().join("execd-redacted.zst");
+        let _ = std::fs::remove_file(&redacted);
+        leak_report::redact::redact(path, redacted.to_str().unwrap()).unwrap();
+        let j = json_at(redacted.to_str().unwrap(), &[]);
+        let argv = if readable { vec!["svc"] } else { Vec::new() };
+        assert_eq!(
+            j["recording"]["process"]["command_line"],
+            serde_json::json!(argv)
+        );
+        assert!(!j.to_string().contains("8080"), "{j:#}");
+    }
+}
+
 #[test]
 fn a_recording_piped_in_reads_as_the_file_does() {
     use std::io::Write;
