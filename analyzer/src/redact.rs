@@ -1,5 +1,5 @@
-//! Rewrites a recording for sharing: the command line (a `--kernel --pid` process's too)
-//! becomes the executable's name, a kernel recording's filters stay, the host name becomes
+//! Rewrites a recording for sharing: the command line (a `--kernel --pid` process's, and that
+//! of each program a target exec'd, too) becomes the executable's name, a kernel recording's filters stay, the host name becomes
 //! "redacted", memory maps keep only the binaries that appear on stacks (data
 //! files, sockets and home-directory paths go), and bundled binaries are dropped. Stacks,
 //! counters, module paths and build IDs stay, so the analysis of the copy is the same

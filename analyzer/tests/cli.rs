@@ -118,7 +118,8 @@ fn json_matches_its_documentation_both_ways() {
     let mut actual = BTreeSet::new();
     paths(&json(&[]), "", &mut actual);
     // `recording.ended` is null for killed recorders; the demo ended cleanly, so all are present.
-    // `recording.process` is null but in `--kernel --pid` recordings: one of those too.
+    // `recording.process` is null but in `--kernel --pid` recordings and after an exec: one of
+    // those too.
     let dir = tempfile::tempdir().unwrap();
     let kernel = dir.path().join("kernel-pid.zst");
     let mut b = leak_format::RecordingBuilder::kernel_pid(42);

@@ -168,7 +168,8 @@ impl RecordingBuilder {
         self
     }
 
-    /// Appends the record naming a `--kernel --pid` recording's process.
+    /// Appends the record naming a `--kernel --pid` recording's process, or (user mode) the
+    /// program the target runs after an exec.
     pub fn process(&mut self, pid: u32, name: &str, command_line: &[&str], exe: &str) -> &mut Self {
         self.records.push(Record::Process(Process {
             pid,

@@ -219,8 +219,9 @@ pub fn cmdline(pid: u32) -> io::Result<Vec<String>> {
         .collect())
 }
 
-/// Who a process is (a `--kernel --pid` recording's `Process` record): what cannot be read (a
-/// kernel thread's command line and executable, a process gone) is left empty.
+/// Who a process is (a `--kernel --pid` recording's `Process` record, or the program a target
+/// exec'd): what cannot be read (a kernel thread's command line and executable, a process
+/// gone) is left empty.
 pub fn process(pid: u32) -> leak_format::Process {
     leak_format::Process {
         pid,

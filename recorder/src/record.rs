@@ -714,14 +714,14 @@ impl Session<'_, '_> {
                 match watch.pump() {
                     target::ChildEvent::Exiting => {
                         self.refresh_maps();
-                        self.name_exec();
+                        self.name_held_exec();
                         if let Some(watch) = self.exit_watch.as_mut() {
                             watch.resume();
                         }
                     }
                     target::ChildEvent::Exec => {
                         self.allocator.stops_seen += 1;
-                        self.name_exec();
+                        self.name_held_exec();
                         self.probe_held_exec();
                         if let Some(watch) = self.exit_watch.as_mut() {
                             watch.resume();
@@ -1003,7 +1003,7 @@ impl Session<'_, '_> {
             snapshot.memory = procfs::memory(self.tracer.probes_tid());
             self.note_children();
         }
-        self.name_exec();
+        self.name_exec(alive)?;
         self.note_exec_retired();
         self.write_children()?;
         write_unseen(&mut self.out, unseen, self.last_unseen)?;
@@ -1085,17 +1085,25 @@ impl Session<'_, '_> {
 
     /// Names the program the target runs after an exec (`Record::Process`, format 1.7), once
     /// for each count of execs seen: read while a started command is held at its exec stop or
-    /// at its exit, else before the next snapshot (a process that exec'd several times in
-    /// between is named after the last; one that has ended by then, by what is left of it).
-    /// The header's command line stays the one that was started or attached to.
-    fn name_exec(&mut self) {
+    /// at its exit stop, else before the next snapshot of a live target (a process that exec'd
+    /// several times in between is named after the last). Not after the target ended: its
+    /// PID may have been reaped, even reused. The header's command line stays the one that
+    /// was started or attached to. A failed write is tried again at the next occasion.
+    fn name_exec(&mut self, alive: bool) -> Result<()> {
         let execs = self.tracer.execs().0;
-        if execs <= self.execs_named {
-            return;
+        if execs <= self.execs_named || !alive {
+            return Ok(());
         }
+        self.out
+            .write(&Record::Process(procfs::process(self.pid)))?;
         self.execs_named = execs;
-        let process = procfs::process(self.pid);
-        if let Err(e) = self.out.write(&Record::Process(process)) {
+        Ok(())
+    }
+
+    /// [`Self::name_exec`] while the target is held at a stop: a failure is said, and the
+    /// snapshot that follows meets it again.
+    fn name_held_exec(&mut self) {
+        if let Err(e) = self.name_exec(true) {
             say!("leak-record: warning: {e:#}");
         }
     }

@@ -429,7 +429,7 @@ fn a_script_command_is_recorded_through_the_programs_it_execs() {
         let r = record(&["-i", "1s"], &[cmd, "1000", "100"]);
         r.assert_clean();
         // The header keeps what was started; the recording names what it became, as read at
-        // the last exec stop (env, then sh, then leaky, for via-env).
+        // the last exec stop (for via-env: env, sh, sh again for `direct`, then leaky).
         assert_eq!(
             r.state.header.as_ref().unwrap().target.command_line,
             [cmd, "1000", "100"]
