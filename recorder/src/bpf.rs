@@ -972,6 +972,9 @@ impl Tracer<'_> {
             let tied = |p: &&mut Placed| p.untied(&now) && p.free_side() == free_side;
             for placed in all.filter(tied) {
                 let prog = (placed.prog)(progs);
+                // The task whose /proc entry opened the file may have ended.
+                placed.probe.open_path =
+                    crate::procfs::through_thread(&placed.probe.open_path, tid);
                 let (link, generation) = match placed.side {
                     Some(side) => (attach_prog(prog, tid, &placed.probe, side), now.total()),
                     None => (

@@ -221,13 +221,15 @@ pub fn cmdline(pid: u32) -> io::Result<Vec<String>> {
 
 /// Who a process is (a `--kernel --pid` recording's `Process` record, or the program a target
 /// exec'd): what cannot be read (a kernel thread's command line and executable, a process
-/// gone) is left empty.
+/// gone) is left empty. The command line and executable are read through a thread that runs:
+/// a main thread that has ended (pthread_exit) has neither any more, while its process runs on.
 pub fn process(pid: u32) -> leak_format::Process {
+    let tid = live_thread(pid).unwrap_or(pid);
     leak_format::Process {
         pid,
         name: comm(&format!("/proc/{pid}/comm")).unwrap_or_default(),
-        command_line: cmdline(pid).unwrap_or_default(),
-        exe: exe(pid).unwrap_or_default(),
+        command_line: cmdline(tid).unwrap_or_default(),
+        exe: exe(tid).unwrap_or_default(),
     }
 }
 
@@ -433,25 +435,63 @@ fn why_not_alive_in(pid: u32, stat: Option<&str>) -> String {
 /// Does this process exist, with a thread that has not ended? (Its main thread may have: a
 /// program whose main thread calls pthread_exit runs on in its other threads.)
 pub fn is_alive(pid: u32) -> bool {
-    live_thread(pid, None).is_some()
+    live_thread(pid).is_some()
 }
 
-/// A thread of process `pid` that has not ended, other than `ending` (a thread that is ending,
-/// not yet a zombie): `pid` itself, the main thread, unless it ended while others run on; then
-/// the first of the others. None if there is none.
-pub fn live_thread(pid: u32, ending: Option<u32>) -> Option<u32> {
-    let running = |tid: u32| {
+/// A thread of process `pid` that has not ended: `pid` itself, the main thread, unless it
+/// ended while others run on; then the first of the others. None if there is none.
+pub fn live_thread(pid: u32) -> Option<u32> {
+    first_thread(pid, |stat| {
+        stat_state(stat).is_some_and(|state| !ended(state))
+    })
+}
+
+/// A thread of process `pid` that runs on: [`live_thread`] without the threads that are
+/// ending (the kernel's PF_EXITING flag: between the start of their exit and the zombie
+/// state, their /proc entry has lost the process's files, root and memory already, and the
+/// kernel refuses to tie a new probe to them).
+pub fn running_thread(pid: u32) -> Option<u32> {
+    first_thread(pid, |stat| {
+        stat_state(stat).is_some_and(|state| !ended(state)) && !stat_exiting(stat)
+    })
+}
+
+/// The main thread of `pid` if `keep(its stat)`, else the first other thread kept.
+fn first_thread(pid: u32, keep: impl Fn(&str) -> bool) -> Option<u32> {
+    let kept = |tid: u32| {
         fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat"))
             .ok()
-            .is_some_and(|stat| stat_state(&stat).is_some_and(|state| !ended(state)))
-            && Some(tid) != ending
+            .is_some_and(|stat| keep(&stat))
     };
-    if running(pid) {
+    if kept(pid) {
         return Some(pid);
     }
     threads(pid)
         .into_iter()
-        .find(|&tid| tid != pid && running(tid))
+        .find(|&tid| tid != pid && kept(tid))
+}
+
+/// Whether the text of a task's `stat` has PF_EXITING (0x4) in its flags (the 9th field).
+fn stat_exiting(stat: &str) -> bool {
+    const PF_EXITING: u64 = 0x4;
+    stat.rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().nth(6)?.parse::<u64>().ok())
+        .is_some_and(|flags| flags & PF_EXITING != 0)
+}
+
+/// `path` (a file of process `pid` as this process opens it) through the /proc entry of its
+/// thread `tid` when it goes through another task's (`/proc/N/root/...`,
+/// `/proc/N/map_files/...`): those work only while task N lives, the others for any thread
+/// of the process (they share its root and memory). Other paths are returned as they are.
+pub fn through_thread(path: &std::path::Path, tid: u32) -> PathBuf {
+    let text = path.to_string_lossy();
+    let moved = text.strip_prefix("/proc/").and_then(|rest| {
+        let (task, tail) = rest.split_once('/')?;
+        let ours = task.parse::<u32>().is_ok()
+            && (tail.starts_with("root/") || tail.starts_with("map_files/"));
+        ours.then(|| PathBuf::from(format!("/proc/{tid}/{tail}")))
+    });
+    moved.unwrap_or_else(|| path.to_path_buf())
 }
 
 /// The names (`comm`) of a process's threads, in thread order (empty when it is gone).
@@ -647,10 +687,40 @@ mod tests {
     }
 
     #[test]
+    fn an_exiting_task_is_told_by_its_flags() {
+        // Fields after the name: state ppid pgrp session tty_nr tpgid flags ...
+        let stat = |flags: u64| format!("42 (a) b) c) R 1 42 42 0 -1 {flags} 0 0");
+        assert!(!stat_exiting(&stat(0x40_0000)));
+        assert!(stat_exiting(&stat(0x40_0004)));
+        assert!(!stat_exiting("42 (x"));
+    }
+
+    #[test]
+    fn paths_through_another_task_move_to_the_thread() {
+        let moved = |p: &str| {
+            through_thread(std::path::Path::new(p), 7)
+                .display()
+                .to_string()
+        };
+        assert_eq!(
+            moved("/proc/42/root/usr/lib/libc.so.6"),
+            "/proc/7/root/usr/lib/libc.so.6"
+        );
+        assert_eq!(
+            moved("/proc/42/map_files/1000-2000"),
+            "/proc/7/map_files/1000-2000"
+        );
+        assert_eq!(moved("/usr/lib/libc.so.6"), "/usr/lib/libc.so.6");
+        assert_eq!(moved("/proc/self/root/x"), "/proc/self/root/x");
+        assert_eq!(moved("/proc/42/exe"), "/proc/42/exe");
+    }
+
+    #[test]
     fn this_process_is_visible() {
         let me = std::process::id();
         assert!(is_alive(me));
-        assert_eq!(live_thread(me, None), Some(me));
+        assert_eq!(live_thread(me), Some(me));
+        assert_eq!(running_thread(me), Some(me));
         assert!(memory(me).unwrap().rss > 0);
         assert!(!cmdline(me).unwrap().is_empty());
         assert!(host_info().page_size >= 4096);

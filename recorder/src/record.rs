@@ -169,7 +169,7 @@ pub fn run(cli: Cli) -> Result<u8> {
             }
             // A main thread that has ended (pthread_exit) has no memory in /proc: read it
             // through a thread that runs.
-            let live = procfs::live_thread(pid, None).unwrap_or(pid);
+            let live = procfs::live_thread(pid).unwrap_or(pid);
             let exe = procfs::exe(live).map_err(|e| {
                 let msg = format!("cannot read /proc/{live}/exe");
                 if e.kind() == std::io::ErrorKind::PermissionDenied {
@@ -268,7 +268,7 @@ fn setup_and_record(
 
     // The thread through which the process is read in /proc, and which the kernel ties classic
     // probes to: the main one, unless it has ended while others run on (pthread_exit).
-    let tid = procfs::live_thread(pid, None).unwrap_or(pid);
+    let tid = procfs::live_thread(pid).unwrap_or(pid);
     let prefix = cli.symbol_prefix.as_deref();
     let objs = match (&cli.obj, mode) {
         (Some(obj), _) => discover::single_object(obj, Some(tid), prefix),
@@ -1328,18 +1328,36 @@ impl Session<'_, '_> {
             }
         }
         let ended = self.tracer.probes_tid();
-        // After an exec the main thread's ID is the exec'ing thread's; after an exit, the
-        // thread may not be a zombie yet.
-        let ending = (execs == 0).then_some(ended);
-        let Some(tid) = procfs::live_thread(pid, ending) else {
-            return; // the process has ended
+        // After an exec the main thread's ID is the exec'ing thread's. A thread that is
+        // ending (the one that ended, or the new main thread already on its way out) is not
+        // one to attach to.
+        let mut tries = 0;
+        let (tid, probes, failed) = loop {
+            let Some(tid) = procfs::running_thread(pid) else {
+                return; // the process has ended
+            };
+            if let Err(e) = self.tracer.set_probes_tid(tid) {
+                say!("leak-record: warning: cannot attach the probes again: {e:#}");
+                return;
+            }
+            self.modules.set_pid(tid);
+            let (probes, failed) = self.tracer.reattach(pid);
+            // The thread picked may have started its exit right after (a main thread that
+            // ends just after an exec): the kernel then refuses it, and its end may never
+            // be counted (the probes were not tied to it yet). Pick again while the pick
+            // changes, unless something exec'd meanwhile (the next call sees to that); an
+            // end counted meanwhile is part of this hand-over.
+            tries += 1;
+            let later = self.tracer.untied();
+            let again = failed.is_some()
+                && tries < 3
+                && later.execs == self.untied_seen.execs
+                && procfs::running_thread(pid) != Some(tid);
+            if !again {
+                break (tid, probes, failed);
+            }
+            self.untied_seen = later;
         };
-        if let Err(e) = self.tracer.set_probes_tid(tid) {
-            say!("leak-record: warning: cannot attach the probes again: {e:#}");
-            return;
-        }
-        self.modules.set_pid(tid);
-        let (probes, failed) = self.tracer.reattach(pid);
         let after = procfs::clock_ns(libc::CLOCK_MONOTONIC).saturating_sub(now.at_ns);
         // (The main thread's /proc entry has no exe once it has ended.)
         let exe = procfs::exe(tid).unwrap_or_else(|_| "?".into());

@@ -548,12 +548,7 @@ fn record_a_thread_exec(
         "recorder",
     );
     wait_for_line(&mut t_out, "ready", Duration::from_secs(10), "fixture");
-    let pid: u32 = said
-        .split("PID ")
-        .last()
-        .and_then(|l| l.split_whitespace().next())
-        .and_then(|p| p.parse().ok())
-        .unwrap();
+    let pid = pid_said(&said);
     check(pid, rec.child.id());
     t_in.write_all(b"go\n").unwrap();
     wait_for_line(&mut t_out, "done", Duration::from_secs(10), "fixture");
@@ -583,6 +578,25 @@ fn record_a_thread_exec(
     first.sort_by_key(|p| format!("{p:?}"));
     assert_eq!(again, first);
     r
+}
+
+/// The PID a line of the recorder names last (`... PID 1234 ...`).
+fn pid_said(said: &str) -> u32 {
+    said.split("PID ")
+        .last()
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no PID in {said}"))
+}
+
+/// Waits (10 s at most) until the main thread of process `pid` has ended (a zombie).
+fn wait_for_main_thread_end(pid: u32) {
+    let stat = || fs::read_to_string(format!("/proc/{pid}/task/{pid}/stat")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !stat().contains(") Z ") {
+        assert!(Instant::now() < deadline, "the main thread did not end");
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 /// Starts leak-record on process `pid` at `interval`, and waits until it records.
@@ -699,12 +713,7 @@ fn a_process_whose_main_thread_ends_is_recorded_on() {
     };
     wait_for_line(&mut t_out, "main exits", Duration::from_secs(10), "fixture");
     let pid = target.id();
-    let stat = |pid: u32| fs::read_to_string(format!("/proc/{pid}/task/{pid}/stat")).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !stat(pid).contains(") Z ") {
-        assert!(Instant::now() < deadline, "the main thread did not end");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_for_main_thread_end(pid);
     let mut rec = start_recorder(&["-p", &pid.to_string(), "-i", "200ms"]);
     wait_for_line(
         &mut rec.stderr,
@@ -716,6 +725,68 @@ fn a_process_whose_main_thread_ends_is_recorded_on() {
     let r = go_and_finish(rec, target, t_in, &mut t_out);
     assert_exact(&r);
     assert!(r.state.late_probes.is_empty(), "{}", r.stderr);
+}
+
+/// A program an attached process exec'd is named by the next snapshot (`-p` has no exec or
+/// exit stop to read it at), even after the program's own main thread has ended: its command
+/// line and executable are read through a thread that runs, not from the ended main thread's
+/// /proc entry, which has neither.
+#[test]
+fn a_program_execd_is_named_after_its_main_thread_has_ended() {
+    if !bpf_ready() {
+        return;
+    }
+    let lifecycle = fixture("lifecycle");
+    let (target, mut t_out) = spawn_waiting(&[
+        &lifecycle,
+        "--wait-start",
+        "exec",
+        "10",
+        "100",
+        "0",
+        "--thread",
+        &lifecycle,
+        "main_exits",
+        "1000",
+        "100",
+    ]);
+    let pid = target.id();
+    let mut rec = attach_recorder(&pid.to_string(), "500ms");
+    let mut target = target;
+    let mut t_in = target.stdin.take().unwrap();
+    t_in.write_all(b"go\n").unwrap();
+    wait_for_line(&mut t_out, "main exits", Duration::from_secs(30), "fixture");
+    wait_for_main_thread_end(pid);
+    // The probes go to the thread that runs on (at once, or first to the new main thread
+    // and then again), and a snapshot after that names the program: the window between
+    // the exec and the main thread's end is microseconds.
+    let tids: Vec<u32> = fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|&tid| tid != pid)
+        .collect();
+    assert_eq!(tids.len(), 1, "{tids:?}");
+    wait_for_line(
+        &mut rec.stderr,
+        &format!("probes again, to thread {}, ", tids[0]),
+        Duration::from_secs(10),
+        "recorder",
+    );
+    let r = go_and_finish(rec, target, t_in, &mut t_out);
+    let named = leak_format::Process {
+        pid,
+        name: "lifecycle".into(),
+        command_line: vec![
+            lifecycle.clone(),
+            "main_exits".into(),
+            "1000".into(),
+            "100".into(),
+        ],
+        exe: fs::canonicalize(&lifecycle).unwrap().display().to_string(),
+    };
+    assert_eq!(r.state.process.as_ref(), Some(&named), "{}", r.stderr);
+    let t = r.by_function("leak_after_main_exit");
+    assert_eq!((t.bytes, t.count), (100_000, 1000), "{}", r.stderr);
 }
 
 /// The same with `-p`.
