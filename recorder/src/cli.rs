@@ -59,7 +59,8 @@ pub struct Cli {
     pub comm: Option<String>,
 
     /// With --kernel: keep only objects of this slab cache (kmem_cache_alloc, e.g. filp,
-    /// dentry, sock_inode_cache; see /proc/slabinfo). kmalloc caches and pages are not traced.
+    /// dentry, sock_inode_cache; see /proc/slabinfo). kmalloc caches, pages and per-CPU memory
+    /// are not traced (so not with --percpu).
     #[arg(long, value_name = "NAME", conflicts_with = "percpu")]
     pub cache: Option<String>,
 
