@@ -298,7 +298,7 @@ pub fn analyze(rec: &Recording, resolver: &Resolver, s: &Settings) -> Analysis {
         let files: Vec<&str> = resolver.modules_from_files();
         let unnamed = unnamed_warning(&stacks, &files)
             .into_iter()
-            .chain(unmapped_warning(&stacks));
+            .chain(unmapped_warning(rec, &stacks));
         (missing, unnamed.collect())
     } else {
         (Vec::new(), Vec::new())
@@ -870,9 +870,11 @@ fn quality_warnings(
     }
     w.extend(unseen_warning(rec));
     // Undeclared stacks (no frames known) have their own warning.
+    // Those of a program exec'd away are not the program's: a wrapper such as env may well
+    // lack frame pointers.
     let real: Vec<&StackReport> = stacks
         .iter()
-        .filter(|s| s.lost.is_none() && !s.frames.is_empty())
+        .filter(|s| s.lost.is_none() && !s.frames.is_empty() && !left_by_exec(rec, s))
         .collect();
     let shallow = real
         .iter()
@@ -935,11 +937,40 @@ fn unnamed_warning(stacks: &[StackReport], files: &[&str]) -> Option<String> {
     ))
 }
 
+/// Whether a stack is of a program the target left by an exec before leak-record could read
+/// its memory map (a wrapper such as `env` that execs at once): no frame located, and nothing
+/// outstanding at the end (the exec freed it all). Only in recordings that name the program
+/// exec'd (format 1.7).
+fn left_by_exec(rec: &Recording, s: &StackReport) -> bool {
+    rec.exec_process().is_some()
+        && s.lost.is_none()
+        && s.outstanding_bytes == 0
+        && !s.frames.is_empty()
+        && s.frames.iter().all(|f| f.module == UNMAPPED)
+}
+
 /// Frames in no mapping the recording holds (`[unknown]+address`): said, with the likely
-/// causes, as a module without symbols is.
-fn unmapped_warning(stacks: &[StackReport]) -> Option<String> {
+/// causes, as a module without symbols is; those of a program exec'd away apart, with theirs.
+fn unmapped_warning(rec: &Recording, stacks: &[StackReport]) -> Option<String> {
+    let left = stacks.iter().filter(|s| left_by_exec(rec, s)).count();
+    if left > 0 {
+        return Some(format!(
+            "{left} stack{} of the program the target ran before its exec (a wrapper such as \
+             env, or a script, that exec'd before leak-record could read its memory map) {} \
+             no located frame, shown as {UNMAPPED}+address; {} nothing since the exec{}",
+            if left == 1 { "" } else { "s" },
+            if left == 1 { "has" } else { "have" },
+            if left == 1 { "it holds" } else { "they hold" },
+            unmapped_warning_of(stacks.iter().filter(|s| !left_by_exec(rec, s)))
+                .map_or(String::new(), |w| format!("; besides, {w}")),
+        ));
+    }
+    unmapped_warning_of(stacks.iter())
+}
+
+/// [`unmapped_warning`] for `stacks`.
+fn unmapped_warning_of<'a>(stacks: impl Iterator<Item = &'a StackReport>) -> Option<String> {
     let on: Vec<&StackReport> = stacks
-        .iter()
         .filter(|s| s.frames.iter().any(|f| f.module == UNMAPPED))
         .collect();
     let frames: BTreeSet<u64> = on
@@ -951,12 +982,13 @@ fn unmapped_warning(stacks: &[StackReport]) -> Option<String> {
     let (n, stacks) = (frames.len(), on.len());
     (n > 0).then(|| {
         format!(
-            "{n} frame address{} on {stacks} stack{} lie in no memory mapping the recording \
+            "{n} frame address{} on {stacks} stack{} {} in no memory mapping the recording \
              holds, shown as {UNMAPPED}+address: code loaded and unloaded between two snapshots \
              (a library dlopen'ed and dlclose'd, a JIT), which a shorter -i may catch, or a \
              bogus frame of a stack walked without frame pointers",
             if n == 1 { "" } else { "es" },
             if stacks == 1 { "" } else { "s" },
+            if n == 1 { "lies" } else { "lie" },
         )
     })
 }

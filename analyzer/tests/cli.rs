@@ -857,6 +857,98 @@ fn a_target_that_execd_is_named_after_its_program_in_every_output() {
     }
 }
 
+/// `leak-record -- env A=1 ./svc`: env's own stacks are walked before any memory map of it
+/// is read (it execs at once), so none of their frames is located. They are said to be the
+/// wrapper's, not blamed on missing frame pointers or on code unloaded between snapshots, and
+/// only when the recording names an exec and they hold nothing at the end.
+#[test]
+fn stacks_of_a_wrapper_execd_away_are_not_blamed_on_the_program() {
+    let dir = tempfile::tempdir().unwrap();
+    let unlocated = |addrs: &[u64]| -> Vec<leak_format::Frame> {
+        addrs
+            .iter()
+            .map(|&addr| leak_format::Frame {
+                addr,
+                module: None,
+                offset: 0,
+            })
+            .collect()
+    };
+    for (execd, wrapper_end) in [(true, 0), (false, 0), (true, 64)] {
+        let mut b = leak_format::RecordingBuilder::new();
+        b.module(1, "/srv/svc", None)
+            .stack(16, &[(1, 0x1000), (1, 0x2000), (1, 0x3000)]);
+        b.stack_frames(17, unlocated(&[0x7f00_0000_1221]));
+        b.stack_frames(18, unlocated(&[0x7f00_0000_41fb, 0x7f00_0000_0b99]));
+        if execd {
+            b.process(4242, "svc", &["./svc"], "/srv/svc");
+        }
+        // (stack, allocated bytes and blocks, freed bytes and blocks), cumulative.
+        let stats = |s: &[(u32, u64, u64, u64, u64)]| -> Vec<leak_format::StackStats> {
+            s.iter()
+                .map(|&(stack, ab, ac, fb, fc)| leak_format::StackStats {
+                    stack,
+                    kind: leak_format::AllocKind::Heap,
+                    alloc_bytes: ab,
+                    alloc_count: ac,
+                    free_bytes: fb,
+                    free_count: fc,
+                })
+                .collect()
+        };
+        let losses = leak_format::Losses::default();
+        b.snapshot_with(
+            stats(&[(16, 4096, 1, 0, 0), (17, 128, 2, 0, 0), (18, 128, 2, 0, 0)]),
+            losses,
+        );
+        let freed = 128 - wrapper_end;
+        b.snapshot_with(
+            stats(&[
+                (16, 8192, 2, 0, 0),
+                (17, 128, 2, freed, freed / 64),
+                (18, 128, 2, 128, 2),
+            ]),
+            losses,
+        )
+        .end(EndReason::Duration);
+        let path = dir.path().join("wrapper.zst");
+        std::fs::write(&path, b.to_bytes()).unwrap();
+        let text = stdout(&run(&[path.to_str().unwrap()]));
+        let wrapper = "stacks of the program the target ran before its exec (a wrapper such as env";
+        let unmapped = "in no memory mapping the recording holds";
+        let shallow = "at most 2 frames deep";
+        match (execd, wrapper_end) {
+            (true, 0) => {
+                assert!(text.contains(&format!("warning: 2 {wrapper}")), "{text}");
+                assert!(
+                    text.contains("they hold nothing since the exec\n"),
+                    "{text}"
+                );
+                assert!(
+                    !text.contains(unmapped) && !text.contains(shallow),
+                    "{text}"
+                );
+            }
+            // No exec named, or a stack that still holds memory: as before.
+            (false, _) => {
+                assert!(!text.contains(wrapper), "{text}");
+                let said = format!("3 frame addresses on 2 stacks lie {unmapped}");
+                assert!(text.contains(&said), "{text}");
+                assert!(
+                    text.contains("2 of 3 stacks are at most 2 frames deep"),
+                    "{text}"
+                );
+            }
+            (true, _) => {
+                let one = "warning: 1 stack of the program the target ran before its exec";
+                assert!(text.contains(one), "{text}");
+                let besides = format!("; besides, 1 frame address on 1 stack lies {unmapped}");
+                assert!(text.contains(&besides), "{text}");
+            }
+        }
+    }
+}
+
 #[test]
 fn a_recording_piped_in_reads_as_the_file_does() {
     use std::io::Write;
@@ -1241,7 +1333,7 @@ fn frames_in_no_recorded_mapping_are_a_warning() {
     let text = stdout(&run(&[p]));
     assert!(
         text.contains(
-            "warning: 1 frame address on 1 stack lie in no memory mapping the recording holds, \
+            "warning: 1 frame address on 1 stack lies in no memory mapping the recording holds, \
              shown as [unknown]+address: code loaded and unloaded between two snapshots"
         ),
         "{text}"

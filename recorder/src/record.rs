@@ -1470,7 +1470,8 @@ impl Session<'_, '_> {
             say!(
                 "leak-record: the target exec'd before its memory map could be read again: \
                  {count} stacks of the program it left are recorded without their modules \
-                 (a shorter -i reads the map more often)"
+                 (a shorter -i reads the map more often; a program that execs at once, such as \
+                 env, is left before any read)"
             );
         }
     }
