@@ -314,7 +314,10 @@ pub fn analyze(rec: &Recording, resolver: &Resolver, s: &Settings) -> Analysis {
             .after_exit
             .as_ref()
             .is_some_and(|a| a.stats.values().any(|st| st.alloc_count > 0));
+    // Fewer snapshots than a verdict needs judge nothing, even when no stack holds anything
+    // yet (a recording of a moment passes no gate).
     let unjudged = exited_unseen
+        || (rec.snapshots as usize) < detect::MIN_POINTS
         || (stacks.iter().any(|s| s.outstanding_bytes > 0)
             && stacks.iter().all(|s| !s.detection.rate_known()));
     if unjudged {

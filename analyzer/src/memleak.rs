@@ -554,7 +554,12 @@ mod tests {
                 .collect();
             let rec = parse(&log, 64).unwrap();
             let times: Vec<f64> = rec.timeline.iter().map(|p| p.t).collect();
-            (times, rec.order.out_of_order, warnings(&rec))
+            // (These logs are too short to judge, which is said too.)
+            let w: Vec<String> = warnings(&rec)
+                .into_iter()
+                .filter(|w| !w.contains("usable samples a verdict needs"))
+                .collect();
+            (times, rec.order.out_of_order, w)
         };
         // An hour back: not 23 h forward; placed one interval (5 s) after the one before.
         let (times, out_of_order, w) = at(&["10:00:00", "09:00:05", "10:00:10", "10:00:15"]);

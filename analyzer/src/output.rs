@@ -55,8 +55,12 @@ pub fn human_duration(secs: f64) -> String {
         return "never".into();
     }
     let s = secs.max(0.0);
-    if s < 10.0 && (s * 10.0).round() % 10.0 != 0.0 {
-        // Sub-second intervals (-i 500ms) and short runs: "0.5 s", not "0 s".
+    if s < 1.0 && (s * 100.0).round() % 100.0 != 0.0 {
+        // Sub-second intervals (-i 500ms, -i 250ms): "0.5 s", "0.25 s", not "0 s" or "0.2 s".
+        let two = format!("{s:.2}");
+        format!("{} s", two.trim_end_matches('0'))
+    } else if s < 10.0 && (s * 10.0).round() % 10.0 != 0.0 {
+        // Short runs: "2.3 s".
         format!("{s:.1} s")
     } else if s < 120.0 {
         format!("{s:.0} s")
@@ -589,10 +593,13 @@ mod tests {
     use super::human_duration;
 
     #[test]
-    fn durations_keep_a_tenth_below_ten_seconds() {
+    fn durations_keep_a_hundredth_below_a_second_and_a_tenth_below_ten() {
         let cases = [
             (0.0, "0 s"),
             (0.5, "0.5 s"),
+            (0.25, "0.25 s"),
+            (0.1, "0.1 s"),
+            (0.999, "1 s"),
             (1.0, "1 s"),
             (2.34, "2.3 s"),
             (9.96, "10 s"),

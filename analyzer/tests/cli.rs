@@ -205,11 +205,23 @@ fn a_leak_gate_on_a_recording_too_short_to_judge_is_an_error() {
     assert_eq!(run(&[p, "--max-outstanding", "1K"]).status.code(), Some(1));
     // The demo (91 snapshots) is judged.
     assert_eq!(run(&[&demo(), "--fail-on-leak"]).status.code(), Some(1));
+    // A moment's recording (leak-record -d 0.0001s: one snapshot, no stack yet) passes no gate
+    // either: it judged nothing.
+    let moment = dir.path().join("moment.zst");
+    let mut b = leak_format::RecordingBuilder::new();
+    b.snapshot(&[]).end(EndReason::Duration);
+    std::fs::write(&moment, b.to_bytes()).unwrap();
+    let o = run(&[moment.to_str().unwrap(), "--fail-on-leak"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("cannot judge this recording"));
     // Stacks holding nothing at the end need no verdict: a churn loop seen in 8 snapshots (it
     // appeared late in a recording that was long enough) does not stop the gate.
     let churn = dir.path().join("churn.zst");
     let mut b = leak_format::RecordingBuilder::new();
     b.module(1, "/usr/bin/svc", None).stack(16, &[(1, 0x1000)]);
+    for _ in 0..12 {
+        b.snapshot(&[]);
+    }
     for s in 1..=8u64 {
         let stats = leak_format::StackStats {
             stack: 16,
@@ -1069,17 +1081,20 @@ fn a_memleak_log_with_nothing_outstanding_is_a_clean_log() {
     // not a recording that lost its Header.
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("empty.log");
-    std::fs::write(
-        &log,
-        "[11:16:33] Top 0 stacks with outstanding allocations:\n\
-         [11:16:38] Top 0 stacks with outstanding allocations:\n",
-    )
-    .unwrap();
+    let lines: String = (0..14)
+        .map(|i| {
+            format!(
+                "[11:16:{:02}] Top 0 stacks with outstanding allocations:\n",
+                5 * i
+            )
+        })
+        .collect();
+    std::fs::write(&log, lines).unwrap();
     let o = run(&[log.to_str().unwrap(), "--fail-on-leak"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let text = stdout(&o);
     assert!(
-        text.starts_with("memleak log: 2 snapshots over 5 s\n"),
+        text.starts_with("memleak log: 14 snapshots over 65 s\n"),
         "{text}"
     );
     assert!(!text.contains("warning"), "{text}");
