@@ -879,10 +879,7 @@ fn quality_warnings(
         .iter()
         .filter(|s| s.lost.is_none() && !s.frames.is_empty() && !left_by_exec(rec, s))
         .collect();
-    let shallow = real
-        .iter()
-        .filter(|s| s.frames.iter().filter(|f| !f.inlined).count() <= 2)
-        .count();
+    let shallow = real.iter().filter(|s| walk_cut_short(&s.frames)).count();
     if !real.is_empty() && shallow * 2 > real.len() {
         w.push(format!(
             "{shallow} of {} stacks are at most 2 frames deep: the program probably lacks frame \
@@ -938,6 +935,36 @@ fn unnamed_warning(stacks: &[StackReport], files: &[&str]) -> Option<String> {
         unnamed.len(),
         list.join(", ")
     ))
+}
+
+/// Functions a complete user stack ends in: a program's or a thread's start.
+const STACK_ROOTS: &[&str] = &[
+    "main",
+    "__libc_start_call_main",
+    "__libc_start_main",
+    "__libc_start_main_impl",
+    "_start",
+    "start_thread",
+    "thread_start",
+    "clone",
+    "clone3",
+    "__clone",
+    "__clone3",
+    "_dl_start_user",
+    "_dl_init",
+    "call_init",
+];
+
+/// Whether a stack looks cut short by a walk without frame pointers: at most 2 frames (not
+/// counting inlined calls), the outermost of which is not where a program or thread starts
+/// (malloc called from `main` is a complete stack of two frames).
+fn walk_cut_short(frames: &[SymFrame]) -> bool {
+    let real = frames.iter().filter(|f| !f.inlined);
+    let outermost = real.clone().next_back();
+    real.count() <= 2
+        && !outermost
+            .and_then(|f| f.function.as_deref())
+            .is_some_and(|name| STACK_ROOTS.contains(&name))
 }
 
 /// Whether a stack is of a program the target left by an exec before leak-record could read
@@ -1066,6 +1093,24 @@ mod tests {
                 inlined: false,
             })
             .collect()
+    }
+
+    #[test]
+    fn a_short_stack_that_ends_where_a_program_or_thread_starts_is_complete() {
+        // (kernel_frames' module is irrelevant here: only names and depth count.)
+        assert!(!walk_cut_short(&kernel_frames(&[
+            "main",
+            "__libc_start_call_main"
+        ])));
+        assert!(!walk_cut_short(&kernel_frames(&["worker", "start_thread"])));
+        assert!(!walk_cut_short(&kernel_frames(&["main"])));
+        assert!(walk_cut_short(&kernel_frames(&["leak_here", "handle"])));
+        assert!(walk_cut_short(&kernel_frames(&["leak_here"])));
+        assert!(!walk_cut_short(&kernel_frames(&["a", "b", "c"])));
+        // An inlined frame does not count as depth, nor as the outermost frame.
+        let mut inlined = kernel_frames(&["leak_here", "handle", "main"]);
+        inlined[2].inlined = true;
+        assert!(walk_cut_short(&inlined));
     }
 
     #[test]
