@@ -879,6 +879,20 @@ fn quality_warnings(
         .iter()
         .filter(|s| s.lost.is_none() && !s.frames.is_empty() && !left_by_exec(rec, s))
         .collect();
+    let deep = real.iter().filter(|s| s.truncated).count();
+    if deep > 0 {
+        let limit = rec.header.as_ref().map_or(String::new(), |h| {
+            format!(" ({} frames)", h.config.max_stack_depth)
+        });
+        w.push(format!(
+            "{deep} stack{} reached the deepest walk leak-record takes{limit}: {} outer callers \
+             are not recorded, and allocations that differ only there are counted on one stack \
+             (deep recursion, say); the outputs mark them as cut, and the folded stacks and \
+             flame graphs root them at {TRUNCATED_ROOT}",
+            if deep == 1 { "" } else { "s" },
+            if deep == 1 { "its" } else { "their" },
+        ));
+    }
     let shallow = real.iter().filter(|s| walk_cut_short(&s.frames)).count();
     if !real.is_empty() && shallow * 2 > real.len() {
         w.push(format!(
@@ -936,6 +950,12 @@ fn unnamed_warning(stacks: &[StackReport], files: &[&str]) -> Option<String> {
         list.join(", ")
     ))
 }
+
+/// The root frame of a stack cut at the deepest walk, in folded stacks and flame graphs.
+pub const TRUNCATED_ROOT: &str = "[truncated]";
+
+/// The line that ends a stack cut at the deepest walk, in the text and the report.
+pub const TRUNCATED_LINE: &str = "... (cut at the deepest walk: outer callers not recorded)";
 
 /// Functions a complete user stack ends in: a program's or a thread's start.
 const STACK_ROOTS: &[&str] = &[

@@ -317,7 +317,7 @@ pub fn utc(ns: u64) -> String {
 
 fn row(rec: &Recording, s: &StackReport, with_chart: bool) -> Row {
     let d = &s.detection;
-    let frames: Vec<FrameRow> = s
+    let mut frames: Vec<FrameRow> = s
         .frames
         .iter()
         .map(|f| FrameRow {
@@ -334,10 +334,19 @@ fn row(rec: &Recording, s: &StackReport, with_chart: bool) -> Row {
             inlined: f.inlined,
         })
         .collect();
+    let leaf_at = crate::analysis::site(s.kind, &s.frames);
+    if s.truncated {
+        frames.push(FrameRow {
+            function: crate::analysis::TRUNCATED_LINE.into(),
+            location: String::new(),
+            module: String::new(),
+            inlined: false,
+        });
+    }
     let leaf = match s.lost {
         Some(l) => format!("[stack unavailable: {l}]"),
         None => frames
-            .get(crate::analysis::site(s.kind, &s.frames))
+            .get(leaf_at)
             .map_or_else(|| "[no frames]".to_string(), |f| f.function.clone()),
     };
     let points = rec

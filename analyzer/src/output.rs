@@ -250,6 +250,9 @@ pub fn text(rec: &Recording, a: &Analysis, top: usize) -> String {
                 f.display()
             );
         }
+        if s.truncated {
+            let _ = writeln!(out, "        {}", crate::analysis::TRUNCATED_LINE);
+        }
     }
     let more = a.stacks.len().saturating_sub(top);
     if more > 0 {
@@ -571,6 +574,9 @@ pub fn folded(a: &Analysis, weight: FoldedWeight) -> String {
                     }
                 })
                 .collect();
+            if s.truncated {
+                names.insert(0, crate::analysis::TRUNCATED_ROOT.to_string());
+            }
             if let Some(lost) = s.lost {
                 names.push(format!("[stack unavailable: {lost}]"));
             }

@@ -961,6 +961,52 @@ fn stacks_of_a_wrapper_execd_away_are_not_blamed_on_the_program() {
     }
 }
 
+/// A stack cut at the deepest walk (64 frames: deep recursion) has lost its callers, and
+/// allocations from different callers share it: every output says so, not only the JSON.
+#[test]
+fn a_stack_cut_at_the_deepest_walk_is_marked_in_every_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut b = leak_format::RecordingBuilder::new();
+    let deep: Vec<(u32, u64)> = (0..64).map(|i| (1, 0x1000 + 0x10 * i)).collect();
+    b.module(1, "/srv/svc", None)
+        .truncated_stack(16, &deep)
+        .stack(17, &[(1, 0x2000), (1, 0x3000), (1, 0x4000)]);
+    for s in 1..=20u64 {
+        b.snapshot(&[(16, 100 * s, s), (17, 4096, 1)]);
+    }
+    b.end(EndReason::Duration);
+    let path = dir.path().join("deep.zst");
+    std::fs::write(&path, b.to_bytes()).unwrap();
+    let p = path.to_str().unwrap();
+    let text = stdout(&run(&[p]));
+    let warning = "warning: 1 stack reached the deepest walk leak-record takes (64 frames): its \
+                   outer callers are not recorded";
+    assert!(text.contains(warning), "{text}");
+    let cut = "        ... (cut at the deepest walk: outer callers not recorded)\n";
+    assert_eq!(text.matches(cut).count(), 1, "{text}");
+    // After the 64th frame of stack 16, not after stack 17's.
+    assert!(text.contains(&format!("/srv/svc+0x13f0\n{cut}")), "{text}");
+    let folded = stdout(&run(&[p, "--folded", "-"]));
+    let lines: Vec<&str> = folded.lines().collect();
+    assert_eq!(lines.len(), 2, "{folded}");
+    assert!(
+        lines[1].starts_with("[truncated];/srv/svc+0x13f0;"),
+        "{folded}"
+    );
+    assert!(lines[0].starts_with("/srv/svc+0x4000;"), "{folded}");
+    let html = dir.path().join("r.html");
+    run(&[p, "-o", html.to_str().unwrap()]);
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert!(page.contains("(cut at the deepest walk: outer callers not recorded)"));
+    assert!(page.contains("[truncated]"), "the flame graph's root");
+    let j = json_at(p, &[]);
+    assert!(j["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|w| w.as_str().unwrap().contains("reached the deepest walk")));
+}
+
 #[test]
 fn a_recording_piped_in_reads_as_the_file_does() {
     use std::io::Write;

@@ -100,6 +100,15 @@ impl RecordingBuilder {
 
     /// Declares a stack of (module, file offset) frames (emitted with the next snapshot).
     pub fn stack(&mut self, id: u32, frames: &[(u32, u64)]) -> &mut Self {
+        self.located_stack(id, frames, false)
+    }
+
+    /// [`Self::stack`], cut at the deepest walk (`Stack::truncated`).
+    pub fn truncated_stack(&mut self, id: u32, frames: &[(u32, u64)]) -> &mut Self {
+        self.located_stack(id, frames, true)
+    }
+
+    fn located_stack(&mut self, id: u32, frames: &[(u32, u64)], truncated: bool) -> &mut Self {
         self.pending_stacks.push(Stack {
             id,
             frames: frames
@@ -110,7 +119,7 @@ impl RecordingBuilder {
                     offset,
                 })
                 .collect(),
-            truncated: false,
+            truncated,
             lost: None,
         });
         self
