@@ -647,6 +647,15 @@ impl Session<'_, '_> {
         if let Err(e) = &result {
             let _ = self.out.end(EndReason::Error(format!("{e:#}")), self.seq);
             if self.mode == TargetMode::Command {
+                // Said, even with -q: the command did not end by itself, and leak-record's
+                // exit status (1) is not its own.
+                if procfs::is_alive(self.pid) {
+                    say!(
+                        "leak-record: recording failed (the error follows); ending the command \
+                         it started (PID {}), which it can no longer record",
+                        self.pid
+                    );
+                }
                 self.stop_child(&pidfd);
             }
         }
