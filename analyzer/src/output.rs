@@ -195,11 +195,11 @@ pub fn text(rec: &Recording, a: &Analysis, top: usize) -> String {
     } else {
         let _ = writeln!(
             out,
-            "\n{} continuous leak{} growing {}/s in total ({} MiB/day){}",
+            "\n{} continuous leak{} growing {}/s in total ({}/day){}",
             leaks.len(),
             if leaks.len() == 1 { "" } else { "s" },
             human_bytes(a.leak_rate),
-            format_args!("{:.1}", a.leak_rate * 86400.0 / 1048576.0),
+            human_bytes(a.leak_rate * 86400.0),
             exhaustion(a).map_or(String::new(), |e| format!("; {e}"))
         );
     }
@@ -218,9 +218,9 @@ pub fn text(rec: &Recording, a: &Analysis, top: usize) -> String {
         let d = &s.detection;
         let _ = writeln!(
             out,
-            "\n{} in {} allocations from stack {}{}: {}{}, {}{}{}",
+            "\n{} in {} from stack {}{}: {}{}, {}{}{}",
             human_bytes(s.outstanding_bytes as f64),
-            s.outstanding_count,
+            count(s.outstanding_count, "allocation"),
             s.id,
             match s.kind {
                 leak_format::AllocKind::Heap => String::new(),

@@ -1489,10 +1489,12 @@ impl Session<'_, '_> {
         let o = bpf::Outstanding::of(self.latest.values());
         let est = estimate_mark(self.cli);
         let what = format!(
-            "outstanding {est}{} in {est}{} blocks on {} stacks",
+            "outstanding {est}{} in {est}{} block{} on {} stack{}",
             human_bytes(o.bytes),
             o.blocks,
-            o.stacks
+            if o.blocks == 1 { "" } else { "s" },
+            o.stacks,
+            if o.stacks == 1 { "" } else { "s" },
         );
         let last = drops(&self.last_losses, &self.last_unseen);
         print_status(self.started, self.seq, &what, drops_now, last);
