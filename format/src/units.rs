@@ -9,26 +9,68 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         .parse()
         .map_err(|_| format!("'{s}' is not a size; use e.g. 4096, 16K, 1M, 2G"))?;
     let unit = unit.trim();
-    if unit.starts_with(['.', ',']) {
+    if let Some(rest) = unit.strip_prefix(['.', ',']) {
+        let hint = whole_form(value, rest).unwrap_or_else(|| "e.g. 2560K for 2.5M".into());
         return Err(format!(
-            "'{s}' is not a whole number; use a smaller unit (e.g. 2560K for 2.5M)"
+            "'{s}' is not a whole number; use a smaller unit ({hint})"
         ));
     }
-    let shift = match unit.to_ascii_uppercase().as_str() {
+    let Some(shift) = unit_shift(unit) else {
+        return Err(format!(
+            "unknown size unit '{unit}' in '{s}'; use K, M, G or T"
+        ));
+    };
+    value
+        .checked_mul(1u64 << shift)
+        .ok_or_else(|| format!("size '{s}' is too large"))
+}
+
+/// The binary shift of a size unit (`K` 10, `MiB` 20...; none or `B` 0).
+fn unit_shift(unit: &str) -> Option<u32> {
+    Some(match unit.to_ascii_uppercase().as_str() {
         "" | "B" => 0,
         "K" | "KB" | "KIB" => 10,
         "M" | "MB" | "MIB" => 20,
         "G" | "GB" | "GIB" => 30,
         "T" | "TB" | "TIB" => 40,
-        _ => {
-            return Err(format!(
-                "unknown size unit '{unit}' in '{s}'; use K, M, G or T"
-            ))
-        }
+        _ => return None,
+    })
+}
+
+/// What `whole.fraction UNIT` is as a whole number of the next smaller unit (`2.5M` → `2560K`,
+/// `1.5K` → `1536`), or of bytes (`1.3K` → `about 1331`); None for what does not parse.
+fn whole_form(whole: u64, fraction_and_unit: &str) -> Option<String> {
+    let digits = fraction_and_unit.find(|c: char| !c.is_ascii_digit());
+    let (fraction, unit) = fraction_and_unit.split_at(digits.unwrap_or(fraction_and_unit.len()));
+    let shift = unit_shift(unit.trim()).filter(|&s| s > 0)?;
+    let scale = 10u128.checked_pow(u32::try_from(fraction.len()).ok().filter(|&n| n <= 18)?)?;
+    let fraction: u128 = if fraction.is_empty() {
+        0
+    } else {
+        fraction.parse().ok()?
     };
-    value
-        .checked_mul(1u64 << shift)
-        .ok_or_else(|| format!("size '{s}' is too large"))
+    let scaled = (u128::from(whole) * scale + fraction) << shift;
+    let smaller = shift - 10;
+    let step = scale << smaller;
+    let name = ["", "K", "M", "G"][(smaller / 10) as usize];
+    Some(if scaled.is_multiple_of(step) {
+        format!(
+            "{}{name} for {whole}.{}",
+            scaled / step,
+            fraction_text(fraction_and_unit)
+        )
+    } else {
+        format!(
+            "about {} bytes for {whole}.{}",
+            scaled / scale,
+            fraction_text(fraction_and_unit)
+        )
+    })
+}
+
+/// The text after the decimal point, as given (`5M`).
+fn fraction_text(fraction_and_unit: &str) -> &str {
+    fraction_and_unit.trim()
 }
 
 /// `1536` → `1.5 KiB` (binary units; the same in both tools' messages).
@@ -77,7 +119,17 @@ mod tests {
         assert!(parse_size("1Q").is_err());
         assert!(parse_size("2.5M")
             .unwrap_err()
-            .contains("not a whole number"));
+            .contains("not a whole number; use a smaller unit (2560K for 2.5M)"));
+        assert!(parse_size("1.5K").unwrap_err().contains("(1536 for 1.5K)"));
+        assert!(parse_size("1.3K")
+            .unwrap_err()
+            .contains("(about 1331 bytes for 1.3K)"));
+        assert!(parse_size("0.25G")
+            .unwrap_err()
+            .contains("(256M for 0.25G)"));
+        assert!(parse_size("2.5Q")
+            .unwrap_err()
+            .contains("(e.g. 2560K for 2.5M)"));
         assert!(parse_size("x").is_err());
         assert!(parse_size("99999999999T").is_err());
     }

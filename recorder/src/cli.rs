@@ -88,7 +88,7 @@ pub struct Cli {
     #[arg(long)]
     pub force: bool,
 
-    /// Time between snapshots (e.g. 500ms, 5s, 1m).
+    /// Time between snapshots (e.g. 500ms, 5s, 1m; at least 100ms).
     #[arg(short, long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
     pub interval: Duration,
 
