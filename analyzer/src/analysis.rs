@@ -447,11 +447,14 @@ pub fn warn_young_growth(a: &mut Analysis) {
         2 => " (and 1 more stack like it)".to_string(),
         n => format!(" (and {} more stacks like it)", n - 1),
     };
-    a.warnings.push(format!(
-        "{}{more}: a leak that started late looks like this; record for longer after the load \
-         starts",
-        young_growth(first)
-    ));
+    // In a recording too short to judge any stack, the stack need not have started late.
+    let why = if a.unjudged {
+        "the recording is too short to judge it; record for longer"
+    } else {
+        "a leak that started late looks like this; record for longer after the load starts"
+    };
+    a.warnings
+        .push(format!("{}{more}: {why}", young_growth(first)));
 }
 
 /// What a stack with [`StackReport::young_growth`] did, for the warning and the gates' error:

@@ -188,8 +188,14 @@ fn a_leak_gate_on_a_recording_too_short_to_judge_is_an_error() {
         text.contains("no stack has the 12 usable samples"),
         "{text}"
     );
-    // Its rate is unknown, not zero.
+    // Its rate is unknown, not zero; and it grew from the first snapshot: the recording is
+    // short, not the leak late.
     assert!(text.contains("insufficient data, rate unknown"), "{text}");
+    assert!(
+        text.contains("needs 12: the recording is too short to judge it; record for longer\n"),
+        "{text}"
+    );
+    assert!(!text.contains("started late"), "{text}");
     let doc = json_at(p, &[]);
     let stack = &doc["stacks"][0];
     for key in ["rate_bytes_per_sec", "rate_ci", "kendall_tau", "p_value"] {
