@@ -1013,6 +1013,46 @@ fn a_stack_cut_at_the_deepest_walk_is_marked_in_every_output() {
         .any(|w| w.as_str().unwrap().contains("reached the deepest walk")));
 }
 
+/// A full allocation table: what was left untracked is said in allocations and bytes (they are
+/// in no stack's figures, and may be leaks bigger than those found), with the option to raise.
+#[test]
+fn allocations_left_untracked_are_said_in_bytes_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut b = leak_format::RecordingBuilder::new();
+    b.module(1, "/srv/svc", None)
+        .stack(16, &[(1, 0x1000), (1, 0x2000), (1, 0x3000)]);
+    let losses = leak_format::Losses {
+        allocs_full: 40,
+        allocs_full_bytes: 40 * 4096,
+        ..Default::default()
+    };
+    for s in 1..=3u64 {
+        let stats = leak_format::StackStats {
+            stack: 16,
+            kind: leak_format::AllocKind::Heap,
+            alloc_bytes: 100 * s,
+            alloc_count: s,
+            free_bytes: 0,
+            free_count: 0,
+        };
+        b.snapshot_with(vec![stats], losses);
+    }
+    let path = dir.path().join("full.zst");
+    std::fs::write(&path, b.to_bytes()).unwrap();
+    let text = stdout(&run(&[path.to_str().unwrap()]));
+    let max = leak_format::RecordingBuilder::new()
+        .header_mut()
+        .config
+        .max_allocs;
+    let said = format!(
+        "warning: the recorder lost data: 40 allocations (160.0 KiB) untracked (table full: in no \
+         stack's figures, leaks included), 0 on unknown stacks (stack table full 0, walk failed \
+         0, counters full 0), 0 pending-call overflows, 0 returns without entry, 0 missed frees; \
+         record again with a larger --max-allocs (it was {max})\n"
+    );
+    assert!(text.contains(&said), "{text}");
+}
+
 #[test]
 fn a_recording_piped_in_reads_as_the_file_does() {
     use std::io::Write;
