@@ -437,7 +437,7 @@ pub fn filter(a: &mut Analysis, suppressions: &Suppressions, min_outstanding: Op
 /// Warns about the stacks that grew with too few samples to judge ([`StackReport::young_growth`])
 /// among those left after [`filter`]: no output says "no growth" over them, and no leak gate
 /// passes (the caller exits 2).
-pub fn warn_young_growth(a: &mut Analysis) {
+pub fn warn_young_growth(rec: &Recording, a: &mut Analysis) {
     let young: Vec<&StackReport> = a.stacks.iter().filter(|s| s.young_growth).collect();
     let Some(first) = young.first() else {
         return;
@@ -448,7 +448,7 @@ pub fn warn_young_growth(a: &mut Analysis) {
         n => format!(" (and {} more stacks like it)", n - 1),
     };
     // In a recording too short to judge any stack, the stack need not have started late.
-    let why = if a.unjudged {
+    let why = if (rec.snapshots as usize) < detect::MIN_POINTS {
         "the recording is too short to judge it; record for longer"
     } else {
         "a leak that started late looks like this; record for longer after the load starts"
@@ -825,19 +825,18 @@ fn quality_warnings(
     if l.unexpected_drops(rec.is_kernel()) > 0 {
         // Untracked allocations are in no stack's figures, and may be leaks: their bytes give
         // the scale next to the leaks found (a rate 80 times the one reported, in a trial).
-        let untracked_bytes = if l.allocs_full_bytes > 0 {
-            format!(
-                " ({})",
-                crate::output::human_bytes(l.allocs_full_bytes as f64)
-            )
-        } else {
-            String::new()
+        let untracked = match (l.allocs_full, l.allocs_full_bytes) {
+            (0, _) => "(table full)".to_string(),
+            (_, 0) => "(table full: in no stack's figures, leaks included)".to_string(),
+            (_, bytes) => format!(
+                "({}; table full: in no stack's figures, leaks included)",
+                crate::output::human_bytes(bytes as f64)
+            ),
         };
         w.push(format!(
-            "the recorder lost data: {} allocations{untracked_bytes} untracked (table full: in no \
-             stack's figures, leaks included), {} on unknown stacks (stack table full {}, walk \
-             failed {}, counters full {}), {} pending-call overflows, {} returns without entry, \
-             {} missed frees",
+            "the recorder lost data: {} allocations untracked {untracked}, {} on unknown stacks \
+             (stack table full {}, walk failed {}, counters full {}), {} pending-call overflows, \
+             {} returns without entry, {} missed frees",
             l.allocs_full,
             l.stack_table_full + l.stack_walk_failed + l.counters_full,
             l.stack_table_full,

@@ -155,9 +155,9 @@ pub fn render(rec: &Recording, a: &Analysis, opts: &HtmlOptions) -> Result<Strin
     let mut banner_lines = Vec::new();
     if !leaks.is_empty() {
         banner_lines.push(format!(
-            "Growing {}/s in total ({}/day; up to {}/s at the 95% bound).",
+            "Growing {}/s in total ({}; up to {}/s at the 95% bound).",
             human_bytes(a.leak_rate),
-            human_bytes(a.leak_rate * 86400.0),
+            crate::output::per_day(a.leak_rate),
             human_bytes(a.leak_rate_high)
         ));
         if let Some(e) = output::exhaustion(a) {

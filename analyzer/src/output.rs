@@ -39,6 +39,11 @@ pub fn human_rate(bytes_per_sec: f64) -> String {
     }
 }
 
+/// A rate of bytes per second as bytes per day, in the largest unit: `837.9 MiB/day`.
+pub fn per_day(bytes_per_sec: f64) -> String {
+    format!("{}/day", human_bytes(bytes_per_sec * 86400.0))
+}
+
 /// What a sampled recording's figures are, for every output to say (None when exact).
 pub fn sampling_note(rec: &Recording) -> Option<String> {
     rec.sample_bytes.map(|n| {
@@ -58,7 +63,7 @@ pub fn human_duration(secs: f64) -> String {
     if s < 1.0 && (s * 100.0).round() % 100.0 != 0.0 {
         // Sub-second intervals (-i 500ms, -i 250ms): "0.5 s", "0.25 s", not "0 s" or "0.2 s".
         let two = format!("{s:.2}");
-        format!("{} s", two.trim_end_matches('0'))
+        format!("{} s", two.trim_end_matches('0').trim_end_matches('.'))
     } else if s < 10.0 && (s * 10.0).round() % 10.0 != 0.0 {
         // Short runs: "2.3 s".
         format!("{s:.1} s")
@@ -195,11 +200,11 @@ pub fn text(rec: &Recording, a: &Analysis, top: usize) -> String {
     } else {
         let _ = writeln!(
             out,
-            "\n{} continuous leak{} growing {}/s in total ({}/day){}",
+            "\n{} continuous leak{} growing {}/s in total ({}){}",
             leaks.len(),
             if leaks.len() == 1 { "" } else { "s" },
             human_bytes(a.leak_rate),
-            human_bytes(a.leak_rate * 86400.0),
+            per_day(a.leak_rate),
             exhaustion(a).map_or(String::new(), |e| format!("; {e}"))
         );
     }

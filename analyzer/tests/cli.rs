@@ -1045,7 +1045,7 @@ fn allocations_left_untracked_are_said_in_bytes_too() {
         .config
         .max_allocs;
     let said = format!(
-        "warning: the recorder lost data: 40 allocations (160.0 KiB) untracked (table full: in no \
+        "warning: the recorder lost data: 40 allocations untracked (160.0 KiB; table full: in no \
          stack's figures, leaks included), 0 on unknown stacks (stack table full 0, walk failed \
          0, counters full 0), 0 pending-call overflows, 0 returns without entry, 0 missed frees; \
          record again with a larger --max-allocs (it was {max})\n"

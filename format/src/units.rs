@@ -9,8 +9,9 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         .parse()
         .map_err(|_| format!("'{s}' is not a size; use e.g. 4096, 16K, 1M, 2G"))?;
     let unit = unit.trim();
-    if let Some(rest) = unit.strip_prefix(['.', ',']) {
-        let hint = whole_form(value, rest).unwrap_or_else(|| "e.g. 2560K for 2.5M".into());
+    if let Some(sep) = unit.chars().next().filter(|c| matches!(c, '.' | ',')) {
+        let hint =
+            whole_form(value, sep, &unit[1..]).unwrap_or_else(|| "e.g. 2560K for 2.5M".into());
         return Err(format!(
             "'{s}' is not a whole number; use a smaller unit ({hint})"
         ));
@@ -37,9 +38,10 @@ fn unit_shift(unit: &str) -> Option<u32> {
     })
 }
 
-/// What `whole.fraction UNIT` is as a whole number of the next smaller unit (`2.5M` → `2560K`,
-/// `1.5K` → `1536`), or of bytes (`1.3K` → `about 1331`); None for what does not parse.
-fn whole_form(whole: u64, fraction_and_unit: &str) -> Option<String> {
+/// What `whole.fraction UNIT` (`sep`: the `.` or `,` typed) is as a whole number of the next
+/// smaller unit (`2.5M` → `2560K`, `1.5K` → `1536`), or of bytes (`1.3K` → `about 1331`); None
+/// for what does not parse or is too large anyway.
+fn whole_form(whole: u64, sep: char, fraction_and_unit: &str) -> Option<String> {
     let digits = fraction_and_unit.find(|c: char| !c.is_ascii_digit());
     let (fraction, unit) = fraction_and_unit.split_at(digits.unwrap_or(fraction_and_unit.len()));
     let shift = unit_shift(unit.trim()).filter(|&s| s > 0)?;
@@ -49,28 +51,18 @@ fn whole_form(whole: u64, fraction_and_unit: &str) -> Option<String> {
     } else {
         fraction.parse().ok()?
     };
-    let scaled = (u128::from(whole) * scale + fraction) << shift;
+    let scaled = (u128::from(whole) * scale + fraction).checked_mul(1u128 << shift)?;
+    // Bytes: a size that fits in no u64 is refused whatever its form.
+    u64::try_from(scaled / scale).ok()?;
     let smaller = shift - 10;
     let step = scale << smaller;
     let name = ["", "K", "M", "G"][(smaller / 10) as usize];
+    let given = fraction_and_unit.trim();
     Some(if scaled.is_multiple_of(step) {
-        format!(
-            "{}{name} for {whole}.{}",
-            scaled / step,
-            fraction_text(fraction_and_unit)
-        )
+        format!("{}{name} for {whole}{sep}{given}", scaled / step)
     } else {
-        format!(
-            "about {} bytes for {whole}.{}",
-            scaled / scale,
-            fraction_text(fraction_and_unit)
-        )
+        format!("about {} bytes for {whole}{sep}{given}", scaled / scale)
     })
-}
-
-/// The text after the decimal point, as given (`5M`).
-fn fraction_text(fraction_and_unit: &str) -> &str {
-    fraction_and_unit.trim()
 }
 
 /// `1536` → `1.5 KiB` (binary units; the same in both tools' messages).
@@ -130,6 +122,18 @@ mod tests {
         assert!(parse_size("2.5Q")
             .unwrap_err()
             .contains("(e.g. 2560K for 2.5M)"));
+        assert!(parse_size("1,5K").unwrap_err().contains("(1536 for 1,5K)"));
+        // Too large in any form, or too many digits: the example.
+        for s in [
+            "20000000.5T",
+            "1000000000.000000000000000001T",
+            "1.99999999999999999999K",
+        ] {
+            assert!(
+                parse_size(s).unwrap_err().contains("(e.g. 2560K for 2.5M)"),
+                "{s}"
+            );
+        }
         assert!(parse_size("x").is_err());
         assert!(parse_size("99999999999T").is_err());
     }

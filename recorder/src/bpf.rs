@@ -966,11 +966,13 @@ impl Tracer<'_> {
         let now = self.untied();
         let (mut done, mut failed, mut old) = (Vec::new(), None, Vec::new());
         let tid = self.tid;
+        // Classic probes attached (their place in `uprobes`, and their new generation).
+        let mut classic = Vec::new();
         for free_side in [true, false] {
             let progs = &self.skel.progs;
             let all = self.uprobes.iter_mut().chain(self.session_links.iter_mut());
-            let tied = |p: &&mut Placed| p.untied(&now) && p.free_side() == free_side;
-            for placed in all.filter(tied) {
+            let tied = |(_, p): &(usize, &mut Placed)| p.untied(&now) && p.free_side() == free_side;
+            for (at, placed) in all.enumerate().filter(tied) {
                 let prog = (placed.prog)(progs);
                 // The task whose /proc entry opened the file may have ended.
                 placed.probe.open_path =
@@ -985,12 +987,26 @@ impl Tracer<'_> {
                 match link {
                     Ok(link) => {
                         old.push(std::mem::replace(&mut placed.link, link));
-                        placed.generation = generation;
+                        if placed.side.is_some() {
+                            classic.push((at, generation));
+                        } else {
+                            placed.generation = generation;
+                        }
                         done.extend(placed.records());
                     }
                     Err(e) => {
                         failed.get_or_insert(e);
                     }
+                }
+            }
+        }
+        // A classic probe counts as tied to the thread only if every one was: one refused
+        // means the thread may be ending (its end then possibly never counted, the probes no
+        // longer tied to it), and the next call attaches them all again, to another thread.
+        if failed.is_none() {
+            for (at, generation) in classic {
+                if let Some(placed) = self.uprobes.get_mut(at) {
+                    placed.generation = generation;
                 }
             }
         }

@@ -224,7 +224,9 @@ pub fn cmdline(pid: u32) -> io::Result<Vec<String>> {
 /// gone) is left empty. The command line and executable are read through a thread that runs:
 /// a main thread that has ended (pthread_exit) has neither any more, while its process runs on.
 pub fn process(pid: u32) -> leak_format::Process {
-    let tid = live_thread(pid).unwrap_or(pid);
+    let tid = running_thread(pid)
+        .or_else(|| live_thread(pid))
+        .unwrap_or(pid);
     leak_format::Process {
         pid,
         name: comm(&format!("/proc/{pid}/comm")).unwrap_or_default(),
