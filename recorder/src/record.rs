@@ -644,22 +644,24 @@ impl Session<'_, '_> {
     /// Records until the end; if that fails, still tries to end the file with the reason.
     fn record(&mut self, pidfd: std::os::fd::OwnedFd) -> Result<u8> {
         let result = self.record_until_end(&pidfd);
-        if let Err(e) = &result {
-            let _ = self.out.end(EndReason::Error(format!("{e:#}")), self.seq);
-            if self.mode == TargetMode::Command {
-                // Said, even with -q: the command did not end by itself, and leak-record's
-                // exit status (1) is not its own.
-                if procfs::is_alive(self.pid) {
-                    say!(
-                        "leak-record: recording failed (the error follows); ending the command \
-                         it started (PID {}), which it can no longer record",
-                        self.pid
-                    );
-                }
-                self.stop_child(&pidfd);
-            }
+        let Err(e) = result else {
+            return result;
+        };
+        let _ = self.out.end(EndReason::Error(format!("{e:#}")), self.seq);
+        if self.mode != TargetMode::Command {
+            return Err(e);
         }
-        result
+        // Said in the error's one line, even with -q: the command did not end by itself, and
+        // leak-record's exit status (1) is not its own.
+        let alive = procfs::is_alive(self.pid);
+        self.stop_child(&pidfd);
+        if !alive {
+            return Err(e);
+        }
+        Err(e.context(format!(
+            "recording failed, so the command it started (PID {}) was ended",
+            self.pid
+        )))
     }
 
     fn record_until_end(&mut self, pidfd: &std::os::fd::OwnedFd) -> Result<u8> {

@@ -290,10 +290,15 @@ fn a_full_disk_stops_the_recorder_with_one_line_and_keeps_every_snapshot() {
             "leak-record:   ",
         ],
     );
-    // The command was ended.
+    // The command was ended, and the error's one line says so.
     let (state, out) = (&disk.state, &disk.out);
     let pid = state.header.as_ref().unwrap().target.pid;
     assert!(!Path::new(&format!("/proc/{pid}")).exists());
+    let said = format!(
+        "leak-record: recording failed, so the command it started (PID {pid}) was ended: cannot \
+         write to "
+    );
+    assert!(disk.error.starts_with(&said), "{}", disk.error);
     // leak-report reads it and says the recording stopped early.
     let (text, rec) = leak_report_text(out).unwrap();
     assert_eq!(rec.snapshots, state.snapshots);

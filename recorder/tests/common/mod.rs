@@ -547,6 +547,8 @@ impl Drop for Tmpfs {
 pub struct FullDisk {
     pub state: RecordingState,
     pub out: PathBuf,
+    /// The one line that says what happened.
+    pub error: String,
     pub tmpfs: Tmpfs,
     pub _dir: tempfile::TempDir,
 }
@@ -601,6 +603,7 @@ pub fn record_onto_full_disk(args: &[&str], size: &str, status_lines: &[&str]) -
     FullDisk {
         state,
         out,
+        error: errors[0].to_string(),
         tmpfs,
         _dir: dir,
     }
