@@ -314,10 +314,8 @@ pub fn analyze(rec: &Recording, resolver: &Resolver, s: &Settings) -> Analysis {
             .after_exit
             .as_ref()
             .is_some_and(|a| a.stats.values().any(|st| st.alloc_count > 0));
-    // Fewer snapshots than a verdict needs judge nothing, even when no stack holds anything
-    // yet (a recording of a moment passes no gate).
     let unjudged = exited_unseen
-        || (rec.snapshots as usize) < detect::MIN_POINTS
+        || too_short_to_judge(rec)
         || (stacks.iter().any(|s| s.outstanding_bytes > 0)
             && stacks.iter().all(|s| !s.detection.rate_known()));
     if unjudged {
@@ -434,6 +432,12 @@ pub fn filter(a: &mut Analysis, suppressions: &Suppressions, min_outstanding: Op
     recompute_totals(a);
 }
 
+/// Fewer snapshots than a verdict needs: the recording judges nothing, even when no stack
+/// holds anything yet (a recording of a moment passes no gate).
+fn too_short_to_judge(rec: &Recording) -> bool {
+    (rec.snapshots as usize) < detect::MIN_POINTS
+}
+
 /// Warns about the stacks that grew with too few samples to judge ([`StackReport::young_growth`])
 /// among those left after [`filter`]: no output says "no growth" over them, and no leak gate
 /// passes (the caller exits 2).
@@ -448,7 +452,7 @@ pub fn warn_young_growth(rec: &Recording, a: &mut Analysis) {
         n => format!(" (and {} more stacks like it)", n - 1),
     };
     // In a recording too short to judge any stack, the stack need not have started late.
-    let why = if (rec.snapshots as usize) < detect::MIN_POINTS {
+    let why = if too_short_to_judge(rec) {
         "the recording is too short to judge it; record for longer"
     } else {
         "a leak that started late looks like this; record for longer after the load starts"
@@ -1015,25 +1019,29 @@ fn left_by_exec(rec: &Recording, s: &StackReport) -> bool {
 /// Frames in no mapping the recording holds (`[unknown]+address`): said, with the likely
 /// causes, as a module without symbols is; those of a program exec'd away apart, with theirs.
 fn unmapped_warning(rec: &Recording, stacks: &[StackReport]) -> Option<String> {
-    let left = stacks.iter().filter(|s| left_by_exec(rec, s)).count();
-    if left > 0 {
-        return Some(format!(
-            "{left} stack{} of the program the target ran before its exec (a wrapper such as \
-             env, or a script, that exec'd before leak-record could read its memory map) {} \
-             no located frame, shown as {UNMAPPED}+address; {} nothing since the exec{}",
-            if left == 1 { "" } else { "s" },
-            if left == 1 { "has" } else { "have" },
-            if left == 1 { "it holds" } else { "they hold" },
-            unmapped_warning_of(stacks.iter().filter(|s| !left_by_exec(rec, s)))
-                .map_or(String::new(), |w| format!("; besides, {w}")),
-        ));
+    let (left, rest): (Vec<&StackReport>, Vec<&StackReport>) =
+        stacks.iter().partition(|s| left_by_exec(rec, s));
+    let besides = unmapped_warning_of(&rest);
+    if left.is_empty() {
+        return besides;
     }
-    unmapped_warning_of(stacks.iter())
+    let n = left.len();
+    Some(format!(
+        "{n} stack{} of the program the target ran before its exec (a wrapper such as env, or a \
+         script, that exec'd before leak-record could read its memory map) {} no located \
+         frame, shown as {UNMAPPED}+address; {} nothing since the exec{}",
+        if n == 1 { "" } else { "s" },
+        if n == 1 { "has" } else { "have" },
+        if n == 1 { "it holds" } else { "they hold" },
+        besides.map_or(String::new(), |w| format!("; besides, {w}")),
+    ))
 }
 
 /// [`unmapped_warning`] for `stacks`.
-fn unmapped_warning_of<'a>(stacks: impl Iterator<Item = &'a StackReport>) -> Option<String> {
+fn unmapped_warning_of(stacks: &[&StackReport]) -> Option<String> {
     let on: Vec<&StackReport> = stacks
+        .iter()
+        .copied()
         .filter(|s| s.frames.iter().any(|f| f.module == UNMAPPED))
         .collect();
     let frames: BTreeSet<u64> = on

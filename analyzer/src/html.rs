@@ -334,7 +334,12 @@ fn row(rec: &Recording, s: &StackReport, with_chart: bool) -> Row {
             inlined: f.inlined,
         })
         .collect();
-    let leaf_at = crate::analysis::site(s.kind, &s.frames);
+    let leaf = match s.lost {
+        Some(l) => format!("[stack unavailable: {l}]"),
+        None => frames
+            .get(crate::analysis::site(s.kind, &s.frames))
+            .map_or_else(|| "[no frames]".to_string(), |f| f.function.clone()),
+    };
     if s.truncated {
         frames.push(FrameRow {
             function: crate::analysis::TRUNCATED_LINE.into(),
@@ -343,12 +348,6 @@ fn row(rec: &Recording, s: &StackReport, with_chart: bool) -> Row {
             inlined: false,
         });
     }
-    let leaf = match s.lost {
-        Some(l) => format!("[stack unavailable: {l}]"),
-        None => frames
-            .get(leaf_at)
-            .map_or_else(|| "[no frames]".to_string(), |f| f.function.clone()),
-    };
     let points = rec
         .series
         .get(&(s.id, s.kind))

@@ -443,9 +443,7 @@ pub fn is_alive(pid: u32) -> bool {
 /// A thread of process `pid` that has not ended: `pid` itself, the main thread, unless it
 /// ended while others run on; then the first of the others. None if there is none.
 pub fn live_thread(pid: u32) -> Option<u32> {
-    first_thread(pid, |stat| {
-        stat_state(stat).is_some_and(|state| !ended(state))
-    })
+    first_thread(pid, stat_live)
 }
 
 /// A thread of process `pid` that runs on: [`live_thread`] without the threads that are
@@ -453,9 +451,12 @@ pub fn live_thread(pid: u32) -> Option<u32> {
 /// state, their /proc entry has lost the process's files, root and memory already, and the
 /// kernel refuses to tie a new probe to them).
 pub fn running_thread(pid: u32) -> Option<u32> {
-    first_thread(pid, |stat| {
-        stat_state(stat).is_some_and(|state| !ended(state)) && !stat_exiting(stat)
-    })
+    first_thread(pid, |stat| stat_live(stat) && !stat_exiting(stat))
+}
+
+/// Whether the text of a task's `stat` shows a task that has not ended.
+fn stat_live(stat: &str) -> bool {
+    stat_state(stat).is_some_and(|state| !ended(state))
 }
 
 /// The main thread of `pid` if `keep(its stat)`, else the first other thread kept.
