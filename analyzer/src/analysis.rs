@@ -82,6 +82,8 @@ pub struct Analysis {
     /// No stack had the samples a trend verdict needs (a recording too short for its
     /// interval): a leak gate cannot judge it.
     pub unjudged: bool,
+    /// The recording has too few snapshots for any verdict ([`too_short_to_judge`]).
+    pub too_short: bool,
     /// `--allow-children`: the processes the target started, which are not recorded, do not
     /// keep a run without a leak from being called clean.
     pub children_ok: bool,
@@ -314,8 +316,9 @@ pub fn analyze(rec: &Recording, resolver: &Resolver, s: &Settings) -> Analysis {
             .after_exit
             .as_ref()
             .is_some_and(|a| a.stats.values().any(|st| st.alloc_count > 0));
+    let too_short = too_short_to_judge(rec, &s.detect);
     let unjudged = exited_unseen
-        || too_short_to_judge(rec)
+        || too_short
         || (stacks.iter().any(|s| s.outstanding_bytes > 0)
             && stacks.iter().all(|s| !s.detection.rate_known()));
     if unjudged {
@@ -343,6 +346,7 @@ pub fn analyze(rec: &Recording, resolver: &Resolver, s: &Settings) -> Analysis {
         cache_pages: 0,
         cache_pages_bytes: 0,
         unjudged,
+        too_short,
         children_ok: false,
         min_outstanding: None,
         below_min: 0,
@@ -432,16 +436,16 @@ pub fn filter(a: &mut Analysis, suppressions: &Suppressions, min_outstanding: Op
     recompute_totals(a);
 }
 
-/// Fewer snapshots than a verdict needs: the recording judges nothing, even when no stack
-/// holds anything yet (a recording of a moment passes no gate).
-fn too_short_to_judge(rec: &Recording) -> bool {
-    (rec.snapshots as usize) < detect::MIN_POINTS
+/// Fewer snapshots than a verdict needs once the warm-up is dropped: the recording judges
+/// nothing, even when no stack holds anything yet (a recording of a moment passes no gate).
+fn too_short_to_judge(rec: &Recording, cfg: &detect::Config) -> bool {
+    detect::usable_points(rec.snapshots as usize, cfg) < detect::MIN_POINTS
 }
 
 /// Warns about the stacks that grew with too few samples to judge ([`StackReport::young_growth`])
 /// among those left after [`filter`]: no output says "no growth" over them, and no leak gate
 /// passes (the caller exits 2).
-pub fn warn_young_growth(rec: &Recording, a: &mut Analysis) {
+pub fn warn_young_growth(a: &mut Analysis) {
     let young: Vec<&StackReport> = a.stacks.iter().filter(|s| s.young_growth).collect();
     let Some(first) = young.first() else {
         return;
@@ -452,7 +456,7 @@ pub fn warn_young_growth(rec: &Recording, a: &mut Analysis) {
         n => format!(" (and {} more stacks like it)", n - 1),
     };
     // In a recording too short to judge any stack, the stack need not have started late.
-    let why = if too_short_to_judge(rec) {
+    let why = if a.too_short {
         "the recording is too short to judge it; record for longer"
     } else {
         "a leak that started late looks like this; record for longer after the load starts"

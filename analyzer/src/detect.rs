@@ -541,6 +541,13 @@ fn prepare(window: &[Point], value: impl Fn(&Point) -> Option<f64>, cfg: &Config
     }
 }
 
+/// The most points a series of `snapshots` samples keeps after the warm-up (a stack seen and
+/// known in every snapshot; downsampling keeps at least [`MIN_MAX_POINTS`]): below
+/// [`MIN_POINTS`], no stack of the recording can have a verdict.
+pub fn usable_points(snapshots: usize, cfg: &Config) -> usize {
+    snapshots - warmup_len(snapshots, cfg.warmup)
+}
+
 fn warmup_len(len: usize, warmup: f64) -> usize {
     if len == 0 || warmup.is_nan() || warmup <= 0.0 {
         return 0;
@@ -1858,6 +1865,22 @@ mod tests {
             }
         });
         assert_ne!(detect(&dip, &Config::default()).verdict, Verdict::Freed);
+    }
+
+    /// leak-record's advice on short recordings counts on the detector's defaults.
+    #[test]
+    fn the_snapshots_to_judge_are_the_fewest_with_enough_points() {
+        let cfg = Config::default();
+        let fewest = (0..100)
+            .find(|&n| usable_points(n, &cfg) >= MIN_POINTS)
+            .unwrap();
+        assert_eq!(fewest, leak_format::SNAPSHOTS_TO_JUDGE as usize);
+        // As the detector counts them.
+        let n = fewest;
+        let d = detect(&series(n, |t| 4096.0 + 1000.0 * t), &cfg);
+        assert_eq!(d.points_used, MIN_POINTS);
+        let d = detect(&series(n - 1, |t| 4096.0 + 1000.0 * t), &cfg);
+        assert_eq!(d.points_used, MIN_POINTS - 1);
     }
 
     #[test]

@@ -285,7 +285,7 @@ fn run(cli: &Cli) -> Result<bool> {
         );
     }
     analysis::filter(&mut analysis, &suppressions, cli.min_outstanding);
-    analysis::warn_young_growth(&rec, &mut analysis);
+    analysis::warn_young_growth(&mut analysis);
     analysis.children_ok = cli.allow_children;
 
     let mut out = Stdout::default();

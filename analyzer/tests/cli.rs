@@ -220,6 +220,19 @@ fn a_leak_gate_on_a_recording_too_short_to_judge_is_an_error() {
     let o = run(&[moment.to_str().unwrap(), "--fail-on-leak"]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("cannot judge this recording"));
+    // Nor 12 snapshots of nothing: after the warm-up of the first, no stack could have had
+    // the 12 samples a verdict needs. 13 are judged.
+    for (snapshots, code) in [(12, 2), (13, 0)] {
+        let quiet = dir.path().join(format!("quiet{snapshots}.zst"));
+        let mut b = leak_format::RecordingBuilder::new();
+        for _ in 0..snapshots {
+            b.snapshot(&[]);
+        }
+        b.end(EndReason::Duration);
+        std::fs::write(&quiet, b.to_bytes()).unwrap();
+        let o = run(&[quiet.to_str().unwrap(), "--fail-on-leak"]);
+        assert_eq!(o.status.code(), Some(code), "{snapshots}: {}", stderr(&o));
+    }
     // Stacks holding nothing at the end need no verdict: a churn loop seen in 8 snapshots (it
     // appeared late in a recording that was long enough) does not stop the gate.
     let churn = dir.path().join("churn.zst");

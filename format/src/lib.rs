@@ -39,6 +39,10 @@ pub const FORMAT_VERSION_MAJOR: u16 = 1;
 /// `Record::Process`, which names the process of a `--kernel --pid` recording (§5.12). 1.7
 /// writes it in user mode too, naming the program a target runs after an exec (§5.12).
 pub const FORMAT_VERSION_MINOR: u16 = 7;
+/// The fewest snapshots from which leak-report's detector, at its defaults, can judge a
+/// stack's growth: 12 points after a warm-up of the first tenth (docs/detection.md). leak-record
+/// says when a recording will have, or has, fewer; leak-report's leak gates exit 2 on one.
+pub const SNAPSHOTS_TO_JUDGE: u32 = 13;
 /// The zstd skippable-frame magic used for the preamble (any of 0x184D2A50..=0x184D2A5F is
 /// skippable; this one is ours).
 pub const PREAMBLE_FRAME_MAGIC: u32 = 0x184D_2A5C;
