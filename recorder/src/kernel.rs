@@ -154,6 +154,9 @@ pub fn run(cli: Cli) -> Result<()> {
             "leak-record: recording kernel allocations {whose}{}",
             destination(&path, &cli)
         );
+        if let Some(warning) = crate::record::short_plan(&cli) {
+            say!("{warning}");
+        }
     }
     let mut session = KernelSession {
         cli: &cli,
@@ -296,7 +299,7 @@ impl KernelSession<'_, '_> {
         // load), counting the ones the filters would have left out too. The status line and
         // leak-report say them.
         let lost = self.last_losses.unexpected_drops(true);
-        self.out.finish(&reason, self.seq, self.cli.quiet, lost)
+        self.out.finish(&reason, self.seq, self.cli, lost)
     }
 
     fn snapshot(&mut self) -> Result<()> {

@@ -12,6 +12,7 @@ use anyhow::{bail, Context, Result};
 use leak_format::{
     AllocKind, BundleChunk, BundleContent, End, EndReason, Frame, Header, Losses, Record,
     RecordConfig, Snapshot, SnapshotCost, Stack, StackStats, Target, TargetMode, Unseen, Writer,
+    SNAPSHOTS_TO_JUDGE,
 };
 
 use crate::bpf::{self, RawStats, Tracer};
@@ -121,7 +122,7 @@ pub fn run(cli: Cli) -> Result<u8> {
             )));
         }
     }
-    if cli.interval < Duration::from_millis(100) {
+    if cli.interval < MIN_INTERVAL {
         bail!(UsageError("--interval must be at least 100ms".into()));
     }
     // Before anything is created: tables the host cannot hold would thrash it, then fail.
@@ -435,6 +436,9 @@ fn setup_and_record(
     // leaves are located in that map.
     if !cli.quiet {
         say!("leak-record: recording PID {pid}{}", destination(path, cli));
+        if let Some(warning) = short_plan(cli) {
+            say!("{warning}");
+        }
     }
     session.record(pidfd)
 }
@@ -821,7 +825,7 @@ impl Session<'_, '_> {
             );
         }
         let lost = self.last_losses.unexpected_drops(false) + self.last_unseen.total();
-        self.out.finish(&reason, self.seq, self.cli.quiet, lost)?;
+        self.out.finish(&reason, self.seq, self.cli, lost)?;
         Ok(exit_status(&reason, self.mode))
     }
 
@@ -1613,6 +1617,8 @@ pub(crate) struct RecordingFile {
     path: PathBuf,
     /// Snapshots written whole: what a failed write leaves to report.
     snapshots: u32,
+    /// When recording began, for the run's length (`short_run`).
+    started: Instant,
 }
 
 impl RecordingFile {
@@ -1634,6 +1640,7 @@ impl RecordingFile {
             writer,
             path: path.to_path_buf(),
             snapshots: 0,
+            started: Instant::now(),
         };
         if let Some(bytes) = sample_bytes {
             out.write(&Record::Sampling(leak_format::Sampling { bytes }))?;
@@ -1695,13 +1702,14 @@ impl RecordingFile {
         }))
     }
 
-    /// Ends the recording normally and, unless `quiet`, says what was written and why it
-    /// stopped; `lost` events (`Losses::unexpected_drops`) are said even when quiet.
+    /// Ends the recording normally and, unless `cli.quiet`, says what was written and why it
+    /// stopped, and whether it is too short to judge; `lost` events
+    /// (`Losses::unexpected_drops`) are said even when quiet.
     pub(crate) fn finish(
         &mut self,
         reason: &EndReason,
         snapshots: u32,
-        quiet: bool,
+        cli: &Cli,
         lost: u64,
     ) -> Result<()> {
         self.end(reason.clone(), snapshots)?;
@@ -1713,7 +1721,7 @@ impl RecordingFile {
                 output::name(&self.path)
             );
         }
-        if !quiet {
+        if !cli.quiet {
             say!(
                 "leak-record: {} snapshot{} written to {} ({}); stopped: {}",
                 snapshots,
@@ -1722,8 +1730,73 @@ impl RecordingFile {
                 human_bytes(self.writer.bytes_written()),
                 describe(reason)
             );
+            if let Some(note) = short_run(snapshots, self.started.elapsed(), cli) {
+                say!("{note}");
+            }
         }
         Ok(())
+    }
+}
+
+/// The shortest `-i`.
+pub(crate) const MIN_INTERVAL: Duration = Duration::from_millis(100);
+
+/// The snapshots `-d` at `-i` gives: one at the end of each interval begun, the last at the end.
+fn planned_snapshots(cli: &Cli) -> Option<u128> {
+    let d = cli.duration?;
+    Some(d.as_nanos().div_ceil(cli.interval.as_nanos().max(1)))
+}
+
+/// Said as recording begins when `-d` at `-i` gives fewer snapshots than leak-report judges
+/// growth from (`leak_format::SNAPSHOTS_TO_JUDGE`): a CI gate on it would exit 2.
+pub(crate) fn short_plan(cli: &Cli) -> Option<String> {
+    let (d, n) = (cli.duration?, planned_snapshots(cli)?);
+    (n < u128::from(SNAPSHOTS_TO_JUDGE)).then(|| {
+        format!(
+            "leak-record: warning: -d {d:?} at -i {:?} gives {n} snapshot{}, fewer than the \
+             {SNAPSHOTS_TO_JUDGE} leak-report needs to judge growth (its leak gates exit 2 on \
+             such a recording): {}",
+            cli.interval,
+            if n == 1 { "" } else { "s" },
+            enough(d, cli.interval, "-d ")
+        )
+    })
+}
+
+/// Said at the end of a recording with fewer snapshots than leak-report judges growth from,
+/// unless [`short_plan`] said it would be (the target ended the run, or a signal).
+pub(crate) fn short_run(snapshots: u32, run: Duration, cli: &Cli) -> Option<String> {
+    if snapshots == 0 || snapshots >= SNAPSHOTS_TO_JUDGE || short_plan(cli).is_some() {
+        return None;
+    }
+    Some(format!(
+        "leak-record: note: {snapshots} snapshot{} in {:.*} s, fewer than the \
+         {SNAPSHOTS_TO_JUDGE} leak-report needs to judge growth (its leak gates exit 2 on this \
+         recording): {}",
+        if snapshots == 1 { "" } else { "s" },
+        if run < Duration::from_secs(1) { 2 } else { 1 },
+        run.as_secs_f64(),
+        enough(run, cli.interval, "a run of ")
+    ))
+}
+
+/// How a run of `run` gets `SNAPSHOTS_TO_JUDGE` snapshots: a shorter interval (in whole ms, at
+/// least [`MIN_INTERVAL`]), or a longer run (`longer` names what to lengthen) at `interval` or,
+/// when the run is too short for any, at the shortest.
+fn enough(run: Duration, interval: Duration, longer: &str) -> String {
+    let at = |i: Duration| format!("{longer}{:?} or more", i * SNAPSHOTS_TO_JUDGE);
+    // Whole milliseconds, rounded down: the run then holds at least 13 whole intervals.
+    let shorter = Duration::from_millis((run / SNAPSHOTS_TO_JUDGE).as_millis() as u64);
+    if shorter >= MIN_INTERVAL {
+        format!("use -i {shorter:?} or less, or {}", at(interval))
+    } else if interval > MIN_INTERVAL {
+        format!(
+            "{} at -i {MIN_INTERVAL:?} (the shortest), or {} at -i {interval:?}",
+            at(MIN_INTERVAL),
+            at(interval)
+        )
+    } else {
+        format!("{} (-i {MIN_INTERVAL:?} is the shortest)", at(interval))
     }
 }
 
@@ -1878,6 +1951,80 @@ mod tests {
     #![allow(clippy::unwrap_used)] // a test that cannot unwrap has failed
     use super::*;
     use leak_format::{Reader, RecordingBuilder, RecordingState};
+
+    fn cli(args: &[&str]) -> Cli {
+        use clap::Parser;
+        Cli::try_parse_from([&["leak-record"], args, &["--", "prog"]].concat()).unwrap()
+    }
+
+    /// -d at -i is said when it gives fewer than the 13 snapshots leak-report judges from, with
+    /// an -i and a -d that give enough; a run that ended early is said at the end instead.
+    #[test]
+    fn a_recording_too_short_to_judge_is_said_with_what_gives_enough() {
+        assert_eq!(
+            short_plan(&cli(&["-d", "30s", "-i", "10s"])).as_deref(),
+            Some(
+                "leak-record: warning: -d 30s at -i 10s gives 3 snapshots, fewer than the 13 \
+                 leak-report needs to judge growth (its leak gates exit 2 on such a recording): \
+                 use -i 2.307s or less, or -d 130s or more"
+            )
+        );
+        // Each suggestion gives at least 13 whole intervals: 30 s / 2.307 s and 130 s / 10 s
+        // (13 snapshots from 2.308 s on, the last of them a partial interval).
+        assert_eq!(
+            planned_snapshots(&cli(&["-d", "30s", "-i", "2.307s"])),
+            Some(14)
+        );
+        assert_eq!(
+            planned_snapshots(&cli(&["-d", "130s", "-i", "10s"])),
+            Some(13)
+        );
+        // One interval short of enough, and enough: a partial interval ends with a snapshot.
+        assert!(short_plan(&cli(&["-d", "1.2s", "-i", "100ms"])).is_some());
+        assert_eq!(short_plan(&cli(&["-d", "1.201s", "-i", "100ms"])), None);
+        assert_eq!(
+            short_plan(&cli(&["-i", "1s"])),
+            None,
+            "no -d: nothing planned"
+        );
+        // Too short for the shortest -i: only a longer run helps.
+        assert_eq!(
+            short_plan(&cli(&["-d", "1s", "-i", "100ms"])).as_deref(),
+            Some(
+                "leak-record: warning: -d 1s at -i 100ms gives 10 snapshots, fewer than the 13 \
+                 leak-report needs to judge growth (its leak gates exit 2 on such a recording): \
+                 -d 1.3s or more (-i 100ms is the shortest)"
+            )
+        );
+        // The command ended the run after 3 snapshots of the default 5 s.
+        let run = Duration::from_millis(14_200);
+        assert_eq!(
+            short_run(3, run, &cli(&[])).as_deref(),
+            Some(
+                "leak-record: note: 3 snapshots in 14.2 s, fewer than the 13 leak-report needs \
+                 to judge growth (its leak gates exit 2 on this recording): use -i 1.092s or \
+                 less, or a run of 65s or more"
+            )
+        );
+        assert_eq!(short_run(13, run, &cli(&[])), None);
+        assert_eq!(
+            short_run(0, run, &cli(&[])),
+            None,
+            "said as an error instead"
+        );
+        // Said once: at the start when -d was too short.
+        assert_eq!(short_run(3, run, &cli(&["-d", "15s"])), None);
+        assert!(short_run(3, run, &cli(&["-d", "1h"])).is_some());
+        // A command that ended at once: the shortest -i needs a run of 1.3 s.
+        assert_eq!(
+            short_run(1, Duration::from_millis(40), &cli(&["-i", "1s"])).as_deref(),
+            Some(
+                "leak-record: note: 1 snapshot in 0.04 s, fewer than the 13 leak-report needs \
+                 to judge growth (its leak gates exit 2 on this recording): a run of 1.3s or \
+                 more at -i 100ms (the shortest), or a run of 13s or more at -i 1s"
+            )
+        );
+    }
 
     /// A tmpfs mounted on a fresh directory, unmounted however the test ends.
     struct Tmpfs(tempfile::TempDir);

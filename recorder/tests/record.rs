@@ -1777,6 +1777,17 @@ fn duration_ends_the_recording_and_the_started_command() {
     // (two of them on a machine that stalls for a second).
     let n = r.state.snapshots;
     assert!((2..=5).contains(&n), "{n} snapshots");
+    // Too few for leak-report to judge, said once, as recording begins.
+    assert!(
+        r.stderr.contains(
+            "leak-record: warning: -d 2s at -i 500ms gives 4 snapshots, fewer than the 13 \
+             leak-report needs to judge growth (its leak gates exit 2 on such a recording): use \
+             -i 153ms or less, or -d 6.5s or more\n"
+        ),
+        "{}",
+        r.stderr
+    );
+    assert!(!r.stderr.contains("leak-record: note:"), "{}", r.stderr);
     let pid = r.state.header.as_ref().unwrap().target.pid;
     assert!(
         !Path::new(&format!("/proc/{pid}")).exists(),
