@@ -168,19 +168,7 @@ pub fn run(cli: Cli) -> Result<u8> {
             if let Some(why) = procfs::not_a_process(pid) {
                 bail!(UsageError(why));
             }
-            // A main thread that has ended (pthread_exit) has no memory in /proc: read it
-            // through a thread that runs.
-            let live = procfs::live_thread(pid).unwrap_or(pid);
-            let exe = procfs::exe(live).map_err(|e| {
-                let msg = format!("cannot read /proc/{live}/exe");
-                if e.kind() == std::io::ErrorKind::PermissionDenied {
-                    UsageError(format!("{msg}: {e}; {}", privileges::fix_for_denied())).into()
-                } else {
-                    anyhow::Error::from(e).context(msg)
-                }
-            })?;
-            let argv = procfs::cmdline(live).unwrap_or_default();
-            let program = PathBuf::from(&exe);
+            let (exe, program, argv) = attached_target(pid)?;
             (TargetMode::Attach, pid, None, exe, program, argv)
         }
         None => {
@@ -214,8 +202,33 @@ pub fn run(cli: Cli) -> Result<u8> {
         }
     };
     let target = (exe.as_str(), program.as_path());
+    // A copy of `-o -`'s descriptor, for the set-up done again below.
+    let again = claimed.as_ref().map(File::try_clone).transpose()?;
     let out = (path.as_path(), claimed);
     let result = setup_and_record(&cli, out, mode, pid, held.as_mut(), target, command_line);
+    // `-p` exec'd another program during the set-up (a wrapper that execs the service): once
+    // more, for that program; a second exec then is said as an error.
+    let result = match result {
+        Err(e) if e.is::<ExecdDuringSetup>() => {
+            if !cli.quiet {
+                say!("leak-record: {e}; attaching to that program instead");
+            }
+            let (exe, program, command_line) = attached_target(pid)?;
+            let target = (exe.as_str(), program.as_path());
+            let out = (path.as_path(), again);
+            setup_and_record(&cli, out, mode, pid, None, target, command_line).map_err(|e| {
+                match e.downcast_ref::<ExecdDuringSetup>() {
+                    Some(again) => UsageError(format!(
+                        "{again}, twice; nothing was recorded: run leak-record again once it \
+                         runs the program to record"
+                    ))
+                    .into(),
+                    None => e,
+                }
+            })
+        }
+        result => result,
+    };
     match (result, held.as_mut()) {
         (Err(e), Some(child)) => {
             // A command killed before it ran (Ctrl-C to the job during the set-up) fails the
@@ -228,6 +241,24 @@ pub fn run(cli: Cli) -> Result<u8> {
         }
         (result, _) => result,
     }
+}
+
+/// The program `-p PID` runs (its path as /proc gives it, and as a path) and its command line.
+fn attached_target(pid: u32) -> Result<(String, PathBuf, Vec<String>)> {
+    // A main thread that has ended (pthread_exit) has no memory in /proc: read it through a
+    // thread that runs.
+    let live = procfs::live_thread(pid).unwrap_or(pid);
+    let exe = procfs::exe(live).map_err(|e| {
+        let msg = format!("cannot read /proc/{live}/exe");
+        if e.kind() == std::io::ErrorKind::PermissionDenied {
+            UsageError(format!("{msg}: {e}; {}", privileges::fix_for_denied())).into()
+        } else {
+            anyhow::Error::from(e).context(msg)
+        }
+    })?;
+    let argv = procfs::cmdline(live).unwrap_or_default();
+    let program = PathBuf::from(&exe);
+    Ok((exe, program, argv))
 }
 
 /// The error for a started command that ended before it ran: its status passed on.
@@ -339,14 +370,21 @@ fn setup_and_record(
         Err(e) => return Err(denied(e)),
     };
     bpf::hold_log();
+    test_exec_during_setup(pid, exe);
     let attached = tracer.attach(pid, tid, &plan);
-    // libbpf's lines for the probes of a process that exited meanwhile, or of a denied attach,
-    // only repeat the one line unless_exited or denied gives; any other failure, or a warning
-    // of a good attach, is shown.
+    let execd = (mode == TargetMode::Attach)
+        .then(|| execd_during_setup(&tracer, attached.is_ok(), pid, exe))
+        .flatten();
+    // libbpf's lines for the probes of a process that exited or exec'd meanwhile, or of a
+    // denied attach, only repeat the one line unless_exited, denied or the attach again
+    // gives; any other failure, or a warning of a good attach, is shown.
     bpf::release_log(match &attached {
-        Ok(_) => true,
-        Err(e) => procfs::is_alive(pid) && !privileges::is_permission_denied(e),
+        Ok(_) => execd.is_none(),
+        Err(e) => procfs::is_alive(pid) && !privileges::is_permission_denied(e) && execd.is_none(),
     });
+    if let Some(now) = execd {
+        return Err(ExecdDuringSetup { pid, now }.into());
+    }
     attached.map_err(|e| unless_exited(denied(e), pid, mode))?;
     if let Some(why) = tracer.session_failure() {
         no_sessions = Some(why.to_string());
@@ -441,6 +479,67 @@ fn setup_and_record(
         }
     }
     session.record(pidfd)
+}
+
+/// `-p PID` exec'd another program while leak-record was attaching to it, and the probes were
+/// placed for the one it left: the set-up is done again for the program it runs `now`.
+#[derive(Debug)]
+struct ExecdDuringSetup {
+    pid: u32,
+    now: String,
+}
+
+impl std::fmt::Display for ExecdDuringSetup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "PID {} exec'd {} while leak-record was attaching to it",
+            self.pid, self.now
+        )
+    }
+}
+
+impl std::error::Error for ExecdDuringSetup {}
+
+/// The program `-p PID` runs now, if it exec'd since its program `planned` was read
+/// in a way the recording would not follow: the attach failed (its probes' files or thread
+/// went with the old program), or the exec came before the recorder watched for execs (none
+/// counted, yet another program runs). An exec after that, with the probes attached, is
+/// followed as any exec while recording.
+fn execd_during_setup(
+    tracer: &Tracer<'_>,
+    attached: bool,
+    pid: u32,
+    planned: &str,
+) -> Option<String> {
+    let counted = tracer.execs().0 > 0;
+    let live = procfs::live_thread(pid).unwrap_or(pid);
+    let now = procfs::exe(live).ok()?;
+    let other = now != planned;
+    let stale = if attached {
+        !counted && other
+    } else {
+        counted || other
+    };
+    stale.then_some(now)
+}
+
+/// Test hook (`LEAK_RECORD_TEST_EXEC_DURING_SETUP=FILE`), once: with the probes planned, creates
+/// FILE and waits (up to 10 s) until `pid` runs a program other than `planned`, as a target
+/// that execs at that moment would (a wrapper script that execs the service, caught by
+/// `-p $(pidof ...)`).
+fn test_exec_during_setup(pid: u32, planned: &str) {
+    static USED: AtomicBool = AtomicBool::new(false);
+    let Some(file) = std::env::var_os("LEAK_RECORD_TEST_EXEC_DURING_SETUP") else {
+        return;
+    };
+    if USED.swap(true, Ordering::Relaxed) || File::create(&file).is_err() {
+        return;
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while procfs::exe(pid).is_ok_and(|e| e == planned) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }
 
 /// An error of the attach to `-p PID` whose real cause is that the process exited meanwhile

@@ -1053,6 +1053,59 @@ fn attach_to_a_running_process() {
     }
 }
 
+/// A process that execs while leak-record attaches to it (a wrapper script that execs the
+/// service, caught by `-p $(pidof ...)`): the probes planned for the program it left are
+/// dropped, and the set-up done again for the one it runs, which is recorded exactly.
+#[test]
+fn an_attached_process_that_execs_during_the_set_up_is_recorded_in_its_new_program() {
+    if !bpf_ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let planned = dir.path().join("planned");
+    let leaky = fixture("leaky");
+    // The wrapper execs once leak-record has planned its probes (the test hook creates the
+    // file, then waits for the exec).
+    let script = r#"echo ready; while [ ! -e "$1" ]; do sleep 0.01; done
+        exec "$2" --wait-start --wait-end basic 1000 100"#;
+    let (mut target, mut t_out) =
+        spawn_waiting(&["sh", "-c", script, "sh", planned.to_str().unwrap(), &leaky]);
+    let pid = target.id().to_string();
+    let hook = [(
+        "LEAK_RECORD_TEST_EXEC_DURING_SETUP",
+        planned.to_str().unwrap(),
+    )];
+    let mut rec = start_recorder_with_env(&hook, &["-p", &pid, "-i", "500ms"]);
+    let limit = Duration::from_secs(30);
+    let said = wait_for_line(&mut rec.stderr, "recording PID", limit, "recorder");
+    assert!(planned.exists(), "the hook did not run: {said}");
+    assert!(
+        said.contains(&format!(
+            "leak-record: PID {pid} exec'd {leaky} while leak-record was attaching to it; \
+             attaching to that program instead\n"
+        )),
+        "{said}"
+    );
+    wait_for_line(&mut t_out, "ready", Duration::from_secs(10), "fixture");
+    let mut t_in = target.stdin.take().unwrap();
+    t_in.write_all(b"go\n").unwrap();
+    wait_for_line(&mut t_out, "done", Duration::from_secs(10), "fixture");
+    wait_for_line(
+        &mut rec.stderr,
+        "snapshot",
+        Duration::from_secs(10),
+        "recorder",
+    );
+    drop(t_in);
+    assert!(target.wait().unwrap().success());
+    let r = rec.finish();
+    r.assert_clean();
+    let header = r.state.header.as_ref().unwrap();
+    assert_eq!(header.target.exe, leaky);
+    assert_eq!(header.target.command_line[0], leaky);
+    assert_attached_basic(&r, "exec'd during the set-up", "libc.so.6");
+}
+
 /// The shared objects `exe` loads, as `ldd` names them (its dynamic loader included), and of
 /// them the C library.
 fn loaded_objects(exe: &str) -> (Vec<String>, String) {
