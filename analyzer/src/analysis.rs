@@ -648,22 +648,38 @@ fn exit_warning(rec: &Recording, resolver: &Resolver, stacks: &[StackReport]) ->
     let late = match late.len() {
         0 => String::new(),
         n => format!(
-            ", {n} of them first seen after the exit: {}",
+            ", {n} of them first seen {}: {}",
+            rec.exit_phrase(),
             late.into_iter().take(3).collect::<Vec<_>>().join(", ")
         ),
     };
-    Some(format!(
-        "PID {pid} exited, and the snapshot {:.1} s into the recording, after its exit, is left \
-         out of the verdicts and figures, which judge the process as it ran: its exit freed \
-         {} of the {} outstanding before it, and {} on {} stack{} stayed allocated after it \
-         (page cache and slab pages apart; JSON: after_exit_bytes){late}",
-        after.t,
+    let (freed, before, left_bytes) = (
         crate::output::human_bytes(freed as f64),
         crate::output::human_bytes(before as f64),
         crate::output::human_bytes(left_bytes as f64),
-        left.len(),
-        if left.len() == 1 { "" } else { "s" },
-    ))
+    );
+    let stacks = if left.len() == 1 { "stack" } else { "stacks" };
+    Some(if rec.is_kernel() {
+        format!(
+            "PID {pid} exited, and the snapshot {:.1} s into the recording, after its exit, is \
+             left out of the verdicts and figures, which judge the process as it ran: its exit \
+             freed {freed} of the {before} outstanding before it, and {left_bytes} on {} {stacks} \
+             stayed allocated after it (page cache and slab pages apart; JSON: \
+             after_exit_bytes){late}",
+            after.t,
+            left.len(),
+        )
+    } else {
+        format!(
+            "PID {pid} exited, and the snapshot {:.1} s into the recording, at its exit, is left \
+             out of the verdicts and figures, which judge the program as it ran: its teardown \
+             (atexit handlers, destructors, an interpreter's finalization) freed {freed} of the \
+             {before} outstanding before it, and {left_bytes} on {} {stacks} was still allocated \
+             at the exit (JSON: after_exit_bytes){late}",
+            after.t,
+            left.len(),
+        )
+    })
 }
 
 /// What the allocator events the recorder could not see (`Record::Unseen`) do to the figures.

@@ -60,7 +60,8 @@ struct Row {
     ci_text: String,
     outstanding: u64,
     outstanding_text: String,
-    /// What stayed after a `--kernel --pid` target's exit (`StackReport::after_exit_bytes`).
+    /// What stayed at or after the target's exit (`StackReport::after_exit_bytes`), with
+    /// `Recording::exit_phrase`.
     after_exit_text: Option<String>,
     count: u64,
     growth: i64,
@@ -377,7 +378,9 @@ fn row(rec: &Recording, s: &StackReport, with_chart: bool) -> Row {
         },
         outstanding: s.outstanding_bytes,
         outstanding_text: human_bytes(s.outstanding_bytes as f64),
-        after_exit_text: s.after_exit_bytes.map(|b| human_bytes(b as f64)),
+        after_exit_text: s
+            .after_exit_bytes
+            .map(|b| format!("{} {}", human_bytes(b as f64), rec.exit_phrase())),
         count: s.outstanding_count,
         growth: s.growth_bytes,
         growth_text: human_bytes(s.growth_bytes as f64),

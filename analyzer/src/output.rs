@@ -240,8 +240,9 @@ pub fn text(rec: &Recording, a: &Analysis, top: usize) -> String {
                 ""
             },
             s.after_exit_bytes.map_or(String::new(), |b| format!(
-                "; {} after the exit",
-                human_bytes(b as f64)
+                "; {} {}",
+                human_bytes(b as f64),
+                rec.exit_phrase()
             ))
         );
         if let Some(lost) = s.lost {

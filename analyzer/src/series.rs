@@ -299,9 +299,9 @@ pub struct Recording {
     /// The process a `--kernel --pid` recording follows, or the program a user-mode target
     /// runs after its last exec seen (the last `Process` record), if written.
     pub process: Option<leak_format::Process>,
-    /// A kernel recording of one process (`--pid`) that ended with its exit: the snapshots
-    /// after the exit, which are not in the series (the verdicts judge the process as it ran;
-    /// its exit frees what it held).
+    /// A recording of one process that ended with its exit: the snapshots at and after the
+    /// exit, which are not in the series ([`exit_apart`]; the verdicts judge the process as it
+    /// ran, where its exit frees what it held).
     pub after_exit: Option<AfterExit>,
     /// Violations of the record order (docs/format.md, 1.3), for the warnings.
     pub order: OrderProblems,
@@ -310,7 +310,22 @@ pub struct Recording {
     pub memleak_log: bool,
 }
 
-/// What a kernel recording of one process saw after the process exited (`Recording::after_exit`).
+/// Whether the snapshot taken at the target's exit, numbered `at` (as many were taken before
+/// it), is kept apart from the series (`Recording::after_exit`): in a `--kernel --pid`
+/// recording, always (the exit frees what the process held in the kernel); in a user-mode one,
+/// when the program's own teardown (atexit handlers, destructors, an interpreter's
+/// finalization) freed memory (`fell`: outstanding bytes fell at that snapshot), which would
+/// turn a leak's end into a fall, and the snapshots before it can be judged on their own
+/// (`leak_format::SNAPSHOTS_TO_JUDGE`). Otherwise it is the last point of the run, and a
+/// recording of a few intervals (a test) its state at the exit.
+fn exit_apart(h: &leak_format::Header, at: u32, fell: impl FnOnce() -> bool) -> bool {
+    match h.target.mode {
+        leak_format::TargetMode::Kernel => h.target.pid != 0,
+        _ => at >= leak_format::SNAPSHOTS_TO_JUDGE && fell(),
+    }
+}
+
+/// What a recording of one process saw at and after its exit (`Recording::after_exit`).
 #[derive(Debug, Default)]
 pub struct AfterExit {
     /// Seconds since the start of the first snapshot after the exit.
@@ -322,6 +337,17 @@ pub struct AfterExit {
 }
 
 impl Recording {
+    /// Where the state in [`Recording::after_exit`] stands: a kernel target's exit frees what
+    /// it held there, so that snapshot comes after the exit; a user-mode one is the program's
+    /// state at its exit, after its own teardown.
+    pub fn exit_phrase(&self) -> &'static str {
+        if self.is_kernel() {
+            "after the exit"
+        } else {
+            "at the exit"
+        }
+    }
+
     /// A kernel-mode recording (`leak-record --kernel`).
     pub fn is_kernel(&self) -> bool {
         self.header
@@ -386,6 +412,17 @@ struct Slots {
 }
 
 impl Slots {
+    /// The slot of `key`, if it has one.
+    fn get(&self, key: (u32, AllocKind)) -> Option<u32> {
+        let (id, kind) = (key.0 as usize, key.1 as usize);
+        if id < DENSE_IDS && kind < DENSE_KINDS {
+            let slot = *self.dense.get(id * DENSE_KINDS + kind)?;
+            slot.checked_sub(1)
+        } else {
+            self.sparse.get(&key).copied()
+        }
+    }
+
     /// The slot of `key`, or `next` (recorded as its slot) with `true` if the key is new.
     fn get_or_insert(&mut self, key: (u32, AllocKind), next: u32) -> (u32, bool) {
         let (id, kind) = (key.0 as usize, key.1 as usize);
@@ -611,6 +648,22 @@ struct Fold {
 }
 
 impl Fold {
+    /// Whether the outstanding bytes of the stacks in `stats` fall in all, against their last
+    /// values (`last`, by `slots`).
+    fn fell(slots: &Slots, last: &[StackStats], stats: &[StackStats]) -> bool {
+        let change: i128 = stats
+            .iter()
+            .map(|st| {
+                let before = slots
+                    .get((st.stack, st.kind))
+                    .and_then(|slot| last.get(slot as usize))
+                    .map_or(0, StackStats::outstanding_bytes);
+                i128::from(st.outstanding_bytes()) - i128::from(before)
+            })
+            .sum();
+        change < 0
+    }
+
     fn new(cap: usize, shards: usize) -> Self {
         Fold {
             rec: Recording::default(),
@@ -654,10 +707,12 @@ impl Fold {
                 self.seqs.note(s.seq);
                 let origin = *self.start_mono.get_or_insert(s.mono_ns);
                 let t = s.mono_ns.saturating_sub(origin) as f64 / 1e9;
-                let exited = self.exit_at.is_some_and(|at| s.seq >= at)
-                    && rec.header.as_ref().is_some_and(|h| {
-                        h.target.mode == leak_format::TargetMode::Kernel && h.target.pid != 0
-                    });
+                let exited = self.exit_at.is_some_and(|at| {
+                    s.seq >= at
+                        && rec.header.as_ref().is_some_and(|h| {
+                            exit_apart(h, at, || Self::fell(&self.slots, &self.last, &s.stats))
+                        })
+                });
                 if exited {
                     for st in s.new_stacks {
                         rec.stacks.insert(st.id, st);

@@ -262,6 +262,102 @@ fn a_leak_gate_on_a_recording_too_short_to_judge_is_an_error() {
     );
 }
 
+/// A program that frees at its exit what it leaked while it ran (an interpreter's finalization,
+/// destructors): the snapshot taken at the exit is left out of the verdicts, which judge the
+/// program as it ran, and said in every output. Before, the fall at the exit made the leak
+/// `freed` and --fail-on-leak passed (a Python script that leaked 1.8 MiB in 40 s, in a user's
+/// trial). The same fall after a run too short to judge on its own, or an exit that freed
+/// nothing, is the run's last point, as before.
+#[test]
+fn a_leak_freed_by_the_programs_teardown_is_judged_as_it_ran() {
+    let dir = tempfile::tempdir().unwrap();
+    let build = |name: &str, running: u64, teardown_frees: bool| {
+        let mut b = leak_format::RecordingBuilder::new();
+        b.module(1, "/usr/bin/svc", None)
+            .stack(16, &[(1, 0x1000)])
+            .stack(17, &[(1, 0x2000)]);
+        let leak = |s: u64, freed: u64| leak_format::StackStats {
+            stack: 16,
+            kind: leak_format::AllocKind::Heap,
+            alloc_bytes: 4096 * s,
+            alloc_count: s,
+            free_bytes: 4096 * freed,
+            free_count: freed,
+        };
+        let kept = |s: u64| leak_format::StackStats {
+            stack: 17,
+            kind: leak_format::AllocKind::Heap,
+            alloc_bytes: 1000 + s,
+            alloc_count: 1,
+            free_bytes: s,
+            free_count: 0,
+        };
+        for s in 1..=running {
+            b.snapshot_with(vec![leak(s, 0), kept(s)], Default::default());
+        }
+        let last = running + 1;
+        let freed = if teardown_frees { last } else { 0 };
+        b.snapshot_with(vec![leak(last, freed)], Default::default());
+        b.end(EndReason::TargetExited {
+            code: Some(0),
+            signal: None,
+        });
+        let path = dir.path().join(name);
+        std::fs::write(&path, b.to_bytes()).unwrap();
+        path.to_str().unwrap().to_string()
+    };
+    let torn = build("torn.zst", 20, true);
+    let o = run(&[&torn, "--fail-on-leak"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let text = stdout(&o);
+    assert!(
+        text.contains(
+            "warning: PID 4242 exited, and the snapshot 105.0 s into the recording, at its exit, \
+             is left out of the verdicts and figures, which judge the program as it ran: its \
+             teardown (atexit handlers, destructors, an interpreter's finalization) freed 80.0 \
+             KiB of the 81.0 KiB outstanding before it, and 1000 B on 1 stack was still \
+             allocated at the exit (JSON: after_exit_bytes)\n"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("80.0 KiB in 20 allocations from stack 16: continuous leak"),
+        "{text}"
+    );
+    assert!(text.contains("; 0 B at the exit\n"), "{text}");
+    let doc = json_at(&torn, &[]);
+    assert_eq!(doc["recording"]["snapshots"], 20, "{doc:#}");
+    let leak = &doc["stacks"][0];
+    assert_eq!(
+        (
+            &leak["verdict"],
+            &leak["outstanding_bytes"],
+            &leak["after_exit_bytes"]
+        ),
+        (&"continuous_leak".into(), &81920.into(), &0.into()),
+        "{leak:#}"
+    );
+    assert_eq!(doc["stacks"][1]["after_exit_bytes"], 1000, "{doc:#}");
+    let html = dir.path().join("torn.html");
+    let o = run(&[&torn, "-o", html.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let html = std::fs::read_to_string(html).unwrap();
+    assert_eq!(html.matches("<small>0 B at the exit</small>").count(), 1);
+    // 12 snapshots before the fall: not enough to judge without it; and an exit that freed
+    // nothing: the last point of the run.
+    for (name, running, frees) in [("short.zst", 12, true), ("kept.zst", 20, false)] {
+        let path = build(name, running, frees);
+        let doc = json_at(&path, &[]);
+        assert_eq!(doc["recording"]["snapshots"], running + 1, "{name}");
+        let stacks = doc["stacks"].as_array().unwrap();
+        let leak = stacks.iter().find(|s| s["id"] == 16).unwrap();
+        assert!(leak["after_exit_bytes"].is_null(), "{name}: {leak:#}");
+        let verdict = if frees { "freed" } else { "continuous_leak" };
+        assert_eq!(leak["verdict"], verdict, "{name}: {leak:#}");
+        assert!(!stdout(&run(&[&path])).contains("at its exit"), "{name}");
+    }
+}
+
 /// Stacks are listed as every output says: continuous leaks first, fastest first, then the
 /// others by outstanding bytes (not by rate, which would put a small stack that grew late
 /// above the largest holders and push those out of `--top`).
