@@ -332,7 +332,10 @@ impl Resolver {
         Some(path)
     }
 
-    /// Uses `path` (whose `facts` are known) for `m` only if its build ID is the recorded one.
+    /// Uses `path` (whose `facts` are known) for `m` only if its build ID is the recorded one;
+    /// without one, only if a binary (not a debug file) has the recorded size (a program
+    /// rebuilt at its path without a build ID, as lld links by default, would name every frame
+    /// wrong).
     fn accept(
         &mut self,
         m: &Module,
@@ -357,6 +360,22 @@ impl Resolver {
                     hex(want)
                 ));
                 None
+            }
+            (None, _) if m.file_size != 0 && facts.debug_only.is_none() => {
+                match fs::metadata(path).map(|md| md.len()) {
+                    Ok(size) if size != m.file_size => {
+                        self.warnings.push(format!(
+                            "{what} {} is {size} bytes, the one recorded was {} (neither has a \
+                             build ID to tell them apart): not used, as it was probably rebuilt \
+                             or replaced since; give the original with --sysroot, or record \
+                             with --bundle-symbols (or link with -Wl,--build-id)",
+                            path.display(),
+                            m.file_size
+                        ));
+                        None
+                    }
+                    _ => Some(ModuleSource::Elf(path.to_path_buf())),
+                }
             }
             _ => Some(match &facts.debug_only {
                 Some(segments) => ModuleSource::DebugOnly(path.to_path_buf(), segments.clone()),

@@ -358,6 +358,38 @@ fn a_leak_freed_by_the_programs_teardown_is_judged_as_it_ran() {
     }
 }
 
+/// A binary without a build ID is checked by its size: one of another size at the recorded
+/// path (rebuilt since; in a user's trial, every frame was named after the wrong function) is
+/// not used, and said; one of the recorded size is.
+#[test]
+fn a_binary_without_a_build_id_rebuilt_since_is_not_used() {
+    let dir = tempfile::tempdir().unwrap();
+    let exe = env!("CARGO_BIN_EXE_leak-report");
+    let size = std::fs::metadata(exe).unwrap().len();
+    for (recorded, used) in [(size + 696, false), (size, true)] {
+        let mut b = leak_format::RecordingBuilder::new();
+        b.module_of_size(1, exe, recorded).stack(16, &[(1, 0x1000)]);
+        for s in 1..=20u64 {
+            b.snapshot(&[(16, 4096 * s, s)]);
+        }
+        b.end(EndReason::Duration);
+        let path = dir.path().join(format!("{recorded}.zst"));
+        std::fs::write(&path, b.to_bytes()).unwrap();
+        let doc = json_at(path.to_str().unwrap(), &[]);
+        let said = format!(
+            "{exe} is {size} bytes, the one recorded was {recorded} (neither has a build ID to \
+             tell them apart): not used"
+        );
+        let warnings = doc["warnings"].as_array().unwrap();
+        let warned = warnings.iter().any(|w| w.as_str().unwrap().contains(&said));
+        assert_eq!(warned, !used, "{warnings:#?}");
+        let missing = warnings
+            .iter()
+            .any(|w| w.as_str().unwrap().contains("no usable file"));
+        assert_eq!(missing, !used, "{warnings:#?}");
+    }
+}
+
 /// Stacks are listed as every output says: continuous leaks first, fastest first, then the
 /// others by outstanding bytes (not by rate, which would put a small stack that grew late
 /// above the largest holders and push those out of `--top`).

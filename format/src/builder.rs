@@ -98,6 +98,16 @@ impl RecordingBuilder {
         self
     }
 
+    /// Declares a module without a build ID, of `file_size` bytes when it was recorded (emitted
+    /// with the next snapshot).
+    pub fn module_of_size(&mut self, id: u32, path: &str, file_size: u64) -> &mut Self {
+        self.module(id, path, None);
+        if let Some(m) = self.pending_modules.last_mut() {
+            m.file_size = file_size;
+        }
+        self
+    }
+
     /// Declares a stack of (module, file offset) frames (emitted with the next snapshot).
     pub fn stack(&mut self, id: u32, frames: &[(u32, u64)]) -> &mut Self {
         self.located_stack(id, frames, false)
