@@ -74,8 +74,27 @@ pub(crate) fn defer_stop_signals() {
     );
 }
 
+/// Whether SIGHUP was ignored when leak-record started (`nohup leak-record ... &`, or `trap ''
+/// HUP`): it then stays ignored, so that the recording outlives the session, as `nohup` asks.
+fn hangup_ignored() -> bool {
+    static IGNORED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *IGNORED.get_or_init(|| {
+        // SAFETY: reads the disposition only (a null new action); `old` is zeroed and written
+        // by the kernel.
+        unsafe {
+            let mut old: libc::sigaction = std::mem::zeroed();
+            libc::sigaction(libc::SIGHUP, std::ptr::null(), &mut old) == 0
+                && old.sa_sigaction == libc::SIG_IGN
+        }
+    })
+}
+
 fn set_handlers(handlers: &[(libc::c_int, Handler)], flags: libc::c_int) {
+    let keep_ignored = hangup_ignored();
     for &(sig, handler) in handlers {
+        if sig == libc::SIGHUP && keep_ignored {
+            continue;
+        }
         // SAFETY: the handlers only use atomics and write(2) (async-signal-safe); sa is zeroed and
         // fully initialised before use. Without SA_RESTART, poll() returns early on a signal.
         unsafe {

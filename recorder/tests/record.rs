@@ -1850,6 +1850,77 @@ fn duration_ends_the_recording_and_the_started_command() {
     assert!(t.count > 50 && t.bytes == 64 * t.count, "{t:?}");
 }
 
+/// Under `nohup` (SIGHUP ignored when it starts), a hang-up does not stop the recording: it
+/// outlives the session, as nohup asks; SIGTERM still stops it. Without nohup, SIGHUP stops
+/// it, with a final snapshot and an end record. In a user's trial, the hang-up of a logout cut
+/// a two-hour `nohup leak-record -p ... &` short.
+#[test]
+fn a_hangup_stops_the_recording_unless_under_nohup() {
+    if !bpf_ready() {
+        return;
+    }
+    let (mut target, _t_out) =
+        spawn_waiting(&[&fixture("leaky"), "--wait-start", "basic", "1", "1"]);
+    let pid = target.id().to_string();
+    for nohup in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("run.zst");
+        let args = [
+            RECORDER,
+            "-o",
+            out.to_str().unwrap(),
+            "-i",
+            "200ms",
+            "-p",
+            &pid,
+        ];
+        let (program, args) = if nohup {
+            ("nohup", &args[..])
+        } else {
+            (RECORDER, &args[1..])
+        };
+        let mut rec = Command::new(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut err = BufReader::new(rec.stderr.take().unwrap());
+        wait_for_line(
+            &mut err,
+            "recording PID",
+            Duration::from_secs(30),
+            "recorder",
+        );
+        let rec_pid = rec.id() as i32;
+        let signal = |sig| {
+            // SAFETY: kill(2) of our own child, by its PID.
+            unsafe { libc::kill(rec_pid, sig) }
+        };
+        assert_eq!(signal(libc::SIGHUP), 0);
+        let stopped_by = if nohup {
+            // Still recording two snapshots later.
+            wait_for_line(&mut err, "snapshot", Duration::from_secs(10), "recorder");
+            wait_for_line(&mut err, "snapshot", Duration::from_secs(10), "recorder");
+            assert!(rec.try_wait().unwrap().is_none(), "SIGHUP stopped it");
+            assert_eq!(signal(libc::SIGTERM), 0);
+            libc::SIGTERM
+        } else {
+            libc::SIGHUP
+        };
+        assert!(rec.wait().unwrap().success(), "nohup: {nohup}");
+        let (state, _) = read_recording(&out);
+        assert_eq!(
+            state.end.unwrap().reason,
+            leak_format::EndReason::Signal(stopped_by),
+            "nohup: {nohup}"
+        );
+    }
+    let _ = target.kill();
+    let _ = target.wait();
+}
+
 #[test]
 fn sigterm_stops_with_a_final_snapshot_and_an_end_record() {
     if !bpf_ready() {
