@@ -439,8 +439,29 @@ fn check_outputs(cli: &Cli) -> Result<()> {
                 )));
             }
         }
+        // A recording named by mistake (`-o old.zst`): a report is cheap to make again, a
+        // recording is not.
+        if path.as_os_str() != "-" && is_a_recording(path) {
+            bail!(UsageError(format!(
+                "{flag} {} is a leak-record recording, which the output would overwrite; write \
+                 the output elsewhere (or delete the recording first)",
+                path.display()
+            )));
+        }
     }
     Ok(())
+}
+
+/// Whether `path` is a regular file that begins as a recording does.
+fn is_a_recording(path: &Path) -> bool {
+    use std::io::Read;
+    let mut head = [0u8; 16];
+    std::fs::File::open(path)
+        .ok()
+        .filter(|f| f.metadata().is_ok_and(|m| m.is_file()))
+        .is_some_and(|mut f| {
+            f.read_exact(&mut head).is_ok() && leak_format::starts_a_recording(&head)
+        })
 }
 
 /// Whether two command-line paths name the same file: both `-`, the same path once resolved

@@ -390,6 +390,37 @@ fn a_binary_without_a_build_id_rebuilt_since_is_not_used() {
     }
 }
 
+/// An output that names an existing recording (`-o old.zst`, a typo) is refused, and the
+/// recording left whole; a file that only looks like one at first is overwritten as any.
+#[test]
+fn an_output_never_overwrites_a_recording() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = dir.path().join("old.zst");
+    std::fs::copy(demo(), &old).unwrap();
+    let before = std::fs::read(&old).unwrap();
+    let d = demo();
+    for flag in ["-o", "--json", "--folded"] {
+        let o = run(&[&d, flag, old.to_str().unwrap()]);
+        assert_eq!(o.status.code(), Some(2), "{flag}: {}", stderr(&o));
+        assert_eq!(
+            stderr(&o),
+            format!(
+                "leak-report: {flag} {} is a leak-record recording, which the output would \
+                 overwrite; write the output elsewhere (or delete the recording first)\n",
+                old.display()
+            )
+        );
+        assert_eq!(std::fs::read(&old).unwrap(), before, "{flag}");
+    }
+    // The preamble's frame magic alone is not a recording.
+    let other = dir.path().join("other.bin");
+    std::fs::write(&other, &before[..12]).unwrap();
+    assert_eq!(
+        run(&[&d, "--json", other.to_str().unwrap()]).status.code(),
+        Some(0)
+    );
+}
+
 /// Stacks are listed as every output says: continuous leaks first, fastest first, then the
 /// others by outstanding bytes (not by rate, which would put a small stack that grew late
 /// above the largest holders and push those out of `--top`).

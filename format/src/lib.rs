@@ -43,6 +43,12 @@ pub const FORMAT_VERSION_MINOR: u16 = 7;
 /// stack's growth: 12 points after a warm-up of the first tenth (docs/detection.md). leak-record
 /// says when a recording will have, or has, fewer; leak-report's leak gates exit 2 on one.
 pub const SNAPSHOTS_TO_JUDGE: u32 = 13;
+/// Whether `head`, a file's first bytes, begins a recording: the preamble frame's magic, its
+/// length, then [`MAGIC`] (16 bytes in all; fewer never match).
+pub fn starts_a_recording(head: &[u8]) -> bool {
+    head.len() >= 16 && head[..4] == PREAMBLE_FRAME_MAGIC.to_le_bytes() && head[8..16] == MAGIC
+}
+
 /// The zstd skippable-frame magic used for the preamble (any of 0x184D2A50..=0x184D2A5F is
 /// skippable; this one is ours).
 pub const PREAMBLE_FRAME_MAGIC: u32 = 0x184D_2A5C;
