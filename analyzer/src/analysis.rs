@@ -89,6 +89,29 @@ pub struct Analysis {
     pub children_ok: bool,
 }
 
+/// Why a leak-record recording does not cover the whole run, if it does not: it has no end
+/// record (the recorder was killed, by the OOM killer say, or is still running), or the
+/// recorder stopped on an error. What it holds is analyzed, but no gate passes on part of a run.
+fn incomplete(rec: &Recording) -> Option<String> {
+    rec.header.as_ref()?;
+    match &rec.end {
+        None => Some(
+            "the recording has no end record (the recorder was killed, or is still running), so \
+             the rest of the run was not seen; let leak-record finish (-d, SIGINT or SIGTERM stop \
+             it with an end record) and analyze the whole recording"
+                .into(),
+        ),
+        Some(leak_format::End {
+            reason: leak_format::EndReason::Error(e),
+            ..
+        }) => Some(format!(
+            "the recorder stopped on an error ({e}), so the rest of the run was not seen; record \
+             again"
+        )),
+        Some(_) => None,
+    }
+}
+
 /// Why a run in which no continuous leak was found cannot be called clean: the headline every
 /// output gives instead of the all-clear, and the reason with its fix, for the leak gates
 /// (which exit 2).
@@ -152,10 +175,18 @@ pub fn cannot_vouch(rec: &Recording, a: &Analysis) -> Option<Unvouched> {
             ),
         });
     }
-    let children = rec
+    let Some(children) = rec
         .children
         .as_ref()
-        .filter(|c| c.started > 0 && !a.children_ok)?;
+        .filter(|c| c.started > 0 && !a.children_ok)
+    else {
+        return incomplete(rec).map(|why| Unvouched {
+            headline: "No continuous leak found in what was recorded, but the recording is \
+                       incomplete"
+                .into(),
+            why,
+        });
+    };
     let one = children.started == 1;
     Some(Unvouched {
         headline: format!(

@@ -252,6 +252,7 @@ fn a_leak_gate_on_a_recording_too_short_to_judge_is_an_error() {
         };
         b.snapshot_with(vec![stats], Default::default());
     }
+    b.end(EndReason::Duration);
     std::fs::write(&churn, b.to_bytes()).unwrap();
     let o = run(&[churn.to_str().unwrap(), "--fail-on-leak"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
@@ -387,6 +388,55 @@ fn a_binary_without_a_build_id_rebuilt_since_is_not_used() {
             .iter()
             .any(|w| w.as_str().unwrap().contains("no usable file"));
         assert_eq!(missing, !used, "{warnings:#?}");
+    }
+}
+
+/// A recording that does not cover the whole run (no end record: the recorder was killed, by
+/// the OOM killer say, or is still running; or it stopped on an error) is analyzed, but no leak
+/// gate passes on it: in a user's trial, a recorder killed mid-test passed --fail-on-leak.
+#[test]
+fn a_leak_gate_does_not_pass_an_incomplete_recording() {
+    let dir = tempfile::tempdir().unwrap();
+    let ends = [
+        (None, Some(2)),
+        (Some(EndReason::Error("cannot write".into())), Some(2)),
+        (Some(EndReason::Duration), Some(0)),
+    ];
+    for (i, (end, code)) in ends.into_iter().enumerate() {
+        let mut b = leak_format::RecordingBuilder::new();
+        b.module(1, "/usr/bin/svc", None).stack(16, &[(1, 0x1000)]);
+        for _ in 0..40 {
+            b.snapshot(&[(16, 4096, 1)]);
+        }
+        let error = matches!(end, Some(EndReason::Error(_)));
+        if let Some(end) = end {
+            b.end(end);
+        }
+        let path = dir.path().join(format!("{i}.zst"));
+        std::fs::write(&path, b.to_bytes()).unwrap();
+        let o = run(&[path.to_str().unwrap(), "--fail-on-leak"]);
+        assert_eq!(o.status.code(), code, "{i}: {}", stderr(&o));
+        if code == Some(2) {
+            let why = if error {
+                "the recorder stopped on an error (cannot write), so the rest of the run was not \
+                 seen"
+            } else {
+                "the recording has no end record (the recorder was killed, or is still running), \
+                 so the rest of the run was not seen"
+            };
+            assert!(stderr(&o).contains(why), "{i}: {}", stderr(&o));
+            assert!(
+                stdout(&o).contains(
+                    "No continuous leak found in what was recorded, but the recording is \
+                     incomplete"
+                ),
+                "{i}: {}",
+                stdout(&o)
+            );
+        }
+        // The size gate judges what it holds.
+        let budget = run(&[path.to_str().unwrap(), "--max-outstanding", "1K"]);
+        assert_eq!(budget.status.code(), Some(1), "{i}");
     }
 }
 
@@ -1403,6 +1453,7 @@ fn late_leak(dir: &Path, late: u64, losses: leak_format::Losses) -> String {
         let l = if s == 39 { losses } else { Default::default() };
         b.snapshot_with(stats, l);
     }
+    b.end(EndReason::Duration);
     std::fs::write(&path, b.to_bytes()).unwrap();
     path.display().to_string()
 }
@@ -1470,6 +1521,7 @@ fn demo_flat(dir: &Path) -> String {
     for _ in 0..40 {
         b.snapshot(&[(16, 1 << 20, 256)]);
     }
+    b.end(EndReason::Duration);
     std::fs::write(&path, b.to_bytes()).unwrap();
     let p = path.display().to_string();
     assert_eq!(run(&[&p, "--fail-on-leak"]).status.code(), Some(0));
@@ -1539,6 +1591,7 @@ fn a_leak_gate_does_not_pass_a_run_whose_work_went_to_unrecorded_processes() {
     for _ in 0..40 {
         b.snapshot(&[(16, 4096, 1)]);
     }
+    b.end(EndReason::Duration);
     std::fs::write(&path, b.to_bytes()).unwrap();
     let p = path.to_str().unwrap();
     for gate in [&["--fail-on-leak"][..], &["--max-rate", "1M"]] {
