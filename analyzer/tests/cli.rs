@@ -440,6 +440,45 @@ fn a_leak_gate_does_not_pass_an_incomplete_recording() {
     }
 }
 
+/// Anonymous memory that grows much more than the traced allocations is warned of, with
+/// --mmap named when the recording has no mmap probes; growth the traced allocations account
+/// for is not.
+#[test]
+fn memory_the_probes_do_not_see_growing_is_a_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let mib = 1u64 << 20;
+    for (traced_per_snapshot, mmap, warned) in
+        [(4096, false, true), (4096, true, true), (mib, false, false)]
+    {
+        let mut b = leak_format::RecordingBuilder::new();
+        b.header_mut().config.mmap = mmap;
+        b.module(1, "/usr/bin/svc", None).stack(16, &[(1, 0x1000)]);
+        for s in 1..=40u64 {
+            b.snapshot(&[(16, traced_per_snapshot * s, s)])
+                .memory(leak_format::ProcMemory {
+                    rss: (10 + s) * mib,
+                    rss_anon: (8 + s) * mib,
+                    rss_file: 2 * mib,
+                    swap: 0,
+                });
+        }
+        b.end(EndReason::Duration);
+        let path = dir.path().join(format!("{traced_per_snapshot}-{mmap}.zst"));
+        std::fs::write(&path, b.to_bytes()).unwrap();
+        let text = stdout(&run(&[path.to_str().unwrap()]));
+        let said = "warning: the target's anonymous memory (RssAnon and swap) grew 39.0 MiB in \
+                    195 s, while the traced allocations grew 156.0 KiB: memory the probes do not \
+                    see is growing (";
+        assert_eq!(text.contains(said), warned, "{text}");
+        assert_eq!(
+            text.contains("(record with --mmap)"),
+            warned && !mmap,
+            "{text}"
+        );
+        assert!(!warned || !text.contains("traced allocations grew 39.0 MiB"));
+    }
+}
+
 /// An output that names an existing recording (`-o old.zst`, a typo) is refused, and the
 /// recording left whole; a file that only looks like one at first is overwritten as any.
 #[test]

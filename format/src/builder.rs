@@ -242,6 +242,14 @@ impl RecordingBuilder {
         self
     }
 
+    /// Sets the target's memory in the last snapshot appended.
+    pub fn memory(&mut self, memory: ProcMemory) -> &mut Self {
+        if let Some(Record::Snapshot(s)) = self.records.last_mut() {
+            s.memory = Some(memory);
+        }
+        self
+    }
+
     /// Appends a bundle of `bytes` for a module, in one chunk.
     pub fn bundle(&mut self, module: u32, content: BundleContent, bytes: Vec<u8>) -> &mut Self {
         self.records.push(Record::Bundle(BundleChunk {
