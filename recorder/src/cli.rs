@@ -78,7 +78,7 @@ pub struct Cli {
     #[arg(long)]
     pub wa_missing_free: bool,
 
-    /// Output file [default: leak-record-<UTC date>-<time>.zst]; `-` streams the recording to
+    /// Output file [default: leak-record-<UTC date>-<time>[-N].zst]; `-` streams the recording to
     /// standard output (not a terminal), e.g. `ssh HOST 'sudo leak-record -p PID -d 10m -o -' >
     /// run.zst`; a command's own standard output then goes to standard error.
     #[arg(short, long, value_name = "PATH")]

@@ -10,12 +10,39 @@ use anyhow::{bail, Context, Result};
 
 use crate::UsageError;
 
-/// `leak-record-YYYYMMDD-HHMMSS.zst` in UTC.
+/// `leak-record-YYYYMMDD-HHMMSS.zst` in UTC, or with `-2`, `-3`... before `.zst` when a file
+/// of that name exists (two recorders started in the same second).
 pub fn default_name(unix_secs: u64) -> PathBuf {
+    default_name_in(Path::new(""), unix_secs)
+}
+
+/// [`default_name`] in directory `dir`.
+fn default_name_in(dir: &Path, unix_secs: u64) -> PathBuf {
     let (y, m, d, hh, mm, ss) = leak_format::units::utc_fields(unix_secs);
-    PathBuf::from(format!(
-        "leak-record-{y:04}{m:02}{d:02}-{hh:02}{mm:02}{ss:02}.zst"
-    ))
+    let stem = format!("leak-record-{y:04}{m:02}{d:02}-{hh:02}{mm:02}{ss:02}");
+    (1..100)
+        .map(|n| match n {
+            1 => dir.join(format!("{stem}.zst")),
+            n => dir.join(format!("{stem}-{n}.zst")),
+        })
+        .find(|p| p.symlink_metadata().is_err())
+        .unwrap_or_else(|| dir.join(format!("{stem}.zst")))
+}
+
+/// Whether the regular file at `path` is locked by a leak-record writing it (`create` locks
+/// the file it writes, for as long as it records).
+fn being_recorded(path: &Path) -> bool {
+    use std::os::fd::AsRawFd;
+    let Ok(file) = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
+        .open(path)
+    else {
+        return false;
+    };
+    // SAFETY: flock(2) on a descriptor this function owns; the lock, if taken, goes with it.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) };
+    rc != 0 && io::Error::last_os_error().raw_os_error() == Some(libc::EWOULDBLOCK)
 }
 
 /// Whether `-o` names standard output (`-o -`).
@@ -151,6 +178,14 @@ pub fn create(path: &Path, force: bool) -> Result<(File, Created)> {
             path.display()
         )));
     }
+    // Another leak-record's recording in progress: --force would replace it under that
+    // recorder, whose data would then go to a file no longer there.
+    if meta.is_some() && being_recorded(path) {
+        bail!(UsageError(format!(
+            "output file {} is being recorded to by another leak-record; choose another -o",
+            path.display()
+        )));
+    }
     // Over an existing file (--force): a new file beside it, renamed over it once recording
     // starts ([`Created::keep`]).
     let replaces = (force && meta.is_some()).then(|| path.to_path_buf());
@@ -195,6 +230,12 @@ pub fn create(path: &Path, force: bool) -> Result<(File, Created)> {
         }
         Err(e) => bail!(UsageError(format!("cannot create {}: {e}", path.display()))),
     };
+    {
+        use std::os::fd::AsRawFd;
+        // SAFETY: flock(2) on the descriptor of the file just created, which `file` owns: the
+        // lock lasts as long as the recording is written (`being_recorded`).
+        unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    }
     // Under sudo, give the recording to the user who asked for it so they can copy it away.
     let id = |k: &str| std::env::var(k).ok().and_then(|v| v.parse::<u32>().ok());
     if let (Some(uid), Some(gid)) = (id("SUDO_UID"), id("SUDO_GID")) {
@@ -221,6 +262,42 @@ mod tests {
             default_name(1_795_000_000),
             PathBuf::from("leak-record-20261118-110640.zst")
         );
+    }
+
+    /// Two recorders started in the same second get two files: the second name is not one
+    /// the first is recording to (which it was told to --force before).
+    #[test]
+    fn a_default_name_taken_gets_a_number() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = default_name_in(dir.path(), 0);
+        assert_eq!(first, dir.path().join("leak-record-19700101-000000.zst"));
+        std::fs::write(&first, b"").unwrap();
+        let second = default_name_in(dir.path(), 0);
+        assert_eq!(second, dir.path().join("leak-record-19700101-000000-2.zst"));
+    }
+
+    /// A file another recorder is writing is not replaced, even with --force (its recorder
+    /// would go on writing to a file no longer there, and say it succeeded); once it is done,
+    /// --force replaces it.
+    #[test]
+    fn a_file_being_recorded_to_is_never_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("run.zst");
+        let (recording, created) = create(&p, false).unwrap();
+        created.keep().unwrap();
+        for force in [false, true] {
+            let e = create(&p, force).unwrap_err();
+            assert_eq!(
+                e.to_string(),
+                format!(
+                    "output file {} is being recorded to by another leak-record; choose another \
+                     -o",
+                    p.display()
+                )
+            );
+        }
+        drop(recording);
+        create(&p, true).unwrap().1.keep().unwrap();
     }
 
     #[test]
