@@ -852,6 +852,22 @@ fn quality_warnings(
         );
     }
     if let Some(leak_format::End {
+        reason: leak_format::EndReason::TargetExited {
+            signal: Some(sig), ..
+        },
+        ..
+    }) = &rec.end
+    {
+        let pid = rec.header.as_ref().map_or(0, |h| h.target.pid);
+        let name = leak_format::units::signal_name(*sig)
+            .map_or(String::new(), |name| format!(" ({name})"));
+        w.push(format!(
+            "PID {pid} was killed by signal {sig}{name} {:.1} s into the recording (a crash, or a \
+             kill): the recording ends there",
+            rec.duration
+        ));
+    }
+    if let Some(leak_format::End {
         reason: leak_format::EndReason::Error(e),
         ..
     }) = &rec.end

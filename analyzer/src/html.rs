@@ -128,9 +128,10 @@ pub fn render(rec: &Recording, a: &Analysis, opts: &HtmlOptions) -> Result<Strin
     );
     let title = match (&rec.header, &rec.process) {
         (Some(_), Some(p)) if rec.is_kernel() => output::process_label(p),
-        (Some(h), _) => rec
-            .exec_process()
-            .map_or_else(|| h.target.command_line.join(" "), output::process_label),
+        (Some(h), _) => rec.exec_process().map_or_else(
+            || output::shell_line(&h.target.command_line),
+            output::process_label,
+        ),
         (None, _) => "memleak log".to_string(),
     };
     let leaks: Vec<&StackReport> = a
@@ -282,7 +283,7 @@ fn facts(rec: &Recording) -> Vec<Fact> {
                         leak_format::TargetMode::Attach => "attached to",
                         _ => "started as",
                     },
-                    h.target.command_line.join(" "),
+                    output::shell_line(&h.target.command_line),
                 );
             }
         }

@@ -70,7 +70,13 @@ pub fn human_duration(secs: f64) -> String {
     } else if s < 120.0 {
         format!("{s:.0} s")
     } else if s < 7200.0 {
-        format!("{:.0} min", s / 60.0)
+        // "2.5 min" for 150 s (not "2 min"), "10 min" for 600 s.
+        let m = s / 60.0;
+        if (m * 10.0).round() % 10.0 == 0.0 {
+            format!("{m:.0} min")
+        } else {
+            format!("{m:.1} min")
+        }
     } else if s < 172_800.0 {
         format!("{:.1} h", s / 3600.0)
     } else {
@@ -116,8 +122,47 @@ pub fn process_label(p: &leak_format::Process) -> String {
         ([], "", "") => "name unknown".to_string(),
         ([], "", name) => format!("[{name}]"),
         ([], exe, _) => exe.to_string(),
-        (argv, ..) => argv.join(" "),
+        (argv, ..) => shell_line(argv),
     }
+}
+
+/// A command line as a shell would take it back: each argument that needs it quoted (`''` for
+/// an empty one, `'a b'`, `$'x\ny'` for one with control characters), so that
+/// `redis-server --save ""` does not read as `--save --appendonly`, and a `python3 -c` script
+/// keeps to one line.
+pub fn shell_line(argv: &[String]) -> String {
+    argv.iter()
+        .map(|arg| shell_word(arg))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn shell_word(arg: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "_@%+=:,./-".contains(c);
+    if !arg.is_empty() && arg.chars().all(plain) {
+        return arg.to_string();
+    }
+    if !arg.chars().any(char::is_control) {
+        return format!("'{}'", arg.replace('\'', r"'\''"));
+    }
+    let mut out = String::from("$'");
+    for c in arg.chars() {
+        match c {
+            '\n' => out.push_str(r"\n"),
+            '\t' => out.push_str(r"\t"),
+            '\\' => out.push_str(r"\\"),
+            '\'' => out.push_str(r"\'"),
+            c if c.is_control() => {
+                let mut buf = [0u8; 4];
+                for b in c.encode_utf8(&mut buf).bytes() {
+                    out.push_str(&format!("\\x{b:02x}"));
+                }
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('\'');
+    out
 }
 
 /// The memleak-like text summary.
@@ -159,7 +204,7 @@ pub fn text(rec: &Recording, a: &Analysis, top: usize) -> String {
             format!(
                 "Recording of PID {} ({}{exec})",
                 h.target.pid,
-                h.target.command_line.join(" ")
+                shell_line(&h.target.command_line)
             )
         };
         let _ = writeln!(
@@ -602,7 +647,27 @@ pub fn folded(a: &Analysis, weight: FoldedWeight) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::human_duration;
+    use super::{human_duration, shell_line};
+
+    #[test]
+    fn command_lines_are_quoted_as_a_shell_takes_them() {
+        let line =
+            |args: &[&str]| shell_line(&args.iter().map(|a| a.to_string()).collect::<Vec<_>>());
+        assert_eq!(
+            line(&["/usr/bin/svc", "--port=80", "a.b"]),
+            "/usr/bin/svc --port=80 a.b"
+        );
+        assert_eq!(
+            line(&["redis-server", "--save", "", "--appendonly", "no"]),
+            "redis-server --save '' --appendonly no"
+        );
+        assert_eq!(line(&["sh", "-c", "echo it's"]), r"sh -c 'echo it'\''s'");
+        assert_eq!(
+            line(&["python3", "-c", "import os\nos.abort()"]),
+            r"python3 -c $'import os\nos.abort()'"
+        );
+        assert_eq!(line(&["x", "\u{1b}[31m"]), r"x $'\x1b[31m'");
+    }
 
     #[test]
     fn durations_keep_a_hundredth_below_a_second_and_a_tenth_below_ten() {
@@ -616,7 +681,9 @@ mod tests {
             (2.34, "2.3 s"),
             (9.96, "10 s"),
             (91.0, "91 s"),
-            (150.0, "2 min"),
+            (150.0, "2.5 min"),
+            (130.0, "2.2 min"),
+            (600.0, "10 min"),
             (86_400.0, "24.0 h"),
             (f64::INFINITY, "never"),
         ];

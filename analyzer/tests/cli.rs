@@ -479,6 +479,47 @@ fn memory_the_probes_do_not_see_growing_is_a_warning() {
     }
 }
 
+/// A target killed by a signal (a crash) is said in every output, with the signal's name; its
+/// command line is quoted as a shell would take it back.
+#[test]
+fn a_target_killed_by_a_signal_is_said() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut b = leak_format::RecordingBuilder::new();
+    b.header_mut().target.command_line = vec![
+        "python3".into(),
+        "-c".into(),
+        "import os\nos.abort()".into(),
+        "".into(),
+    ];
+    b.module(1, "/usr/bin/svc", None).stack(16, &[(1, 0x1000)]);
+    for s in 1..=3u64 {
+        b.snapshot(&[(16, 4096 * s, s)]);
+    }
+    b.end(EndReason::TargetExited {
+        code: None,
+        signal: Some(11),
+    });
+    let path = dir.path().join("crash.zst");
+    std::fs::write(&path, b.to_bytes()).unwrap();
+    let text = stdout(&run(&[path.to_str().unwrap()]));
+    assert!(
+        text.starts_with("Recording of PID 4242 (python3 -c $'import os\\nos.abort()' '') on "),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "warning: PID 4242 was killed by signal 11 (SIGSEGV) 15.0 s into the recording (a \
+             crash, or a kill): the recording ends there\n"
+        ),
+        "{text}"
+    );
+    let doc = json_at(path.to_str().unwrap(), &[]);
+    let warnings = doc["warnings"].as_array().unwrap();
+    assert!(warnings
+        .iter()
+        .any(|w| w.as_str().unwrap().contains("(SIGSEGV)")));
+}
+
 /// An output that names an existing recording (`-o old.zst`, a typo) is refused, and the
 /// recording left whole; a file that only looks like one at first is overwritten as any.
 #[test]

@@ -81,7 +81,7 @@ fn text_logs_and_the_native_recording_agree() {
         };
         let summary = leak_report::output::text(&rec, &analyze(&rec, &resolver, &settings), 3);
         assert!(
-            summary.starts_with("memleak log: 60 snapshots over 5 min\n"),
+            summary.starts_with("memleak log: 60 snapshots over 4.9 min\n"),
             "{log}: {summary}"
         );
         let text = verdicts(&rec);

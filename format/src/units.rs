@@ -74,12 +74,57 @@ pub fn human_bytes(n: f64) -> String {
         v /= 1024.0;
         u += 1;
     }
-    let sign = if n < 0.0 { "-" } else { "" };
-    if u == 0 {
-        format!("{sign}{v:.0} B")
+    let shown = if u == 0 {
+        format!("{v:.0}")
     } else {
-        format!("{sign}{v:.1} {}", UNITS[u])
-    }
+        format!("{v:.1}")
+    };
+    // A small negative rate rounds to 0: "0 B", not "-0 B".
+    let zero = shown.chars().all(|c| c == '0' || c == '.');
+    let sign = if n < 0.0 && !zero { "-" } else { "" };
+    format!("{sign}{shown} {}", UNITS[u])
+}
+
+/// The name of Linux signal `n` (x86-64 and arm64 numbers), for messages: `6` → `SIGABRT`.
+pub fn signal_name(n: i32) -> Option<&'static str> {
+    const NAMES: [&str; 31] = [
+        "SIGHUP",
+        "SIGINT",
+        "SIGQUIT",
+        "SIGILL",
+        "SIGTRAP",
+        "SIGABRT",
+        "SIGBUS",
+        "SIGFPE",
+        "SIGKILL",
+        "SIGUSR1",
+        "SIGSEGV",
+        "SIGUSR2",
+        "SIGPIPE",
+        "SIGALRM",
+        "SIGTERM",
+        "SIGSTKFLT",
+        "SIGCHLD",
+        "SIGCONT",
+        "SIGSTOP",
+        "SIGTSTP",
+        "SIGTTIN",
+        "SIGTTOU",
+        "SIGURG",
+        "SIGXCPU",
+        "SIGXFSZ",
+        "SIGVTALRM",
+        "SIGPROF",
+        "SIGWINCH",
+        "SIGIO",
+        "SIGPWR",
+        "SIGSYS",
+    ];
+    usize::try_from(n)
+        .ok()
+        .and_then(|i| i.checked_sub(1))
+        .and_then(|i| NAMES.get(i))
+        .copied()
 }
 
 /// The UTC date and time of `secs` seconds since the Unix epoch:
@@ -101,6 +146,26 @@ pub fn utc_fields(secs: u64) -> (i64, u32, u32, u32, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn signals_are_named_by_their_linux_numbers() {
+        assert_eq!(signal_name(6), Some("SIGABRT"));
+        assert_eq!(signal_name(9), Some("SIGKILL"));
+        assert_eq!(signal_name(11), Some("SIGSEGV"));
+        assert_eq!(signal_name(31), Some("SIGSYS"));
+        assert_eq!(signal_name(0), None);
+        assert_eq!(signal_name(34), None);
+        assert_eq!(signal_name(-1), None);
+    }
+
+    #[test]
+    fn human_bytes_never_says_minus_zero() {
+        assert_eq!(human_bytes(-0.3), "0 B");
+        assert_eq!(human_bytes(-0.0), "0 B");
+        assert_eq!(human_bytes(-0.6), "-1 B");
+        assert_eq!(human_bytes(-1536.0), "-1.5 KiB");
+        assert_eq!(human_bytes(1536.0), "1.5 KiB");
+    }
 
     #[test]
     fn sizes() {

@@ -2053,7 +2053,10 @@ pub(crate) fn describe(reason: &EndReason) -> String {
         EndReason::TargetExited { code: Some(c), .. } => format!("target exited with status {c}"),
         EndReason::TargetExited {
             signal: Some(s), ..
-        } => format!("target killed by signal {s}"),
+        } => match leak_format::units::signal_name(*s) {
+            Some(name) => format!("target killed by signal {s} ({name})"),
+            None => format!("target killed by signal {s}"),
+        },
         EndReason::TargetExited { .. } => "target exited".into(),
         EndReason::Error(e) => format!("error: {e}"),
     }
