@@ -528,11 +528,46 @@ fn now_utc() -> String {
 }
 
 /// Writes `text` to a file, or to stdout for `-`.
+/// Writes an output: `-` to standard output; a regular file (or a new one) whole or not at all,
+/// through a file beside it renamed over it, so that a failed write (a full disk) leaves the
+/// previous report as it was and no cut one; anything else (a symbolic link, /dev/null, a pipe)
+/// as it is.
 fn write_to(path: &Path, text: &str, stdout: &mut Stdout) -> Result<()> {
     if path.as_os_str() == "-" {
         return stdout.write(text);
     }
-    std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
+    let failed = |e: std::io::Error| {
+        use std::io::ErrorKind as K;
+        let fix = match e.kind() {
+            K::StorageFull | K::QuotaExceeded => "free space there or give another path",
+            K::NotFound => "its directory does not exist: create it or give another path",
+            K::IsADirectory => "it is a directory: give a file name",
+            _ => "give another path",
+        };
+        anyhow::anyhow!("cannot write {}: {e}; {fix}", path.display())
+    };
+    let plain = path
+        .symlink_metadata()
+        .map_or(true, |m| m.file_type().is_file());
+    let (Some(dir), Some(name), true) = (path.parent(), path.file_name(), plain) else {
+        return std::fs::write(path, text).map_err(failed);
+    };
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    let beside = dir.join(format!(
+        ".{}.{}.partial",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    let written = std::fs::write(&beside, text).and_then(|()| std::fs::rename(&beside, path));
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&beside);
+        return Err(failed(e));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

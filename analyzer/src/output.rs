@@ -18,12 +18,42 @@ fn count(n: u64, noun: &str) -> String {
 }
 
 /// The headline when no stack is a continuous leak, and whether it is the all-clear: not when
-/// the run cannot be vouched for ([`crate::analysis::cannot_vouch`]).
+/// the run cannot be vouched for ([`crate::analysis::cannot_vouch`]), nor while a stack still
+/// grows, more slowly (`decelerating_growth`: a cache still filling, or a leak that slows; the
+/// gates pass it, but "no growth" would read as an all-clear over hundreds of KiB/s).
 pub fn no_leak_headline(rec: &Recording, a: &Analysis) -> (bool, String) {
-    match crate::analysis::cannot_vouch(rec, a) {
-        Some(u) => (false, u.headline),
-        None => (true, "No continuous growth found".to_string()),
+    if let Some(u) = crate::analysis::cannot_vouch(rec, a) {
+        return (false, u.headline);
     }
+    let slowing: Vec<&StackReport> = a
+        .stacks
+        .iter()
+        .filter(|s| s.verdict == Verdict::DeceleratingGrowth)
+        .collect();
+    let Some(fastest) = slowing
+        .iter()
+        .max_by(|x, y| x.detection.rate.total_cmp(&y.detection.rate))
+    else {
+        return (true, "No continuous growth found".to_string());
+    };
+    let name = match fastest.site_function() {
+        Some(function) => format!("stack {} ({function})", fastest.id),
+        None => format!("stack {}", fastest.id),
+    };
+    let which = match slowing.len() {
+        1 => format!(
+            "1 stack is still growing, more slowly ({name}, {}",
+            human_rate(fastest.detection.rate)
+        ),
+        n => format!(
+            "{n} stacks are still growing, more slowly (the fastest, {name}, {}",
+            human_rate(fastest.detection.rate)
+        ),
+    };
+    (
+        false,
+        format!("No continuous leak found, but {which}: decelerating growth)"),
+    )
 }
 
 /// A rate in the largest time unit that keeps it at least one byte: `9.9 KiB/s`, `3.4 KiB/h`,

@@ -520,6 +520,86 @@ fn a_target_killed_by_a_signal_is_said() {
         .any(|w| w.as_str().unwrap().contains("(SIGSEGV)")));
 }
 
+/// A stack still growing, more slowly (`decelerating_growth`: a cache still filling) passes
+/// the gates, but the headline is no all-clear: in a user's trial, "No continuous growth found"
+/// stood above a cache growing 247 KiB/s.
+#[test]
+fn growth_that_slows_is_no_all_clear() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut b = leak_format::RecordingBuilder::new();
+    b.module(1, "/usr/bin/svc", None).stack(16, &[(1, 0x1000)]);
+    // ln(1 + t/10 s) MiB, with a deterministic wobble of a KiB.
+    for s in 1..=720u64 {
+        let t = s as f64 * 5.0;
+        let wobble = if s % 2 == 0 { 1024.0 } else { -1024.0 };
+        let bytes = ((1.0 + t / 10.0).ln() * 1048576.0 + wobble).max(0.0) as u64;
+        b.snapshot(&[(16, bytes, s)]);
+    }
+    b.end(EndReason::Duration);
+    let path = dir.path().join("slowing.zst");
+    std::fs::write(&path, b.to_bytes()).unwrap();
+    let p = path.to_str().unwrap();
+    let o = run(&[p, "--fail-on-leak"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let text = stdout(&o);
+    assert!(text.contains(": decelerating growth, "), "{text}");
+    assert!(
+        text.contains(
+            "\nNo continuous leak found, but 1 stack is still growing, more slowly (stack 16, "
+        ),
+        "{text}"
+    );
+    assert!(!text.contains("No continuous growth found"), "{text}");
+    let html = dir.path().join("slowing.html");
+    assert_eq!(
+        run(&[p, "-o", html.to_str().unwrap()]).status.code(),
+        Some(0)
+    );
+    let html = std::fs::read_to_string(html).unwrap();
+    assert!(html.contains("class=\"banner unsure\""));
+}
+
+/// An output is written whole or not at all: a write that fails (a full disk; here a file size
+/// limit, `ulimit -f`) leaves the previous report as it was, and no cut file or scratch file
+/// beside it. In a user's trial, a full disk left a cut report over a good one.
+#[test]
+fn a_failed_write_keeps_the_previous_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("report.html");
+    std::fs::write(&out, "the previous report").unwrap();
+    let script = format!(
+        "trap '' XFSZ; ulimit -f 8; exec '{}' '{}' -o '{}'",
+        env!("CARGO_BIN_EXE_leak-report"),
+        demo(),
+        out.display()
+    );
+    let o = Command::new("sh").args(["-c", &script]).output().unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).starts_with(&format!(
+            "leak-report: cannot write {}: File too large",
+            out.display()
+        )),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(
+        std::fs::read_to_string(&out).unwrap(),
+        "the previous report"
+    );
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left, ["report.html"]);
+    // Without the limit, it is replaced whole.
+    assert_eq!(
+        run(&[&demo(), "-o", out.to_str().unwrap()]).status.code(),
+        Some(0)
+    );
+    assert!(std::fs::read_to_string(&out).unwrap().ends_with("</html>"));
+}
+
 /// An output that names an existing recording (`-o old.zst`, a typo) is refused, and the
 /// recording left whole; a file that only looks like one at first is overwritten as any.
 #[test]
