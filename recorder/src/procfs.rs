@@ -242,6 +242,12 @@ pub fn exe(pid: u32) -> io::Result<String> {
     Ok(s.strip_suffix(DELETED).unwrap_or(&s).to_string())
 }
 
+/// Whether the program `pid` runs was deleted (or replaced) since it started.
+pub fn exe_deleted(pid: u32) -> bool {
+    fs::read_link(format!("/proc/{pid}/exe"))
+        .is_ok_and(|link| link.to_string_lossy().ends_with(DELETED))
+}
+
 /// Every process below `pid` ([`children`], their children, ...), parents first.
 pub fn descendants(pid: u32) -> Vec<u32> {
     let mut all = children(pid);

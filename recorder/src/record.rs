@@ -188,6 +188,13 @@ pub fn run(cli: Cli) -> Result<u8> {
                 bail!(UsageError(why));
             }
             let (exe, program, argv) = attached_target(pid)?;
+            if !cli.bundle_symbols && procfs::exe_deleted(procfs::live_thread(pid).unwrap_or(pid)) {
+                say!(
+                    "leak-record: warning: PID {pid} runs {exe}, which was deleted or replaced \
+                     since it started: leak-report will not find it there to name the frames; \
+                     add --bundle-symbols to keep a copy in the recording"
+                );
+            }
             (TargetMode::Attach, pid, None, exe, program, argv)
         }
         None => {

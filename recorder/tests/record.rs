@@ -1106,6 +1106,39 @@ fn an_attached_process_that_execs_during_the_set_up_is_recorded_in_its_new_progr
     assert_attached_basic(&r, "exec'd during the set-up", "libc.so.6");
 }
 
+/// `-p` of a program deleted since it started (an upgrade under a running service): leak-record
+/// says that leak-report will not find it, and how to keep a copy; not of one still there.
+#[test]
+fn a_deleted_program_is_said_with_the_option_that_keeps_it() {
+    if !bpf_ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("leaky");
+    copy_program(Path::new(&fixture("leaky")), &copy);
+    let copy = copy.to_str().unwrap().to_string();
+    for delete in [true, false] {
+        let (mut target, _t_out) = spawn_waiting(&[&copy, "--wait-start", "basic", "1", "1"]);
+        if delete {
+            fs::remove_file(&copy).unwrap();
+        }
+        let pid = target.id().to_string();
+        let r = record_with_env(&[], &["-p", &pid, "-i", "200ms", "-d", "600ms"]);
+        let said = format!(
+            "leak-record: warning: PID {pid} runs {copy}, which was deleted or replaced since it \
+             started: leak-report will not find it there to name the frames; add \
+             --bundle-symbols to keep a copy in the recording\n"
+        );
+        assert_eq!(r.stderr.contains(&said), delete, "{}", r.stderr);
+        assert_eq!(r.code, Some(0), "{}", r.stderr);
+        let _ = target.kill();
+        let _ = target.wait();
+        if delete {
+            copy_program(Path::new(&fixture("leaky")), Path::new(&copy));
+        }
+    }
+}
+
 /// The shared objects `exe` loads, as `ldd` names them (its dynamic loader included), and of
 /// them the C library.
 fn loaded_objects(exe: &str) -> (Vec<String>, String) {
