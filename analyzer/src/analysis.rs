@@ -661,7 +661,11 @@ fn exit_warning(rec: &Recording, resolver: &Resolver, stacks: &[StackReport]) ->
     let mut late = Vec::new();
     for (&(id, kind), st) in &after.stats {
         let frames = rec.stacks.get(&id).map_or(&[][..], |s| s.frames.as_slice());
-        let frames = resolver.symbolize_kernel(frames);
+        let frames = if rec.is_kernel() {
+            resolver.symbolize_kernel(frames)
+        } else {
+            resolver.symbolize(&[frames]).pop().unwrap_or_default()
+        };
         let bytes = st.outstanding_bytes();
         let judged = stacks.iter().any(|s| (s.id, s.kind) == (id, kind));
         if !judged && bytes > 0 && counted(kind, &frames) {

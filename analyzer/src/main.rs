@@ -456,6 +456,10 @@ fn check_outputs(cli: &Cli) -> Result<()> {
 fn is_a_recording(path: &Path) -> bool {
     use std::io::Read;
     let mut head = [0u8; 16];
+    // Checked before the open: opening a named pipe to read waits for a writer.
+    if !std::fs::metadata(path).is_ok_and(|m| m.is_file()) {
+        return false;
+    }
     std::fs::File::open(path)
         .ok()
         .filter(|f| f.metadata().is_ok_and(|m| m.is_file()))

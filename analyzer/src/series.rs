@@ -714,8 +714,18 @@ impl Fold {
                         })
                 });
                 if exited {
+                    // A user-mode exit snapshot may name modules and maps of its own, for the
+                    // stacks first seen in it.
+                    for m in s.new_modules {
+                        rec.modules.insert(m.id, m);
+                    }
                     for st in s.new_stacks {
                         rec.stacks.insert(st.id, st);
+                    }
+                    for m in s.maps.into_iter().flatten() {
+                        if m.perms.contains('x') && !rec.maps.contains(&m) {
+                            rec.maps.push(m);
+                        }
                     }
                     let after = rec.after_exit.get_or_insert_with(|| AfterExit {
                         t,

@@ -622,6 +622,23 @@ fn an_output_never_overwrites_a_recording() {
         );
         assert_eq!(std::fs::read(&old).unwrap(), before, "{flag}");
     }
+    // A named pipe is not opened to be looked at (that would wait for a writer): its reader
+    // gets the JSON.
+    let fifo = dir.path().join("fifo");
+    assert!(Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    let reader = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || std::fs::read_to_string(fifo).unwrap())
+    };
+    assert_eq!(
+        run(&[&d, "--json", fifo.to_str().unwrap()]).status.code(),
+        Some(0)
+    );
+    assert!(reader.join().unwrap().starts_with('{'));
     // The preamble's frame magic alone is not a recording.
     let other = dir.path().join("other.bin");
     std::fs::write(&other, &before[..12]).unwrap();

@@ -55,7 +55,13 @@ pub fn run(cli: Cli) -> Result<()> {
         .clone()
         .unwrap_or_else(|| output::default_name(start_wall_ns / 1_000_000_000));
     crate::record::defer_stop_signals();
-    let (file, created) = output::create(&path, cli.force)?;
+    let (path, file, created) = match cli.output {
+        None => output::create_numbered(&path)?,
+        Some(_) => {
+            let (file, created) = output::create(&path, cli.force)?;
+            (path, file, created)
+        }
+    };
     let modules_text = module_names();
     let kallsyms = Kallsyms::load()?;
     let host = procfs::host_info();

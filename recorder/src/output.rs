@@ -10,23 +10,32 @@ use anyhow::{bail, Context, Result};
 
 use crate::UsageError;
 
-/// `leak-record-YYYYMMDD-HHMMSS.zst` in UTC, or with `-2`, `-3`... before `.zst` when a file
-/// of that name exists (two recorders started in the same second).
+/// `leak-record-YYYYMMDD-HHMMSS.zst` in UTC ([`create_numbered`] adds `-2`, `-3`... when taken).
 pub fn default_name(unix_secs: u64) -> PathBuf {
-    default_name_in(Path::new(""), unix_secs)
+    let (y, m, d, hh, mm, ss) = leak_format::units::utc_fields(unix_secs);
+    PathBuf::from(format!(
+        "leak-record-{y:04}{m:02}{d:02}-{hh:02}{mm:02}{ss:02}.zst"
+    ))
 }
 
-/// [`default_name`] in directory `dir`.
-fn default_name_in(dir: &Path, unix_secs: u64) -> PathBuf {
-    let (y, m, d, hh, mm, ss) = leak_format::units::utc_fields(unix_secs);
-    let stem = format!("leak-record-{y:04}{m:02}{d:02}-{hh:02}{mm:02}{ss:02}");
-    (1..100)
-        .map(|n| match n {
-            1 => dir.join(format!("{stem}.zst")),
-            n => dir.join(format!("{stem}-{n}.zst")),
-        })
-        .find(|p| p.symlink_metadata().is_err())
-        .unwrap_or_else(|| dir.join(format!("{stem}.zst")))
+/// [`create`] for a default name (`path`, from [`default_name`]): when a file of that name
+/// exists (recorders started in the same second, say one per worker), the first of
+/// `NAME-2.zst`, `NAME-3.zst`... that does not, taken as it is created. Returns the path used.
+pub fn create_numbered(path: &Path) -> Result<(PathBuf, File, Created)> {
+    let stem = path.to_string_lossy();
+    let stem = stem.strip_suffix(".zst").unwrap_or(&stem).to_string();
+    let mut n = 1;
+    loop {
+        let candidate = match n {
+            1 => path.to_path_buf(),
+            n => PathBuf::from(format!("{stem}-{n}.zst")),
+        };
+        match create(&candidate, false) {
+            Ok((file, created)) => return Ok((candidate, file, created)),
+            Err(_) if n < 100 && candidate.symlink_metadata().is_ok() => n += 1,
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// Whether the regular file at `path` is locked by a leak-record writing it (`create` locks
@@ -264,16 +273,20 @@ mod tests {
         );
     }
 
-    /// Two recorders started in the same second get two files: the second name is not one
-    /// the first is recording to (which it was told to --force before).
+    /// Recorders started in the same second get a file each: the second name is not one the
+    /// first is recording to (which it was told to --force before).
     #[test]
     fn a_default_name_taken_gets_a_number() {
         let dir = tempfile::tempdir().unwrap();
-        let first = default_name_in(dir.path(), 0);
+        let name = dir.path().join(default_name(0));
+        let (first, _f1, c1) = create_numbered(&name).unwrap();
+        c1.keep().unwrap();
         assert_eq!(first, dir.path().join("leak-record-19700101-000000.zst"));
-        std::fs::write(&first, b"").unwrap();
-        let second = default_name_in(dir.path(), 0);
+        let (second, _f2, c2) = create_numbered(&name).unwrap();
+        c2.keep().unwrap();
         assert_eq!(second, dir.path().join("leak-record-19700101-000000-2.zst"));
+        let (third, ..) = create_numbered(&name).unwrap();
+        assert_eq!(third, dir.path().join("leak-record-19700101-000000-3.zst"));
     }
 
     /// A file another recorder is writing is not replaced, even with --force (its recorder

@@ -228,8 +228,12 @@ pub fn run(cli: Cli) -> Result<u8> {
         }
     };
     let target = (exe.as_str(), program.as_path());
-    // A copy of `-o -`'s descriptor, for the set-up done again below.
-    let again = claimed.as_ref().map(File::try_clone).transpose()?;
+    // A copy of `-o -`'s descriptor, for the set-up done again below (`-p` only: it would keep
+    // standard output open until leak-record exits).
+    let again = match mode {
+        TargetMode::Attach => claimed.as_ref().map(File::try_clone).transpose()?,
+        _ => None,
+    };
     let out = (path.as_path(), claimed);
     let result = setup_and_record(&cli, out, mode, pid, held.as_mut(), target, command_line);
     // `-p` exec'd another program during the set-up (a wrapper that execs the service): once
@@ -239,7 +243,8 @@ pub fn run(cli: Cli) -> Result<u8> {
             if !cli.quiet {
                 say!("leak-record: {e}; attaching to that program instead");
             }
-            let (exe, program, command_line) = attached_target(pid)?;
+            let (exe, program, command_line) =
+                attached_target(pid).map_err(|e| unless_exited(e, pid, mode))?;
             let target = (exe.as_str(), program.as_path());
             let out = (path.as_path(), again);
             setup_and_record(&cli, out, mode, pid, None, target, command_line).map_err(|e| {
@@ -319,9 +324,18 @@ fn setup_and_record(
     command_line: Vec<String>,
 ) -> Result<u8> {
     defer_stop_signals();
-    let (file, created) = match claimed {
-        Some(file) => (file, output::Created::default()),
-        None => output::create(path, cli.force)?,
+    let numbered;
+    let (path, file, created) = match claimed {
+        Some(file) => (path, file, output::Created::default()),
+        None if cli.output.is_none() => {
+            let (p, file, created) = output::create_numbered(path)?;
+            numbered = p;
+            (numbered.as_path(), file, created)
+        }
+        None => {
+            let (file, created) = output::create(path, cli.force)?;
+            (path, file, created)
+        }
     };
 
     // The thread through which the process is read in /proc, and which the kernel ties classic
@@ -1894,6 +1908,18 @@ pub(crate) fn short_run(snapshots: u32, run: Duration, cli: &Cli) -> Option<Stri
     if snapshots == 0 || snapshots >= SNAPSHOTS_TO_JUDGE || short_plan(cli).is_some() {
         return None;
     }
+    if run >= cli.interval * SNAPSHOTS_TO_JUDGE {
+        // Long enough, yet the snapshots came late: leak-record was stopped or starved.
+        return Some(format!(
+            "leak-record: note: {snapshots} snapshot{} in {:.1} s at -i {:?}: snapshots were \
+             late (leak-record was stopped, or starved of CPU), and fewer than the \
+             {SNAPSHOTS_TO_JUDGE} leak-report needs to judge growth (its leak gates exit 2 on \
+             this recording)",
+            if snapshots == 1 { "" } else { "s" },
+            run.as_secs_f64(),
+            cli.interval
+        ));
+    }
     Some(format!(
         "leak-record: note: {snapshots} snapshot{} in {:.*} s, fewer than the \
          {SNAPSHOTS_TO_JUDGE} leak-report needs to judge growth (its leak gates exit 2 on this \
@@ -2143,6 +2169,15 @@ mod tests {
         // Said once: at the start when -d was too short.
         assert_eq!(short_run(3, run, &cli(&["-d", "15s"])), None);
         assert!(short_run(3, run, &cli(&["-d", "1h"])).is_some());
+        // A run long enough whose snapshots came late.
+        assert_eq!(
+            short_run(10, Duration::from_secs(20), &cli(&["-i", "1s"])).as_deref(),
+            Some(
+                "leak-record: note: 10 snapshots in 20.0 s at -i 1s: snapshots were late \
+                 (leak-record was stopped, or starved of CPU), and fewer than the 13 leak-report \
+                 needs to judge growth (its leak gates exit 2 on this recording)"
+            )
+        );
         // A command that ended at once: the shortest -i needs a run of 1.3 s.
         assert_eq!(
             short_run(1, Duration::from_millis(40), &cli(&["-i", "1s"])).as_deref(),
