@@ -460,12 +460,9 @@ fn is_a_recording(path: &Path) -> bool {
     if !std::fs::metadata(path).is_ok_and(|m| m.is_file()) {
         return false;
     }
-    std::fs::File::open(path)
-        .ok()
-        .filter(|f| f.metadata().is_ok_and(|m| m.is_file()))
-        .is_some_and(|mut f| {
-            f.read_exact(&mut head).is_ok() && leak_format::starts_a_recording(&head)
-        })
+    std::fs::File::open(path).ok().is_some_and(|mut f| {
+        f.read_exact(&mut head).is_ok() && leak_format::starts_a_recording(&head)
+    })
 }
 
 /// Whether two command-line paths name the same file: both `-`, the same path once resolved

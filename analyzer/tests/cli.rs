@@ -38,6 +38,15 @@ fn json(args: &[&str]) -> serde_json::Value {
     json_at(&demo(), args)
 }
 
+/// Whether a warning of JSON document `doc` contains `needle`.
+fn warns(doc: &serde_json::Value, needle: &str) -> bool {
+    doc["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|w| w.as_str().unwrap().contains(needle))
+}
+
 /// The JSON document of the recording at `path`, analyzed with `args`.
 fn json_at(path: &str, args: &[&str]) -> serde_json::Value {
     let o = run(&[&[path, "--json", "-"], args].concat());
@@ -201,13 +210,7 @@ fn a_leak_gate_on_a_recording_too_short_to_judge_is_an_error() {
     for key in ["rate_bytes_per_sec", "rate_ci", "kendall_tau", "p_value"] {
         assert!(stack[key].is_null(), "{key}: {stack:#}");
     }
-    let warnings = doc["warnings"].as_array().unwrap();
-    assert!(
-        warnings
-            .iter()
-            .any(|w| w.as_str().unwrap().contains("no leak can be found")),
-        "{warnings:?}"
-    );
+    assert!(warns(&doc, "no leak can be found"), "{}", doc["warnings"]);
     assert_eq!(run(&[p, "--max-outstanding", "1K"]).status.code(), Some(1));
     // The demo (91 snapshots) is judged.
     assert_eq!(run(&[&demo(), "--fail-on-leak"]).status.code(), Some(1));
@@ -381,13 +384,9 @@ fn a_binary_without_a_build_id_rebuilt_since_is_not_used() {
             "{exe} is {size} bytes, the one recorded was {recorded} (neither has a build ID to \
              tell them apart): not used"
         );
-        let warnings = doc["warnings"].as_array().unwrap();
-        let warned = warnings.iter().any(|w| w.as_str().unwrap().contains(&said));
-        assert_eq!(warned, !used, "{warnings:#?}");
-        let missing = warnings
-            .iter()
-            .any(|w| w.as_str().unwrap().contains("no usable file"));
-        assert_eq!(missing, !used, "{warnings:#?}");
+        let warnings = &doc["warnings"];
+        assert_eq!(warns(&doc, &said), !used, "{warnings:#}");
+        assert_eq!(warns(&doc, "no usable file"), !used, "{warnings:#}");
     }
 }
 
@@ -514,10 +513,7 @@ fn a_target_killed_by_a_signal_is_said() {
         "{text}"
     );
     let doc = json_at(path.to_str().unwrap(), &[]);
-    let warnings = doc["warnings"].as_array().unwrap();
-    assert!(warnings
-        .iter()
-        .any(|w| w.as_str().unwrap().contains("(SIGSEGV)")));
+    assert!(warns(&doc, "(SIGSEGV)"));
 }
 
 /// A stack still growing, more slowly (`decelerating_growth`: a cache still filling) passes
@@ -930,11 +926,7 @@ fn a_truncated_recording_is_analyzed_up_to_its_last_complete_snapshot() {
         .as_str()
         .unwrap()
         .contains("truncated at byte"));
-    assert!(doc["warnings"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .any(|w| w.as_str().unwrap().contains("truncated")));
+    assert!(warns(&doc, "truncated"));
 }
 
 #[test]
@@ -1405,11 +1397,7 @@ fn a_stack_cut_at_the_deepest_walk_is_marked_in_every_output() {
     assert!(page.contains("(cut at the deepest walk: outer callers not recorded)"));
     assert!(page.contains("[truncated]"), "the flame graph's root");
     let j = json_at(p, &[]);
-    assert!(j["warnings"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .any(|w| w.as_str().unwrap().contains("reached the deepest walk")));
+    assert!(warns(&j, "reached the deepest walk"));
 }
 
 /// A full allocation table: what was left untracked is said in allocations and bytes (they are
