@@ -32,11 +32,26 @@ static STOP_FROM_TERMINAL: AtomicBool = AtomicBool::new(false);
 
 type Handler = extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void);
 
+/// The signals that stop the recording: every signal whose default action ends a process
+/// without a core dump and that a user or a supervisor sends on purpose (`kill -USR1`,
+/// `timeout -s ALRM`). Each ends it as SIGTERM does, with a final snapshot and an end record
+/// naming the signal, where the default action left a recording with no end.
+const STOP_SIGNALS: [libc::c_int; 6] = [
+    libc::SIGINT,
+    libc::SIGTERM,
+    libc::SIGHUP,
+    libc::SIGUSR1,
+    libc::SIGUSR2,
+    libc::SIGALRM,
+];
+
 extern "C" fn on_stop_signal(sig: libc::c_int, info: *mut libc::siginfo_t, _: *mut libc::c_void) {
     if STOP_COUNT.fetch_add(1, Ordering::SeqCst) == 0 {
         // SAFETY: with SA_SIGINFO the kernel passes a valid siginfo_t (checked for null).
         let code = unsafe { info.as_ref() }.map_or(0, |i| i.si_code);
-        STOP_FROM_TERMINAL.store(code == libc::SI_KERNEL, Ordering::SeqCst);
+        // Only these two come from a terminal (a timer's SIGALRM is SI_KERNEL too).
+        let terminal = sig == libc::SIGINT || sig == libc::SIGHUP;
+        STOP_FROM_TERMINAL.store(terminal && code == libc::SI_KERNEL, Ordering::SeqCst);
     }
     STOP_SIGNAL.store(sig, Ordering::SeqCst);
 }
@@ -47,17 +62,9 @@ extern "C" fn on_child_signal(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut l
 
 pub(crate) fn install_signal_handlers() {
     target::child_wake();
-    set_handlers(
-        &[
-            (libc::SIGINT, on_stop_signal),
-            (libc::SIGTERM, on_stop_signal),
-            (libc::SIGHUP, on_stop_signal),
-            // Only to wake the polls (target::child_wake) when the started command stops or
-            // exits.
-            (libc::SIGCHLD, on_child_signal),
-        ],
-        0,
-    );
+    set_handlers(&STOP_SIGNALS.map(|sig| (sig, on_stop_signal as Handler)), 0);
+    // Only to wake the polls (target::child_wake) when the started command stops or exits.
+    set_handlers(&[(libc::SIGCHLD, on_child_signal)], 0);
 }
 
 /// From the moment the output file exists until recording starts: a stop signal is noted, the
@@ -65,13 +72,14 @@ pub(crate) fn install_signal_handlers() {
 /// file. A stop signal killed leak-record there before, leaving an empty file behind.
 pub(crate) fn defer_stop_signals() {
     set_handlers(
-        &[
-            (libc::SIGINT, on_stop_signal),
-            (libc::SIGTERM, on_stop_signal),
-            (libc::SIGHUP, on_stop_signal),
-        ],
+        &STOP_SIGNALS.map(|sig| (sig, on_stop_signal as Handler)),
         libc::SA_RESTART,
     );
+    // Past a file size limit (`ulimit -f`) a write fails with EFBIG and the recording ends on
+    // that error with what it holds, instead of SIGXFSZ killing leak-record part way through a
+    // record.
+    // SAFETY: sets a standard disposition; no handler runs.
+    unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
 }
 
 /// Whether SIGHUP was ignored when leak-record started (`nohup leak-record ... &`, or `trap ''
@@ -1805,11 +1813,24 @@ impl RecordingFile {
             let mut file = self.writer.get_ref();
             let _ = file.set_len(good);
             let _ = file.seek(SeekFrom::Start(good));
-            let kept = if self.snapshots == 0 {
-                "no snapshot had been written yet, so the file holds nothing to report; record \
-                 again once there is room (free space there, or choose another -o)"
+            let limit = matches!(&e, leak_format::Error::Io(io)
+                if io.raw_os_error() == Some(libc::EFBIG));
+            let room = if limit {
+                "raise the file size limit, ulimit -f"
             } else {
-                "the recording up to the previous snapshot is kept"
+                "free space there, or choose another -o"
+            };
+            let kept = if self.snapshots == 0 {
+                format!(
+                    "no snapshot had been written yet, so the file holds nothing to report; \
+                     record again once there is room ({room})"
+                )
+            } else if limit {
+                "the recording up to the previous snapshot is kept; the file size limit \
+                 (ulimit -f) stopped it: raise it to record more"
+                    .to_string()
+            } else {
+                "the recording up to the previous snapshot is kept".to_string()
             };
             bail!("cannot write to {}: {e}; {kept}", self.path.display());
         }

@@ -221,7 +221,9 @@ pub fn spawn_held(path: &Path, args: &[String]) -> Result<HeldChild> {
             // runtime ignores SIGPIPE, and an ignored signal stays ignored across exec
             // (`yes | head -1` would then end `yes` with EPIPE, status 1, instead of SIGPIPE,
             // 141). std's Command resets it the same way; this fork does not use Command.
+            // The recorder also ignores SIGXFSZ (record::defer_stop_signals).
             libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+            libc::signal(libc::SIGXFSZ, libc::SIG_DFL);
             let mut none: libc::sigset_t = std::mem::zeroed();
             libc::sigemptyset(&mut none);
             libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());

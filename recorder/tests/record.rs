@@ -1887,15 +1887,25 @@ fn duration_ends_the_recording_and_the_started_command() {
 /// outlives the session, as nohup asks; SIGTERM still stops it. Without nohup, SIGHUP stops
 /// it, with a final snapshot and an end record. In a user's trial, the hang-up of a logout cut
 /// a two-hour `nohup leak-record -p ... &` short.
+/// SIGHUP, SIGUSR1, SIGUSR2 and SIGALRM end the recording as SIGTERM does, with an end record
+/// naming the signal (their default action killed leak-record before, leaving no end); under
+/// nohup, SIGHUP is ignored.
 #[test]
-fn a_hangup_stops_the_recording_unless_under_nohup() {
+fn stop_signals_end_the_recording_and_a_hangup_does_not_under_nohup() {
     if !bpf_ready() {
         return;
     }
     let (mut target, _t_out) =
         spawn_waiting(&[&fixture("leaky"), "--wait-start", "basic", "1", "1"]);
     let pid = target.id().to_string();
-    for nohup in [true, false] {
+    let cases = [
+        (true, libc::SIGHUP),
+        (false, libc::SIGHUP),
+        (false, libc::SIGUSR1),
+        (false, libc::SIGUSR2),
+        (false, libc::SIGALRM),
+    ];
+    for (nohup, sig) in cases {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("run.zst");
         let args = [
@@ -1931,7 +1941,7 @@ fn a_hangup_stops_the_recording_unless_under_nohup() {
             // SAFETY: kill(2) of our own child, by its PID.
             unsafe { libc::kill(rec_pid, sig) }
         };
-        assert_eq!(signal(libc::SIGHUP), 0);
+        assert_eq!(signal(sig), 0);
         let stopped_by = if nohup {
             // Still recording two snapshots later.
             wait_for_line(&mut err, "snapshot", Duration::from_secs(10), "recorder");
@@ -1940,16 +1950,116 @@ fn a_hangup_stops_the_recording_unless_under_nohup() {
             assert_eq!(signal(libc::SIGTERM), 0);
             libc::SIGTERM
         } else {
-            libc::SIGHUP
+            sig
         };
-        assert!(rec.wait().unwrap().success(), "nohup: {nohup}");
+        let status = rec.wait().unwrap();
+        assert!(status.success(), "nohup: {nohup}, signal {sig}: {status:?}");
         let (state, _) = read_recording(&out);
         assert_eq!(
             state.end.unwrap().reason,
             leak_format::EndReason::Signal(stopped_by),
-            "nohup: {nohup}"
+            "nohup: {nohup}, signal {sig}"
         );
     }
+    let _ = target.kill();
+    let _ = target.wait();
+}
+
+/// Past a file size limit (`ulimit -f`) a write fails, and leak-record ends on that error with
+/// the snapshots written before it and says which limit to raise; SIGXFSZ used to kill it.
+#[test]
+fn a_file_size_limit_ends_the_recording_with_what_fits() {
+    use std::os::unix::process::CommandExt;
+    if !bpf_ready() {
+        return;
+    }
+    let (mut target, _t_out) = spawn_waiting(&[
+        &fixture("leaky"),
+        "--wait-start",
+        "--wait-end",
+        "basic",
+        "1000",
+        "100",
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run.zst");
+    // The snapshots fit in 128 KiB; the symbol bundle written at the end (the fixture and
+    // libc, about 2 MiB) does not.
+    const LIMIT: u64 = 128 * 1024;
+    let mut cmd = Command::new(RECORDER);
+    cmd.args(["-o", out.to_str().unwrap(), "-i", "100ms", "-d", "2s"])
+        .args(["--bundle-symbols", "-p", &target.id().to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    // SAFETY: setrlimit is async-signal-safe and only changes the child's own limit.
+    unsafe {
+        cmd.pre_exec(|| {
+            let lim = libc::rlimit {
+                rlim_cur: LIMIT,
+                rlim_max: LIMIT,
+            };
+            if libc::setrlimit(libc::RLIMIT_FSIZE, &lim) == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+    }
+    let mut rec = cmd.spawn().unwrap();
+    let mut err = BufReader::new(rec.stderr.take().unwrap());
+    wait_for_line(
+        &mut err,
+        "recording PID",
+        Duration::from_secs(30),
+        "recorder",
+    );
+    let mut t_in = target.stdin.take().unwrap();
+    t_in.write_all(b"go\n").unwrap();
+    let mut stderr = String::new();
+    err.read_to_string(&mut stderr).unwrap();
+    let status = rec.wait().unwrap();
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("File too large")
+            && stderr.contains("the recording up to the previous snapshot is kept")
+            && stderr.contains("the file size limit (ulimit -f) stopped it"),
+        "{stderr}"
+    );
+    let len = fs::metadata(&out).unwrap().len();
+    assert!(len <= LIMIT, "{len}");
+    let (state, tail) = read_recording(&out);
+    assert!(tail.is_none(), "cut back to whole records: {tail:?}");
+    // Every snapshot the recorder reported before the bundle is in the file, with the leak.
+    let reported = stderr
+        .lines()
+        .filter_map(|l| {
+            l.split(" snapshot ")
+                .nth(1)?
+                .split(' ')
+                .next()?
+                .parse::<u32>()
+                .ok()
+        })
+        .max()
+        .unwrap();
+    assert!(reported >= 2, "{stderr}");
+    assert_eq!(state.snapshots, reported, "{stderr}");
+    let end = state.end.clone().map(|e| e.reason);
+    let r = Recorded {
+        state,
+        tail: None,
+        stdout: String::new(),
+        stderr: stderr.clone(),
+        code: status.code(),
+    };
+    let leak = r.by_function("leak_here");
+    assert_eq!((leak.bytes, leak.count), (100_000, 1000), "{leak:?}");
+    match end {
+        Some(leak_format::EndReason::Error(e)) => assert!(e.contains("File too large"), "{e}"),
+        other => panic!("{other:?}"),
+    }
+    drop(t_in);
     let _ = target.kill();
     let _ = target.wait();
 }
