@@ -8,7 +8,7 @@ use serde::Serialize;
 use crate::detect::{self, Detection, Verdict};
 use crate::series::{Recording, Series};
 use crate::suppress::Suppressions;
-use crate::symbolize::{Resolver, SymFrame, UNMAPPED};
+use crate::symbolize::{Resolver, SymFrame, NOT_CODE, UNMAPPED};
 
 /// Which verdict decides (the other is always reported too).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
@@ -1034,6 +1034,28 @@ fn quality_warnings(
             "{shallow} of {} stacks are at most 2 frames deep: the program probably lacks frame \
              pointers; rebuild with -fno-omit-frame-pointer (Rust: -C force-frame-pointers=yes)",
             real.len()
+        ));
+    }
+    let astray = |s: &&&StackReport| {
+        s.frames
+            .iter()
+            .any(|f| f.function.as_deref() == Some(NOT_CODE))
+    };
+    let count = real.iter().filter(astray).count();
+    if let Some(first) = real.iter().find(astray) {
+        let frame = first
+            .frames
+            .iter()
+            .find(|f| f.function.as_deref() == Some(NOT_CODE))
+            .map_or_else(String::new, SymFrame::display);
+        w.push(format!(
+            "{count} stack{} hold{} an address outside its module's code (stack {}: {frame}): \
+             not a return address, so the stack walk went astray there (code without frame \
+             pointers), and the frames after it are not callers; rebuild with \
+             -fno-omit-frame-pointer (Rust: -C force-frame-pointers=yes)",
+            if count == 1 { "" } else { "s" },
+            if count == 1 { "s" } else { "" },
+            first.id,
         ));
     }
     let missing = resolver_missing;

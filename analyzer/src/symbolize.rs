@@ -70,12 +70,19 @@ enum ModuleSource {
 /// The module of a frame in no recorded mapping.
 pub const UNMAPPED: &str = "[unknown]";
 
+/// The function of a frame outside its module's code (no executable segment holds it): not a
+/// return address, but what a stack walk without frame pointers read from the stack.
+pub const NOT_CODE: &str = "[not code]";
+
 /// Symbolizes the frames of one recording.
 pub struct Resolver {
     inner: Symbolizer,
     sources: HashMap<u32, ModuleSource>,
     modules: BTreeMap<u32, Module>,
     maps: Vec<leak_format::MapEntry>,
+    /// Each module's code, where the file used for it says: the file ranges of its executable
+    /// segments (sorted).
+    code: HashMap<u32, Vec<(u64, u64)>>,
     /// Kernel symbols saved by a kernel-mode recording, by address.
     kernel: BTreeMap<u64, KernelSymbol>,
     /// What could not be used, and why (one line each).
@@ -110,6 +117,8 @@ struct ElfFacts {
     debug_link: Option<PathBuf>,
     /// Its loadable segments with contents: (file offset, file size, virtual address).
     segments: Vec<(u64, u64, u64)>,
+    /// The file ranges (start, end) of its executable segments with contents, sorted.
+    code: Vec<(u64, u64)>,
 }
 
 impl ElfFacts {
@@ -149,6 +158,17 @@ impl ElfFacts {
         let exec: Vec<_> = load()
             .filter(|ph| ph.p_flags(e).0 & object::elf::PF_X.0 != 0)
             .collect();
+        facts.code = exec
+            .iter()
+            .filter(|ph| ph.p_filesz(e) > 0)
+            .map(|ph| {
+                (
+                    ph.p_offset(e),
+                    ph.p_offset(e).saturating_add(ph.p_filesz(e)),
+                )
+            })
+            .collect();
+        facts.code.sort_unstable();
         if !exec.is_empty() && exec.iter().all(|ph| ph.p_filesz(e) == 0) {
             facts.debug_only = Some(
                 exec.iter()
@@ -208,6 +228,7 @@ impl Resolver {
             sources: HashMap::new(),
             modules: modules.clone(),
             maps: maps.to_vec(),
+            code: HashMap::new(),
             kernel: BTreeMap::new(),
             warnings: Vec::new(),
             _scratch: None,
@@ -337,6 +358,22 @@ impl Resolver {
     /// rebuilt at its path without a build ID, as lld links by default, would name every frame
     /// wrong).
     fn accept(
+        &mut self,
+        m: &Module,
+        path: &Path,
+        facts: &ElfFacts,
+        what: &str,
+    ) -> Option<ModuleSource> {
+        let source = self.check(m, path, facts, what)?;
+        // A debug file without code (DebugOnly) keeps the code of the binary it completes.
+        if !facts.code.is_empty() {
+            self.code.insert(m.id, facts.code.clone());
+        }
+        Some(source)
+    }
+
+    /// `accept`'s checks.
+    fn check(
         &mut self,
         m: &Module,
         path: &Path,
@@ -474,6 +511,19 @@ impl Resolver {
                 .modules
                 .get(&module)
                 .map_or_else(|| "?".to_string(), |m| m.path.clone());
+            // Offsets outside the module's code are not return addresses: no symbol of theirs
+            // (a variable, or a function the file offset happens to map to) is asked for.
+            if let Some(code) = self.code.get(&module) {
+                frames.retain(|&(off, _)| {
+                    let at = off.saturating_sub(1);
+                    let i = code.partition_point(|&(start, _)| start <= at);
+                    let inside = i > 0 && at < code[i - 1].1;
+                    if !inside {
+                        resolved.insert((module, off), not_code_frame(&path, off));
+                    }
+                    inside
+                });
+            }
             let symbolized = self.resolve_module(module, &path, &frames);
             for ((off, _), f) in frames.into_iter().zip(symbolized) {
                 resolved.insert((module, off), f);
@@ -614,6 +664,13 @@ impl Resolver {
 }
 
 /// A frame left as module+offset.
+/// A frame outside its module's code (see [`NOT_CODE`]).
+fn not_code_frame(module: &str, offset: u64) -> Vec<SymFrame> {
+    let mut frame = bare_frame(module, offset);
+    frame[0].function = Some(NOT_CODE.to_string());
+    frame
+}
+
 fn bare_frame(module: &str, offset: u64) -> Vec<SymFrame> {
     vec![SymFrame {
         function: None,
@@ -688,6 +745,81 @@ mod tests {
             module: module.map(str::to_string),
         };
         (addr, s)
+    }
+
+    /// The file offset of a symbol of `kind` with at least 16 bytes in `data` (an ELF file),
+    /// in a loadable segment that is (`code`) or is not executable, and its name.
+    fn symbol_in(data: &[u8], kind: object::SymbolKind, code: bool) -> Option<(u64, String)> {
+        use object::read::elf::{ElfFile64, ProgramHeader};
+        use object::{Endianness, Object, ObjectSymbol};
+        let elf = ElfFile64::<Endianness, &[u8]>::parse(data).ok()?;
+        let e = elf.endian();
+        let segments: Vec<_> = elf
+            .elf_program_headers()
+            .iter()
+            .filter(|ph| ph.p_type(e) == object::elf::PT_LOAD && ph.p_filesz(e) > 0)
+            .map(|ph| {
+                let exec = ph.p_flags(e).0 & object::elf::PF_X.0 != 0;
+                (ph.p_vaddr(e), ph.p_filesz(e), ph.p_offset(e), exec)
+            })
+            .collect();
+        elf.symbols().find_map(|sym| {
+            if sym.kind() != kind || sym.size() < 16 {
+                return None;
+            }
+            let a = sym.address();
+            let &(vaddr, _, offset, _) = segments
+                .iter()
+                .find(|&&(v, size, _, exec)| v <= a && a + 16 <= v + size && exec == code)?;
+            Some((a - vaddr + offset, sym.name().ok()?.to_string()))
+        })
+    }
+
+    /// A stack walked without frame pointers can read a data address as a return address:
+    /// such a frame is said to be no code, never named after the variable stored there.
+    #[test]
+    fn a_frame_outside_the_code_is_not_named_after_data() {
+        let exe = std::env::current_exe().unwrap();
+        let data = fs::read(&exe).unwrap();
+        let (datum, datum_name) = symbol_in(&data, object::SymbolKind::Data, false)
+            .expect("the test binary has a variable outside its code");
+        let (code, _) = symbol_in(&data, object::SymbolKind::Text, true)
+            .expect("the test binary has a function");
+        let module = Module {
+            id: 1,
+            path: exe.display().to_string(),
+            build_id: ElfFacts::parse(&data).build_id,
+            file_size: data.len() as u64,
+        };
+        let modules = BTreeMap::from([(1, module)]);
+        let r = Resolver::new(&modules, &BTreeMap::new(), &[], &Options::default());
+        // Return addresses: looked up one byte before.
+        let frame = |offset| Frame {
+            addr: 0x10_0000 + offset,
+            module: Some(1),
+            offset,
+        };
+        let got = r.symbolize(&[&[frame(code + 9), frame(datum + 9)]]);
+        let frames = &got[0];
+        let last = frames.last().unwrap();
+        assert!(
+            frames[0].function.as_deref().is_some_and(|f| f != NOT_CODE),
+            "{frames:?}"
+        );
+        assert_eq!(
+            last.function.as_deref(),
+            Some(NOT_CODE),
+            "{datum_name}: {last:?}"
+        );
+        assert_eq!((last.offset, last.file.as_deref()), (datum + 9, None));
+        assert_eq!(
+            last.display(),
+            format!(
+                "{NOT_CODE} ({}+{:#x})",
+                short(&exe.display().to_string()),
+                datum + 9
+            )
+        );
     }
 
     #[test]

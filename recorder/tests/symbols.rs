@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use leak_format::AllocKind;
-use leak_report::symbolize::{Options, Resolver, SymFrame};
+use leak_report::symbolize::{Options, Resolver, SymFrame, NOT_CODE};
 use leak_report::{input, series};
 use object::{Object, ObjectSegment};
 
@@ -351,5 +351,78 @@ fn a_bundled_or_sysroot_copy_finds_its_debug_file_as_the_recorded_path_would() {
             .iter()
             .any(|w| w.starts_with("debug file") && w.contains("not used")),
         "{warnings:?}"
+    );
+}
+
+/// The file offset of a variable of an ELF file, through the loadable segment holding it.
+fn variable_offset(elf: &Path, name: &str) -> u64 {
+    use object::ObjectSymbol;
+    let data = std::fs::read(elf).unwrap();
+    let file = object::File::parse(&*data).unwrap();
+    let sym = file
+        .symbols()
+        .find(|s| s.name() == Ok(name))
+        .unwrap_or_else(|| panic!("{name} in {}", elf.display()));
+    let seg = file
+        .segments()
+        .find(|s| s.address() <= sym.address() && sym.address() < s.address() + s.size())
+        .unwrap();
+    sym.address() - seg.address() + seg.file_range().0
+}
+
+/// Code without frame pointers leaves anything in %rbp, and a walk through it may take a
+/// variable's address for a return address. That frame is kept (nothing recorded is dropped),
+/// and leak-report says it is no code, with a warning, instead of naming it after whatever
+/// symbol the file offset falls in.
+#[test]
+fn a_return_address_in_data_is_said_to_be_no_code() {
+    if !bpf_ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let exe = copy_fixture(dir.path(), "leaky");
+    let out = dir.path().join("run.zst");
+    let status = Command::new(RECORDER)
+        .args(["-q", "-i", "1s", "-o"])
+        .arg(&out)
+        .arg("--")
+        .arg(&exe)
+        .args(["bogus_fp", "1000", "data"])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let rec = input::read(&out, series::DEFAULT_CAP).unwrap();
+    let (&(id, _), _) = rec
+        .series
+        .iter()
+        .find(|((_, kind), s)| *kind == AllocKind::Heap && s.last.outstanding_bytes() == 100_000)
+        .expect("the leak's stack");
+    let frames = &rec.stacks[&id].frames;
+    assert_eq!(frames.len(), 2, "{frames:x?}");
+    // bogus_datum[2], in the program's data.
+    let datum = variable_offset(&exe, "bogus_datum") + 16;
+    assert_eq!(frames[1].offset, datum, "{frames:x?}");
+    let resolver = Resolver::new(&rec.modules, &rec.bundles, &rec.maps, &Options::default());
+    let named = resolver.symbolize(&[frames.as_slice()]).remove(0);
+    let names: Vec<Option<&str>> = named.iter().map(|f| f.function.as_deref()).collect();
+    assert_eq!(
+        names,
+        [Some("malloc_with_rbp"), Some(NOT_CODE)],
+        "{named:?}"
+    );
+    assert_eq!(named[1].offset, datum);
+    let settings = leak_report::analysis::Settings {
+        detector: leak_report::analysis::Detector::Robust,
+        detect: leak_report::detect::Config::default(),
+        memory_limit: None,
+    };
+    let analysis = leak_report::analysis::analyze(&rec, &resolver, &settings);
+    let warning = format!(
+        "1 stack holds an address outside its module's code (stack {id}: {NOT_CODE} (leaky+{datum:#x}))"
+    );
+    assert!(
+        analysis.warnings.iter().any(|w| w.starts_with(&warning)),
+        "{warning}\n{:#?}",
+        analysis.warnings
     );
 }
