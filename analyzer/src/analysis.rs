@@ -882,6 +882,7 @@ fn quality_warnings(
         ));
     }
     w.extend(order_warnings(rec));
+    w.extend(gap_warning(rec));
     let start = rec.header.as_ref().map_or(0, |h| h.start_mono_ns);
     let attached = rec
         .header
@@ -1202,6 +1203,26 @@ fn unmapped_warning_of(stacks: &[&StackReport]) -> Option<String> {
             if n == 1 { "lies" } else { "lie" },
         )
     })
+}
+
+/// A stretch without snapshots far longer than the interval: the recorder was stopped (Ctrl-Z,
+/// SIGSTOP, a frozen cgroup) or starved. Nothing is lost (the counters kept counting), but
+/// what happened meanwhile shows as one step, and a leak's rate there is not seen.
+fn gap_warning(rec: &Recording) -> Option<String> {
+    let interval = rec.header.as_ref()?.interval_ns as f64 / 1e9;
+    let (at, gap) = rec.longest_gap?;
+    if interval <= 0.0 || gap < 5.0 * interval || gap < interval + 5.0 {
+        return None;
+    }
+    let h = crate::output::human_duration;
+    Some(format!(
+        "no snapshot for {} after {} (one every {} otherwise): leak-record was stopped (Ctrl-Z, \
+         SIGSTOP) or starved of CPU meanwhile; its counters went on counting, so nothing was \
+         lost, but what happened in that time shows as one step at its end",
+        h(gap),
+        h(at),
+        h(interval)
+    ))
 }
 
 /// The record order's violations (docs/format.md, 1.3), one line each.

@@ -308,6 +308,9 @@ pub struct Recording {
     /// Read from a bcc or libbpf-tools memleak text log (which names no target), not from a
     /// leak-record recording.
     pub memleak_log: bool,
+    /// The longest time between two analyzed snapshots: (seconds since the start at the one
+    /// before it, its length in seconds).
+    pub longest_gap: Option<(f64, f64)>,
 }
 
 /// Whether the snapshot taken at the target's exit, numbered `at` (as many were taken before
@@ -785,6 +788,9 @@ impl Fold {
                     self.cap,
                 );
                 rec.losses = s.losses;
+                if rec.snapshots > 0 && t - rec.duration > rec.longest_gap.map_or(0.0, |g| g.1) {
+                    rec.longest_gap = Some((rec.duration, t - rec.duration));
+                }
                 rec.snapshots += 1;
                 rec.duration = t;
             }

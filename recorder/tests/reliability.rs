@@ -552,6 +552,57 @@ fn the_processes_a_command_started_end_with_it() {
     }
 }
 
+/// A recorder stopped (Ctrl-Z, SIGSTOP) takes no snapshot meanwhile. Its counters go on, so
+/// nothing is lost, but what happened then shows as one step: leak-report says how long the
+/// snapshots stopped, which it did not before.
+#[test]
+fn a_stopped_recorder_leaves_a_gap_that_leak_report_names() {
+    if !bpf_ready() {
+        return;
+    }
+    let (target, _t_out) = start_waiting(&[&fixture("leaky"), "--wait-start", "basic", "1", "1"]);
+    let pid = target.0.id().to_string();
+    let mut rec = start_recorder(&["-p", &pid, "-i", "200ms"]);
+    wait_for_line(
+        &mut rec.stderr,
+        "snapshot 2 ",
+        Duration::from_secs(60),
+        "recorder",
+    );
+    let signal = |sig| {
+        // SAFETY: kill(2) of our own child, by its PID.
+        unsafe { libc::kill(rec.child.id() as i32, sig) }
+    };
+    assert_eq!(signal(libc::SIGSTOP), 0);
+    std::thread::sleep(Duration::from_secs(6));
+    assert_eq!(signal(libc::SIGCONT), 0);
+    let after = wait_for_line(
+        &mut rec.stderr,
+        "snapshot",
+        Duration::from_secs(10),
+        "recorder",
+    );
+    wait_for_line(
+        &mut rec.stderr,
+        "snapshot",
+        Duration::from_secs(10),
+        "recorder",
+    );
+    assert_eq!(signal(libc::SIGTERM), 0);
+    let status = rec.child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "{after}");
+    let (text, recording) = leak_report_text(&rec.out).unwrap();
+    let (at, gap) = recording.longest_gap.unwrap();
+    assert!((6.0..30.0).contains(&gap), "{gap} s at {at} s");
+    let said = format!(
+        "no snapshot for {} after {} (one every 0.2 s otherwise): leak-record was stopped",
+        output::human_duration(gap),
+        output::human_duration(at)
+    );
+    assert!(text.contains(&said), "{said}\n{text}");
+    drop(target);
+}
+
 #[test]
 fn a_started_command_gets_the_signal_dispositions_a_shell_gives() {
     if !bpf_ready() {
