@@ -87,6 +87,9 @@ pub struct Analysis {
     /// `--allow-children`: the processes the target started, which are not recorded, do not
     /// keep a run without a leak from being called clean.
     pub children_ok: bool,
+    /// An attached recording's rate of frees of blocks allocated before the attach, per
+    /// second, over its last 40% ([`unknown_free_rate`]).
+    pub unknown_free_rate: Option<f64>,
 }
 
 /// Why a leak-record recording does not cover the whole run, if it does not: it has no end
@@ -147,6 +150,27 @@ pub fn cannot_vouch(rec: &Recording, a: &Analysis) -> Option<Unvouched> {
             why: format!(
                 "{}; record for longer after the load starts",
                 young_growth(first)
+            ),
+        });
+    }
+    let turnover: Vec<_> = a
+        .stacks
+        .iter()
+        .filter(|s| s.verdict == Verdict::AttachTurnover)
+        .collect();
+    if !turnover.is_empty() {
+        return Some(Unvouched {
+            headline: format!(
+                "No continuous leak found, but {} may be turnover since the attach",
+                plural(turnover.len() as u64, "growing stack", "growing stacks")
+            ),
+            why: format!(
+                "{} as fast as the process freed blocks allocated before the attach ({:.1}/s): \
+                 new blocks replacing old ones look like a leak until the old ones are gone; \
+                 record until those frees (unknown_free) stop, or start the program under \
+                 leak-record",
+                plural(turnover.len() as u64, "stack grew", "stacks grew"),
+                a.unknown_free_rate.unwrap_or(0.0)
             ),
         });
     }
@@ -283,6 +307,12 @@ pub fn analyze(rec: &Recording, resolver: &Resolver, s: &Settings) -> Analysis {
             })
         })
         .collect();
+    let turnover = unknown_free_rate(rec);
+    if let Some(rate) = turnover {
+        for s in &mut stacks {
+            mark_turnover(s, rate);
+        }
+    }
     // Leaks first, fastest first; then the others by outstanding bytes (what the outputs say);
     // ids break ties (deterministic).
     stacks.sort_by(|a, b| {
@@ -338,6 +368,7 @@ pub fn analyze(rec: &Recording, resolver: &Resolver, s: &Settings) -> Analysis {
     };
     warnings.extend(quality_warnings(rec, &stacks, missing));
     warnings.extend(untraced_growth(rec, &stacks));
+    warnings.extend(turnover.and_then(|rate| turnover_warning(&stacks, rate)));
     warnings.extend(exit_warning(rec, resolver, &stacks));
     warnings.extend(unnamed);
     // Stacks that hold nothing at the end need no verdict (a churn loop that appeared late).
@@ -380,10 +411,84 @@ pub fn analyze(rec: &Recording, resolver: &Resolver, s: &Settings) -> Analysis {
         unjudged,
         too_short,
         children_ok: false,
+        unknown_free_rate: turnover,
         min_outstanding: None,
         below_min: 0,
         below_min_leaks: 0,
     }
+}
+
+/// How fast a stack may grow, in blocks per second, for frees of blocks allocated before the
+/// attach at this share of that rate to make its growth [`Verdict::AttachTurnover`]: a cache
+/// renewing its entries frees one old block for each new one (a share of 1); half leaves room
+/// for the noise of both rates while a real leak beside a small turnover keeps its verdict.
+const TURNOVER_SHARE: f64 = 0.5;
+
+/// For a recording attached to a running process (`-p`): the rate, per second, at which it
+/// freed blocks allocated before the attach (the `unknown_free` counter) over the last 40% of
+/// the recording, where the persistence gate looks. None for a started command (whose blocks
+/// are all seen from its exec), kernel mode, and sampled recordings (which do not count
+/// those frees).
+fn unknown_free_rate(rec: &Recording) -> Option<f64> {
+    let h = rec.header.as_ref()?;
+    if h.target.mode != leak_format::TargetMode::Attach || rec.sample_bytes.is_some() {
+        return None;
+    }
+    let end = rec.timeline.last()?;
+    let from = end.t - detect::END_SHARE * end.t;
+    let start = rec.timeline.iter().rev().find(|p| p.t <= from)?;
+    let span = end.t - start.t;
+    (span > 0.0).then(|| end.unknown_free.saturating_sub(start.unknown_free) as f64 / span)
+}
+
+/// A continuous leak of a user stack that gains blocks no faster than the process frees
+/// blocks allocated before the attach (`unknown_frees` per second) divided by
+/// [`TURNOVER_SHARE`] becomes [`Verdict::AttachTurnover`], with the reason as a failed gate.
+fn mark_turnover(s: &mut StackReport, unknown_frees: f64) {
+    let Some(blocks) = s.detection.count_rate.filter(|&c| c > 0.0) else {
+        return;
+    };
+    if s.verdict != Verdict::ContinuousLeak
+        || s.kind.is_kernel()
+        || unknown_frees < TURNOVER_SHARE * blocks
+    {
+        return;
+    }
+    s.verdict = Verdict::AttachTurnover;
+    s.detection.gates.push(detect::Gate {
+        name: "attach_turnover",
+        passed: false,
+        detail: format!(
+            "{unknown_frees:.1} frees/s of blocks allocated before the attach in the last 40% \
+             >= {TURNOVER_SHARE} x this stack's {blocks:.1} new blocks/s: its growth may be \
+             blocks replacing those"
+        ),
+    });
+}
+
+/// What [`mark_turnover`] found, in a line: the fastest such stack and the rates.
+fn turnover_warning(stacks: &[StackReport], unknown_frees: f64) -> Option<String> {
+    let marked: Vec<&StackReport> = stacks
+        .iter()
+        .filter(|s| s.verdict == Verdict::AttachTurnover)
+        .collect();
+    let first = marked
+        .iter()
+        .max_by(|a, b| a.detection.rate.total_cmp(&b.detection.rate))?;
+    let blocks = first.detection.count_rate.unwrap_or(0.0);
+    let n = marked.len();
+    Some(format!(
+        "{n} stack{} grew about as fast as the process freed blocks allocated before the attach \
+         (stack {}: {} and {blocks:.1} blocks/s; those frees: {unknown_frees:.1}/s in the last \
+         40%): its growth may be new blocks replacing old ones (a cache renewing its entries), \
+         which looks like a leak until the old blocks are all gone, so {} called turnover since \
+         the attach, not a leak; record until those frees (unknown_free) stop, or start the \
+         program under leak-record",
+        if n == 1 { "" } else { "s" },
+        first.id,
+        crate::output::human_rate(first.detection.rate),
+        if n == 1 { "it is" } else { "they are" },
+    ))
 }
 
 /// Runs the detector on every series that ever allocated (None for the others), on as many

@@ -83,6 +83,12 @@ pub enum Verdict {
     /// Significant, material growth that persists to the end, does not slow down markedly and
     /// has not stalled in two or more of the four quarters.
     ContinuousLeak,
+    /// A continuous leak by every gate, in a recording attached to a running process (`-p`)
+    /// while it freed blocks allocated before the attach about as fast as the stack grew: the
+    /// growth may be new blocks replacing those (a cache renewing its entries), which the
+    /// recorder cannot tell from a leak until the old ones are all gone. Set by the analysis,
+    /// not by [`detect`].
+    AttachTurnover,
     /// Growth that stopped or levelled off (plateau, stopped leak, one-time step).
     BoundedGrowth,
     /// Still growing, but much slower at the end than at the start (saturating, logarithmic).

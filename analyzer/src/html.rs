@@ -243,8 +243,9 @@ pub fn render(rec: &Recording, a: &Analysis, opts: &HtmlOptions) -> Result<Strin
         .map_err(|e| format!("cannot render the report: {e}"))
 }
 
-const ALL_VERDICTS: [Verdict; 9] = [
+const ALL_VERDICTS: [Verdict; 10] = [
     Verdict::ContinuousLeak,
+    Verdict::AttachTurnover,
     Verdict::BoundedGrowth,
     Verdict::DeceleratingGrowth,
     Verdict::InconsistentGrowth,

@@ -33,8 +33,9 @@ EXAMPLES:
 EXIT STATUS:
     0 no gate failed, 1 a gate failed (--fail-on-leak, --max-rate, --max-outstanding),
     2 bad usage or unreadable input, or a leak gate that found no leak but cannot vouch for
-    the recording (too short, growth too young to judge, a full table, processes the target
-    started that were not recorded: the outputs are written, stderr says why).
+    the recording (too short, growth too young to judge, growth that may be turnover since a
+    -p attach, a full table, processes the target started that were not recorded: the outputs
+    are written, stderr says why).
 SIZE and RATE: a whole number of bytes, or with K, M, G, T (powers of 1024): 64M, 1M/h.";
 
 /// Find the call stacks whose memory keeps growing, in a leak-record recording (or a bcc /

@@ -300,6 +300,7 @@ pub fn parse(text: &str, cap: usize) -> Result<Recording, String> {
                 .values()
                 .fold(0, |sum: u64, s| sum.saturating_add(s.alloc_bytes)),
             memory: None,
+            unknown_free: 0,
         });
         rec.duration = t;
     }

@@ -118,6 +118,7 @@ pub fn human_duration(secs: f64) -> String {
 pub fn verdict_name(v: Verdict) -> &'static str {
     match v {
         Verdict::ContinuousLeak => "continuous leak",
+        Verdict::AttachTurnover => "turnover since the attach",
         Verdict::BoundedGrowth => "bounded growth",
         Verdict::DeceleratingGrowth => "decelerating growth",
         Verdict::InconsistentGrowth => "inconsistent growth",
@@ -133,6 +134,7 @@ pub fn verdict_name(v: Verdict) -> &'static str {
 pub fn verdict_id(v: Verdict) -> &'static str {
     match v {
         Verdict::ContinuousLeak => "continuous_leak",
+        Verdict::AttachTurnover => "attach_turnover",
         Verdict::BoundedGrowth => "bounded_growth",
         Verdict::DeceleratingGrowth => "decelerating_growth",
         Verdict::InconsistentGrowth => "inconsistent_growth",

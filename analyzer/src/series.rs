@@ -254,6 +254,8 @@ pub struct TimelinePoint {
     pub outstanding: u64,
     /// The target's memory, when known.
     pub memory: Option<ProcMemory>,
+    /// Frees of blocks the recorder never saw allocated, so far (the loss counter).
+    pub unknown_free: u64,
 }
 
 /// Everything the analysis needs from one recording.
@@ -784,6 +786,7 @@ impl Fold {
                         t,
                         outstanding: self.heap_outstanding.max(0) as u64,
                         memory: s.memory,
+                        unknown_free: s.losses.unknown_free,
                     },
                     self.cap,
                 );

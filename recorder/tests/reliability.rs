@@ -552,6 +552,97 @@ fn the_processes_a_command_started_end_with_it() {
     }
 }
 
+/// Attached to a running process, a cache that renews entries allocated before the attach
+/// gains a block at each renewal, and the free of the old one is of a block never seen
+/// allocated (`unknown_free`): by every test on its series that growth is a leak, and it was
+/// reported as one. leak-report calls it turnover since the attach (a leak gate passes no run
+/// with one), while a real leak in the same process, gaining blocks faster than those frees
+/// come, stays a continuous leak.
+#[test]
+fn a_cache_renewing_entries_from_before_the_attach_is_turnover_not_a_leak() {
+    if !bpf_ready() {
+        return;
+    }
+    let (mut target, mut t_out) =
+        spawn_until(&[&fixture("leaky"), "turnover", "4096", "800"], "full");
+    let pid = target.id().to_string();
+    let mut rec = start_recorder(&["-p", &pid, "-i", "200ms"]);
+    wait_for_line(
+        &mut rec.stderr,
+        "recording PID",
+        Duration::from_secs(60),
+        "recorder",
+    );
+    let mut t_in = target.stdin.take().unwrap();
+    t_in.write_all(b"go\n").unwrap();
+    wait_for_line(&mut t_out, "done", Duration::from_secs(120), "fixture");
+    // One snapshot after the work, so that the growth lasts to the end.
+    wait_for_line(
+        &mut rec.stderr,
+        "snapshot",
+        Duration::from_secs(10),
+        "recorder",
+    );
+    // SAFETY: kill(2) of our own child, by its PID.
+    assert_eq!(
+        unsafe { libc::kill(rec.child.id() as i32, libc::SIGTERM) },
+        0
+    );
+    assert!(rec.child.wait().unwrap().success());
+    drop(t_in);
+    let _ = target.wait();
+    let rec_file = input::read(&rec.out, series::DEFAULT_CAP).unwrap();
+    assert_eq!(rec_file.losses.unknown_free, 800, "{:?}", rec_file.losses);
+    let resolver = Resolver::new(
+        &rec_file.modules,
+        &rec_file.bundles,
+        &rec_file.maps,
+        &Options::default(),
+    );
+    let a = analysis::analyze(&rec_file, &resolver, &settings());
+    let stack = |function: &str| {
+        a.stacks
+            .iter()
+            .find(|s| s.frames.first().and_then(|f| f.function.as_deref()) == Some(function))
+            .unwrap_or_else(|| panic!("no {function} stack"))
+    };
+    let (renew, leak) = (stack("ring_renew"), stack("leak_steady"));
+    assert_eq!(
+        (renew.outstanding_bytes, renew.outstanding_count),
+        (800 * 256, 800)
+    );
+    assert_eq!(
+        (leak.outstanding_bytes, leak.outstanding_count),
+        (4000 * 64, 4000)
+    );
+    assert_eq!(
+        renew.verdict,
+        leak_report::detect::Verdict::AttachTurnover,
+        "{:#?}",
+        renew.detection.gates
+    );
+    assert_eq!(
+        renew.detection.gates.last().map(|g| (g.name, g.passed)),
+        Some(("attach_turnover", false))
+    );
+    assert_eq!(
+        leak.verdict,
+        leak_report::detect::Verdict::ContinuousLeak,
+        "{:#?}",
+        leak.detection.gates
+    );
+    let said = format!(
+        "1 stack grew about as fast as the process freed blocks allocated before the attach \
+         (stack {}:",
+        renew.id
+    );
+    assert!(
+        a.warnings.iter().any(|w| w.starts_with(&said)),
+        "{said}\n{:#?}",
+        a.warnings
+    );
+}
+
 /// A recorder stopped (Ctrl-Z, SIGSTOP) takes no snapshot meanwhile. Its counters go on, so
 /// nothing is lost, but what happened then shows as one step: leak-report says how long the
 /// snapshots stopped, which it did not before.

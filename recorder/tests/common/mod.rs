@@ -483,6 +483,12 @@ pub fn wait_for_line<R: Read + AsRawFd>(
 /// Starts a fixture (`args[0]`, with --wait-start) that prints "ready" and then waits for a
 /// line on stdin; returns it with its stdout once it is ready.
 pub fn spawn_waiting(args: &[&str]) -> (Child, BufReader<ChildStdout>) {
+    spawn_until(args, "ready")
+}
+
+/// Starts a fixture with stdin and stdout piped and waits until it prints a line containing
+/// `line`.
+pub fn spawn_until(args: &[&str], line: &str) -> (Child, BufReader<ChildStdout>) {
     let mut child = Command::new(args[0])
         .args(&args[1..])
         .stdin(Stdio::piped())
@@ -490,7 +496,7 @@ pub fn spawn_waiting(args: &[&str]) -> (Child, BufReader<ChildStdout>) {
         .spawn()
         .unwrap();
     let mut out = BufReader::new(child.stdout.take().unwrap());
-    wait_for_line(&mut out, "ready", Duration::from_secs(10), args[0]);
+    wait_for_line(&mut out, line, Duration::from_secs(10), args[0]);
     (child, out)
 }
 
