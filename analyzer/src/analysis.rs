@@ -1044,8 +1044,9 @@ fn quality_warnings(
     if cut_short {
         w.push(
             "leak-record's -d ended the recording with the command still running (it ended the \
-             command): the run did not finish; to bound a test's time, run leak-record under \
-             timeout (timeout 60 leak-record ... -- ./test), whose status 124 fails the step"
+             command, whose exit status is not known): as expected for a service recorded for a \
+             set time, but a test did not finish; bound a test's time with timeout around \
+             leak-record (timeout 60 leak-record ... -- ./test), whose status 124 fails the step"
                 .to_string(),
         );
     }

@@ -793,6 +793,43 @@ fn a_full_disk_stops_kernel_mode_with_one_line_and_keeps_every_snapshot() {
 /// the frees its exit defers (socket inodes after an RCU grace period): a process that closed
 /// everything by exiting leaves nothing outstanding. Taken at once, the last snapshot kept
 /// about 120 KiB of socket inodes of `fileleak leak 150 20` outstanding, every time.
+/// A `--pid` process's exit snapshot is judged apart from its life: when the snapshots before
+/// it are too few to judge, leak-record's closing note counts only those, and says why.
+#[test]
+fn a_short_pid_recording_is_said_too_short_without_its_exit_snapshot() {
+    if analysis_child() {
+        return;
+    }
+    if !bpf_ready() {
+        return;
+    }
+    let fileleak = fixtures().join("fileleak");
+    let (mut target, _t_out) = spawn_waiting(&[
+        fileleak.to_str().unwrap(),
+        "--wait-start",
+        "leak",
+        "50",
+        "20",
+    ]);
+    let pid = target.id().to_string();
+    let (mut rec, mut log) = start_kernel_recorder(&["--pid", &pid, "-i", "200ms"]);
+    target.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    assert!(target.wait().unwrap().success());
+    let status = wait_exit(&mut rec.child, Duration::from_secs(30), "recorder");
+    rec.stderr.read_to_string(&mut log).unwrap();
+    assert!(status.success(), "{log}");
+    let (state, _) = read_recording(&rec.out);
+    let judged = state.snapshots - 1;
+    assert!((1..13).contains(&judged), "{log}");
+    let note = format!("leak-record: note: {judged} snapshot");
+    let apart = "(the snapshot at the process's exit is judged apart)";
+    let line = log
+        .lines()
+        .find(|l| l.starts_with(&note))
+        .unwrap_or_default();
+    assert!(line.ends_with(apart), "{log}");
+}
+
 #[test]
 fn what_a_process_frees_by_exiting_is_freed_in_the_last_snapshot() {
     if analysis_child() {
