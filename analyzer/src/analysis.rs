@@ -8,7 +8,7 @@ use serde::Serialize;
 use crate::detect::{self, Detection, Verdict};
 use crate::series::{Recording, Series};
 use crate::suppress::Suppressions;
-use crate::symbolize::{Resolver, SymFrame, NOT_CODE, UNMAPPED};
+use crate::symbolize::{Resolver, SymFrame, UNMAPPED};
 
 /// Which verdict decides (the other is always reported too).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
@@ -153,27 +153,6 @@ pub fn cannot_vouch(rec: &Recording, a: &Analysis) -> Option<Unvouched> {
             ),
         });
     }
-    let turnover: Vec<_> = a
-        .stacks
-        .iter()
-        .filter(|s| s.verdict == Verdict::AttachTurnover)
-        .collect();
-    if !turnover.is_empty() {
-        return Some(Unvouched {
-            headline: format!(
-                "No continuous leak found, but {} may be turnover since the attach",
-                plural(turnover.len() as u64, "growing stack", "growing stacks")
-            ),
-            why: format!(
-                "{} as fast as the process freed blocks allocated before the attach ({:.1}/s): \
-                 new blocks replacing old ones look like a leak until the old ones are gone; \
-                 record until those frees (unknown_free) stop, or start the program under \
-                 leak-record",
-                plural(turnover.len() as u64, "stack grew", "stacks grew"),
-                a.unknown_free_rate.unwrap_or(0.0)
-            ),
-        });
-    }
     let l = &rec.losses;
     let full = [
         (
@@ -196,6 +175,27 @@ pub fn cannot_vouch(rec: &Recording, a: &Analysis) -> Option<Unvouched> {
             why: format!(
                 "{n} allocations were {what}, and a leak may be among them; record again with \
                  a larger {option}"
+            ),
+        });
+    }
+    let turnover: Vec<_> = a
+        .stacks
+        .iter()
+        .filter(|s| s.verdict == Verdict::AttachTurnover)
+        .collect();
+    if !turnover.is_empty() {
+        return Some(Unvouched {
+            headline: format!(
+                "No continuous leak found, but {} may be turnover since the attach",
+                plural(turnover.len() as u64, "growing stack", "growing stacks")
+            ),
+            why: format!(
+                "{} blocks at most twice as fast as the process freed blocks allocated before \
+                 the attach ({:.1}/s): new blocks replacing old ones look like a leak until the \
+                 old ones are gone; record until those frees (unknown_free) stop, or start the \
+                 program under leak-record",
+                plural(turnover.len() as u64, "stack gained", "stacks gained"),
+                a.unknown_free_rate.unwrap_or(0.0)
             ),
         });
     }
@@ -309,16 +309,19 @@ pub fn analyze(rec: &Recording, resolver: &Resolver, s: &Settings) -> Analysis {
         .collect();
     let turnover = unknown_free_rate(rec);
     if let Some(rate) = turnover {
-        for s in &mut stacks {
-            mark_turnover(s, rate);
-        }
+        mark_turnover(&mut stacks, rate);
     }
-    // Leaks first, fastest first; then the others by outstanding bytes (what the outputs say);
-    // ids break ties (deterministic).
+    // Leaks first, fastest first, then the growth that may be turnover since the attach (which
+    // the headline names); then the others by outstanding bytes (what the outputs say); ids
+    // break ties (deterministic).
     stacks.sort_by(|a, b| {
-        let leak = |r: &StackReport| r.verdict == Verdict::ContinuousLeak;
+        let leak = |r: &StackReport| match r.verdict {
+            Verdict::ContinuousLeak => 2,
+            Verdict::AttachTurnover => 1,
+            _ => 0,
+        };
         let by_rate = |x: &StackReport, y: &StackReport| {
-            if leak(x) {
+            if leak(x) > 0 {
                 y.detection.rate.total_cmp(&x.detection.rate)
             } else {
                 std::cmp::Ordering::Equal
@@ -368,7 +371,6 @@ pub fn analyze(rec: &Recording, resolver: &Resolver, s: &Settings) -> Analysis {
     };
     warnings.extend(quality_warnings(rec, &stacks, missing));
     warnings.extend(untraced_growth(rec, &stacks));
-    warnings.extend(turnover.and_then(|rate| turnover_warning(&stacks, rate)));
     warnings.extend(exit_warning(rec, resolver, &stacks));
     warnings.extend(unnamed);
     // Stacks that hold nothing at the end need no verdict (a churn loop that appeared late).
@@ -418,20 +420,45 @@ pub fn analyze(rec: &Recording, resolver: &Resolver, s: &Settings) -> Analysis {
     }
 }
 
-/// How fast a stack may grow, in blocks per second, for frees of blocks allocated before the
-/// attach at this share of that rate to make its growth [`Verdict::AttachTurnover`]: a cache
+/// How fast stacks may gain blocks, together, for frees of blocks allocated before the attach
+/// at this share of that rate to make their growth [`Verdict::AttachTurnover`]: a cache
 /// renewing its entries frees one old block for each new one (a share of 1); half leaves room
-/// for the noise of both rates while a real leak beside a small turnover keeps its verdict.
+/// for renewals that slow as the old blocks run out (the frees are counted over the last 40%,
+/// the growth over the whole window).
 const TURNOVER_SHARE: f64 = 0.5;
+
+/// Why an attached recording cannot tell turnover from a leak, if it cannot: frees of blocks
+/// it never saw allocated are not counted (sampling), or are counted for more than the blocks
+/// from before the attach (those outside `--min-size`/`--max-size`, or lost to a full table or
+/// a failed call-state allocation, whose frees count too).
+fn turnover_blind(rec: &Recording) -> Option<&'static str> {
+    let h = rec.header.as_ref()?;
+    let l = &rec.losses;
+    if rec.sample_bytes.is_some() {
+        Some("sampled recording, which does not count frees of blocks allocated before the attach")
+    } else if h.config.min_size.is_some_and(|m| m > 0) || h.config.max_size.is_some() {
+        Some(
+            "recording filtered by size, which counts the frees of blocks outside \
+             --min-size/--max-size with those of blocks allocated before the attach",
+        )
+    } else if l.allocs_full + l.pending_full + l.return_without_entry > 0 {
+        Some(
+            "recording that lost allocations (see the lost data), whose frees count with those \
+             of blocks allocated before the attach",
+        )
+    } else {
+        None
+    }
+}
 
 /// For a recording attached to a running process (`-p`): the rate, per second, at which it
 /// freed blocks allocated before the attach (the `unknown_free` counter) over the last 40% of
 /// the recording, where the persistence gate looks. None for a started command (whose blocks
-/// are all seen from its exec), kernel mode, and sampled recordings (which do not count
-/// those frees).
+/// are all seen from its exec), kernel mode, and recordings where that counter holds other
+/// frees or none ([`turnover_blind`]).
 fn unknown_free_rate(rec: &Recording) -> Option<f64> {
     let h = rec.header.as_ref()?;
-    if h.target.mode != leak_format::TargetMode::Attach || rec.sample_bytes.is_some() {
+    if h.target.mode != leak_format::TargetMode::Attach || turnover_blind(rec).is_some() {
         return None;
     }
     let end = rec.timeline.last()?;
@@ -441,54 +468,93 @@ fn unknown_free_rate(rec: &Recording) -> Option<f64> {
     (span > 0.0).then(|| end.unknown_free.saturating_sub(start.unknown_free) as f64 / span)
 }
 
-/// A continuous leak of a user stack that gains blocks no faster than the process frees
-/// blocks allocated before the attach (`unknown_frees` per second) divided by
-/// [`TURNOVER_SHARE`] becomes [`Verdict::AttachTurnover`], with the reason as a failed gate.
-fn mark_turnover(s: &mut StackReport, unknown_frees: f64) {
-    let Some(blocks) = s.detection.count_rate.filter(|&c| c > 0.0) else {
-        return;
-    };
-    if s.verdict != Verdict::ContinuousLeak
-        || s.kind.is_kernel()
-        || unknown_frees < TURNOVER_SHARE * blocks
-    {
-        return;
+/// Continuous leaks of heap stacks whose new blocks the frees of blocks allocated before the
+/// attach (`unknown_frees` per second) can account for become [`Verdict::AttachTurnover`], with
+/// the reason as a failed gate. The frees are one budget: the slowest stacks first, as long as
+/// their rates together stay within `unknown_frees / TURNOVER_SHARE`, so one stream of frees
+/// does not excuse every stack (and a leak beside a smaller turnover keeps its verdict).
+/// (`munmap` never counts as such a free: mmap stacks are left alone.)
+fn mark_turnover(stacks: &mut [StackReport], unknown_frees: f64) {
+    let budget = unknown_frees / TURNOVER_SHARE;
+    let mut candidates: Vec<(f64, usize)> = stacks
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.verdict == Verdict::ContinuousLeak && s.kind == AllocKind::Heap)
+        .filter_map(|(i, s)| Some((s.detection.count_rate.filter(|&c| c > 0.0)?, i)))
+        .collect();
+    candidates.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+    let mut used = 0.0;
+    for (blocks, i) in candidates {
+        used += blocks;
+        if used > budget {
+            break;
+        }
+        let s = &mut stacks[i];
+        s.verdict = Verdict::AttachTurnover;
+        s.detection.gates.push(detect::Gate {
+            name: "attach_turnover",
+            passed: false,
+            detail: format!(
+                "{unknown_frees:.1} frees/s of blocks allocated before the attach in the last \
+                 40% >= {TURNOVER_SHARE} x {used:.1} new blocks/s (this stack's {blocks:.1}, \
+                 with any slower one so marked): its growth may be blocks replacing those"
+            ),
+        });
     }
-    s.verdict = Verdict::AttachTurnover;
-    s.detection.gates.push(detect::Gate {
-        name: "attach_turnover",
-        passed: false,
-        detail: format!(
-            "{unknown_frees:.1} frees/s of blocks allocated before the attach in the last 40% \
-             >= {TURNOVER_SHARE} x this stack's {blocks:.1} new blocks/s: its growth may be \
-             blocks replacing those"
-        ),
-    });
 }
 
-/// What [`mark_turnover`] found, in a line: the fastest such stack and the rates.
-fn turnover_warning(stacks: &[StackReport], unknown_frees: f64) -> Option<String> {
-    let marked: Vec<&StackReport> = stacks
+/// Warns of the stacks [`mark_turnover`] marked among those left after [`filter`] (the
+/// fastest named, with the rates), or, when leaks remain in an attached recording that cannot
+/// tell ([`turnover_blind`]), that they may be turnover too.
+pub fn warn_turnover(rec: &Recording, a: &mut Analysis) {
+    let marked: Vec<&StackReport> = a
+        .stacks
         .iter()
         .filter(|s| s.verdict == Verdict::AttachTurnover)
         .collect();
-    let first = marked
+    if let (Some(first), Some(frees)) = (
+        marked
+            .iter()
+            .max_by(|x, y| x.detection.rate.total_cmp(&y.detection.rate)),
+        a.unknown_free_rate,
+    ) {
+        let blocks = first.detection.count_rate.unwrap_or(0.0);
+        let n = marked.len();
+        let line = format!(
+            "{n} stack{} gained blocks at most twice as fast as the process freed blocks \
+             allocated before the attach (stack {}: {} and {blocks:.1} blocks/s; those frees: \
+             {frees:.1}/s in the last 40%): the growth may be new blocks replacing old ones (a \
+             cache renewing its entries), which looks like a leak until the old blocks are all \
+             gone, so {} called turnover since the attach, not a leak; record until those frees \
+             (unknown_free) stop, or start the program under leak-record",
+            if n == 1 { "" } else { "s" },
+            first.id,
+            crate::output::human_rate(first.detection.rate),
+            if n == 1 { "it is" } else { "they are" },
+        );
+        a.warnings.push(line);
+    }
+    let leaks = a
+        .stacks
         .iter()
-        .max_by(|a, b| a.detection.rate.total_cmp(&b.detection.rate))?;
-    let blocks = first.detection.count_rate.unwrap_or(0.0);
-    let n = marked.len();
-    Some(format!(
-        "{n} stack{} grew about as fast as the process freed blocks allocated before the attach \
-         (stack {}: {} and {blocks:.1} blocks/s; those frees: {unknown_frees:.1}/s in the last \
-         40%): its growth may be new blocks replacing old ones (a cache renewing its entries), \
-         which looks like a leak until the old blocks are all gone, so {} called turnover since \
-         the attach, not a leak; record until those frees (unknown_free) stop, or start the \
-         program under leak-record",
-        if n == 1 { "" } else { "s" },
-        first.id,
-        crate::output::human_rate(first.detection.rate),
-        if n == 1 { "it is" } else { "they are" },
-    ))
+        .filter(|s| s.verdict == Verdict::ContinuousLeak && s.kind == AllocKind::Heap)
+        .count();
+    let attached = rec
+        .header
+        .as_ref()
+        .is_some_and(|h| h.target.mode == leak_format::TargetMode::Attach);
+    if let Some(why) = turnover_blind(rec).filter(|_| attached && leaks > 0) {
+        a.warnings.push(format!(
+            "in this {why}, {} cannot be told from a cache renewing entries from before the \
+             attach (each new entry stays, the old one it replaces was never seen); record \
+             without that to tell, or start the program under leak-record",
+            if leaks == 1 {
+                "a continuous leak"
+            } else {
+                "the continuous leaks"
+            }
+        ));
+    }
 }
 
 /// Runs the detector on every series that ever allocated (None for the others), on as many
@@ -519,8 +585,8 @@ fn signature(frames: &[SymFrame]) -> Vec<String> {
     frames
         .iter()
         .map(|f| match &f.function {
-            Some(name) => name.clone(),
-            None => format!(
+            Some(name) if !f.is_not_code() => name.clone(),
+            _ => format!(
                 "{}+{:#x}",
                 f.module.rsplit('/').next().unwrap_or(&f.module),
                 f.offset
@@ -529,18 +595,23 @@ fn signature(frames: &[SymFrame]) -> Vec<String> {
         .collect()
 }
 
-/// Keeps only continuous leaks that are not leaking in `base`, or leak faster now (the lower
-/// end of the rate's CI above the upper end of the baseline's).
+/// Keeps only continuous leaks (and growth that may be turnover since an attach) that are not
+/// leaking in `base`, or leak faster now (the lower end of the rate's CI above the upper end of
+/// the baseline's).
 pub fn apply_baseline(a: &mut Analysis, base: &Analysis) {
+    // Growth that may be turnover since a -p attach counts as the leak it may be, on both
+    // sides: one stack's verdict may flip between two recordings of the same service.
+    let growing =
+        |s: &StackReport| matches!(s.verdict, Verdict::ContinuousLeak | Verdict::AttachTurnover);
     let old: std::collections::HashMap<Vec<String>, &StackReport> = base
         .stacks
         .iter()
-        .filter(|s| s.verdict == Verdict::ContinuousLeak)
+        .filter(|s| growing(s))
         .map(|s| (signature(&s.frames), s))
         .collect();
     let before = a.stacks.len();
     a.stacks.retain(|s| {
-        if s.verdict != Verdict::ContinuousLeak {
+        if !growing(s) {
             return true;
         }
         match old.get(&signature(&s.frames)) {
@@ -1143,17 +1214,13 @@ fn quality_warnings(
             real.len()
         ));
     }
-    let astray = |s: &&&StackReport| {
-        s.frames
-            .iter()
-            .any(|f| f.function.as_deref() == Some(NOT_CODE))
-    };
+    let astray = |s: &&&StackReport| s.frames.iter().any(SymFrame::is_not_code);
     let count = real.iter().filter(astray).count();
     if let Some(first) = real.iter().find(astray) {
         let frame = first
             .frames
             .iter()
-            .find(|f| f.function.as_deref() == Some(NOT_CODE))
+            .find(|f| f.is_not_code())
             .map_or_else(String::new, SymFrame::display);
         w.push(format!(
             "{count} stack{} hold{} an address outside its module's code (stack {}: {frame}): \
@@ -1167,9 +1234,10 @@ fn quality_warnings(
     }
     let missing = resolver_missing;
     if !missing.is_empty() {
-        // Bundles come after the last snapshot: a file cut short may have lost them.
+        // Bundles come after the snapshot declaring their module (format 1.8; before, after
+        // the last snapshot): a file cut short may have lost them.
         let cut = if rec.tail.is_some() || rec.end.is_none() {
-            " (if it was, the file was cut before its bundles, which come last)"
+            " (if it was, the file was cut before their bundles)"
         } else {
             ""
         };
@@ -1312,7 +1380,7 @@ fn unmapped_warning_of(stacks: &[&StackReport]) -> Option<String> {
 }
 
 /// A stretch without snapshots far longer than the interval: the recorder was stopped (Ctrl-Z,
-/// SIGSTOP, a frozen cgroup) or starved. Nothing is lost (the counters kept counting), but
+/// SIGSTOP, a frozen cgroup), starved, or slow to take one. The BPF counters kept counting, but
 /// what happened meanwhile shows as one step, and a leak's rate there is not seen.
 fn gap_warning(rec: &Recording) -> Option<String> {
     let interval = rec.header.as_ref()?.interval_ns as f64 / 1e9;
@@ -1322,9 +1390,9 @@ fn gap_warning(rec: &Recording) -> Option<String> {
     }
     let h = crate::output::human_duration;
     Some(format!(
-        "no snapshot for {} after {} (one every {} otherwise): leak-record was stopped (Ctrl-Z, \
-         SIGSTOP) or starved of CPU meanwhile; its counters went on counting, so nothing was \
-         lost, but what happened in that time shows as one step at its end",
+        "no snapshot for {} from {} into the recording (one every {} otherwise): leak-record \
+         was stopped (Ctrl-Z, SIGSTOP), starved of CPU or slow to take a snapshot; its counters \
+         went on counting, but what happened in that time shows as one step at its end",
         h(gap),
         h(at),
         h(interval)

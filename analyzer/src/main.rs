@@ -287,6 +287,7 @@ fn run(cli: &Cli) -> Result<bool> {
     }
     analysis::filter(&mut analysis, &suppressions, cli.min_outstanding);
     analysis::warn_young_growth(&mut analysis);
+    analysis::warn_turnover(&rec, &mut analysis);
     analysis.children_ok = cli.allow_children;
 
     let mut out = Stdout::default();

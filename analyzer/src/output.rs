@@ -424,6 +424,8 @@ fn json_end(reason: &leak_format::EndReason) -> JsonEnd {
 #[derive(Serialize)]
 struct JsonSummary {
     continuous_leaks: usize,
+    attach_turnovers: usize,
+    unknown_free_rate_per_sec: Option<f64>,
     leak_rate_bytes_per_sec: f64,
     leak_rate_high_bytes_per_sec: f64,
     time_to_exhaustion_seconds: Option<f64>,
@@ -548,6 +550,12 @@ pub fn json(rec: &Recording, a: &Analysis) -> String {
                 .iter()
                 .filter(|s| s.verdict == Verdict::ContinuousLeak)
                 .count(),
+            attach_turnovers: a
+                .stacks
+                .iter()
+                .filter(|s| s.verdict == Verdict::AttachTurnover)
+                .count(),
+            unknown_free_rate_per_sec: a.unknown_free_rate,
             leak_rate_bytes_per_sec: a.leak_rate,
             leak_rate_high_bytes_per_sec: a.leak_rate_high,
             time_to_exhaustion_seconds: a.time_to_exhaustion,
@@ -643,10 +651,15 @@ pub fn folded(a: &Analysis, weight: FoldedWeight) -> String {
                 .iter()
                 .rev()
                 .map(|f| {
-                    let name = f
-                        .function
-                        .clone()
-                        .unwrap_or_else(|| format!("{}+{:#x}", f.module, f.offset));
+                    let place = || format!("{}+{:#x}", f.module, f.offset);
+                    let name = match &f.function {
+                        // Each such address its own frame, not one "[not code]" for all.
+                        Some(_) if f.is_not_code() => {
+                            format!("{} {}", crate::symbolize::NOT_CODE, place())
+                        }
+                        Some(name) => name.clone(),
+                        None => place(),
+                    };
                     // `;` separates frames and the last space separates the weight.
                     let name = name.replace(';', ":").replace(['\n', '\r'], " ");
                     // Kernel frames carry the suffix stackcollapse-perf --kernel gives them.

@@ -44,7 +44,8 @@ impl Suppressions {
         self.patterns.iter().map(String::as_str).find(|p| {
             frames.iter().any(|f| {
                 [
-                    f.function.as_deref(),
+                    // `[not code]` is no name a pattern should match.
+                    f.function.as_deref().filter(|_| !f.is_not_code()),
                     Some(f.module.as_str()),
                     f.file.as_deref(),
                 ]

@@ -35,6 +35,12 @@ pub struct SymFrame {
 }
 
 impl SymFrame {
+    /// A frame outside its module's code ([`NOT_CODE`]): no function, and its module+offset is
+    /// its identity.
+    pub fn is_not_code(&self) -> bool {
+        self.function.as_deref() == Some(NOT_CODE)
+    }
+
     /// `function (file:line)` or `module+0xoffset`; a named kernel frame `function+0xoffset
     /// ([kernel])`, as the kernel prints its stacks.
     pub fn display(&self) -> String {

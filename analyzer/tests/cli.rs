@@ -555,6 +555,192 @@ fn growth_that_slows_is_no_all_clear() {
     assert!(html.contains("class=\"banner unsure\""));
 }
 
+/// A recording of stacks 16, 17, ... gaining `gains[i]` blocks of 100 B per 5 s snapshot, while
+/// the process frees `frees` blocks it never saw allocated per snapshot, in mode `mode`.
+fn turnover_recording(
+    path: &Path,
+    mode: TargetMode,
+    gains: &[u64],
+    frees: u64,
+    tweak: impl FnOnce(&mut leak_format::RecordingBuilder),
+) {
+    let mut b = leak_format::RecordingBuilder::new();
+    b.header_mut().target.mode = mode;
+    tweak(&mut b);
+    b.module(1, "/usr/bin/svc", None);
+    for i in 0..gains.len() as u32 {
+        b.stack(16 + i, &[(1, 0x1000 + u64::from(i) * 0x100)]);
+    }
+    for s in 1..=60u64 {
+        let stats = gains
+            .iter()
+            .zip(16..)
+            .map(|(&gain, stack)| leak_format::StackStats {
+                stack,
+                kind: leak_format::AllocKind::Heap,
+                alloc_bytes: 100 * gain * s,
+                alloc_count: gain * s,
+                free_bytes: 0,
+                free_count: 0,
+            })
+            .collect();
+        let losses = leak_format::Losses {
+            unknown_free: frees * s,
+            ..Default::default()
+        };
+        b.snapshot_with(stats, losses);
+    }
+    b.end(EndReason::Duration);
+    std::fs::write(path, b.to_bytes()).unwrap();
+}
+
+/// In a recording attached to a running process (`-p`), stacks gaining blocks at most twice as
+/// fast, together, as the process frees blocks allocated before the attach are turnover since
+/// the attach (a cache renewing its entries looks so), not continuous leaks: the leak gates
+/// exit 2. One stream of such frees excuses no more than that: the slowest stacks first, a leak
+/// beyond it stays a leak. A started command's recording is judged as before, and one that
+/// cannot count those frees alone (sampled, filtered by size) warns that it cannot tell.
+#[test]
+fn growth_that_frees_of_blocks_from_before_an_attach_explain_is_turnover() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("turnover.zst");
+    let p = path.to_str().unwrap();
+    let verdicts = |doc: &serde_json::Value| -> Vec<(u64, String)> {
+        doc["stacks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| {
+                (
+                    s["id"].as_u64().unwrap(),
+                    s["verdict"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    };
+    let turnover = "attach_turnover".to_string();
+    let leak = "continuous_leak".to_string();
+    // (mode, gains per snapshot, unknown frees per snapshot, verdicts, --fail-on-leak status)
+    let cases = [
+        (
+            TargetMode::Attach,
+            &[10][..],
+            10,
+            vec![(16, turnover.clone())],
+            2,
+        ),
+        (
+            TargetMode::Attach,
+            &[10],
+            5,
+            vec![(16, turnover.clone())],
+            2,
+        ),
+        (TargetMode::Attach, &[10], 4, vec![(16, leak.clone())], 1),
+        (TargetMode::Command, &[10], 10, vec![(16, leak.clone())], 1),
+        // A budget of 2 x 8 = 16 blocks per snapshot: the slower stack's 6 and the faster's 10
+        // fit it together; at 7 frees (a budget of 14), only the slower one (17) does.
+        (
+            TargetMode::Attach,
+            &[10, 6],
+            8,
+            vec![(16, turnover.clone()), (17, turnover.clone())],
+            2,
+        ),
+        (
+            TargetMode::Attach,
+            &[10, 6],
+            7,
+            vec![(16, leak.clone()), (17, turnover.clone())],
+            1,
+        ),
+    ];
+    for (mode, gains, frees, want, code) in cases {
+        turnover_recording(&path, mode, gains, frees, |_| {});
+        let case = format!("{mode:?}, gains {gains:?}, {frees} frees per snapshot");
+        let doc = json_at(p, &[]);
+        let mut got = verdicts(&doc);
+        got.sort();
+        assert_eq!(got, want, "{case}");
+        let marked = want.iter().filter(|(_, v)| *v == turnover).count();
+        assert_eq!(
+            doc["summary"]["attach_turnovers"].as_u64(),
+            Some(marked as u64),
+            "{case}"
+        );
+        assert_eq!(
+            warns(
+                &doc,
+                "blocks at most twice as fast as the process freed blocks allocated before the \
+                 attach (stack "
+            ),
+            marked > 0,
+            "{case}"
+        );
+        let o = run(&[p, "--fail-on-leak"]);
+        assert_eq!(o.status.code(), Some(code), "{case}: {}", stderr(&o));
+        if marked == want.len() {
+            assert!(
+                stdout(&o).contains(&format!(
+                    "\nNo continuous leak found, but {marked} growing stack{} may be turnover \
+                     since the attach.\n",
+                    if marked == 1 { "" } else { "s" }
+                )),
+                "{case}: {}",
+                stdout(&o)
+            );
+            assert!(
+                stderr(&o).contains("gained blocks at most twice as fast as the process freed"),
+                "{case}: {}",
+                stderr(&o)
+            );
+        }
+    }
+    // The reason, with the rates: 2.0 frees/s against this stack's 2.0 new blocks/s.
+    turnover_recording(&path, TargetMode::Attach, &[10], 10, |_| {});
+    assert_eq!(
+        gate(&json_at(p, &[]), 16, "attach_turnover"),
+        (
+            false,
+            "2.0 frees/s of blocks allocated before the attach in the last 40% >= 0.5 x 2.0 new \
+             blocks/s (this stack's 2.0, with any slower one so marked): its growth may be \
+             blocks replacing those"
+                .to_string()
+        )
+    );
+    // Sampled, or filtered by size: the counter holds other frees or none; a leak stays a
+    // leak, with a warning that it may be turnover.
+    let sampled = |b: &mut leak_format::RecordingBuilder| {
+        b.sampling(4096);
+    };
+    let filtered = |b: &mut leak_format::RecordingBuilder| {
+        b.header_mut().config.min_size = Some(64);
+    };
+    for (what, tweak) in [
+        (
+            "sampled",
+            &sampled as &dyn Fn(&mut leak_format::RecordingBuilder),
+        ),
+        ("filtered", &filtered),
+    ] {
+        turnover_recording(&path, TargetMode::Attach, &[10], 10, tweak);
+        let doc = json_at(p, &[]);
+        assert_eq!(verdicts(&doc), [(16, leak.clone())], "{what}");
+        assert!(
+            warns(
+                &doc,
+                "a continuous leak cannot be told from a cache renewing entries"
+            ),
+            "{what}: {}",
+            doc["warnings"]
+        );
+        assert_eq!(
+            doc["summary"]["unknown_free_rate_per_sec"],
+            serde_json::Value::Null
+        );
+    }
+}
+
 /// An output is written whole or not at all: a write that fails (a full disk; here a file size
 /// limit, `ulimit -f`) leaves the previous report as it was, and no cut file or scratch file
 /// beside it. In a user's trial, a full disk left a cut report over a good one.

@@ -37,8 +37,9 @@ pub const FORMAT_VERSION_MAJOR: u16 = 1;
 /// `Record::Children`, written when the target started processes (§5.10). 1.5 added
 /// `Record::Unseen`, written when allocator events went unrecorded (§5.11). 1.6 added
 /// `Record::Process`, which names the process of a `--kernel --pid` recording (§5.12). 1.7
-/// writes it in user mode too, naming the program a target runs after an exec (§5.12).
-pub const FORMAT_VERSION_MINOR: u16 = 7;
+/// writes it in user mode too, naming the program a target runs after an exec (§5.12). 1.8
+/// writes each module's bundle right after the snapshot that declares it (§1.3, §5.6).
+pub const FORMAT_VERSION_MINOR: u16 = 8;
 /// The fewest snapshots from which leak-report's detector, at its defaults, can judge a
 /// stack's growth: 12 points after a warm-up of the first tenth (docs/detection.md). leak-record
 /// says when a recording will have, or has, fewer; leak-report's leak gates exit 2 on one.

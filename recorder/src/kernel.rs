@@ -182,9 +182,7 @@ pub fn run(cli: Cli) -> Result<()> {
     };
     let result = session.record_until_end(pidfd.as_ref());
     if let Err(e) = &result {
-        let _ = session
-            .out
-            .end(EndReason::Error(format!("{e:#}")), session.seq);
+        session.out.end_on_error(e, session.seq);
     }
     result
 }

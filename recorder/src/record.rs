@@ -32,10 +32,14 @@ static STOP_FROM_TERMINAL: AtomicBool = AtomicBool::new(false);
 
 type Handler = extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void);
 
-/// The signals that stop the recording: every signal whose default action ends a process
-/// without a core dump and that a user or a supervisor sends on purpose (`kill -USR1`,
+/// The signals that stop the recording: those whose default action ends a process without a
+/// core dump that a user, a terminal or a supervisor sends on purpose (`kill -USR1`,
 /// `timeout -s ALRM`). Each ends it as SIGTERM does, with a final snapshot and an end record
-/// naming the signal, where the default action left a recording with no end.
+/// naming the signal, where the default action left a recording with no end. (SIGPROF,
+/// SIGVTALRM, SIGIO, SIGPWR and the real-time signals keep their default action.) One that was
+/// ignored when leak-record started stays ignored (`nohup`, or a supervisor that signals its
+/// whole process group and ignores the signal where it must not stop): SIGINT and SIGTERM
+/// excepted, the ways to stop it.
 const STOP_SIGNALS: [libc::c_int; 6] = [
     libc::SIGINT,
     libc::SIGTERM,
@@ -82,25 +86,32 @@ pub(crate) fn defer_stop_signals() {
     unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
 }
 
-/// Whether SIGHUP was ignored when leak-record started (`nohup leak-record ... &`, or `trap ''
-/// HUP`): it then stays ignored, so that the recording outlives the session, as `nohup` asks.
-fn hangup_ignored() -> bool {
-    static IGNORED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *IGNORED.get_or_init(|| {
-        // SAFETY: reads the disposition only (a null new action); `old` is zeroed and written
-        // by the kernel.
-        unsafe {
-            let mut old: libc::sigaction = std::mem::zeroed();
-            libc::sigaction(libc::SIGHUP, std::ptr::null(), &mut old) == 0
-                && old.sa_sigaction == libc::SIG_IGN
-        }
+/// The stop signals other than SIGINT and SIGTERM that were ignored when leak-record started
+/// (`nohup leak-record ... &`, or `trap '' HUP USR1`): they stay ignored, so that the recording
+/// outlives the session, as `nohup` asks, or a signal meant for others.
+fn ignored_at_start() -> &'static [libc::c_int] {
+    static IGNORED: std::sync::OnceLock<Vec<libc::c_int>> = std::sync::OnceLock::new();
+    IGNORED.get_or_init(|| {
+        STOP_SIGNALS
+            .into_iter()
+            .filter(|&sig| sig != libc::SIGINT && sig != libc::SIGTERM)
+            .filter(|&sig| {
+                // SAFETY: reads the disposition only (a null new action); `old` is zeroed and
+                // written by the kernel.
+                unsafe {
+                    let mut old: libc::sigaction = std::mem::zeroed();
+                    libc::sigaction(sig, std::ptr::null(), &mut old) == 0
+                        && old.sa_sigaction == libc::SIG_IGN
+                }
+            })
+            .collect()
     })
 }
 
 fn set_handlers(handlers: &[(libc::c_int, Handler)], flags: libc::c_int) {
-    let keep_ignored = hangup_ignored();
+    let keep_ignored = ignored_at_start();
     for &(sig, handler) in handlers {
-        if sig == libc::SIGHUP && keep_ignored {
+        if keep_ignored.contains(&sig) {
             continue;
         }
         // SAFETY: the handlers only use atomics and write(2) (async-signal-safe); sa is zeroed and
@@ -798,7 +809,7 @@ impl Session<'_, '_> {
         let Err(e) = result else {
             return result;
         };
-        let _ = self.out.end(EndReason::Error(format!("{e:#}")), self.seq);
+        self.out.end_on_error(&e, self.seq);
         if self.mode != TargetMode::Command {
             return Err(e);
         }
@@ -911,7 +922,14 @@ impl Session<'_, '_> {
             }
             match schedule.due() {
                 Due::End => break EndReason::Duration,
-                Due::Snapshot => self.snapshot(true)?,
+                Due::Snapshot => {
+                    self.snapshot(true)?;
+                    // The files of the modules this snapshot declared, now, so that a
+                    // recorder killed later keeps them (format 1.8); the rest at the end.
+                    if self.cli.bundle_symbols {
+                        self.bundle()?;
+                    }
+                }
                 Due::Nothing => {}
             }
         };
@@ -1654,9 +1672,9 @@ impl Session<'_, '_> {
         print_status(self.started, self.seq, &what, drops_now, last);
     }
 
-    /// Embeds each referenced module file up to --bundle-max, and the symbol table of larger
-    /// ones (read through the handle opened while the target was alive, so a binary replaced on
-    /// disk since is still the one that ran).
+    /// Embeds each module file referenced since the last call (each once) up to --bundle-max,
+    /// and the symbol table of larger ones (read through the handle opened while the target
+    /// was alive, so a binary replaced on disk since is still the one that ran).
     fn bundle(&mut self) -> Result<()> {
         for (module, mut file) in self.modules.files() {
             let len = file.metadata().map_or(0, |m| m.len());
@@ -1853,6 +1871,20 @@ impl RecordingFile {
         Ok(())
     }
 
+    /// Ends the recording with the error that stopped it, as well as it can: the whole message,
+    /// else (a file size limit or a full disk leaves little room) its first part, which still
+    /// tells an end from a killed recorder.
+    pub(crate) fn end_on_error(&mut self, e: &anyhow::Error, snapshots: u32) {
+        if self
+            .end(EndReason::Error(format!("{e:#}")), snapshots)
+            .is_ok()
+        {
+            return;
+        }
+        let short: String = e.to_string().chars().take(80).collect();
+        let _ = self.end(EndReason::Error(short), snapshots);
+    }
+
     /// Appends the end record: the recording stopped for `reason` after `snapshots` snapshots.
     pub(crate) fn end(&mut self, reason: EndReason, snapshots: u32) -> Result<()> {
         self.write(&Record::End(End {
@@ -1891,11 +1923,24 @@ impl RecordingFile {
                 human_bytes(self.writer.bytes_written()),
                 describe(reason)
             );
-            // A `--kernel --pid` process's exit snapshot is judged apart from its life.
+            // A `--kernel --pid` process's exit snapshot is judged apart from its life, which
+            // lasted about as many intervals as the snapshots before it (the run also holds
+            // the wait for its last frees).
             let exit_apart =
                 cli.kernel && cli.pid.is_some() && matches!(reason, EndReason::TargetExited { .. });
             let judged = snapshots.saturating_sub(u32::from(exit_apart));
-            if let Some(note) = short_run(judged, self.started.elapsed(), cli) {
+            let run = if exit_apart {
+                cli.interval * judged
+            } else {
+                self.started.elapsed()
+            };
+            if exit_apart && judged == 0 {
+                say!(
+                    "leak-record: note: the process exited before the first snapshot of its \
+                     life: leak-report has nothing to judge (the snapshot at its exit is judged \
+                     apart); use a shorter -i"
+                );
+            } else if let Some(note) = short_run(judged, run, cli) {
                 if exit_apart {
                     say!("{note} (the snapshot at the process's exit is judged apart)");
                 } else {

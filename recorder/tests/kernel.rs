@@ -789,10 +789,6 @@ fn a_full_disk_stops_kernel_mode_with_one_line_and_keeps_every_snapshot() {
     assert_eq!(h.target.mode, TargetMode::Kernel);
 }
 
-/// With `--pid`, the recording ends when the process exits, and its last snapshot comes after
-/// the frees its exit defers (socket inodes after an RCU grace period): a process that closed
-/// everything by exiting leaves nothing outstanding. Taken at once, the last snapshot kept
-/// about 120 KiB of socket inodes of `fileleak leak 150 20` outstanding, every time.
 /// A `--pid` process's exit snapshot is judged apart from its life: when the snapshots before
 /// it are too few to judge, leak-record's closing note counts only those, and says why.
 #[test]
@@ -830,6 +826,10 @@ fn a_short_pid_recording_is_said_too_short_without_its_exit_snapshot() {
     assert!(line.ends_with(apart), "{log}");
 }
 
+/// With `--pid`, the recording ends when the process exits, and its last snapshot comes after
+/// the frees its exit defers (socket inodes after an RCU grace period): a process that closed
+/// everything by exiting leaves nothing outstanding. Taken at once, the last snapshot kept
+/// about 120 KiB of socket inodes of `fileleak leak 150 20` outstanding, every time.
 #[test]
 fn what_a_process_frees_by_exiting_is_freed_in_the_last_snapshot() {
     if analysis_child() {

@@ -147,6 +147,60 @@ fn bundled_symbols_match_addr2line_after_the_binary_is_gone() {
     assert!(checked >= 3, "leak_here, mode_basic, main: {frames:?}");
 }
 
+/// Bundles are written as their modules appear (format 1.8), not at the end: a recorder killed
+/// part way (SIGKILL: no end record) keeps them, and the leak is named after the binary is
+/// gone, as in a finished recording. Before, the bundles came last and were lost with it.
+#[test]
+fn bundles_are_kept_when_the_recorder_is_killed() {
+    if !bpf_ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let exe = copy_fixture(dir.path(), "app");
+    let out = dir.path().join("run.zst");
+    // --wait-end: the command leaks, then waits on the recorder's stdin (a pipe kept open).
+    let mut rec = Command::new(RECORDER)
+        .args(["-i", "200ms", "--bundle-symbols", "-o"])
+        .arg(&out)
+        .arg("--")
+        .arg(&exe)
+        .args(["--wait-end", "basic", "100", "100"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = std::io::BufReader::new(rec.stderr.take().unwrap());
+    common::wait_for_line(
+        &mut err,
+        "snapshot 3 ",
+        std::time::Duration::from_secs(60),
+        "recorder",
+    );
+    rec.kill().unwrap();
+    rec.wait().unwrap();
+    std::fs::remove_file(&exe).unwrap();
+    let recording = input::read(&out, series::DEFAULT_CAP).unwrap();
+    assert!(recording.end.is_none(), "killed: no end record");
+    let module = recording
+        .modules
+        .values()
+        .find(|m| Path::new(&m.path) == exe)
+        .expect("the program is a module");
+    assert!(
+        recording.bundles.contains_key(&module.id),
+        "{:?}",
+        recording.bundles.keys()
+    );
+    let (frames, warnings) = leak_frames(&recording, &Options::default());
+    assert!(warnings.is_empty(), "{warnings:?}");
+    let names: Vec<Option<&str>> = frames.iter().map(|f| f.function.as_deref()).collect();
+    assert_eq!(
+        names[..3],
+        [Some("leak_here"), Some("mode_basic"), Some("main")]
+    );
+}
+
 #[test]
 fn a_copy_of_the_hosts_files_is_used_through_sysroot() {
     if !bpf_ready() {
