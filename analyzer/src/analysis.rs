@@ -428,12 +428,11 @@ pub fn analyze(rec: &Recording, resolver: &Resolver, s: &Settings) -> Analysis {
 const TURNOVER_SHARE: f64 = 0.5;
 
 /// Why an attached recording cannot tell turnover from a leak, if it cannot: frees of blocks
-/// it never saw allocated are not counted (sampling), or are counted for more than the blocks
-/// from before the attach (those outside `--min-size`/`--max-size`, or lost to a full table or
-/// a failed call-state allocation, whose frees count too).
+/// it never saw allocated are not counted (sampling), or are counted for every block outside
+/// `--min-size`/`--max-size`. (The frees of allocations it lost are taken out of the count:
+/// [`crate::series::TimelinePoint::unknown_free`].)
 fn turnover_blind(rec: &Recording) -> Option<&'static str> {
     let h = rec.header.as_ref()?;
-    let l = &rec.losses;
     if rec.sample_bytes.is_some() {
         Some("sampled recording, which does not count frees of blocks allocated before the attach")
     } else if h.config.min_size.is_some_and(|m| m > 0) || h.config.max_size.is_some() {
@@ -441,31 +440,34 @@ fn turnover_blind(rec: &Recording) -> Option<&'static str> {
             "recording filtered by size, which counts the frees of blocks outside \
              --min-size/--max-size with those of blocks allocated before the attach",
         )
-    } else if l.allocs_full + l.pending_full + l.return_without_entry > 0 {
-        Some(
-            "recording that lost allocations (see the lost data), whose frees count with those \
-             of blocks allocated before the attach",
-        )
     } else {
         None
     }
 }
 
 /// For a recording attached to a running process (`-p`): the rate, per second, at which it
-/// freed blocks allocated before the attach (the `unknown_free` counter) over the last 40% of
-/// the recording, where the persistence gate looks. None for a started command (whose blocks
-/// are all seen from its exec), kernel mode, and recordings where that counter holds other
-/// frees or none ([`turnover_blind`]).
+/// freed blocks allocated before the attach (the `unknown_free` counter, less lost
+/// allocations) over the last 40% of the recording, where the persistence gate looks: the
+/// median of its rates between consecutive snapshots, which a burst (a purge, the teardown at
+/// an exit) does not move as it moves an average (a cache renewing entries frees them as it
+/// adds others, at each interval). None for a started command (whose blocks are all seen from
+/// its exec), kernel mode, and recordings where that counter holds other frees or none
+/// ([`turnover_blind`]).
 fn unknown_free_rate(rec: &Recording) -> Option<f64> {
     let h = rec.header.as_ref()?;
     if h.target.mode != leak_format::TargetMode::Attach || turnover_blind(rec).is_some() {
         return None;
     }
-    let end = rec.timeline.last()?;
-    let from = end.t - detect::END_SHARE * end.t;
-    let start = rec.timeline.iter().rev().find(|p| p.t <= from)?;
-    let span = end.t - start.t;
-    (span > 0.0).then(|| end.unknown_free.saturating_sub(start.unknown_free) as f64 / span)
+    let end = rec.timeline.last()?.t;
+    let from = end - detect::END_SHARE * end;
+    let tail: Vec<&crate::series::TimelinePoint> =
+        rec.timeline.iter().filter(|p| p.t >= from).collect();
+    let rates: Vec<f64> = tail
+        .windows(2)
+        .filter(|w| w[1].t > w[0].t)
+        .map(|w| w[1].unknown_free.saturating_sub(w[0].unknown_free) as f64 / (w[1].t - w[0].t))
+        .collect();
+    (!rates.is_empty()).then(|| detect::median(&rates))
 }
 
 /// Continuous leaks of heap stacks whose new blocks the frees of blocks allocated before the

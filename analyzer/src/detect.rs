@@ -1052,7 +1052,8 @@ fn median_in_place(values: &mut [i64]) -> f64 {
     (lower + upper) / 2.0
 }
 
-fn median(values: &[f64]) -> f64 {
+/// The median of `values` (0 when empty).
+pub(crate) fn median(values: &[f64]) -> f64 {
     median_in_place(&mut values.iter().copied().map(order_key).collect::<Vec<_>>())
 }
 

@@ -254,7 +254,9 @@ pub struct TimelinePoint {
     pub outstanding: u64,
     /// The target's memory, when known.
     pub memory: Option<ProcMemory>,
-    /// Frees of blocks the recorder never saw allocated, so far (the loss counter).
+    /// Frees of blocks the recorder never saw allocated, so far (the loss counter), less the
+    /// allocations it lost or could not see by then, whose frees count there too: at least
+    /// this many were of blocks from before the start (an attach).
     pub unknown_free: u64,
 }
 
@@ -786,7 +788,13 @@ impl Fold {
                         t,
                         outstanding: self.heap_outstanding.max(0) as u64,
                         memory: s.memory,
-                        unknown_free: s.losses.unknown_free,
+                        unknown_free: s.losses.unknown_free.saturating_sub(
+                            s.losses.allocs_full
+                                + s.losses.pending_full
+                                + s.losses.return_without_entry
+                                + s.losses.abandoned_calls
+                                + rec.unseen.allocs,
+                        ),
                     },
                     self.cap,
                 );

@@ -556,12 +556,13 @@ fn growth_that_slows_is_no_all_clear() {
 }
 
 /// A recording of stacks 16, 17, ... gaining `gains[i]` blocks of 100 B per 5 s snapshot, while
-/// the process frees `frees` blocks it never saw allocated per snapshot, in mode `mode`.
+/// the process has freed `frees(s)` blocks it never saw allocated by snapshot `s`, in mode
+/// `mode`.
 fn turnover_recording(
     path: &Path,
     mode: TargetMode,
     gains: &[u64],
-    frees: u64,
+    frees: impl Fn(u64) -> u64,
     tweak: impl FnOnce(&mut leak_format::RecordingBuilder),
 ) {
     let mut b = leak_format::RecordingBuilder::new();
@@ -585,7 +586,7 @@ fn turnover_recording(
             })
             .collect();
         let losses = leak_format::Losses {
-            unknown_free: frees * s,
+            unknown_free: frees(s),
             ..Default::default()
         };
         b.snapshot_with(stats, losses);
@@ -632,18 +633,18 @@ fn growth_that_frees_of_blocks_from_before_an_attach_explain_is_turnover() {
         (
             TargetMode::Attach,
             &[10],
-            5,
+            6,
             vec![(16, turnover.clone())],
             2,
         ),
         (TargetMode::Attach, &[10], 4, vec![(16, leak.clone())], 1),
         (TargetMode::Command, &[10], 10, vec![(16, leak.clone())], 1),
-        // A budget of 2 x 8 = 16 blocks per snapshot: the slower stack's 6 and the faster's 10
+        // A budget of 2 x 9 = 18 blocks per snapshot: the slower stack's 6 and the faster's 10
         // fit it together; at 7 frees (a budget of 14), only the slower one (17) does.
         (
             TargetMode::Attach,
             &[10, 6],
-            8,
+            9,
             vec![(16, turnover.clone()), (17, turnover.clone())],
             2,
         ),
@@ -656,7 +657,7 @@ fn growth_that_frees_of_blocks_from_before_an_attach_explain_is_turnover() {
         ),
     ];
     for (mode, gains, frees, want, code) in cases {
-        turnover_recording(&path, mode, gains, frees, |_| {});
+        turnover_recording(&path, mode, gains, |s| frees * s, |_| {});
         let case = format!("{mode:?}, gains {gains:?}, {frees} frees per snapshot");
         let doc = json_at(p, &[]);
         let mut got = verdicts(&doc);
@@ -697,7 +698,7 @@ fn growth_that_frees_of_blocks_from_before_an_attach_explain_is_turnover() {
         }
     }
     // The reason, with the rates: 2.0 frees/s against this stack's 2.0 new blocks/s.
-    turnover_recording(&path, TargetMode::Attach, &[10], 10, |_| {});
+    turnover_recording(&path, TargetMode::Attach, &[10], |s| 10 * s, |_| {});
     assert_eq!(
         gate(&json_at(p, &[]), 16, "attach_turnover"),
         (
@@ -708,6 +709,16 @@ fn growth_that_frees_of_blocks_from_before_an_attach_explain_is_turnover() {
                 .to_string()
         )
     );
+    // One burst of 600 such frees (a purge) in the last 40% is no steady rate of them: the
+    // leak stays a leak.
+    turnover_recording(
+        &path,
+        TargetMode::Attach,
+        &[10],
+        |s| if s >= 50 { 600 } else { 0 },
+        |_| {},
+    );
+    assert_eq!(verdicts(&json_at(p, &[])), [(16, leak.clone())], "a burst");
     // Sampled, or filtered by size: the counter holds other frees or none; a leak stays a
     // leak, with a warning that it may be turnover.
     let sampled = |b: &mut leak_format::RecordingBuilder| {
@@ -723,7 +734,7 @@ fn growth_that_frees_of_blocks_from_before_an_attach_explain_is_turnover() {
         ),
         ("filtered", &filtered),
     ] {
-        turnover_recording(&path, TargetMode::Attach, &[10], 10, tweak);
+        turnover_recording(&path, TargetMode::Attach, &[10], |s| 10 * s, tweak);
         let doc = json_at(p, &[]);
         assert_eq!(verdicts(&doc), [(16, leak.clone())], "{what}");
         assert!(

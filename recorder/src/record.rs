@@ -2,7 +2,7 @@
 //! duration ends, a signal arrives or the target exits; always a final snapshot and an end record.
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
-use std::io::{Read, Seek, SeekFrom};
+use std::io::{Seek, SeekFrom};
 use std::mem::MaybeUninit;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, Ordering};
@@ -517,6 +517,8 @@ fn setup_and_record(
         },
         children: HashSet::new(),
         children_written: (0, Vec::new()),
+        bundles: std::collections::VecDeque::new(),
+        bundling_off: false,
         // A started command's first exec, counted by BPF, is its start.
         exec_retired_said: ((0, 0), u32::from(mode == TargetMode::Command)),
         untied_seen: bpf::Untied::default(),
@@ -751,6 +753,10 @@ struct Session<'a, 'obj> {
     children: HashSet<u32>,
     /// The processes the target started as last written (`Record::Children`, `write_children`).
     children_written: (u64, Vec<(u32, String)>),
+    /// `--bundle-symbols`: the bundles still to write, a few MiB after each snapshot.
+    bundles: std::collections::VecDeque<PendingBundle>,
+    /// A bundle could not be written: the recording goes on without bundles.
+    bundling_off: bool,
     /// The blocks retired at the target's execs, and its execs, as last said
     /// (`note_exec_retired`).
     exec_retired_said: ((u64, u64), u32),
@@ -924,10 +930,11 @@ impl Session<'_, '_> {
                 Due::End => break EndReason::Duration,
                 Due::Snapshot => {
                     self.snapshot(true)?;
-                    // The files of the modules this snapshot declared, now, so that a
-                    // recorder killed later keeps them (format 1.8); the rest at the end.
+                    // The files of the modules this snapshot declared, from now on, so that a
+                    // recorder killed later keeps them (format 1.8): a chunk or so after each
+                    // snapshot, so that the loop is not held up; the rest at the end.
                     if self.cli.bundle_symbols {
-                        self.bundle()?;
+                        self.bundle(Some(BUNDLE_CHUNK as u64));
                     }
                 }
                 Due::Nothing => {}
@@ -951,7 +958,7 @@ impl Session<'_, '_> {
             self.stop_child(pidfd);
         }
         if self.cli.bundle_symbols {
-            self.bundle()?;
+            self.bundle(None);
         }
         let skipped = self.tracer.skipped_returns().unwrap_or(0);
         if skipped > 0 && !self.cli.quiet {
@@ -1672,55 +1679,127 @@ impl Session<'_, '_> {
         print_status(self.started, self.seq, &what, drops_now, last);
     }
 
-    /// Embeds each module file referenced since the last call (each once) up to --bundle-max,
-    /// and the symbol table of larger ones (read through the handle opened while the target
-    /// was alive, so a binary replaced on disk since is still the one that ran).
-    fn bundle(&mut self) -> Result<()> {
-        for (module, mut file) in self.modules.files() {
-            let len = file.metadata().map_or(0, |m| m.len());
-            let (content, data) = if len > self.cli.bundle_max {
-                match discover::symbol_table(file) {
-                    Ok(symbols) => {
-                        if !self.cli.quiet {
-                            say!(
-                                "leak-record: {} is {} (above --bundle-max {}): bundling its {} \
-                                 function symbols instead",
-                                module.path,
-                                human_bytes(len),
-                                human_bytes(self.cli.bundle_max),
-                                symbols.len()
-                            );
-                        }
-                        (
-                            BundleContent::SymbolTable,
-                            leak_format::encode_symbol_table(&symbols),
-                        )
-                    }
-                    Err(e) => {
-                        say!("leak-record: not bundling {}: {e:#}", module.path);
-                        continue;
-                    }
-                }
-            } else {
-                let mut data = Vec::with_capacity(len as usize);
-                if let Err(e) = file.read_to_end(&mut data) {
-                    say!("leak-record: not bundling {}: {e}", module.path);
-                    continue;
-                }
-                (BundleContent::ElfFile, data)
-            };
-            let total_len = data.len() as u64;
-            for (i, chunk) in data.chunks(BUNDLE_CHUNK).enumerate() {
-                self.out.write(&Record::Bundle(BundleChunk {
-                    module: module.id,
-                    content,
-                    total_len,
-                    offset: (i * BUNDLE_CHUNK) as u64,
-                    data: chunk.to_vec(),
-                }))?;
+    /// Embeds the module files referenced so far, each once: a file up to --bundle-max as it
+    /// is, a larger one as its symbol table (read through the handle opened while the target
+    /// was alive, so a binary replaced on disk since is still the one that ran). Writes chunks
+    /// until `budget` bytes are written (None: all). A bundle that cannot be written is no
+    /// reason to stop recording: the file is cut back to its last whole record (as after any
+    /// failed write), leak-record says so, and it records on without bundles.
+    fn bundle(&mut self, budget: Option<u64>) {
+        for (module, file) in self.modules.files() {
+            if !self.bundling_off {
+                self.bundles.push_back(PendingBundle::new(module, file));
             }
         }
-        Ok(())
+        let mut written = 0;
+        while budget.is_none_or(|b| written < b) {
+            let Some(p) = self.bundles.front_mut() else {
+                break;
+            };
+            let chunk = match p.next_chunk(self.cli) {
+                Ok(Some(chunk)) => chunk,
+                Ok(None) => {
+                    self.bundles.pop_front();
+                    continue;
+                }
+                Err(e) => {
+                    say!("leak-record: not bundling {}: {e:#}", p.module.path);
+                    self.bundles.pop_front();
+                    continue;
+                }
+            };
+            written += chunk.data.len() as u64;
+            // Flushed to disk with the next snapshot.
+            if let Err(e) = self.out.write_whole(&Record::Bundle(chunk)) {
+                say!(
+                    "leak-record: warning: cannot write the symbol bundles to {}: {e}; recording \
+                     goes on without them (leak-report will need the binaries, or --sysroot: \
+                     make room, or record with a smaller --bundle-max)",
+                    output::name(&self.out.path)
+                );
+                self.bundles.clear();
+                self.bundling_off = true;
+                return;
+            }
+        }
+    }
+}
+
+/// A module's bundle being written a chunk at a time ([`Session::bundle`]).
+struct PendingBundle {
+    module: leak_format::Module,
+    file: Option<File>,
+    /// The bytes to embed, once known: the file's own, read a chunk at a time, or its symbol
+    /// table, made when the bundle comes to be written.
+    content: Option<(BundleContent, Option<Vec<u8>>)>,
+    total_len: u64,
+    offset: u64,
+}
+
+impl PendingBundle {
+    fn new(module: leak_format::Module, file: File) -> Self {
+        PendingBundle {
+            module,
+            file: Some(file),
+            content: None,
+            total_len: 0,
+            offset: 0,
+        }
+    }
+
+    /// The next chunk to write, None once all are written.
+    fn next_chunk(&mut self, cli: &Cli) -> Result<Option<BundleChunk>> {
+        if self.content.is_none() {
+            let Some(file) = self.file.take() else {
+                return Ok(None);
+            };
+            let len = file.metadata().map_or(0, |m| m.len());
+            if len > cli.bundle_max {
+                let symbols = discover::symbol_table(file)?;
+                if !cli.quiet {
+                    say!(
+                        "leak-record: {} is {} (above --bundle-max {}): bundling its {} function \
+                         symbols instead",
+                        self.module.path,
+                        human_bytes(len),
+                        human_bytes(cli.bundle_max),
+                        symbols.len()
+                    );
+                }
+                let table = leak_format::encode_symbol_table(&symbols);
+                self.total_len = table.len() as u64;
+                self.content = Some((BundleContent::SymbolTable, Some(table)));
+            } else {
+                self.total_len = len;
+                self.file = Some(file);
+                self.content = Some((BundleContent::ElfFile, None));
+            }
+        }
+        let Some((content, table)) = &self.content else {
+            return Ok(None);
+        };
+        if self.offset >= self.total_len {
+            return Ok(None);
+        }
+        let n = (self.total_len - self.offset).min(BUNDLE_CHUNK as u64) as usize;
+        let data = match (table, &self.file) {
+            (Some(table), _) => table[self.offset as usize..][..n].to_vec(),
+            (None, Some(file)) => {
+                let mut data = vec![0; n];
+                std::os::unix::fs::FileExt::read_exact_at(file, &mut data, self.offset)?;
+                data
+            }
+            (None, None) => return Ok(None),
+        };
+        let chunk = BundleChunk {
+            module: self.module.id,
+            content: *content,
+            total_len: self.total_len,
+            offset: self.offset,
+            data,
+        };
+        self.offset += n as u64;
+        Ok(Some(chunk))
     }
 }
 
@@ -1816,8 +1895,7 @@ impl RecordingFile {
 
     /// Appends one record; on failure cuts the file back to its last complete record.
     pub(crate) fn write(&mut self, record: &Record) -> Result<()> {
-        let good = self.writer.bytes_written();
-        if let Err(e) = self.writer.write(record) {
+        if let Err(e) = self.write_whole(record) {
             if output::is_stdout(&self.path) {
                 // Not ours to cut (a pipe, or a file it may have been appended to): what was
                 // written before this record is whole, each record in frames of its own.
@@ -1826,12 +1904,6 @@ impl RecordingFile {
                      complete"
                 );
             }
-            // Cut the partial frame off and write the next record (the end record) where it
-            // began: the file position moved past `good`, and writing there would leave a
-            // hole of zeros that the reader sees as a damaged tail.
-            let mut file = self.writer.get_ref();
-            let _ = file.set_len(good);
-            let _ = file.seek(SeekFrom::Start(good));
             let limit = matches!(&e, leak_format::Error::Io(io)
                 if io.raw_os_error() == Some(libc::EFBIG));
             let room = if limit {
@@ -1853,7 +1925,7 @@ impl RecordingFile {
             };
             bail!("cannot write to {}: {e}; {kept}", self.path.display());
         }
-        // Durable at every snapshot: a crash or power loss keeps everything written so far. A
+        // Durable at every record: a crash or power loss keeps everything written so far. A
         // failed flush (EIO, ENOSPC on a delayed allocation, EDQUOT) is a lost write and stops
         // the recording; a file that cannot be flushed at all (EINVAL: a pipe or a character
         // device given with --force) never promised durability.
@@ -1871,17 +1943,35 @@ impl RecordingFile {
         Ok(())
     }
 
+    /// Appends `record` without flushing it to disk (the next [`Self::write`] does), or leaves
+    /// the file as it was: a record whose write fails part way is cut off, and the next one
+    /// starts at the cut, not after a hole of zeros that a reader would take for a damaged tail
+    /// (standard output, not ours to cut, is left as it is).
+    pub(crate) fn write_whole(&mut self, record: &Record) -> Result<(), leak_format::Error> {
+        let good = self.writer.bytes_written();
+        let result = self.writer.write(record).map(|_| ());
+        if result.is_err() && !output::is_stdout(&self.path) {
+            let mut file = self.writer.get_ref();
+            let _ = file.set_len(good);
+            let _ = file.seek(SeekFrom::Start(good));
+        }
+        result
+    }
+
     /// Ends the recording with the error that stopped it, as well as it can: the whole message,
     /// else (a file size limit or a full disk leaves little room) its first part, which still
     /// tells an end from a killed recorder.
+    /// (Not on standard output, where a failed record stays as written.)
     pub(crate) fn end_on_error(&mut self, e: &anyhow::Error, snapshots: u32) {
         if self
             .end(EndReason::Error(format!("{e:#}")), snapshots)
             .is_ok()
+            || output::is_stdout(&self.path)
         {
             return;
         }
-        let short: String = e.to_string().chars().take(80).collect();
+        // The cause (`File too large (os error 27)`), not a long path before it.
+        let short: String = e.root_cause().to_string().chars().take(80).collect();
         let _ = self.end(EndReason::Error(short), snapshots);
     }
 

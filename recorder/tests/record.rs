@@ -1981,33 +1981,28 @@ fn stop_signals_end_the_recording_unless_ignored_at_the_start() {
     let _ = target.wait();
 }
 
-/// Past a file size limit (`ulimit -f`) a write fails, and leak-record ends on that error with
-/// the snapshots written before it and says which limit to raise; SIGXFSZ used to kill it.
-/// Here the limit is reached by the symbol bundles written after the first snapshot.
+/// Past a file size limit (`ulimit -f`) a write fails with EFBIG, where SIGXFSZ used to kill
+/// leak-record. Here the symbol bundles, written after the first snapshot, do not fit: they are
+/// cut off, leak-record says so, and the recording goes on without them to its end, whole.
 #[test]
-fn a_file_size_limit_ends_the_recording_with_what_fits() {
+fn symbol_bundles_past_a_file_size_limit_are_dropped_and_the_recording_goes_on() {
     use std::os::unix::process::CommandExt;
     if !bpf_ready() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("run.zst");
-    // A snapshot fits in 128 KiB; the symbol bundles of the fixture and libc (about 2 MiB) do
-    // not. The command leaks at once, then waits on the recorder's stdin (kept open).
+    // The snapshots fit in 128 KiB; the symbol bundles of the fixture and libc (about 2 MiB) do
+    // not. The command leaks at once, then waits on the recorder's stdin (kept open) until -d
+    // ends it.
     const LIMIT: u64 = 128 * 1024;
     let mut cmd = Command::new(RECORDER);
-    cmd.args([
-        "-o",
-        out.to_str().unwrap(),
-        "-i",
-        "1s",
-        "--bundle-symbols",
-        "--",
-    ])
-    .args([&fixture("leaky"), "--wait-end", "basic", "1000", "100"])
-    .stdin(Stdio::piped())
-    .stdout(Stdio::null())
-    .stderr(Stdio::piped());
+    cmd.args(["-o", out.to_str().unwrap(), "-i", "1s", "-d", "3s"])
+        .args(["--bundle-symbols", "--"])
+        .args([&fixture("leaky"), "--wait-end", "basic", "1000", "100"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
     // SAFETY: setrlimit is async-signal-safe and only changes the child's own limit.
     unsafe {
         cmd.pre_exec(|| {
@@ -2032,18 +2027,22 @@ fn a_file_size_limit_ends_the_recording_with_what_fits() {
         .unwrap();
     let status = rec.wait().unwrap();
     drop(stdin);
-    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    let said = stderr
+        .lines()
+        .filter(|l| l.starts_with("leak-record: warning: cannot write the symbol bundles to "))
+        .collect::<Vec<_>>();
+    assert_eq!(said.len(), 1, "{stderr}");
     assert!(
-        stderr.contains("File too large")
-            && stderr.contains("the recording up to the previous snapshot is kept")
-            && stderr.contains("the file size limit (ulimit -f) stopped it"),
+        said[0].contains("File too large") && said[0].contains("recording goes on without them"),
         "{stderr}"
     );
     let len = fs::metadata(&out).unwrap().len();
     assert!(len <= LIMIT, "{len}");
     let (state, tail) = read_recording(&out);
     assert!(tail.is_none(), "cut back to whole records: {tail:?}");
-    // Every snapshot the recorder reported is in the file, with the leak.
+    assert!(state.bundled_bytes.values().all(|&b| b < 4 << 20));
+    // Every snapshot the recorder reported is in the file (3, unless one came late).
     let reported = stderr
         .lines()
         .filter_map(|l| {
@@ -2056,9 +2055,10 @@ fn a_file_size_limit_ends_the_recording_with_what_fits() {
         })
         .max()
         .unwrap_or(0);
-    assert!(reported >= 1, "{stderr}");
+    assert!(reported >= 2, "{stderr}");
     assert_eq!(state.snapshots, reported, "{stderr}");
     let end = state.end.clone().map(|e| e.reason);
+    assert_eq!(end, Some(leak_format::EndReason::Duration), "{stderr}");
     let r = Recorded {
         state,
         tail: None,
@@ -2068,10 +2068,6 @@ fn a_file_size_limit_ends_the_recording_with_what_fits() {
     };
     let leak = r.by_function("leak_here");
     assert_eq!((leak.bytes, leak.count), (100_000, 1000), "{leak:?}");
-    match end {
-        Some(leak_format::EndReason::Error(e)) => assert!(e.contains("File too large"), "{e}"),
-        other => panic!("{other:?}"),
-    }
 }
 
 #[test]
