@@ -6,7 +6,7 @@
 #![allow(clippy::unwrap_used)] // a test that cannot unwrap has failed
 use std::io::{Read, Write};
 use std::path::Path;
-use std::process::{Command, ExitStatus};
+use std::process::{Child, Command, ExitStatus};
 use std::time::Duration;
 
 use leak_format::{AllocKind, RecordingState, TargetMode};
@@ -789,6 +789,29 @@ fn a_full_disk_stops_kernel_mode_with_one_line_and_keeps_every_snapshot() {
     assert_eq!(h.target.mode, TargetMode::Kernel);
 }
 
+/// `fileleak leak ROUNDS 20` recorded with `--kernel --pid` (and `extra`) at `-i 200ms` until
+/// it exits: the exited target, the finished recorder and everything it printed.
+fn record_fileleak_to_its_exit(rounds: &str, extra: &[&str]) -> (Child, Running, String) {
+    let fileleak = fixtures().join("fileleak");
+    let (mut target, _t_out) = spawn_waiting(&[
+        fileleak.to_str().unwrap(),
+        "--wait-start",
+        "leak",
+        rounds,
+        "20",
+    ]);
+    let pid = target.id().to_string();
+    let mut args = vec!["--pid", &pid, "-i", "200ms"];
+    args.extend_from_slice(extra);
+    let (mut rec, mut log) = start_kernel_recorder(&args);
+    target.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    assert!(target.wait().unwrap().success());
+    let status = wait_exit(&mut rec.child, Duration::from_secs(30), "recorder");
+    rec.stderr.read_to_string(&mut log).unwrap();
+    assert!(status.success(), "{log}");
+    (target, rec, log)
+}
+
 /// A `--pid` process's exit snapshot is judged apart from its life: when the snapshots before
 /// it are too few to judge, leak-record's closing note counts only those, and says why.
 #[test]
@@ -799,21 +822,7 @@ fn a_short_pid_recording_is_said_too_short_without_its_exit_snapshot() {
     if !bpf_ready() {
         return;
     }
-    let fileleak = fixtures().join("fileleak");
-    let (mut target, _t_out) = spawn_waiting(&[
-        fileleak.to_str().unwrap(),
-        "--wait-start",
-        "leak",
-        "50",
-        "20",
-    ]);
-    let pid = target.id().to_string();
-    let (mut rec, mut log) = start_kernel_recorder(&["--pid", &pid, "-i", "200ms"]);
-    target.stdin.take().unwrap().write_all(b"go\n").unwrap();
-    assert!(target.wait().unwrap().success());
-    let status = wait_exit(&mut rec.child, Duration::from_secs(30), "recorder");
-    rec.stderr.read_to_string(&mut log).unwrap();
-    assert!(status.success(), "{log}");
+    let (_target, rec, log) = record_fileleak_to_its_exit("50", &[]);
     let (state, _) = read_recording(&rec.out);
     let judged = state.snapshots - 1;
     assert!((1..13).contains(&judged), "{log}");
@@ -839,21 +848,8 @@ fn what_a_process_frees_by_exiting_is_freed_in_the_last_snapshot() {
         return;
     }
     let fileleak = fixtures().join("fileleak");
-    let (mut target, _t_out) = spawn_waiting(&[
-        fileleak.to_str().unwrap(),
-        "--wait-start",
-        "leak",
-        "150",
-        "20",
-    ]);
+    let (target, rec, log) = record_fileleak_to_its_exit("150", &["--max-allocs", "64K"]);
     let pid = target.id().to_string();
-    let (mut rec, mut log) =
-        start_kernel_recorder(&["--pid", &pid, "-i", "200ms", "--max-allocs", "64K"]);
-    target.stdin.take().unwrap().write_all(b"go\n").unwrap();
-    assert!(target.wait().unwrap().success());
-    let status = wait_exit(&mut rec.child, Duration::from_secs(30), "recorder");
-    rec.stderr.read_to_string(&mut log).unwrap();
-    assert!(status.success(), "{log}");
     let (state, tail) = read_recording(&rec.out);
     assert!(tail.is_none());
     assert!(

@@ -149,8 +149,9 @@ fn bundled_symbols_match_addr2line_after_the_binary_is_gone() {
 
 /// Bundles are written as their modules appear (format 1.8), not at the end: a recorder killed
 /// part way (SIGKILL: no end record; here after 5 snapshots, the leak's stack declared in the
-/// first, or the second on a slow start, each followed by its bundles) keeps them, and the leak is named after the binary is
-/// gone, as in a finished recording. Before, the bundles came last and were lost with it.
+/// first, or the second on a slow start, each followed by its bundles) keeps them, and the leak
+/// is named after the binary is gone, as in a finished recording. Before, the bundles came last
+/// and were lost with it.
 #[test]
 fn bundles_are_kept_when_the_recorder_is_killed() {
     if !bpf_ready() {
