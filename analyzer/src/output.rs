@@ -290,10 +290,19 @@ pub fn text(rec: &Recording, a: &Analysis, top: usize) -> String {
     }
     let shown = top.min(a.stacks.len());
     if shown > 0 {
+        let turnover = a
+            .stacks
+            .iter()
+            .any(|s| s.verdict == Verdict::AttachTurnover);
         let _ = writeln!(
             out,
-            "\nTop {shown} {} (leaks first, then by outstanding bytes):",
-            if shown == 1 { "stack" } else { "stacks" }
+            "\nTop {shown} {} (leaks first, {}then by outstanding bytes):",
+            if shown == 1 { "stack" } else { "stacks" },
+            if turnover {
+                "then turnover since the attach, "
+            } else {
+                ""
+            }
         );
     }
     for s in a.stacks.iter().take(top) {

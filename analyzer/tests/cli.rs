@@ -680,6 +680,13 @@ fn growth_that_frees_of_blocks_from_before_an_attach_explain_is_turnover() {
         );
         let o = run(&[p, "--fail-on-leak"]);
         assert_eq!(o.status.code(), Some(code), "{case}: {}", stderr(&o));
+        assert_eq!(
+            stdout(&o)
+                .contains("(leaks first, then turnover since the attach, then by outstanding"),
+            marked > 0,
+            "{case}: {}",
+            stdout(&o)
+        );
         if marked == want.len() {
             assert!(
                 stdout(&o).contains(&format!(

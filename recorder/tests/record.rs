@@ -903,6 +903,9 @@ fn an_attached_process_that_execs_another_allocator_is_probed_while_it_runs() {
         (child, out)
     };
     let pid = target.id().to_string();
+    // The shell must have mapped its libc: attached before, there is no allocator to probe
+    // (CI once attached that early).
+    wait_for_libc(&mut target);
     let mut rec = attach_recorder(&pid, "200ms");
     let mut t_in = target.stdin.take().unwrap();
     t_in.write_all(b"exec\n").unwrap();

@@ -69,18 +69,6 @@ fn attach_then_go(args: &[&str], interval: &str) -> (Running, Vec<u8>, std::proc
     (rec, printed, status)
 }
 
-/// Waits (at most 10 s) until a child's memory map holds libc, or it has exited.
-fn wait_for_libc(child: &mut Child) {
-    let pid = child.id();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !fs::read_to_string(format!("/proc/{pid}/maps")).is_ok_and(|m| m.contains("libc.so"))
-        && child.try_wait().unwrap().is_none()
-    {
-        assert!(Instant::now() < deadline, "PID {pid} never mapped libc");
-        std::thread::sleep(Duration::from_millis(1));
-    }
-}
-
 /// What leak-report (the same library calls as the binary) makes of a recording: its text
 /// summary, or its one-line error.
 fn leak_report_text(path: &Path) -> Result<(String, series::Recording), String> {

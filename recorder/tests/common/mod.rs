@@ -486,6 +486,19 @@ pub fn spawn_waiting(args: &[&str]) -> (Child, BufReader<ChildStdout>) {
     spawn_until(args, "ready")
 }
 
+/// Waits (at most 10 s) until a child's memory map holds libc, or it has exited: a process
+/// just started may not have mapped it yet, and `-p` then finds no allocator.
+pub fn wait_for_libc(child: &mut Child) {
+    let pid = child.id();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !fs::read_to_string(format!("/proc/{pid}/maps")).is_ok_and(|m| m.contains("libc.so"))
+        && child.try_wait().unwrap().is_none()
+    {
+        assert!(Instant::now() < deadline, "PID {pid} never mapped libc");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
 /// Starts a fixture with stdin and stdout piped and waits until it prints a line containing
 /// `line`.
 pub fn spawn_until(args: &[&str], line: &str) -> (Child, BufReader<ChildStdout>) {
