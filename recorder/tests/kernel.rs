@@ -789,9 +789,13 @@ fn a_full_disk_stops_kernel_mode_with_one_line_and_keeps_every_snapshot() {
     assert_eq!(h.target.mode, TargetMode::Kernel);
 }
 
-/// `fileleak leak ROUNDS 20` recorded with `--kernel --pid` (and `extra`) at `-i 200ms` until
-/// it exits: the exited target, the finished recorder and everything it printed.
-fn record_fileleak_to_its_exit(rounds: &str, extra: &[&str]) -> (Child, Running, String) {
+/// `fileleak leak ROUNDS 20` recorded with `--kernel --pid` (and `extra`) at `-i interval`
+/// until it exits: the exited target, the finished recorder and everything it printed.
+fn record_fileleak_to_its_exit(
+    rounds: &str,
+    interval: &str,
+    extra: &[&str],
+) -> (Child, Running, String) {
     let fileleak = fixtures().join("fileleak");
     let (mut target, _t_out) = spawn_waiting(&[
         fileleak.to_str().unwrap(),
@@ -801,7 +805,7 @@ fn record_fileleak_to_its_exit(rounds: &str, extra: &[&str]) -> (Child, Running,
         "20",
     ]);
     let pid = target.id().to_string();
-    let mut args = vec!["--pid", &pid, "-i", "200ms"];
+    let mut args = vec!["--pid", &pid, "-i", interval];
     args.extend_from_slice(extra);
     let (mut rec, mut log) = start_kernel_recorder(&args);
     target.stdin.take().unwrap().write_all(b"go\n").unwrap();
@@ -822,7 +826,7 @@ fn a_short_pid_recording_is_said_too_short_without_its_exit_snapshot() {
     if !bpf_ready() {
         return;
     }
-    let (_target, rec, log) = record_fileleak_to_its_exit("50", &[]);
+    let (_target, rec, log) = record_fileleak_to_its_exit("50", "200ms", &[]);
     let (state, _) = read_recording(&rec.out);
     let judged = state.snapshots - 1;
     assert!((1..13).contains(&judged), "{log}");
@@ -833,6 +837,28 @@ fn a_short_pid_recording_is_said_too_short_without_its_exit_snapshot() {
         .find(|l| l.starts_with(&note))
         .unwrap_or_default();
     assert!(line.ends_with(apart), "{log}");
+}
+
+/// A `--pid` process that exits before the first snapshot of its life leaves only the snapshot
+/// at its exit, which is judged apart: leak-record's closing note says there is nothing to judge.
+#[test]
+fn a_pid_that_exits_before_any_snapshot_is_said_to_leave_nothing_to_judge() {
+    if analysis_child() {
+        return;
+    }
+    if !bpf_ready() {
+        return;
+    }
+    let (_target, rec, log) = record_fileleak_to_its_exit("1", "10s", &[]);
+    let (state, _) = read_recording(&rec.out);
+    assert_eq!(state.snapshots, 1, "{log}");
+    assert!(
+        log.contains(
+            "leak-record: note: the process exited before the first snapshot of its life: \
+             leak-report has nothing to judge"
+        ),
+        "{log}"
+    );
 }
 
 /// With `--pid`, the recording ends when the process exits, and its last snapshot comes after
@@ -848,7 +874,7 @@ fn what_a_process_frees_by_exiting_is_freed_in_the_last_snapshot() {
         return;
     }
     let fileleak = fixtures().join("fileleak");
-    let (target, rec, log) = record_fileleak_to_its_exit("150", &["--max-allocs", "64K"]);
+    let (target, rec, log) = record_fileleak_to_its_exit("150", "200ms", &["--max-allocs", "64K"]);
     let pid = target.id().to_string();
     let (state, tail) = read_recording(&rec.out);
     assert!(tail.is_none());
