@@ -178,23 +178,23 @@ pub fn cannot_vouch(rec: &Recording, a: &Analysis) -> Option<Unvouched> {
             ),
         });
     }
-    let turnover: Vec<_> = a
+    let turnover = a
         .stacks
         .iter()
         .filter(|s| s.verdict == Verdict::AttachTurnover)
-        .collect();
-    if !turnover.is_empty() {
+        .count() as u64;
+    if turnover > 0 {
         return Some(Unvouched {
             headline: format!(
                 "No continuous leak found, but {} may be turnover since the attach",
-                plural(turnover.len() as u64, "growing stack", "growing stacks")
+                plural(turnover, "growing stack", "growing stacks")
             ),
             why: format!(
                 "{} blocks at most twice as fast as the process freed blocks allocated before \
                  the attach ({:.1}/s): new blocks replacing old ones look like a leak until the \
                  old ones are gone; record until those frees (unknown_free) stop, or start the \
                  program under leak-record",
-                plural(turnover.len() as u64, "stack gained", "stacks gained"),
+                plural(turnover, "stack gained", "stacks gained"),
                 a.unknown_free_rate.unwrap_or(0.0)
             ),
         });
@@ -454,8 +454,7 @@ fn turnover_blind(rec: &Recording) -> Option<&'static str> {
 /// its exec), kernel mode, and recordings where that counter holds other frees or none
 /// ([`turnover_blind`]).
 fn unknown_free_rate(rec: &Recording) -> Option<f64> {
-    let h = rec.header.as_ref()?;
-    if h.target.mode != leak_format::TargetMode::Attach || turnover_blind(rec).is_some() {
+    if !rec.is_attached() || turnover_blind(rec).is_some() {
         return None;
     }
     let end = rec.timeline.last()?.t;
@@ -541,11 +540,7 @@ pub fn warn_turnover(rec: &Recording, a: &mut Analysis) {
         .iter()
         .filter(|s| s.verdict == Verdict::ContinuousLeak && s.kind == AllocKind::Heap)
         .count();
-    let attached = rec
-        .header
-        .as_ref()
-        .is_some_and(|h| h.target.mode == leak_format::TargetMode::Attach);
-    if let Some(why) = turnover_blind(rec).filter(|_| attached && leaks > 0) {
+    if let Some(why) = turnover_blind(rec).filter(|_| rec.is_attached() && leaks > 0) {
         a.warnings.push(format!(
             "in this {why}, {} cannot be told from a cache renewing entries from before the \
              attach (each new entry stays, the old one it replaces was never seen); record \
@@ -1062,10 +1057,7 @@ fn quality_warnings(
     w.extend(order_warnings(rec));
     w.extend(gap_warning(rec));
     let start = rec.header.as_ref().map_or(0, |h| h.start_mono_ns);
-    let attached = rec
-        .header
-        .as_ref()
-        .is_some_and(|h| h.target.mode == leak_format::TargetMode::Attach);
+    let attached = rec.is_attached();
     let mut placed: Vec<&leak_format::Probe> = rec
         .header
         .as_ref()

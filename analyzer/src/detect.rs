@@ -84,8 +84,9 @@ pub enum Verdict {
     /// has not stalled in two or more of the four quarters.
     ContinuousLeak,
     /// A continuous leak by every gate, in a recording attached to a running process (`-p`)
-    /// while it freed blocks allocated before the attach about as fast as the stack grew: the
-    /// growth may be new blocks replacing those (a cache renewing its entries), which the
+    /// while it freed blocks allocated before the attach at least half as fast as the stack
+    /// gained blocks (a budget shared by the stacks): the growth may be new blocks replacing
+    /// those (a cache renewing its entries), which the
     /// recorder cannot tell from a leak until the old ones are all gone. Set by the analysis,
     /// not by [`detect`].
     AttachTurnover,

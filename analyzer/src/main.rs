@@ -530,7 +530,6 @@ fn now_utc() -> String {
     html::utc(ns)
 }
 
-/// Writes `text` to a file, or to stdout for `-`.
 /// Writes an output: `-` to standard output; a regular file (or a new one) whole or not at all,
 /// through a file beside it renamed over it, so that a failed write (a full disk) leaves the
 /// previous report as it was and no cut one; anything else (a symbolic link, /dev/null, a pipe)

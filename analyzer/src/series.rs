@@ -362,6 +362,13 @@ impl Recording {
             .is_some_and(|h| h.target.mode == leak_format::TargetMode::Kernel)
     }
 
+    /// A recording of a process leak-record attached to (`-p`), not one it started.
+    pub fn is_attached(&self) -> bool {
+        self.header
+            .as_ref()
+            .is_some_and(|h| h.target.mode == leak_format::TargetMode::Attach)
+    }
+
     /// The program a user-mode target runs after its last exec seen (format 1.7), when the
     /// recording names it (any of its fields read): not what the header says was started.
     pub fn exec_process(&self) -> Option<&leak_format::Process> {
@@ -723,17 +730,7 @@ impl Fold {
                 if exited {
                     // A user-mode exit snapshot may name modules and maps of its own, for the
                     // stacks first seen in it.
-                    for m in s.new_modules {
-                        rec.modules.insert(m.id, m);
-                    }
-                    for st in s.new_stacks {
-                        rec.stacks.insert(st.id, st);
-                    }
-                    for m in s.maps.into_iter().flatten() {
-                        if m.perms.contains('x') && !rec.maps.contains(&m) {
-                            rec.maps.push(m);
-                        }
-                    }
+                    declare(rec, s.new_modules, s.new_stacks, s.maps);
                     let after = rec.after_exit.get_or_insert_with(|| AfterExit {
                         t,
                         ..AfterExit::default()
@@ -751,12 +748,7 @@ impl Fold {
                 for batch in &mut self.batches {
                     batch.times.push(t);
                 }
-                for m in s.new_modules {
-                    rec.modules.insert(m.id, m);
-                }
-                for st in s.new_stacks {
-                    rec.stacks.insert(st.id, st);
-                }
+                declare(rec, s.new_modules, s.new_stacks, s.maps);
                 let shards = self.batches.len() as u32;
                 for st in s.stats {
                     let key = (st.stack, st.kind);
@@ -776,11 +768,6 @@ impl Fold {
                     self.batches[(slot % shards) as usize]
                         .entries
                         .push((slot / shards, k, level));
-                }
-                for m in s.maps.into_iter().flatten() {
-                    if m.perms.contains('x') && !rec.maps.contains(&m) {
-                        rec.maps.push(m);
-                    }
                 }
                 push_timeline(
                     &mut rec.timeline,
@@ -1017,6 +1004,27 @@ fn read_folded<R: Read + Send>(
     });
     fold.rec.skipped_records = result?;
     Ok(with_expected(fold.finish(series)))
+}
+
+/// Takes in what a snapshot declares: its new modules and stacks, and its executable
+/// mappings not seen before (kept for debug-only files).
+fn declare(
+    rec: &mut Recording,
+    modules: Vec<Module>,
+    stacks: Vec<Stack>,
+    maps: Option<Vec<leak_format::MapEntry>>,
+) {
+    for m in modules {
+        rec.modules.insert(m.id, m);
+    }
+    for st in stacks {
+        rec.stacks.insert(st.id, st);
+    }
+    for m in maps.into_iter().flatten() {
+        if m.perms.contains('x') && !rec.maps.contains(&m) {
+            rec.maps.push(m);
+        }
+    }
 }
 
 fn push_timeline(timeline: &mut Vec<TimelinePoint>, p: TimelinePoint, cap: usize) {

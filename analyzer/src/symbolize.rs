@@ -669,7 +669,6 @@ impl Resolver {
     }
 }
 
-/// A frame left as module+offset.
 /// A frame outside its module's code (see [`NOT_CODE`]).
 fn not_code_frame(module: &str, offset: u64) -> Vec<SymFrame> {
     let mut frame = bare_frame(module, offset);
@@ -677,6 +676,7 @@ fn not_code_frame(module: &str, offset: u64) -> Vec<SymFrame> {
     frame
 }
 
+/// A frame left as module+offset.
 fn bare_frame(module: &str, offset: u64) -> Vec<SymFrame> {
     vec![SymFrame {
         function: None,

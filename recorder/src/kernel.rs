@@ -55,13 +55,7 @@ pub fn run(cli: Cli) -> Result<()> {
         .clone()
         .unwrap_or_else(|| output::default_name(start_wall_ns / 1_000_000_000));
     crate::record::defer_stop_signals();
-    let (path, file, created) = match cli.output {
-        None => output::create_numbered(&path)?,
-        Some(_) => {
-            let (file, created) = output::create(&path, cli.force)?;
-            (path, file, created)
-        }
-    };
+    let (path, file, created) = output::create_output(&path, &cli)?;
     let modules_text = module_names();
     let kallsyms = Kallsyms::load()?;
     let host = procfs::host_info();

@@ -18,6 +18,16 @@ pub fn default_name(unix_secs: u64) -> PathBuf {
     ))
 }
 
+/// Creates the recording at `path`: the `-o` path as [`create`] does (`--force` replaces a
+/// file), or a default name numbered as [`create_numbered`] does. Returns the path used.
+pub fn create_output(path: &Path, cli: &crate::cli::Cli) -> Result<(PathBuf, File, Created)> {
+    if cli.output.is_none() {
+        return create_numbered(path);
+    }
+    let (file, created) = create(path, cli.force)?;
+    Ok((path.to_path_buf(), file, created))
+}
+
 /// [`create`] for a default name (`path`, from [`default_name`]): when a file of that name
 /// exists (recorders started in the same second, say one per worker), the first of
 /// `NAME-2.zst`, `NAME-3.zst`... that does not, taken as it is created. Returns the path used.

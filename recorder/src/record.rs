@@ -343,17 +343,13 @@ fn setup_and_record(
     command_line: Vec<String>,
 ) -> Result<u8> {
     defer_stop_signals();
-    let numbered;
+    let chosen;
     let (path, file, created) = match claimed {
         Some(file) => (path, file, output::Created::default()),
-        None if cli.output.is_none() => {
-            let (p, file, created) = output::create_numbered(path)?;
-            numbered = p;
-            (numbered.as_path(), file, created)
-        }
         None => {
-            let (file, created) = output::create(path, cli.force)?;
-            (path, file, created)
+            let (p, file, created) = output::create_output(path, cli)?;
+            chosen = p;
+            (chosen.as_path(), file, created)
         }
     };
 
@@ -1688,7 +1684,8 @@ impl Session<'_, '_> {
     fn bundle(&mut self, budget: Option<u64>) {
         for (module, file) in self.modules.files() {
             if !self.bundling_off {
-                self.bundles.push_back(PendingBundle::new(module, file));
+                self.bundles
+                    .push_back(PendingBundle::new(module, file, self.cli));
             }
         }
         let mut written = 0;
@@ -1728,72 +1725,75 @@ impl Session<'_, '_> {
 /// A module's bundle being written a chunk at a time ([`Session::bundle`]).
 struct PendingBundle {
     module: leak_format::Module,
-    file: Option<File>,
-    /// The bytes to embed, once known: the file's own, read a chunk at a time, or its symbol
-    /// table, made when the bundle comes to be written.
-    content: Option<(BundleContent, Option<Vec<u8>>)>,
+    source: BundleSource,
     total_len: u64,
     offset: u64,
 }
 
+/// What a [`PendingBundle`] embeds.
+enum BundleSource {
+    /// The file itself (up to --bundle-max), read a chunk at a time.
+    File(File),
+    /// A larger file, whose symbol table is made when its bundle comes to be written.
+    Symbols(File),
+    /// That symbol table, encoded.
+    Table(Vec<u8>),
+}
+
 impl PendingBundle {
-    fn new(module: leak_format::Module, file: File) -> Self {
+    fn new(module: leak_format::Module, file: File, cli: &Cli) -> Self {
+        let len = file.metadata().map_or(0, |m| m.len());
+        let (source, total_len) = if len > cli.bundle_max {
+            (BundleSource::Symbols(file), 0)
+        } else {
+            (BundleSource::File(file), len)
+        };
         PendingBundle {
             module,
-            file: Some(file),
-            content: None,
-            total_len: 0,
+            source,
+            total_len,
             offset: 0,
         }
     }
 
     /// The next chunk to write, None once all are written.
     fn next_chunk(&mut self, cli: &Cli) -> Result<Option<BundleChunk>> {
-        if self.content.is_none() {
-            let Some(file) = self.file.take() else {
-                return Ok(None);
-            };
-            let len = file.metadata().map_or(0, |m| m.len());
-            if len > cli.bundle_max {
-                let symbols = discover::symbol_table(file)?;
-                if !cli.quiet {
-                    say!(
-                        "leak-record: {} is {} (above --bundle-max {}): bundling its {} function \
-                         symbols instead",
-                        self.module.path,
-                        human_bytes(len),
-                        human_bytes(cli.bundle_max),
-                        symbols.len()
-                    );
-                }
-                let table = leak_format::encode_symbol_table(&symbols);
-                self.total_len = table.len() as u64;
-                self.content = Some((BundleContent::SymbolTable, Some(table)));
-            } else {
-                self.total_len = len;
-                self.file = Some(file);
-                self.content = Some((BundleContent::ElfFile, None));
+        if let BundleSource::Symbols(file) = &self.source {
+            let symbols = discover::symbol_table(file.try_clone()?)?;
+            if !cli.quiet {
+                say!(
+                    "leak-record: {} is {} (above --bundle-max {}): bundling its {} function \
+                     symbols instead",
+                    self.module.path,
+                    human_bytes(file.metadata().map_or(0, |m| m.len())),
+                    human_bytes(cli.bundle_max),
+                    symbols.len()
+                );
             }
+            let table = leak_format::encode_symbol_table(&symbols);
+            self.total_len = table.len() as u64;
+            self.source = BundleSource::Table(table);
         }
-        let Some((content, table)) = &self.content else {
-            return Ok(None);
-        };
         if self.offset >= self.total_len {
             return Ok(None);
         }
         let n = (self.total_len - self.offset).min(BUNDLE_CHUNK as u64) as usize;
-        let data = match (table, &self.file) {
-            (Some(table), _) => table[self.offset as usize..][..n].to_vec(),
-            (None, Some(file)) => {
+        let (content, data) = match &self.source {
+            BundleSource::Table(table) => (
+                BundleContent::SymbolTable,
+                table[self.offset as usize..][..n].to_vec(),
+            ),
+            BundleSource::File(file) => {
                 let mut data = vec![0; n];
                 std::os::unix::fs::FileExt::read_exact_at(file, &mut data, self.offset)?;
-                data
+                (BundleContent::ElfFile, data)
             }
-            (None, None) => return Ok(None),
+            // Made into a table above.
+            BundleSource::Symbols(_) => return Ok(None),
         };
         let chunk = BundleChunk {
             module: self.module.id,
-            content: *content,
+            content,
             total_len: self.total_len,
             offset: self.offset,
             data,
